@@ -1,0 +1,53 @@
+# Two commands a newcomer needs: `make run` and `make test`. Both set up what
+# they need first (.venv with Python packages, node_modules with buf).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUF := node_modules/.bin/buf
+
+.PHONY: run test setup lint typecheck generate check-generated unit e2e
+
+run: setup
+	$(BIN)/htk run
+
+test: setup lint typecheck check-generated
+	$(BIN)/pytest
+
+setup: $(VENV)/.installed $(BUF)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BUF): package.json package-lock.json
+	# `npm ci` rejects the lock file over the other platforms' optional buf binaries.
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BUF) lint
+
+typecheck: setup
+	$(BIN)/mypy
+
+# Regenerates gen/ and the Envoy descriptor from protos/.
+generate: setup
+	scripts/generate.sh
+
+# Fails when gen/ or the Envoy descriptor is stale against protos/.
+check-generated: setup
+	rm -rf build/generated && mkdir -p build/generated
+	scripts/generate.sh build/generated
+	diff -r gen build/generated/gen
+	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
+	@echo "generated code is current"
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+e2e: setup
+	$(BIN)/pytest tests/e2e

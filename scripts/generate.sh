@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Generates everything derived from protos/ into the folder given (default: the
+# checkout): gen/ (Python messages, gRPC stubs and their type stubs) and
+# envoy/process_service.binpb (the descriptor set Envoy's transcoder reads).
+# `make check-generated` runs it into a scratch folder and diffs the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-.}"
+python=".venv/bin/python"
+protos=(htk/processes/v1/process_service.proto)
+
+rm -rf "$out/gen"
+mkdir -p "$out/gen" "$out/envoy"
+# Only our own files go to gen/: generating google/... would shadow the
+# installed googleapis-common-protos package.
+"$python" -m grpc_tools.protoc -I protos -I third_party/protos \
+  --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy \
+  --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc \
+  --python_out="$out/gen" --grpc_python_out="$out/gen" \
+  --mypy_out="$out/gen" --mypy_grpc_out="$out/gen" \
+  "${protos[@]}"
+# error_details.proto is in the descriptor so that Envoy can print the
+# google.rpc.BadRequest details of an error; without it the body is empty.
+"$python" -m grpc_tools.protoc -I protos -I third_party/protos \
+  --include_imports --include_source_info \
+  --descriptor_set_out="$out/envoy/process_service.binpb" \
+  "${protos[@]}" google/rpc/error_details.proto

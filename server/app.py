@@ -1,0 +1,60 @@
+"""The gRPC server process: ProcessService, health checking and reflection."""
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from htk.processes.v1 import process_service_pb2, process_service_pb2_grpc
+from server.settings import Settings
+from server.storage.database import Database
+from server.storage.processes import ProcessStore
+from server.storage.tokens import TokenStore
+from server.transport.interceptors import AuthInterceptor, ErrorInterceptor, JsonBodyInterceptor
+from server.transport.servicer import ProcessServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"].full_name
+# In-flight calls get this long to finish once a shutdown begins.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+async def serve(settings: Settings, database_url: str) -> None:
+    """Serves until SIGTERM or SIGINT, then drains in-flight calls and exits."""
+    database = Database(database_url, pool_size=settings.db_pool_size)
+    server = grpc.aio.server(
+        interceptors=[
+            ErrorInterceptor(),
+            AuthInterceptor(TokenStore(database)),
+            JsonBodyInterceptor(),
+        ]
+    )
+    process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
+        ProcessServicer(ProcessStore(database)), server
+    )
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    server.add_insecure_port(settings.grpc_address)
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC server listening on %s", settings.grpc_address)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+
+    log.info("shutting down: finishing in-flight calls")
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(SHUTDOWN_GRACE_SECONDS)
+    await database.close()

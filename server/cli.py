@@ -1,0 +1,104 @@
+"""The `htk` command: run the stack, serve gRPC, manage API tokens."""
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from server import stack
+from server.app import serve
+from server.domain.errors import DomainError
+from server.domain.processes import validate_org_id
+from server.domain.tokens import parse_scopes
+from server.settings import Settings
+from server.storage.database import Database
+from server.storage.migrate import upgrade_to_latest
+from server.storage.tokens import TokenStore
+
+T = TypeVar("T")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="htk", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run PostgreSQL, the gRPC server and Envoy until stopped")
+    commands.add_parser("serve", help="run the gRPC server alone (needs DATABASE_URL)")
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = token.add_parser("create", help="create a token and print it")
+    create.add_argument("--org", required=True, help="organization id, created if new")
+    create.add_argument(
+        "--scopes",
+        default="",
+        help="comma-separated: processes:write, tasks:create (none: read-only)",
+    )
+    create.add_argument("--name", default="", help="what the token is for")
+    listing = token.add_parser("list", help="list an organization's tokens")
+    listing.add_argument("--org", required=True)
+    revoke = token.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", type=uuid.UUID)
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        match args.command:
+            case "run":
+                return stack.run(settings)
+            case "serve":
+                if not settings.database_url:
+                    parser.error("htk serve needs DATABASE_URL (htk run sets it)")
+                asyncio.run(serve(settings, settings.database_url))
+                return 0
+            case _:
+                return _token_command(settings, args)
+    except DomainError as error:
+        print(f"htk: {error}", file=sys.stderr)
+        return 2
+
+
+def _token_command(settings: Settings, args: argparse.Namespace) -> int:
+    def with_tokens(action: Callable[[TokenStore], Awaitable[T]]) -> T:
+        with stack.database(settings) as database_url:
+            upgrade_to_latest(database_url)
+
+            async def go() -> T:
+                database = Database(database_url, pool_size=1)
+                try:
+                    return await action(TokenStore(database))
+                finally:
+                    await database.close()
+
+            return asyncio.run(go())
+
+    match args.action:
+        case "create":
+            org_id = validate_org_id(args.org)
+            scopes = parse_scopes(args.scopes)
+            _, token = with_tokens(lambda tokens: tokens.create(org_id, args.name, scopes))
+            print(token)
+        case "list":
+            for info in with_tokens(lambda tokens: tokens.list(args.org)):
+                state = (
+                    f"revoked {info.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if info.revoked_at else "active"
+                )
+                scope_list = ",".join(info.scopes) or "(read-only)"
+                print(f"{info.token_id}  {state:28}  {scope_list:30}  {info.name}")
+        case "revoke":
+            if not with_tokens(lambda tokens: tokens.revoke(args.token_id)):
+                print(f"htk: no token with id {args.token_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.token_id}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""API tokens: their format, their digest, and the scopes they carry.
+
+A token is `htk_` + 30 random base62 characters + a 6-character base62
+CRC32 of that random part. The checksum lets the server reject a mistyped or
+truncated token without touching the database. Only the SHA-256 digest of a
+token is ever stored.
+"""
+
+import enum
+import hashlib
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+
+from server.domain.errors import InvalidArgument, PermissionDenied
+
+PREFIX = "htk_"
+_ALPHABET = string.digits + string.ascii_letters
+_RANDOM_LENGTH = 30
+_CHECKSUM_LENGTH = 6
+TOKEN_LENGTH = len(PREFIX) + _RANDOM_LENGTH + _CHECKSUM_LENGTH
+
+
+class Scope(enum.StrEnum):
+    """A permission beyond reading, which every token of an organization has."""
+
+    PROCESSES_WRITE = "processes:write"
+    TASKS_CREATE = "tasks:create"
+
+
+# Creating and updating processes needs any one of these (per the API docs).
+WRITE_SCOPES = frozenset({Scope.PROCESSES_WRITE, Scope.TASKS_CREATE})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the organization and scopes of a valid token."""
+
+    org_id: str
+    scopes: frozenset[Scope]
+
+    def require_any(self, needed: frozenset[Scope]) -> None:
+        if needed and not (self.scopes & needed):
+            wanted = " or ".join(sorted(needed))
+            raise PermissionDenied(f"this call needs a token with the scope {wanted}")
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, remainder = divmod(number, len(_ALPHABET))
+        digits.append(_ALPHABET[remainder])
+    return "".join(reversed(digits))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECKSUM_LENGTH)
+
+
+def generate_token() -> str:
+    body = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
+    return PREFIX + body + _checksum(body)
+
+
+def is_well_formed(token: str) -> bool:
+    """Whether the token has htk's shape and a matching checksum."""
+    if len(token) != TOKEN_LENGTH or not token.startswith(PREFIX):
+        return False
+    body = token[len(PREFIX) : len(PREFIX) + _RANDOM_LENGTH]
+    checksum = token[len(PREFIX) + _RANDOM_LENGTH :]
+    if any(char not in _ALPHABET for char in body + checksum):
+        return False
+    return secrets.compare_digest(checksum, _checksum(body))
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    """Parses a comma-separated scope list such as `processes:write,tasks:create`."""
+    scopes = set()
+    for name in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            scopes.add(Scope(name))
+        except ValueError:
+            known = ", ".join(scope.value for scope in Scope)
+            raise InvalidArgument("scopes", f"unknown scope {name!r} (known: {known})") from None
+    return frozenset(scopes)

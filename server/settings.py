@@ -1,0 +1,58 @@
+"""The service's configuration: one typed object, read from the environment."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    # An external PostgreSQL (`postgresql://...`); None runs the embedded one.
+    database_url: str | None
+    # Where the embedded PostgreSQL keeps its data, and Envoy its rendered config.
+    data_dir: Path
+    grpc_port: int
+    http_port: int
+    envoy_admin_port: int
+    # Database connections each server process keeps open.
+    db_pool_size: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("HTK_DATA_DIR", CHECKOUT / ".data")).resolve(),
+            grpc_port=_port(env, "HTK_GRPC_PORT", 50051),
+            http_port=_port(env, "HTK_HTTP_PORT", 8080),
+            envoy_admin_port=_port(env, "HTK_ENVOY_ADMIN_PORT", 9901),
+            db_pool_size=_integer(env, "HTK_DB_POOL_SIZE", 10, minimum=1),
+            log_level=env.get("HTK_LOG_LEVEL", "INFO").upper(),
+        )
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    text = env.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = _integer(env, name, default, minimum=0)
+    if port > 65535:
+        raise ValueError(f"{name} must be a port number (0-65535), got {port}")
+    return port

@@ -1,0 +1,145 @@
+"""`htk run`: PostgreSQL, the gRPC server and Envoy, in the foreground.
+
+The stack stops, embedded PostgreSQL included, on Ctrl-C or SIGTERM, and
+when its parent (say `make run`) dies.
+"""
+
+import ctypes
+import logging
+import os
+import signal
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.settings import CHECKOUT, Settings
+from server.storage.embedded import embedded_database
+from server.storage.migrate import upgrade_to_latest
+
+log = logging.getLogger(__name__)
+
+ENVOY_TEMPLATE = CHECKOUT / "envoy" / "envoy.yaml"
+ENVOY_DESCRIPTOR = CHECKOUT / "envoy" / "process_service.binpb"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The database URL to use: DATABASE_URL, else the embedded PostgreSQL's."""
+    if settings.database_url:
+        yield settings.database_url
+    else:
+        with embedded_database(settings.data_dir) as url:
+            yield url
+
+
+def die_with_parent() -> None:
+    """Asks Linux to send this process SIGTERM when its parent exits."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def render_envoy_config(settings: Settings) -> Path:
+    config = string.Template(ENVOY_TEMPLATE.read_text()).substitute(
+        http_port=settings.http_port,
+        admin_port=settings.envoy_admin_port,
+        grpc_port=settings.grpc_port,
+        descriptor=ENVOY_DESCRIPTOR,
+    )
+    path = settings.data_dir / "envoy.yaml"
+    path.write_text(config)
+    return path
+
+
+def wait_until_serving(address: str, deadline: float) -> None:
+    """Waits until a gRPC health check through `address` reports SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                response = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stack did not become ready at {address}")
+            time.sleep(0.1)
+
+
+def run(settings: Settings) -> int:
+    die_with_parent()
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with database(settings) as database_url:
+        upgrade_to_latest(database_url)
+        children = {
+            "gRPC server": _start(
+                [sys.executable, "-m", "server.cli", "serve"],
+                env=os.environ | {"DATABASE_URL": database_url},
+            ),
+            "Envoy": _start(
+                [
+                    str(Path(sys.executable).parent / "envoy"),
+                    "--config-path",
+                    str(render_envoy_config(settings)),
+                    "--log-level",
+                    "warn",
+                    # Lets several stacks (tests, a second checkout) share a machine.
+                    "--use-dynamic-base-id",
+                ],
+            ),
+        }
+        try:
+            wait_until_serving(
+                f"127.0.0.1:{settings.http_port}", time.monotonic() + READY_TIMEOUT_SECONDS
+            )
+            log.info(
+                "htk is ready: REST and gRPC on http://127.0.0.1:%d (Ctrl-C stops it)",
+                settings.http_port,
+            )
+            while not stopping and all(child.poll() is None for child in children.values()):
+                time.sleep(0.2)
+        finally:
+            _stop(children)
+    failed = [
+        name for name, child in children.items() if child.returncode not in (0, -signal.SIGTERM)
+    ]
+    if failed and not stopping:
+        log.error("stopped because a part of the stack exited: %s", ", ".join(map(str, failed)))
+        return 1
+    return 0
+
+
+def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+
+
+def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for name, child in children.items():
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", name)
+            child.kill()
+            child.wait()

@@ -1,0 +1,51 @@
+"""Connections to PostgreSQL, and the one way to run work in a transaction."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from server.domain.errors import Unavailable
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Selects the psycopg 3 driver for a plain `postgresql://` URL."""
+    url = make_url(database_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+class Database:
+    """A connection pool and the sessions drawn from it."""
+
+    def __init__(self, database_url: str, *, pool_size: int) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            sqlalchemy_url(database_url),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,
+        )
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        A lost or refused connection becomes `Unavailable`, which callers may retry.
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError) as error:
+            raise Unavailable("the database is unavailable; retry later") from error
+
+    async def close(self) -> None:
+        await self.engine.dispose()

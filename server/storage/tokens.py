@@ -1,0 +1,99 @@
+"""Organizations and their API tokens."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from server.domain import tokens
+from server.domain.processes import utc_now
+from server.domain.tokens import Caller, Scope
+from server.storage.database import Database
+from server.storage.tables import ApiToken, Organization
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What `htk token list` shows of a token (never the token or its digest)."""
+
+    token_id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenStore:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def authenticate(self, token: str) -> Caller | None:
+        """The caller a well-formed token stands for, or None if it is unknown or revoked."""
+        async with self._database.transaction() as session:
+            row = (
+                await session.execute(
+                    select(ApiToken.org_id, ApiToken.scopes).where(
+                        ApiToken.digest == tokens.digest(token), ApiToken.revoked_at.is_(None)
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return Caller(org_id=row.org_id, scopes=frozenset(Scope(name) for name in row.scopes))
+
+    async def create(
+        self, org_id: str, name: str, scopes: frozenset[Scope]
+    ) -> tuple[uuid.UUID, str]:
+        """Creates a token (and its organization, if new); returns its id and the token."""
+        token = tokens.generate_token()
+        token_id = uuid.uuid4()
+        now = utc_now()
+        async with self._database.transaction() as session:
+            await session.execute(
+                insert(Organization)
+                .values(org_id=org_id, created_at=now)
+                .on_conflict_do_nothing(index_elements=[Organization.org_id])
+            )
+            session.add(
+                ApiToken(
+                    token_id=token_id,
+                    org_id=org_id,
+                    name=name,
+                    digest=tokens.digest(token),
+                    scopes=sorted(scope.value for scope in scopes),
+                    created_at=now,
+                    revoked_at=None,
+                )
+            )
+        return token_id, token
+
+    async def list(self, org_id: str) -> list[TokenInfo]:
+        async with self._database.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(ApiToken).where(ApiToken.org_id == org_id).order_by(ApiToken.created_at)
+                )
+            ).scalars()
+            return [
+                TokenInfo(
+                    token_id=row.token_id,
+                    name=row.name,
+                    scopes=list(row.scopes),
+                    created_at=row.created_at,
+                    revoked_at=row.revoked_at,
+                )
+                for row in rows
+            ]
+
+    async def revoke(self, token_id: uuid.UUID) -> bool:
+        """Revokes the token; False if no token has that id."""
+        async with self._database.transaction() as session:
+            result = await session.execute(
+                update(ApiToken)
+                .where(ApiToken.token_id == token_id)
+                .values(revoked_at=func.coalesce(ApiToken.revoked_at, utc_now()))
+                .returning(ApiToken.token_id)
+            )
+            return result.first() is not None

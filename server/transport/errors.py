@@ -1,0 +1,53 @@
+"""The one mapping from errors to gRPC statuses (Envoy maps those to HTTP codes)."""
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.domain.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[type[DomainError], int] = {
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    NotFound: code_pb2.NOT_FOUND,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
+    Unavailable: code_pb2.UNAVAILABLE,
+}
+
+
+def to_status(error: Exception) -> grpc.Status:
+    """The status a caller sees for an error raised while serving its call."""
+    if not isinstance(error, DomainError):
+        # Unexpected: the caller learns nothing of the internals, the log does.
+        log.exception("unexpected error while serving a call", exc_info=error)
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+        )
+    status = status_pb2.Status(code=_CODES[type(error)], message=str(error))
+    if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=error.field, description=error.problem
+                    )
+                ]
+            )
+        )
+        status.details.append(detail)
+    return rpc_status.to_status(status)

@@ -1,0 +1,209 @@
+"""What every RPC goes through before its servicer method: error mapping,
+authentication and authorization, and strict checking of REST bodies.
+
+Interceptors run in the order `server.app` lists them; each wraps the unary
+handler of the next.
+"""
+
+import base64
+import binascii
+import contextvars
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import grpc
+from google.protobuf import descriptor
+
+from htk.processes.v1 import process_service_pb2
+from server.domain.errors import InvalidArgument, Unauthenticated
+from server.domain.tokens import WRITE_SCOPES, Caller, Scope, is_well_formed
+from server.storage.tokens import TokenStore
+from server.transport.errors import to_status
+
+# grpc's classes are generic only in their type stubs, not at run time.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Behavior: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+if TYPE_CHECKING:
+    ServerInterceptor: TypeAlias = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+_SERVICE = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"]
+_METHODS: dict[str, descriptor.MethodDescriptor] = {
+    f"/{_SERVICE.full_name}/{method.name}": method for method in _SERVICE.methods
+}
+# Reading needs only a valid token of the organization; writing needs a scope.
+_REQUIRED_SCOPES: dict[str, frozenset[Scope]] = {
+    f"/{_SERVICE.full_name}/CreateProcess": WRITE_SCOPES,
+    f"/{_SERVICE.full_name}/UpdateProcess": WRITE_SCOPES,
+}
+# Envoy's Lua filter (envoy/envoy.yaml) copies a REST request's JSON body here,
+# base64-encoded, because the transcoder silently drops fields it does not know.
+JSON_BODY_HEADER = "x-htk-json-body"
+
+_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of the RPC being served."""
+    return _caller.get()
+
+
+def _wrap_unary(handler: Handler, wrap: Callable[[Behavior], Behavior]) -> Handler:
+    if handler.unary_unary is None:
+        raise TypeError("only unary RPCs can be intercepted")
+    return grpc.unary_unary_rpc_method_handler(
+        wrap(cast(Behavior, handler.unary_unary)),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _metadata(context: Context, key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+class ErrorInterceptor(ServerInterceptor):
+    """Turns any error raised below it into the caller's status (see errors.py)."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in _METHODS:
+            return handler
+
+        def wrap(behavior: Behavior) -> Behavior:
+            async def mapped(request: Any, context: Context) -> Any:
+                try:
+                    return await behavior(request, context)
+                except Exception as error:
+                    status = to_status(error)
+                    # What context.abort_with_status does; the type stubs lack it.
+                    context.set_trailing_metadata(status.trailing_metadata)
+                    await context.abort(status.code, status.details)
+
+            return mapped
+
+        return _wrap_unary(handler, wrap)
+
+
+class AuthInterceptor(ServerInterceptor):
+    """Authenticates the bearer token and checks the scopes the method needs.
+
+    Health checking and reflection stay open; every ProcessService method
+    requires a token.
+    """
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method not in _METHODS:
+            return handler
+        needed = _REQUIRED_SCOPES.get(method, frozenset())
+
+        def wrap(behavior: Behavior) -> Behavior:
+            async def authenticated(request: Any, context: Context) -> Any:
+                caller = await self._authenticate(_metadata(context, "authorization"))
+                caller.require_any(needed)
+                token = _caller.set(caller)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _caller.reset(token)
+
+            return authenticated
+
+        return _wrap_unary(handler, wrap)
+
+    async def _authenticate(self, authorization: str | None) -> Caller:
+        if not authorization:
+            raise Unauthenticated("missing token: send the header 'Authorization: Bearer htk_...'")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("malformed Authorization header: expected 'Bearer htk_...'")
+        # The checksum turns away mistyped and made-up tokens without a query.
+        if not is_well_formed(token):
+            raise Unauthenticated("malformed token: not an htk token")
+        caller = await self._tokens.authenticate(token)
+        if caller is None:
+            raise Unauthenticated("invalid token: unknown or revoked")
+        return caller
+
+
+class JsonBodyInterceptor(ServerInterceptor):
+    """Rejects REST bodies with fields that the request message does not define."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = _METHODS.get(handler_call_details.method)
+        if handler is None or method is None:
+            return handler
+        request_type = method.input_type
+
+        def wrap(behavior: Behavior) -> Behavior:
+            async def checked(request: Any, context: Context) -> Any:
+                encoded = _metadata(context, JSON_BODY_HEADER)
+                if encoded is not None:
+                    unknown = unknown_json_fields(request_type, _decode_body(encoded))
+                    if unknown:
+                        raise InvalidArgument(unknown[0], "unknown field")
+                return await behavior(request, context)
+
+            return checked
+
+        return _wrap_unary(handler, wrap)
+
+
+def _decode_body(encoded: str) -> Any:
+    try:
+        return json.loads(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError):
+        # The transcoder has already accepted the body; if our copy of it
+        # cannot be read, there is nothing more to check.
+        return None
+
+
+def unknown_json_fields(
+    message_type: descriptor.Descriptor, value: Any, path: str = ""
+) -> list[str]:
+    """The paths of JSON object keys that name no field of the message type.
+
+    Accepts a field's proto name and its JSON (lowerCamel) name, as proto3
+    JSON parsing does. Well-known types such as Struct hold free-form JSON
+    and are not descended into.
+    """
+    if not isinstance(value, dict) or message_type.full_name.startswith("google.protobuf."):
+        return []
+    unknown = []
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        field = message_type.fields_by_name.get(key) or message_type.fields_by_camelcase_name.get(
+            key
+        )
+        if field is None:
+            unknown.append(where)
+        elif field.message_type is not None:
+            items = item if _is_repeated(field) and isinstance(item, list) else [item]
+            for index, element in enumerate(items):
+                element_path = f"{where}[{index}]" if _is_repeated(field) else where
+                unknown += unknown_json_fields(field.message_type, element, element_path)
+    return unknown
+
+
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    return bool(field.is_repeated)

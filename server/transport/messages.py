@@ -1,0 +1,119 @@
+"""Conversions between protobuf messages and domain objects."""
+
+from datetime import datetime
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from htk.processes.v1 import process_service_pb2 as pb
+from server.domain.processes import (
+    Event,
+    JsonObject,
+    ListQuery,
+    Process,
+    ProcessPage,
+    ProcessSummary,
+    Step,
+    StepDef,
+    Update,
+)
+
+
+def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _struct(data: JsonObject | None) -> struct_pb2.Struct | None:
+    if data is None:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+def step_defs(request: pb.CreateProcessRequest) -> list[StepDef]:
+    return [StepDef(key=d.key, label=d.label, human=d.human) for d in request.step_defs]
+
+
+def update(request: pb.UpdateProcessRequest) -> Update:
+    return Update(
+        type=request.type,
+        step=request.step if request.HasField("step") else None,
+        detail=request.detail if request.HasField("detail") else None,
+        data=json_format.MessageToDict(request.data) if request.HasField("data") else None,
+        error=request.error if request.HasField("error") else None,
+        message=request.message if request.HasField("message") else None,
+        percent=request.percent if request.HasField("percent") else None,
+        summary=request.summary if request.HasField("summary") else None,
+    )
+
+
+def process(process: Process) -> pb.Process:
+    return pb.Process(
+        process_id=str(process.process_id),
+        namespace=process.namespace,
+        name=process.name,
+        status=process.status.value,
+        current_step=process.current_step,
+        step_defs=[
+            pb.StepDef(key=step.key, label=step.label, human=step.human) for step in process.steps
+        ],
+        timeline=[_timeline_entry(step) for step in process.steps],
+        task_ids=[str(task_id) for task_id in process.task_ids],
+        started_at=_timestamp(process.started_at),
+        finished_at=_timestamp(process.finished_at),
+        summary=process.summary,
+        error=process.error,
+    )
+
+
+def _timeline_entry(step: Step) -> pb.TimelineEntry:
+    duration = step.duration_ms
+    return pb.TimelineEntry(
+        step=step.key,
+        label=step.label,
+        status=step.status.value,
+        human=step.human,
+        task_id=str(step.task_id) if step.task_id is not None else None,
+        started_at=_timestamp(step.started_at),
+        completed_at=_timestamp(step.completed_at),
+        duration_ms=float(duration) if duration is not None else None,
+        detail=step.detail,
+        data=_struct(step.data),
+        progress_message=step.progress_message,
+        progress_percent=step.progress_percent,
+        error=step.error,
+    )
+
+
+def _summary(summary: ProcessSummary) -> pb.ProcessSummary:
+    return pb.ProcessSummary(
+        process_id=str(summary.process_id),
+        namespace=summary.namespace,
+        name=summary.name,
+        status=summary.status.value,
+        current_step=summary.current_step,
+        started_at=_timestamp(summary.started_at),
+        step_count=summary.step_count,
+        task_ids=[str(task_id) for task_id in summary.task_ids],
+    )
+
+
+def process_page(page: ProcessPage, query: ListQuery) -> pb.ListProcessesResponse:
+    return pb.ListProcessesResponse(
+        processes=[_summary(summary) for summary in page.processes],
+        total=page.total,
+        limit=query.limit,
+        offset=query.offset,
+    )
+
+
+def acknowledgement(process_id: str, event: Event) -> pb.UpdateProcessResponse:
+    return pb.UpdateProcessResponse(
+        process_id=process_id,
+        update_type=event.type.value,
+        timestamp=_timestamp(event.recorded_at),
+    )
