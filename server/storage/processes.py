@@ -1,5 +1,6 @@
 """Reading and writing processes, their steps and their event log."""
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -177,25 +178,7 @@ async def _load(
         summary=row.summary,
         error=row.error,
         update_count=row.update_count,
-        steps=[
-            Step(
-                key=step.key,
-                label=step.label,
-                human=step.human,
-                task_id=step.task_id,
-                status=StepStatus(step.status),
-                started_at=step.started_at,
-                completed_at=step.completed_at,
-                detail=step.detail,
-                data=step.data,
-                error=step.error,
-                progress_message=step.progress_message,
-                progress_percent=step.progress_percent,
-                started_seq=step.started_seq,
-                changed_seq=step.changed_seq,
-            )
-            for step in steps
-        ],
+        steps=[_step(step) for step in steps],
     )
 
 
@@ -217,22 +200,15 @@ def _process_values(process: Process) -> dict[str, Any]:
     }
 
 
+# StepRow's columns carry the names of Step's fields.
+_STEP_FIELDS = [field.name for field in dataclasses.fields(Step)]
+
+
+def _step(row: StepRow) -> Step:
+    values = {name: getattr(row, name) for name in _STEP_FIELDS}
+    return Step(**values | {"status": StepStatus(row.status)})
+
+
 def _step_values(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
-    return {
-        "process_id": process_id,
-        "position": position,
-        "key": step.key,
-        "label": step.label,
-        "human": step.human,
-        "task_id": step.task_id,
-        "status": step.status.value,
-        "started_at": step.started_at,
-        "completed_at": step.completed_at,
-        "detail": step.detail,
-        "data": step.data,
-        "error": step.error,
-        "progress_message": step.progress_message,
-        "progress_percent": step.progress_percent,
-        "started_seq": step.started_seq,
-        "changed_seq": step.changed_seq,
-    }
+    values = {name: getattr(step, name) for name in _STEP_FIELDS}
+    return values | {"process_id": process_id, "position": position, "status": step.status.value}

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from server.settings import Settings
-from server.stack import render_envoy_config
+from server.stack import envoy_command, render_envoy_config
 from server.storage.database import sqlalchemy_url
 from server.storage.tables import Base
 from tests.e2e.conftest import Org, Stack, free_port, running_stack
@@ -63,16 +63,7 @@ def test_envoy_answers_json_503_when_the_grpc_server_is_down(tmp_path: Path) -> 
             "HTK_ENVOY_ADMIN_PORT": str(free_port()),
         }
     )
-    envoy = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "envoy"),
-            "--config-path",
-            str(render_envoy_config(settings)),
-            "--use-dynamic-base-id",
-            "--log-level",
-            "error",
-        ]
-    )
+    envoy = subprocess.Popen(envoy_command(render_envoy_config(settings), log_level="error"))
     try:
         response = _get_once_listening(f"http://127.0.0.1:{settings.http_port}/api/v1/processes")
         assert response.status_code == 503
