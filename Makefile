@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# `npm ci` rejects the lock file over the other platforms' optional buf binaries.
 $(BUF): package.json package-lock.json
-	# `npm ci` rejects the lock file over the other platforms' optional buf binaries.
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
