@@ -72,8 +72,11 @@ class Stack:
 
 
 @contextmanager
-def running_stack(data_dir: Path) -> Iterator[Stack]:
-    """Starts `htk run` on `data_dir` and stops it with SIGTERM afterwards."""
+def running_stack(data_dir: Path, database_url: str | None = None) -> Iterator[Stack]:
+    """Starts `htk run` on `data_dir` and stops it with SIGTERM afterwards.
+
+    Without `database_url` the stack runs its embedded PostgreSQL.
+    """
     env = os.environ | {
         "HTK_DATA_DIR": str(data_dir),
         "HTK_HTTP_PORT": str(free_port()),
@@ -81,6 +84,8 @@ def running_stack(data_dir: Path) -> Iterator[Stack]:
         "HTK_ENVOY_ADMIN_PORT": str(free_port()),
     }
     env.pop("DATABASE_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "stack.log").open("ab") as log:
         process = subprocess.Popen([HTK, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
@@ -16,6 +17,7 @@ from sqlalchemy import create_engine
 from server.settings import Settings
 from server.stack import envoy_command, render_envoy_config
 from server.storage.database import sqlalchemy_url
+from server.storage.embedded import embedded_database
 from server.storage.tables import Base
 from tests.e2e.conftest import Org, Stack, free_port, running_stack
 
@@ -52,6 +54,22 @@ def test_sigterm_stops_everything_and_a_restart_finds_the_data(tmp_path: Path) -
         )
     assert fetched.status_code == 200
     assert fetched.json() == created
+
+
+def test_an_external_database_url_replaces_the_embedded_postgres(tmp_path: Path) -> None:
+    with embedded_database(tmp_path / "external") as external_url:
+        with running_stack(tmp_path / "stack", database_url=external_url) as stack:
+            token = stack.token("acme")
+            created = httpx.post(
+                f"{stack.http_url}/api/v1/processes",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"namespace": "deployments", "name": "Deploy", "step_defs": STEPS},
+            )
+            assert created.status_code == 200, created.text
+        assert not (tmp_path / "stack" / "postgres").exists()
+        with psycopg.connect(external_url) as connection:
+            names = connection.execute("SELECT name FROM processes").fetchall()
+        assert names == [("Deploy",)]
 
 
 def test_envoy_answers_json_503_when_the_grpc_server_is_down(tmp_path: Path) -> None:
