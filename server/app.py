@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"].full_name
 # In-flight calls get this long to finish once a shutdown begins.
 SHUTDOWN_GRACE_SECONDS = 10.0
+# Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
+# buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
+MAX_METADATA_BYTES = 2 * 1024 * 1024
 
 
 async def serve(settings: Settings, database_url: str) -> None:
@@ -32,7 +35,11 @@ async def serve(settings: Settings, database_url: str) -> None:
             ErrorInterceptor(),
             AuthInterceptor(TokenStore(database)),
             JsonBodyInterceptor(),
-        ]
+        ],
+        options=[
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ],
     )
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
         ProcessServicer(ProcessStore(database)), server

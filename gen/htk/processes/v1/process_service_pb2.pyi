@@ -252,9 +252,13 @@ class TimelineEntry(_message.Message):
     detail: _builtins.str
     """The `detail` of the latest `step_started` or `step_completed` update."""
     progress_message: _builtins.str
-    """The latest progress message of the current run of the step."""
+    """The latest progress message of the step's current run. Cleared when the
+    step completes or starts again; kept when it fails, to show how far it got.
+    """
     progress_percent: _builtins.int
-    """The latest progress percentage (0-100) of the current run of the step."""
+    """The latest progress percentage (0-100), kept and cleared like
+    `progress_message`.
+    """
     error: _builtins.str
     """The error sent with `step_failed`. Absent unless `failed`."""
     @_builtins.property

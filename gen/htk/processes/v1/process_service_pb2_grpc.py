@@ -33,7 +33,10 @@ class ProcessServiceStub:
     * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
     revoked.
     * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-    message names the field, and a `google.rpc.BadRequest` detail lists it.
+    message names the field. Errors found by the server also carry a
+    `google.rpc.BadRequest` detail naming it; those Envoy finds while
+    reading REST input (malformed JSON, a number that is not one, an
+    unknown query parameter) carry the message alone.
     """
 
     def __init__(self, channel):
@@ -72,7 +75,10 @@ class ProcessServiceServicer:
     * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
     revoked.
     * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-    message names the field, and a `google.rpc.BadRequest` detail lists it.
+    message names the field. Errors found by the server also carry a
+    `google.rpc.BadRequest` detail naming it; those Envoy finds while
+    reading REST input (malformed JSON, a number that is not one, an
+    unknown query parameter) carry the message alone.
     """
 
     def ListProcesses(self, request, context):
@@ -166,7 +172,10 @@ class ProcessService:
     * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
     revoked.
     * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-    message names the field, and a `google.rpc.BadRequest` detail lists it.
+    message names the field. Errors found by the server also carry a
+    `google.rpc.BadRequest` detail naming it; those Envoy finds while
+    reading REST input (malformed JSON, a number that is not one, an
+    unknown query parameter) carry the message alone.
     """
 
     @staticmethod

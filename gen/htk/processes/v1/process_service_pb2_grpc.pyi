@@ -49,7 +49,10 @@ class ProcessServiceStub:
       * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
         revoked.
       * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field, and a `google.rpc.BadRequest` detail lists it.
+        message names the field. Errors found by the server also carry a
+        `google.rpc.BadRequest` detail naming it; those Envoy finds while
+        reading REST input (malformed JSON, a number that is not one, an
+        unknown query parameter) carry the message alone.
     """
 
     @_typing.overload
@@ -102,7 +105,10 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
       * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
         revoked.
       * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field, and a `google.rpc.BadRequest` detail lists it.
+        message names the field. Errors found by the server also carry a
+        `google.rpc.BadRequest` detail naming it; those Envoy finds while
+        reading REST input (malformed JSON, a number that is not one, an
+        unknown query parameter) carry the message alone.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -151,7 +157,10 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
       * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
         revoked.
       * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field, and a `google.rpc.BadRequest` detail lists it.
+        message names the field. Errors found by the server also carry a
+        `google.rpc.BadRequest` detail naming it; those Envoy finds while
+        reading REST input (malformed JSON, a number that is not one, an
+        unknown query parameter) carry the message alone.
     """
 
     @_abc_1.abstractmethod
