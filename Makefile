@@ -7,7 +7,8 @@ BUF := node_modules/.bin/buf
 
 .PHONY: run test setup lint typecheck generate check-generated unit e2e
 
-run: setup
+# Running needs Python only; buf (Node) is for linting the protos.
+run: $(VENV)/.installed
 	$(BIN)/htk run
 
 test: setup lint typecheck check-generated
@@ -42,7 +43,7 @@ generate: setup
 check-generated: setup
 	rm -rf build/generated && mkdir -p build/generated
 	scripts/generate.sh build/generated
-	diff -r gen build/generated/gen
+	diff -r -x __pycache__ gen build/generated/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
 	@echo "generated code is current"
 

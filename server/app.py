@@ -9,17 +9,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from htk.processes.v1 import process_service_pb2, process_service_pb2_grpc
+from htk.processes.v1 import process_service_pb2_grpc
 from server.settings import Settings
 from server.storage.database import Database
 from server.storage.processes import ProcessStore
 from server.storage.tokens import TokenStore
-from server.transport.interceptors import AuthInterceptor, ErrorInterceptor, JsonBodyInterceptor
+from server.transport.interceptors import (
+    SERVICE,
+    AuthInterceptor,
+    ErrorInterceptor,
+    JsonBodyInterceptor,
+)
 from server.transport.servicer import ProcessServicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"].full_name
 # In-flight calls get this long to finish once a shutdown begins.
 SHUTDOWN_GRACE_SECONDS = 10.0
 # Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
@@ -47,11 +51,11 @@ async def serve(settings: Settings, database_url: str) -> None:
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     server.add_insecure_port(settings.grpc_address)
     await server.start()
-    for service in ("", SERVICE_NAME):
+    for service in ("", SERVICE.full_name):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC server listening on %s", settings.grpc_address)
 

@@ -15,6 +15,7 @@ from server.domain.processes import validate_org_id
 from server.domain.tokens import parse_scopes
 from server.settings import Settings
 from server.storage.database import Database
+from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
 from server.storage.tokens import TokenStore
 
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("token_id", type=uuid.UUID)
     args = parser.parse_args(argv)
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _token_command(settings: Settings, args: argparse.Namespace) -> int:
     def with_tokens(action: Callable[[TokenStore], Awaitable[T]]) -> T:
-        with stack.database(settings) as database_url:
-            upgrade_to_latest(database_url)
+        with database_url(settings) as url:
+            upgrade_to_latest(url)
 
             async def go() -> T:
-                database = Database(database_url, pool_size=1)
+                database = Database(url, pool_size=1)
                 try:
                     return await action(TokenStore(database))
                 finally:

@@ -30,7 +30,7 @@ class Settings:
             http_port=_port(env, "HTK_HTTP_PORT", 8080),
             envoy_admin_port=_port(env, "HTK_ENVOY_ADMIN_PORT", 9901),
             db_pool_size=_integer(env, "HTK_DB_POOL_SIZE", 10, minimum=1),
-            log_level=env.get("HTK_LOG_LEVEL", "INFO").upper(),
+            log_level=_log_level(env.get("HTK_LOG_LEVEL", "INFO")),
         )
 
     @property
@@ -52,7 +52,14 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    port = _integer(env, name, default, minimum=0)
+    port = _integer(env, name, default, minimum=1)
     if port > 65535:
-        raise ValueError(f"{name} must be a port number (0-65535), got {port}")
+        raise ValueError(f"{name} must be a port number (1-65535), got {port}")
     return port
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"HTK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return level

@@ -12,8 +12,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -21,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.settings import CHECKOUT, Settings
-from server.storage.embedded import embedded_database
+from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
 
 log = logging.getLogger(__name__)
@@ -31,16 +30,6 @@ ENVOY_DESCRIPTOR = CHECKOUT / "envoy" / "process_service.binpb"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 _PR_SET_PDEATHSIG = 1
-
-
-@contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """The database URL to use: DATABASE_URL, else the embedded PostgreSQL's."""
-    if settings.database_url:
-        yield settings.database_url
-    else:
-        with embedded_database(settings.data_dir) as url:
-            yield url
 
 
 def die_with_parent() -> None:
@@ -73,20 +62,28 @@ def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
     ]
 
 
-def wait_until_serving(address: str, deadline: float) -> None:
-    """Waits until a gRPC health check through `address` reports SERVING."""
+def wait_until_serving(
+    address: str, timeout: float, keep_waiting: Callable[[], bool] = lambda: True
+) -> bool:
+    """Waits until a gRPC health check through `address` reports SERVING.
+
+    Returns False as soon as `keep_waiting()` turns false (the stack died or
+    was asked to stop); raises TimeoutError after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        while True:
+        while keep_waiting():
             try:
                 response = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
+                    return True
             except grpc.RpcError:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the stack did not become ready at {address}")
             time.sleep(0.1)
+    return False
 
 
 def run(settings: Settings) -> int:
@@ -97,27 +94,27 @@ def run(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # SIGHUP too: a closed terminal must not leave PostgreSQL running.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with database(settings) as database_url:
-        upgrade_to_latest(database_url)
-        children = {
-            "gRPC server": _start(
-                [sys.executable, "-m", "server.cli", "serve"],
-                env=os.environ | {"DATABASE_URL": database_url},
-            ),
-            "Envoy": _start(envoy_command(render_envoy_config(settings))),
-        }
+    children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def running() -> bool:
+        return not stopping and all(child.poll() is None for child in children.values())
+
+    with database_url(settings) as url:
+        upgrade_to_latest(url)
         try:
-            wait_until_serving(
-                f"127.0.0.1:{settings.http_port}", time.monotonic() + READY_TIMEOUT_SECONDS
+            children["gRPC server"] = _start(
+                [sys.executable, "-m", "server.cli", "serve"],
+                env=os.environ | {"DATABASE_URL": url},
             )
-            log.info(
-                "htk is ready: REST and gRPC on http://127.0.0.1:%d (Ctrl-C stops it)",
-                settings.http_port,
-            )
-            while not stopping and all(child.poll() is None for child in children.values()):
+            children["Envoy"] = _start(envoy_command(render_envoy_config(settings)))
+            address = f"127.0.0.1:{settings.http_port}"
+            if wait_until_serving(address, READY_TIMEOUT_SECONDS, keep_waiting=running):
+                log.info("htk is ready: REST and gRPC on http://%s (Ctrl-C stops it)", address)
+            while running():
                 time.sleep(0.2)
         finally:
             _stop(children)
@@ -125,7 +122,7 @@ def run(settings: Settings) -> int:
         name for name, child in children.items() if child.returncode not in (0, -signal.SIGTERM)
     ]
     if failed and not stopping:
-        log.error("stopped because a part of the stack exited: %s", ", ".join(map(str, failed)))
+        log.error("stopped because a part of the stack exited: %s", ", ".join(failed))
         return 1
     return 0
 

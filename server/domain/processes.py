@@ -9,8 +9,8 @@ import enum
 import json
 import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -108,8 +108,37 @@ def qualify_namespace(org_id: str, namespace: str) -> str:
 
 
 def _check_text(field_name: str, value: str | None, max_length: int = MAX_TEXT_LENGTH) -> None:
-    if value is not None and len(value) > max_length:
+    if value is None:
+        return
+    if len(value) > max_length:
         raise InvalidArgument(field_name, f"must be at most {max_length} characters")
+    # PostgreSQL text cannot hold NUL; refusing it here keeps it a 400.
+    if "\x00" in value:
+        raise InvalidArgument(field_name, "must not contain NUL characters")
+
+
+def _check_data(data: JsonObject) -> None:
+    try:
+        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)") from None
+    if len(encoded.encode()) > MAX_DATA_BYTES:
+        raise InvalidArgument("data", f"must be at most {MAX_DATA_BYTES} bytes of JSON")
+    for text in _strings_in(data):
+        _check_text("data", text, max_length=MAX_DATA_BYTES)
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    """Every string in a JSON value, object keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings_in(item)
 
 
 @dataclass(frozen=True)
@@ -188,7 +217,8 @@ class Step:
     def duration_ms(self) -> int | None:
         if self.started_at is None or self.completed_at is None:
             return None
-        return (self.completed_at - self.started_at) // timedelta(milliseconds=1)
+        # Clamped: a wall clock stepped back must not make a negative duration.
+        return max(0, (self.completed_at - self.started_at) // timedelta(milliseconds=1))
 
 
 @dataclass
@@ -328,22 +358,14 @@ class Update:
         }
 
 
-# For each type: the fields it requires, and all the fields it accepts.
-_REQUIRED: dict[UpdateType, frozenset[str]] = {
-    UpdateType.STEP_STARTED: frozenset({"step"}),
-    UpdateType.STEP_COMPLETED: frozenset({"step"}),
-    UpdateType.STEP_FAILED: frozenset({"step", "error"}),
-    UpdateType.PROGRESS: frozenset({"step"}),
-    UpdateType.COMPLETED: frozenset(),
-    UpdateType.FAILED: frozenset({"error"}),
-}
-_ACCEPTED: dict[UpdateType, frozenset[str]] = {
-    UpdateType.STEP_STARTED: frozenset({"step", "detail"}),
-    UpdateType.STEP_COMPLETED: frozenset({"step", "detail", "data"}),
-    UpdateType.STEP_FAILED: frozenset({"step", "error"}),
-    UpdateType.PROGRESS: frozenset({"step", "message", "percent"}),
-    UpdateType.COMPLETED: frozenset({"summary"}),
-    UpdateType.FAILED: frozenset({"error"}),
+# For each type: (the fields it requires, the fields it also accepts).
+_FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
+    UpdateType.STEP_STARTED: (frozenset({"step"}), frozenset({"detail"})),
+    UpdateType.STEP_COMPLETED: (frozenset({"step"}), frozenset({"detail", "data"})),
+    UpdateType.STEP_FAILED: (frozenset({"step", "error"}), frozenset()),
+    UpdateType.PROGRESS: (frozenset({"step"}), frozenset({"message", "percent"})),
+    UpdateType.COMPLETED: (frozenset(), frozenset({"summary"})),
+    UpdateType.FAILED: (frozenset({"error"}), frozenset()),
 }
 
 
@@ -353,20 +375,19 @@ def validate_update(update: Update) -> UpdateType:
         raise InvalidArgument("type", f"is required; one of: {_one_of(UpdateType)}")
     update_type = parse_choice(UpdateType, "type", update.type)
     sent = update.sent_fields()
-    for name in sorted(_REQUIRED[update_type] - sent.keys()):
-        raise InvalidArgument(name, f"is required for type {update_type.value!r}")
-    for name in sorted(sent.keys() - _ACCEPTED[update_type]):
-        raise InvalidArgument(name, f"does not apply to type {update_type.value!r}")
+    required, optional = _FIELDS[update_type]
+    if missing := sorted(required - sent.keys()):
+        raise InvalidArgument(missing[0], f"is required for type {update_type.value!r}")
+    if extra := sorted(sent.keys() - required - optional):
+        raise InvalidArgument(extra[0], f"does not apply to type {update_type.value!r}")
     if update_type is UpdateType.PROGRESS and update.message is None and update.percent is None:
         raise InvalidArgument("message", "a progress update needs a message, a percent or both")
     if update.percent is not None and not 0 <= update.percent <= 100:
         raise InvalidArgument("percent", f"must be between 0 and 100, got {update.percent}")
-    for name in ("detail", "error", "message", "summary"):
+    for name in ("step", "detail", "error", "message", "summary"):
         _check_text(name, sent.get(name))
     if update.data is not None:
-        size = len(json.dumps(update.data, separators=(",", ":")).encode())
-        if size > MAX_DATA_BYTES:
-            raise InvalidArgument("data", f"must be at most {MAX_DATA_BYTES} bytes of JSON")
+        _check_data(update.data)
     return update_type
 
 
@@ -386,7 +407,7 @@ class Change:
     """What an accepted update changed: the event to log and the step it touched."""
 
     event: Event
-    step_position: int | None = field(default=None)
+    step_position: int | None = None
 
 
 def apply_update(process: Process, update: Update, now: datetime) -> Change:

@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,6 +24,13 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+# All well inside Envoy's 30 s route timeout, so a stuck database yields a
+# clear UNAVAILABLE from the server rather than a cut connection.
+POOL_TIMEOUT_SECONDS = 10
+STATEMENT_TIMEOUT = "10s"
+LOCK_TIMEOUT = "5s"
+
+
 class Database:
     """A connection pool and the sessions drawn from it."""
 
@@ -31,20 +39,33 @@ class Database:
             sqlalchemy_url(database_url),
             pool_size=pool_size,
             max_overflow=0,
+            pool_timeout=POOL_TIMEOUT_SECONDS,
+            # Connections survive a database restart: a dead one is replaced.
             pool_pre_ping=True,
+            connect_args={
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT}"
+                f" -c lock_timeout={LOCK_TIMEOUT}"
+            },
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error.
 
-        A lost or refused connection becomes `Unavailable`, which callers may retry.
+        With `snapshot`, every statement sees the same snapshot (REPEATABLE
+        READ), e.g. a page and the count of all matches. A lost or refused
+        connection, a full pool or a timeout becomes `Unavailable`, which
+        callers may retry.
         """
         try:
             async with self._sessions() as session, session.begin():
+                if snapshot:
+                    await session.connection(
+                        execution_options={"isolation_level": "REPEATABLE READ"}
+                    )
                 yield session
-        except (OperationalError, InterfaceError) as error:
+        except (OperationalError, InterfaceError, PoolTimeoutError) as error:
             raise Unavailable("the database is unavailable; retry later") from error
 
     async def close(self) -> None:

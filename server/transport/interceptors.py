@@ -6,7 +6,6 @@ handler of the next.
 """
 
 import base64
-import binascii
 import contextvars
 import json
 from collections.abc import Awaitable, Callable
@@ -31,14 +30,14 @@ if TYPE_CHECKING:
 else:
     ServerInterceptor = grpc.aio.ServerInterceptor
 
-_SERVICE = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"]
+SERVICE = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"]
 _METHODS: dict[str, descriptor.MethodDescriptor] = {
-    f"/{_SERVICE.full_name}/{method.name}": method for method in _SERVICE.methods
+    f"/{SERVICE.full_name}/{method.name}": method for method in SERVICE.methods
 }
 # Reading needs only a valid token of the organization; writing needs a scope.
 _REQUIRED_SCOPES: dict[str, frozenset[Scope]] = {
-    f"/{_SERVICE.full_name}/CreateProcess": WRITE_SCOPES,
-    f"/{_SERVICE.full_name}/UpdateProcess": WRITE_SCOPES,
+    f"/{SERVICE.full_name}/CreateProcess": WRITE_SCOPES,
+    f"/{SERVICE.full_name}/UpdateProcess": WRITE_SCOPES,
 }
 # Envoy's Lua filter (envoy/envoy.yaml) copies a REST request's JSON body here,
 # base64-encoded, because the transcoder silently drops fields it does not know.
@@ -52,16 +51,6 @@ def current_caller() -> Caller:
     return _caller.get()
 
 
-def _wrap_unary(handler: Handler, wrap: Callable[[Behavior], Behavior]) -> Handler:
-    if handler.unary_unary is None:
-        raise TypeError("only unary RPCs can be intercepted")
-    return grpc.unary_unary_rpc_method_handler(
-        wrap(cast(Behavior, handler.unary_unary)),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
-
-
 def _metadata(context: Context, key: str) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == key:
@@ -69,63 +58,66 @@ def _metadata(context: Context, key: str) -> str | None:
     return None
 
 
-class ErrorInterceptor(ServerInterceptor):
-    """Turns any error raised below it into the caller's status (see errors.py)."""
+class _ProcessServiceInterceptor(ServerInterceptor):
+    """Wraps the handlers of ProcessService's (unary) methods with `wrap`.
+
+    Health checking and reflection pass through untouched: they need no token.
+    """
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method not in _METHODS:
+        method = _METHODS.get(handler_call_details.method)
+        if handler is None or method is None:
             return handler
+        if handler.unary_unary is None:
+            raise TypeError("only unary RPCs can be intercepted")
+        return grpc.unary_unary_rpc_method_handler(
+            self.wrap(method, cast(Behavior, handler.unary_unary)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
-        def wrap(behavior: Behavior) -> Behavior:
-            async def mapped(request: Any, context: Context) -> Any:
-                try:
-                    return await behavior(request, context)
-                except Exception as error:
-                    status = to_status(error)
-                    # What context.abort_with_status does; the type stubs lack it.
-                    context.set_trailing_metadata(status.trailing_metadata)
-                    await context.abort(status.code, status.details)
-
-            return mapped
-
-        return _wrap_unary(handler, wrap)
+    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
 
 
-class AuthInterceptor(ServerInterceptor):
-    """Authenticates the bearer token and checks the scopes the method needs.
+class ErrorInterceptor(_ProcessServiceInterceptor):
+    """Turns any error raised below it into the caller's status (see errors.py)."""
 
-    Health checking and reflection stay open; every ProcessService method
-    requires a token.
-    """
+    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
+        async def mapped(request: Any, context: Context) -> Any:
+            try:
+                return await behavior(request, context)
+            except Exception as error:
+                status = to_status(error)
+                # What context.abort_with_status does; the type stubs lack it.
+                context.set_trailing_metadata(status.trailing_metadata)
+                await context.abort(status.code, status.details)
+
+        return mapped
+
+
+class AuthInterceptor(_ProcessServiceInterceptor):
+    """Authenticates the bearer token and checks the scopes the method needs."""
 
     def __init__(self, tokens: TokenStore) -> None:
         self._tokens = tokens
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method not in _METHODS:
-            return handler
-        needed = _REQUIRED_SCOPES.get(method, frozenset())
+    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
+        needed = _REQUIRED_SCOPES.get(f"/{SERVICE.full_name}/{method.name}", frozenset())
 
-        def wrap(behavior: Behavior) -> Behavior:
-            async def authenticated(request: Any, context: Context) -> Any:
-                caller = await self._authenticate(_metadata(context, "authorization"))
-                caller.require_any(needed)
-                token = _caller.set(caller)
-                try:
-                    return await behavior(request, context)
-                finally:
-                    _caller.reset(token)
+        async def authenticated(request: Any, context: Context) -> Any:
+            caller = await self._authenticate(_metadata(context, "authorization"))
+            caller.require_any(needed)
+            token = _caller.set(caller)
+            try:
+                return await behavior(request, context)
+            finally:
+                _caller.reset(token)
 
-            return authenticated
-
-        return _wrap_unary(handler, wrap)
+        return authenticated
 
     async def _authenticate(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -143,39 +135,19 @@ class AuthInterceptor(ServerInterceptor):
         return caller
 
 
-class JsonBodyInterceptor(ServerInterceptor):
+class JsonBodyInterceptor(_ProcessServiceInterceptor):
     """Rejects REST bodies with fields that the request message does not define."""
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = _METHODS.get(handler_call_details.method)
-        if handler is None or method is None:
-            return handler
-        request_type = method.input_type
+    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
+        async def checked(request: Any, context: Context) -> Any:
+            encoded = _metadata(context, JSON_BODY_HEADER)
+            if encoded is not None:
+                body = json.loads(base64.b64decode(encoded, validate=True))
+                if unknown := unknown_json_fields(method.input_type, body):
+                    raise InvalidArgument(unknown[0], "unknown field")
+            return await behavior(request, context)
 
-        def wrap(behavior: Behavior) -> Behavior:
-            async def checked(request: Any, context: Context) -> Any:
-                encoded = _metadata(context, JSON_BODY_HEADER)
-                if encoded is not None:
-                    unknown = unknown_json_fields(request_type, _decode_body(encoded))
-                    if unknown:
-                        raise InvalidArgument(unknown[0], "unknown field")
-                return await behavior(request, context)
-
-            return checked
-
-        return _wrap_unary(handler, wrap)
-
-
-def _decode_body(encoded: str) -> Any:
-    try:
-        return json.loads(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, ValueError):
-        # The transcoder has already accepted the body; if our copy of it
-        # cannot be read, there is nothing more to check.
-        return None
+        return checked
 
 
 def unknown_json_fields(
@@ -198,12 +170,9 @@ def unknown_json_fields(
         if field is None:
             unknown.append(where)
         elif field.message_type is not None:
-            items = item if _is_repeated(field) and isinstance(item, list) else [item]
-            for index, element in enumerate(items):
-                element_path = f"{where}[{index}]" if _is_repeated(field) else where
-                unknown += unknown_json_fields(field.message_type, element, element_path)
+            if field.is_repeated and isinstance(item, list):
+                for index, element in enumerate(item):
+                    unknown += unknown_json_fields(field.message_type, element, f"{where}[{index}]")
+            else:
+                unknown += unknown_json_fields(field.message_type, item, where)
     return unknown
-
-
-def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
-    return bool(field.is_repeated)

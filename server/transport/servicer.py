@@ -3,19 +3,12 @@
 Authentication, authorization and error statuses are the interceptors' work.
 """
 
-from typing import Any, TypeAlias
-
-import grpc
-
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.processes import list_query, new_process, parse_process_id, utc_now
 from server.storage.processes import ProcessStore
 from server.transport import messages
-from server.transport.interceptors import current_caller
-
-# Generic only in grpc's type stubs, hence the string.
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+from server.transport.interceptors import Context, current_caller
 
 
 class ProcessServicer(pb_grpc.ProcessServiceServicer):

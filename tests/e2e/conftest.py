@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,8 +91,12 @@ def running_stack(data_dir: Path, database_url: str | None = None) -> Iterator[S
     stack = Stack(data_dir=data_dir, env=env, process=process)
     try:
         try:
-            wait_until_serving(stack.envoy_target, time.monotonic() + START_TIMEOUT_SECONDS)
+            started = wait_until_serving(
+                stack.envoy_target, START_TIMEOUT_SECONDS, lambda: process.poll() is None
+            )
         except TimeoutError:
+            started = False
+        if not started:
             pytest.fail(f"the stack did not start; its log:\n{stack.log}")
         yield stack
     finally:

@@ -259,6 +259,10 @@ INVALID_UPDATES: list[Any] = [
         "data",
         id="data-over-64KiB",
     ),
+    pytest.param({"type": "failed", "error": "a\u0000b"}, "error", id="NUL-in-text"),
+    pytest.param(
+        {"type": "step_completed", "step": "build", "data": {"log": "a\u0000"}}, "data", id="NUL"
+    ),
 ]
 
 
@@ -315,6 +319,21 @@ def test_update_fields_in_the_query_string_are_rejected(
 
     body = assert_error(response, 400, INVALID_ARGUMENT)
     assert "query parameters" in body["message"]
+    assert snapshot(rest, tenant, process_id) == before
+
+
+def test_a_rest_call_dressed_as_grpc_web_is_still_checked_strictly(
+    rest: httpx.Client, tenant: Org, process_id: str
+) -> None:
+    before = snapshot(rest, tenant, process_id)
+
+    response = rest.post(
+        f"/api/v1/processes/{process_id}/update",
+        headers=tenant.auth() | {"Content-Type": "application/grpc-web"},
+        content=b'{"type": "completed", "summry": "typo"}',
+    )
+
+    assert_invalid_field(response, "summry")
     assert snapshot(rest, tenant, process_id) == before
 
 

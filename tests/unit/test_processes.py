@@ -256,6 +256,17 @@ def test_validate_update_accepts_documented_shapes(update: Update, expected: Upd
         pytest.param(Update("failed", error="x", summary="s"), "summary", id="summary on failed"),
         pytest.param(Update("progress", step="b", percent=-1), "percent", id="percent -1"),
         pytest.param(Update("progress", step="b", percent=101), "percent", id="percent 101"),
+        pytest.param(Update("failed", error="a\x00b"), "error", id="NUL in text"),
+        pytest.param(
+            Update("step_completed", step="b", data={"log": ["ok", "a\x00"]}), "data", id="NUL"
+        ),
+        pytest.param(Update("step_completed", step="b", data={"\x00": 1}), "data", id="NUL key"),
+        pytest.param(
+            Update("step_completed", step="b", data={"x": float("nan")}), "data", id="NaN"
+        ),
+        pytest.param(
+            Update("step_completed", step="b", data={"x": float("inf")}), "data", id="Infinity"
+        ),
     ],
 )
 def test_validate_update_rejects_malformed_update(update: Update, field: str) -> None:
@@ -356,6 +367,7 @@ def test_step_completed_on_a_pending_step_counts_as_started_then(process: Proces
         (timedelta(microseconds=999), 0),
         (timedelta(seconds=1, microseconds=234_567), 1234),
         (timedelta(hours=2), 7_200_000),
+        (timedelta(seconds=-3), 0),  # the wall clock stepped back
     ],
 )
 def test_duration_ms_is_whole_milliseconds(elapsed: timedelta, expected_ms: int) -> None:
