@@ -6,7 +6,7 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1._async import HealthServicer  # health.aio's, named so for the type stubs
 from grpc_reflection.v1alpha import reflection
 
 from htk.processes.v1 import process_service_pb2_grpc
