@@ -21,6 +21,7 @@ from server.domain.processes import (
     Update,
     apply_update,
     utc_now,
+    validate_update,
 )
 from server.storage.database import Database
 from server.storage.tables import ProcessEvent, ProcessRow, StepRow
@@ -66,6 +67,9 @@ class ProcessStore:
         The lock serializes concurrent updates of one process, so none is
         lost and the event log's order is the order they were applied in.
         """
+        # A malformed update is refused before it takes a connection and a lock;
+        # apply_update checks again (microseconds) so that it is safe on its own.
+        validate_update(change)
         async with self._database.transaction() as session:
             process = await _load(session, org_id, process_id, for_update=True)
             # Taken under the lock, so recorded times follow the log's order.
