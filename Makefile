@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 
-.PHONY: run test setup lint typecheck generate check-generated unit e2e
+.PHONY: run test setup lint typecheck generate check-generated unit e2e chaos fuzz bench
 
 # Running needs Python only; buf (Node) is for linting the protos.
 run: $(VENV)/.installed
@@ -52,3 +52,16 @@ unit: setup
 
 e2e: setup
 	$(BIN)/pytest tests/e2e
+
+# Fault injection against the real stack (also part of `make test`).
+chaos: setup
+	$(BIN)/pytest tests/chaos
+
+# Schemathesis and Hypothesis at full strength; `make test` runs fewer cases.
+fuzz: setup
+	HTK_FUZZ_EXAMPLES=1000 $(BIN)/pytest tests/fuzz
+
+# Benchmarks, not tests: prints a table and writes docs/benchmarks.md.
+# BENCH_PROCESSES=20000 make bench is the quick run; the default seeds 1M.
+bench: setup
+	$(BIN)/python -m bench
