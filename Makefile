@@ -45,6 +45,7 @@ check-generated: setup
 	scripts/generate.sh build/generated
 	diff -r -x __pycache__ gen build/generated/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
+	cmp docs/openapi.json build/generated/docs/openapi.json
 	@echo "generated code is current"
 
 unit: setup

@@ -25,3 +25,5 @@ mkdir -p "$out/gen" "$out/envoy"
   --include_imports --include_source_info \
   --descriptor_set_out="$out/envoy/process_service.binpb" \
   "${protos[@]}" google/rpc/error_details.proto
+# The OpenAPI document of the REST API, from the same descriptor set Envoy reads.
+"$python" scripts/openapi.py "$out/envoy/process_service.binpb" "$out/docs/openapi.json"
