@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -10,6 +11,7 @@ from grpc_health.v1._async import HealthServicer  # health.aio's, named so for t
 from grpc_reflection.v1alpha import reflection
 
 from htk.processes.v1 import process_service_pb2_grpc
+from server.domain.errors import DomainError
 from server.settings import Settings
 from server.storage.database import Database
 from server.storage.processes import ProcessStore
@@ -17,6 +19,7 @@ from server.storage.tokens import TokenStore
 from server.transport.interceptors import (
     SERVICE,
     AuthInterceptor,
+    DeadlineInterceptor,
     ErrorInterceptor,
     JsonBodyInterceptor,
 )
@@ -29,14 +32,24 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
 # buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
+IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 
 
-async def serve(settings: Settings, database_url: str) -> None:
-    """Serves until SIGTERM or SIGINT, then drains in-flight calls and exits."""
+async def serve(settings: Settings, database_url: str, own_addresses: list[str]) -> None:
+    """Serves until SIGTERM or SIGINT, then drains in-flight calls and exits.
+
+    Every worker shares HTK_GRPC_PORT (grpc sets SO_REUSEPORT, so the kernel
+    spreads direct callers over the workers). `own_addresses` reach this
+    worker alone: Envoy health-checks and balances over them.
+    """
     database = Database(database_url, pool_size=settings.db_pool_size)
+    store = ProcessStore(
+        database, idempotency_retention=timedelta(hours=settings.idempotency_key_hours)
+    )
     server = grpc.aio.server(
         interceptors=[
             ErrorInterceptor(),
+            DeadlineInterceptor(),
             AuthInterceptor(TokenStore(database)),
             JsonBodyInterceptor(),
         ],
@@ -45,20 +58,20 @@ async def serve(settings: Settings, database_url: str) -> None:
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
-        ProcessServicer(ProcessStore(database)), server
-    )
+    process_service_pb2_grpc.add_ProcessServiceServicer_to_server(ProcessServicer(store), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    server.add_insecure_port(settings.grpc_address)
+    for address in (settings.grpc_address, *own_addresses):
+        server.add_insecure_port(address)
     await server.start()
     for service in ("", SERVICE.full_name):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC server listening on %s", settings.grpc_address)
+    log.info("gRPC server listening on %s", ", ".join((settings.grpc_address, *own_addresses)))
 
+    purging = asyncio.create_task(_purge_idempotency_keys(store))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -68,4 +81,17 @@ async def serve(settings: Settings, database_url: str) -> None:
     log.info("shutting down: finishing in-flight calls")
     await health_servicer.enter_graceful_shutdown()
     await server.stop(SHUTDOWN_GRACE_SECONDS)
+    purging.cancel()
     await database.close()
+
+
+async def _purge_idempotency_keys(store: ProcessStore) -> None:
+    """Forgets expired idempotency keys now and then, so the table stays small."""
+    while True:
+        try:
+            forgotten = await store.forget_expired_idempotency_keys()
+            if forgotten:
+                log.info("forgot %d expired idempotency keys", forgotten)
+        except DomainError as error:  # the database is away; try again next time
+            log.warning("could not purge idempotency keys: %s", error)
+        await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_SECONDS)

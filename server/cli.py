@@ -26,7 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="htk", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run PostgreSQL, the gRPC server and Envoy until stopped")
-    commands.add_parser("serve", help="run the gRPC server alone (needs DATABASE_URL)")
+    serve_command = commands.add_parser(
+        "serve", help="run one gRPC server process alone (needs DATABASE_URL)"
+    )
+    serve_command.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        help="an address to serve on besides HTK_GRPC_PORT (htk run gives each worker its own)",
+    )
     token = commands.add_parser("token", help="manage API tokens").add_subparsers(
         dest="action", required=True
     )
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             case "serve":
                 if not settings.database_url:
                     parser.error("htk serve needs DATABASE_URL (htk run sets it)")
-                asyncio.run(serve(settings, settings.database_url))
+                asyncio.run(serve(settings, settings.database_url, args.listen))
                 return 0
             case _:
                 return _token_command(settings, args)

@@ -17,8 +17,19 @@ class Settings:
     grpc_port: int
     http_port: int
     envoy_admin_port: int
+    # gRPC server processes behind Envoy; each has its own connection pool.
+    workers: int
     # Database connections each server process keeps open.
     db_pool_size: int
+    # Envoy's per-token limit: requests per second, and the burst allowed
+    # above it. 0 turns rate limiting off.
+    rate_limit_per_second: int
+    rate_limit_burst: int
+    # How long a request may take end to end, unless a gRPC caller sets a
+    # shorter deadline; Envoy answers 504 DEADLINE_EXCEEDED past it.
+    request_timeout_seconds: int
+    # How long CreateProcess and UpdateProcess remember an Idempotency-Key.
+    idempotency_key_hours: int
     log_level: str
 
     @classmethod
@@ -29,7 +40,12 @@ class Settings:
             grpc_port=_port(env, "HTK_GRPC_PORT", 50051),
             http_port=_port(env, "HTK_HTTP_PORT", 8080),
             envoy_admin_port=_port(env, "HTK_ENVOY_ADMIN_PORT", 9901),
+            workers=_integer(env, "HTK_WORKERS", os.cpu_count() or 1, minimum=1),
             db_pool_size=_integer(env, "HTK_DB_POOL_SIZE", 10, minimum=1),
+            rate_limit_per_second=_integer(env, "HTK_RATE_LIMIT_PER_SECOND", 100, minimum=0),
+            rate_limit_burst=_integer(env, "HTK_RATE_LIMIT_BURST", 200, minimum=1),
+            request_timeout_seconds=_integer(env, "HTK_REQUEST_TIMEOUT_SECONDS", 15, minimum=1),
+            idempotency_key_hours=_integer(env, "HTK_IDEMPOTENCY_KEY_HOURS", 24, minimum=24),
             log_level=_log_level(env.get("HTK_LOG_LEVEL", "INFO")),
         )
 

@@ -1,10 +1,12 @@
-"""`htk run`: PostgreSQL, the gRPC server and Envoy, in the foreground.
+"""`htk run`: PostgreSQL, the gRPC server workers and Envoy, in the foreground.
 
-The stack stops, embedded PostgreSQL included, on Ctrl-C or SIGTERM, and
-when its parent (say `make run`) dies.
+A worker or Envoy that dies is restarted. The stack stops, embedded
+PostgreSQL included, on Ctrl-C or SIGTERM, and when its parent (say
+`make run`) dies.
 """
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -27,8 +30,12 @@ log = logging.getLogger(__name__)
 
 ENVOY_TEMPLATE = CHECKOUT / "envoy" / "envoy.yaml"
 ENVOY_DESCRIPTOR = CHECKOUT / "envoy" / "process_service.binpb"
+OPENAPI_DOCUMENT = CHECKOUT / "docs" / "openapi.json"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
+# A child that dies is restarted, up to this many times a minute.
+MAX_RESTARTS_PER_WINDOW = 5
+RESTART_WINDOW_SECONDS = 60.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -37,12 +44,28 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def render_envoy_config(settings: Settings) -> Path:
+def worker_socket(stack_id: int, worker: int) -> str:
+    """Where Envoy reaches one worker: an abstract Unix socket, which needs no
+    port and no file, named after the stack so that stacks do not collide."""
+    return f"htk-{stack_id}-worker-{worker}"
+
+
+def render_envoy_config(settings: Settings, stack_id: int) -> Path:
+    endpoints = [
+        {"endpoint": {"address": {"pipe": {"path": "@" + worker_socket(stack_id, worker)}}}}
+        for worker in range(settings.workers)
+    ]
+    rate_limited = settings.rate_limit_per_second > 0
     config = string.Template(ENVOY_TEMPLATE.read_text()).substitute(
         http_port=settings.http_port,
         admin_port=settings.envoy_admin_port,
-        grpc_port=settings.grpc_port,
+        worker_endpoints=json.dumps(endpoints),
         descriptor=ENVOY_DESCRIPTOR,
+        openapi=OPENAPI_DOCUMENT,
+        request_timeout=f"{settings.request_timeout_seconds}s",
+        rate_limit_percent=100 if rate_limited else 0,
+        rate_limit_per_second=max(settings.rate_limit_per_second, 1),
+        rate_limit_burst=settings.rate_limit_burst,
     )
     path = settings.data_dir / "envoy.yaml"
     path.write_text(config)
@@ -86,6 +109,29 @@ def wait_until_serving(
     return False
 
 
+@dataclass
+class _Child:
+    """A process of the stack, and how to start it again."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=die_with_parent)
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def may_restart(self, now: float) -> bool:
+        """A child that keeps dying is broken, not unlucky: stop restarting it."""
+        self.restarts = [time for time in self.restarts if now - time < RESTART_WINDOW_SECONDS]
+        self.restarts.append(now)
+        return len(self.restarts) <= MAX_RESTARTS_PER_WINDOW
+
+
 def run(settings: Settings) -> int:
     die_with_parent()
     stopping = False
@@ -98,48 +144,81 @@ def run(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, stop)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def running() -> bool:
-        return not stopping and all(child.poll() is None for child in children.values())
+    stack_id = os.getpid()
+    failed: str | None = None
 
     with database_url(settings) as url:
         upgrade_to_latest(url)
-        try:
-            children["gRPC server"] = _start(
-                [sys.executable, "-m", "server.cli", "serve"],
+        children = [
+            _Child(
+                f"gRPC worker {worker}",
+                [
+                    sys.executable,
+                    "-m",
+                    "server.cli",
+                    "serve",
+                    "--listen",
+                    "unix-abstract:" + worker_socket(stack_id, worker),
+                ],
                 env=os.environ | {"DATABASE_URL": url},
             )
-            children["Envoy"] = _start(envoy_command(render_envoy_config(settings)))
+            for worker in range(settings.workers)
+        ]
+        children.append(_Child("Envoy", envoy_command(render_envoy_config(settings, stack_id))))
+
+        def supervise() -> bool:
+            """Restarts children that died; False once the stack must stop."""
+            nonlocal failed
+            for child in children:
+                if stopping or failed:
+                    return False
+                if child.exited():
+                    assert child.process is not None
+                    if not child.may_restart(time.monotonic()):
+                        failed = child.name
+                        return False
+                    log.warning(
+                        "%s exited (status %s); restarting it",
+                        child.name,
+                        child.process.returncode,
+                    )
+                    child.start()
+            return True
+
+        try:
+            for child in children:
+                child.start()
             address = f"127.0.0.1:{settings.http_port}"
-            if wait_until_serving(address, READY_TIMEOUT_SECONDS, keep_waiting=running):
-                log.info("htk is ready: REST and gRPC on http://%s (Ctrl-C stops it)", address)
-            while running():
+            if wait_until_serving(address, READY_TIMEOUT_SECONDS, keep_waiting=supervise):
+                log.info(
+                    "htk is ready: REST and gRPC on http://%s, %d workers (Ctrl-C stops it)",
+                    address,
+                    settings.workers,
+                )
+            while supervise():
                 time.sleep(0.2)
         finally:
-            _stop(children)
-    failed = [
-        name for name, child in children.items() if child.returncode not in (0, -signal.SIGTERM)
-    ]
-    if failed and not stopping:
-        log.error("stopped because a part of the stack exited: %s", ", ".join(failed))
+            # Workers first: they finish their in-flight calls while Envoy,
+            # still up, carries the answers back.
+            _stop(children[:-1])
+            _stop(children[-1:])
+    if failed:
+        log.error("stopped: %s kept exiting", failed)
         return 1
     return 0
 
 
-def _start(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
-
-
-def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            child.terminate()
+def _stop(children: list[_Child]) -> None:
+    running = [child for child in children if child.process and child.process.poll() is None]
+    for child in running:
+        assert child.process is not None
+        child.process.terminate()
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    for name, child in children.items():
+    for child in running:
+        assert child.process is not None
         try:
-            child.wait(max(0.0, deadline - time.monotonic()))
+            child.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in time; killing it", name)
-            child.kill()
-            child.wait()
+            log.warning("%s did not stop in time; killing it", child.name)
+            child.process.kill()
+            child.process.wait()

@@ -34,5 +34,14 @@ class PermissionDenied(DomainError):
     """The caller's token lacks a scope the call needs (HTTP 403)."""
 
 
+class AlreadyExists(DomainError):
+    """The request conflicts with one made before, e.g. a reused Idempotency-Key (HTTP 409)."""
+
+
+class DeadlineExceeded(DomainError):
+    """The work did not finish within the caller's deadline or the database's timeouts
+    (HTTP 504)."""
+
+
 class Unavailable(DomainError):
     """A dependency (the database) cannot be reached right now; retry later (HTTP 503)."""

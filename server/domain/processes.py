@@ -5,12 +5,14 @@ in memory (or raises, leaving it untouched), and storage writes the result
 back together with the event that `apply_update` returns.
 """
 
+import base64
 import enum
+import hashlib
 import json
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+MAX_PAGE_TOKEN_LENGTH = 200
 
 JsonObject = dict[str, Any]
 
@@ -142,6 +145,14 @@ def _strings_in(value: Any) -> Iterator[str]:
 
 
 @dataclass(frozen=True)
+class PagePosition:
+    """Where a page ended, in sort order: its last process's start time and id."""
+
+    started_at: datetime
+    process_id: uuid.UUID
+
+
+@dataclass(frozen=True)
 class ListQuery:
     """A validated ListProcesses request of one organization."""
 
@@ -152,6 +163,42 @@ class ListQuery:
     sort: SortOrder = SortOrder.NEWEST
     limit: int = DEFAULT_PAGE_SIZE
     offset: int = 0
+    # Set by a page token: the page starts right after this position.
+    after: PagePosition | None = None
+
+    def filters_fingerprint(self) -> str:
+        """Identifies the filters and sort order, which a page token must not change."""
+        filters = json.dumps([self.status, self.namespace, self.search, self.sort])
+        return hashlib.sha256(filters.encode()).hexdigest()[:16]
+
+
+def page_token(query: ListQuery, last: "ProcessSummary") -> str:
+    """The token for the page after the one ending with `last`.
+
+    Not signed: a forged token can only choose where a listing of the
+    caller's own organization starts.
+    """
+    position = [query.filters_fingerprint(), last.started_at.isoformat(), str(last.process_id)]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def _page_position(query: ListQuery, token: str) -> PagePosition:
+    malformed = InvalidArgument("page_token", "malformed; pass a next_page_token unchanged")
+    if len(token) > MAX_PAGE_TOKEN_LENGTH:
+        raise malformed
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        fingerprint, started_at, process_id = json.loads(base64.urlsafe_b64decode(padded))
+        position = PagePosition(datetime.fromisoformat(started_at), uuid.UUID(process_id))
+    except (ValueError, TypeError, AttributeError):
+        raise malformed from None
+    if position.started_at.tzinfo is None:
+        raise malformed
+    if fingerprint != query.filters_fingerprint():
+        raise InvalidArgument(
+            "page_token", "was issued for other filters or sort order; keep them unchanged"
+        )
+    return position
 
 
 def list_query(
@@ -163,6 +210,7 @@ def list_query(
     sort: str = "",
     limit: int | None = None,
     offset: int | None = None,
+    page_token: str = "",
 ) -> ListQuery:
     """Validates list parameters; empty strings and None mean "not given"."""
     if limit is None:
@@ -174,7 +222,7 @@ def list_query(
     elif offset < 0:
         raise InvalidArgument("offset", f"must be 0 or more, got {offset}")
     _check_text("search", search, MAX_NAME_LENGTH)
-    return ListQuery(
+    query = ListQuery(
         org_id=org_id,
         status=parse_choice(ProcessStatus, "status", status) if status else None,
         namespace=qualify_namespace(org_id, namespace) if namespace else None,
@@ -183,6 +231,11 @@ def list_query(
         limit=limit,
         offset=offset,
     )
+    if not page_token:
+        return query
+    if offset:
+        raise InvalidArgument("offset", "cannot be combined with page_token; leave it out")
+    return replace(query, after=_page_position(query, page_token))
 
 
 @dataclass(frozen=True)
@@ -276,6 +329,8 @@ class ProcessSummary:
 class ProcessPage:
     processes: list[ProcessSummary]
     total: int
+    # The token for the next page; None on the last page.
+    next_page_token: str | None
 
 
 def parse_process_id(text: str) -> uuid.UUID:

@@ -1,10 +1,14 @@
 """Connections to PostgreSQL, and the one way to run work in a transaction."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import contextvars
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+from psycopg import errors as pg_errors
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -13,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from server.domain.errors import Unavailable
+from server.domain.errors import DeadlineExceeded, Unavailable
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -24,11 +28,24 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-# All well inside Envoy's 30 s route timeout, so a stuck database yields a
-# clear UNAVAILABLE from the server rather than a cut connection.
+# All inside Envoy's request timeout (HTK_REQUEST_TIMEOUT_SECONDS, 15 s by
+# default), so that the server, not a cut connection, tells the caller.
 POOL_TIMEOUT_SECONDS = 10
-STATEMENT_TIMEOUT = "10s"
-LOCK_TIMEOUT = "5s"
+STATEMENT_TIMEOUT_SECONDS = 10
+LOCK_TIMEOUT_SECONDS = 5
+CONNECT_TIMEOUT_SECONDS = 5
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
+
+@contextmanager
+def deadline_in(seconds: float | None) -> Iterator[None]:
+    """Bounds the database work started inside by a caller's deadline (None: no deadline)."""
+    token = _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 class Database:
@@ -40,11 +57,14 @@ class Database:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=POOL_TIMEOUT_SECONDS,
-            # Connections survive a database restart: a dead one is replaced.
-            pool_pre_ping=True,
+            # No pre-ping (a round trip per transaction): a connection lost to
+            # a database restart fails one call with UNAVAILABLE, and that
+            # failure makes the pool replace every connection older than it.
+            pool_pre_ping=False,
             connect_args={
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT}"
-                f" -c lock_timeout={LOCK_TIMEOUT}"
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS}s"
+                f" -c lock_timeout={LOCK_TIMEOUT_SECONDS}s",
             },
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -54,9 +74,10 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error.
 
         With `snapshot`, every statement sees the same snapshot (REPEATABLE
-        READ), e.g. a page and the count of all matches. A lost or refused
-        connection, a full pool or a timeout becomes `Unavailable`, which
-        callers may retry.
+        READ), e.g. a page and the count of all matches. A statement that
+        outlives the caller's deadline or the database's timeouts becomes
+        `DeadlineExceeded`; a lost or refused connection or a full pool
+        becomes `Unavailable`, which callers may retry.
         """
         try:
             async with self._sessions() as session, session.begin():
@@ -64,9 +85,33 @@ class Database:
                     await session.connection(
                         execution_options={"isolation_level": "REPEATABLE READ"}
                     )
+                await _apply_deadline(session)
                 yield session
-        except (OperationalError, InterfaceError, PoolTimeoutError) as error:
+        except DBAPIError as error:
+            if isinstance(error.orig, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
+                raise DeadlineExceeded("the database did not answer in time") from error
+            if isinstance(error, OperationalError | InterfaceError):
+                raise Unavailable("the database is unavailable; retry later") from error
+            raise
+        except PoolTimeoutError as error:
             raise Unavailable("the database is unavailable; retry later") from error
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _apply_deadline(session: AsyncSession) -> None:
+    """Shortens this transaction's statement timeout to the caller's deadline.
+
+    Only when the deadline is the nearer limit: the common case costs no
+    round trip.
+    """
+    deadline = _deadline.get()
+    if deadline is None:
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before the database was reached")
+    if remaining < STATEMENT_TIMEOUT_SECONDS:
+        milliseconds = str(max(1, int(remaining * 1000)))
+        await session.execute(select(func.set_config("statement_timeout", milliseconds, True)))

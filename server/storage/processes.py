@@ -2,12 +2,15 @@
 
 import dataclasses
 import uuid
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.errors import NotFound
+from server.domain.idempotency import IdempotencyKey
 from server.domain.processes import (
     Event,
     ListQuery,
@@ -20,11 +23,13 @@ from server.domain.processes import (
     StepStatus,
     Update,
     apply_update,
+    page_token,
     utc_now,
     validate_update,
 )
+from server.storage import idempotency
 from server.storage.database import Database
-from server.storage.tables import ProcessEvent, ProcessRow, StepRow
+from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow
 
 # The columns that change as a process runs (all but its definition).
 _PROCESS_STATE = ("status", "current_step", "finished_at", "summary", "error", "update_count")
@@ -43,11 +48,21 @@ _STEP_STATE = (
 
 
 class ProcessStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, idempotency_retention: timedelta) -> None:
         self._database = database
+        self._idempotency_retention = idempotency_retention
 
-    async def create(self, process: Process) -> None:
+    async def create(
+        self,
+        process: Process,
+        respond: Callable[[Process], bytes],
+        key: IdempotencyKey | None = None,
+    ) -> bytes:
+        """Stores a new process; returns `respond(process)`, or the response
+        remembered under `key` when this is a retry."""
         async with self._database.transaction() as session:
+            if key and (replayed := await idempotency.claim(session, key, self._retention)):
+                return replayed
             await session.execute(insert(ProcessRow).values(_process_values(process)))
             await session.execute(
                 insert(StepRow),
@@ -56,21 +71,33 @@ class ProcessStore:
                     for position, step in enumerate(process.steps)
                 ],
             )
+            return await self._respond(session, key, respond(process))
 
     async def get(self, org_id: str, process_id: uuid.UUID) -> Process:
         async with self._database.transaction() as session:
             return await _load(session, org_id, process_id, for_update=False)
 
-    async def update(self, org_id: str, process_id: uuid.UUID, change: Update) -> Event:
+    async def update(
+        self,
+        org_id: str,
+        process_id: uuid.UUID,
+        change: Update,
+        respond: Callable[[Event], bytes],
+        key: IdempotencyKey | None = None,
+    ) -> bytes:
         """Applies one update under the process's row lock and logs it, atomically.
 
         The lock serializes concurrent updates of one process, so none is
         lost and the event log's order is the order they were applied in.
+        Returns `respond(event)`, or the response remembered under `key`
+        when this is a retry.
         """
         # A malformed update is refused before it takes a connection and a lock;
         # apply_update checks again (microseconds) so that it is safe on its own.
         validate_update(change)
         async with self._database.transaction() as session:
+            if key and (replayed := await idempotency.claim(session, key, self._retention)):
+                return replayed
             process = await _load(session, org_id, process_id, for_update=True)
             # Taken under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, utc_now())
@@ -102,52 +129,106 @@ class ProcessStore:
                     recorded_at=event.recorded_at,
                 )
             )
-            return event
+            return await self._respond(session, key, respond(event))
+
+    async def _respond(
+        self, session: AsyncSession, key: IdempotencyKey | None, response: bytes
+    ) -> bytes:
+        if key:
+            await idempotency.remember(session, key, response)
+        return response
+
+    @property
+    def _retention(self) -> timedelta:
+        return self._idempotency_retention
+
+    async def forget_expired_idempotency_keys(self) -> int:
+        async with self._database.transaction() as session:
+            return await idempotency.forget_expired(session, self._retention)
 
     async def list(self, query: ListQuery) -> ProcessPage:
-        matching = _matching(query)
-        newest_first = query.sort is SortOrder.NEWEST
-        page = (
-            matching.order_by(
-                ProcessRow.started_at.desc() if newest_first else ProcessRow.started_at.asc(),
-                ProcessRow.process_id.desc() if newest_first else ProcessRow.process_id.asc(),
-            )
-            .limit(query.limit)
-            .offset(query.offset)
-        )
-        count = select(func.count()).select_from(matching.subquery())
         async with self._database.transaction(snapshot=True) as session:
-            rows = (await session.execute(page)).scalars().all()
-            total = (await session.execute(count)).scalar_one()
+            # One row more than the page tells whether another page follows.
+            rows = (await session.execute(list_page_statement(query))).all()
+            total = int((await session.execute(list_total_statement(query))).scalar_one())
+        summaries = [
+            ProcessSummary(
+                process_id=row.process_id,
+                namespace=row.namespace,
+                name=row.name,
+                status=ProcessStatus(row.status),
+                current_step=row.current_step,
+                started_at=row.started_at,
+                step_count=row.step_count,
+                task_ids=list(row.task_ids),
+            )
+            for row in rows[: query.limit]
+        ]
+        more = len(rows) > query.limit
         return ProcessPage(
-            processes=[
-                ProcessSummary(
-                    process_id=row.process_id,
-                    namespace=row.namespace,
-                    name=row.name,
-                    status=ProcessStatus(row.status),
-                    current_step=row.current_step,
-                    started_at=row.started_at,
-                    step_count=row.step_count,
-                    task_ids=list(row.task_ids),
-                )
-                for row in rows
-            ],
+            processes=summaries,
             total=total,
+            next_page_token=page_token(query, summaries[-1]) if more else None,
         )
 
 
-def _matching(query: ListQuery) -> Select[ProcessRow]:
-    statement = select(ProcessRow).where(ProcessRow.org_id == query.org_id)
-    if query.status is not None:
-        statement = statement.where(ProcessRow.status == query.status.value)
-    if query.namespace is not None:
-        statement = statement.where(ProcessRow.namespace == query.namespace)
+_SUMMARY_COLUMNS = (
+    ProcessRow.process_id,
+    ProcessRow.namespace,
+    ProcessRow.name,
+    ProcessRow.status,
+    ProcessRow.current_step,
+    ProcessRow.started_at,
+    ProcessRow.step_count,
+    ProcessRow.task_ids,
+)
+
+
+def list_page_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
+    """A page of the query's matches, plus one row to tell if more follow.
+
+    Each filter combination walks one index of `processes` in sort order
+    (tests/e2e/test_query_plans.py holds the plans to that); a page token
+    turns the offset into a bound on that walk, so depth costs nothing.
+    """
+    newest_first = query.sort is SortOrder.NEWEST
+    position = tuple_(ProcessRow.started_at, ProcessRow.process_id)
+    statement = select(*_SUMMARY_COLUMNS).where(*_filters(query))
+    if query.after is not None:
+        bound = tuple_(
+            literal(query.after.started_at, ProcessRow.started_at.type),
+            literal(query.after.process_id, ProcessRow.process_id.type),
+        )
+        statement = statement.where(position < bound if newest_first else position > bound)
+    order = (
+        (ProcessRow.started_at.desc(), ProcessRow.process_id.desc())
+        if newest_first
+        else (ProcessRow.started_at.asc(), ProcessRow.process_id.asc())
+    )
+    return statement.order_by(*order).limit(query.limit + 1).offset(query.offset)
+
+
+def list_total_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
+    """How many processes match: read from the counters unless a search is given."""
     if query.search is not None:
-        statement = statement.where(
-            ProcessRow.name.ilike(f"%{_escape_like(query.search)}%", escape="\\")
-        )
-    return statement
+        return select(func.count()).select_from(ProcessRow).where(*_filters(query))
+    counted = [ProcessCount.org_id == query.org_id]
+    if query.status is not None:
+        counted.append(ProcessCount.status == query.status.value)
+    if query.namespace is not None:
+        counted.append(ProcessCount.namespace == query.namespace)
+    return select(func.coalesce(func.sum(ProcessCount.count), 0)).where(*counted)
+
+
+def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
+    filters = [ProcessRow.org_id == query.org_id]
+    if query.status is not None:
+        filters.append(ProcessRow.status == query.status.value)
+    if query.namespace is not None:
+        filters.append(ProcessRow.namespace == query.namespace)
+    if query.search is not None:
+        filters.append(ProcessRow.name.ilike(f"%{_escape_like(query.search)}%", escape="\\"))
+    return filters
 
 
 def _escape_like(text: str) -> str:

@@ -1,5 +1,6 @@
 """What every RPC goes through before its servicer method: error mapping,
-authentication and authorization, and strict checking of REST bodies.
+the caller's deadline, authentication and authorization, and strict checking
+of REST bodies.
 
 Interceptors run in the order `server.app` lists them; each wraps the unary
 handler of the next.
@@ -17,6 +18,7 @@ from google.protobuf import descriptor
 from htk.processes.v1 import process_service_pb2
 from server.domain.errors import InvalidArgument, Unauthenticated
 from server.domain.tokens import WRITE_SCOPES, Caller, Scope, is_well_formed
+from server.storage.database import deadline_in
 from server.storage.tokens import TokenStore
 from server.transport.errors import to_status
 
@@ -51,7 +53,7 @@ def current_caller() -> Caller:
     return _caller.get()
 
 
-def _metadata(context: Context, key: str) -> str | None:
+def metadata_value(context: Context, key: str) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == key:
             return value if isinstance(value, str) else value.decode()
@@ -99,6 +101,17 @@ class ErrorInterceptor(_ProcessServiceInterceptor):
         return mapped
 
 
+class DeadlineInterceptor(_ProcessServiceInterceptor):
+    """Holds the database work of a call to the caller's deadline, if it set one."""
+
+    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
+        async def bounded(request: Any, context: Context) -> Any:
+            with deadline_in(context.time_remaining()):
+                return await behavior(request, context)
+
+        return bounded
+
+
 class AuthInterceptor(_ProcessServiceInterceptor):
     """Authenticates the bearer token and checks the scopes the method needs."""
 
@@ -109,7 +122,7 @@ class AuthInterceptor(_ProcessServiceInterceptor):
         needed = _REQUIRED_SCOPES.get(f"/{SERVICE.full_name}/{method.name}", frozenset())
 
         async def authenticated(request: Any, context: Context) -> Any:
-            caller = await self._authenticate(_metadata(context, "authorization"))
+            caller = await self._authenticate(metadata_value(context, "authorization"))
             caller.require_any(needed)
             token = _caller.set(caller)
             try:
@@ -140,7 +153,7 @@ class JsonBodyInterceptor(_ProcessServiceInterceptor):
 
     def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
         async def checked(request: Any, context: Context) -> Any:
-            encoded = _metadata(context, JSON_BODY_HEADER)
+            encoded = metadata_value(context, JSON_BODY_HEADER)
             if encoded is not None:
                 body = json.loads(base64.b64decode(encoded, validate=True))
                 if unknown := unknown_json_fields(method.input_type, body):

@@ -108,6 +108,7 @@ def process_page(page: ProcessPage, query: ListQuery) -> pb.ListProcessesRespons
         total=page.total,
         limit=query.limit,
         offset=query.offset,
+        next_page_token=page.next_page_token or "",
     )
 
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,16 +71,22 @@ class Stack:
 
 
 @contextmanager
-def running_stack(data_dir: Path, database_url: str | None = None) -> Iterator[Stack]:
+def running_stack(
+    data_dir: Path, database_url: str | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
     """Starts `htk run` on `data_dir` and stops it with SIGTERM afterwards.
 
-    Without `database_url` the stack runs its embedded PostgreSQL.
+    Without `database_url` the stack runs its embedded PostgreSQL. `env`
+    overrides settings; rate limiting is off unless a test turns it on.
     """
-    env = os.environ | {
+    env = {
+        **os.environ,
         "HTK_DATA_DIR": str(data_dir),
         "HTK_HTTP_PORT": str(free_port()),
         "HTK_GRPC_PORT": str(free_port()),
         "HTK_ENVOY_ADMIN_PORT": str(free_port()),
+        "HTK_RATE_LIMIT_PER_SECOND": "0",
+        **(env or {}),
     }
     env.pop("DATABASE_URL", None)
     if database_url:

@@ -111,7 +111,7 @@ def update(
 
 def list_processes(rest: httpx.Client, org: Org, **params: Any) -> Json:
     page = ok(rest.get(PROCESSES, headers=org.auth(org.reader), params=params))
-    assert page.keys() == {"processes", "total", "limit", "offset"}
+    assert page.keys() == {"processes", "total", "limit", "offset", "next_page_token"}
     for number in ("total", "limit", "offset"):
         assert type(page[number]) is int, page
     for item in page["processes"]:
@@ -566,6 +566,7 @@ def test_list_defaults_and_item_shape(rest: httpx.Client, org: Org) -> None:
         "total": 2,
         "limit": 50,
         "offset": 0,
+        "next_page_token": "",
     }
     assert "current_step" not in page["processes"][1]
 
@@ -577,7 +578,13 @@ def test_list_shows_only_the_callers_organization(
     other = Org(org_id=other_id, writer=stack.token(other_id), reader="")
     theirs = create_process(rest, other)["process_id"]
 
-    assert list_processes(rest, org) == {"processes": [], "total": 0, "limit": 50, "offset": 0}
+    assert list_processes(rest, org) == {
+        "processes": [],
+        "total": 0,
+        "limit": 50,
+        "offset": 0,
+        "next_page_token": "",
+    }
 
     mine = create_process(rest, org)["process_id"]
     assert listed_ids(list_processes(rest, org)) == [mine]

@@ -81,7 +81,9 @@ def test_envoy_answers_json_503_when_the_grpc_server_is_down(tmp_path: Path) -> 
             "HTK_ENVOY_ADMIN_PORT": str(free_port()),
         }
     )
-    envoy = subprocess.Popen(envoy_command(render_envoy_config(settings), log_level="error"))
+    # No worker of this (made-up) stack id is listening.
+    config = render_envoy_config(settings, stack_id=0)
+    envoy = subprocess.Popen(envoy_command(config, log_level="error"))
     try:
         response = _get_once_listening(f"http://127.0.0.1:{settings.http_port}/api/v1/processes")
         assert response.status_code == 503

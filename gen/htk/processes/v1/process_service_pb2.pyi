@@ -335,6 +335,7 @@ class ListProcessesRequest(_message.Message):
     SORT_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """Only processes with this status: `running`, `completed` or `failed`."""
     namespace: _builtins.str
@@ -351,6 +352,11 @@ class ListProcessesRequest(_message.Message):
     """Page size, 1-200. Default 50."""
     offset: _builtins.int
     """How many matching processes to skip, 0 or more. Default 0."""
+    page_token: _builtins.str
+    """Continues a listing after the page whose `next_page_token` this is. The
+    filters and `sort` must equal that request's; `limit` may change, and
+    `offset` must be absent or 0. Empty: the first page.
+    """
     def __init__(
         self,
         *,
@@ -360,10 +366,11 @@ class ListProcessesRequest(_message.Message):
         sort: _builtins.str = ...,
         limit: _builtins.int | None = ...,
         offset: _builtins.int | None = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "namespace", b"namespace", "offset", b"offset", "search", b"search", "sort", b"sort", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "namespace", b"namespace", "offset", b"offset", "page_token", b"page_token", "search", b"search", "sort", b"sort", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
     _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
@@ -386,12 +393,15 @@ class ListProcessesResponse(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """How many processes match the filters, over all pages."""
     limit: _builtins.int
     """The page size used."""
     offset: _builtins.int
     """The offset used."""
+    next_page_token: _builtins.str
+    """Pass as `page_token` to get the next page; empty on the last page."""
     @_builtins.property
     def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessSummary]:
         """One page of matching processes."""
@@ -403,10 +413,11 @@ class ListProcessesResponse(_message.Message):
         total: _builtins.int = ...,
         limit: _builtins.int = ...,
         offset: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "processes", b"processes", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "next_page_token", b"next_page_token", "offset", b"offset", "processes", b"processes", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -53,6 +53,21 @@ class ProcessServiceStub:
         `google.rpc.BadRequest` detail naming it; those Envoy finds while
         reading REST input (malformed JSON, a number that is not one, an
         unknown query parameter) carry the message alone.
+      * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
+        requests than its rate limit allows (Envoy's per-token limit).
+      * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
+        caller's gRPC deadline or the server's request timeout (15 s by
+        default). A write that times out is either fully applied or not at
+        all: retry it with the same `Idempotency-Key`.
+      * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
+        right now; retry later.
+
+    CreateProcess and UpdateProcess take an optional idempotency key: the REST
+    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    ASCII characters. A retry with the same key and the same request returns
+    the original response and writes nothing; the same key with a different
+    request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
+    are remembered for 24 hours.
     """
 
     @_typing.overload
@@ -62,7 +77,13 @@ class ProcessServiceStub:
     ListProcesses: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessesRequest, _process_service_pb2.ListProcessesResponse]
     """Lists the caller organization's processes, newest first by default.
 
-    Any valid token of the organization may list.
+    Pages are read either by `offset` or, at a cost that does not grow with
+    depth, by following `next_page_token`. `total` is exact either way.
+
+    Any valid token of the organization may list. Errors:
+      * INVALID_ARGUMENT (HTTP 400): also for a `page_token` that is
+        malformed, was issued for other filters or sort order, or comes with
+        a non-zero `offset`.
     """
     GetProcess: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.GetProcessRequest, _process_service_pb2.Process]
     """Returns one process with its step definitions and timeline.
@@ -75,19 +96,25 @@ class ProcessServiceStub:
     """Starts tracking a new process: it is `running` from now on and all of its
     steps are `pending`. Every human step gets a task.
 
-    Requires the scope `processes:write` or `tasks:create`. Errors:
+    Requires the scope `processes:write` or `tasks:create`. Takes an
+    idempotency key (see the service). Errors:
       * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
       * INVALID_ARGUMENT (HTTP 400): a bad name, namespace or step list, or a
-        namespace of another organization.
+        namespace of another organization, or a malformed idempotency key.
+      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
+        request.
     """
     UpdateProcess: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.UpdateProcessRequest, _process_service_pb2.UpdateProcessResponse]
     """Pushes one state change to a process: a step transition, progress, or the
     end of the whole process. Each accepted update is appended to the
     process's event log in the same transaction as the state change.
 
-    Requires the scope `processes:write` or `tasks:create`. Errors:
+    Requires the scope `processes:write` or `tasks:create`. Takes an
+    idempotency key (see the service). Errors:
       * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
       * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
+        request.
       * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
         inapplicable field for the type, an unknown step, `percent` outside
         0-100.
@@ -109,13 +136,34 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
         `google.rpc.BadRequest` detail naming it; those Envoy finds while
         reading REST input (malformed JSON, a number that is not one, an
         unknown query parameter) carry the message alone.
+      * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
+        requests than its rate limit allows (Envoy's per-token limit).
+      * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
+        caller's gRPC deadline or the server's request timeout (15 s by
+        default). A write that times out is either fully applied or not at
+        all: retry it with the same `Idempotency-Key`.
+      * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
+        right now; retry later.
+
+    CreateProcess and UpdateProcess take an optional idempotency key: the REST
+    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    ASCII characters. A retry with the same key and the same request returns
+    the original response and writes nothing; the same key with a different
+    request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
+    are remembered for 24 hours.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListProcesses: _aio.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessesRequest, _process_service_pb2.ListProcessesResponse]  # type: ignore[assignment]
     """Lists the caller organization's processes, newest first by default.
 
-    Any valid token of the organization may list.
+    Pages are read either by `offset` or, at a cost that does not grow with
+    depth, by following `next_page_token`. `total` is exact either way.
+
+    Any valid token of the organization may list. Errors:
+      * INVALID_ARGUMENT (HTTP 400): also for a `page_token` that is
+        malformed, was issued for other filters or sort order, or comes with
+        a non-zero `offset`.
     """
     GetProcess: _aio.UnaryUnaryMultiCallable[_process_service_pb2.GetProcessRequest, _process_service_pb2.Process]  # type: ignore[assignment]
     """Returns one process with its step definitions and timeline.
@@ -128,19 +176,25 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     """Starts tracking a new process: it is `running` from now on and all of its
     steps are `pending`. Every human step gets a task.
 
-    Requires the scope `processes:write` or `tasks:create`. Errors:
+    Requires the scope `processes:write` or `tasks:create`. Takes an
+    idempotency key (see the service). Errors:
       * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
       * INVALID_ARGUMENT (HTTP 400): a bad name, namespace or step list, or a
-        namespace of another organization.
+        namespace of another organization, or a malformed idempotency key.
+      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
+        request.
     """
     UpdateProcess: _aio.UnaryUnaryMultiCallable[_process_service_pb2.UpdateProcessRequest, _process_service_pb2.UpdateProcessResponse]  # type: ignore[assignment]
     """Pushes one state change to a process: a step transition, progress, or the
     end of the whole process. Each accepted update is appended to the
     process's event log in the same transaction as the state change.
 
-    Requires the scope `processes:write` or `tasks:create`. Errors:
+    Requires the scope `processes:write` or `tasks:create`. Takes an
+    idempotency key (see the service). Errors:
       * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
       * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
+        request.
       * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
         inapplicable field for the type, an unknown step, `percent` outside
         0-100.
@@ -161,6 +215,21 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         `google.rpc.BadRequest` detail naming it; those Envoy finds while
         reading REST input (malformed JSON, a number that is not one, an
         unknown query parameter) carry the message alone.
+      * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
+        requests than its rate limit allows (Envoy's per-token limit).
+      * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
+        caller's gRPC deadline or the server's request timeout (15 s by
+        default). A write that times out is either fully applied or not at
+        all: retry it with the same `Idempotency-Key`.
+      * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
+        right now; retry later.
+
+    CreateProcess and UpdateProcess take an optional idempotency key: the REST
+    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    ASCII characters. A retry with the same key and the same request returns
+    the original response and writes nothing; the same key with a different
+    request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
+    are remembered for 24 hours.
     """
 
     @_abc_1.abstractmethod
@@ -171,7 +240,13 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_process_service_pb2.ListProcessesResponse, _abc.Awaitable[_process_service_pb2.ListProcessesResponse]]:
         """Lists the caller organization's processes, newest first by default.
 
-        Any valid token of the organization may list.
+        Pages are read either by `offset` or, at a cost that does not grow with
+        depth, by following `next_page_token`. `total` is exact either way.
+
+        Any valid token of the organization may list. Errors:
+          * INVALID_ARGUMENT (HTTP 400): also for a `page_token` that is
+            malformed, was issued for other filters or sort order, or comes with
+            a non-zero `offset`.
         """
 
     @_abc_1.abstractmethod
@@ -196,10 +271,13 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts tracking a new process: it is `running` from now on and all of its
         steps are `pending`. Every human step gets a task.
 
-        Requires the scope `processes:write` or `tasks:create`. Errors:
+        Requires the scope `processes:write` or `tasks:create`. Takes an
+        idempotency key (see the service). Errors:
           * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
           * INVALID_ARGUMENT (HTTP 400): a bad name, namespace or step list, or a
-            namespace of another organization.
+            namespace of another organization, or a malformed idempotency key.
+          * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
+            request.
         """
 
     @_abc_1.abstractmethod
@@ -212,9 +290,12 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         end of the whole process. Each accepted update is appended to the
         process's event log in the same transaction as the state change.
 
-        Requires the scope `processes:write` or `tasks:create`. Errors:
+        Requires the scope `processes:write` or `tasks:create`. Takes an
+        idempotency key (see the service). Errors:
           * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
           * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+          * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
+            request.
           * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
             inapplicable field for the type, an unknown step, `percent` outside
             0-100.
