@@ -108,7 +108,9 @@ ENVOY_ERRORS = {
     504: "DEADLINE_EXCEEDED: the call took longer than the route timeout.",
 }
 BODY_ERRORS = {413: "INVALID_ARGUMENT: the request body is too large."}
-IDEMPOTENCY_ERRORS = {409: "ABORTED: the Idempotency-Key was used before with a different request."}
+IDEMPOTENCY_ERRORS = {
+    409: "ALREADY_EXISTS: the Idempotency-Key was used before for a different request."
+}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -116,7 +118,8 @@ IDEMPOTENCY_KEY = {
     "description": "Makes a retry safe: a request repeating the key and body of an earlier "
     "one gets the original response without applying the change again; the same key "
     "with another body is a 409.",
-    "schema": {"type": "string"},
+    # What server/domain/idempotency.py accepts: printable ASCII without spaces.
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
 }
 # Bullets like "* NOT_FOUND (HTTP 404): no such process ..." in RPC comments.
 ERROR_BULLET = re.compile(r"\*\s+([A-Z_]+) \(HTTP (\d{3})\):?\s*(.*?)(?=\n\s*\*|\n\s*\n|\Z)", re.S)

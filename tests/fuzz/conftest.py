@@ -1,0 +1,67 @@
+"""Fixtures of the fuzz tests: a stack of their own, an organization with a
+writer and a reader token, and the OpenAPI document loaded for schemathesis.
+
+HTK_FUZZ_EXAMPLES sets how many cases each operation or property gets:
+`make fuzz` runs 1000, a plain `pytest` (and so `make test`) a quick 50.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis.database import DirectoryBasedExampleDatabase
+from schemathesis import BaseSchema, GenerationMode
+
+from tests.e2e.conftest import Org, Stack, running_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENAPI = ROOT / "docs" / "openapi.json"
+EXAMPLES = int(os.environ.get("HTK_FUZZ_EXAMPLES", "50"))
+
+
+def fuzz_settings(**overrides: Any) -> hypothesis.settings:
+    """Hypothesis settings of every fuzz test: EXAMPLES cases, no deadline (each
+    case is a network round trip), and failures remembered under build/ (ignored
+    by git) so that a rerun tries them first."""
+    options: dict[str, Any] = {
+        "max_examples": EXAMPLES,
+        "deadline": None,
+        "database": DirectoryBasedExampleDatabase(ROOT / "build" / "hypothesis"),
+        "suppress_health_check": list(hypothesis.HealthCheck),
+    }
+    return hypothesis.settings(**(options | overrides))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("fuzz-stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tenant(stack: Stack) -> Org:
+    """The organization the fuzzers act as; its processes are the only ones they see."""
+    org_id = f"fuzz-{uuid.uuid4().hex[:12]}"
+    return Org(org_id=org_id, writer=stack.token(org_id), reader=stack.token(org_id, scopes=""))
+
+
+def load_schema(base_url: str | None = None) -> BaseSchema:
+    """docs/openapi.json for schemathesis, generating valid and invalid input."""
+    schema = schemathesis.openapi.from_path(OPENAPI)
+    if base_url is not None:
+        schema.config.update(base_url=base_url)
+    schema.config.generation.update(
+        modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=EXAMPLES
+    )
+    return schema
+
+
+@pytest.fixture(scope="session")
+def api_schema(stack: Stack) -> BaseSchema:
+    """The document aimed at the stack, for the stateful tests."""
+    return load_schema(stack.http_url)

@@ -1,0 +1,267 @@
+"""Hypothesis over the native gRPC API, through Envoy and straight to the server.
+
+Arbitrary request messages (any field values a client could encode) must get
+an answer the RPC's comment allows, never UNKNOWN or INTERNAL; and any sequence
+of well-formed updates keeps the process readable and consistent, a rejected
+update changing nothing.
+"""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor, json_format, struct_pb2
+from google.protobuf.message import Message
+from hypothesis import given
+from hypothesis import strategies as st
+
+from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from tests.e2e.conftest import Org, Stack
+from tests.fuzz.conftest import EXAMPLES, fuzz_settings
+
+Code = grpc.StatusCode
+FD = descriptor.FieldDescriptor
+STEPS = ("build", "test", "deploy")
+# What each RPC may answer a writer, per the comments in the proto. ALREADY_EXISTS
+# is an Idempotency-Key reused for another request.
+ALLOWED = {
+    "ListProcesses": {Code.OK, Code.INVALID_ARGUMENT},
+    "GetProcess": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND},
+    "CreateProcess": {Code.OK, Code.INVALID_ARGUMENT, Code.ALREADY_EXISTS},
+    "UpdateProcess": {
+        Code.OK,
+        Code.INVALID_ARGUMENT,
+        Code.FAILED_PRECONDITION,
+        Code.NOT_FOUND,
+        Code.ALREADY_EXISTS,
+    },
+}
+METHODS = list(pb.DESCRIPTOR.services_by_name["ProcessService"].methods)
+
+# --- strategies ----------------------------------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def structs() -> st.SearchStrategy[struct_pb2.Struct]:
+    """Free-form JSON objects, NaN and infinities included (the API refuses them)."""
+
+    def build(value: dict[str, Any]) -> struct_pb2.Struct:
+        struct = struct_pb2.Struct()
+        struct.update(value)
+        return struct
+
+    return st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(build)
+
+
+def texts() -> st.SearchStrategy[str]:
+    """Strings a client might send: short or very long, NUL and any Unicode included;
+    now and then a step key or a uuid-like value, so some requests get further."""
+    return st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(["", *STEPS, "running", "newest", "oldest", "progress", "completed"]),
+        st.text(st.characters(codec="utf-8"), min_size=190, max_size=260),
+        st.text(max_size=10).map(lambda s: s * 1200),  # past the 10,000-character limits
+    )
+
+
+def values_of(field: FD) -> st.SearchStrategy[Any]:
+    if field.message_type is not None:
+        if field.message_type.full_name == "google.protobuf.Struct":
+            return structs()
+        return messages(field.message_type)
+    if field.type == FD.TYPE_STRING:
+        return texts()
+    if field.type == FD.TYPE_BOOL:
+        return st.booleans()
+    if field.type == FD.TYPE_INT32:
+        return st.one_of(
+            st.integers(-(2**31), 2**31 - 1),
+            st.integers(-2, 205),  # around the real bounds
+        )
+    raise NotImplementedError(f"no strategy for {field.full_name}")
+
+
+def messages(message: descriptor.Descriptor) -> st.SearchStrategy[Message]:
+    """Any message of the type: each field unset or set to any value of its type."""
+    message_class: Any = {
+        m.DESCRIPTOR.full_name: m
+        for m in (
+            pb.StepDef,
+            pb.CreateProcessRequest,
+            pb.UpdateProcessRequest,
+            pb.ListProcessesRequest,
+            pb.GetProcessRequest,
+        )
+    }[message.full_name]
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for field in message.fields:
+        values = values_of(field)
+        if field.is_repeated:
+            values = st.lists(values, max_size=5 if field.message_type else 3)
+        fields[field.name] = values
+    return st.fixed_dictionaries({}, optional=fields).map(lambda kwargs: message_class(**kwargs))
+
+
+# Any value gRPC lets a client send (printable ASCII), valid as a key or not;
+# two fixed keys make reuse with another request likely.
+idempotency_keys = (
+    st.none()
+    | st.sampled_from(["k1", "k2"])
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=5)
+)
+
+# --- fixtures ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["envoy", "server"])
+def stub(request: pytest.FixtureRequest, stack: Stack) -> Iterator[pb_grpc.ProcessServiceStub]:
+    """A stub through Envoy, as internal clients call, and one to the server itself."""
+    target = stack.envoy_target if request.param == "envoy" else stack.server_target
+    with grpc.insecure_channel(target) as channel:
+        yield pb_grpc.ProcessServiceStub(channel)
+
+
+def call(
+    stub: pb_grpc.ProcessServiceStub, name: str, request: Message, org: Org, key: str | None = None
+) -> tuple[Code, Any]:
+    """Calls the RPC; returns its status code and the response (None on error)."""
+    metadata = list(org.metadata())
+    if key is not None:
+        metadata.append(("idempotency-key", key))
+    try:
+        return Code.OK, getattr(stub, name)(request, metadata=metadata, timeout=30)
+    except grpc.RpcError as error:
+        code: Code = error.code()
+        assert code in ALLOWED[name], (name, request, code, error.details())
+        return code, None
+
+
+def create(stub: pb_grpc.ProcessServiceStub, org: Org) -> pb.Process:
+    request = pb.CreateProcessRequest(
+        namespace="fuzz",
+        name="property",
+        step_defs=[pb.StepDef(key=key, label=key.title()) for key in STEPS],
+    )
+    code, process = call(stub, "CreateProcess", request, org)
+    assert code == Code.OK
+    assert isinstance(process, pb.Process)
+    return process
+
+
+# --- arbitrary requests ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_arbitrary_requests_get_documented_answers(
+    method: descriptor.MethodDescriptor, stub: pb_grpc.ProcessServiceStub, tenant: Org
+) -> None:
+    # A real process to aim some requests at, so they reach past NOT_FOUND.
+    existing = create(stub, tenant).process_id
+
+    @fuzz_settings()
+    @given(request=messages(method.input_type), real_id=st.booleans(), key=idempotency_keys)
+    def check(request: Any, real_id: bool, key: str | None) -> None:
+        if real_id and "process_id" in method.input_type.fields_by_name:
+            request.process_id = existing
+        code, response = call(stub, method.name, request, tenant, key)
+        if code != Code.OK:
+            return
+        assert isinstance(response, Message)
+        actual: Any = response
+        # Whatever was accepted prints as JSON, as Envoy will print it.
+        json.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True))
+        if method.name in {"GetProcess", "UpdateProcess"}:
+            assert actual.process_id == request.process_id
+
+    check()
+
+
+# --- well-formed update sequences ------------------------------------------------
+
+details = st.text(st.characters(exclude_characters="\0"), max_size=40)
+
+
+@st.composite
+def updates(draw: st.DrawFn) -> pb.UpdateProcessRequest:
+    """One well-formed update: a known type with exactly the fields it takes."""
+    kind = draw(
+        st.sampled_from(
+            ["step_started", "step_completed", "step_failed", "progress", "completed", "failed"]
+        )
+    )
+    fields: dict[str, Any] = {"type": kind}
+    if kind.startswith("step_") or kind == "progress":
+        fields["step"] = draw(st.sampled_from(STEPS))
+    if kind in {"step_started", "step_completed"}:
+        fields["detail"] = draw(st.none() | details)
+    if kind == "step_completed":
+        fields["data"] = draw(st.none() | st.dictionaries(st.text(max_size=5), st.integers()))
+    if kind in {"step_failed", "failed"}:
+        fields["error"] = draw(details.filter(str.strip))
+    if kind == "progress":
+        fields["message"], fields["percent"] = draw(
+            st.tuples(
+                st.none() | details.filter(str.strip), st.none() | st.integers(0, 100)
+            ).filter(lambda pair: pair != (None, None))
+        )
+    if kind == "completed":
+        fields["summary"] = draw(st.none() | details)
+    request = pb.UpdateProcessRequest(
+        **{k: v for k, v in fields.items() if k != "data" and v is not None}
+    )
+    if fields.get("data") is not None:
+        request.data.update(fields["data"])
+    return request
+
+
+STEP_STATUS_AFTER = {
+    "step_started": "running",
+    "step_completed": "completed",
+    "step_failed": "failed",
+}
+
+
+def test_well_formed_updates_keep_the_process_readable(
+    stub: pb_grpc.ProcessServiceStub, tenant: Org
+) -> None:
+    @fuzz_settings(max_examples=max(10, EXAMPLES // 4))
+    @given(sequence=st.lists(updates(), min_size=1, max_size=8))
+    def check(sequence: list[pb.UpdateProcessRequest]) -> None:
+        process = create(stub, tenant)
+        for update in sequence:
+            update.process_id = process.process_id
+            code, _ = call(stub, "UpdateProcess", update, tenant)
+            # Well-formed: only the state may refuse it.
+            assert code in {Code.OK, Code.FAILED_PRECONDITION}, (update, code)
+            get_code, after = call(
+                stub, "GetProcess", pb.GetProcessRequest(process_id=process.process_id), tenant
+            )
+            assert get_code == Code.OK
+            assert [entry.step for entry in after.timeline] == list(STEPS)
+            if code == Code.FAILED_PRECONDITION:
+                assert after == process, f"a rejected {update.type} changed the process"
+            elif update.type in STEP_STATUS_AFTER:
+                entry = after.timeline[STEPS.index(update.step)]
+                assert entry.status == STEP_STATUS_AFTER[update.type], (update, entry)
+            elif update.type == "progress":
+                entry = after.timeline[STEPS.index(update.step)]
+                assert entry.status == "running"
+                if update.HasField("percent"):
+                    assert entry.progress_percent == update.percent
+            else:
+                assert after.status == update.type
+                assert after.HasField("finished_at")
+            process = after
+
+    check()

@@ -1,0 +1,144 @@
+"""Schemathesis against the live stack through Envoy, driven by docs/openapi.json.
+
+Every response must be one the document promises: no 5xx, only the status codes
+the operation documents, bodies matching their schemas, and every error a JSON
+google.rpc.Status whose code agrees with the HTTP status. The API validates far
+more than types (name lengths, step keys, state transitions), so a request that
+merely matches the schema may well be a 400: schemathesis's
+`positive_data_acceptance` check does not apply here.
+"""
+
+import json
+import zlib
+from typing import Any
+
+import hypothesis.strategies as st
+from schemathesis import BaseSchema, Case, CheckContext, Response
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi import checks as openapi_checks
+
+from tests.e2e.conftest import Org, Stack
+from tests.fuzz.conftest import EXAMPLES, fuzz_settings, load_schema
+
+# Loaded at import, so that each operation is a test of its own; the stack's
+# address is only known later and is passed to each call.
+schema = load_schema()
+
+# The gRPC codes each HTTP status may carry (Envoy's mapping with
+# convert_grpc_status, and envoy.yaml's local_reply_config for its own replies).
+GRPC_CODES_BY_HTTP_STATUS = {
+    400: {3, 9, 11},  # INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE
+    401: {16},  # UNAUTHENTICATED
+    403: {7},  # PERMISSION_DENIED
+    404: {5},  # NOT_FOUND
+    409: {6, 10},  # ALREADY_EXISTS, ABORTED
+    413: {3},
+    429: {8},  # RESOURCE_EXHAUSTED
+    503: {14},  # UNAVAILABLE
+    504: {4},  # DEADLINE_EXCEEDED
+}
+
+
+def error_is_status(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
+    """An error body is exactly a google.rpc.Status as JSON, its code matching the status."""
+    if response.status_code < 400:
+        return None
+    content_type = response.headers.get("content-type", [""])[0]
+    assert content_type == "application/json", f"error as {content_type!r}: {response.text!r}"
+    body = json.loads(response.content)
+    assert isinstance(body, dict) and body.keys() == {"code", "message", "details"}, body
+    assert isinstance(body["message"], str) and isinstance(body["details"], list), body
+    allowed = GRPC_CODES_BY_HTTP_STATUS.get(response.status_code, set())
+    assert body["code"] in allowed, f"gRPC code {body['code']} with HTTP {response.status_code}"
+    return True
+
+
+CHECKS = [
+    not_a_server_error,
+    openapi_checks.status_code_conformance,
+    openapi_checks.content_type_conformance,
+    openapi_checks.response_schema_conformance,
+    openapi_checks.negative_data_rejection,
+    error_is_status,
+]
+TOKENS = ("writer", "reader")
+
+
+@fuzz_settings()
+@schema.given(token=st.sampled_from(TOKENS))
+@schema.parametrize()
+def test_operation(case: Case[Any], token: str, stack: Stack, tenant: Org) -> None:
+    """Each operation with generated input, as a writer or a read-only token."""
+    headers = tenant.auth(getattr(tenant, token))
+    case.call_and_validate(base_url=stack.http_url, headers=headers, checks=CHECKS)
+
+
+@fuzz_settings(max_examples=max(10, EXAMPLES // 10))
+@schema.given(
+    authorization=st.one_of(
+        st.none(),
+        st.just("Bearer "),
+        st.builds("Bearer htk_{}".format, st.text("abcdefghijklmnopqrstuvwxyz0123456789")),
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E)),
+    )
+)
+@schema.parametrize()
+def test_operation_without_a_valid_token(
+    case: Case[Any], authorization: str | None, stack: Stack
+) -> None:
+    """Without a valid token nothing succeeds: 401, or 400/413 where Envoy
+    refuses the input before the server sees the token."""
+    headers = {} if authorization is None else {"Authorization": authorization}
+    # Ours replace any Authorization schemathesis generated from the security scheme.
+    if case.headers:
+        case.headers.pop("Authorization", None)
+    response = case.call(base_url=stack.http_url, headers=headers)
+    assert response.status_code in {400, 401, 413}, (response.status_code, response.text)
+    case.validate_response(response, checks=CHECKS)
+
+
+def _pick(options: tuple[str, ...], seed: Any) -> str:
+    """A choice that follows the generated data, so a replay makes the same one."""
+    digest = zlib.crc32(json.dumps(seed, sort_keys=True, default=str).encode())
+    return options[digest % len(options)]
+
+
+STEP_KEYS = ("build", "test", "deploy")
+UPDATE_TYPES = ("step_started", "step_completed", "step_failed", "progress", "completed", "failed")
+
+
+def test_stateful_chains(api_schema: BaseSchema, tenant: Org) -> None:
+    """Create -> update -> get chains along the document's links.
+
+    Random create bodies are almost never valid (namespaces, step keys), and
+    random updates almost never name a real type and step, so the chains would
+    stop at the first call. The machine therefore completes create bodies into
+    valid ones and, for half of the updates, fills in a real type and step; the
+    rest of each body stays as generated.
+    """
+
+    class Chains(api_schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: Case[Any]) -> None:
+            body = case.body if isinstance(case.body, dict) else None
+            negative = case.meta is not None and case.meta.generation.mode.is_negative
+            if body is None or negative:
+                return
+            if case.operation.label == "POST /api/v1/processes":
+                name = body.get("name")
+                valid_name = isinstance(name, str) and 0 < len(name) <= 200 and "\0" not in name
+                body["name"] = name if valid_name else "fuzzed process"
+                body["namespace"] = "fuzz"
+                body["step_defs"] = [{"key": key, "label": key.title()} for key in STEP_KEYS]
+            elif case.operation.label.endswith("/update") and _pick(("keep", "fix"), body) == "fix":
+                body["type"] = _pick(UPDATE_TYPES, body)
+                body["step"] = _pick(STEP_KEYS, body)
+
+        def get_call_kwargs(self, case: Case[Any]) -> dict[str, Any]:
+            return {"headers": tenant.auth()}
+
+        def validate_response(
+            self, response: Response, case: Case[Any], additional_checks: Any = None, **kwargs: Any
+        ) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Chains.run(settings=fuzz_settings(max_examples=max(10, EXAMPLES // 5), stateful_step_count=8))
