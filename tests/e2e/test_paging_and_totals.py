@@ -1,0 +1,534 @@
+"""Paging by `next_page_token` and exact `total`s, end to end (REST and gRPC),
+checked against a model kept by the test and against PostgreSQL itself.
+
+A page token must visit every matching process exactly once, in sort order,
+whatever the page sizes; `total` is read from `process_counts`, which triggers
+keep in step with every insert and status change (migration 0002), so it is
+compared with `SELECT count(*)` after creates, status changes and concurrent
+status changes.
+"""
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import httpx
+import psycopg
+import pytest
+
+from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from tests.e2e.conftest import Org, Stack
+from tests.e2e.test_grpc import Stub, assert_invalid_argument, new_org, rpc_error
+from tests.e2e.test_rest_contract import PROCESSES, Json, list_processes, listed_ids
+from tests.e2e.test_rest_errors import assert_invalid_field
+
+if TYPE_CHECKING:
+    from htk.processes.v1.process_service_pb2_grpc import (
+        ProcessServiceAsyncStub as AsyncStub,
+    )
+
+NAMESPACES = ("alpha", "beta", "gamma")
+# Names for the searches: "deploy" in two spellings, and LIKE's wildcards taken literally.
+NAMES = ("Deploy web", "deploy API", "Build 50% done", "Nightly_backup")
+STEPS = (pb.StepDef(key="build", label="Build"),)
+# Page sizes a client might switch between while following tokens.
+LIMITS = (3, 1, 5, 2)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the test knows of one process: enough to filter and sort it."""
+
+    process_id: str
+    namespace: str  # qualified, "<org>.<name>"
+    name: str
+    status: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str = ""
+    namespace: str = ""  # bare, as a client sends it
+    search: str = ""
+    sort: str = ""
+
+    def params(self) -> dict[str, str]:
+        return {name: value for name, value in vars(self).items() if value}
+
+    def request(self, limit: int, page_token: str = "") -> pb.ListProcessesRequest:
+        return pb.ListProcessesRequest(
+            status=self.status,
+            namespace=self.namespace,
+            search=self.search,
+            sort=self.sort,
+            limit=limit,
+            page_token=page_token,
+        )
+
+    def matches(self, org_id: str, process: Known) -> bool:
+        return (
+            (not self.status or process.status == self.status)
+            and (not self.namespace or process.namespace == f"{org_id}.{self.namespace}")
+            and (not self.search or self.search.lower() in process.name.lower())
+        )
+
+    def expected(self, org_id: str, processes: list[Known]) -> list[str]:
+        """The matching process ids in sort order: start time, ties broken by id."""
+        matching = [process for process in processes if self.matches(org_id, process)]
+        matching.sort(key=lambda p: (p.started_at, uuid.UUID(p.process_id)))
+        if self.sort != "oldest":
+            matching.reverse()
+        return [process.process_id for process in matching]
+
+
+# Every filter combination List has, both sort orders for some.
+FILTER_CASES = [
+    Filters(),
+    Filters(sort="oldest"),
+    Filters(status="running"),
+    Filters(status="completed", sort="oldest"),
+    Filters(status="failed"),
+    Filters(namespace="alpha"),
+    Filters(namespace="beta", sort="oldest"),
+    Filters(namespace="alpha", status="running"),
+    Filters(namespace="gamma", status="completed", sort="oldest"),
+    Filters(search="deploy"),
+    Filters(search="DEPLOY", sort="oldest"),
+    Filters(search="50%"),
+    Filters(search="deploy", status="running"),
+    Filters(search="y_b", status="completed", sort="oldest"),
+    Filters(search="deploy", namespace="beta", status="running"),
+]
+
+
+def model_of(stack: Stack, org_id: str) -> list[Known]:
+    """The organization's processes as stored (started_at to the microsecond)."""
+    with psycopg.connect(stack.database_url) as connection:
+        rows = connection.execute(
+            "SELECT process_id, namespace, name, status, started_at FROM processes"
+            " WHERE org_id = %s",
+            (org_id,),
+        ).fetchall()
+    return [Known(str(row[0]), row[1], row[2], row[3], row[4]) for row in rows]
+
+
+def sql_count(stack: Stack, org_id: str, filters: Filters) -> int:
+    """`SELECT count(*)` with the filters, as the database counts it."""
+    conditions = ["org_id = %s"]
+    values: list[Any] = [org_id]
+    if filters.status:
+        conditions.append("status = %s")
+        values.append(filters.status)
+    if filters.namespace:
+        conditions.append("namespace = %s")
+        values.append(f"{org_id}.{filters.namespace}")
+    if filters.search:
+        # strpos: a literal substring, no LIKE wildcards to escape.
+        conditions.append("strpos(lower(name), lower(%s)) > 0")
+        values.append(filters.search)
+    with psycopg.connect(stack.database_url) as connection:
+        row = connection.execute(
+            f"SELECT count(*) FROM processes WHERE {' AND '.join(conditions)}",  # noqa: S608
+            values,
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def create_many(stub: Stub, org: Org, count: int) -> list[str]:
+    """Creates `count` processes, cycling through the namespaces and names."""
+    ids = []
+    for index in range(count):
+        request = pb.CreateProcessRequest(
+            namespace=NAMESPACES[index % len(NAMESPACES)],
+            name=f"{NAMES[index % len(NAMES)]} #{index}",
+            step_defs=STEPS,
+        )
+        ids.append(stub.CreateProcess(request, metadata=org.metadata()).process_id)
+    return ids
+
+
+def finishing(process_id: str, status: str) -> pb.UpdateProcessRequest:
+    """The update that ends a process as `completed` or `failed`."""
+    if status == "failed":
+        return pb.UpdateProcessRequest(process_id=process_id, type="failed", error="boom")
+    return pb.UpdateProcessRequest(process_id=process_id, type="completed")
+
+
+def finish(stub: Stub, org: Org, process_id: str, status: str) -> None:
+    stub.UpdateProcess(finishing(process_id, status), metadata=org.metadata())
+
+
+# --- walking pages ---------------------------------------------------------------------
+
+
+def rest_walk(rest: httpx.Client, org: Org, filters: Filters) -> Iterator[Json]:
+    """Follows next_page_token from the first page to the last, switching page sizes."""
+    token = ""
+    for limit in itertools.cycle(LIMITS):
+        params: dict[str, Any] = filters.params() | {"limit": limit}
+        if token:
+            params["page_token"] = token
+        page = list_processes(rest, org, **params)
+        assert (page["limit"], page["offset"]) == (limit, 0), page
+        yield page
+        token = page["next_page_token"]
+        if not token:
+            return
+
+
+def grpc_walk(stub: Stub, org: Org, filters: Filters) -> Iterator[pb.ListProcessesResponse]:
+    token = ""
+    for limit in itertools.cycle(LIMITS):
+        request = filters.request(limit, token)
+        page = stub.ListProcesses(request, metadata=org.metadata(org.reader))
+        assert (page.limit, page.offset) == (limit, 0), page
+        yield page
+        token = page.next_page_token
+        if not token:
+            return
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """An organization with processes to page through, and what the test knows of them."""
+
+    org: Org
+    processes: list[Known]
+
+
+@pytest.fixture(scope="module")
+def catalog(stack: Stack, grpc_stub: Stub) -> Catalog:
+    """30 processes over 3 namespaces and 3 statuses, with ties in started_at.
+
+    Nine processes share one start time and three more start one microsecond
+    later: only process_id orders the first nine, and a page token that kept
+    less than microseconds would skip or repeat the three.
+    """
+    org = new_org(stack, "paging")
+    ids = create_many(grpc_stub, org, 30)
+    for index, process_id in enumerate(ids):
+        if index % 5 == 1:
+            finish(grpc_stub, org, process_id, "completed")
+        elif index % 5 == 3:
+            finish(grpc_stub, org, process_id, "failed")
+    tie = datetime(2026, 2, 24, 12, 0, 0, 123456, tzinfo=UTC)
+    with psycopg.connect(stack.database_url) as connection:
+        connection.execute(
+            "UPDATE processes SET started_at = %s WHERE process_id = ANY(%s::uuid[])",
+            (tie, ids[2:11]),
+        )
+        connection.execute(
+            "UPDATE processes SET started_at = %s WHERE process_id = ANY(%s::uuid[])",
+            (tie + timedelta(microseconds=1), ids[20:23]),
+        )
+    processes = model_of(stack, org.org_id)
+    assert len(processes) == 30
+    return Catalog(org, processes)
+
+
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=lambda f: repr(f.params()))
+def test_rest_page_tokens_visit_every_match_once_in_sort_order(
+    rest: httpx.Client, catalog: Catalog, filters: Filters
+) -> None:
+    expected = filters.expected(catalog.org.org_id, catalog.processes)
+    assert expected, "each case should match something"
+
+    pages = list(rest_walk(rest, catalog.org, filters))
+
+    visited = [process_id for page in pages for process_id in listed_ids(page)]
+    assert visited == expected
+    assert [page["total"] for page in pages] == [len(expected)] * len(pages)
+    # Every page but the last is full and has a token; the last one has "".
+    assert [page["next_page_token"] == "" for page in pages] == [False] * (len(pages) - 1) + [True]
+    for page, limit in zip(pages[:-1], itertools.cycle(LIMITS), strict=False):
+        assert len(page["processes"]) == limit
+
+
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=lambda f: repr(f.params()))
+def test_grpc_page_tokens_visit_every_match_once_in_sort_order(
+    grpc_stub: Stub, catalog: Catalog, filters: Filters
+) -> None:
+    expected = filters.expected(catalog.org.org_id, catalog.processes)
+
+    pages = list(grpc_walk(grpc_stub, catalog.org, filters))
+
+    visited = [process.process_id for page in pages for process in page.processes]
+    assert visited == expected
+    assert {page.total for page in pages} == {len(expected)}
+    assert [page.next_page_token == "" for page in pages][-1]
+    assert all(page.next_page_token for page in pages[:-1])
+
+
+def test_tokens_of_rest_and_grpc_are_interchangeable(
+    rest: httpx.Client, grpc_stub: Stub, catalog: Catalog
+) -> None:
+    first = grpc_stub.ListProcesses(
+        pb.ListProcessesRequest(status="running", limit=4), metadata=catalog.org.metadata()
+    )
+    second = list_processes(
+        rest, catalog.org, status="running", limit=4, page_token=first.next_page_token
+    )
+    expected = Filters(status="running").expected(catalog.org.org_id, catalog.processes)
+    assert [p.process_id for p in first.processes] + listed_ids(second) == expected[:8]
+
+
+def test_a_listing_that_fills_its_last_page_exactly_ends_with_an_empty_token(
+    rest: httpx.Client, catalog: Catalog
+) -> None:
+    # The failed processes number exactly 6: a page of 6 is the last one, without a token.
+    expected = Filters(status="failed").expected(catalog.org.org_id, catalog.processes)
+    assert len(expected) == 6
+    page = list_processes(rest, catalog.org, status="failed", limit=6)
+    assert (listed_ids(page), page["next_page_token"], page["total"]) == (expected, "", 6)
+    three = list_processes(rest, catalog.org, status="failed", limit=3)
+    last = list_processes(
+        rest, catalog.org, status="failed", limit=3, page_token=three["next_page_token"]
+    )
+    assert listed_ids(three) + listed_ids(last) == expected
+    assert last["next_page_token"] == ""
+
+
+def test_an_empty_listing_has_no_token(rest: httpx.Client, catalog: Catalog) -> None:
+    page = list_processes(rest, catalog.org, search="no such name")
+    assert (page["processes"], page["total"], page["next_page_token"]) == ([], 0, "")
+
+
+def test_offset_paging_and_token_paging_agree(rest: httpx.Client, catalog: Catalog) -> None:
+    by_offset = [
+        process_id
+        for offset in range(0, 30, 7)
+        for process_id in listed_ids(list_processes(rest, catalog.org, limit=7, offset=offset))
+    ]
+    by_token = [
+        process_id
+        for page in rest_walk(rest, catalog.org, Filters())
+        for process_id in listed_ids(page)
+    ]
+    assert by_offset == by_token == Filters().expected(catalog.org.org_id, catalog.processes)
+
+
+# --- refused tokens ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"status": "failed"}, {"namespace": "beta"}, {"search": "web"}, {"sort": "oldest"}, {}],
+    ids=repr,
+)
+def test_rest_a_token_with_changed_filters_is_a_400(
+    rest: httpx.Client, catalog: Catalog, changed: dict[str, str]
+) -> None:
+    original = {"status": "running", "namespace": "alpha", "search": "deploy"}
+    token = list_processes(rest, catalog.org, **original, limit=1)["next_page_token"]
+    assert token
+    params = original | {"page_token": token} | changed
+    if not changed:
+        params.pop("status")  # a filter dropped is a change too
+    response = rest.get(PROCESSES, headers=catalog.org.auth(), params=params)
+    assert_invalid_field(response, "page_token")
+    assert response.json()["message"] == (
+        "page_token: was issued for other filters or sort order; keep them unchanged"
+    )
+
+
+def test_rest_offset_with_a_page_token_is_a_400_naming_offset(
+    rest: httpx.Client, catalog: Catalog
+) -> None:
+    token = list_processes(rest, catalog.org, limit=2)["next_page_token"]
+    response = rest.get(
+        PROCESSES, headers=catalog.org.auth(), params={"page_token": token, "offset": 2}
+    )
+    assert_invalid_field(response, "offset")
+    assert response.json()["message"] == "offset: cannot be combined with page_token; leave it out"
+    # Offset 0 is "absent": accepted.
+    page = list_processes(rest, catalog.org, limit=2, offset=0, page_token=token)
+    assert listed_ids(page) == Filters().expected(catalog.org.org_id, catalog.processes)[2:4]
+
+
+@pytest.mark.parametrize("token", ["garbage", "x" * 201, "eyJub3QiOiAianNvbiJ9"])
+def test_rest_a_malformed_token_is_a_400(rest: httpx.Client, catalog: Catalog, token: str) -> None:
+    response = rest.get(PROCESSES, headers=catalog.org.auth(), params={"page_token": token})
+    assert_invalid_field(response, "page_token")
+
+
+def test_grpc_refuses_changed_filters_and_offset_with_a_token(
+    grpc_stub: Stub, catalog: Catalog
+) -> None:
+    metadata = catalog.org.metadata()
+    token = grpc_stub.ListProcesses(
+        pb.ListProcessesRequest(namespace="beta", limit=1), metadata=metadata
+    ).next_page_token
+    changed = pb.ListProcessesRequest(namespace="gamma", page_token=token)
+    error = rpc_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: grpc_stub.ListProcesses(changed, metadata=metadata),
+    )
+    assert_invalid_argument(error, "page_token")
+    with_offset = pb.ListProcessesRequest(namespace="beta", page_token=token, offset=1)
+    error = rpc_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: grpc_stub.ListProcesses(with_offset, metadata=metadata),
+    )
+    assert_invalid_argument(error, "offset")
+
+
+# --- exact totals --------------------------------------------------------------------------
+
+TOTAL_CASES = [
+    Filters(),
+    Filters(status="running"),
+    Filters(status="completed"),
+    Filters(status="failed"),
+    Filters(namespace="alpha"),
+    Filters(namespace="gamma"),
+    Filters(namespace="nowhere"),
+    Filters(namespace="alpha", status="completed"),
+    Filters(namespace="beta", status="failed"),
+    Filters(search="deploy"),
+    Filters(search="50%"),
+    Filters(search="deploy", status="running"),
+    Filters(search="deploy", status="failed"),
+]
+
+
+def assert_totals_exact(
+    stack: Stack, rest: httpx.Client, stub: Stub, org: Org, processes: list[Known]
+) -> None:
+    """For every filter combination: the API's total = the model's count = SELECT count(*)."""
+    for filters in TOTAL_CASES:
+        expected = len(filters.expected(org.org_id, processes))
+        rest_total = list_processes(rest, org, **filters.params(), limit=1)["total"]
+        grpc_total = stub.ListProcesses(filters.request(limit=1), metadata=org.metadata()).total
+        counted = sql_count(stack, org.org_id, filters)
+        assert (rest_total, grpc_total, counted) == (expected,) * 3, filters
+
+
+def assert_counters_match(stack: Stack, org_id: str) -> None:
+    """process_counts holds exactly what GROUP BY counts (zeros aside), never negative."""
+    with psycopg.connect(stack.database_url) as connection:
+        counters = connection.execute(
+            "SELECT namespace, status, count FROM process_counts WHERE org_id = %s",
+            (org_id,),
+        ).fetchall()
+        grouped = connection.execute(
+            "SELECT namespace, status, count(*) FROM processes WHERE org_id = %s"
+            " GROUP BY org_id, namespace, status",
+            (org_id,),
+        ).fetchall()
+    assert all(count >= 0 for _, _, count in counters), counters
+    kept = {(namespace, status): count for namespace, status, count in counters if count}
+    assert kept == {(namespace, status): count for namespace, status, count in grouped}
+
+
+def test_total_is_exact_for_every_filter_and_follows_status_changes(
+    stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
+) -> None:
+    ids = create_many(grpc_stub, org, 16)
+    processes = model_of(stack, org.org_id)
+    assert_totals_exact(stack, rest, grpc_stub, org, processes)
+    assert_counters_match(stack, org.org_id)
+    assert list_processes(rest, org)["total"] == 16
+
+    # Status changes move a process from one counter to another.
+    for index, process_id in enumerate(ids):
+        if index % 3 == 0:
+            finish(grpc_stub, org, process_id, "completed")
+        elif index % 4 == 1:
+            finish(grpc_stub, org, process_id, "failed")
+    processes = model_of(stack, org.org_id)
+    statuses = sorted(process.status for process in processes)
+    assert (statuses.count("completed"), statuses.count("failed")) == (6, 3)
+    assert_totals_exact(stack, rest, grpc_stub, org, processes)
+    assert_counters_match(stack, org.org_id)
+
+    # Updates that change no status (steps, progress) and refused updates move nothing.
+    running = [p.process_id for p in processes if p.status == "running"]
+    for process_id in running[:3]:
+        grpc_stub.UpdateProcess(
+            pb.UpdateProcessRequest(process_id=process_id, type="step_started", step="build"),
+            metadata=org.metadata(),
+        )
+    finished = next(p.process_id for p in processes if p.status == "completed")
+    rpc_error(
+        grpc.StatusCode.FAILED_PRECONDITION, lambda: finish(grpc_stub, org, finished, "failed")
+    )
+    assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
+    assert_counters_match(stack, org.org_id)
+
+
+def test_totals_of_one_organization_ignore_the_others(
+    stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
+) -> None:
+    other = new_org(stack, "other")
+    create_many(grpc_stub, other, 4)
+    create_many(grpc_stub, org, 2)
+    assert list_processes(rest, org)["total"] == 2
+    assert list_processes(rest, other)["total"] == 4
+    assert list_processes(rest, org, namespace="alpha")["total"] == 1
+
+
+async def finish_async(stub: "AsyncStub", org: Org, index: int, process_id: str) -> None:
+    """Completes (odd index) or fails (even index) a process."""
+    status = "completed" if index % 2 else "failed"
+    await stub.UpdateProcess(finishing(process_id, status), metadata=org.metadata())
+
+
+async def create_async(stub: "AsyncStub", org: Org, name: str) -> None:
+    await stub.CreateProcess(
+        pb.CreateProcessRequest(namespace="busy", name=name, step_defs=STEPS),
+        metadata=org.metadata(),
+    )
+
+
+async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
+    stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
+) -> None:
+    """20 processes of one namespace finish at once (completed and failed
+    interleaved) while more are created in it: the trigger-kept counters must
+    neither deadlock nor drift."""
+    ids = [
+        grpc_stub.CreateProcess(
+            pb.CreateProcessRequest(namespace="busy", name=f"Job {index}", step_defs=STEPS),
+            metadata=org.metadata(),
+        ).process_id
+        for index in range(20)
+    ]
+    async with grpc.aio.insecure_channel(stack.envoy_target) as channel:
+        stub = pb_grpc.ProcessServiceStub(channel)
+        # Any failure (a deadlock is an error) fails the gather, and the test.
+        await asyncio.gather(
+            *(finish_async(stub, org, i, process_id) for i, process_id in enumerate(ids)),
+            *(create_async(stub, org, f"Late {index}") for index in range(10)),
+        )
+
+    namespace = f"{org.org_id}.busy"
+    assert_counters_match(stack, org.org_id)
+    with psycopg.connect(stack.database_url) as connection:
+        counters: dict[str, int] = dict(
+            connection.execute(
+                "SELECT status, count FROM process_counts WHERE org_id = %s AND namespace = %s",
+                (org.org_id, namespace),
+            ).fetchall()
+        )
+    assert counters == {"running": 10, "completed": 10, "failed": 10}
+    for status, count in (("running", 10), ("completed", 10), ("failed", 10), ("", 30)):
+        params = {"namespace": "busy"} | ({"status": status} if status else {})
+        assert list_processes(rest, org, **params)["total"] == count
+
+    # And a second wave over the newcomers, in both directions of the counters' key order.
+    processes = model_of(stack, org.org_id)
+    running = [p.process_id for p in processes if p.status == "running"]
+    async with grpc.aio.insecure_channel(stack.envoy_target) as channel:
+        stub = pb_grpc.ProcessServiceStub(channel)
+        await asyncio.gather(*(finish_async(stub, org, i, pid) for i, pid in enumerate(running)))
+    assert_counters_match(stack, org.org_id)
+    assert list_processes(rest, org, namespace="busy", status="running")["total"] == 0
+    assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
