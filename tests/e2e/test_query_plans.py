@@ -1,0 +1,321 @@
+"""The main List queries use their indexes: EXPLAIN on a seeded table.
+
+The statements are the server's own (`list_page_statement`,
+`list_total_statement` for a `list_query(...)`), explained in a database of
+their own inside the session stack's PostgreSQL, seeded with 40,000
+processes of one organization (and 20,000 of two others) so that the planner
+has a real choice. A later change to the queries or the indexes that falls
+back to a sequential scan, or to counting rows for `total`, fails here.
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Select
+from sqlalchemy.dialects import postgresql
+
+from server.domain.processes import ListQuery, PagePosition, list_query
+from server.storage.migrate import upgrade_to_latest
+from server.storage.processes import list_page_statement, list_total_statement
+from tests.e2e.conftest import Stack
+
+ORG = "plans"
+OTHER_ORGS = ("plans-other-a", "plans-other-b")
+PROCESSES_OF_ORG = 40_000
+PROCESSES_OF_OTHERS = 10_000
+# 20 namespaces; statuses as a busy organization has them: most processes
+# finished long ago, a few running, some failed. Names of five kinds, a fifth
+# each, over 997 services, and ten rare ones ("Rollback payments") to search for.
+SEED = (
+    """
+INSERT INTO organizations (org_id, created_at)
+SELECT org_id, now() FROM unnest(%(orgs)s::text[]) AS org_id
+""",
+    """
+INSERT INTO processes (process_id, org_id, namespace, name, status, current_step,
+                       step_count, task_ids, started_at, finished_at, summary, error,
+                       update_count)
+SELECT gen_random_uuid(),
+       %(org)s,
+       %(org)s || '.ns' || (i %% 20),
+       CASE WHEN i %% 4000 = 0 THEN 'Rollback payments #' || i
+            ELSE (ARRAY['Deploy', 'Build', 'Nightly backup', 'Run tests', 'Release'])[1 + i %% 5]
+                 || ' service-' || (i %% 997) || ' v' || (i %% 13) || '.' || (i %% 7) || '.' || i
+       END,
+       CASE WHEN i %% 20 = 0 THEN 'running' WHEN i %% 20 = 1 THEN 'failed' ELSE 'completed' END,
+       'step-' || (i %% 4), 4, '{}'::uuid[],
+       timestamptz '2025-01-01 00:00:00+00' + i * interval '37 seconds',
+       NULL, NULL, NULL, 3
+FROM generate_series(1, %(count)s) AS i
+""",
+    """
+INSERT INTO processes (process_id, org_id, namespace, name, status, current_step,
+                       step_count, task_ids, started_at, finished_at, summary, error,
+                       update_count)
+SELECT gen_random_uuid(), org_id, org_id || '.ns' || (i %% 5), 'Other job ' || i,
+       CASE WHEN i %% 3 = 0 THEN 'running' ELSE 'completed' END,
+       NULL, 1, '{}'::uuid[],
+       timestamptz '2025-01-01 00:00:00+00' + i * interval '53 seconds',
+       NULL, NULL, NULL, 0
+FROM unnest(%(others)s::text[]) AS org_id, generate_series(1, %(others_count)s) AS i
+""",
+)
+
+
+@dataclass(frozen=True)
+class PlansDatabase:
+    url: str
+
+
+@pytest.fixture(scope="module")
+def plans_db(stack: Stack) -> Iterator[PlansDatabase]:
+    """A fresh database in the stack's PostgreSQL, migrated, seeded and analyzed."""
+    name = f"htk_plans_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(stack.database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = stack.database_url.replace("/postgres?", f"/{name}?")
+    try:
+        upgrade_to_latest(url)
+        with psycopg.connect(url) as connection:
+            for statement in SEED:
+                # One INSERT ... SELECT per table: the counting triggers fire once each.
+                connection.execute(
+                    statement,
+                    {
+                        "orgs": [ORG, *OTHER_ORGS],
+                        "org": ORG,
+                        "count": PROCESSES_OF_ORG,
+                        "others": list(OTHER_ORGS),
+                        "others_count": PROCESSES_OF_OTHERS,
+                    },
+                )
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("VACUUM ANALYZE processes")
+            connection.execute("VACUUM ANALYZE process_counts")
+        yield PlansDatabase(url)
+    finally:
+        with psycopg.connect(stack.database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# The server's dialect: psycopg 3, which sends parameters apart from the SQL.
+DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+PREPARED = postgresql.psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+
+
+def explain(db: PlansDatabase, statement: Select[Any], *, generic: bool = False) -> dict[str, Any]:
+    """The planner's chosen plan (not run) as JSON: the top node.
+
+    By default the statement goes as the server sends it, its parameters
+    bound apart, so the planner sees their values. With `generic`, it is
+    planned as a prepared statement without them, which is what PostgreSQL
+    may settle on once psycopg prepares a statement run often (5 times).
+    """
+    with psycopg.connect(db.url) as connection:
+        if not generic:
+            compiled = statement.compile(dialect=DIALECT)
+            row = connection.execute(
+                f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params
+            ).fetchone()
+        else:
+            compiled = statement.compile(dialect=PREPARED)
+            values = [compiled.params[name] for name in compiled.positiontup or ()]
+            connection.execute(f"PREPARE list_statement AS {compiled}")
+            connection.execute("SET plan_cache_mode = force_generic_plan")
+            row = connection.execute(
+                sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE list_statement ({})").format(
+                    sql.SQL(", ").join(sql.Literal(value) for value in values)
+                )
+            ).fetchone()
+    assert row is not None
+    document = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    plan = document[0]["Plan"]
+    assert isinstance(plan, dict)
+    return plan
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def describe(plan: dict[str, Any], depth: int = 0) -> str:
+    """A compact rendering of the plan for failure messages and -s output."""
+    parts = [plan["Node Type"]]
+    for key in ("Scan Direction", "Index Name", "Relation Name", "Index Cond", "Filter"):
+        if key in plan:
+            parts.append(f"{key}={plan[key]}")
+    lines = ["  " * depth + " ".join(parts)]
+    for child in plan.get("Plans", []):
+        lines.append(describe(child, depth + 1))
+    return "\n".join(lines)
+
+
+def assert_no_seq_scan_of_processes(plan: dict[str, Any]) -> None:
+    scans = [
+        node
+        for node in nodes(plan)
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "processes"
+    ]
+    assert not scans, f"sequential scan of processes:\n{describe(plan)}"
+
+
+def index_names(plan: dict[str, Any]) -> set[str]:
+    return {node["Index Name"] for node in nodes(plan) if "Index Name" in node}
+
+
+def relations(plan: dict[str, Any]) -> set[str]:
+    return {node["Relation Name"] for node in nodes(plan) if "Relation Name" in node}
+
+
+AFTER = PagePosition(datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=UTC), uuid.uuid4())
+ORDERED_INDEXES = {
+    "processes_by_org",
+    "processes_by_status",
+    "processes_by_namespace",
+    "processes_by_namespace_status",
+}
+
+# (id, list_query parameters, the index the page must walk). Each filter
+# here is selective (running and failed are 5% each, a namespace 5%, both
+# 0.25%), so its own index is the planner's best choice.
+SHAPES: list[tuple[str, dict[str, Any], str]] = [
+    ("no-filter", {}, "processes_by_org"),
+    ("status", {"status": "running"}, "processes_by_status"),
+    ("namespace", {"namespace": "ns7"}, "processes_by_namespace"),
+    ("status+namespace", {"status": "failed", "namespace": "ns3"}, "processes_by_namespace_status"),
+    ("oldest", {"sort": "oldest"}, "processes_by_org"),
+    ("oldest-status", {"sort": "oldest", "status": "running"}, "processes_by_status"),
+    (
+        "oldest-status+namespace",
+        {"sort": "oldest", "status": "running", "namespace": "ns0"},
+        "processes_by_namespace_status",
+    ),
+    ("offset-1000", {"offset": 1000}, "processes_by_org"),
+    ("offset-1000-status", {"offset": 1000, "status": "running"}, "processes_by_status"),
+    ("limit-200", {"limit": 200}, "processes_by_org"),
+]
+SHAPE_IDS = [shape_id for shape_id, _, _ in SHAPES]
+
+
+def page_query(params: dict[str, Any], paged: bool) -> ListQuery:
+    query = list_query(ORG, **params)
+    # A page token turns into `after`; it comes without an offset.
+    return replace(query, after=AFTER, offset=0) if paged else query
+
+
+def assert_ordered_index_walk(plan: dict[str, Any]) -> None:
+    """The page reads an index of processes in sort order and stops at the limit:
+    no sequential scan, no sort of every match."""
+    assert_no_seq_scan_of_processes(plan)
+    assert index_names(plan) & ORDERED_INDEXES, describe(plan)
+    sorts = [node for node in nodes(plan) if node["Node Type"] in ("Sort", "Incremental Sort")]
+    assert not sorts, describe(plan)
+
+
+@pytest.mark.parametrize(("params", "index"), [(p, i) for _, p, i in SHAPES], ids=SHAPE_IDS)
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "page-token"])
+def test_a_list_page_walks_its_own_index_in_sort_order(
+    plans_db: PlansDatabase, params: dict[str, Any], index: str, paged: bool
+) -> None:
+    plan = explain(plans_db, list_page_statement(page_query(params, paged)))
+    print(f"\n{params} paged={paged}:\n{describe(plan)}")
+    assert_ordered_index_walk(plan)
+    assert index_names(plan) == {index}, describe(plan)
+    if paged:
+        # The token bounds the walk inside the index, so depth costs nothing.
+        (scan,) = [node for node in nodes(plan) if node.get("Index Name") == index]
+        assert "ROW(started_at, process_id)" in scan.get("Index Cond", ""), describe(plan)
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "page-token"])
+@pytest.mark.parametrize(
+    "params", [{"status": "completed"}, {"status": "completed", "sort": "oldest"}]
+)
+def test_a_broad_filter_walks_an_index_in_sort_order_too(
+    plans_db: PlansDatabase, params: dict[str, Any], paged: bool
+) -> None:
+    # 90% of the processes are completed: walking processes_by_org and
+    # skipping the others is as good as processes_by_status; either is fine,
+    # a scan and sort of all 36,000 is not.
+    plan = explain(plans_db, list_page_statement(page_query(params, paged)))
+    print(f"\n{params} paged={paged}:\n{describe(plan)}")
+    assert_ordered_index_walk(plan)
+
+
+@pytest.mark.parametrize("params", [p for _, p, _ in SHAPES], ids=SHAPE_IDS)
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "page-token"])
+def test_a_prepared_list_page_walks_an_index_without_knowing_its_parameters(
+    plans_db: PlansDatabase, params: dict[str, Any], paged: bool
+) -> None:
+    plan = explain(plans_db, list_page_statement(page_query(params, paged)), generic=True)
+    print(f"\n{params} paged={paged} (generic plan):\n{describe(plan)}")
+    assert_ordered_index_walk(plan)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize("params", [p for _, p, _ in SHAPES], ids=SHAPE_IDS)
+def test_a_total_without_search_reads_the_counters_not_the_processes(
+    plans_db: PlansDatabase, params: dict[str, Any], generic: bool
+) -> None:
+    plan = explain(plans_db, list_total_statement(list_query(ORG, **params)), generic=generic)
+    print(f"\n{params}:\n{describe(plan)}")
+    assert relations(plan) == {"process_counts"}, describe(plan)
+
+
+# A selective search, as a person looks for one rare kind of process (10
+# matches): the total must come from the trigram index. Its page may use the
+# trigram index or walk an ordered index, whichever the planner's sample
+# suggests; a sequential scan is never right. A broad search (a fifth of all
+# processes) is tested below.
+SELECTIVE_SEARCHES = ["rollback", "Rollback payments"]
+BROAD_SEARCH = "Nightly"
+
+
+@pytest.mark.parametrize("status", ["", "running"])
+@pytest.mark.parametrize("search", SELECTIVE_SEARCHES)
+def test_a_selective_search_uses_the_trigram_index(
+    plans_db: PlansDatabase, search: str, status: str
+) -> None:
+    query = list_query(ORG, search=search, status=status)
+    page = explain(plans_db, list_page_statement(query))
+    print(f"\npage {search!r} status={status!r}:\n{describe(page)}")
+    assert_no_seq_scan_of_processes(page)
+    assert index_names(page) & (ORDERED_INDEXES | {"processes_name_trigram"}), describe(page)
+    total = explain(plans_db, list_total_statement(query))
+    print(f"\ntotal {search!r} status={status!r}:\n{describe(total)}")
+    assert_no_seq_scan_of_processes(total)
+    assert "processes_name_trigram" in index_names(total), describe(total)
+
+
+@pytest.mark.parametrize("status", ["", "running"])
+def test_a_broad_search_scans_no_table(plans_db: PlansDatabase, status: str) -> None:
+    query = list_query(ORG, search=BROAD_SEARCH, status=status)
+    page = explain(plans_db, list_page_statement(query))
+    print(f"\npage {BROAD_SEARCH!r} status={status!r}:\n{describe(page)}")
+    assert_no_seq_scan_of_processes(page)
+    assert index_names(page) & (ORDERED_INDEXES | {"processes_name_trigram"}), describe(page)
+    # The total must count every match; it may not read the whole table to do so.
+    total = explain(plans_db, list_total_statement(query))
+    print(f"\ntotal {BROAD_SEARCH!r} status={status!r}:\n{describe(total)}")
+    assert_no_seq_scan_of_processes(total)
+
+
+def test_the_seed_is_what_the_plans_were_judged_on(plans_db: PlansDatabase) -> None:
+    with psycopg.connect(plans_db.url) as connection:
+        counts: dict[str, int] = dict(
+            connection.execute(
+                "SELECT status, sum(count)::int FROM process_counts WHERE org_id = %s"
+                " GROUP BY status",
+                (ORG,),
+            ).fetchall()
+        )
+    assert counts == {"running": 2000, "failed": 2000, "completed": 36000}
