@@ -206,7 +206,7 @@ def updates(draw: st.DrawFn) -> pb.UpdateProcessRequest:
     if kind in {"step_started", "step_completed"}:
         fields["detail"] = draw(st.none() | details)
     if kind == "step_completed":
-        fields["data"] = draw(st.none() | st.dictionaries(st.text(max_size=5), st.integers()))
+        fields["data"] = draw(st.none() | st.dictionaries(details, st.integers(), max_size=3))
     if kind in {"step_failed", "failed"}:
         fields["error"] = draw(details.filter(str.strip))
     if kind == "progress":
