@@ -189,7 +189,14 @@ def run(settings: Settings) -> int:
             for child in children:
                 child.start()
             address = f"127.0.0.1:{settings.http_port}"
-            if wait_until_serving(address, READY_TIMEOUT_SECONDS, keep_waiting=supervise):
+            # Every worker, then Envoy: ready means no worker is still starting.
+            workers = [
+                "unix-abstract:" + worker_socket(stack_id, n) for n in range(settings.workers)
+            ]
+            if all(
+                wait_until_serving(target, READY_TIMEOUT_SECONDS, keep_waiting=supervise)
+                for target in (*workers, address)
+            ):
                 log.info(
                     "htk is ready: REST and gRPC on http://%s, %d workers (Ctrl-C stops it)",
                     address,

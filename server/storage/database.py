@@ -10,12 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.domain.errors import DeadlineExceeded, Unavailable
 
@@ -67,11 +62,13 @@ class Database:
                 f" -c lock_timeout={LOCK_TIMEOUT_SECONDS}s",
             },
         )
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
-    async def transaction(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error.
+    async def transaction(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection inside one transaction: committed on success, rolled back on error.
+
+        Core statements on a connection, not ORM sessions: the models
+        describe the schema, and the hot paths skip the ORM's bookkeeping.
 
         With `snapshot`, every statement sees the same snapshot (REPEATABLE
         READ), e.g. a page and the count of all matches. A statement that
@@ -80,13 +77,12 @@ class Database:
         becomes `Unavailable`, which callers may retry.
         """
         try:
-            async with self._sessions() as session, session.begin():
+            async with self.engine.connect() as connection:
                 if snapshot:
-                    await session.connection(
-                        execution_options={"isolation_level": "REPEATABLE READ"}
-                    )
-                await _apply_deadline(session)
-                yield session
+                    await connection.execution_options(isolation_level="REPEATABLE READ")
+                async with connection.begin():
+                    await _apply_deadline(connection)
+                    yield connection
         except DBAPIError as error:
             if isinstance(error.orig, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
                 raise DeadlineExceeded("the database did not answer in time") from error
@@ -100,7 +96,7 @@ class Database:
         await self.engine.dispose()
 
 
-async def _apply_deadline(session: AsyncSession) -> None:
+async def _apply_deadline(connection: AsyncConnection) -> None:
     """Shortens this transaction's statement timeout to the caller's deadline.
 
     Only when the deadline is the nearer limit: the common case costs no
@@ -114,4 +110,4 @@ async def _apply_deadline(session: AsyncSession) -> None:
         raise DeadlineExceeded("the deadline passed before the database was reached")
     if remaining < STATEMENT_TIMEOUT_SECONDS:
         milliseconds = str(max(1, int(remaining * 1000)))
-        await session.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+        await connection.execute(select(func.set_config("statement_timeout", milliseconds, True)))

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.idempotency import IdempotencyKey, RememberedRequest, replay
 from server.domain.processes import utc_now
@@ -15,7 +15,9 @@ def _row(key: IdempotencyKey) -> tuple[ColumnElement[bool], ...]:
     return (IdempotencyKeyRow.org_id == key.org_id, IdempotencyKeyRow.key == key.key)
 
 
-async def claim(session: AsyncSession, key: IdempotencyKey, retention: timedelta) -> bytes | None:
+async def claim(
+    connection: AsyncConnection, key: IdempotencyKey, retention: timedelta
+) -> bytes | None:
     """Claims `key` for the write in this transaction, or returns the response to replay.
 
     A concurrent request with the same key waits on the insert until the
@@ -24,7 +26,7 @@ async def claim(session: AsyncSession, key: IdempotencyKey, retention: timedelta
     so only acknowledged writes are remembered.
     """
     now = utc_now()
-    claimed = await session.execute(
+    claimed = await connection.execute(
         insert(IdempotencyKeyRow)
         .values(
             org_id=key.org_id,
@@ -39,14 +41,22 @@ async def claim(session: AsyncSession, key: IdempotencyKey, retention: timedelta
     if claimed.first() is not None:
         return None
     row = (
-        await session.execute(select(IdempotencyKeyRow).where(*_row(key)).with_for_update())
-    ).scalar_one()
+        await connection.execute(
+            select(
+                IdempotencyKeyRow.request_fingerprint,
+                IdempotencyKeyRow.response,
+                IdempotencyKeyRow.created_at,
+            )
+            .where(*_row(key))
+            .with_for_update()
+        )
+    ).one()
     # Committed claims always carry their response (see IdempotencyKeyRow).
     assert row.response is not None
     remembered = RememberedRequest(row.request_fingerprint, row.response, now - row.created_at)
     response = replay(key, remembered, retention)
     if response is None:
-        await session.execute(
+        await connection.execute(
             update(IdempotencyKeyRow)
             .where(*_row(key))
             .values(request_fingerprint=key.request_fingerprint, response=None, created_at=now)
@@ -54,13 +64,13 @@ async def claim(session: AsyncSession, key: IdempotencyKey, retention: timedelta
     return response
 
 
-async def remember(session: AsyncSession, key: IdempotencyKey, response: bytes) -> None:
-    await session.execute(update(IdempotencyKeyRow).where(*_row(key)).values(response=response))
+async def remember(connection: AsyncConnection, key: IdempotencyKey, response: bytes) -> None:
+    await connection.execute(update(IdempotencyKeyRow).where(*_row(key)).values(response=response))
 
 
-async def forget_expired(session: AsyncSession, retention: timedelta) -> int:
+async def forget_expired(connection: AsyncConnection, retention: timedelta) -> int:
     """Deletes keys older than `retention`; returns how many."""
-    result = await session.execute(
+    result = await connection.execute(
         delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < func.now() - retention)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return result.rowcount

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, insert, literal, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Row, Select, func, insert, literal, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import NotFound
 from server.domain.idempotency import IdempotencyKey
@@ -60,22 +60,22 @@ class ProcessStore:
     ) -> bytes:
         """Stores a new process; returns `respond(process)`, or the response
         remembered under `key` when this is a retry."""
-        async with self._database.transaction() as session:
-            if key and (replayed := await idempotency.claim(session, key, self._retention)):
+        async with self._database.transaction() as connection:
+            if key and (replayed := await idempotency.claim(connection, key, self._retention)):
                 return replayed
-            await session.execute(insert(ProcessRow).values(_process_values(process)))
-            await session.execute(
+            await connection.execute(insert(ProcessRow).values(_process_values(process)))
+            await connection.execute(
                 insert(StepRow),
                 [
                     _step_values(process.process_id, position, step)
                     for position, step in enumerate(process.steps)
                 ],
             )
-            return await self._respond(session, key, respond(process))
+            return await self._respond(connection, key, respond(process))
 
     async def get(self, org_id: str, process_id: uuid.UUID) -> Process:
-        async with self._database.transaction() as session:
-            return await _load(session, org_id, process_id, for_update=False)
+        async with self._database.transaction() as connection:
+            return await _load(connection, org_id, process_id, for_update=False)
 
     async def update(
         self,
@@ -95,14 +95,14 @@ class ProcessStore:
         # A malformed update is refused before it takes a connection and a lock;
         # apply_update checks again (microseconds) so that it is safe on its own.
         validate_update(change)
-        async with self._database.transaction() as session:
-            if key and (replayed := await idempotency.claim(session, key, self._retention)):
+        async with self._database.transaction() as connection:
+            if key and (replayed := await idempotency.claim(connection, key, self._retention)):
                 return replayed
-            process = await _load(session, org_id, process_id, for_update=True)
+            process = await _load(connection, org_id, process_id, for_update=True)
             # Taken under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, utc_now())
             state = _process_values(process)
-            await session.execute(
+            await connection.execute(
                 update(ProcessRow)
                 .where(ProcessRow.process_id == process_id)
                 .values({column: state[column] for column in _PROCESS_STATE})
@@ -110,7 +110,7 @@ class ProcessStore:
             if applied.step_position is not None:
                 step = process.steps[applied.step_position]
                 step_state = _step_values(process_id, applied.step_position, step)
-                await session.execute(
+                await connection.execute(
                     update(StepRow)
                     .where(
                         StepRow.process_id == process_id,
@@ -119,7 +119,7 @@ class ProcessStore:
                     .values({column: step_state[column] for column in _STEP_STATE})
                 )
             event = applied.event
-            await session.execute(
+            await connection.execute(
                 insert(ProcessEvent).values(
                     process_id=process_id,
                     seq=event.seq,
@@ -129,13 +129,13 @@ class ProcessStore:
                     recorded_at=event.recorded_at,
                 )
             )
-            return await self._respond(session, key, respond(event))
+            return await self._respond(connection, key, respond(event))
 
     async def _respond(
-        self, session: AsyncSession, key: IdempotencyKey | None, response: bytes
+        self, connection: AsyncConnection, key: IdempotencyKey | None, response: bytes
     ) -> bytes:
         if key:
-            await idempotency.remember(session, key, response)
+            await idempotency.remember(connection, key, response)
         return response
 
     @property
@@ -143,14 +143,14 @@ class ProcessStore:
         return self._idempotency_retention
 
     async def forget_expired_idempotency_keys(self) -> int:
-        async with self._database.transaction() as session:
-            return await idempotency.forget_expired(session, self._retention)
+        async with self._database.transaction() as connection:
+            return await idempotency.forget_expired(connection, self._retention)
 
     async def list(self, query: ListQuery) -> ProcessPage:
-        async with self._database.transaction(snapshot=True) as session:
+        async with self._database.transaction(snapshot=True) as connection:
             # One row more than the page tells whether another page follows.
-            rows = (await session.execute(list_page_statement(query))).all()
-            total = int((await session.execute(list_total_statement(query))).scalar_one())
+            rows = (await connection.execute(list_page_statement(query))).all()
+            total = int((await connection.execute(list_total_statement(query))).scalar_one())
         summaries = [
             ProcessSummary(
                 process_id=row.process_id,
@@ -237,21 +237,23 @@ def _escape_like(text: str) -> str:
 
 
 async def _load(
-    session: AsyncSession, org_id: str, process_id: uuid.UUID, *, for_update: bool
+    connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
 ) -> Process:
-    statement = select(ProcessRow).where(
+    statement = select(*ProcessRow.__table__.columns).where(
         ProcessRow.process_id == process_id, ProcessRow.org_id == org_id
     )
     if for_update:
         statement = statement.with_for_update()
-    row = (await session.execute(statement)).scalar_one_or_none()
+    row = (await connection.execute(statement)).one_or_none()
     if row is None:
         raise NotFound(f"process {process_id} not found")
     steps = (
-        await session.execute(
-            select(StepRow).where(StepRow.process_id == process_id).order_by(StepRow.position)
+        await connection.execute(
+            select(*StepRow.__table__.columns)
+            .where(StepRow.process_id == process_id)
+            .order_by(StepRow.position)
         )
-    ).scalars()
+    ).all()
     return Process(
         process_id=row.process_id,
         org_id=row.org_id,
@@ -289,7 +291,7 @@ def _process_values(process: Process) -> dict[str, Any]:
 _STEP_FIELDS = [field.name for field in dataclasses.fields(Step)]
 
 
-def _step(row: StepRow) -> Step:
+def _step(row: Row[Any]) -> Step:
     values = {name: getattr(row, name) for name in _STEP_FIELDS}
     return Step(**values | {"status": StepStatus(row.status)})
 

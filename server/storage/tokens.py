@@ -31,9 +31,9 @@ class TokenStore:
 
     async def authenticate(self, token: str) -> Caller | None:
         """The caller a well-formed token stands for, or None if it is unknown or revoked."""
-        async with self._database.transaction() as session:
+        async with self._database.transaction() as connection:
             row = (
-                await session.execute(
+                await connection.execute(
                     select(ApiToken.org_id, ApiToken.scopes).where(
                         ApiToken.digest == tokens.digest(token), ApiToken.revoked_at.is_(None)
                     )
@@ -50,14 +50,14 @@ class TokenStore:
         token = tokens.generate_token()
         token_id = uuid.uuid4()
         now = utc_now()
-        async with self._database.transaction() as session:
-            await session.execute(
+        async with self._database.transaction() as connection:
+            await connection.execute(
                 insert(Organization)
                 .values(org_id=org_id, created_at=now)
                 .on_conflict_do_nothing(index_elements=[Organization.org_id])
             )
-            session.add(
-                ApiToken(
+            await connection.execute(
+                insert(ApiToken).values(
                     token_id=token_id,
                     org_id=org_id,
                     name=name,
@@ -70,12 +70,14 @@ class TokenStore:
         return token_id, token
 
     async def list(self, org_id: str) -> list[TokenInfo]:
-        async with self._database.transaction() as session:
+        async with self._database.transaction() as connection:
             rows = (
-                await session.execute(
-                    select(ApiToken).where(ApiToken.org_id == org_id).order_by(ApiToken.created_at)
+                await connection.execute(
+                    select(*ApiToken.__table__.columns)
+                    .where(ApiToken.org_id == org_id)
+                    .order_by(ApiToken.created_at)
                 )
-            ).scalars()
+            ).all()
             return [
                 TokenInfo(
                     token_id=row.token_id,
@@ -89,8 +91,8 @@ class TokenStore:
 
     async def revoke(self, token_id: uuid.UUID) -> bool:
         """Revokes the token; False if no token has that id."""
-        async with self._database.transaction() as session:
-            result = await session.execute(
+        async with self._database.transaction() as connection:
+            result = await connection.execute(
                 update(ApiToken)
                 .where(ApiToken.token_id == token_id)
                 .values(revoked_at=func.coalesce(ApiToken.revoked_at, utc_now()))
