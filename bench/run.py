@@ -1,0 +1,397 @@
+"""`make bench`: seed (or reuse) the bench database, measure, print and write the report."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+
+from bench import capture, report, seed, wrk
+from bench.stack import Sampler, Stack, create_token, running_stack
+from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from server.settings import CHECKOUT
+from server.storage.embedded import embedded_database
+from server.storage.migrate import upgrade_to_latest
+
+DATA_DIR = CHECKOUT / ".bench-data"
+DEFAULT_PROCESSES = 1_000_000
+POOL_SIZE = 10  # HTK_DB_POOL_SIZE's default: per server process
+GRPC_CHANNELS = 4
+
+
+@dataclass(frozen=True)
+class Config:
+    processes: int
+    warmup: float
+    seconds: float
+    database_url: str | None
+    workers: tuple[int, ...]  # the main run's worker count first
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        processes = int(os.environ.get("BENCH_PROCESSES", DEFAULT_PROCESSES))
+        quick = processes < 100_000
+        cores = os.cpu_count() or 1
+        return cls(
+            processes=processes,
+            warmup=float(os.environ.get("BENCH_WARMUP", 0.5 if quick else 1.5)),
+            seconds=float(os.environ.get("BENCH_SECONDS", 2.0 if quick else 5.0)),
+            database_url=os.environ.get("DATABASE_URL") or None,
+            workers=(max(cores, 2), 1),
+        )
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def bench_database(config: Config) -> Iterator[str]:
+    """DATABASE_URL, or the embedded PostgreSQL in .bench-data/ (kept running
+    for the whole run, so stack restarts do not restart it)."""
+    if config.database_url:
+        upgrade_to_latest(config.database_url)
+        yield config.database_url
+    else:
+        with embedded_database(DATA_DIR) as url:
+            upgrade_to_latest(url)
+            yield url
+
+
+@dataclass
+class Fixtures:
+    """What the phases read and write: ids picked from the seeded data."""
+
+    token: str
+    get_ids: list[str]
+    update_targets: list[tuple[str, str]]
+
+
+def pick_fixtures(database_url: str) -> Fixtures:
+    with psycopg.connect(database_url) as connection:
+        get_ids = [
+            str(row[0])
+            for row in connection.execute(
+                "SELECT process_id FROM processes WHERE org_id = %s AND step_count = 10"
+                " ORDER BY started_at DESC LIMIT 100",
+                (seed.BENCH_ORG,),
+            )
+        ]
+        # Progress on a running step is always accepted: these can be updated forever.
+        targets = [
+            (str(row[0]), str(row[1]))
+            for row in connection.execute(
+                "SELECT process_id, current_step FROM processes"
+                " WHERE org_id = %s AND status = 'running' AND current_step IS NOT NULL"
+                " ORDER BY started_at DESC LIMIT 1000",
+                (seed.BENCH_ORG,),
+            )
+        ]
+    if not get_ids or not targets:
+        raise RuntimeError("the seeded data lacks 10-step or running processes")
+    return Fixtures(create_token(database_url, seed.BENCH_ORG), get_ids, targets)
+
+
+@dataclass(frozen=True)
+class ListCase:
+    label: str
+    params: dict[str, Any]
+    goal_ms: float
+    where: str = "TRUE"
+    where_params: tuple[Any, ...] = ()
+
+
+def list_cases() -> list[ListCase]:
+    ns = f"{seed.BENCH_ORG}.deployments"
+    sel, unsel = seed.SELECTIVE_TERM, seed.UNSELECTIVE_TERM
+    return [
+        ListCase("no filter (limit 50, offset 0)", {}, 25),
+        ListCase("status=running", {"status": "running"}, 25, "status = 'running'"),
+        ListCase("namespace", {"namespace": ns}, 25, "namespace = %s", (ns,)),
+        ListCase(f"search={unsel} (unselective)", {"search": unsel}, 100, "name ILIKE %s",
+                 (f"%{unsel}%",)),
+        ListCase(f"search={sel} (selective)", {"search": sel}, 100, "name ILIKE %s",
+                 (f"%{sel}%",)),
+        ListCase("status=failed + namespace", {"status": "failed", "namespace": ns}, 25,
+                 "status = 'failed' AND namespace = %s", (ns,)),
+        ListCase("sort=oldest", {"sort": "oldest"}, 25),
+        ListCase("offset=1000", {"offset": 1000}, 25),
+        ListCase("offset=10000", {"offset": 10000}, 50),
+        ListCase("limit=200", {"limit": 200}, 25),
+    ]  # fmt: skip
+
+
+def supports_cursor() -> bool:
+    return "page_token" in pb.ListProcessesRequest.DESCRIPTOR.fields_by_name
+
+
+@dataclass
+class Runner:
+    config: Config
+    database_url: str
+    fixtures: Fixtures
+    wrk_path: str
+    scratch: Path
+    results: list[report.Measurement] = field(default_factory=list)
+
+    def _record(
+        self,
+        name: str,
+        transport: str,
+        workers: int,
+        concurrency: int,
+        result: dict[str, Any],
+        sampler: Sampler | None,
+        goal: str = "",
+    ) -> report.Measurement:
+        measurement = report.Measurement.from_result(
+            name, transport, workers, concurrency, result, sampler, goal
+        )
+        self.results.append(measurement)
+        log(measurement.one_line())
+        return measurement
+
+    def grpc(
+        self,
+        stack: Stack,
+        name: str,
+        method: str,
+        concurrency: int,
+        workers: int,
+        list_request: dict[str, Any] | None = None,
+        goal: str = "",
+    ) -> report.Measurement:
+        spec = {
+            "kind": "grpc",
+            "target": stack.server_target,
+            "token": self.fixtures.token,
+            "method": method,
+            "concurrency": concurrency,
+            "channels": min(GRPC_CHANNELS, concurrency),
+            "warmup": self.config.warmup,
+            "duration": self.config.seconds,
+            "process_ids": self.fixtures.get_ids,
+            "update_targets": self.fixtures.update_targets,
+            "list_request": list_request or {},
+        }
+        with Sampler(stack) as sampler:
+            result = _loadgen(spec)
+        return self._record(name, "gRPC direct", workers, concurrency, result, sampler, goal)
+
+    def rest(
+        self,
+        stack: Stack,
+        name: str,
+        path: str,
+        concurrency: int,
+        workers: int,
+        lua: str,
+        goal: str = "",
+    ) -> report.Measurement:
+        script = self.scratch / f"{abs(hash(lua))}.lua"
+        script.write_text(lua)
+        url = stack.http_url + path
+        wrk.run(self.wrk_path, script, url, concurrency, self.config.warmup)  # warm-up
+        with Sampler(stack) as sampler:
+            raw = wrk.run(self.wrk_path, script, url, concurrency, self.config.seconds)
+        result = {
+            "count": raw["requests"],
+            "seconds": raw["duration_us"] / 1e6,
+            "p50_ms": raw["p50_us"] / 1000,
+            "p95_ms": raw["p95_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "errors": raw["errors"],
+            "client_cpu_seconds": raw["client_cpu_seconds"],
+        }
+        return self._record(name, "REST via Envoy", workers, concurrency, result, sampler, goal)
+
+    def baseline(self, concurrency: int, workers: int) -> report.Measurement:
+        spec = {
+            "kind": "psycopg",
+            "database_url": self.database_url,
+            "token": self.fixtures.token,
+            "pool_size": POOL_SIZE * workers,
+            "concurrency": concurrency,
+            "warmup": self.config.warmup,
+            "duration": self.config.seconds,
+            "update_targets": self.fixtures.update_targets,
+        }
+        result = _loadgen(spec)
+        return self._record("Update", "psycopg baseline", workers, concurrency, result, None)
+
+    # The phases.
+
+    def lists(self, stack: Stack, workers: int, cases: list[ListCase]) -> None:
+        token = self.fixtures.token
+        lua = wrk.script(token)
+        for case in cases:
+            exact = self._total_is_exact(stack, case)
+            goal = f"p95 <= {case.goal_ms:g} ms" + ("" if exact else "; total NOT exact")
+            self.grpc(stack, f"List {case.label}", "list", 1, workers, case.params, goal)
+            query = urllib.parse.urlencode(case.params)
+            path = "/api/v1/processes" + (f"?{query}" if query else "")
+            self.rest(stack, f"List {case.label}", path, 1, workers, lua, goal)
+        if not supports_cursor():
+            log("ListProcesses has no page_token yet: the cursor phase is skipped")
+            return
+        page_token = self._cursor_after(stack, 10_000)
+        params = {"page_token": page_token}
+        name = "List page after 10,000 rows by cursor"
+        self.grpc(stack, name, "list", 1, workers, params, "p95 <= 25 ms")
+        path = "/api/v1/processes?" + urllib.parse.urlencode(params)
+        self.rest(stack, name, path, 1, workers, lua, "p95 <= 25 ms")
+
+    def _total_is_exact(self, stack: Stack, case: ListCase) -> bool:
+        """Whether the response's `total` is the true count of matches."""
+        with grpc.insecure_channel(stack.server_target) as channel:
+            response = pb_grpc.ProcessServiceStub(channel).ListProcesses(
+                pb.ListProcessesRequest(**case.params), metadata=self._metadata()
+            )
+        with psycopg.connect(self.database_url) as connection:
+            row = connection.execute(
+                f"SELECT count(*) FROM processes WHERE org_id = %s AND {case.where}",  # noqa: S608
+                (seed.BENCH_ORG, *case.where_params),
+            ).fetchone()
+        return row is not None and int(row[0]) == response.total
+
+    def _cursor_after(self, stack: Stack, rows: int) -> str:
+        """The page_token of the page after `rows` rows, reached by following cursors."""
+        token = ""
+        with grpc.insecure_channel(stack.server_target) as channel:
+            stub = pb_grpc.ProcessServiceStub(channel)
+            for _ in range(rows // 200):
+                request = pb.ListProcessesRequest(limit=200, page_token=token)
+                response = stub.ListProcesses(request, metadata=self._metadata())
+                token = response.next_page_token
+                if not token:
+                    raise RuntimeError("the list ended before the cursor got deep enough")
+        return str(token)
+
+    def _metadata(self) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self.fixtures.token}"),)
+
+    def gets(self, stack: Stack, workers: int, concurrency: int) -> None:
+        lua = wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
+        self.grpc(stack, "Get (10 steps)", "get", concurrency, workers)
+        self.rest(stack, "Get (10 steps)", "/", concurrency, workers, lua)
+
+    def updates(self, stack: Stack, workers: int, concurrency: int) -> None:
+        lua = wrk.script(self.fixtures.token, updates=self.fixtures.update_targets)
+        self.baseline(concurrency, workers)
+        self.grpc(stack, "Update", "update", concurrency, workers)
+        self.rest(stack, "Update", "/", concurrency, workers, lua)
+
+
+def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs bench.loadgen in its own process, so its CPU is its own."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=CHECKOUT,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench.loadgen failed: {completed.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def capture_statements(runner: Runner, database_url: str) -> report.Capture | None:
+    """Logs one server update and one baseline update; returns both statement lists."""
+    log_path = DATA_DIR / "postgres" / "log"
+    if runner.config.database_url or not log_path.exists():
+        return None  # an external server's log is out of reach
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        name = connection.execute("SELECT current_database()").fetchone()
+        database = name[0] if name else "postgres"
+        # Per database: applies to the server's connections, opened after this.
+        connection.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
+    try:
+        with running_stack(DATA_DIR, database_url, 1) as stack:
+            target, step = runner.fixtures.update_targets[0]
+            with grpc.insecure_channel(stack.server_target) as channel:
+                stub = pb_grpc.ProcessServiceStub(channel)
+                request = pb.UpdateProcessRequest(
+                    process_id=target, type="progress", step=step, percent=1
+                )
+                stub.UpdateProcess(request, metadata=runner._metadata())  # opens the connection
+                time.sleep(0.5)
+                offset = capture.log_size(log_path)
+                stub.UpdateProcess(request, metadata=runner._metadata())
+                time.sleep(0.5)
+                server = capture.read_statements(log_path, offset)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute(f'ALTER DATABASE "{database}" RESET log_statement')
+    spec = {
+        "kind": "psycopg",
+        "database_url": database_url,
+        "token": runner.fixtures.token,
+        "pool_size": 1,
+        "once": True,
+        "log_statements": True,
+        "update_targets": runner.fixtures.update_targets[:1],
+    }
+    offset = capture.log_size(log_path)
+    _loadgen(spec)
+    time.sleep(0.5)
+    baseline = capture.read_statements(log_path, offset)
+    return report.Capture(server=server, baseline=baseline)
+
+
+def main() -> int:
+    config = Config.from_env()
+    began = time.monotonic()
+    DATA_DIR.mkdir(exist_ok=True)
+    wrk_path = wrk.ensure_wrk(log)
+    with bench_database(config) as database_url, tempfile.TemporaryDirectory() as scratch:
+        seeded = seed.ensure_seeded(database_url, config.processes, log)
+        fixtures = pick_fixtures(database_url)
+        runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        log("capturing one update's statements (server vs baseline)")
+        captured = capture_statements(runner, database_url)
+        main_workers, *other_workers = config.workers
+        log(f"main run: HTK_WORKERS={main_workers}")
+        with running_stack(DATA_DIR, database_url, main_workers) as stack:
+            runner.lists(stack, main_workers, list_cases())
+            runner.gets(stack, main_workers, 16)
+            for concurrency in (1, 16, 64):
+                runner.updates(stack, main_workers, concurrency)
+        for workers in other_workers:
+            log(f"HTK_WORKERS={workers}")
+            with running_stack(DATA_DIR, database_url, workers) as stack:
+                runner.lists(stack, workers, list_cases()[:1])
+                runner.gets(stack, workers, 16)
+                runner.updates(stack, workers, 16)
+        versions = report.versions(database_url, wrk_path)
+    run_seconds = time.monotonic() - began
+    document = report.render(
+        config_processes=config.processes,
+        warmup=config.warmup,
+        seconds=config.seconds,
+        results=runner.results,
+        seeded=seeded,
+        run_seconds=run_seconds,
+        versions=versions,
+        captured=captured,
+        main_workers=main_workers,
+    )
+    print(document)
+    output = CHECKOUT / "docs" / "benchmarks.md"
+    output.parent.mkdir(exist_ok=True)
+    output.write_text(document)
+    log(f"wrote {output.relative_to(CHECKOUT)} ({run_seconds:.0f} s in all)")
+    return 0
