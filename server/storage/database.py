@@ -4,6 +4,7 @@ import contextvars
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Literal
 
 from psycopg import errors as pg_errors
 from sqlalchemy import func, select
@@ -29,6 +30,8 @@ POOL_TIMEOUT_SECONDS = 10
 STATEMENT_TIMEOUT_SECONDS = 10
 LOCK_TIMEOUT_SECONDS = 5
 CONNECT_TIMEOUT_SECONDS = 5
+
+Isolation = Literal["READ COMMITTED", "REPEATABLE READ", "AUTOCOMMIT"]
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 
@@ -56,6 +59,8 @@ class Database:
             # a database restart fails one call with UNAVAILABLE, and that
             # failure makes the pool replace every connection older than it.
             pool_pre_ping=False,
+            # Parameters (token digests among them) stay out of error messages and logs.
+            hide_parameters=True,
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS}s"
@@ -64,24 +69,30 @@ class Database:
         )
 
     @asynccontextmanager
-    async def transaction(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def transaction(
+        self, *, isolation: Isolation = "READ COMMITTED"
+    ) -> AsyncIterator[AsyncConnection]:
         """A connection inside one transaction: committed on success, rolled back on error.
 
         Core statements on a connection, not ORM sessions: the models
         describe the schema, and the hot paths skip the ORM's bookkeeping.
 
-        With `snapshot`, every statement sees the same snapshot (REPEATABLE
-        READ), e.g. a page and the count of all matches. A statement that
-        outlives the caller's deadline or the database's timeouts becomes
+        `REPEATABLE READ` gives every statement the same snapshot, e.g. a page
+        and the count of all matches. `AUTOCOMMIT` runs each statement in a
+        transaction of its own, saving the BEGIN and COMMIT round trips; it
+        suits reads whose statements need no common snapshot, which READ
+        COMMITTED would not give them either. A statement that outlives the
+        caller's deadline or the database's timeouts becomes
         `DeadlineExceeded`; a lost or refused connection or a full pool
         becomes `Unavailable`, which callers may retry.
         """
         try:
             async with self.engine.connect() as connection:
-                if snapshot:
-                    await connection.execution_options(isolation_level="REPEATABLE READ")
+                if isolation != "READ COMMITTED":
+                    await connection.execution_options(isolation_level=isolation)
                 async with connection.begin():
-                    await _apply_deadline(connection)
+                    if isolation != "AUTOCOMMIT":
+                        await _apply_deadline(connection)
                     yield connection
         except DBAPIError as error:
             if isinstance(error.orig, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
@@ -100,7 +111,7 @@ async def _apply_deadline(connection: AsyncConnection) -> None:
     """Shortens this transaction's statement timeout to the caller's deadline.
 
     Only when the deadline is the nearer limit: the common case costs no
-    round trip.
+    round trip. (Autocommit reads keep the statement timeout.)
     """
     deadline = _deadline.get()
     if deadline is None:

@@ -74,7 +74,7 @@ class ProcessStore:
             return await self._respond(connection, key, respond(process))
 
     async def get(self, org_id: str, process_id: uuid.UUID) -> Process:
-        async with self._database.transaction() as connection:
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             return await _load(connection, org_id, process_id, for_update=False)
 
     async def update(
@@ -147,7 +147,7 @@ class ProcessStore:
             return await idempotency.forget_expired(connection, self._retention)
 
     async def list(self, query: ListQuery) -> ProcessPage:
-        async with self._database.transaction(snapshot=True) as connection:
+        async with self._database.transaction(isolation="REPEATABLE READ") as connection:
             # One row more than the page tells whether another page follows.
             rows = (await connection.execute(list_page_statement(query))).all()
             total = int((await connection.execute(list_total_statement(query))).scalar_one())
