@@ -189,7 +189,7 @@ def test_arbitrary_requests_get_documented_answers(
 
 # --- well-formed update sequences ------------------------------------------------
 
-details = st.text(st.characters(exclude_characters="\0"), max_size=40)
+details = st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=40)
 
 
 @st.composite

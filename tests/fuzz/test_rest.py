@@ -77,9 +77,12 @@ def test_operation(case: Case[Any], token: str, stack: Stack, tenant: Org) -> No
 @schema.given(
     authorization=st.one_of(
         st.none(),
-        st.just("Bearer "),
+        st.just("Bearer"),
         st.builds("Bearer htk_{}".format, st.text("abcdefghijklmnopqrstuvwxyz0123456789")),
-        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E)),
+        # HTTP clients refuse header values with surrounding whitespace.
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E)).filter(
+            lambda value: value == value.strip()
+        ),
     )
 )
 @schema.parametrize()
