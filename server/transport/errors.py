@@ -21,6 +21,11 @@ from server.domain.errors import (
 
 log = logging.getLogger(__name__)
 
+# Room for any message of ours with a short quoted value. The status travels
+# percent-encoded in the grpc-message trailer and again, base64-encoded, in
+# its details: 300 characters stay under 8 KiB even if all are non-ASCII.
+MAX_MESSAGE_LENGTH = 300
+
 _CODES: dict[type[DomainError], int] = {
     InvalidArgument: code_pb2.INVALID_ARGUMENT,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
@@ -43,17 +48,25 @@ def to_status(error: Exception) -> grpc.Status:
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
         )
-    status = status_pb2.Status(code=code, message=str(error))
+    status = status_pb2.Status(code=code, message=_shortened(str(error)))
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=error.field, description=error.problem
+                        field=_shortened(error.field), description=_shortened(error.problem)
                     )
                 ]
             )
         )
         status.details.append(detail)
     return rpc_status.to_status(status)
+
+
+def _shortened(text: str) -> str:
+    """Keeps echoed input from swelling a status past gRPC's 8 KiB metadata limit,
+    which clients would report as RESOURCE_EXHAUSTED instead of the real error."""
+    if len(text) <= MAX_MESSAGE_LENGTH:
+        return text
+    return text[: MAX_MESSAGE_LENGTH - 1] + "…"

@@ -5,6 +5,7 @@ from datetime import datetime
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
+from server.domain.errors import InvalidArgument
 from server.domain.processes import (
     Event,
     JsonObject,
@@ -43,12 +44,19 @@ def update(request: pb.UpdateProcessRequest) -> Update:
         type=request.type,
         step=request.step if request.HasField("step") else None,
         detail=request.detail if request.HasField("detail") else None,
-        data=json_format.MessageToDict(request.data) if request.HasField("data") else None,
+        data=_data(request.data) if request.HasField("data") else None,
         error=request.error if request.HasField("error") else None,
         message=request.message if request.HasField("message") else None,
         percent=request.percent if request.HasField("percent") else None,
         summary=request.summary if request.HasField("summary") else None,
     )
+
+
+def _data(data: struct_pb2.Struct) -> JsonObject:
+    try:
+        return json_format.MessageToDict(data)
+    except ValueError:  # protobuf refuses NaN and Infinity, which JSON cannot hold
+        raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)") from None
 
 
 def process(process: Process) -> pb.Process:
