@@ -15,6 +15,7 @@ Two kinds:
 
 import asyncio
 import hashlib
+import hmac
 import json
 import random
 import sys
@@ -132,7 +133,7 @@ async def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
 # The statements one UpdateProcess sends, as captured with log_statement=all
 # (bench/capture.py prints the server's side by side with these in the report).
 AUTHENTICATE = (
-    "SELECT api_tokens.org_id, api_tokens.scopes FROM api_tokens"
+    "SELECT api_tokens.org_id, api_tokens.scopes, api_tokens.digest FROM api_tokens"
     " WHERE api_tokens.digest = %s AND api_tokens.revoked_at IS NULL"
 )
 LOCK_PROCESS = (
@@ -177,8 +178,10 @@ async def run_psycopg(spec: dict[str, Any]) -> dict[str, Any]:
     rng = random.Random(7)  # noqa: S311 - repeatable, not secret
 
     async def transaction(work: Callable[[psycopg.AsyncCursor[Any]], Awaitable[Any]]) -> Any:
+        """One READ COMMITTED transaction (the server names the level in its BEGIN)."""
         connection = await pool.get()
         try:
+            await connection.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
             async with connection.cursor() as cursor:
                 result = await work(cursor)
             await connection.commit()
@@ -189,14 +192,23 @@ async def run_psycopg(spec: dict[str, Any]) -> dict[str, Any]:
         finally:
             pool.put_nowait(connection)
 
-    async def update(sequence: int) -> None:
-        async def authenticate(cursor: psycopg.AsyncCursor[Any]) -> Any:
-            await cursor.execute(AUTHENTICATE, (digest,))
-            return await cursor.fetchone()
-
-        caller = await transaction(authenticate)
-        if caller is None:
+    async def authenticate() -> Any:
+        """The token lookup: one autocommit statement, no BEGIN/COMMIT, as the server's."""
+        connection = await pool.get()
+        try:
+            await connection.set_autocommit(True)
+            async with connection.cursor() as cursor:
+                await cursor.execute(AUTHENTICATE, (digest,))
+                row = await cursor.fetchone()
+            await connection.set_autocommit(False)
+        finally:
+            pool.put_nowait(connection)
+        if row is None or not hmac.compare_digest(row[2], digest):
             raise RuntimeError("the token is unknown")
+        return row
+
+    async def update(sequence: int) -> None:
+        caller = await authenticate()
         process_id, step_key = spec["update_targets"][rng.randrange(len(spec["update_targets"]))]
 
         async def apply(cursor: psycopg.AsyncCursor[Any]) -> None:

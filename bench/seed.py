@@ -422,6 +422,17 @@ def ensure_seeded(
         if stored_parameters(connection) == wanted:
             log(f"reusing the seeded data ({processes:,} processes)")
             return SeedReport(True, 0.0, 0, _counts(connection))
+        # Reseeding empties `processes`: never do that to a database with real data.
+        foreign = connection.execute(
+            "SELECT count(*) FROM processes WHERE org_id <> ALL(%s)",
+            ([BENCH_ORG, *OTHER_ORGS],),
+        ).fetchone()
+        if foreign and foreign[0]:
+            raise RuntimeError(
+                f"the database holds {foreign[0]} processes of other organizations;"
+                " the benchmark needs a database of its own (unset DATABASE_URL for the"
+                " embedded one in .bench-data/)"
+            )
         log(f"seeding {processes:,} processes (and {len(OTHER_ORGS)} smaller organizations)")
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb NOT NULL)"

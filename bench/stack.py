@@ -154,8 +154,20 @@ class Sampler:
         self.envoy = Usage()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._cpu_start: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
+        self._first: float | None = None
+        self._last: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds between the first and the last sample: what the CPU time spans."""
+        if self._first is None or self._last is None:
+            return 0.0
+        return self._last - self._first
+
+    def cores(self, usage: Usage) -> float:
+        """Cores busy on average (1.0 = one core) while sampling."""
+        return usage.cpu_seconds / self.elapsed if self.elapsed else 0.0
 
     def __enter__(self) -> "Sampler":
         self._thread.start()
@@ -171,6 +183,9 @@ class Sampler:
             self._sample()
 
     def _sample(self) -> None:
+        now = time.monotonic()
+        self._first = now if self._first is None else self._first
+        self._last = now
         for usage, processes in (
             (self.servers, self.stack.servers()),
             (self.envoy, self.stack.envoys()),
@@ -183,7 +198,6 @@ class Sampler:
                     continue
                 cpu = times.user + times.system
                 usage.peak_rss[process.pid] = max(usage.peak_rss.get(process.pid, 0), rss)
-                self._cpu_start.setdefault(process.pid, cpu)
                 previous = self._cpu_last.get(process.pid, cpu)
                 self._cpu_last[process.pid] = cpu
                 usage.cpu_seconds += cpu - previous
