@@ -136,8 +136,9 @@ class ProcessCount(Base):
     """How many processes an organization has per namespace and status.
 
     Triggers on `processes` keep these in step with every insert, status
-    change and delete, in the same transaction (migration 0002), so List's
-    exact `total` reads a few rows instead of counting a million.
+    change, delete and truncate, in the same transaction (migrations 0002
+    and 0003), so List's exact `total` reads a few rows instead of counting
+    a million.
     """
 
     __tablename__ = "process_counts"
