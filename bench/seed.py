@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+from sqlalchemy.engine import make_url
+
+from server.storage.migrate import upgrade_to_latest
 
 # The organization the benchmark reads and writes, and smaller ones beside it
 # so that every query's tenancy filter has rows to skip.
@@ -407,6 +410,38 @@ def stored_parameters(connection: psycopg.Connection[Any]) -> SeedParameters | N
         return None
 
 
+# The indexes of `processes` that no constraint owns.
+_SECONDARY_INDEXES = (
+    "SELECT i.indexname FROM pg_indexes i"
+    " WHERE i.schemaname = current_schema() AND i.tablename = 'processes'"
+    " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+)
+
+
+def migrated_indexes(database_url: str) -> dict[str, str]:
+    """The secondary indexes of `processes` as the migrations create them, by name.
+
+    Read from a scratch database migrated for the purpose, so that the
+    migrations stay the source of truth even if the bench database lost
+    its indexes to an interrupted seed.
+    """
+    scratch = "htk_bench_schema"
+    scratch_url = make_url(database_url).set(database=scratch).render_as_string(False)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {scratch}")
+        connection.execute(f"CREATE DATABASE {scratch}")
+    try:
+        upgrade_to_latest(scratch_url)
+        with psycopg.connect(scratch_url) as connection:
+            rows = connection.execute(
+                _SECONDARY_INDEXES.replace("i.indexname FROM", "i.indexname, i.indexdef FROM")
+            ).fetchall()
+        return {name: definition for name, definition in rows}
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {scratch}")
+
+
 def schema_version(connection: psycopg.Connection[Any]) -> str:
     row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     return str(row[0]) if row else ""
@@ -417,9 +452,12 @@ def ensure_seeded(
 ) -> SeedReport:
     """Seeds the bench database unless it already holds data of the same parameters."""
     started = time.monotonic()
+    expected_indexes = migrated_indexes(database_url)
     with psycopg.connect(database_url, autocommit=True) as connection:
         wanted = SeedParameters(processes, SEED_VERSION, schema_version(connection))
-        if stored_parameters(connection) == wanted:
+        present = {name for (name,) in connection.execute(_SECONDARY_INDEXES).fetchall()}
+        # A seed cut short after dropping the indexes must not be reused.
+        if stored_parameters(connection) == wanted and present >= expected_indexes.keys():
             log(f"reusing the seeded data ({processes:,} processes)")
             return SeedReport(True, 0.0, 0, _counts(connection))
         # Reseeding empties `processes`: never do that to a database with real data.
@@ -447,14 +485,8 @@ def ensure_seeded(
                 (org_id,),
             )
         # Secondary indexes are rebuilt once at the end rather than maintained
-        # row by row: far faster for a million rows. Their definitions come
-        # from the catalog, so the migrations stay the source of truth.
-        indexes = connection.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i"
-            " WHERE i.schemaname = current_schema() AND i.tablename = 'processes'"
-            " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
-        ).fetchall()
-        for index_name, _ in indexes:
+        # row by row: far faster for a million rows.
+        for (index_name,) in connection.execute(_SECONDARY_INDEXES).fetchall():
             connection.execute(f'DROP INDEX "{index_name}"')
         jobs = [(BENCH_ORG, processes)] + [
             (org_id, max(1, processes // OTHER_ORG_SHARE)) for org_id in OTHER_ORGS
@@ -467,7 +499,7 @@ def ensure_seeded(
             rows = sum(pool.map(_seed_shard, shards))
         log(f"copied {rows:,} rows in {time.monotonic() - started:.0f} s; building indexes")
         connection.execute("SET maintenance_work_mem = '1GB'")
-        for _, definition in indexes:
+        for definition in expected_indexes.values():
             connection.execute(definition)
         connection.execute("ANALYZE")
         connection.execute(

@@ -6,7 +6,18 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import NotFound
@@ -47,6 +58,36 @@ _STEP_STATE = (
 )
 
 
+# The statements of Get, Create and Update, built once: building a statement
+# on every call costs more than PostgreSQL takes to run it. Parameters are
+# bound by name; the `key_` ones select the row, the others are its values.
+_LOAD_PROCESS = select(*ProcessRow.__table__.columns).where(
+    ProcessRow.process_id == bindparam("process_id"), ProcessRow.org_id == bindparam("org_id")
+)
+_LOAD_PROCESS_FOR_UPDATE = _LOAD_PROCESS.with_for_update()
+_LOAD_STEPS = (
+    select(*StepRow.__table__.columns)
+    .where(StepRow.process_id == bindparam("process_id"))
+    .order_by(StepRow.position)
+)
+_INSERT_PROCESS = insert(ProcessRow)
+_INSERT_STEP = insert(StepRow)
+_INSERT_EVENT = insert(ProcessEvent)
+_UPDATE_PROCESS = (
+    update(ProcessRow)
+    .where(ProcessRow.process_id == bindparam("key_process_id"))
+    .values({column: bindparam(column) for column in _PROCESS_STATE})
+)
+_UPDATE_STEP = (
+    update(StepRow)
+    .where(
+        StepRow.process_id == bindparam("key_process_id"),
+        StepRow.position == bindparam("key_position"),
+    )
+    .values({column: bindparam(column) for column in _STEP_STATE})
+)
+
+
 class ProcessStore:
     def __init__(self, database: Database, *, idempotency_retention: timedelta) -> None:
         self._database = database
@@ -63,9 +104,9 @@ class ProcessStore:
         async with self._database.transaction() as connection:
             if key and (replayed := await idempotency.claim(connection, key, self._retention)):
                 return replayed
-            await connection.execute(insert(ProcessRow).values(_process_values(process)))
+            await connection.execute(_INSERT_PROCESS, _process_values(process))
             await connection.execute(
-                insert(StepRow),
+                _INSERT_STEP,
                 [
                     _step_values(process.process_id, position, step)
                     for position, step in enumerate(process.steps)
@@ -101,33 +142,26 @@ class ProcessStore:
             process = await _load(connection, org_id, process_id, for_update=True)
             # Taken under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, utc_now())
-            state = _process_values(process)
             await connection.execute(
-                update(ProcessRow)
-                .where(ProcessRow.process_id == process_id)
-                .values({column: state[column] for column in _PROCESS_STATE})
+                _UPDATE_PROCESS, _process_values(process) | {"key_process_id": process_id}
             )
-            if applied.step_position is not None:
-                step = process.steps[applied.step_position]
-                step_state = _step_values(process_id, applied.step_position, step)
+            if (position := applied.step_position) is not None:
+                step_state = _step_values(process_id, position, process.steps[position])
                 await connection.execute(
-                    update(StepRow)
-                    .where(
-                        StepRow.process_id == process_id,
-                        StepRow.position == applied.step_position,
-                    )
-                    .values({column: step_state[column] for column in _STEP_STATE})
+                    _UPDATE_STEP,
+                    step_state | {"key_process_id": process_id, "key_position": position},
                 )
             event = applied.event
             await connection.execute(
-                insert(ProcessEvent).values(
-                    process_id=process_id,
-                    seq=event.seq,
-                    type=event.type.value,
-                    step=event.step,
-                    payload=event.payload,
-                    recorded_at=event.recorded_at,
-                )
+                _INSERT_EVENT,
+                {
+                    "process_id": process_id,
+                    "seq": event.seq,
+                    "type": event.type.value,
+                    "step": event.step,
+                    "payload": event.payload,
+                    "recorded_at": event.recorded_at,
+                },
             )
             return await self._respond(connection, key, respond(event))
 
@@ -239,21 +273,13 @@ def _escape_like(text: str) -> str:
 async def _load(
     connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
 ) -> Process:
-    statement = select(*ProcessRow.__table__.columns).where(
-        ProcessRow.process_id == process_id, ProcessRow.org_id == org_id
-    )
-    if for_update:
-        statement = statement.with_for_update()
-    row = (await connection.execute(statement)).one_or_none()
+    keys = {"org_id": org_id, "process_id": process_id}
+    row = (
+        await connection.execute(_LOAD_PROCESS_FOR_UPDATE if for_update else _LOAD_PROCESS, keys)
+    ).one_or_none()
     if row is None:
         raise NotFound(f"process {process_id} not found")
-    steps = (
-        await connection.execute(
-            select(*StepRow.__table__.columns)
-            .where(StepRow.process_id == process_id)
-            .order_by(StepRow.position)
-        )
-    ).all()
+    steps = (await connection.execute(_LOAD_STEPS, keys)).all()
     return Process(
         process_id=row.process_id,
         org_id=row.org_id,

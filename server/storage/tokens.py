@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from server.domain import tokens
@@ -26,6 +26,12 @@ class TokenInfo:
     revoked_at: datetime | None
 
 
+# Built once: every call runs it (see server/storage/processes.py).
+_FIND_TOKEN = select(ApiToken.org_id, ApiToken.scopes, ApiToken.digest).where(
+    ApiToken.digest == bindparam("digest"), ApiToken.revoked_at.is_(None)
+)
+
+
 class TokenStore:
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -34,13 +40,7 @@ class TokenStore:
         """The caller a well-formed token stands for, or None if it is unknown or revoked."""
         presented = tokens.digest(token)
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            row = (
-                await connection.execute(
-                    select(ApiToken.org_id, ApiToken.scopes, ApiToken.digest).where(
-                        ApiToken.digest == presented, ApiToken.revoked_at.is_(None)
-                    )
-                )
-            ).one_or_none()
+            row = (await connection.execute(_FIND_TOKEN, {"digest": presented})).one_or_none()
         # The index finds the row by the token's SHA-256, whose bytes a caller
         # cannot steer towards a real token's; the final say is a constant-time
         # comparison all the same, so no byte-wise early exit decides access.
