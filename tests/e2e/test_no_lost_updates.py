@@ -20,12 +20,15 @@ is matched to exactly one row of `process_events`. Then, per process:
     shows is what replaying the acknowledged updates gives.
 """
 
-import asyncio
+import http.client
+import json
 import random
 import re
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,11 +49,10 @@ STEPS_PER_PROCESS = 32
 # Generous for a loaded machine; a single request that takes this long is a
 # failure in itself, not slowness.
 REQUEST_TIMEOUT_SECONDS = 60.0
-# A guard against a hang, not a performance target. The issue asks for well
-# under 2 minutes, but on 2 cores shared with other stacks the load alone has
-# taken 115-250 s (65-140 updates/s): the workers spend ~5 ms of CPU per
-# update and these clients ~3 ms, so the count, not the test, sets the pace.
-LOAD_BUDGET_SECONDS = 300.0
+# A guard against a hang, not a performance target: on 2 cores shared with
+# other stacks the load has taken 64 s (250 updates/s; the server spends
+# ~5 ms of CPU per update, these clients ~0.3 ms).
+LOAD_BUDGET_SECONDS = 240.0
 
 # The payload field that carries each update type's unique tag.
 TAG_FIELD = {
@@ -73,8 +75,8 @@ def step_key(position: int) -> str:
 @dataclass
 class Belief:
     """What the clients last learned about a process: the step they work on
-    and its status. Shared by all clients, so often out of date (asyncio runs
-    one client at a time, so it needs no lock)."""
+    and its status. Shared by all clients (under Shared.lock), and often out
+    of date."""
 
     position: int = 0
     status: str = "pending"
@@ -138,43 +140,67 @@ def choose(rng: random.Random, belief: Belief, tag: str) -> tuple[str, Json]:
     return kind, fields
 
 
-async def client(
-    number: int,
-    http: httpx.AsyncClient,
-    org: Org,
-    process_ids: list[str],
-    beliefs: dict[str, Belief],
-    sent: list[Sent],
-) -> None:
+@dataclass
+class Shared:
+    """What the client threads share, under one lock: beliefs and answers."""
+
+    beliefs: dict[str, Belief]
+    sent: list[Sent] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def client(number: int, stack: Stack, org: Org, process_ids: list[str], shared: Shared) -> None:
+    """One client: UPDATES_PER_CLIENT updates, each sent once its previous one was answered.
+
+    http.client on a keep-alive connection, in a thread: a fraction of the
+    CPU that an async HTTP client spends per request, on a machine where the
+    clients compete with the server for two cores.
+    """
     # Reproducible choices (the interleaving is not); not cryptography.
     rng = random.Random(number)  # noqa: S311
-    for index in range(UPDATES_PER_CLIENT):
-        process_id = rng.choice(process_ids)
-        belief = beliefs[process_id]
-        tag = f"client-{number}-update-{index}"
-        kind, fields = choose(rng, belief, tag)
-        record = Sent(tag, process_id, kind, fields, sent_at=time.monotonic(), answered_at=0.0)
-        try:
-            response = await http.post(
-                f"/api/v1/processes/{process_id}/update",
-                headers=org.auth(),
-                json={"type": kind, **fields},
-            )
-            record.status = response.status_code
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", int(stack.env["HTK_HTTP_PORT"]), timeout=REQUEST_TIMEOUT_SECONDS
+    )
+    headers = org.auth() | {"Content-Type": "application/json"}
+    try:
+        for index in range(UPDATES_PER_CLIENT):
+            if shared.stop.is_set():
+                return
+            process_id = rng.choice(process_ids)
+            tag = f"client-{number}-update-{index}"
+            with shared.lock:
+                kind, fields = choose(rng, shared.beliefs[process_id], tag)
+            body = json.dumps({"type": kind, **fields})
+            record = Sent(tag, process_id, kind, fields, sent_at=time.monotonic(), answered_at=0)
             try:
-                record.answer = response.json()
-            except ValueError:
-                record.answer = response.text
-        except httpx.HTTPError as error:
-            record.answer = repr(error)
-        record.answered_at = time.monotonic()
-        sent.append(record)
-        if record.status == 200 and kind in OUTCOME:
-            belief.learn(fields["step"], OUTCOME[kind])
-        elif record.status == 400 and isinstance(record.answer, dict):
-            refusal = _REFUSAL.search(str(record.answer.get("message", "")))
-            if refusal:
-                belief.learn(refusal["step"], refusal["status"])
+                connection.request("POST", f"/api/v1/processes/{process_id}/update", body, headers)
+                response = connection.getresponse()
+                raw = response.read()
+                record.status = response.status
+                try:
+                    record.answer = json.loads(raw)
+                except ValueError:
+                    record.answer = raw.decode(errors="replace")
+            except (OSError, http.client.HTTPException) as error:
+                record.answer = repr(error)
+                connection.close()  # the next request opens a new connection
+            record.answered_at = time.monotonic()
+            with shared.lock:
+                shared.sent.append(record)
+                learn(shared.beliefs[process_id], record)
+    finally:
+        connection.close()
+
+
+def learn(belief: Belief, update: Sent) -> None:
+    """Updates the clients' belief from one answer."""
+    if update.status == 200 and update.type in OUTCOME:
+        belief.learn(update.fields["step"], OUTCOME[update.type])
+    elif update.status == 400 and isinstance(update.answer, dict):
+        refusal = _REFUSAL.search(str(update.answer.get("message", "")))
+        if refusal:
+            belief.learn(refusal["step"], refusal["status"])
 
 
 # --- what was stored -------------------------------------------------------------------
@@ -351,49 +377,45 @@ def describe(update: Sent) -> str:
     return f"{update.status} {str(update.answer)[:200]}"
 
 
-async def test_concurrent_clients_lose_no_update_and_refused_ones_leave_no_trace(
+def test_concurrent_clients_lose_no_update_and_refused_ones_leave_no_trace(
     stack: Stack, org: Org
 ) -> None:
     steps = [{"key": step_key(p), "label": f"Step {p}"} for p in range(STEPS_PER_PROCESS)]
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(
-        base_url=stack.http_url, timeout=REQUEST_TIMEOUT_SECONDS, limits=limits
-    ) as http:
+    with httpx.Client(base_url=stack.http_url, timeout=REQUEST_TIMEOUT_SECONDS) as rest:
         process_ids = []
         for number in range(PROCESSES):
-            created = await http.post(
+            created = rest.post(
                 "/api/v1/processes",
                 headers=org.auth(),
                 json={"namespace": "contention", "name": f"Run {number}", "step_defs": steps},
             )
             assert created.status_code == 200, created.text
             process_ids.append(created.json()["process_id"])
-        beliefs = {process_id: Belief() for process_id in process_ids}
-        sent: list[Sent] = []
+        shared = Shared({process_id: Belief() for process_id in process_ids})
 
         started, client_cpu = time.monotonic(), time.process_time()
-        clients = [
-            asyncio.ensure_future(client(n, http, org, process_ids, beliefs, sent))
-            for n in range(CLIENTS)
-        ]
-        _, unfinished = await asyncio.wait(clients, timeout=LOAD_BUDGET_SECONDS)
-        for task in unfinished:
-            task.cancel()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            clients = [
+                pool.submit(client, n, stack, org, process_ids, shared) for n in range(CLIENTS)
+            ]
+            _, unfinished = wait(clients, timeout=LOAD_BUDGET_SECONDS)
+            shared.stop.set()
         assert not unfinished, (
-            f"only {len(sent)} of {CLIENTS * UPDATES_PER_CLIENT} updates were answered"
+            f"only {len(shared.sent)} of {CLIENTS * UPDATES_PER_CLIENT} updates were answered"
             f" in {LOAD_BUDGET_SECONDS} s"
         )
-        for task in clients:
-            task.result()  # a client's own exception, if any
+        for future in clients:
+            future.result()  # a client's own exception, if any
         elapsed = time.monotonic() - started
         client_cpu = time.process_time() - client_cpu
 
         processes = {}
         for process_id in process_ids:
-            response = await http.get(f"/api/v1/processes/{process_id}", headers=org.auth())
+            response = rest.get(f"/api/v1/processes/{process_id}", headers=org.auth())
             assert response.status_code == 200, response.text
             processes[process_id] = response.json()
 
+    sent, beliefs = shared.sent, shared.beliefs
     acked = [update for update in sent if update.status == 200]
     refused = [update for update in sent if refusal(update)]
     unexpected = [update for update in sent if update.status != 200 and not refusal(update)]
