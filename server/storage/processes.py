@@ -142,14 +142,21 @@ class ProcessStore:
             process = await _load(connection, org_id, process_id, for_update=True)
             # Taken under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, utc_now())
+            # Only the state columns: every parameter named after a column
+            # would join the SET list, and rewriting indexed columns makes
+            # PostgreSQL update every index of the row.
+            state = _process_values(process)
             await connection.execute(
-                _UPDATE_PROCESS, _process_values(process) | {"key_process_id": process_id}
+                _UPDATE_PROCESS,
+                {column: state[column] for column in _PROCESS_STATE}
+                | {"key_process_id": process_id},
             )
             if (position := applied.step_position) is not None:
                 step_state = _step_values(process_id, position, process.steps[position])
                 await connection.execute(
                     _UPDATE_STEP,
-                    step_state | {"key_process_id": process_id, "key_position": position},
+                    {column: step_state[column] for column in _STEP_STATE}
+                    | {"key_process_id": process_id, "key_position": position},
                 )
             event = applied.event
             await connection.execute(
