@@ -20,6 +20,7 @@ from server.transport.interceptors import (
     SERVICE,
     AuthInterceptor,
     DeadlineInterceptor,
+    DrainingInterceptor,
     ErrorInterceptor,
     JsonBodyInterceptor,
 )
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # In-flight calls get this long to finish once a shutdown begins.
 SHUTDOWN_GRACE_SECONDS = 10.0
+# Longer than Envoy's health-check interval (1 s, envoy/envoy.yaml).
+ENVOY_NOTICE_SECONDS = 1.5
 # Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
 # buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
@@ -46,9 +49,11 @@ async def serve(settings: Settings, database_url: str, own_addresses: list[str])
     store = ProcessStore(
         database, idempotency_retention=timedelta(hours=settings.idempotency_key_hours)
     )
+    draining = DrainingInterceptor()
     server = grpc.aio.server(
         interceptors=[
             ErrorInterceptor(),
+            draining,
             DeadlineInterceptor(),
             AuthInterceptor(TokenStore(database)),
             JsonBodyInterceptor(),
@@ -78,8 +83,13 @@ async def serve(settings: Settings, database_url: str, own_addresses: list[str])
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
 
-    log.info("shutting down: finishing in-flight calls")
+    log.info("shutting down: refusing new calls, finishing in-flight ones")
+    # Calls arriving from now on are refused with UNAVAILABLE (HTTP 503), and
+    # the health checks fail, so Envoy stops sending any. Only then does the
+    # server stop: gRPC would cancel (HTTP 499) a call that arrives after that.
+    draining.begin()
     await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(ENVOY_NOTICE_SECONDS)
     await server.stop(SHUTDOWN_GRACE_SECONDS)
     purging.cancel()
     await database.close()

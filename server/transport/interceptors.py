@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import descriptor
 
 from htk.processes.v1 import process_service_pb2
-from server.domain.errors import InvalidArgument, Unauthenticated
+from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.tokens import WRITE_SCOPES, Caller, Scope, is_well_formed
 from server.storage.database import deadline_in
 from server.storage.tokens import TokenStore
@@ -99,6 +99,25 @@ class ErrorInterceptor(_ProcessServiceInterceptor):
                 await context.abort(status.code, status.details)
 
         return mapped
+
+
+class DrainingInterceptor(_ProcessServiceInterceptor):
+    """Refuses new calls once the server is shutting down (`begin`), before
+    they do anything, so that a caller may safely send them elsewhere."""
+
+    def __init__(self) -> None:
+        self._draining = False
+
+    def begin(self) -> None:
+        self._draining = True
+
+    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
+        async def refusing(request: Any, context: Context) -> Any:
+            if self._draining:
+                raise Unavailable("the server is shutting down; retry")
+            return await behavior(request, context)
+
+        return refusing
 
 
 class DeadlineInterceptor(_ProcessServiceInterceptor):
