@@ -27,11 +27,15 @@ EXAMPLES = int(os.environ.get("HTK_FUZZ_EXAMPLES", "50"))
 def fuzz_settings(**overrides: Any) -> hypothesis.settings:
     """Hypothesis settings of every fuzz test: EXAMPLES cases, no deadline (each
     case is a network round trip), and failures remembered under build/ (ignored
-    by git) so that a rerun tries them first."""
+    by git) so that a rerun tries them first (except on CI)."""
     options: dict[str, Any] = {
         "max_examples": EXAMPLES,
         "deadline": None,
-        "database": DirectoryBasedExampleDatabase(ROOT / "build" / "hypothesis"),
+        # Hypothesis's profile for CI (chosen when CI is set) derandomizes,
+        # which rules out an example database.
+        "database": None
+        if hypothesis.settings.default.derandomize
+        else DirectoryBasedExampleDatabase(ROOT / "build" / "hypothesis"),
         "suppress_health_check": list(hypothesis.HealthCheck),
     }
     return hypothesis.settings(**(options | overrides))
