@@ -34,7 +34,7 @@ def fuzz_settings(**overrides: Any) -> hypothesis.settings:
         # Hypothesis's profile for CI (chosen when CI is set) derandomizes,
         # which rules out an example database.
         "database": None
-        if hypothesis.settings.default.derandomize
+        if hypothesis.settings().derandomize
         else DirectoryBasedExampleDatabase(ROOT / "build" / "hypothesis"),
         "suppress_health_check": list(hypothesis.HealthCheck),
     }
