@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # In-flight calls get this long to finish once a shutdown begins.
 SHUTDOWN_GRACE_SECONDS = 10.0
-# Longer than Envoy's health-check interval (1 s, envoy/envoy.yaml).
-ENVOY_NOTICE_SECONDS = 1.5
+# Longer than the two failed health checks (1 s apart) after which Envoy takes
+# a worker out of rotation (envoy/envoy.yaml).
+ENVOY_NOTICE_SECONDS = 2.5
 # Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
 # buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024

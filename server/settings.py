@@ -49,6 +49,13 @@ class Settings:
             log_level=_log_level(env.get("HTK_LOG_LEVEL", "INFO")),
         )
 
+    def __post_init__(self) -> None:
+        if self.rate_limit_burst < self.rate_limit_per_second:
+            raise ValueError(
+                "HTK_RATE_LIMIT_BURST must be at least HTK_RATE_LIMIT_PER_SECOND"
+                f" ({self.rate_limit_per_second}), got {self.rate_limit_burst}"
+            )
+
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"

@@ -122,7 +122,11 @@ class _Child:
     restarts: list[float] = field(default_factory=list)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env=self.env, preexec_fn=die_with_parent)
+        # A session of its own: a terminal's Ctrl-C reaches `htk run` alone,
+        # which then stops the children in order.
+        self.process = subprocess.Popen(
+            self.command, env=self.env, preexec_fn=die_with_parent, start_new_session=True
+        )
 
     def exited(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -221,7 +225,7 @@ def run(settings: Settings) -> int:
 
 def _close_envoy_listeners(settings: Settings) -> None:
     """Asks Envoy to refuse new connections; calls already accepted go on."""
-    url = f"http://127.0.0.1:{settings.envoy_admin_port}/drain_listeners?inboundonly"
+    url = f"http://127.0.0.1:{settings.envoy_admin_port}/drain_listeners"
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=2).close()
     except OSError as error:  # Envoy is not up (yet, or any more)

@@ -111,7 +111,9 @@ async def _apply_deadline(connection: AsyncConnection) -> None:
     """Shortens this transaction's statement timeout to the caller's deadline.
 
     Only when the deadline is the nearer limit: the common case costs no
-    round trip. (Autocommit reads keep the statement timeout.)
+    round trip. The limit holds for each statement, so a transaction of
+    several may end somewhat past the deadline; the caller has its answer
+    at the deadline regardless. (Autocommit reads keep the statement timeout.)
     """
     deadline = _deadline.get()
     if deadline is None:

@@ -50,9 +50,12 @@ async def claim(
             .where(*_row(key))
             .with_for_update()
         )
-    ).one()
-    # Committed claims always carry their response (see IdempotencyKeyRow).
-    assert row.response is not None
+    ).one_or_none()
+    if row is None:
+        # Only an expired key can vanish in between (the purge took it): it is free.
+        return await claim(connection, key, retention)
+    if row.response is None:
+        raise RuntimeError("a committed idempotency key has no response")
     remembered = RememberedRequest(row.request_fingerprint, row.response, now - row.created_at)
     response = replay(key, remembered, retention)
     if response is None:

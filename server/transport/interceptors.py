@@ -102,8 +102,8 @@ class ErrorInterceptor(_ProcessServiceInterceptor):
 
 
 class DrainingInterceptor(_ProcessServiceInterceptor):
-    """Refuses new calls once the server is shutting down (`begin`), before
-    they do anything, so that a caller may safely send them elsewhere."""
+    """Refuses new calls with UNAVAILABLE once the server is shutting down
+    (`begin`), before they do anything."""
 
     def __init__(self) -> None:
         self._draining = False

@@ -51,7 +51,7 @@ class ProcessServiceStub:
     ASCII characters. A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
-    are remembered for 24 hours.
+    are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
     """
 
     def __init__(self, channel):
@@ -108,7 +108,7 @@ class ProcessServiceServicer:
     ASCII characters. A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
-    are remembered for 24 hours.
+    are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
     """
 
     def ListProcesses(self, request, context):
@@ -232,7 +232,7 @@ class ProcessService:
     ASCII characters. A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
-    are remembered for 24 hours.
+    are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
     """
 
     @staticmethod

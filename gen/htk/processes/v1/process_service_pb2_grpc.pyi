@@ -67,7 +67,7 @@ class ProcessServiceStub:
     ASCII characters. A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
-    are remembered for 24 hours.
+    are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
     """
 
     @_typing.overload
@@ -150,7 +150,7 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     ASCII characters. A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
-    are remembered for 24 hours.
+    are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -229,7 +229,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     ASCII characters. A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
-    are remembered for 24 hours.
+    are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
     """
 
     @_abc_1.abstractmethod
