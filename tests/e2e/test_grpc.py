@@ -5,6 +5,7 @@ The event log, rejected updates and concurrent updates are tested in
 test_concurrency.py, which reuses the helpers defined here.
 """
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -535,3 +536,38 @@ def test_invalid_arguments_name_the_field(
         sent.process_id = create(grpc_stub, shared_org).process_id
     error = rpc_error(grpc.StatusCode.INVALID_ARGUMENT, lambda: invoke(grpc_stub, sent, shared_org))
     assert_invalid_argument(error, field)
+
+
+# --- inputs the fuzzers found (tests/fuzz) ------------------------------------
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=["inf", "-inf", "nan"])
+def test_a_non_finite_number_in_data_is_invalid_not_internal(
+    any_stub: Stub, org: Org, value: float
+) -> None:
+    process_id = create(any_stub, org).process_id
+    update(any_stub, org, process_id, "step_started", step="build")
+
+    error = rpc_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: update(
+            any_stub, org, process_id, "step_completed", step="build", data={"a": [value]}
+        ),
+    )
+
+    assert_invalid_argument(error, "data")
+    assert get(any_stub, org, process_id).timeline[0].status == "running"
+
+
+def test_long_input_echoed_in_an_error_keeps_the_status_readable(any_stub: Stub, org: Org) -> None:
+    # Echoed whole, 4,800 characters (or 14 KiB percent-encoded) went past
+    # gRPC's metadata limit and the caller saw RESOURCE_EXHAUSTED instead.
+    error = rpc_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: any_stub.ListProcesses(
+            pb.ListProcessesRequest(status="é" * 4800), metadata=org.metadata()
+        ),
+    )
+
+    assert error.details().startswith("status: ")
+    assert len(error.details()) <= 300

@@ -322,6 +322,25 @@ def test_update_fields_in_the_query_string_are_rejected(
     assert snapshot(rest, tenant, process_id) == before
 
 
+@pytest.mark.parametrize("query", ["?=null", "?limit=2&=0.0"], ids=["alone", "after-another"])
+def test_a_query_parameter_without_a_name_is_rejected(
+    rest: httpx.Client, tenant: Org, query: str
+) -> None:
+    # Found by schemathesis: the transcoder silently ignored such a parameter.
+    response = rest.get(f"/api/v1/processes{query}", headers=tenant.auth())
+
+    body = assert_error(response, 400, INVALID_ARGUMENT)
+    assert body["message"] == "a query parameter has no name"
+
+
+def test_a_header_that_grpc_cannot_carry_is_dropped(rest: httpx.Client, tenant: Org) -> None:
+    # Found by schemathesis: `&*` is a valid HTTP header name but no gRPC
+    # metadata key, and the server used to fail the whole call (500).
+    response = rest.get("/api/v1/processes", headers=tenant.auth() | {"&*": "x"})
+
+    assert response.status_code == 200, response.text
+
+
 def test_a_rest_call_dressed_as_grpc_web_is_still_checked_strictly(
     rest: httpx.Client, tenant: Org, process_id: str
 ) -> None:
