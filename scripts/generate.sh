@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-.}"
 python=".venv/bin/python"
-protos=(htk/processes/v1/process_service.proto)
+# Every proto of the API, found rather than listed: a new file needs no edit here.
+mapfile -t protos < <(cd protos && find htk -name '*.proto' | sort)
 
 rm -rf "$out/gen"
 mkdir -p "$out/gen" "$out/envoy"

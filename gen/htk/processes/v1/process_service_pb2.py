@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from htk.processes.v1 import access_pb2 as htk_dot_processes_dot_v1_dot_access__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n\x07Process\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x19\n\x0c\x63urrent_step\x18\x05 \x01(\tH\x00\x88\x01\x01\x12,\n\tstep_defs\x18\x06 \x03(\x0b\x32\x19.htk.processes.v1.StepDef\x12\x31\n\x08timeline\x18\x07 \x03(\x0b\x32\x1f.htk.processes.v1.TimelineEntry\x12\x10\n\x08task_ids\x18\x08 \x03(\t\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x07summary\x18\x0b \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x0c \x01(\tH\x02\x88\x01\x01\x42\x0f\n\r_current_stepB\n\n\x08_summaryB\x08\n\x06_error\"\xd7\x01\n\x0eProcessSummary\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x19\n\x0c\x63urrent_step\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstep_count\x18\x07 \x01(\x05\x12\x10\n\x08task_ids\x18\x08 \x03(\tB\x0f\n\r_current_step\"4\n\x07StepDef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05human\x18\x03 \x01(\x08\"\xc6\x03\n\rTimelineEntry\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05human\x18\x04 \x01(\x08\x12\x14\n\x07task_id\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0b\x64uration_ms\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x06\x64\x65tail\x18\t \x01(\tH\x02\x88\x01\x01\x12%\n\x04\x64\x61ta\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1d\n\x10progress_message\x18\x0b \x01(\tH\x03\x88\x01\x01\x12\x1d\n\x10progress_percent\x18\x0c \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05\x65rror\x18\r \x01(\tH\x05\x88\x01\x01\x42\n\n\x08_task_idB\x0e\n\x0c_duration_msB\t\n\x07_detailB\x13\n\x11_progress_messageB\x13\n\x11_progress_percentB\x08\n\x06_error\"\xa9\x01\n\x14ListProcessesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06search\x18\x03 \x01(\t\x12\x0c\n\x04sort\x18\x04 \x01(\t\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06offset\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\npage_token\x18\x07 \x01(\tB\x08\n\x06_limitB\t\n\x07_offset\"\x93\x01\n\x15ListProcessesResponse\x12\x33\n\tprocesses\x18\x01 \x03(\x0b\x32 .htk.processes.v1.ProcessSummary\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\"\'\n\x11GetProcessRequest\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"e\n\x14\x43reateProcessRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\tstep_defs\x18\x03 \x03(\x0b\x32\x19.htk.processes.v1.StepDef\"\x9f\x02\n\x14UpdateProcessRequest\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\x04step\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x64\x65tail\x18\x04 \x01(\tH\x01\x88\x01\x01\x12%\n\x04\x64\x61ta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07message\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x14\n\x07percent\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x14\n\x07summary\x18\t \x01(\tH\x05\x88\x01\x01\x42\x07\n\x05_stepB\t\n\x07_detailB\x08\n\x06_errorB\n\n\x08_messageB\n\n\x08_percentB\n\n\x08_summary\"o\n\x15UpdateProcessResponse\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x13\n\x0bupdate_type\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x8a\x04\n\x0eProcessService\x12{\n\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a\'.htk.processes.v1.ListProcessesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x12t\n\nGetProcess\x12#.htk.processes.v1.GetProcessRequest\x1a\x19.htk.processes.v1.Process\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/processes/{process_id}\x12p\n\rCreateProcess\x12&.htk.processes.v1.CreateProcessRequest\x1a\x19.htk.processes.v1.Process\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/processes:\x01*\x12\x92\x01\n\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a\'.htk.processes.v1.UpdateProcessResponse\"0\x82\xd3\xe4\x93\x02*\"%/api/v1/processes/{process_id}/update:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n\x07Process\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x19\n\x0c\x63urrent_step\x18\x05 \x01(\tH\x00\x88\x01\x01\x12,\n\tstep_defs\x18\x06 \x03(\x0b\x32\x19.htk.processes.v1.StepDef\x12\x31\n\x08timeline\x18\x07 \x03(\x0b\x32\x1f.htk.processes.v1.TimelineEntry\x12\x10\n\x08task_ids\x18\x08 \x03(\t\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x07summary\x18\x0b \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x0c \x01(\tH\x02\x88\x01\x01\x42\x0f\n\r_current_stepB\n\n\x08_summaryB\x08\n\x06_error\"\xd7\x01\n\x0eProcessSummary\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x19\n\x0c\x63urrent_step\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nstep_count\x18\x07 \x01(\x05\x12\x10\n\x08task_ids\x18\x08 \x03(\tB\x0f\n\r_current_step\"4\n\x07StepDef\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05human\x18\x03 \x01(\x08\"\xc6\x03\n\rTimelineEntry\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05human\x18\x04 \x01(\x08\x12\x14\n\x07task_id\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0b\x64uration_ms\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x06\x64\x65tail\x18\t \x01(\tH\x02\x88\x01\x01\x12%\n\x04\x64\x61ta\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1d\n\x10progress_message\x18\x0b \x01(\tH\x03\x88\x01\x01\x12\x1d\n\x10progress_percent\x18\x0c \x01(\x05H\x04\x88\x01\x01\x12\x12\n\x05\x65rror\x18\r \x01(\tH\x05\x88\x01\x01\x42\n\n\x08_task_idB\x0e\n\x0c_duration_msB\t\n\x07_detailB\x13\n\x11_progress_messageB\x13\n\x11_progress_percentB\x08\n\x06_error\"\xa9\x01\n\x14ListProcessesRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06search\x18\x03 \x01(\t\x12\x0c\n\x04sort\x18\x04 \x01(\t\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06offset\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\npage_token\x18\x07 \x01(\tB\x08\n\x06_limitB\t\n\x07_offset\"\x93\x01\n\x15ListProcessesResponse\x12\x33\n\tprocesses\x18\x01 \x03(\x0b\x32 .htk.processes.v1.ProcessSummary\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\"\'\n\x11GetProcessRequest\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"e\n\x14\x43reateProcessRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\tstep_defs\x18\x03 \x03(\x0b\x32\x19.htk.processes.v1.StepDef\"\x9f\x02\n\x14UpdateProcessRequest\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\x04step\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x64\x65tail\x18\x04 \x01(\tH\x01\x88\x01\x01\x12%\n\x04\x64\x61ta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07message\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x14\n\x07percent\x18\x08 \x01(\x05H\x04\x88\x01\x01\x12\x14\n\x07summary\x18\t \x01(\tH\x05\x88\x01\x01\x42\x07\n\x05_stepB\t\n\x07_detailB\x08\n\x06_errorB\n\n\x08_messageB\n\n\x08_percentB\n\n\x08_summary\"o\n\x15UpdateProcessResponse\x12\x12\n\nprocess_id\x18\x01 \x01(\t\x12\x13\n\x0bupdate_type\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xe4\x04\n\x0eProcessService\x12\x84\x01\n\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a\'.htk.processes.v1.ListProcessesResponse\"\"\x90\x02\x01\x92\x82\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x12}\n\nGetProcess\x12#.htk.processes.v1.GetProcessRequest\x1a\x19.htk.processes.v1.Process\"/\x90\x02\x01\x92\x82\x19\x02\x08\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/processes/{process_id}\x12\x93\x01\n\rCreateProcess\x12&.htk.processes.v1.CreateProcessRequest\x1a\x19.htk.processes.v1.Process\"?\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\x0ctasks:create\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/processes:\x01*\x12\xb5\x01\n\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a\'.htk.processes.v1.UpdateProcessResponse\"S\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\x0ctasks:create\x82\xd3\xe4\x93\x02*\"%/api/v1/processes/{process_id}/update:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +36,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'htk.processes.v1.process_se
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROCESSSERVICE'].methods_by_name['ListProcesses']._loaded_options = None
-  _globals['_PROCESSSERVICE'].methods_by_name['ListProcesses']._serialized_options = b'\202\323\344\223\002\023\022\021/api/v1/processes'
+  _globals['_PROCESSSERVICE'].methods_by_name['ListProcesses']._serialized_options = b'\220\002\001\222\202\031\002\010\001\202\323\344\223\002\023\022\021/api/v1/processes'
   _globals['_PROCESSSERVICE'].methods_by_name['GetProcess']._loaded_options = None
-  _globals['_PROCESSSERVICE'].methods_by_name['GetProcess']._serialized_options = b'\202\323\344\223\002 \022\036/api/v1/processes/{process_id}'
+  _globals['_PROCESSSERVICE'].methods_by_name['GetProcess']._serialized_options = b'\220\002\001\222\202\031\002\010\001\202\323\344\223\002 \022\036/api/v1/processes/{process_id}'
   _globals['_PROCESSSERVICE'].methods_by_name['CreateProcess']._loaded_options = None
-  _globals['_PROCESSSERVICE'].methods_by_name['CreateProcess']._serialized_options = b'\202\323\344\223\002\026\"\021/api/v1/processes:\001*'
+  _globals['_PROCESSSERVICE'].methods_by_name['CreateProcess']._serialized_options = b'\222\202\031\037\022\017processes:write\022\014tasks:create\202\323\344\223\002\026\"\021/api/v1/processes:\001*'
   _globals['_PROCESSSERVICE'].methods_by_name['UpdateProcess']._loaded_options = None
-  _globals['_PROCESSSERVICE'].methods_by_name['UpdateProcess']._serialized_options = b'\202\323\344\223\002*\"%/api/v1/processes/{process_id}/update:\001*'
-  _globals['_PROCESS']._serialized_start=154
-  _globals['_PROCESS']._serialized_end=552
-  _globals['_PROCESSSUMMARY']._serialized_start=555
-  _globals['_PROCESSSUMMARY']._serialized_end=770
-  _globals['_STEPDEF']._serialized_start=772
-  _globals['_STEPDEF']._serialized_end=824
-  _globals['_TIMELINEENTRY']._serialized_start=827
-  _globals['_TIMELINEENTRY']._serialized_end=1281
-  _globals['_LISTPROCESSESREQUEST']._serialized_start=1284
-  _globals['_LISTPROCESSESREQUEST']._serialized_end=1453
-  _globals['_LISTPROCESSESRESPONSE']._serialized_start=1456
-  _globals['_LISTPROCESSESRESPONSE']._serialized_end=1603
-  _globals['_GETPROCESSREQUEST']._serialized_start=1605
-  _globals['_GETPROCESSREQUEST']._serialized_end=1644
-  _globals['_CREATEPROCESSREQUEST']._serialized_start=1646
-  _globals['_CREATEPROCESSREQUEST']._serialized_end=1747
-  _globals['_UPDATEPROCESSREQUEST']._serialized_start=1750
-  _globals['_UPDATEPROCESSREQUEST']._serialized_end=2037
-  _globals['_UPDATEPROCESSRESPONSE']._serialized_start=2039
-  _globals['_UPDATEPROCESSRESPONSE']._serialized_end=2150
-  _globals['_PROCESSSERVICE']._serialized_start=2153
-  _globals['_PROCESSSERVICE']._serialized_end=2675
+  _globals['_PROCESSSERVICE'].methods_by_name['UpdateProcess']._serialized_options = b'\222\202\031\037\022\017processes:write\022\014tasks:create\202\323\344\223\002*\"%/api/v1/processes/{process_id}/update:\001*'
+  _globals['_PROCESS']._serialized_start=185
+  _globals['_PROCESS']._serialized_end=583
+  _globals['_PROCESSSUMMARY']._serialized_start=586
+  _globals['_PROCESSSUMMARY']._serialized_end=801
+  _globals['_STEPDEF']._serialized_start=803
+  _globals['_STEPDEF']._serialized_end=855
+  _globals['_TIMELINEENTRY']._serialized_start=858
+  _globals['_TIMELINEENTRY']._serialized_end=1312
+  _globals['_LISTPROCESSESREQUEST']._serialized_start=1315
+  _globals['_LISTPROCESSESREQUEST']._serialized_end=1484
+  _globals['_LISTPROCESSESRESPONSE']._serialized_start=1487
+  _globals['_LISTPROCESSESRESPONSE']._serialized_end=1634
+  _globals['_GETPROCESSREQUEST']._serialized_start=1636
+  _globals['_GETPROCESSREQUEST']._serialized_end=1675
+  _globals['_CREATEPROCESSREQUEST']._serialized_start=1677
+  _globals['_CREATEPROCESSREQUEST']._serialized_end=1778
+  _globals['_UPDATEPROCESSREQUEST']._serialized_start=1781
+  _globals['_UPDATEPROCESSREQUEST']._serialized_end=2068
+  _globals['_UPDATEPROCESSRESPONSE']._serialized_start=2070
+  _globals['_UPDATEPROCESSRESPONSE']._serialized_end=2181
+  _globals['_PROCESSSERVICE']._serialized_start=2184
+  _globals['_PROCESSSERVICE']._serialized_end=2796
 # @@protoc_insertion_point(module_scope)
