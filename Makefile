@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 
-.PHONY: run test setup lint typecheck generate check-generated unit e2e chaos fuzz bench
+.PHONY: run test setup lint typecheck generate check-generated unit service e2e chaos fuzz bench
 
 # Running needs Python only; buf (Node) is for linting the protos.
 run: $(VENV)/.installed
@@ -50,6 +50,9 @@ check-generated: setup
 
 unit: setup
 	$(BIN)/pytest tests/unit
+
+service: setup
+	$(BIN)/pytest tests/service
 
 e2e: setup
 	$(BIN)/pytest tests/e2e

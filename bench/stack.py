@@ -15,10 +15,11 @@ from pathlib import Path
 
 import psutil
 
+from server.domain.processes import utc_now
 from server.domain.tokens import Scope
+from server.service.tokens import TokenService
 from server.stack import wait_until_serving
 from server.storage.database import Database
-from server.storage.tokens import TokenStore
 
 HTK = str(Path(sys.executable).parent / "htk")
 START_TIMEOUT_SECONDS = 120.0
@@ -36,7 +37,7 @@ def create_token(database_url: str, org_id: str) -> str:
     async def create() -> str:
         database = Database(database_url, pool_size=1)
         try:
-            _, token = await TokenStore(database).create(
+            _, token = await TokenService(database, utc_now).create(
                 org_id, "bench", frozenset({Scope.PROCESSES_WRITE})
             )
             return token

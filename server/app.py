@@ -1,8 +1,9 @@
-"""The gRPC server process: ProcessService, health checking and reflection."""
+"""The gRPC server process: htk's services behind the guards, health checking and reflection."""
 
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from datetime import timedelta
 
 import grpc
@@ -12,18 +13,14 @@ from grpc_reflection.v1alpha import reflection
 
 from htk.processes.v1 import process_service_pb2_grpc
 from server.domain.errors import DomainError
+from server.domain.processes import utc_now
+from server.service.processes import ProcessService
+from server.service.tokens import TokenService
+from server.service.writes import Clock, Writes
 from server.settings import Settings
 from server.storage.database import Database
-from server.storage.processes import ProcessStore
-from server.storage.tokens import TokenStore
-from server.transport.interceptors import (
-    SERVICE,
-    AuthInterceptor,
-    DeadlineInterceptor,
-    DrainingInterceptor,
-    ErrorInterceptor,
-    JsonBodyInterceptor,
-)
+from server.transport import interceptors
+from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 
 log = logging.getLogger(__name__)
@@ -33,13 +30,99 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # Longer than the two failed health checks (1 s apart) after which Envoy takes
 # a worker out of rotation (envoy/envoy.yaml).
 ENVOY_NOTICE_SECONDS = 2.5
-# Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
-# buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
+# Envoy hands REST bodies over in a header (see interceptors.strict_json_body);
+# Envoy buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 
 
-async def serve(settings: Settings, database_url: str, own_addresses: list[str]) -> None:
+class Server:
+    """One server process's gRPC server, with what its shutdown and upkeep need."""
+
+    def __init__(
+        self,
+        grpc_server: grpc.aio.Server,
+        health_servicer: HealthServicer,
+        draining: interceptors.Draining,
+        writes: Writes,
+    ) -> None:
+        self.grpc_server = grpc_server
+        self._health = health_servicer
+        self._draining = draining
+        self._writes = writes
+        self._upkeep: asyncio.Task[None] | None = None
+
+    def add_address(self, address: str) -> int:
+        """Listens on `address` too (`host:0` picks a free port); returns the port."""
+        return self.grpc_server.add_insecure_port(address)
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for service in api_services():
+            await self._health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
+        self._upkeep = asyncio.create_task(_purge_idempotency_keys(self._writes))
+
+    async def stop(self, *, notice_seconds: float = 0.0) -> None:
+        """Refuses new calls, fails health checks for `notice_seconds` (so that
+        Envoy routes elsewhere), then lets in-flight calls finish."""
+        # Calls arriving from now on are refused with UNAVAILABLE (HTTP 503), and
+        # the health checks fail, so Envoy stops sending any. Only then does the
+        # server stop: gRPC would cancel (HTTP 499) a call that arrives after that.
+        self._draining.begin()
+        await self._health.enter_graceful_shutdown()
+        await asyncio.sleep(notice_seconds)
+        await self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+
+
+def build_server(settings: Settings, database: Database, *, clock: Clock = utc_now) -> Server:
+    """htk's services over `database`, guarded, with health checking and reflection.
+
+    Refuses to build (UndeclaredAccess) if any RPC of the API lacks its access rule.
+    """
+    methods = method_table(api_services())
+    writes = Writes(
+        database, clock=clock, key_retention=timedelta(hours=settings.idempotency_key_hours)
+    )
+    draining = interceptors.Draining()
+    authentication = interceptors.Authentication(TokenService(database, clock))
+    grpc_server = grpc.aio.server(
+        interceptors=[
+            interceptors.GuardInterceptor(
+                methods,
+                [
+                    interceptors.map_errors,
+                    draining.guard,
+                    interceptors.bound_by_deadline,
+                    authentication.guard,
+                    interceptors.strict_json_body,
+                ],
+            )
+        ],
+        options=[
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ],
+    )
+    process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
+        ProcessServicer(ProcessService(database, writes, clock)), grpc_server
+    )
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        [
+            *(service.full_name for service in api_services()),
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ],
+        grpc_server,
+    )
+    return Server(grpc_server, health_servicer, draining, writes)
+
+
+async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight calls and exits.
 
     Every worker shares HTK_GRPC_PORT (grpc sets SO_REUSEPORT, so the kernel
@@ -47,37 +130,12 @@ async def serve(settings: Settings, database_url: str, own_addresses: list[str])
     worker alone: Envoy health-checks and balances over them.
     """
     database = Database(database_url, pool_size=settings.db_pool_size)
-    store = ProcessStore(
-        database, idempotency_retention=timedelta(hours=settings.idempotency_key_hours)
-    )
-    draining = DrainingInterceptor()
-    server = grpc.aio.server(
-        interceptors=[
-            ErrorInterceptor(),
-            draining,
-            DeadlineInterceptor(),
-            AuthInterceptor(TokenStore(database)),
-            JsonBodyInterceptor(),
-        ],
-        options=[
-            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
-            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
-        ],
-    )
-    process_service_pb2_grpc.add_ProcessServiceServicer_to_server(ProcessServicer(store), server)
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    server = build_server(settings, database)
     for address in (settings.grpc_address, *own_addresses):
-        server.add_insecure_port(address)
+        server.add_address(address)
     await server.start()
-    for service in ("", SERVICE.full_name):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC server listening on %s", ", ".join((settings.grpc_address, *own_addresses)))
 
-    purging = asyncio.create_task(_purge_idempotency_keys(store))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -85,22 +143,15 @@ async def serve(settings: Settings, database_url: str, own_addresses: list[str])
     await stopping.wait()
 
     log.info("shutting down: refusing new calls, finishing in-flight ones")
-    # Calls arriving from now on are refused with UNAVAILABLE (HTTP 503), and
-    # the health checks fail, so Envoy stops sending any. Only then does the
-    # server stop: gRPC would cancel (HTTP 499) a call that arrives after that.
-    draining.begin()
-    await health_servicer.enter_graceful_shutdown()
-    await asyncio.sleep(ENVOY_NOTICE_SECONDS)
-    await server.stop(SHUTDOWN_GRACE_SECONDS)
-    purging.cancel()
+    await server.stop(notice_seconds=ENVOY_NOTICE_SECONDS)
     await database.close()
 
 
-async def _purge_idempotency_keys(store: ProcessStore) -> None:
+async def _purge_idempotency_keys(writes: Writes) -> None:
     """Forgets expired idempotency keys now and then, so the table stays small."""
     while True:
         try:
-            forgotten = await store.forget_expired_idempotency_keys()
+            forgotten = await writes.forget_expired_keys()
             if forgotten:
                 log.info("forgot %d expired idempotency keys", forgotten)
         except DomainError as error:  # the database is away; try again next time

@@ -11,13 +11,13 @@ from typing import TypeVar
 from server import stack
 from server.app import serve
 from server.domain.errors import DomainError
-from server.domain.processes import validate_org_id
+from server.domain.processes import utc_now, validate_org_id
 from server.domain.tokens import parse_scopes
+from server.service.tokens import TokenService
 from server.settings import Settings
 from server.storage.database import Database
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
-from server.storage.tokens import TokenStore
 
 T = TypeVar("T")
 
@@ -80,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _token_command(settings: Settings, args: argparse.Namespace) -> int:
-    def with_tokens(action: Callable[[TokenStore], Awaitable[T]]) -> T:
+    def with_tokens(action: Callable[[TokenService], Awaitable[T]]) -> T:
         with database_url(settings) as url:
             upgrade_to_latest(url)
 
             async def go() -> T:
                 database = Database(url, pool_size=1)
                 try:
-                    return await action(TokenStore(database))
+                    return await action(TokenService(database, utc_now))
                 finally:
                     await database.close()
 

@@ -9,6 +9,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import signal
 import string
 import subprocess
@@ -26,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.settings import CHECKOUT, Settings
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
+from server.transport.methods import api_services, method_table
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,22 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
+        **_api_routing(),
     )
     path = settings.data_dir / "envoy.yaml"
     path.write_text(config)
     return path
+
+
+def _api_routing() -> dict[str, str]:
+    """What Envoy's routes need to know of the API, as the protos declare it:
+    the services to transcode, and the methods that only read (retried)."""
+    methods = method_table(api_services())
+    reads = sorted(re.escape(path) for path, method in methods.items() if method.read_only)
+    return {
+        "api_services": json.dumps(sorted(service.full_name for service in api_services())),
+        "read_methods_regex": json.dumps("|".join(reads)),
+    }
 
 
 def envoy_command(config: Path, log_level: str = "warn") -> list[str]:

@@ -333,6 +333,18 @@ class ProcessPage:
     next_page_token: str | None
 
 
+def process_page(query: ListQuery, matches: list[ProcessSummary], total: int) -> ProcessPage:
+    """The page to return from up to `query.limit + 1` matches read in sort
+    order: the extra one only tells that another page follows."""
+    shown = matches[: query.limit]
+    more = len(matches) > query.limit
+    return ProcessPage(
+        processes=shown,
+        total=total,
+        next_page_token=page_token(query, shown[-1]) if more else None,
+    )
+
+
 def parse_process_id(text: str) -> uuid.UUID:
     """Reads a process id; text that is no UUID names no process, hence NotFound."""
     try:

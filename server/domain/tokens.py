@@ -38,6 +38,8 @@ class Caller:
     """Who is calling: the organization and scopes of a valid token."""
 
     org_id: str
+    # The token's name, recorded where a person acts (e.g. who completed a task).
+    token_name: str
     scopes: frozenset[Scope]
 
     def require_any(self, needed: frozenset[Scope]) -> None:

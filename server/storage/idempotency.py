@@ -1,13 +1,12 @@
 """Idempotency keys in the database, claimed in the transaction of the write they guard."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.idempotency import IdempotencyKey, RememberedRequest, replay
-from server.domain.processes import utc_now
+from server.domain.idempotency import IdempotencyKey, RememberedRequest
 from server.storage.tables import IdempotencyKeyRow
 
 
@@ -15,17 +14,12 @@ def _row(key: IdempotencyKey) -> tuple[ColumnElement[bool], ...]:
     return (IdempotencyKeyRow.org_id == key.org_id, IdempotencyKeyRow.key == key.key)
 
 
-async def claim(
-    connection: AsyncConnection, key: IdempotencyKey, retention: timedelta
-) -> bytes | None:
-    """Claims `key` for the write in this transaction, or returns the response to replay.
+async def insert_claim(connection: AsyncConnection, key: IdempotencyKey, now: datetime) -> bool:
+    """Claims `key` unless a row holds it already; True if this transaction claimed it.
 
-    A concurrent request with the same key waits on the insert until the
-    first one commits (and then replays its response) or rolls back (and
-    then claims the key itself). A rejected write rolls its claim back too,
-    so only acknowledged writes are remembered.
+    A concurrent transaction inserting the same key waits here until this
+    one commits or rolls back.
     """
-    now = utc_now()
     claimed = await connection.execute(
         insert(IdempotencyKeyRow)
         .values(
@@ -38,8 +32,13 @@ async def claim(
         .on_conflict_do_nothing()
         .returning(IdempotencyKeyRow.key)
     )
-    if claimed.first() is not None:
-        return None
+    return claimed.first() is not None
+
+
+async def lock_remembered(
+    connection: AsyncConnection, key: IdempotencyKey, now: datetime
+) -> RememberedRequest | None:
+    """The committed request stored under `key`, locked; None if it is gone."""
     row = (
         await connection.execute(
             select(
@@ -52,19 +51,19 @@ async def claim(
         )
     ).one_or_none()
     if row is None:
-        # Only an expired key can vanish in between (the purge took it): it is free.
-        return await claim(connection, key, retention)
+        return None
     if row.response is None:
         raise RuntimeError("a committed idempotency key has no response")
-    remembered = RememberedRequest(row.request_fingerprint, row.response, now - row.created_at)
-    response = replay(key, remembered, retention)
-    if response is None:
-        await connection.execute(
-            update(IdempotencyKeyRow)
-            .where(*_row(key))
-            .values(request_fingerprint=key.request_fingerprint, response=None, created_at=now)
-        )
-    return response
+    return RememberedRequest(row.request_fingerprint, row.response, now - row.created_at)
+
+
+async def reclaim(connection: AsyncConnection, key: IdempotencyKey, now: datetime) -> None:
+    """Takes over a locked, expired key for a new request."""
+    await connection.execute(
+        update(IdempotencyKeyRow)
+        .where(*_row(key))
+        .values(request_fingerprint=key.request_fingerprint, response=None, created_at=now)
+    )
 
 
 async def remember(connection: AsyncConnection, key: IdempotencyKey, response: bytes) -> None:

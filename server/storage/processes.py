@@ -1,9 +1,10 @@
-"""Reading and writing processes, their steps and their event log."""
+"""Reading and writing processes, their steps and their event log.
+
+Functions on the connection of a transaction that the service layer opened.
+"""
 
 import dataclasses
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -20,26 +21,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.errors import NotFound
-from server.domain.idempotency import IdempotencyKey
 from server.domain.processes import (
     Event,
     ListQuery,
     Process,
-    ProcessPage,
     ProcessStatus,
     ProcessSummary,
     SortOrder,
     Step,
     StepStatus,
-    Update,
-    apply_update,
-    page_token,
-    utc_now,
-    validate_update,
 )
-from server.storage import idempotency
-from server.storage.database import Database
 from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow
 
 # The columns that change as a process runs (all but its definition).
@@ -88,129 +79,78 @@ _UPDATE_STEP = (
 )
 
 
-class ProcessStore:
-    def __init__(self, database: Database, *, idempotency_retention: timedelta) -> None:
-        self._database = database
-        self._idempotency_retention = idempotency_retention
+async def add(connection: AsyncConnection, process: Process) -> None:
+    """Stores a new process and its steps."""
+    await connection.execute(_INSERT_PROCESS, _process_values(process))
+    await connection.execute(
+        _INSERT_STEP,
+        [
+            _step_values(process.process_id, position, step)
+            for position, step in enumerate(process.steps)
+        ],
+    )
 
-    async def create(
-        self,
-        process: Process,
-        respond: Callable[[Process], bytes],
-        key: IdempotencyKey | None = None,
-    ) -> bytes:
-        """Stores a new process; returns `respond(process)`, or the response
-        remembered under `key` when this is a retry."""
-        async with self._database.transaction() as connection:
-            if key and (replayed := await idempotency.claim(connection, key, self._retention)):
-                return replayed
-            await connection.execute(_INSERT_PROCESS, _process_values(process))
-            await connection.execute(
-                _INSERT_STEP,
-                [
-                    _step_values(process.process_id, position, step)
-                    for position, step in enumerate(process.steps)
-                ],
-            )
-            return await self._respond(connection, key, respond(process))
 
-    async def get(self, org_id: str, process_id: uuid.UUID) -> Process:
-        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            return await _load(connection, org_id, process_id, for_update=False)
+async def save_change(
+    connection: AsyncConnection, process: Process, step_position: int | None
+) -> None:
+    """Writes back the state of a process and, if one changed, of one step.
 
-    async def update(
-        self,
-        org_id: str,
-        process_id: uuid.UUID,
-        change: Update,
-        respond: Callable[[Event], bytes],
-        key: IdempotencyKey | None = None,
-    ) -> bytes:
-        """Applies one update under the process's row lock and logs it, atomically.
-
-        The lock serializes concurrent updates of one process, so none is
-        lost and the event log's order is the order they were applied in.
-        Returns `respond(event)`, or the response remembered under `key`
-        when this is a retry.
-        """
-        # A malformed update is refused before it takes a connection and a lock;
-        # apply_update checks again (microseconds) so that it is safe on its own.
-        validate_update(change)
-        async with self._database.transaction() as connection:
-            if key and (replayed := await idempotency.claim(connection, key, self._retention)):
-                return replayed
-            process = await _load(connection, org_id, process_id, for_update=True)
-            # Taken under the lock, so recorded times follow the log's order.
-            applied = apply_update(process, change, utc_now())
-            # Only the state columns: every parameter named after a column
-            # would join the SET list, and rewriting indexed columns makes
-            # PostgreSQL update every index of the row.
-            state = _process_values(process)
-            await connection.execute(
-                _UPDATE_PROCESS,
-                {column: state[column] for column in _PROCESS_STATE}
-                | {"key_process_id": process_id},
-            )
-            if (position := applied.step_position) is not None:
-                step_state = _step_values(process_id, position, process.steps[position])
-                await connection.execute(
-                    _UPDATE_STEP,
-                    {column: step_state[column] for column in _STEP_STATE}
-                    | {"key_process_id": process_id, "key_position": position},
-                )
-            event = applied.event
-            await connection.execute(
-                _INSERT_EVENT,
-                {
-                    "process_id": process_id,
-                    "seq": event.seq,
-                    "type": event.type.value,
-                    "step": event.step,
-                    "payload": event.payload,
-                    "recorded_at": event.recorded_at,
-                },
-            )
-            return await self._respond(connection, key, respond(event))
-
-    async def _respond(
-        self, connection: AsyncConnection, key: IdempotencyKey | None, response: bytes
-    ) -> bytes:
-        if key:
-            await idempotency.remember(connection, key, response)
-        return response
-
-    @property
-    def _retention(self) -> timedelta:
-        return self._idempotency_retention
-
-    async def forget_expired_idempotency_keys(self) -> int:
-        async with self._database.transaction() as connection:
-            return await idempotency.forget_expired(connection, self._retention)
-
-    async def list(self, query: ListQuery) -> ProcessPage:
-        async with self._database.transaction(isolation="REPEATABLE READ") as connection:
-            # One row more than the page tells whether another page follows.
-            rows = (await connection.execute(list_page_statement(query))).all()
-            total = int((await connection.execute(list_total_statement(query))).scalar_one())
-        summaries = [
-            ProcessSummary(
-                process_id=row.process_id,
-                namespace=row.namespace,
-                name=row.name,
-                status=ProcessStatus(row.status),
-                current_step=row.current_step,
-                started_at=row.started_at,
-                step_count=row.step_count,
-                task_ids=list(row.task_ids),
-            )
-            for row in rows[: query.limit]
-        ]
-        more = len(rows) > query.limit
-        return ProcessPage(
-            processes=summaries,
-            total=total,
-            next_page_token=page_token(query, summaries[-1]) if more else None,
+    Only the state columns: every parameter named after a column would join
+    the SET list, and rewriting indexed columns makes PostgreSQL update
+    every index of the row.
+    """
+    state = _process_values(process)
+    await connection.execute(
+        _UPDATE_PROCESS,
+        {column: state[column] for column in _PROCESS_STATE}
+        | {"key_process_id": process.process_id},
+    )
+    if step_position is not None:
+        step = process.steps[step_position]
+        step_state = _step_values(process.process_id, step_position, step)
+        await connection.execute(
+            _UPDATE_STEP,
+            {column: step_state[column] for column in _STEP_STATE}
+            | {"key_process_id": process.process_id, "key_position": step_position},
         )
+
+
+async def append_event(connection: AsyncConnection, process_id: uuid.UUID, event: Event) -> None:
+    await connection.execute(
+        _INSERT_EVENT,
+        {
+            "process_id": process_id,
+            "seq": event.seq,
+            "type": event.type.value,
+            "step": event.step,
+            "payload": event.payload,
+            "recorded_at": event.recorded_at,
+        },
+    )
+
+
+async def page(connection: AsyncConnection, query: ListQuery) -> list[ProcessSummary]:
+    """The query's page of matches, and one more if another page follows."""
+    rows = (await connection.execute(list_page_statement(query))).all()
+    return [
+        ProcessSummary(
+            process_id=row.process_id,
+            namespace=row.namespace,
+            name=row.name,
+            status=ProcessStatus(row.status),
+            current_step=row.current_step,
+            started_at=row.started_at,
+            step_count=row.step_count,
+            task_ids=list(row.task_ids),
+        )
+        for row in rows
+    ]
+
+
+async def total(connection: AsyncConnection, query: ListQuery) -> int:
+    """How many processes match the query, over all pages."""
+    return int((await connection.execute(list_total_statement(query))).scalar_one())
 
 
 _SUMMARY_COLUMNS = (
@@ -277,15 +217,17 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def _load(
+async def load(
     connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
-) -> Process:
+) -> Process | None:
+    """The organization's process with its steps, if it has one by that id;
+    `for_update` takes its row lock."""
     keys = {"org_id": org_id, "process_id": process_id}
     row = (
         await connection.execute(_LOAD_PROCESS_FOR_UPDATE if for_update else _LOAD_PROCESS, keys)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"process {process_id} not found")
+        return None
     steps = (await connection.execute(_LOAD_STEPS, keys)).all()
     return Process(
         process_id=row.process_id,

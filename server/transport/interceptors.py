@@ -1,46 +1,51 @@
-"""What every RPC goes through before its servicer method: error mapping,
-the caller's deadline, authentication and authorization, and strict checking
-of REST bodies.
+"""What every call of an htk RPC goes through before its servicer method:
+error mapping, draining, the caller's deadline, authentication and scopes,
+and strict checking of REST bodies.
 
-Interceptors run in the order `server.app` lists them; each wraps the unary
-handler of the next.
+One interceptor wraps every method of every htk service, whatever its kind
+(unary or streaming), in a stack of guards. It fails closed: a method it has
+no entry for is refused as unimplemented. Only gRPC health checking and
+reflection, which need no token, pass untouched.
 """
 
 import base64
 import contextvars
 import json
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf import descriptor
 
-from htk.processes.v1 import process_service_pb2
 from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
-from server.domain.tokens import WRITE_SCOPES, Caller, Scope, is_well_formed
+from server.domain.tokens import Caller, is_well_formed
+from server.service.tokens import TokenService
 from server.storage.database import deadline_in
-from server.storage.tokens import TokenStore
 from server.transport.errors import to_status
+from server.transport.methods import Method
 
 # grpc's classes are generic only in their type stubs, not at run time.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Behavior: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
-Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Any]
 if TYPE_CHECKING:
     ServerInterceptor: TypeAlias = grpc.aio.ServerInterceptor[Any, Any]
 else:
     ServerInterceptor = grpc.aio.ServerInterceptor
 
-SERVICE = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"]
-_METHODS: dict[str, descriptor.MethodDescriptor] = {
-    f"/{SERVICE.full_name}/{method.name}": method for method in SERVICE.methods
-}
-# Reading needs only a valid token of the organization; writing needs a scope.
-_REQUIRED_SCOPES: dict[str, frozenset[Scope]] = {
-    f"/{SERVICE.full_name}/CreateProcess": WRITE_SCOPES,
-    f"/{SERVICE.full_name}/UpdateProcess": WRITE_SCOPES,
-}
+# A guard runs around one call: it may refuse it by raising, or hold
+# something (a context variable, a deadline) for the call's duration.
+Guard: TypeAlias = Callable[[Method, Context], AbstractAsyncContextManager[None]]
+
+# Services every caller may use without a token.
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 # Envoy's Lua filter (envoy/envoy.yaml) copies a REST request's JSON body here,
 # base64-encoded, because the transcoder silently drops fields it does not know.
 JSON_BODY_HEADER = "x-htk-json-body"
@@ -60,50 +65,94 @@ def metadata_value(context: Context, key: str) -> str | None:
     return None
 
 
-class _ProcessServiceInterceptor(ServerInterceptor):
-    """Wraps the handlers of ProcessService's (unary) methods with `wrap`.
+class GuardInterceptor(ServerInterceptor):
+    """Runs each call of a method in `methods` inside `guards`, outermost first."""
 
-    Health checking and reflection pass through untouched: they need no token.
-    """
+    def __init__(self, methods: dict[str, Method], guards: Sequence[Guard]) -> None:
+        self._methods = methods
+        self._guards = guards
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override] # grpc takes None for "no such method"
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
+    ) -> "Handler | None":
+        path = handler_call_details.method
+        if path.split("/")[1] in OPEN_SERVICES:
+            return await continuation(handler_call_details)  # type: ignore[no-any-return]
+        method = self._methods.get(path)
         handler = await continuation(handler_call_details)
-        method = _METHODS.get(handler_call_details.method)
-        if handler is None or method is None:
-            return handler
-        if handler.unary_unary is None:
-            raise TypeError("only unary RPCs can be intercepted")
-        return grpc.unary_unary_rpc_method_handler(
-            self.wrap(method, cast(Behavior, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if method is None or handler is None:
+            return None  # gRPC answers UNIMPLEMENTED
+        return _guarded(handler, lambda context: self._guarding(method, context))
 
-    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
-        raise NotImplementedError
+    @asynccontextmanager
+    async def _guarding(self, method: Method, context: Context) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for guard in self._guards:
+                await stack.enter_async_context(guard(method, context))
+            yield
 
 
-class ErrorInterceptor(_ProcessServiceInterceptor):
+def _guarded(
+    handler: Handler, guarding: Callable[[Context], AbstractAsyncContextManager[None]]
+) -> Handler:
+    """The same handler, with each call run inside `guarding`, for every kind of RPC."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        unary_unary: Any = handler.unary_unary
+
+        async def guarded_unary_unary(request: Any, context: Context) -> Any:
+            async with guarding(context):
+                return await unary_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
+    if handler.unary_stream is not None:
+        unary_stream: Any = handler.unary_stream
+
+        async def guarded_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with guarding(context):
+                async for response in unary_stream(request, context):
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, **serializers)
+    if handler.stream_unary is not None:
+        stream_unary: Any = handler.stream_unary
+
+        async def guarded_stream_unary(requests: Any, context: Context) -> Any:
+            async with guarding(context):
+                return await stream_unary(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, **serializers)
+    if handler.stream_stream is None:
+        raise TypeError("a method handler without a behavior")
+    stream_stream: Any = handler.stream_stream
+
+    async def guarded_stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+        async with guarding(context):
+            async for response in stream_stream(requests, context):
+                yield response
+
+    return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, **serializers)
+
+
+@asynccontextmanager
+async def map_errors(method: Method, context: Context) -> AsyncIterator[None]:
     """Turns any error raised below it into the caller's status (see errors.py)."""
-
-    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
-        async def mapped(request: Any, context: Context) -> Any:
-            try:
-                return await behavior(request, context)
-            except Exception as error:
-                status = to_status(error)
-                # What context.abort_with_status does; the type stubs lack it.
-                context.set_trailing_metadata(status.trailing_metadata)
-                await context.abort(status.code, status.details)
-
-        return mapped
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise  # already a status
+    except Exception as error:
+        status = to_status(error)
+        # What context.abort_with_status does; the type stubs lack it.
+        context.set_trailing_metadata(status.trailing_metadata)
+        await context.abort(status.code, status.details)
 
 
-class DrainingInterceptor(_ProcessServiceInterceptor):
-    """Refuses new calls with UNAVAILABLE once the server is shutting down
-    (`begin`), before they do anything."""
+class Draining:
+    """Refuses new calls with UNAVAILABLE once the server is shutting down."""
 
     def __init__(self) -> None:
         self._draining = False
@@ -111,45 +160,35 @@ class DrainingInterceptor(_ProcessServiceInterceptor):
     def begin(self) -> None:
         self._draining = True
 
-    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
-        async def refusing(request: Any, context: Context) -> Any:
-            if self._draining:
-                raise Unavailable("the server is shutting down; retry")
-            return await behavior(request, context)
-
-        return refusing
+    @asynccontextmanager
+    async def guard(self, method: Method, context: Context) -> AsyncIterator[None]:
+        if self._draining:
+            raise Unavailable("the server is shutting down; retry")
+        yield
 
 
-class DeadlineInterceptor(_ProcessServiceInterceptor):
+@asynccontextmanager
+async def bound_by_deadline(method: Method, context: Context) -> AsyncIterator[None]:
     """Holds the database work of a call to the caller's deadline, if it set one."""
-
-    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
-        async def bounded(request: Any, context: Context) -> Any:
-            with deadline_in(context.time_remaining()):
-                return await behavior(request, context)
-
-        return bounded
+    with deadline_in(context.time_remaining()):
+        yield
 
 
-class AuthInterceptor(_ProcessServiceInterceptor):
+class Authentication:
     """Authenticates the bearer token and checks the scopes the method needs."""
 
-    def __init__(self, tokens: TokenStore) -> None:
+    def __init__(self, tokens: TokenService) -> None:
         self._tokens = tokens
 
-    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
-        needed = _REQUIRED_SCOPES.get(f"/{SERVICE.full_name}/{method.name}", frozenset())
-
-        async def authenticated(request: Any, context: Context) -> Any:
-            caller = await self._authenticate(metadata_value(context, "authorization"))
-            caller.require_any(needed)
-            token = _caller.set(caller)
-            try:
-                return await behavior(request, context)
-            finally:
-                _caller.reset(token)
-
-        return authenticated
+    @asynccontextmanager
+    async def guard(self, method: Method, context: Context) -> AsyncIterator[None]:
+        caller = await self._authenticate(metadata_value(context, "authorization"))
+        caller.require_any(method.scopes)
+        token = _caller.set(caller)
+        try:
+            yield
+        finally:
+            _caller.reset(token)
 
     async def _authenticate(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -167,19 +206,15 @@ class AuthInterceptor(_ProcessServiceInterceptor):
         return caller
 
 
-class JsonBodyInterceptor(_ProcessServiceInterceptor):
+@asynccontextmanager
+async def strict_json_body(method: Method, context: Context) -> AsyncIterator[None]:
     """Rejects REST bodies with fields that the request message does not define."""
-
-    def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
-        async def checked(request: Any, context: Context) -> Any:
-            encoded = metadata_value(context, JSON_BODY_HEADER)
-            if encoded is not None:
-                body = json.loads(base64.b64decode(encoded, validate=True))
-                if unknown := unknown_json_fields(method.input_type, body):
-                    raise InvalidArgument(unknown[0], "unknown field")
-            return await behavior(request, context)
-
-        return checked
+    encoded = metadata_value(context, JSON_BODY_HEADER)
+    if encoded is not None:
+        body = json.loads(base64.b64decode(encoded, validate=True))
+        if unknown := unknown_json_fields(method.descriptor.input_type, body):
+            raise InvalidArgument(unknown[0], "unknown field")
+    yield
 
 
 def unknown_json_fields(

@@ -1,27 +1,20 @@
-"""The gRPC servicer: request messages in, domain calls, response messages out.
+"""The gRPC servicer of ProcessService: request messages in, service calls, response messages out.
 
 Authentication, authorization and error statuses are the interceptors' work.
 """
 
-import hashlib
-
-from google.protobuf.message import Message
-
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from server.domain.idempotency import IdempotencyKey, idempotency_key
-from server.domain.processes import list_query, new_process, parse_process_id, utc_now
-from server.storage.processes import ProcessStore
+from server.domain.processes import list_query, parse_process_id
+from server.service.processes import ProcessService
 from server.transport import messages
-from server.transport.interceptors import Context, current_caller, metadata_value
-
-# REST's `Idempotency-Key` header arrives as this metadata.
-IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+from server.transport.idempotency import idempotency_key
+from server.transport.interceptors import Context, current_caller
 
 
 class ProcessServicer(pb_grpc.ProcessServiceServicer):
-    def __init__(self, store: ProcessStore) -> None:
-        self._store = store
+    def __init__(self, service: ProcessService) -> None:
+        self._service = service
 
     async def ListProcesses(  # noqa: N802 - gRPC's method name
         self, request: pb.ListProcessesRequest, context: Context
@@ -36,28 +29,24 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
             offset=request.offset if request.HasField("offset") else None,
             page_token=request.page_token,
         )
-        return messages.process_page(await self._store.list(query), query)
+        return messages.process_page(await self._service.list(query), query)
 
     async def GetProcess(  # noqa: N802
         self, request: pb.GetProcessRequest, context: Context
     ) -> pb.Process:
         process_id = parse_process_id(request.process_id)
-        return messages.process(await self._store.get(current_caller().org_id, process_id))
+        return messages.process(await self._service.get(current_caller().org_id, process_id))
 
     async def CreateProcess(  # noqa: N802
         self, request: pb.CreateProcessRequest, context: Context
     ) -> pb.Process:
-        process = new_process(
-            org_id=current_caller().org_id,
+        response = await self._service.create(
+            current_caller().org_id,
             namespace=request.namespace,
             name=request.name,
             step_defs=messages.step_defs(request),
-            now=utc_now(),
-        )
-        response = await self._store.create(
-            process,
-            lambda created: messages.process(created).SerializeToString(),
-            _idempotency_key(context, "CreateProcess", request),
+            key=idempotency_key(context, "CreateProcess", request),
+            respond=lambda created: messages.process(created).SerializeToString(),
         )
         return pb.Process.FromString(response)
 
@@ -65,21 +54,13 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         self, request: pb.UpdateProcessRequest, context: Context
     ) -> pb.UpdateProcessResponse:
         process_id = parse_process_id(request.process_id)
-        response = await self._store.update(
+        response = await self._service.update(
             current_caller().org_id,
             process_id,
             messages.update(request),
-            lambda event: messages.acknowledgement(str(process_id), event).SerializeToString(),
-            _idempotency_key(context, "UpdateProcess", request),
+            key=idempotency_key(context, "UpdateProcess", request),
+            respond=lambda event: messages.acknowledgement(
+                str(process_id), event
+            ).SerializeToString(),
         )
         return pb.UpdateProcessResponse.FromString(response)
-
-
-def _idempotency_key(context: Context, method: str, request: Message) -> IdempotencyKey | None:
-    key = metadata_value(context, IDEMPOTENCY_KEY_METADATA)
-    if key is None:
-        return None
-    fingerprint = hashlib.sha256(
-        method.encode() + b"\0" + request.SerializeToString(deterministic=True)
-    ).digest()
-    return idempotency_key(current_caller().org_id, key, fingerprint)

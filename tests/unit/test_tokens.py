@@ -131,7 +131,7 @@ def test_write_scopes_are_the_documented_pair() -> None:
 def test_require_any_passes_with_an_overlapping_scope(
     scopes: set[Scope], needed: frozenset[Scope]
 ) -> None:
-    Caller("acme", frozenset(scopes)).require_any(needed)
+    Caller("acme", "ci", frozenset(scopes)).require_any(needed)
 
 
 @pytest.mark.parametrize(
@@ -153,5 +153,5 @@ def test_require_any_denies_without_overlap(
     scopes: set[Scope], needed: frozenset[Scope], message: str
 ) -> None:
     with pytest.raises(PermissionDenied) as excinfo:
-        Caller("acme", frozenset(scopes)).require_any(needed)
+        Caller("acme", "ci", frozenset(scopes)).require_any(needed)
     assert str(excinfo.value) == message

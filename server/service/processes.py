@@ -1,0 +1,106 @@
+"""Processes: listing, reading, creating and updating them, each in one transaction."""
+
+import uuid
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.domain.errors import NotFound
+from server.domain.idempotency import IdempotencyKey
+from server.domain.processes import (
+    Event,
+    ListQuery,
+    Process,
+    ProcessPage,
+    StepDef,
+    Update,
+    apply_update,
+    new_process,
+    process_page,
+    validate_update,
+)
+from server.service.writes import Clock, Writes
+from server.storage import processes
+from server.storage.database import Database
+
+
+class ProcessService:
+    def __init__(self, database: Database, writes: Writes, clock: Clock) -> None:
+        self._database = database
+        self._writes = writes
+        self._clock = clock
+
+    async def list(self, query: ListQuery) -> ProcessPage:
+        # One snapshot for the page and its total, so they agree.
+        async with self._database.transaction(isolation="REPEATABLE READ") as connection:
+            matches = await processes.page(connection, query)
+            total = await processes.total(connection, query)
+        return process_page(query, matches, total)
+
+    async def get(self, org_id: str, process_id: uuid.UUID) -> Process:
+        # Autocommit: the process and its steps need no common snapshot (the
+        # steps of a process only change under its row lock, with the
+        # process), and a read so saves the BEGIN and COMMIT round trips.
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+            return await _load(connection, org_id, process_id, for_update=False)
+
+    async def create(
+        self,
+        org_id: str,
+        *,
+        namespace: str,
+        name: str,
+        step_defs: Sequence[StepDef],
+        key: IdempotencyKey | None,
+        respond: Callable[[Process], bytes],
+    ) -> bytes:
+        """Starts tracking a new process; returns `respond(process)`, or the
+        response remembered under `key` when this is a retry."""
+        process = new_process(
+            org_id=org_id, namespace=namespace, name=name, step_defs=step_defs, now=self._clock()
+        )
+
+        async def write(connection: AsyncConnection) -> bytes:
+            await processes.add(connection, process)
+            return respond(process)
+
+        return await self._writes.run(key, write)
+
+    async def update(
+        self,
+        org_id: str,
+        process_id: uuid.UUID,
+        change: Update,
+        *,
+        key: IdempotencyKey | None,
+        respond: Callable[[Event], bytes],
+    ) -> bytes:
+        """Applies one update under the process's row lock and logs it, atomically.
+
+        The lock serializes concurrent updates of one process, so none is
+        lost and the event log's order is the order they were applied in.
+        Returns `respond(event)`, or the response remembered under `key`
+        when this is a retry.
+        """
+        # A malformed update is refused before it takes a connection and a lock;
+        # apply_update checks again (microseconds) so that it is safe on its own.
+        validate_update(change)
+
+        async def write(connection: AsyncConnection) -> bytes:
+            process = await _load(connection, org_id, process_id, for_update=True)
+            # Read under the lock, so recorded times follow the log's order.
+            applied = apply_update(process, change, self._clock())
+            await processes.save_change(connection, process, applied.step_position)
+            await processes.append_event(connection, process_id, applied.event)
+            return respond(applied.event)
+
+        return await self._writes.run(key, write)
+
+
+async def _load(
+    connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
+) -> Process:
+    process = await processes.load(connection, org_id, process_id, for_update=for_update)
+    if process is None:
+        raise NotFound(f"process {process_id} not found")
+    return process
