@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # googleapis-common-protos ships no type information.
-from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 FDP = descriptor_pb2.FieldDescriptorProto

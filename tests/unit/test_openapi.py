@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from google.api import annotations_pb2  # type: ignore[import-untyped]
+from google.api import annotations_pb2
 from google.protobuf import descriptor, descriptor_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
