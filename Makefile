@@ -35,17 +35,23 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-# Regenerates gen/ and the Envoy descriptor from protos/.
+# Regenerates gen/ and the Envoy descriptor from protos/, and the README's
+# configuration table from server/settings.py.
 generate: setup
 	scripts/generate.sh
+	$(BIN)/python scripts/configuration_table.py README.md
 
-# Fails when gen/ or the Envoy descriptor is stale against protos/.
+# Fails when gen/ or the Envoy descriptor is stale against protos/, or the
+# README's configuration table against server/settings.py.
 check-generated: setup
 	rm -rf build/generated && mkdir -p build/generated
 	scripts/generate.sh build/generated
 	diff -r -x __pycache__ gen build/generated/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
 	cmp docs/openapi.json build/generated/docs/openapi.json
+	cp README.md build/generated/README.md
+	$(BIN)/python scripts/configuration_table.py build/generated/README.md
+	diff README.md build/generated/README.md
 	@echo "generated code is current"
 
 unit: setup
