@@ -14,7 +14,7 @@ from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
 from server.domain.tokens import parse_scopes
 from server.service.tokens import TokenService
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.storage.database import Database
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = Settings.from_env()
-    except ValueError as error:
+    except SettingsError as error:
         parser.error(str(error))
     logging.basicConfig(
         level=settings.log_level,
