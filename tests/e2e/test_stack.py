@@ -19,7 +19,8 @@ from server.stack import envoy_command, render_envoy_config
 from server.storage.database import sqlalchemy_url
 from server.storage.embedded import embedded_database
 from server.storage.tables import Base
-from tests.e2e.conftest import Org, Stack, free_port, running_stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack, free_port, running_stack
 
 STEPS = [{"key": "build", "label": "Build"}]
 
