@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match args.command:
             case "run":
-                return stack.run(settings)
+                return stack.Supervisor(settings).run()
             case "serve":
                 if not settings.database_url:
                     parser.error("htk serve needs DATABASE_URL (htk run sets it)")

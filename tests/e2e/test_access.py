@@ -11,7 +11,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from server.settings import CHECKOUT
-from tests.e2e.conftest import Org
+from tests.support.orgs import Org
 
 DESCRIPTOR_SET = CHECKOUT / "envoy" / "process_service.binpb"
 UNAUTHENTICATED = 16

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, create_engine, inspect
 from server.storage.database import sqlalchemy_url
 from server.storage.migrate import MIGRATIONS, write_migration
 from server.storage.tables import Base
-from tests.e2e.conftest import Stack
+from tests.support.stack import Stack
 
 
 @pytest.fixture

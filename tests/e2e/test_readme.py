@@ -6,7 +6,7 @@ import subprocess
 from typing import Any
 
 from server.settings import CHECKOUT
-from tests.e2e.conftest import Stack
+from tests.support.stack import Stack
 
 
 def _readme_session() -> str:

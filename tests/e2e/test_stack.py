@@ -14,7 +14,8 @@ import psycopg
 from server.settings import Settings
 from server.stack import envoy_command, render_envoy_config
 from server.storage.embedded import embedded_database
-from tests.e2e.conftest import Org, Stack, free_port, running_stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack, free_port, running_stack
 
 STEPS = [{"key": "build", "label": "Build"}]
 

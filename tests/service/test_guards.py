@@ -15,7 +15,8 @@ from server.service.tokens import TokenService
 from server.transport import interceptors
 from server.transport.interceptors import current_caller
 from server.transport.methods import Method
-from tests.support.in_process import InProcessServer, Org
+from tests.support.in_process import InProcessServer
+from tests.support.orgs import Org
 
 # Any descriptor will do: the probes ignore their input.
 _DESCRIPTOR = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"].methods[0]
