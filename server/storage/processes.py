@@ -38,9 +38,12 @@ from server.domain.processes import (
     utc_now,
     validate_update,
 )
+from server.domain.tasks import Task
 from server.storage import idempotency
+from server.storage.counts import counted_total
 from server.storage.database import Database
 from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow
+from server.storage.tasks import insert_tasks, tasks_of_process, write_tasks
 
 # The columns that change as a process runs (all but its definition).
 _PROCESS_STATE = ("status", "current_step", "finished_at", "summary", "error", "update_count")
@@ -55,6 +58,8 @@ _STEP_STATE = (
     "progress_percent",
     "started_seq",
     "changed_seq",
+    "completed_by",
+    "deadline_at",
 )
 
 
@@ -112,6 +117,7 @@ class ProcessStore:
                     for position, step in enumerate(process.steps)
                 ],
             )
+            await insert_tasks(connection, process.tasks)
             return await self._respond(connection, key, respond(process))
 
     async def get(self, org_id: str, process_id: uuid.UUID) -> Process:
@@ -151,13 +157,15 @@ class ProcessStore:
                 {column: state[column] for column in _PROCESS_STATE}
                 | {"key_process_id": process_id},
             )
-            if (position := applied.step_position) is not None:
-                step_state = _step_values(process_id, position, process.steps[position])
+            if applied.step_positions:
                 await connection.execute(
                     _UPDATE_STEP,
-                    {column: step_state[column] for column in _STEP_STATE}
-                    | {"key_process_id": process_id, "key_position": position},
+                    [
+                        _step_state(process_id, position, process.steps[position])
+                        for position in applied.step_positions
+                    ],
                 )
+            await write_tasks(connection, applied.tasks)
             event = applied.event
             await connection.execute(
                 _INSERT_EVENT,
@@ -253,12 +261,8 @@ def list_total_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
     """How many processes match: read from the counters unless a search is given."""
     if query.search is not None:
         return select(func.count()).select_from(ProcessRow).where(*_filters(query))
-    counted = [ProcessCount.org_id == query.org_id]
-    if query.status is not None:
-        counted.append(ProcessCount.status == query.status.value)
-    if query.namespace is not None:
-        counted.append(ProcessCount.namespace == query.namespace)
-    return select(func.coalesce(func.sum(ProcessCount.count), 0)).where(*counted)
+    status = query.status.value if query.status is not None else None
+    return counted_total(ProcessCount, query.org_id, status=status, namespace=query.namespace)
 
 
 def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
@@ -287,6 +291,13 @@ async def _load(
     if row is None:
         raise NotFound(f"process {process_id} not found")
     steps = (await connection.execute(_LOAD_STEPS, keys)).all()
+    # Most processes have no human step, and so no task to read.
+    has_tasks = any(step.task_id is not None for step in steps)
+    tasks = (
+        {task.task_id: task for task in await tasks_of_process(connection, process_id)}
+        if has_tasks
+        else {}
+    )
     return Process(
         process_id=row.process_id,
         org_id=row.org_id,
@@ -298,7 +309,7 @@ async def _load(
         summary=row.summary,
         error=row.error,
         update_count=row.update_count,
-        steps=[_step(step) for step in steps],
+        steps=[_step(step, tasks.get(step.task_id)) for step in steps],
     )
 
 
@@ -320,15 +331,30 @@ def _process_values(process: Process) -> dict[str, Any]:
     }
 
 
-# StepRow's columns carry the names of Step's fields.
-_STEP_FIELDS = [field.name for field in dataclasses.fields(Step)]
+# StepRow's columns carry the names of Step's fields; a step's task has a row
+# of its own, which the step names by task_id.
+_STEP_FIELDS = [field.name for field in dataclasses.fields(Step) if field.name != "task"]
 
 
-def _step(row: Row[Any]) -> Step:
+def _step(row: Row[Any], task: Task | None) -> Step:
     values = {name: getattr(row, name) for name in _STEP_FIELDS}
-    return Step(**values | {"status": StepStatus(row.status)})
+    return Step(**values | {"status": StepStatus(row.status), "task": task})
 
 
 def _step_values(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
     values = {name: getattr(step, name) for name in _STEP_FIELDS}
-    return values | {"process_id": process_id, "position": position, "status": step.status.value}
+    return values | {
+        "process_id": process_id,
+        "position": position,
+        "status": step.status.value,
+        "task_id": step.task_id,
+    }
+
+
+def _step_state(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
+    """The parameters of _UPDATE_STEP: the step's state columns and its key."""
+    values = _step_values(process_id, position, step)
+    return {column: values[column] for column in _STEP_STATE} | {
+        "key_process_id": process_id,
+        "key_position": position,
+    }

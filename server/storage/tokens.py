@@ -27,7 +27,7 @@ class TokenInfo:
 
 
 # Built once: every call runs it (see server/storage/processes.py).
-_FIND_TOKEN = select(ApiToken.org_id, ApiToken.scopes, ApiToken.digest).where(
+_FIND_TOKEN = select(ApiToken.org_id, ApiToken.scopes, ApiToken.name, ApiToken.digest).where(
     ApiToken.digest == bindparam("digest"), ApiToken.revoked_at.is_(None)
 )
 
@@ -46,7 +46,11 @@ class TokenStore:
         # comparison all the same, so no byte-wise early exit decides access.
         if row is None or not hmac.compare_digest(row.digest, presented):
             return None
-        return Caller(org_id=row.org_id, scopes=frozenset(Scope(name) for name in row.scopes))
+        return Caller(
+            org_id=row.org_id,
+            scopes=frozenset(Scope(name) for name in row.scopes),
+            token_name=row.name,
+        )
 
     async def create(
         self, org_id: str, name: str, scopes: frozenset[Scope]
