@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
+from server.domain.checks import qualify_namespace
 from server.domain.processes import (
     Event,
     Process,
@@ -29,8 +30,8 @@ from server.domain.processes import (
     Update,
     UpdateType,
     apply_update,
-    qualify_namespace,
 )
+from server.domain.tasks import Task
 from server.storage.migrate import upgrade_to_latest
 
 # The organization the benchmark reads and writes, and smaller ones beside it
@@ -41,7 +42,7 @@ OTHER_ORG_SHARE = 50  # each other org holds 1/50 of the bench org's count
 
 # Bumped whenever the generated data changes shape: the marker then differs
 # and the next run reseeds.
-SEED_VERSION = 4
+SEED_VERSION = 5
 SEED = 20260224
 
 # (template, namespace, weight). `{service}`, `{env}`, `{db}`, `{n}` are filled in.
@@ -172,7 +173,7 @@ def _random_run(
     steps = []
     history = _History()
     for position, (key, label, human) in enumerate(step_defs):
-        steps.append(Step(key=key, label=label, human=human, task_id=_uuid(rng) if human else None))
+        steps.append(Step(key=key, label=label, human=human, task=None))
         if position > stop:
             continue
         after_ms, runner = rng.randrange(200, 5000), rng.randrange(1, 64)
@@ -212,10 +213,23 @@ def _random_process(
     # A timeline that would end in the future is shifted back to end now.
     last_ms = started_ms + history.updates[-1][0]
     started_ms -= max(0, last_ms - now_ms + 1000)
+    qualified = qualify_namespace(org_id, namespace)
+    for step in steps:
+        if step.human:
+            step.task = Task(
+                task_id=_uuid(rng),
+                process_id=process_id,
+                org_id=org_id,
+                namespace=qualified,
+                process_name=name,
+                step=step.key,
+                label=step.label,
+                created_at=_at(started_ms),
+            )
     process = Process(
         process_id=process_id,
         org_id=org_id,
-        namespace=qualify_namespace(org_id, namespace),
+        namespace=qualified,
         name=name,
         started_at=_at(started_ms),
         steps=steps,
@@ -313,6 +327,7 @@ class Tables:
     processes: CopyTable
     steps: CopyTable
     events: CopyTable
+    tasks: CopyTable
 
     @classmethod
     def read(cls, connection: psycopg.Connection[Any]) -> "Tables":
@@ -320,11 +335,13 @@ class Tables:
             CopyTable.read(connection, "processes", Process, "step_count"),
             CopyTable.read(connection, "steps", Step, "process_id", "position"),
             CopyTable.read(connection, "process_events", Event, "process_id"),
+            # After steps: a task's id is its step's.
+            CopyTable.read(connection, "tasks", Task),
         )
 
 
 class _Writer:
-    """The COPY text of random processes' rows: processes, steps, process_events."""
+    """The COPY text of random processes' rows: processes, steps, process_events, tasks."""
 
     def __init__(self, rng: random.Random, tables: Tables) -> None:
         self.rng = rng
@@ -333,6 +350,7 @@ class _Writer:
             tables.processes: [],
             tables.steps: [],
             tables.events: [],
+            tables.tasks: [],
         }
 
     def process(self, org_id: str, started_ms: int, now_ms: int) -> None:
@@ -349,6 +367,7 @@ class _Writer:
         self.lines[tables.events] += [
             tables.events.line(event, process_id=process_id) for event in events
         ]
+        self.lines[tables.tasks] += [tables.tasks.line(task) for task in process.tasks]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from server import stack
 from server.app import serve
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
-from server.domain.tokens import parse_scopes
+from server.domain.tokens import Scope, parse_scopes
 from server.service.tokens import TokenService
 from server.settings import Settings, SettingsError
 from server.storage.database import Database
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument(
         "--scopes",
         default="",
-        help="comma-separated: processes:write, tasks:create (none: read-only)",
+        help=f"comma-separated: {', '.join(Scope)} (none: read-only)",
     )
     create.add_argument("--name", default="", help="what the token is for")
     listing = token.add_parser("list", help="list an organization's tokens")

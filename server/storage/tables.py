@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -127,8 +128,63 @@ class StepRow(Base):
     progress_percent: Mapped[int | None] = mapped_column(Integer)
     started_seq: Mapped[int | None] = mapped_column(Integer)
     changed_seq: Mapped[int | None] = mapped_column(Integer)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    completed_by: Mapped[str | None] = mapped_column(Text)
+    deadline_at: Mapped[datetime | None]
 
-    __table_args__ = (UniqueConstraint("process_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("process_id", "key"),
+        # The timeout scanner's walk over the steps due, oldest deadline
+        # first; only the few steps with a deadline are in it.
+        Index(
+            "steps_by_deadline",
+            "deadline_at",
+            postgresql_where=text("deadline_at IS NOT NULL"),
+        ),
+    )
+
+
+class TaskRow(Base):
+    """The task of a human step, with what lists show of its process and step.
+
+    A table of its own rather than columns on `steps`: tasks are listed
+    across processes by organization, namespace and status, which steps do
+    not carry, and a task changes a handful of times while its step may take
+    many progress updates, which should not rewrite task indexes.
+    """
+
+    __tablename__ = "tasks"
+
+    # The step's task_id: a task exists exactly as long as its step does.
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("steps.task_id", ondelete="CASCADE"), primary_key=True
+    )
+    process_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    org_id: Mapped[str] = mapped_column(Text)
+    namespace: Mapped[str] = mapped_column(Text)
+    process_name: Mapped[str] = mapped_column(Text)
+    step: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    completed_by: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # Each ListTasks filter walks one of these, newest first; task_id
+        # breaks ties in created_at (a process's tasks share it).
+        Index("tasks_by_org", "org_id", "created_at", "task_id"),
+        Index("tasks_by_status", "org_id", "status", "created_at", "task_id"),
+        Index("tasks_by_namespace", "org_id", "namespace", "created_at", "task_id"),
+        Index(
+            "tasks_by_namespace_status", "org_id", "namespace", "status", "created_at", "task_id"
+        ),
+        # A process has at most 100 tasks: its own filters need nothing more.
+        Index("tasks_by_process", "process_id", "created_at", "task_id"),
+    )
 
 
 class ProcessEvent(Base):
@@ -146,21 +202,31 @@ class ProcessEvent(Base):
     recorded_at: Mapped[datetime]
 
 
-class ProcessCount(Base):
-    """How many processes an organization has per namespace and status.
+class Counts:
+    """How many rows of a listed table an organization has per namespace and
+    status.
 
-    Triggers on `processes` keep these in step with every insert, status
-    change, delete and truncate, in the same transaction (migrations 0002
-    and 0003), so List's exact `total` reads a few rows instead of counting
-    a million.
+    Triggers on the listed table keep these in step with every insert, status
+    change, delete and truncate, in the same transaction, so a List's exact
+    `total` reads a few rows instead of counting a million.
     """
-
-    __tablename__ = "process_counts"
 
     org_id: Mapped[str] = mapped_column(Text, primary_key=True)
     namespace: Mapped[str] = mapped_column(Text, primary_key=True)
     status: Mapped[str] = mapped_column(Text, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProcessCount(Counts, Base):
+    """Counts of `processes` (triggers of migrations 0002 and 0003)."""
+
+    __tablename__ = "process_counts"
+
+
+class TaskCount(Counts, Base):
+    """Counts of `tasks` (triggers of migration 0004)."""
+
+    __tablename__ = "task_counts"
 
 
 class IdempotencyKeyRow(Base):

@@ -15,11 +15,16 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor, descriptor_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import task_service_pb2 as task_pb
 
 ROOT = Path(__file__).resolve().parents[2]
 FD = descriptor.FieldDescriptor
-SERVICE = pb.DESCRIPTOR.services_by_name["ProcessService"]
-METHODS = list(SERVICE.methods)
+SERVICES = [
+    pb.DESCRIPTOR.services_by_name["ProcessService"],
+    task_pb.DESCRIPTOR.services_by_name["TaskService"],
+]
+METHODS = [method for service in SERVICES for method in service.methods]
+METHOD_BY_NAME = {method.name: method for method in METHODS}
 
 
 def load_generator() -> ModuleType:
@@ -173,7 +178,7 @@ def test_responses_match_the_response_message(method: descriptor.MethodDescripto
 
 
 def test_response_schemas_cover_nested_messages() -> None:
-    for message in (pb.Process, pb.ProcessSummary, pb.TimelineEntry, pb.StepDef):
+    for message in (pb.Process, pb.ProcessSummary, pb.TimelineEntry, pb.StepDef, task_pb.Task):
         name = message.DESCRIPTOR.name
         assert_schema_matches({"$ref": f"#/components/schemas/{name}"}, message.DESCRIPTOR)
 
@@ -188,6 +193,9 @@ def test_always_printed_fields_are_required_and_optional_ones_are_not() -> None:
     process = DOCUMENT["components"]["schemas"]["Process"]
     assert {"step_defs", "timeline", "task_ids"} <= set(process["required"])
     assert "finished_at" not in process["required"]
+    task = DOCUMENT["components"]["schemas"]["Task"]
+    assert {"task_id", "process_id", "step", "status"} <= set(task["required"])
+    assert not set(task["required"]) & {"opened_at", "outcome", "comment", "completed_by"}
 
 
 def test_numbers_print_as_envoy_prints_them() -> None:
@@ -210,13 +218,16 @@ def test_every_error_is_a_status() -> None:
 
 def test_each_operation_documents_the_statuses_it_can_return() -> None:
     def codes(name: str) -> set[str]:
-        return set(operation(SERVICE.methods_by_name[name])["responses"])
+        return set(operation(METHOD_BY_NAME[name])["responses"])
 
     common = {"200", "400", "401", "429", "503", "504"}
     assert codes("ListProcesses") == common
     assert codes("GetProcess") == common | {"404"}
     assert codes("CreateProcess") == common | {"403", "409", "413"}
     assert codes("UpdateProcess") == common | {"403", "404", "409", "413"}
+    assert codes("ListTasks") == common
+    assert codes("GetTask") == common | {"404"}
+    assert codes("CompleteTask") == common | {"403", "404", "409", "413"}
 
 
 def test_writes_take_an_idempotency_key() -> None:
@@ -233,7 +244,7 @@ def test_every_operation_needs_the_bearer_token() -> None:
 
 
 def test_created_processes_link_to_get_and_update() -> None:
-    create = operation(SERVICE.methods_by_name["CreateProcess"])
+    create = operation(METHOD_BY_NAME["CreateProcess"])
     links = create["responses"]["200"]["links"]
     assert links.keys() == {"GetProcess", "UpdateProcess"}
     for link in links.values():
@@ -241,7 +252,7 @@ def test_created_processes_link_to_get_and_update() -> None:
 
 
 def test_descriptions_come_from_the_proto_comments() -> None:
-    get = operation(SERVICE.methods_by_name["GetProcess"])
+    get = operation(METHOD_BY_NAME["GetProcess"])
     assert get["summary"] == "Returns one process with its step definitions and timeline."
     assert "NOT_FOUND" in get["responses"]["404"]["description"]
     process = DOCUMENT["components"]["schemas"]["Process"]

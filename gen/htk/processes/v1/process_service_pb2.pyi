@@ -191,6 +191,7 @@ class StepDef(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     HUMAN_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The step's key, unique within its process, e.g. `build`. Updates name
     steps by this key.
@@ -199,7 +200,15 @@ class StepDef(_message.Message):
     """A human-readable label, e.g. `Build`."""
     human: _builtins.bool
     """Whether a person, rather than a machine, performs the step. Each human
-    step is backed by a task.
+    step is backed by a task (see TaskService).
+    """
+    timeout_seconds: _builtins.int
+    """How long, in seconds (1 to 2,592,000, i.e. 30 days), the step may run
+    without an update before htk fails it with the `error` `timed out after
+    N s without an update` and logs the event `step_timed_out`. Each
+    `step_started` and `progress` of the step restarts the clock, except
+    that a human step's deadline runs from when it was started (its task
+    opened): then its task becomes `expired`. Absent: no timeout.
     """
     def __init__(
         self,
@@ -207,12 +216,15 @@ class StepDef(_message.Message):
         key: _builtins.str = ...,
         label: _builtins.str = ...,
         human: _builtins.bool = ...,
+        timeout_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["human", b"human", "key", b"key", "label", b"label"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "human", b"human", "key", b"key", "label", b"label", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 
 Global___StepDef: _TypeAlias = StepDef  # noqa: Y015
 
@@ -235,6 +247,7 @@ class TimelineEntry(_message.Message):
     PROGRESS_MESSAGE_FIELD_NUMBER: _builtins.int
     PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_FIELD_NUMBER: _builtins.int
     step: _builtins.str
     """The step's key."""
     label: _builtins.str
@@ -260,7 +273,13 @@ class TimelineEntry(_message.Message):
     `progress_message`.
     """
     error: _builtins.str
-    """The error sent with `step_failed`. Absent unless `failed`."""
+    """The error sent with `step_failed`, or the one htk set when the step
+    timed out or its task was rejected. Absent unless `failed`.
+    """
+    completed_by: _builtins.str
+    """The name of the token whose TaskService.CompleteTask completed or failed
+    this human step. Absent unless a person decided the step's current run.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the step was last started. A step completed or failed without
@@ -291,11 +310,14 @@ class TimelineEntry(_message.Message):
         progress_message: _builtins.str | None = ...,
         progress_percent: _builtins.int | None = ...,
         error: _builtins.str | None = ...,
+        completed_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "task_id", b"task_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "task_id", b"task_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "human", b"human", "label", b"label", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "human", b"human", "label", b"label", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
+    _WhichOneofArgType__completed_by: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by"]  # noqa: Y015
     _WhichOneofReturnType__detail: _TypeAlias = _typing.Literal["detail"]  # noqa: Y015
     _WhichOneofArgType__detail: _TypeAlias = _typing.Literal["_detail", b"_detail"]  # noqa: Y015
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
@@ -308,6 +330,8 @@ class TimelineEntry(_message.Message):
     _WhichOneofArgType__progress_percent: _TypeAlias = _typing.Literal["_progress_percent", b"_progress_percent"]  # noqa: Y015
     _WhichOneofReturnType__task_id: _TypeAlias = _typing.Literal["task_id"]  # noqa: Y015
     _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by) -> _WhichOneofReturnType__completed_by | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__detail) -> _WhichOneofReturnType__detail | None: ...
     @_typing.overload
