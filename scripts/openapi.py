@@ -42,6 +42,8 @@ FIELD_BEHAVIOR_OPTION = "google.api.field_behavior"
 VALUES_OPTION = "htk.processes.v1.values"
 ACCESS_OPTION = "htk.processes.v1.access"
 READ_ONLY = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+# Fields of (htk.processes.v1.values) and the JSON Schema keywords they become.
+BOUNDS = {"minimum": "minimum", "maximum": "maximum", "max_length": "maxLength"}
 INT32_RANGE = {"minimum": -(2**31), "maximum": 2**31 - 1}
 UINT32_RANGE = {"minimum": 0, "maximum": 2**32 - 1}
 
@@ -237,6 +239,7 @@ class Protos:
         return parsed.Extensions[extension] if parsed.HasExtension(extension) else None
 
     def facts(self, scope: str, member: FDP) -> FieldFacts:
+        """What the field's options declare; an error where they do not fit its type."""
         where = f"{scope.lstrip('.')}.{member.name}"
         behaviors: set[str] = set()
         if numbers := self.option(member.options, FIELD_BEHAVIOR_OPTION):
@@ -249,11 +252,7 @@ class Protos:
         if values is not None:
             if values.words_of:
                 words = self.words(where, values.words_of)
-            for name, keyword in [
-                ("minimum", "minimum"),
-                ("maximum", "maximum"),
-                ("max_length", "maxLength"),
-            ]:
+            for name, keyword in BOUNDS.items():
                 if values.HasField(name):
                     bounds[keyword] = getattr(values, name)
             if values.HasField("max_items"):
@@ -367,7 +366,7 @@ class Builder:
             _key, value = entry.field
             schema: Schema = {
                 "type": "object",
-                "additionalProperties": self.single(entry.name, value, response),
+                "additionalProperties": self.single(member.type_name, value, response),
             }
         elif member.label == FDP.LABEL_REPEATED:
             schema = {"type": "array", "items": self.single(scope, member, response)}
@@ -477,21 +476,19 @@ def request(
     if not rule.body:
         return parameters, None
     if rule.body == "*":
-        members = builder.members(type_name, response=False, skip=frozenset(bound))
+        skip = frozenset(bound)
         schema = (
-            builder.message(type_name, response=False, skip=frozenset(bound))
+            builder.message(type_name, response=False, skip=skip)
             if bound
             else builder.ref(type_name, response=False)
         )
+        members = builder.members(type_name, response=False, skip=skip)
+        required = any(protos.facts(type_name, member).required for member in members)
     else:
         scope, member = protos.member(type_name, rule.body)
-        members, type_name = [member], scope
         schema = builder.field(scope, member, response=False)
-    body = {
-        "required": any(protos.facts(type_name, member).required for member in members),
-        "content": {"application/json": {"schema": schema}},
-    }
-    return parameters, body
+        required = protos.facts(scope, member).required
+    return parameters, {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def errors(service_doc: str, method_doc: str) -> dict[int, list[str]]:
@@ -628,7 +625,8 @@ def document(descriptor_set: bytes) -> Schema:
     protos = Protos.load(files)
     served = list(rpcs(protos, files))
     response_messages: set[str] = set()
-    builder = Builder(protos, response_messages)
+    # Status is every error's schema, added below: no message may take its name.
+    builder = Builder(protos, response_messages, sources={"Status": ".google.rpc.Status"})
     # Which messages a response reaches, to tell request and response variants apart.
     pending = [rpc.method.output_type for rpc in served]
     while pending:

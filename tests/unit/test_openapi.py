@@ -377,7 +377,11 @@ def synthetic_files() -> list[descriptor_pb2.FileDescriptorProto]:
         name="t/things/v1/things.proto",
         package="t.things.v1",
         syntax="proto3",
-        dependency=["google/api/annotations.proto", "htk/processes/v1/access.proto"],
+        dependency=[
+            "google/api/annotations.proto",
+            "google/api/field_behavior.proto",
+            "htk/processes/v1/access.proto",
+        ],
     )
     request = things.message_type.add(name="GetThingRequest")
     add_field(request, "id", fdp.TYPE_STRING, behavior=field_behavior_pb2.REQUIRED)
