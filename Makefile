@@ -27,10 +27,13 @@ $(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The protos must not break the contract published on main (scripts/breaking.py);
+# BREAKING_AGAINST=<git ref or folder> compares with another version instead.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BUF) lint
+	$(BIN)/python scripts/breaking.py $(if $(BREAKING_AGAINST),--against $(BREAKING_AGAINST))
 
 typecheck: setup
 	$(BIN)/mypy

@@ -20,6 +20,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -30,6 +31,66 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TaskStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_STATUS_UNSPECIFIED: _TaskStatus.ValueType  # 0
+    """Not a status; never sent."""
+    TASK_STATUS_PENDING: _TaskStatus.ValueType  # 1
+    """`pending`: its step has not started."""
+    TASK_STATUS_OPEN: _TaskStatus.ValueType  # 2
+    """`open`: its step started; it waits for a person."""
+    TASK_STATUS_COMPLETED: _TaskStatus.ValueType  # 3
+    """`completed`: a person approved or rejected it."""
+    TASK_STATUS_CANCELLED: _TaskStatus.ValueType  # 4
+    """`cancelled`: its step or process ended without it."""
+    TASK_STATUS_EXPIRED: _TaskStatus.ValueType  # 5
+    """`expired`: its step timed out first."""
+
+class TaskStatus(_TaskStatus, metaclass=_TaskStatusEnumTypeWrapper):
+    """The words a task's `status` takes (see the service)."""
+
+TASK_STATUS_UNSPECIFIED: TaskStatus.ValueType  # 0
+"""Not a status; never sent."""
+TASK_STATUS_PENDING: TaskStatus.ValueType  # 1
+"""`pending`: its step has not started."""
+TASK_STATUS_OPEN: TaskStatus.ValueType  # 2
+"""`open`: its step started; it waits for a person."""
+TASK_STATUS_COMPLETED: TaskStatus.ValueType  # 3
+"""`completed`: a person approved or rejected it."""
+TASK_STATUS_CANCELLED: TaskStatus.ValueType  # 4
+"""`cancelled`: its step or process ended without it."""
+TASK_STATUS_EXPIRED: TaskStatus.ValueType  # 5
+"""`expired`: its step timed out first."""
+Global___TaskStatus: _TypeAlias = TaskStatus  # noqa: Y015
+
+class _Outcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_UNSPECIFIED: _Outcome.ValueType  # 0
+    """Not an outcome; never sent."""
+    OUTCOME_APPROVED: _Outcome.ValueType  # 1
+    """`approved`: the step completes."""
+    OUTCOME_REJECTED: _Outcome.ValueType  # 2
+    """`rejected`: the step fails."""
+
+class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
+    """The words of a person's decision on a task."""
+
+OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
+"""Not an outcome; never sent."""
+OUTCOME_APPROVED: Outcome.ValueType  # 1
+"""`approved`: the step completes."""
+OUTCOME_REJECTED: Outcome.ValueType  # 2
+"""`rejected`: the step fails."""
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
 class Task(_message.Message):
@@ -139,19 +200,17 @@ class ListTasksRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """Only tasks with this status: `pending`, `open`, `completed`, `cancelled`
-    or `expired`.
-    """
+    """Only tasks with this status, e.g. `open`."""
     namespace: _builtins.str
     """Only tasks of processes in this namespace: `<organization>.<name>`, or a
     bare `<name>` to which the caller's organization is prefixed.
     """
     process_id: _builtins.str
-    """Only the tasks of this process."""
+    """Only the tasks of this process (a UUID)."""
     limit: _builtins.int
-    """Page size, 1-200. Default 50."""
+    """Page size. Default 50."""
     offset: _builtins.int
-    """How many matching tasks to skip, 0 or more. Default 0."""
+    """How many matching tasks to skip. Default 0."""
     page_token: _builtins.str
     """Continues a listing after the page whose `next_page_token` this is. The
     filters must equal that request's; `limit` may change, and `offset` must
@@ -260,8 +319,8 @@ class CompleteTaskRequest(_message.Message):
     outcome: _builtins.str
     """The decision: `approved` completes the task's step, `rejected` fails it."""
     comment: _builtins.str
-    """Why, in a few words; at most 10,000 characters. Shown on the task, and
-    on the step as its `detail` (approved) or in its `error` (rejected).
+    """Why, in a few words. Shown on the task, and on the step as its `detail`
+    (approved) or in its `error` (rejected).
     """
     def __init__(
         self,
