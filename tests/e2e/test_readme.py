@@ -46,9 +46,18 @@ def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
         "step_started",
         None,
         None,
+        "step_completed",
+        "step_started",
+        None,
         "completed",
     ]
-    listed, process = documents[4], documents[5]
+    listed, process, approved = documents[4], documents[5], documents[8]
     assert process["process_id"] in [item["process_id"] for item in listed["processes"]]
     assert process["current_step"] == "test"
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}
+    assert (approved["status"], approved["outcome"], approved["completed_by"]) == (
+        "completed",
+        "approved",
+        "alice",
+    )
+    assert approved["task_id"] == process["task_ids"][0]
