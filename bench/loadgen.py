@@ -7,7 +7,7 @@ this process's own CPU time over that window (so that a client starving the
 server shows up in the report).
 
 Two kinds:
-  * grpc: ListProcesses / GetProcess / UpdateProcess over grpc.aio, spread
+  * grpc: ListProcesses / ListTasks / GetProcess / UpdateProcess over grpc.aio, spread
     over several channels (each its own HTTP/2 connection).
   * psycopg: the update baseline, plain psycopg running the statements that
     one UpdateProcess runs (authentication included), same transaction shape.
@@ -30,6 +30,8 @@ import psycopg
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from htk.processes.v1 import task_service_pb2 as tasks_pb
+from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
 
 Call = Callable[[int], Awaitable[None]]
 
@@ -114,15 +116,28 @@ async def run_grpc(spec: dict[str, Any]) -> dict[str, Any]:
             metadata=metadata,
         )
 
-    async def list_page(sequence: int) -> None:
-        stub = stubs[sequence % len(stubs)]
-        response = await stub.ListProcesses(
-            pb.ListProcessesRequest(**spec["list_request"]), metadata=metadata
-        )
-        if not response.processes:
-            raise RuntimeError("an empty page")
+    def lister(rpcs: list[Any], request: Callable[..., Any], items: str) -> Call:
+        """Calls one of `rpcs` (a List method per channel) with the spec's request."""
 
-    calls: dict[str, Call] = {"get": get, "update": update, "list": list_page}
+        async def list_page(sequence: int) -> None:
+            rpc = rpcs[sequence % len(rpcs)]
+            response = await rpc(request(**spec["list_request"]), metadata=metadata)
+            if not getattr(response, items):
+                raise RuntimeError("an empty page")
+
+        return list_page
+
+    task_stubs = [tasks_pb_grpc.TaskServiceStub(channel) for channel in channels]
+    calls: dict[str, Call] = {
+        "get": get,
+        "update": update,
+        "list": lister(
+            [stub.ListProcesses for stub in stubs], pb.ListProcessesRequest, "processes"
+        ),
+        "list_tasks": lister(
+            [stub.ListTasks for stub in task_stubs], tasks_pb.ListTasksRequest, "tasks"
+        ),
+    }
     try:
         return await _drive(spec, calls[spec["method"]])
     finally:

@@ -207,7 +207,10 @@ def render(
     versions: dict[str, str],
     captured: Capture | None,
     main_workers: int,
+    beside: list[tuple[str, str]],
 ) -> str:
+    """The report; `beside` pairs each ListTasks phase with the ListProcesses
+    phase of the same shape, to show them side by side."""
     out: list[str] = [
         "# Benchmarks",
         "",
@@ -222,7 +225,10 @@ def render(
         f"failed, {seeded.counts.get('deployments', 0):,} in the `deployments` namespace), "
         "3 smaller organizations beside it, 3-10 steps each with timelines and event logs. "
         f"Search `{SELECTIVE_TERM}` matches {seeded.counts.get('selective search', 0):,} rows, "
-        f"`{UNSELECTIVE_TERM}` {seeded.counts.get('unselective search', 0):,}.",
+        f"`{UNSELECTIVE_TERM}` {seeded.counts.get('unselective search', 0):,}. "
+        f"{seeded.counts.get('tasks', 0):,} tasks of human steps, "
+        f"{seeded.counts.get('open tasks', 0):,} of them open (the inbox), "
+        f"{seeded.counts.get('open deployment tasks', 0):,} open in `deployments`.",
         f"- Seeding: {'reused the existing data' if seeded.reused else f'{seeded.seconds:.0f} s'}"
         f" ({seeded.rows:,} rows copied); whole run {run_seconds / 60:.1f} min.",
         f"- Each phase: {warmup:g} s warm-up (not counted), then {seconds:g} s measured. "
@@ -319,6 +325,7 @@ def render(
             out.append(f"| {m.name} | {m.transport} | {m.concurrency} | {cells} | {growth} |")
         out.append("")
 
+    out += _beside(results, beside)
     out += ["## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
@@ -344,6 +351,34 @@ def render(
             out.append(f"| {index + 1} | `{_short(server)}` | `{_short(ours)}` |")
     out.append("")
     return "\n".join(out)
+
+
+def _beside(results: list[Measurement], pairs: list[tuple[str, str]]) -> list[str]:
+    """ListTasks next to ListProcesses: same shape of query, same transport and workers."""
+    lines = [
+        "## ListTasks beside ListProcesses",
+        "",
+        "Each task phase next to the process phase of the same shape (the task inbox "
+        "`status=open` next to `status=running`, and so on); latencies in ms.",
+        "",
+        "| ListTasks phase | ListProcesses phase | transport | workers "
+        "| tasks p50 / p95 / p99 | processes p50 / p95 / p99 | p95 tasks / processes |",
+        "|---|---|---|--:|--:|--:|--:|",
+    ]
+    for task in results:
+        for task_name, process_name in pairs:
+            if task.name != task_name:
+                continue
+            process = _find(results, process_name, task.transport, task.workers, 1)
+            if process is None:
+                continue
+            lines.append(
+                f"| {task.name} | {process.name} | {task.transport} | {task.workers} "
+                f"| {task.p50_ms:.2f} / {task.p95_ms:.2f} / {task.p99_ms:.2f} "
+                f"| {process.p50_ms:.2f} / {process.p95_ms:.2f} / {process.p99_ms:.2f} "
+                f"| {task.p95_ms / process.p95_ms:.2f}x |"
+            )
+    return [*lines, ""]
 
 
 def _short(statement: str, width: int = 90) -> str:

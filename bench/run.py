@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,8 @@ from bench import capture, report, seed, wrk
 from bench.stack import Sampler
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from htk.processes.v1 import task_service_pb2 as tasks_pb
+from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
 from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
@@ -113,12 +115,50 @@ def pick_fixtures(database_url: str) -> Fixtures:
 
 
 @dataclass(frozen=True)
+class Collection:
+    """What a list phase lists: a REST collection (and the table behind it),
+    its gRPC method, and bench.loadgen's name for calling it."""
+
+    name: str  # /api/v1/<name>, and the table
+    phase: str  # how its phases are named
+    loadgen_method: str
+    stub: Callable[[grpc.Channel], Any]
+    rpc: str
+    request: Callable[..., Any]
+
+    def list(self, channel: grpc.Channel, params: dict[str, Any], metadata: Any) -> Any:
+        """One page, as a gRPC client gets it."""
+        method = getattr(self.stub(channel), self.rpc)
+        return method(self.request(**params), metadata=metadata)
+
+
+PROCESSES = Collection(
+    "processes", "List", "list", pb_grpc.ProcessServiceStub, "ListProcesses",
+    pb.ListProcessesRequest,
+)  # fmt: skip
+TASKS = Collection(
+    "tasks", "ListTasks", "list_tasks", tasks_pb_grpc.TaskServiceStub, "ListTasks",
+    tasks_pb.ListTasksRequest,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ListCase:
     label: str
     params: dict[str, Any]
     goal_ms: float
     where: str = "TRUE"
     where_params: tuple[Any, ...] = ()
+    collection: Collection = PROCESSES
+    # Measured on the page after this many rows, reached by following
+    # page tokens with the same filters.
+    after_rows: int = 0
+    # For a task case: the label of the process case it compares with.
+    beside: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.collection.phase} {self.label}"
 
 
 def list_cases() -> list[ListCase]:
@@ -138,11 +178,36 @@ def list_cases() -> list[ListCase]:
         ListCase("offset=1000", {"offset": 1000}, 25),
         ListCase("offset=10000", {"offset": 10000}, 50),
         ListCase("limit=200", {"limit": 200}, 25),
+        ListCase("page after 10,000 rows by cursor", {}, 25, after_rows=10_000),
     ]  # fmt: skip
 
 
-def supports_cursor() -> bool:
-    return "page_token" in pb.ListProcessesRequest.DESCRIPTOR.fields_by_name
+def task_cases() -> list[ListCase]:
+    """ListTasks as people use it: the inbox of open tasks, a team's tasks,
+    the inbox's next page, a jump into it; each beside the ListProcesses
+    case of the same shape, with the same goal."""
+    ns = f"{seed.BENCH_ORG}.deployments"
+    is_open = "status = 'open'"
+    return [
+        ListCase("status=open (the inbox)", {"status": "open"}, 25, is_open, collection=TASKS,
+                 beside="status=running"),
+        ListCase("namespace", {"namespace": ns}, 25, "namespace = %s", (ns,), collection=TASKS,
+                 beside="namespace"),
+        ListCase("status=open + namespace", {"status": "open", "namespace": ns}, 25,
+                 f"{is_open} AND namespace = %s", (ns,), collection=TASKS,
+                 beside="status=failed + namespace"),
+        ListCase("status=open, page 2 by page_token", {"status": "open"}, 25, is_open,
+                 collection=TASKS, after_rows=50, beside="page after 10,000 rows by cursor"),
+        ListCase("status=open offset=1000", {"status": "open", "offset": 1000}, 25, is_open,
+                 collection=TASKS, beside="offset=1000"),
+    ]  # fmt: skip
+
+
+def short_list_cases() -> list[ListCase]:
+    """The list phases of the runs with other worker counts: a first page
+    and a cursor page of processes, and the task inbox."""
+    processes = list_cases()
+    return [processes[0], processes[-1], task_cases()[0]]
 
 
 @dataclass
@@ -242,49 +307,42 @@ class Runner:
     # The phases.
 
     def lists(self, stack: Stack, workers: int, cases: list[ListCase]) -> None:
-        token = self.fixtures.token
-        lua = wrk.script(token)
+        lua = wrk.script(self.fixtures.token)
         for case in cases:
-            exact = self._total_is_exact(stack, case)
+            params = case.params
+            if case.after_rows:
+                params = params | {"page_token": self._cursor_after(stack, case)}
+            exact = self._total_is_exact(stack, case, params)
             goal = f"p95 <= {case.goal_ms:g} ms" + ("" if exact else "; total NOT exact")
-            self.grpc(stack, f"List {case.label}", "list", 1, workers, case.params, goal)
-            query = urllib.parse.urlencode(case.params)
-            path = "/api/v1/processes" + (f"?{query}" if query else "")
-            self.rest(stack, f"List {case.label}", path, 1, workers, lua, goal)
-        if not supports_cursor():
-            log("ListProcesses has no page_token yet: the cursor phase is skipped")
-            return
-        page_token = self._cursor_after(stack, 10_000)
-        params = {"page_token": page_token}
-        name = "List page after 10,000 rows by cursor"
-        self.grpc(stack, name, "list", 1, workers, params, "p95 <= 25 ms")
-        path = "/api/v1/processes?" + urllib.parse.urlencode(params)
-        self.rest(stack, name, path, 1, workers, lua, "p95 <= 25 ms")
+            method = case.collection.loadgen_method
+            self.grpc(stack, case.name, method, 1, workers, params, goal)
+            query = urllib.parse.urlencode(params)
+            path = f"/api/v1/{case.collection.name}" + (f"?{query}" if query else "")
+            self.rest(stack, case.name, path, 1, workers, lua, goal)
 
-    def _total_is_exact(self, stack: Stack, case: ListCase) -> bool:
+    def _total_is_exact(self, stack: Stack, case: ListCase, params: dict[str, Any]) -> bool:
         """Whether the response's `total` is the true count of matches."""
         with grpc.insecure_channel(stack.server_target) as channel:
-            response = pb_grpc.ProcessServiceStub(channel).ListProcesses(
-                pb.ListProcessesRequest(**case.params), metadata=self._metadata()
-            )
+            response = case.collection.list(channel, params, self._metadata())
+        table = case.collection.name
         with psycopg.connect(self.database_url) as connection:
             row = connection.execute(
-                f"SELECT count(*) FROM processes WHERE org_id = %s AND {case.where}",  # noqa: S608
+                f"SELECT count(*) FROM {table} WHERE org_id = %s AND {case.where}",  # noqa: S608
                 (seed.BENCH_ORG, *case.where_params),
             ).fetchone()
         return row is not None and int(row[0]) == response.total
 
-    def _cursor_after(self, stack: Stack, rows: int) -> str:
-        """The page_token of the page after `rows` rows, reached by following cursors."""
+    def _cursor_after(self, stack: Stack, case: ListCase) -> str:
+        """The page_token of the case's page after `case.after_rows` rows,
+        reached by following cursors (200 rows a page at most)."""
+        limit = min(200, case.after_rows)
         token = ""
         with grpc.insecure_channel(stack.server_target) as channel:
-            stub = pb_grpc.ProcessServiceStub(channel)
-            for _ in range(rows // 200):
-                request = pb.ListProcessesRequest(limit=200, page_token=token)
-                response = stub.ListProcesses(request, metadata=self._metadata())
-                token = response.next_page_token
+            for _ in range(case.after_rows // limit):
+                params = case.params | {"limit": limit, "page_token": token}
+                token = case.collection.list(channel, params, self._metadata()).next_page_token
                 if not token:
-                    raise RuntimeError("the list ended before the cursor got deep enough")
+                    raise RuntimeError(f"{case.name}: the list ended before the cursor got there")
         return str(token)
 
     def _metadata(self) -> tuple[tuple[str, str]]:
@@ -375,14 +433,14 @@ def main() -> int:
         main_workers, *other_workers = config.workers
         log(f"main run: HTK_WORKERS={main_workers}")
         with bench_stack(database_url, main_workers) as stack:
-            runner.lists(stack, main_workers, list_cases())
+            runner.lists(stack, main_workers, list_cases() + task_cases())
             runner.gets(stack, main_workers, 16)
             for concurrency in (1, 16, 64):
                 runner.updates(stack, main_workers, concurrency)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
             with bench_stack(database_url, workers) as stack:
-                runner.lists(stack, workers, list_cases()[:1])
+                runner.lists(stack, workers, short_list_cases())
                 runner.gets(stack, workers, 16)
                 runner.updates(stack, workers, 16)
         versions = report.versions(database_url, wrk_path)
@@ -397,6 +455,7 @@ def main() -> int:
         versions=versions,
         captured=captured,
         main_workers=main_workers,
+        beside=[(case.name, f"{PROCESSES.phase} {case.beside}") for case in task_cases()],
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -1,10 +1,11 @@
 """The bench database: a million processes, seeded with COPY and reused across runs.
 
-Each process is a random run of updates that the domain applies, exactly as
-the server does (server/domain/processes.py), and its rows are the resulting
-state and events: the steps' timelines, `current_step`, `update_count` and the
-event log (seq 1..n) all agree, so a Get of any seeded process works and an
-update of a running one is accepted.
+Each process is a random run of updates and task decisions that the domain
+applies, exactly as the server does (server/domain/processes.py), and its
+rows are the resulting state and events: the steps' timelines, the tasks of
+human steps, `current_step`, `update_count` and the event log (seq 1..n) all
+agree, so a Get of any seeded process works and an update of a running one
+is accepted.
 """
 
 import dataclasses
@@ -30,8 +31,9 @@ from server.domain.processes import (
     Update,
     UpdateType,
     apply_update,
+    complete_task,
 )
-from server.domain.tasks import Task
+from server.domain.tasks import Completion, Outcome, Task
 from server.storage.migrate import upgrade_to_latest
 
 # The organization the benchmark reads and writes, and smaller ones beside it
@@ -42,7 +44,7 @@ OTHER_ORG_SHARE = 50  # each other org holds 1/50 of the bench org's count
 
 # Bumped whenever the generated data changes shape: the marker then differs
 # and the next run reseeds.
-SEED_VERSION = 5
+SEED_VERSION = 6
 SEED = 20260224
 
 # (template, namespace, weight). `{service}`, `{env}`, `{db}`, `{n}` are filled in.
@@ -87,6 +89,14 @@ STEP_POOL = (
     ("notify", "Notify", False),
 )
 YEAR_MS = 365 * 24 * 3600 * 1000
+# The share of processes with a human step that wait at their first one:
+# the pipeline started the gate and no one has decided it yet (deploy
+# requests nobody approved, reviews nobody took), so its task is open. With
+# about 77% of processes having a human step, about 11% of all processes
+# wait: 110,000 open tasks in the inbox of a million processes.
+AWAITING_DECISION_SHARE = 0.14
+# Who decides the human steps: the names of their tokens.
+REVIEWERS = 40
 
 
 @dataclass(frozen=True)
@@ -132,9 +142,15 @@ def _random_name(rng: random.Random) -> tuple[str, str]:
     return name, namespace
 
 
-def _random_outcome(rng: random.Random, step_count: int, age_ms: int) -> tuple[ProcessStatus, int]:
+def _random_outcome(
+    rng: random.Random, step_defs: list[tuple[str, str, bool]], age_ms: int
+) -> tuple[ProcessStatus, int]:
     """Where a process got to: its status, and the position of the step it
-    stopped at (`step_count` once every step completed)."""
+    stopped at (`len(step_defs)` once every step completed)."""
+    step_count = len(step_defs)
+    gates = [position for position, (_, _, human) in enumerate(step_defs) if human]
+    if gates and rng.random() < AWAITING_DECISION_SHARE:
+        return ProcessStatus.RUNNING, gates[0]
     # Recent processes are often still running; old ones almost never.
     running_share = 0.6 if age_ms < 24 * 3600 * 1000 else 0.02
     roll = rng.random()
@@ -145,16 +161,39 @@ def _random_outcome(rng: random.Random, step_count: int, age_ms: int) -> tuple[P
     return ProcessStatus.COMPLETED, step_count
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """A person's CompleteTask on a human step's task."""
+
+    step: str
+    completion: Completion
+    completed_by: str
+
+
 class _History:
-    """The updates a process's runner sent, each at its time in ms after the process started."""
+    """The updates a process's runner sent and the decisions people made,
+    each at its time in ms after the process started."""
 
     def __init__(self) -> None:
-        self.updates: list[tuple[int, Update]] = []
+        self.actions: list[tuple[int, Update | _Decision]] = []
         self._clock = 0
 
     def send(self, after_ms: int, update_type: UpdateType, **fields: Any) -> None:
         self._clock += after_ms
-        self.updates.append((self._clock, Update(update_type, **fields)))
+        self.actions.append((self._clock, Update(update_type, **fields)))
+
+    def decide(self, after_ms: int, decision: _Decision) -> None:
+        self._clock += after_ms
+        self.actions.append((self._clock, decision))
+
+
+def _random_decision(rng: random.Random, step: str, outcome: Outcome) -> _Decision:
+    """A reviewer's decision; most say nothing more, some leave a comment."""
+    comment = None
+    if rng.random() < 0.3:
+        comment = "LGTM" if outcome is Outcome.APPROVED else "not now: see the incident channel"
+    completed_by = f"reviewer-{rng.randrange(REVIEWERS)}"
+    return _Decision(step, Completion(outcome.value, comment), completed_by)
 
 
 def _random_run(
@@ -164,11 +203,12 @@ def _random_run(
     status: ProcessStatus,
     stop: int,
 ) -> tuple[list[Step], _History]:
-    """The process's steps, and the updates that brought it to `status`.
+    """The process's steps, and the updates and decisions that brought it to `status`.
 
-    The steps before `stop` completed (some reported progress on the way);
-    the one at `stop` is still running, or failed with the process; those
-    after it are pending.
+    The steps before `stop` completed (some reported progress on the way,
+    people approved the human ones); the one at `stop` is still running (a
+    human one waits for a decision), or failed with the process (a human one
+    rejected); those after it are pending.
     """
     steps = []
     history = _History()
@@ -179,6 +219,14 @@ def _random_run(
         after_ms, runner = rng.randrange(200, 5000), rng.randrange(1, 64)
         detail = f"{label} started by runner-{runner}"
         history.send(after_ms, UpdateType.STEP_STARTED, step=key, detail=detail)
+        if human:
+            # A person takes minutes to hours to decide; a running process's
+            # gate at `stop` still waits.
+            if position < stop or status is ProcessStatus.FAILED:
+                outcome = Outcome.APPROVED if position < stop else Outcome.REJECTED
+                decision = _random_decision(rng, key, outcome)
+                history.decide(rng.randrange(60_000, 4 * 3600 * 1000), decision)
+            continue
         if rng.random() < 0.3:
             after_ms, percent = rng.randrange(1000, 120_000), rng.randrange(5, 95)
             message = f"{label}: {percent}% done"
@@ -207,11 +255,11 @@ def _random_process(
     name, namespace = _random_name(rng)
     count = rng.randint(3, 10)
     step_defs = [STEP_POOL[index] for index in sorted(rng.sample(range(len(STEP_POOL)), count))]
-    status, stop = _random_outcome(rng, count, now_ms - started_ms)
+    status, stop = _random_outcome(rng, step_defs, now_ms - started_ms)
     process_id = _uuid(rng)
     steps, history = _random_run(rng, name, step_defs, status, stop)
     # A timeline that would end in the future is shifted back to end now.
-    last_ms = started_ms + history.updates[-1][0]
+    last_ms = started_ms + history.actions[-1][0]
     started_ms -= max(0, last_ms - now_ms + 1000)
     qualified = qualify_namespace(org_id, namespace)
     for step in steps:
@@ -234,10 +282,16 @@ def _random_process(
         started_at=_at(started_ms),
         steps=steps,
     )
-    events = [
-        apply_update(process, update, _at(started_ms + offset_ms)).event
-        for offset_ms, update in history.updates
-    ]
+    events = []
+    for offset_ms, action in history.actions:
+        now = _at(started_ms + offset_ms)
+        if isinstance(action, Update):
+            change = apply_update(process, action, now)
+        else:
+            task_id = process.step(action.step).task_id
+            assert task_id is not None  # only human steps are decided
+            change = complete_task(process, task_id, action.completion, action.completed_by, now)
+        events.append(change.event)
     return process, events
 
 
@@ -431,16 +485,18 @@ def stored_parameters(connection: psycopg.Connection[Any]) -> SeedParameters | N
         return None
 
 
-# The indexes of `processes` that no constraint owns.
+# The indexes of the listed tables that no constraint owns: a million rows
+# each, whose indexes are cheaper built once than kept up row by row.
 _SECONDARY_INDEXES = (
     "SELECT i.indexname FROM pg_indexes i"
-    " WHERE i.schemaname = current_schema() AND i.tablename = 'processes'"
+    " WHERE i.schemaname = current_schema() AND i.tablename IN ('processes', 'tasks')"
     " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
 )
 
 
 def migrated_indexes(database_url: str) -> dict[str, str]:
-    """The secondary indexes of `processes` as the migrations create them, by name.
+    """The secondary indexes of `processes` and `tasks` as the migrations
+    create them, by name.
 
     Read from a scratch database migrated for the purpose, so that the
     migrations stay the source of truth even if the bench database lost
@@ -497,7 +553,7 @@ def ensure_seeded(
             f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key text PRIMARY KEY, value jsonb NOT NULL)"
         )
         connection.execute(f"DELETE FROM {META_TABLE}")  # noqa: S608
-        # CASCADE reaches steps, process_events and whatever else hangs off processes.
+        # CASCADE reaches steps, tasks, process_events and whatever else hangs off processes.
         connection.execute("TRUNCATE processes CASCADE")
         for org_id in (BENCH_ORG, *OTHER_ORGS):
             connection.execute(
@@ -533,18 +589,23 @@ def ensure_seeded(
 
 
 def _counts(connection: psycopg.Connection[Any]) -> dict[str, int]:
-    """How many rows the bench org has, and how many its search terms match."""
+    """How many processes and tasks the bench org has, and how many its
+    search terms and filters match."""
+    deployments = f"{BENCH_ORG}.deployments"
     counts: dict[str, int] = {}
-    for label, where, parameters in (
-        ("processes", "TRUE", ()),
-        ("running", "status = 'running'", ()),
-        ("failed", "status = 'failed'", ()),
-        ("deployments", "namespace = %s", (f"{BENCH_ORG}.deployments",)),
-        ("selective search", "name ILIKE %s", (f"%{SELECTIVE_TERM}%",)),
-        ("unselective search", "name ILIKE %s", (f"%{UNSELECTIVE_TERM}%",)),
+    for label, table, where, parameters in (
+        ("processes", "processes", "TRUE", ()),
+        ("running", "processes", "status = 'running'", ()),
+        ("failed", "processes", "status = 'failed'", ()),
+        ("deployments", "processes", "namespace = %s", (deployments,)),
+        ("selective search", "processes", "name ILIKE %s", (f"%{SELECTIVE_TERM}%",)),
+        ("unselective search", "processes", "name ILIKE %s", (f"%{UNSELECTIVE_TERM}%",)),
+        ("tasks", "tasks", "TRUE", ()),
+        ("open tasks", "tasks", "status = 'open'", ()),
+        ("open deployment tasks", "tasks", "status = 'open' AND namespace = %s", (deployments,)),
     ):
         row = connection.execute(
-            f"SELECT count(*) FROM processes WHERE org_id = %s AND {where}",  # noqa: S608
+            f"SELECT count(*) FROM {table} WHERE org_id = %s AND {where}",  # noqa: S608
             (BENCH_ORG, *parameters),
         ).fetchone()
         counts[label] = int(row[0]) if row else 0

@@ -1,11 +1,13 @@
-"""The main List queries use their indexes: EXPLAIN on a seeded table.
+"""The List queries use their indexes: EXPLAIN on seeded tables.
 
 The statements are the server's own (`list_page_statement`,
-`list_total_statement` for a `list_query(...)`), explained in a database of
+`list_total_statement` for a `list_query(...)`; `task_page_statement`,
+`task_total_statement` for a `task_query(...)`), explained in a database of
 their own inside the session stack's PostgreSQL, seeded with 40,000
-processes of one organization (and 20,000 of two others) so that the planner
-has a real choice. A later change to the queries or the indexes that falls
-back to a sequential scan, or to counting rows for `total`, fails here.
+processes of one organization (and 20,000 of two others), each with a human
+step and its task, so that the planner has a real choice. A later change to
+the queries or the indexes that falls back to a sequential scan, to sorting
+every match, or to counting rows for `total`, fails here.
 """
 
 import json
@@ -22,8 +24,10 @@ from sqlalchemy import Select
 from sqlalchemy.dialects import postgresql
 
 from server.domain.processes import ListQuery, PagePosition, list_query
+from server.domain.tasks import TaskPosition, TaskQuery, task_query
 from server.storage.migrate import upgrade_to_latest
 from server.storage.processes import list_page_statement, list_total_statement
+from server.storage.tasks import task_page_statement, task_total_statement
 from tests.support.stack import Stack
 
 ORG = "plans"
@@ -66,12 +70,34 @@ SELECT gen_random_uuid(), org_id, org_id || '.ns' || (i %% 5), 'Other job ' || i
        NULL, NULL, NULL, 0
 FROM unnest(%(others)s::text[]) AS org_id, generate_series(1, %(others_count)s) AS i
 """,
+    # One human step per process, and its task, in the state the process
+    # left it: waiting for a person while the process runs (5% of the
+    # organization's tasks), cancelled by a failure, else approved.
+    """
+INSERT INTO steps (process_id, position, key, label, human, task_id, status)
+SELECT process_id, 0, 'approve', 'Approval', true, gen_random_uuid(), status
+FROM processes
+""",
+    """
+INSERT INTO tasks (task_id, process_id, org_id, namespace, process_name, step, label,
+                   status, created_at, opened_at, completed_at, outcome, completed_by)
+SELECT steps.task_id, process_id, org_id, namespace, name, steps.key, steps.label,
+       CASE processes.status WHEN 'running' THEN 'open' WHEN 'failed' THEN 'cancelled'
+                             ELSE 'completed' END,
+       processes.started_at, processes.started_at,
+       CASE WHEN processes.status = 'completed' THEN processes.started_at + interval '1 hour' END,
+       CASE WHEN processes.status = 'completed' THEN 'approved' END,
+       CASE WHEN processes.status = 'completed' THEN 'reviewer' END
+FROM steps JOIN processes USING (process_id)
+""",
 )
 
 
 @dataclass(frozen=True)
 class PlansDatabase:
     url: str
+    # A process of ORG with an open task, for the process_id filter.
+    process_id: uuid.UUID
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +123,15 @@ def plans_db(stack: Stack) -> Iterator[PlansDatabase]:
                     },
                 )
         with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute("VACUUM ANALYZE processes")
-            connection.execute("VACUUM ANALYZE process_counts")
-        yield PlansDatabase(url)
+            for table in ("processes", "process_counts", "steps", "tasks", "task_counts"):
+                connection.execute(f"VACUUM ANALYZE {table}")
+            row = connection.execute(
+                "SELECT process_id FROM processes WHERE org_id = %s AND status = 'running'"
+                " ORDER BY started_at DESC LIMIT 1",
+                (ORG,),
+            ).fetchone()
+        assert row is not None
+        yield PlansDatabase(url, row[0])
     finally:
         with psycopg.connect(stack.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -159,13 +191,9 @@ def describe(plan: dict[str, Any], depth: int = 0) -> str:
     return "\n".join(lines)
 
 
-def assert_no_seq_scan_of_processes(plan: dict[str, Any]) -> None:
-    scans = [
-        node
-        for node in nodes(plan)
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "processes"
-    ]
-    assert not scans, f"sequential scan of processes:\n{describe(plan)}"
+def assert_no_seq_scan(plan: dict[str, Any]) -> None:
+    scans = [node for node in nodes(plan) if node["Node Type"] == "Seq Scan"]
+    assert not scans, f"sequential scan:\n{describe(plan)}"
 
 
 def index_names(plan: dict[str, Any]) -> set[str]:
@@ -212,11 +240,11 @@ def page_query(params: dict[str, Any], paged: bool) -> ListQuery:
     return replace(query, after=AFTER, offset=0) if paged else query
 
 
-def assert_ordered_index_walk(plan: dict[str, Any]) -> None:
-    """The page reads an index of processes in sort order and stops at the limit:
+def assert_ordered_index_walk(plan: dict[str, Any], indexes: set[str] = ORDERED_INDEXES) -> None:
+    """The page reads one of `indexes` in sort order and stops at the limit:
     no sequential scan, no sort of every match."""
-    assert_no_seq_scan_of_processes(plan)
-    assert index_names(plan) & ORDERED_INDEXES, describe(plan)
+    assert_no_seq_scan(plan)
+    assert index_names(plan) & indexes, describe(plan)
     sorts = [node for node in nodes(plan) if node["Node Type"] in ("Sort", "Incremental Sort")]
     assert not sorts, describe(plan)
 
@@ -288,11 +316,11 @@ def test_a_selective_search_uses_the_trigram_index(
     query = list_query(ORG, search=search, status=status)
     page = explain(plans_db, list_page_statement(query))
     print(f"\npage {search!r} status={status!r}:\n{describe(page)}")
-    assert_no_seq_scan_of_processes(page)
+    assert_no_seq_scan(page)
     assert index_names(page) & (ORDERED_INDEXES | {"processes_name_trigram"}), describe(page)
     total = explain(plans_db, list_total_statement(query))
     print(f"\ntotal {search!r} status={status!r}:\n{describe(total)}")
-    assert_no_seq_scan_of_processes(total)
+    assert_no_seq_scan(total)
     assert "processes_name_trigram" in index_names(total), describe(total)
 
 
@@ -301,21 +329,117 @@ def test_a_broad_search_scans_no_table(plans_db: PlansDatabase, status: str) -> 
     query = list_query(ORG, search=BROAD_SEARCH, status=status)
     page = explain(plans_db, list_page_statement(query))
     print(f"\npage {BROAD_SEARCH!r} status={status!r}:\n{describe(page)}")
-    assert_no_seq_scan_of_processes(page)
+    assert_no_seq_scan(page)
     assert index_names(page) & (ORDERED_INDEXES | {"processes_name_trigram"}), describe(page)
     # The total must count every match; it may not read the whole table to do so.
     total = explain(plans_db, list_total_statement(query))
     print(f"\ntotal {BROAD_SEARCH!r} status={status!r}:\n{describe(total)}")
-    assert_no_seq_scan_of_processes(total)
+    assert_no_seq_scan(total)
+
+
+# Tasks: the same rules for ListTasks. Its statuses and namespaces are
+# selective like the processes' (open 5%, a namespace 5%, both 0.25%); a
+# process has a handful of tasks at most, which tasks_by_process finds.
+TASK_INDEXES = {
+    "tasks_by_org",
+    "tasks_by_status",
+    "tasks_by_namespace",
+    "tasks_by_namespace_status",
+    "tasks_by_process",
+}
+TASK_AFTER = TaskPosition(AFTER.started_at, uuid.uuid4())
+# (id, task_query parameters, the index the page must walk); "process" stands
+# for the seeded process's id.
+TASK_SHAPES: list[tuple[str, dict[str, Any], str]] = [
+    ("no-filter", {}, "tasks_by_org"),
+    ("status", {"status": "open"}, "tasks_by_status"),
+    ("namespace", {"namespace": "ns7"}, "tasks_by_namespace"),
+    ("status+namespace", {"status": "open", "namespace": "ns3"}, "tasks_by_namespace_status"),
+    ("process_id", {"process_id": "process"}, "tasks_by_process"),
+    ("process_id+status", {"process_id": "process", "status": "open"}, "tasks_by_process"),
+    ("offset-1000", {"offset": 1000}, "tasks_by_org"),
+    ("offset-1000-status", {"offset": 1000, "status": "open"}, "tasks_by_status"),
+    ("limit-200", {"limit": 200}, "tasks_by_org"),
+]
+TASK_SHAPE_IDS = [shape_id for shape_id, _, _ in TASK_SHAPES]
+
+
+def tasks_query(db: PlansDatabase, params: dict[str, Any], paged: bool = False) -> TaskQuery:
+    if params.get("process_id") == "process":
+        params = params | {"process_id": str(db.process_id)}
+    query = task_query(ORG, **params)
+    return replace(query, after=TASK_AFTER, offset=0) if paged else query
+
+
+@pytest.mark.parametrize(
+    ("params", "index"), [(p, i) for _, p, i in TASK_SHAPES], ids=TASK_SHAPE_IDS
+)
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "page-token"])
+def test_a_task_page_walks_its_own_index_in_sort_order(
+    plans_db: PlansDatabase, params: dict[str, Any], index: str, paged: bool
+) -> None:
+    plan = explain(plans_db, task_page_statement(tasks_query(plans_db, params, paged)))
+    print(f"\n{params} paged={paged}:\n{describe(plan)}")
+    assert_ordered_index_walk(plan, TASK_INDEXES)
+    assert index_names(plan) == {index}, describe(plan)
+    if paged:
+        (scan,) = [node for node in nodes(plan) if node.get("Index Name") == index]
+        assert "ROW(created_at, task_id)" in scan.get("Index Cond", ""), describe(plan)
+
+
+@pytest.mark.parametrize("params", [p for _, p, _ in TASK_SHAPES], ids=TASK_SHAPE_IDS)
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "page-token"])
+def test_a_prepared_task_page_walks_an_index_without_knowing_its_parameters(
+    plans_db: PlansDatabase, params: dict[str, Any], paged: bool
+) -> None:
+    query = tasks_query(plans_db, params, paged)
+    plan = explain(plans_db, task_page_statement(query), generic=True)
+    print(f"\n{params} paged={paged} (generic plan):\n{describe(plan)}")
+    assert_ordered_index_walk(plan, TASK_INDEXES)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize(
+    "params",
+    [p for _, p, _ in TASK_SHAPES if "process_id" not in p],
+    ids=[i for i, p, _ in TASK_SHAPES if "process_id" not in p],
+)
+def test_a_task_total_reads_the_counters_not_the_tasks(
+    plans_db: PlansDatabase, params: dict[str, Any], generic: bool
+) -> None:
+    statement = task_total_statement(tasks_query(plans_db, params))
+    plan = explain(plans_db, statement, generic=generic)
+    print(f"\n{params}:\n{describe(plan)}")
+    assert relations(plan) == {"task_counts"}, describe(plan)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize("status", ["", "open"])
+def test_a_task_total_of_one_process_counts_its_tasks_by_index(
+    plans_db: PlansDatabase, status: str, generic: bool
+) -> None:
+    # The counters know no process; its few tasks are counted from the index.
+    query = tasks_query(plans_db, {"process_id": "process", "status": status})
+    plan = explain(plans_db, task_total_statement(query), generic=generic)
+    print(f"\nprocess_id status={status!r}:\n{describe(plan)}")
+    assert_no_seq_scan(plan)
+    assert index_names(plan) == {"tasks_by_process"}, describe(plan)
 
 
 def test_the_seed_is_what_the_plans_were_judged_on(plans_db: PlansDatabase) -> None:
     with psycopg.connect(plans_db.url) as connection:
-        counts: dict[str, int] = dict(
-            connection.execute(
-                "SELECT status, sum(count)::int FROM process_counts WHERE org_id = %s"
-                " GROUP BY status",
-                (ORG,),
-            ).fetchall()
-        )
-    assert counts == {"running": 2000, "failed": 2000, "completed": 36000}
+        counts: dict[str, dict[str, int]] = {
+            table: dict(
+                connection.execute(
+                    sql.SQL(
+                        "SELECT status, sum(count)::int FROM {} WHERE org_id = %s GROUP BY status"
+                    ).format(sql.Identifier(table)),
+                    (ORG,),
+                ).fetchall()
+            )
+            for table in ("process_counts", "task_counts")
+        }
+    assert counts == {
+        "process_counts": {"running": 2000, "failed": 2000, "completed": 36000},
+        "task_counts": {"open": 2000, "cancelled": 2000, "completed": 36000},
+    }
