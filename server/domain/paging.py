@@ -11,13 +11,24 @@ import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from server.domain.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_PAGE_TOKEN_LENGTH = 200
+
+T = TypeVar("T")
+
+
+def split_page(matches: Sequence[T], limit: int) -> tuple[list[T], T | None]:
+    """The items to show from up to `limit + 1` matches read in order, and the
+    last shown item if another page follows (the extra match says so)."""
+    shown = list(matches[:limit])
+    return shown, (shown[-1] if len(matches) > limit else None)
 
 
 def check_window(limit: int | None, offset: int | None) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from server.domain.paging import (
     fingerprint,
     make_page_token,
     read_page_token,
+    split_page,
 )
 from server.domain.tasks import Completion, Outcome, Task, validate_completion
 
@@ -290,15 +291,10 @@ class ProcessPage:
 
 
 def process_page(query: ListQuery, matches: list[ProcessSummary], total: int) -> ProcessPage:
-    """The page to return from up to `query.limit + 1` matches read in sort
-    order: the extra one only tells that another page follows."""
-    shown = matches[: query.limit]
-    more = len(matches) > query.limit
-    return ProcessPage(
-        processes=shown,
-        total=total,
-        next_page_token=page_token(query, shown[-1]) if more else None,
-    )
+    """The page to return from up to `query.limit + 1` matches read in sort order."""
+    shown, last = split_page(matches, query.limit)
+    next_token = page_token(query, last) if last is not None else None
+    return ProcessPage(processes=shown, total=total, next_page_token=next_token)
 
 
 def parse_process_id(text: str) -> uuid.UUID:

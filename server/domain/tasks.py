@@ -26,6 +26,7 @@ from server.domain.paging import (
     fingerprint,
     make_page_token,
     read_page_token,
+    split_page,
 )
 
 
@@ -217,15 +218,10 @@ def _process_filter(text: str) -> uuid.UUID:
 
 
 def task_page(query: TaskQuery, matches: list[Task], total: int) -> TaskPage:
-    """The page to return from up to `query.limit + 1` matches read newest
-    first: the extra one only tells that another page follows."""
-    shown = matches[: query.limit]
-    more = len(matches) > query.limit
-    return TaskPage(
-        tasks=shown,
-        total=total,
-        next_page_token=task_page_token(query, shown[-1]) if more else None,
-    )
+    """The page to return from up to `query.limit + 1` matches read newest first."""
+    shown, last = split_page(matches, query.limit)
+    next_token = task_page_token(query, last) if last is not None else None
+    return TaskPage(tasks=shown, total=total, next_page_token=next_token)
 
 
 def task_page_token(query: TaskQuery, last: Task) -> str:
