@@ -14,6 +14,8 @@ import httpx
 
 JsonObject = dict[str, Any]
 
+# A process's final statuses, and the update types that set them.
+FINISHED = frozenset({"completed", "failed"})
 # A watch stream carries a heartbeat at least every 15 s; four missed ones
 # mean the connection is gone.
 STREAM_READ_TIMEOUT_SECONDS = 60.0
@@ -48,12 +50,19 @@ class Response:
 class HtkApi:
     """One htk, called over REST with one token."""
 
-    def __init__(self, url: str, token: str, timeout_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout_seconds: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_seconds,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -87,27 +96,33 @@ class HtkApi:
         return self._call("POST", path, body=body, idempotency_key=idempotency_key)
 
     def watch_process(self, process_id: str) -> Iterator[JsonObject]:
-        """The process's watch stream, resumed after its last event when the
-        connection drops, until the server ends it (the process finished)."""
+        """The process's watch stream until the process finishes. A stream that
+        drops or ends before then (a server restarting) is resumed after the
+        last event seen, so no event is missed or repeated."""
         after_seq: str | None = None
-        failures = 0
+        connected, attempts = False, 0
         while True:
             query = {} if after_seq is None else {"after_seq": after_seq}
             try:
                 for message in self._stream(
                     f"/api/v1/processes/{_segment(process_id)}/watch", query
                 ):
-                    failures = 0
+                    connected, attempts = True, 0
+                    yield message
+                    if finishes(message):
+                        return
                     event = message.get("event")
                     if isinstance(event, dict) and "seq" in event:
                         after_seq = str(event["seq"])
-                    yield message
-                return
             except Unreachable:
-                failures += 1
-                if failures > RESUME_ATTEMPTS:
+                if not connected:
                     raise
-                time.sleep(RESUME_PAUSE_SECONDS)
+            attempts += 1
+            if attempts > RESUME_ATTEMPTS:
+                raise Unreachable(
+                    self.url, "the watch stream keeps ending before the process finishes"
+                )
+            time.sleep(RESUME_PAUSE_SECONDS)
 
     def _stream(self, path: str, query: Mapping[str, str]) -> Iterator[JsonObject]:
         timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT_SECONDS)
@@ -149,6 +164,13 @@ class HtkApi:
                 response.status_code,
             ) from None
         return Response(json=document, text=response.text)
+
+
+def finishes(message: JsonObject) -> bool:
+    """Whether a watch message shows the process finished: the snapshot of a
+    finished process, or the event that finishes it."""
+    process, event = message.get("process") or {}, message.get("event") or {}
+    return process.get("status") in FINISHED or event.get("type") in FINISHED
 
 
 def server_sent_events(lines: Iterator[str]) -> Iterator[JsonObject]:

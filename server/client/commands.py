@@ -12,7 +12,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from server.client.api import ApiError, HtkApi, JsonObject, Response, Unreachable, in_background
+from server.client.api import (
+    FINISHED,
+    ApiError,
+    HtkApi,
+    JsonObject,
+    Response,
+    Unreachable,
+    in_background,
+)
 from server.client.text import safe
 from server.client.views import (
     WatchView,
@@ -26,7 +34,6 @@ from server.client.views import (
 )
 
 DEFAULT_URL = "http://localhost:8080"
-FINISHED = frozenset({"completed", "failed"})
 
 # Exit statuses, as every command's help lists them.
 EXIT_API_ERROR = 2

@@ -4,12 +4,15 @@ of `htk processes watch` need the watch stream of the API)."""
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 
+import httpx
 import pytest
 from rich.console import Console
 
+from server.client import api
 from server.client.api import server_sent_events
 from server.client.commands import _step_def, _watch_lines
 from server.client.text import safe, show_duration
@@ -158,3 +161,54 @@ def test_the_network_commands_load_nothing_of_the_server() -> None:
         "psycopg",
     )
     assert not [name for name in loaded if name.startswith(server_side)]
+
+
+def _sse(*messages: dict[str, object]) -> bytes:
+    return b"".join(b"data: " + json.dumps(message).encode() + b"\n\n" for message in messages)
+
+
+def test_a_watch_that_ends_early_resumes_after_the_last_event_it_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(api, "RESUME_PAUSE_SECONDS", 0)
+    running = {"process_id": "p-1", "status": "running"}
+    streams = {
+        None: _sse({"process": running}, {"event": {"seq": 3, "type": "step_started"}}),
+        "3": _sse({"heartbeat": {}}, {"event": {"seq": 4, "type": "completed"}}),
+    }
+    requested: list[str | None] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        after_seq = request.url.params.get("after_seq")
+        requested.append(after_seq)
+        return httpx.Response(200, content=streams[after_seq])
+
+    client = api.HtkApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
+    messages = list(client.watch_process("p-1"))
+    assert requested == [None, "3"]
+    assert messages == [
+        {"process": running},
+        {"event": {"seq": 3, "type": "step_started"}},
+        {"heartbeat": {}},
+        {"event": {"seq": 4, "type": "completed"}},
+    ]
+
+
+def test_a_watch_error_sent_in_band_is_an_api_error() -> None:
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, content=_sse({"error": {"code": 14, "message": "shutting down"}})
+        )
+
+    client = api.HtkApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
+    with pytest.raises(api.ApiError, match="shutting down"):
+        list(client.watch_process("p-1"))
+
+
+def test_a_watch_that_cannot_connect_fails_at_once() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    client = api.HtkApi("http://htk.test", "token", transport=httpx.MockTransport(refuse))
+    with pytest.raises(api.Unreachable, match=r"http://htk\.test: connection refused"):
+        list(client.watch_process("p-1"))
