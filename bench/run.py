@@ -8,7 +8,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,13 @@ import grpc
 import psycopg
 
 from bench import capture, report, seed, wrk
-from bench.stack import Sampler, Stack, create_token, running_stack
+from bench.stack import Sampler
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
+from tests.support.stack import Stack, create_token, running_stack
 
 DATA_DIR = CHECKOUT / ".bench-data"
 DEFAULT_PROCESSES = 1_000_000
@@ -50,6 +51,12 @@ class Config:
             database_url=os.environ.get("DATABASE_URL") or None,
             workers=(max(cores, 2), 1),
         )
+
+
+def bench_stack(database_url: str, workers: int) -> AbstractContextManager[Stack]:
+    """`htk run` on the bench database with `workers` workers, logging warnings only."""
+    env = {"HTK_WORKERS": str(workers), "HTK_LOG_LEVEL": "WARNING"}
+    return running_stack(DATA_DIR, database_url, env)
 
 
 def log(message: str) -> None:
@@ -100,7 +107,9 @@ def pick_fixtures(database_url: str) -> Fixtures:
         ]
     if not get_ids or not targets:
         raise RuntimeError("the seeded data lacks 10-step or running processes")
-    return Fixtures(create_token(database_url, seed.BENCH_ORG), get_ids, targets)
+    env = os.environ | {"DATABASE_URL": database_url}
+    token = create_token(env, seed.BENCH_ORG, name="bench")
+    return Fixtures(token, get_ids, targets)
 
 
 @dataclass(frozen=True)
@@ -320,7 +329,7 @@ def capture_statements(runner: Runner, database_url: str) -> report.Capture | No
         # Per database: applies to the server's connections, opened after this.
         connection.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     try:
-        with running_stack(DATA_DIR, database_url, 1) as stack:
+        with bench_stack(database_url, 1) as stack:
             target, step = runner.fixtures.update_targets[0]
             with grpc.insecure_channel(stack.server_target) as channel:
                 stub = pb_grpc.ProcessServiceStub(channel)
@@ -365,14 +374,14 @@ def main() -> int:
         captured = capture_statements(runner, database_url)
         main_workers, *other_workers = config.workers
         log(f"main run: HTK_WORKERS={main_workers}")
-        with running_stack(DATA_DIR, database_url, main_workers) as stack:
+        with bench_stack(database_url, main_workers) as stack:
             runner.lists(stack, main_workers, list_cases())
             runner.gets(stack, main_workers, 16)
             for concurrency in (1, 16, 64):
                 runner.updates(stack, main_workers, concurrency)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
-            with running_stack(DATA_DIR, database_url, workers) as stack:
+            with bench_stack(database_url, workers) as stack:
                 runner.lists(stack, workers, list_cases()[:1])
                 runner.gets(stack, workers, 16)
                 runner.updates(stack, workers, 16)

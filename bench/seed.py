@@ -1,23 +1,37 @@
 """The bench database: a million processes, seeded with COPY and reused across runs.
 
-Rows are written exactly as the server would have written them after a
-series of accepted updates (see server/domain/processes.py): the steps'
-timelines, `current_step`, `update_count` and the event log (seq 1..n) all
-agree, so a Get of any seeded process works and an update of a running one
-is accepted.
+Each process is a random run of updates that the domain applies, exactly as
+the server does (server/domain/processes.py), and its rows are the resulting
+state and events: the steps' timelines, `current_step`, `update_count` and the
+event log (seq 1..n) all agree, so a Get of any seeded process works and an
+update of a running one is accepted.
 """
 
+import dataclasses
 import json
 import multiprocessing
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
 
+from server.domain.checks import qualify_namespace
+from server.domain.processes import (
+    Event,
+    Process,
+    ProcessStatus,
+    Step,
+    Update,
+    UpdateType,
+    apply_update,
+)
+from server.domain.tasks import Task
 from server.storage.migrate import upgrade_to_latest
 
 # The organization the benchmark reads and writes, and smaller ones beside it
@@ -28,7 +42,7 @@ OTHER_ORG_SHARE = 50  # each other org holds 1/50 of the bench org's count
 
 # Bumped whenever the generated data changes shape: the marker then differs
 # and the next run reseeds.
-SEED_VERSION = 4
+SEED_VERSION = 5
 SEED = 20260224
 
 # (template, namespace, weight). `{service}`, `{env}`, `{db}`, `{n}` are filled in.
@@ -93,251 +107,267 @@ _TEMPLATES, _TEMPLATE_WEIGHTS = _weighted(NAME_TEMPLATES)
 _SERVICES, _SERVICE_WEIGHTS = _weighted(SERVICES)
 
 
-def _timestamp(ms: int) -> str:
-    """COPY text for a timestamptz, to the millisecond as the server stores times."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}+00"
-
-
-def _uuid(rng: random.Random) -> str:
-    # PostgreSQL reads 32 hex digits without dashes as a uuid.
-    return f"{rng.getrandbits(128):032x}"
-
-
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NULL = "\\N"
 
 
-class _Writer:
-    """Builds the COPY text of one process's rows: processes, steps, process_events."""
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128))
 
-    def __init__(
-        self, rng: random.Random, process_columns: list[str], step_columns: list[str]
-    ) -> None:
+
+def _at(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _random_name(rng: random.Random) -> tuple[str, str]:
+    """A process's name, and its namespace without the organization."""
+    template, namespace = rng.choices(_TEMPLATES, _TEMPLATE_WEIGHTS)[0]
+    name = template.format(
+        service=rng.choices(_SERVICES, _SERVICE_WEIGHTS)[0],
+        env=rng.choice(ENVIRONMENTS),
+        db=rng.choice(DATABASES),
+        n=rng.randrange(1, 10000),
+        k=rng.randrange(2, 40),
+    )
+    return name, namespace
+
+
+def _random_outcome(rng: random.Random, step_count: int, age_ms: int) -> tuple[ProcessStatus, int]:
+    """Where a process got to: its status, and the position of the step it
+    stopped at (`step_count` once every step completed)."""
+    # Recent processes are often still running; old ones almost never.
+    running_share = 0.6 if age_ms < 24 * 3600 * 1000 else 0.02
+    roll = rng.random()
+    if roll < running_share:
+        return ProcessStatus.RUNNING, rng.randrange(step_count)
+    if roll < running_share + 0.10:
+        return ProcessStatus.FAILED, rng.randrange(step_count)
+    return ProcessStatus.COMPLETED, step_count
+
+
+class _History:
+    """The updates a process's runner sent, each at its time in ms after the process started."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, Update]] = []
+        self._clock = 0
+
+    def send(self, after_ms: int, update_type: UpdateType, **fields: Any) -> None:
+        self._clock += after_ms
+        self.updates.append((self._clock, Update(update_type, **fields)))
+
+
+def _random_run(
+    rng: random.Random,
+    name: str,
+    step_defs: list[tuple[str, str, bool]],
+    status: ProcessStatus,
+    stop: int,
+) -> tuple[list[Step], _History]:
+    """The process's steps, and the updates that brought it to `status`.
+
+    The steps before `stop` completed (some reported progress on the way);
+    the one at `stop` is still running, or failed with the process; those
+    after it are pending.
+    """
+    steps = []
+    history = _History()
+    for position, (key, label, human) in enumerate(step_defs):
+        steps.append(Step(key=key, label=label, human=human, task=None))
+        if position > stop:
+            continue
+        after_ms, runner = rng.randrange(200, 5000), rng.randrange(1, 64)
+        detail = f"{label} started by runner-{runner}"
+        history.send(after_ms, UpdateType.STEP_STARTED, step=key, detail=detail)
+        if rng.random() < 0.3:
+            after_ms, percent = rng.randrange(1000, 120_000), rng.randrange(5, 95)
+            message = f"{label}: {percent}% done"
+            history.send(after_ms, UpdateType.PROGRESS, step=key, message=message, percent=percent)
+        if position < stop:
+            after_ms, artifact = rng.randrange(5_000, 600_000), rng.randrange(1 << 32)
+            data = {"artifact": f"{key}-{artifact:08x}"}
+            detail = f"{label} succeeded"
+            history.send(after_ms, UpdateType.STEP_COMPLETED, step=key, detail=detail, data=data)
+        elif status is ProcessStatus.FAILED:
+            after_ms, exit_code = rng.randrange(5_000, 600_000), rng.randrange(1, 128)
+            error = f"{label} failed: exit code {exit_code}"
+            history.send(after_ms, UpdateType.STEP_FAILED, step=key, error=error)
+    if status is ProcessStatus.COMPLETED:
+        history.send(rng.randrange(100, 2000), UpdateType.COMPLETED, summary=f"{name}: done")
+    elif status is ProcessStatus.FAILED:
+        history.send(rng.randrange(100, 2000), UpdateType.FAILED, error=f"{name}: gave up")
+    return steps, history
+
+
+def _random_process(
+    rng: random.Random, org_id: str, started_ms: int, now_ms: int
+) -> tuple[Process, list[Event]]:
+    """A process as the server leaves it after the updates of a random run,
+    and the events it logged: the domain applies every update."""
+    name, namespace = _random_name(rng)
+    count = rng.randint(3, 10)
+    step_defs = [STEP_POOL[index] for index in sorted(rng.sample(range(len(STEP_POOL)), count))]
+    status, stop = _random_outcome(rng, count, now_ms - started_ms)
+    process_id = _uuid(rng)
+    steps, history = _random_run(rng, name, step_defs, status, stop)
+    # A timeline that would end in the future is shifted back to end now.
+    last_ms = started_ms + history.updates[-1][0]
+    started_ms -= max(0, last_ms - now_ms + 1000)
+    qualified = qualify_namespace(org_id, namespace)
+    for step in steps:
+        if step.human:
+            step.task = Task(
+                task_id=_uuid(rng),
+                process_id=process_id,
+                org_id=org_id,
+                namespace=qualified,
+                process_name=name,
+                step=step.key,
+                label=step.label,
+                created_at=_at(started_ms),
+            )
+    process = Process(
+        process_id=process_id,
+        org_id=org_id,
+        namespace=qualified,
+        name=name,
+        started_at=_at(started_ms),
+        steps=steps,
+    )
+    events = [
+        apply_update(process, update, _at(started_ms + offset_ms)).event
+        for offset_ms, update in history.updates
+    ]
+    return process, events
+
+
+def _copy_text(value: Any) -> str:
+    """A value in COPY's text format."""
+    if value is None:
+        return NULL
+    text = _COPY_TEXT.get(type(value))
+    return text(value) if text else str(value)
+
+
+_COPY_TEXT: dict[type, Callable[[Any], str]] = {
+    bool: lambda value: "t" if value else "f",
+    # To the millisecond, as the server stores times.
+    datetime: lambda value: value.isoformat(" ", "milliseconds"),
+    # PostgreSQL reads 32 hex digits without dashes as a uuid.
+    uuid.UUID: lambda value: value.hex,
+    list: lambda values: "{" + ",".join(map(_copy_text, values)) + "}",
+}
+
+
+def _attributes(source: type) -> set[str]:
+    """The names a row's values are read from: a dataclass's fields and properties."""
+    properties = {name for name, member in vars(source).items() if isinstance(member, property)}
+    return {field.name for field in dataclasses.fields(source)} | properties
+
+
+@dataclass(frozen=True)
+class CopyTable:
+    """A table's columns that the seeder fills, and its rows in COPY's text format.
+
+    Each column is filled from the attribute of the same name of a domain
+    object (a `Process`, `Step` or `Event`) or from a value given beside it.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    json_columns: frozenset[str]
+
+    @classmethod
+    def read(
+        cls, connection: psycopg.Connection[Any], name: str, source: type, *given: str
+    ) -> "CopyTable":
+        """The columns of table `name` that `source` or the `given` values fill.
+
+        A column the schema gained since this was written must have a default
+        (or be nullable or generated), else seeding stops with a clear message.
+        """
+        rows = connection.execute(
+            "SELECT column_name, is_nullable, column_default, is_generated, data_type"
+            " FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = %s ORDER BY ordinal_position",
+            (name,),
+        ).fetchall()
+        known = _attributes(source) | set(given)
+        unfilled = [
+            row[0]
+            for row in rows
+            if row[0] not in known and row[1] == "NO" and row[2] is None and row[3] == "NEVER"
+        ]
+        if unfilled:
+            raise RuntimeError(
+                f"{name} has required columns the seeder does not know: {', '.join(unfilled)};"
+                " teach bench/seed.py to fill them"
+            )
+        columns = tuple(row[0] for row in rows if row[0] in known)
+        json_columns = frozenset(row[0] for row in rows if row[4] in ("json", "jsonb"))
+        return cls(name, columns, json_columns)
+
+    @property
+    def copy_statement(self) -> str:
+        return f"COPY {self.name} ({', '.join(self.columns)}) FROM STDIN"
+
+    def line(self, source: object, **given: Any) -> str:
+        """One row: the columns from `source`'s attributes, or from `given`."""
+        texts = []
+        for column in self.columns:
+            value = given[column] if column in given else getattr(source, column)
+            # A JSON column's None is JSON null, as SQLAlchemy writes it.
+            texts.append(json.dumps(value) if column in self.json_columns else _copy_text(value))
+        # The generated text has no tabs, newlines or backslashes: COPY needs no escaping.
+        return "\t".join(texts) + "\n"
+
+
+@dataclass(frozen=True)
+class Tables:
+    processes: CopyTable
+    steps: CopyTable
+    events: CopyTable
+    tasks: CopyTable
+
+    @classmethod
+    def read(cls, connection: psycopg.Connection[Any]) -> "Tables":
+        return cls(
+            CopyTable.read(connection, "processes", Process, "step_count"),
+            CopyTable.read(connection, "steps", Step, "process_id", "position"),
+            CopyTable.read(connection, "process_events", Event, "process_id"),
+            # After steps: a task's id is its step's.
+            CopyTable.read(connection, "tasks", Task),
+        )
+
+
+class _Writer:
+    """The COPY text of random processes' rows: processes, steps, process_events, tasks."""
+
+    def __init__(self, rng: random.Random, tables: Tables) -> None:
         self.rng = rng
-        self.process_columns = process_columns
-        self.step_columns = step_columns
-        self.processes: list[str] = []
-        self.steps: list[str] = []
-        self.events: list[str] = []
+        self.tables = tables
+        self.lines: dict[CopyTable, list[str]] = {
+            tables.processes: [],
+            tables.steps: [],
+            tables.events: [],
+            tables.tasks: [],
+        }
 
     def process(self, org_id: str, started_ms: int, now_ms: int) -> None:
-        rng = self.rng
-        template, namespace = rng.choices(_TEMPLATES, _TEMPLATE_WEIGHTS)[0]
-        name = template.format(
-            service=rng.choices(_SERVICES, _SERVICE_WEIGHTS)[0],
-            env=rng.choice(ENVIRONMENTS),
-            db=rng.choice(DATABASES),
-            n=rng.randrange(1, 10000),
-            k=rng.randrange(2, 40),
+        process, events = _random_process(self.rng, org_id, started_ms, now_ms)
+        process_id = process.process_id
+        tables = self.tables
+        self.lines[tables.processes].append(
+            tables.processes.line(process, step_count=len(process.steps))
         )
-        count = rng.randint(3, 10)
-        picked = sorted(rng.sample(range(len(STEP_POOL)), count))
-        defs = [STEP_POOL[index] for index in picked]
-        # Recent processes are often still running; old ones almost never.
-        age_ms = now_ms - started_ms
-        roll = rng.random()
-        running_share = 0.6 if age_ms < 24 * 3600 * 1000 else 0.02
-        if roll < running_share:
-            status, stop = "running", rng.randrange(count)
-        elif roll < running_share + 0.10:
-            status, stop = "failed", rng.randrange(count)
-        else:
-            status, stop = "completed", count
-
-        process_id = _uuid(rng)
-        seq = 0
-        clock = started_ms
-        events: list[tuple[int, str, str | None, str, int]] = []
-        steps: list[dict[str, Any]] = []
-        for position, (key, label, human) in enumerate(defs):
-            step: dict[str, Any] = {
-                "process_id": process_id,
-                "position": position,
-                "key": key,
-                "label": label,
-                "human": "t" if human else "f",
-                "task_id": _uuid(rng) if human else None,
-                "status": "pending",
-                "started_at": None,
-                "completed_at": None,
-                "detail": None,
-                # SQLAlchemy writes a missing `data` as JSON null, not SQL NULL.
-                "data": "null",
-                "error": None,
-                "progress_message": None,
-                "progress_percent": None,
-                "started_seq": None,
-                "changed_seq": None,
-            }
-            steps.append(step)
-            if position > stop:
-                continue
-            # step_started, as the domain applies it.
-            clock += rng.randrange(200, 5000)
-            seq += 1
-            detail = f"{label} started by runner-{rng.randrange(1, 64)}"
-            step.update(
-                status="running",
-                started_at=clock,
-                started_seq=seq,
-                changed_seq=seq,
-                detail=detail,
-            )
-            events.append((seq, "step_started", key, f'{{"detail": "{detail}"}}', clock))
-            if rng.random() < 0.3:
-                clock += rng.randrange(1000, 120_000)
-                seq += 1
-                percent = rng.randrange(5, 95)
-                message = f"{label}: {percent}% done"
-                step.update(progress_message=message, progress_percent=percent, changed_seq=seq)
-                payload = f'{{"message": "{message}", "percent": {percent}}}'
-                events.append((seq, "progress", key, payload, clock))
-            if position < stop:
-                clock += rng.randrange(5_000, 600_000)
-                seq += 1
-                detail = f"{label} succeeded"
-                data = f'{{"artifact": "{key}-{rng.randrange(1 << 32):08x}"}}'
-                step.update(
-                    status="completed",
-                    completed_at=clock,
-                    detail=detail,
-                    data=data,
-                    progress_message=None,
-                    progress_percent=None,
-                    changed_seq=seq,
-                )
-                payload = f'{{"detail": "{detail}", "data": {data}}}'
-                events.append((seq, "step_completed", key, payload, clock))
-            elif status == "failed":
-                clock += rng.randrange(5_000, 600_000)
-                seq += 1
-                error = f"{label} failed: exit code {rng.randrange(1, 128)}"
-                step.update(status="failed", error=error, changed_seq=seq)
-                events.append((seq, "step_failed", key, f'{{"error": "{error}"}}', clock))
-
-        summary: str | None = None
-        process_error: str | None = None
-        finished: int | None = None
-        if status == "completed":
-            clock += rng.randrange(100, 2000)
-            seq += 1
-            summary = f"{name}: done"
-            events.append((seq, "completed", None, f'{{"summary": "{summary}"}}', clock))
-            finished = clock
-        elif status == "failed":
-            clock += rng.randrange(100, 2000)
-            seq += 1
-            process_error = f"{name}: gave up"
-            events.append((seq, "failed", None, f'{{"error": "{process_error}"}}', clock))
-            finished = clock
-        # A timeline that would end in the future is shifted back to end now.
-        shift = max(0, clock - now_ms + 1000)
-
-        def at(ms: int | None) -> str | None:
-            return None if ms is None else _timestamp(ms - shift)
-
-        # current_step: the latest started running step, else the latest changed one.
-        running = [s for s in steps if s["status"] == "running"]
-        changed = [s for s in steps if s["changed_seq"] is not None]
-        current = (
-            max(running, key=lambda s: s["started_seq"])["key"]
-            if running
-            else max(changed, key=lambda s: s["changed_seq"])["key"]
-            if changed
-            else None
-        )
-        task_ids = [s["task_id"] for s in steps if s["task_id"] is not None]
-        process_values: dict[str, Any] = {
-            "process_id": process_id,
-            "org_id": org_id,
-            "namespace": f"{org_id}.{namespace}",
-            "name": name,
-            "status": status,
-            "current_step": current,
-            "step_count": count,
-            "task_ids": "{" + ",".join(task_ids) + "}",
-            "started_at": at(started_ms),
-            "finished_at": at(finished),
-            "summary": summary,
-            "error": process_error,
-            "update_count": seq,
-        }
-        self.processes.append(_line(process_values, self.process_columns))
-        for step in steps:
-            step["started_at"] = at(step["started_at"])
-            step["completed_at"] = at(step["completed_at"])
-            self.steps.append(_line(step, self.step_columns))
-        for event_seq, kind, step_key, payload, recorded in events:
-            recorded_at = at(recorded) or NULL
-            fields = (process_id, str(event_seq), kind, step_key or NULL, payload, recorded_at)
-            self.events.append("\t".join(fields) + "\n")
-
-
-def _line(values: dict[str, Any], columns: list[str]) -> str:
-    # The generated text has no tabs, newlines, quotes or backslashes: neither COPY
-    # nor the hand-built JSON needs escaping.
-    return "\t".join(NULL if values[c] is None else str(values[c]) for c in columns) + "\n"
-
-
-PROCESS_FIELDS = [
-    "process_id",
-    "org_id",
-    "namespace",
-    "name",
-    "status",
-    "current_step",
-    "step_count",
-    "task_ids",
-    "started_at",
-    "finished_at",
-    "summary",
-    "error",
-    "update_count",
-]
-STEP_FIELDS = [
-    "process_id",
-    "position",
-    "key",
-    "label",
-    "human",
-    "task_id",
-    "status",
-    "started_at",
-    "completed_at",
-    "detail",
-    "data",
-    "error",
-    "progress_message",
-    "progress_percent",
-    "started_seq",
-    "changed_seq",
-]
-EVENT_FIELDS = ["process_id", "seq", "type", "step", "payload", "recorded_at"]
-
-
-def copy_columns(connection: psycopg.Connection[Any], table: str, known: list[str]) -> list[str]:
-    """The columns to COPY: those of `known` that the table has.
-
-    A column the schema gained since this was written must have a default
-    (or be nullable or generated), else seeding stops with a clear message.
-    """
-    rows = connection.execute(
-        "SELECT column_name, is_nullable, column_default, is_generated"
-        " FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name = %s",
-        (table,),
-    ).fetchall()
-    present = {row[0] for row in rows}
-    unfilled = [
-        row[0]
-        for row in rows
-        if row[0] not in known and row[1] == "NO" and row[2] is None and row[3] == "NEVER"
-    ]
-    if unfilled:
-        raise RuntimeError(
-            f"{table} has required columns the seeder does not know: {', '.join(unfilled)};"
-            " teach bench/seed.py to fill them"
-        )
-    return [column for column in known if column in present]
+        self.lines[tables.steps] += [
+            tables.steps.line(step, process_id=process_id, position=position)
+            for position, step in enumerate(process.steps)
+        ]
+        self.lines[tables.events] += [
+            tables.events.line(event, process_id=process_id) for event in events
+        ]
+        self.lines[tables.tasks] += [tables.tasks.line(task) for task in process.tasks]
 
 
 @dataclass(frozen=True)
@@ -357,11 +387,7 @@ def _seed_shard(shard: _Shard) -> int:
     rows = 0
     with psycopg.connect(shard.database_url) as connection:
         connection.execute("SET synchronous_commit = off")
-        process_columns = copy_columns(connection, "processes", PROCESS_FIELDS)
-        step_columns = copy_columns(connection, "steps", STEP_FIELDS)
-        event_columns = copy_columns(connection, "process_events", EVENT_FIELDS)
-        if event_columns != EVENT_FIELDS:
-            raise RuntimeError("process_events lost a column the seeder writes")
+        tables = Tables.read(connection)
         rng = random.Random(SEED * 100 + shard.shard)  # noqa: S311 - repeatable
         with connection.cursor() as cursor:
             for org_id, count in shard.jobs:
@@ -369,17 +395,12 @@ def _seed_shard(shard: _Shard) -> int:
                 # have appended them.
                 indexes = range(shard.shard, count, shard.shards)
                 for start in range(0, len(indexes), CHUNK):
-                    writer = _Writer(rng, process_columns, step_columns)
+                    writer = _Writer(rng, tables)
                     for index in indexes[start : start + CHUNK]:
                         started = shard.now_ms - YEAR_MS + YEAR_MS * index // count
                         writer.process(org_id, started + rng.randrange(1000), shard.now_ms)
-                    for table, columns, lines in (
-                        ("processes", process_columns, writer.processes),
-                        ("steps", step_columns, writer.steps),
-                        ("process_events", event_columns, writer.events),
-                    ):
-                        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-                        with cursor.copy(statement) as copy:
+                    for table, lines in writer.lines.items():
+                        with cursor.copy(table.copy_statement) as copy:
                             copy.write("".join(lines))
                         rows += len(lines)
         connection.commit()

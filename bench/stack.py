@@ -1,131 +1,12 @@
-"""Running `htk run` for the benchmark, and watching its processes."""
+"""How much memory and CPU the stack's processes use while the benchmark measures."""
 
-import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 
-from server.domain.processes import utc_now
-from server.domain.tokens import Scope
-from server.service.tokens import TokenService
-from server.stack import wait_until_serving
-from server.storage.database import Database
-
-HTK = str(Path(sys.executable).parent / "htk")
-START_TIMEOUT_SECONDS = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def create_token(database_url: str, org_id: str) -> str:
-    """A write token of `org_id`, made the way `htk token create` makes one."""
-
-    async def create() -> str:
-        database = Database(database_url, pool_size=1)
-        try:
-            _, token = await TokenService(database, utc_now).create(
-                org_id, "bench", frozenset({Scope.PROCESSES_WRITE})
-            )
-            return token
-        finally:
-            await database.close()
-
-    return asyncio.run(create())
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def envoy_target(self) -> str:
-        return f"127.0.0.1:{self.env['HTK_HTTP_PORT']}"
-
-    @property
-    def server_target(self) -> str:
-        """The gRPC workers directly (they share the port), bypassing Envoy."""
-        return f"127.0.0.1:{self.env['HTK_GRPC_PORT']}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.envoy_target}"
-
-    def servers(self) -> list[psutil.Process]:
-        """The gRPC server processes (`server.cli serve`) under `htk run`."""
-        found = []
-        for child in psutil.Process(self.process.pid).children(recursive=True):
-            try:
-                command = child.cmdline()
-            except psutil.Error:
-                continue
-            if "server.cli" in command and "serve" in command:
-                found.append(child)
-        return found
-
-    def envoys(self) -> list[psutil.Process]:
-        found = []
-        for child in psutil.Process(self.process.pid).children(recursive=True):
-            try:
-                if "envoy" in child.name():
-                    found.append(child)
-            except psutil.Error:
-                continue
-        return found
-
-
-@contextmanager
-def running_stack(
-    data_dir: Path, database_url: str, workers: int, extra_env: dict[str, str] | None = None
-) -> Iterator[Stack]:
-    """`htk run` against the bench database, on free ports; SIGTERM afterwards."""
-    env = {
-        **os.environ,
-        "HTK_DATA_DIR": str(data_dir),
-        "DATABASE_URL": database_url,
-        "HTK_HTTP_PORT": str(free_port()),
-        "HTK_GRPC_PORT": str(free_port()),
-        "HTK_ENVOY_ADMIN_PORT": str(free_port()),
-        "HTK_WORKERS": str(workers),
-        # The default per-token limit (100/s) would measure Envoy's limiter.
-        "HTK_RATE_LIMIT_PER_SECOND": "0",
-        "HTK_LOG_LEVEL": "WARNING",
-        **(extra_env or {}),
-    }
-    log_path = data_dir / f"stack-{workers}w.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen([HTK, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-    stack = Stack(env=env, process=process, log_path=log_path)
-    try:
-        if not wait_until_serving(
-            stack.envoy_target, START_TIMEOUT_SECONDS, lambda: process.poll() is None
-        ):
-            raise RuntimeError(f"the stack did not start; see {log_path}")
-        # Envoy's health check reaching one worker does not mean all are up.
-        deadline = time.monotonic() + 30
-        while len(stack.servers()) < workers and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        yield stack
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+from tests.support.stack import Stack
 
 
 @dataclass
@@ -188,7 +69,7 @@ class Sampler:
         self._first = now if self._first is None else self._first
         self._last = now
         for usage, processes in (
-            (self.servers, self.stack.servers()),
+            (self.servers, list(self.stack.workers().values())),
             (self.envoy, self.stack.envoys()),
         ):
             for process in processes:

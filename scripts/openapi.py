@@ -2,11 +2,19 @@
 
 The document describes what Envoy's gRPC-JSON transcoder really serves, so it is
 derived from the same descriptor set Envoy reads (envoy/process_service.binpb,
-built with --include_imports --include_source_info): paths and bodies from the
-`google.api.http` rules, JSON names and types as Envoy prints them
-(`preserve_proto_field_names`, `always_print_primitive_fields`), descriptions
-from the proto comments. What the protos cannot say (Envoy's own replies, the
-bearer token, the Idempotency-Key header) is stated once below.
+built with --include_imports --include_source_info), for every service in it
+with `google.api.http` rules: paths and bodies from those rules, JSON names and
+types as Envoy prints them (`preserve_proto_field_names`,
+`always_print_primitive_fields`), descriptions from the proto comments, and
+what the options declare:
+  * `google.api.field_behavior`: REQUIRED fields are required (and non-empty)
+    in requests; OUTPUT_ONLY ones are read-only and left out of requests.
+  * `(htk.processes.v1.values)`: the words a string takes, bounds, lengths.
+  * `(htk.processes.v1.access)`: who may call each operation (`x-htk-access`).
+  * `idempotency_level = NO_SIDE_EFFECTS`: reads (`x-htk-read-only`); every
+    other operation takes an Idempotency-Key.
+What the protos cannot say (Envoy's own replies, the bearer token, the
+Idempotency-Key header) is stated once below.
 
     python scripts/openapi.py [DESCRIPTOR_SET [OUTPUT]]
 """
@@ -16,22 +24,26 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-# googleapis-common-protos ships no type information.
-from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import Message
 
 FDP = descriptor_pb2.FieldDescriptorProto
 Schema = dict[str, Any]
 
 DEFAULT_DESCRIPTOR = Path("envoy/process_service.binpb")
 DEFAULT_OUTPUT = Path("docs/openapi.json")
-HTTP_METHODS = ("get", "put", "post", "delete", "patch")
-# Calls that change state take an Idempotency-Key (server/transport): a repeat
-# with the same key and body gets the original response, another body a 409.
-MUTATING_METHODS = {"post", "put", "patch", "delete"}
+# The options the document is derived from, by their full names.
+HTTP_OPTION = "google.api.http"
+FIELD_BEHAVIOR_OPTION = "google.api.field_behavior"
+VALUES_OPTION = "htk.processes.v1.values"
+ACCESS_OPTION = "htk.processes.v1.access"
+READ_ONLY = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+# Fields of (htk.processes.v1.values) and the JSON Schema keywords they become.
+BOUNDS = {"minimum": "minimum", "maximum": "maximum", "max_length": "maxLength"}
 INT32_RANGE = {"minimum": -(2**31), "maximum": 2**31 - 1}
 UINT32_RANGE = {"minimum": 0, "maximum": 2**32 - 1}
 
@@ -111,6 +123,8 @@ BODY_ERRORS = {413: "INVALID_ARGUMENT: the request body is too large."}
 IDEMPOTENCY_ERRORS = {
     409: "ALREADY_EXISTS: the Idempotency-Key was used before for a different request."
 }
+# Calls that change state take an Idempotency-Key (server/transport): a repeat
+# with the same key and body gets the original response, another body a 409.
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -131,21 +145,51 @@ def comment(text: str) -> str:
     return "\n".join(lines).strip()
 
 
+def has_presence(member: FDP) -> bool:
+    """Whether an unset field differs from one set to its zero value: proto3
+    `optional` fields, message fields and oneof members."""
+    return member.type == FDP.TYPE_MESSAGE or member.HasField("oneof_index")
+
+
+def always_printed(member: FDP) -> bool:
+    """What `always_print_primitive_fields` prints even when unset: repeated
+    fields and those without presence."""
+    return member.label == FDP.LABEL_REPEATED or not has_presence(member)
+
+
+@dataclass(frozen=True)
+class FieldFacts:
+    """What the options of one field declare beyond its type."""
+
+    required: bool
+    output_only: bool
+    # The words a string takes, each with its comment.
+    words: dict[str, str]
+    # minimum, maximum, maxLength: JSON Schema of one value (an item if repeated).
+    bounds: Schema
+    max_items: int | None
+
+
 @dataclass
 class Protos:
-    """Messages, enums and comments of a descriptor set, by full name."""
+    """Messages, enums, comments and options of a descriptor set, by full name."""
 
+    # The set's own descriptors, which read every option, custom ones included,
+    # without generated code.
+    pool: descriptor_pool.DescriptorPool = field(default_factory=descriptor_pool.DescriptorPool)
     messages: dict[str, descriptor_pb2.DescriptorProto] = field(default_factory=dict)
     enums: dict[str, descriptor_pb2.EnumDescriptorProto] = field(default_factory=dict)
     # Comments by (file, source path), the way source_code_info locates them.
     comments: dict[tuple[str, tuple[int, ...]], str] = field(default_factory=dict)
-    # Where each message and field is declared, to find its comment.
+    # Where each message, field, enum and enum value is declared, to find its comment.
     locations: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, files: list[descriptor_pb2.FileDescriptorProto]) -> "Protos":
         protos = cls()
         for file in files:
+            # protoc lists every file after its imports, as the pool needs.
+            protos.pool.Add(file)
             for location in file.source_code_info.location:
                 if location.leading_comments:
                     key = (file.name, tuple(location.path))
@@ -163,8 +207,11 @@ class Protos:
     ) -> None:
         enum_path = (5,) if path == (4,) else (*path[:-1], 4)
         for index, enum in enumerate(enums):
-            self.enums[f"{scope}.{enum.name}"] = enum
-            self.locations[f"{scope}.{enum.name}"] = (file, (*enum_path, index))
+            name = f"{scope}.{enum.name}"
+            self.enums[name] = enum
+            self.locations[name] = (file, (*enum_path, index))
+            for number, value in enumerate(enum.value):
+                self.locations[f"{name}.{value.name}"] = (file, (*enum_path, index, 2, number))
         for index, message in enumerate(messages):
             name = f"{scope}.{message.name}"
             self.messages[name] = message
@@ -177,20 +224,94 @@ class Protos:
         location = self.locations.get(name)
         return self.comments.get(location, "") if location else ""
 
+    def option(self, options: Message, name: str) -> Any:
+        """The value of the extension `name` in `options`, None if unset."""
+        try:
+            # Any: the type stubs know only extensions of generated code.
+            extension: Any = self.pool.FindExtensionByName(name)
+        except KeyError:
+            return None  # no file of the set declares it, so none sets it
+        parsed = message_factory.GetMessageClass(extension.containing_type).FromString(
+            options.SerializeToString()
+        )
+        if extension.is_repeated:
+            return list(parsed.Extensions[extension])
+        return parsed.Extensions[extension] if parsed.HasExtension(extension) else None
+
+    def facts(self, scope: str, member: FDP) -> FieldFacts:
+        """What the field's options declare; an error where they do not fit its type."""
+        where = f"{scope.lstrip('.')}.{member.name}"
+        behaviors: set[str] = set()
+        if numbers := self.option(member.options, FIELD_BEHAVIOR_OPTION):
+            names = self.pool.FindEnumTypeByName("google.api.FieldBehavior").values_by_number
+            behaviors = {names[number].name for number in numbers}
+        values = self.option(member.options, VALUES_OPTION)
+        words: dict[str, str] = {}
+        bounds: Schema = {}
+        max_items = None
+        if values is not None:
+            if values.words_of:
+                words = self.words(where, values.words_of)
+            for name, keyword in BOUNDS.items():
+                if values.HasField(name):
+                    bounds[keyword] = getattr(values, name)
+            if values.HasField("max_items"):
+                max_items = values.max_items
+        json_type = SCALARS.get(member.type, {}).get("type")
+        misfits = [
+            bool(words) and json_type != "string",
+            "maxLength" in bounds and json_type != "string",
+            bool({"minimum", "maximum"} & bounds.keys()) and json_type not in {"integer", "number"},
+            max_items is not None and member.label != FDP.LABEL_REPEATED,
+        ]
+        if any(misfits):
+            raise ValueError(f"{where}: its values option does not fit its type")
+        return FieldFacts(
+            required="REQUIRED" in behaviors,
+            output_only="OUTPUT_ONLY" in behaviors,
+            words=words,
+            bounds=bounds,
+            max_items=max_items,
+        )
+
+    def words(self, where: str, enum_name: str) -> dict[str, str]:
+        """The words of a `words_of` enum with their comments: each value but
+        the zero one, without the enum's prefix (that of its `..._UNSPECIFIED`
+        zero value), in lowercase."""
+        enum = self.enums.get(f".{enum_name}")
+        if enum is None or not enum.value[0].name.endswith("_UNSPECIFIED"):
+            raise ValueError(
+                f"{where}: words_of {enum_name!r} is no enum with an _UNSPECIFIED zero"
+            )
+        prefix = enum.value[0].name.removesuffix("UNSPECIFIED")
+        return {
+            value.name.removeprefix(prefix).lower(): self.doc(f".{enum_name}.{value.name}")
+            for value in enum.value[1:]
+        }
+
+    def member(self, type_name: str, path: str) -> tuple[str, FDP]:
+        """The field at a dotted path like `book.name`, with the message declaring it."""
+        name, _, rest = path.partition(".")
+        member = next(m for m in self.messages[type_name].field if m.name == name)
+        return self.member(member.type_name, rest) if rest else (type_name, member)
+
 
 @dataclass
 class Builder:
     """Builds component schemas on demand, one per message and direction.
 
-    A response schema marks as required what Envoy always prints; a request
-    schema requires nothing (proto3 treats a missing field as its default) and
-    refuses unknown fields, as the server does. A message used both ways gets a
-    request variant named `<Name>Input`.
+    A response schema requires what Envoy always prints and marks OUTPUT_ONLY
+    fields read-only. A request schema leaves OUTPUT_ONLY fields out, requires
+    the REQUIRED ones (proto3 lets the rest default) and refuses unknown
+    fields, as the server does. A message used both ways gets a request
+    variant named `<Name>Input`.
     """
 
     protos: Protos
     response_messages: set[str]
     components: dict[str, Schema] = field(default_factory=dict)
+    # The message behind each component, to refuse two of the same name.
+    sources: dict[str, str] = field(default_factory=dict)
 
     def ref(self, type_name: str, response: bool) -> Schema:
         if type_name in WELL_KNOWN:
@@ -198,23 +319,38 @@ class Builder:
         name = type_name.rsplit(".", 1)[1]
         if not response and type_name in self.response_messages:
             name += "Input"
+        if self.sources.setdefault(name, type_name) != type_name:
+            raise ValueError(f"{self.sources[name]} and {type_name} would both be schema {name}")
         if name not in self.components:
             self.components[name] = {}  # reserves the name against recursion
             self.components[name] = self.message(type_name, response)
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def message(self, type_name: str, response: bool, skip: frozenset[str] = frozenset()) -> Schema:
-        message = self.protos.messages[type_name]
-        properties = {
-            member.name: self.field(type_name, member, response)
-            for member in message.field
+    def members(self, type_name: str, response: bool, skip: frozenset[str]) -> list[FDP]:
+        """The fields the message's JSON carries in this direction."""
+        return [
+            member
+            for member in self.protos.messages[type_name].field
             if member.name not in skip
+            and (response or not self.protos.facts(type_name, member).output_only)
+        ]
+
+    def message(self, type_name: str, response: bool, skip: frozenset[str] = frozenset()) -> Schema:
+        members = self.members(type_name, response, skip)
+        schema: Schema = {
+            "type": "object",
+            "properties": {
+                member.name: self.field(type_name, member, response) for member in members
+            },
         }
-        schema: Schema = {"type": "object", "properties": properties}
         required = [
             member.name
-            for member in message.field
-            if response and member.name not in skip and always_printed(member)
+            for member in members
+            if (
+                always_printed(member)
+                if response
+                else self.protos.facts(type_name, member).required
+            )
         ]
         if required:
             schema["required"] = required
@@ -224,44 +360,65 @@ class Builder:
         return schema
 
     def field(self, scope: str, member: FDP, response: bool) -> Schema:
+        facts = self.protos.facts(scope, member)
         entry = self.protos.messages.get(member.type_name)
         if entry is not None and entry.options.map_entry:
             _key, value = entry.field
             schema: Schema = {
                 "type": "object",
-                "additionalProperties": self.single(value, response),
+                "additionalProperties": self.single(member.type_name, value, response),
             }
         elif member.label == FDP.LABEL_REPEATED:
-            schema = {"type": "array", "items": self.single(member, response)}
+            schema = {"type": "array", "items": self.single(scope, member, response)}
+            if facts.required and not response:
+                schema["minItems"] = 1
+            if facts.max_items is not None:
+                schema["maxItems"] = facts.max_items
         else:
-            schema = self.single(member, response)
-        if doc := self.protos.doc(f"{scope}.{member.name}"):
-            if "$ref" in schema:
-                # OpenAPI 3.0 ignores a $ref's siblings: wrap it to keep the text.
-                schema = {"allOf": [schema]}
-            schema["description"] = doc
-        return schema
+            schema = self.single(scope, member, response)
+        notes: Schema = {}
+        doc = self.protos.doc(f"{scope}.{member.name}")
+        words = "\n".join(f"* `{word}`: {meaning}" for word, meaning in facts.words.items())
+        if description := "\n\n".join(text for text in (doc, words) if text):
+            notes["description"] = description
+        if facts.output_only and response:
+            notes["readOnly"] = True
+        if notes and "$ref" in schema:
+            # OpenAPI 3.0 ignores a $ref's siblings: wrap it to keep them.
+            schema = {"allOf": [schema]}
+        return schema | notes
 
-    def single(self, member: FDP, response: bool) -> Schema:
+    def single(self, scope: str, member: FDP, response: bool) -> Schema:
+        """One value of the field: an item, if it is repeated."""
         if member.type == FDP.TYPE_MESSAGE:
             return self.ref(member.type_name, response)
         if member.type == FDP.TYPE_ENUM:
             values = [value.name for value in self.protos.enums[member.type_name].value]
             return {"type": "string", "enum": values}
-        return dict(SCALARS[member.type])
+        schema = dict(SCALARS[member.type])
+        facts = self.protos.facts(scope, member)
+        schema |= facts.bounds
+        if facts.words:
+            schema["enum"] = list(facts.words)
+        if response or has_presence(member) or member.label == FDP.LABEL_REPEATED:
+            return schema
+        # A singular request field without presence: its zero value reads as unset.
+        if facts.required:
+            if schema["type"] == "string" and "enum" not in schema:
+                schema["minLength"] = 1
+        elif "enum" in schema:
+            schema["enum"] = ["", *schema["enum"]]
+        elif not schema.get("minimum", 0) <= 0 <= schema.get("maximum", 0):
+            raise ValueError(
+                f"{scope.lstrip('.')}.{member.name}: 0 means unset but is out of bounds; "
+                "make the field `optional` or REQUIRED"
+            )
+        return schema
 
 
-def always_printed(member: FDP) -> bool:
-    """What `always_print_primitive_fields` prints even when unset: every field
-    but proto3 `optional` ones, message fields and oneof members."""
-    if member.label == FDP.LABEL_REPEATED:
-        return True
-    return member.type != FDP.TYPE_MESSAGE and not member.HasField("oneof_index")
-
-
-def http_rule(method: descriptor_pb2.MethodDescriptorProto) -> tuple[str, str, http_pb2.HttpRule]:
-    rule = method.options.Extensions[annotations_pb2.http]
-    verb = rule.WhichOneof("pattern")
+def http_rule(protos: Protos, method: descriptor_pb2.MethodDescriptorProto) -> tuple[str, str, Any]:
+    rule = protos.option(method.options, HTTP_OPTION)
+    verb = rule.WhichOneof("pattern") if rule is not None else None
     if verb is None or verb == "custom":
         raise ValueError(f"{method.name}: no google.api.http get/put/post/delete/patch rule")
     return verb, getattr(rule, verb), rule
@@ -272,31 +429,66 @@ def path_fields(template: str) -> list[str]:
     return [name.split("=")[0] for name in re.findall(r"\{([^}]+)\}", template)]
 
 
-def query_parameters(
-    protos: Protos, builder: Builder, type_name: str, skip: set[str]
-) -> Iterator[Schema]:
+def parameter(builder: Builder, type_name: str, path: str, where: str) -> Schema:
+    """The request field at `path` as a path or query parameter."""
+    scope, member = builder.protos.member(type_name, path)
+    schema = builder.field(scope, member, response=False)
+    result: Schema = {
+        "name": path,
+        "in": where,
+        "required": where == "path" or builder.protos.facts(scope, member).required,
+        "schema": schema,
+    }
+    if member.label == FDP.LABEL_REPEATED:
+        result |= {"style": "form", "explode": True}
+    if description := schema.pop("description", None):
+        result["description"] = description
+    return result
+
+
+def query_fields(protos: Protos, type_name: str, skip: set[str]) -> Iterator[str]:
     """The transcoder reads every field not in the path or body from the query,
     nested message fields by their dotted names."""
     for member in protos.messages[type_name].field:
-        if member.name in skip:
+        if member.name in skip or protos.facts(type_name, member).output_only:
             continue
         if member.type == FDP.TYPE_MESSAGE and member.type_name not in WELL_KNOWN:
             nested_skip = {name.split(".", 1)[1] for name in skip if "." in name}
-            for nested in query_parameters(protos, builder, member.type_name, nested_skip):
-                yield nested | {"name": f"{member.name}.{nested['name']}"}
-            continue
-        parameter: Schema = {
-            "name": member.name,
-            "in": "query",
-            "required": False,
-            "schema": builder.field(type_name, member, response=False),
-        }
-        if member.label == FDP.LABEL_REPEATED:
-            parameter |= {"style": "form", "explode": True}
-        description = parameter["schema"].pop("description", None)
-        if description:
-            parameter["description"] = description
-        yield parameter
+            for nested in query_fields(protos, member.type_name, nested_skip):
+                yield f"{member.name}.{nested}"
+        else:
+            yield member.name
+
+
+def request(
+    builder: Builder, type_name: str, template: str, rule: Any
+) -> tuple[list[Schema], Schema | None]:
+    """The request message as the rule binds it: path and query parameters and
+    the JSON body (None without one)."""
+    protos = builder.protos
+    bound = path_fields(template)
+    parameters = [parameter(builder, type_name, name, "path") for name in bound]
+    if rule.body != "*":
+        parameters += [
+            parameter(builder, type_name, name, "query")
+            for name in query_fields(protos, type_name, {*bound, rule.body} - {""})
+        ]
+    if not rule.body:
+        return parameters, None
+    if rule.body == "*":
+        skip = frozenset(bound)
+        schema = (
+            builder.message(type_name, response=False, skip=skip)
+            if bound
+            else builder.ref(type_name, response=False)
+        )
+        members = builder.members(type_name, response=False, skip=skip)
+        required = any(protos.facts(type_name, member).required for member in members)
+    else:
+        scope, member = protos.member(type_name, rule.body)
+        schema = builder.field(scope, member, response=False)
+        required = protos.facts(scope, member).required
+    return parameters, {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 def errors(service_doc: str, method_doc: str) -> dict[int, list[str]]:
@@ -308,80 +500,76 @@ def errors(service_doc: str, method_doc: str) -> dict[int, list[str]]:
     return found
 
 
-def operation(
-    protos: Protos,
-    builder: Builder,
-    service: descriptor_pb2.ServiceDescriptorProto,
-    method: descriptor_pb2.MethodDescriptorProto,
-    docs: tuple[str, str],
-) -> tuple[str, str, Schema]:
-    verb, template, rule = http_rule(method)
-    request = method.input_type
-    bound = path_fields(template)
-    parameters = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string"},
-            **({"description": doc} if (doc := protos.doc(f"{request}.{name}")) else {}),
-        }
-        for name in bound
-    ]
-    body: Schema | None = None
-    if rule.body == "*":
-        body = (
-            builder.message(request, response=False, skip=frozenset(bound))
-            if bound
-            else builder.ref(request, response=False)
-        )
-    elif rule.body:
-        member = next(m for m in protos.messages[request].field if m.name == rule.body)
-        body = builder.field(request, member, response=False)
-    if not rule.body or rule.body != "*":
-        parameters += query_parameters(protos, builder, request, {*bound, rule.body} - {""})
-    if verb in MUTATING_METHODS:
-        parameters.append(IDEMPOTENCY_KEY)
+@dataclass(frozen=True)
+class Rpc:
+    """One method of a service, with the comments of both."""
 
-    response_type = protos.messages[method.output_type]
+    file: descriptor_pb2.FileDescriptorProto
+    service: descriptor_pb2.ServiceDescriptorProto
+    method: descriptor_pb2.MethodDescriptorProto
+    service_doc: str
+    method_doc: str
+
+    @property
+    def read_only(self) -> bool:
+        return self.method.options.idempotency_level == READ_ONLY
+
+
+def responses(builder: Builder, rpc: Rpc, rule: Any, has_body: bool) -> Schema:
+    """The 200 response and every error status the comments or Envoy give."""
     if rule.response_body:
-        member = next(m for m in response_type.field if m.name == rule.response_body)
-        success = builder.field(method.output_type, member, response=True)
+        scope, member = builder.protos.member(rpc.method.output_type, rule.response_body)
+        success = builder.field(scope, member, response=True)
     else:
-        success = builder.ref(method.output_type, response=True)
-    codes = errors(*docs)
+        success = builder.ref(rpc.method.output_type, response=True)
+    codes = errors(rpc.service_doc, rpc.method_doc)
     for extra in (
         ENVOY_ERRORS,
-        BODY_ERRORS if body is not None else {},
-        IDEMPOTENCY_ERRORS if verb in MUTATING_METHODS else {},
+        BODY_ERRORS if has_body else {},
+        {} if rpc.read_only else IDEMPOTENCY_ERRORS,
     ):
         for status, meaning in extra.items():
             codes.setdefault(status, []).append(meaning)
-    responses: Schema = {
+    result: Schema = {
         "200": {
             "description": "OK",
             "content": {"application/json": {"schema": success}},
         },
     }
     for status, meanings in sorted(codes.items()):
-        responses[str(status)] = {
+        result[str(status)] = {
             "description": "\n".join(f"* {meaning}" for meaning in dict.fromkeys(meanings)),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
         }
-    method_doc = docs[1]
+    return result
+
+
+def access(protos: Protos, method: descriptor_pb2.MethodDescriptorProto) -> Schema:
+    """Who may call the method: its `(htk.processes.v1.access)` as JSON."""
+    rule = protos.option(method.options, ACCESS_OPTION)
+    if rule is None:
+        raise ValueError(f"{method.name}: every RPC declares ({ACCESS_OPTION})")
+    declared: Schema = json_format.MessageToDict(rule, preserving_proto_field_name=True)
+    return declared
+
+
+def operation(builder: Builder, rpc: Rpc) -> tuple[str, str, Schema]:
+    verb, template, rule = http_rule(builder.protos, rpc.method)
+    parameters, body = request(builder, rpc.method.input_type, template, rule)
+    if not rpc.read_only:
+        parameters.append(IDEMPOTENCY_KEY)
     result: Schema = {
-        "operationId": method.name,
-        "tags": [service.name],
-        "summary": method_doc.split("\n\n")[0].replace("\n", " "),
-        "description": method_doc,
+        "operationId": rpc.method.name,
+        "tags": [rpc.service.name],
+        "summary": rpc.method_doc.split("\n\n")[0].replace("\n", " "),
+        "description": rpc.method_doc,
         "parameters": parameters,
-        "responses": responses,
+        "responses": responses(builder, rpc, rule, has_body=body is not None),
+        "x-htk-access": access(builder.protos, rpc.method),
+        "x-htk-read-only": rpc.read_only,
     }
     if body is not None:
-        result["requestBody"] = {
-            "required": False,
-            "content": {"application/json": {"schema": body}},
-        }
+        result["requestBody"] = body
     # A dotted template like {name=projects/*} is a plain parameter to OpenAPI.
     path = re.sub(r"\{([^}=]+)=[^}]*\}", r"{\1}", template)
     return path, verb, result
@@ -409,19 +597,38 @@ def add_links(paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]
                 source["responses"]["200"]["links"] = links
 
 
+def rpcs(protos: Protos, files: list[descriptor_pb2.FileDescriptorProto]) -> Iterator[Rpc]:
+    """Every method of every service that REST serves, in declaration order."""
+    for file in files:
+        for index, service in enumerate(file.service):
+            if all(protos.option(m.options, HTTP_OPTION) is None for m in service.method):
+                continue
+            service_doc = protos.comments.get((file.name, (6, index)), "")
+            for number, method in enumerate(service.method):
+                method_doc = protos.comments.get((file.name, (6, index, 2, number)), "")
+                yield Rpc(file, service, method, service_doc, method_doc)
+
+
+def title_and_version(packages: list[str]) -> tuple[str, str]:
+    """What the packages share (`htk.processes.v1` alone, `htk` with
+    `htk.tasks.v1`), and their common version."""
+    parts = [package.split(".") for package in packages]
+    # Packages differ in length, so zip stops at the shortest.
+    columns = zip(*parts, strict=False)
+    shared = [names[0] for names in takewhile(lambda names: len(set(names)) == 1, columns)]
+    versions = {package[-1] for package in parts}
+    return ".".join(shared), versions.pop() if len(versions) == 1 else ""
+
+
 def document(descriptor_set: bytes) -> Schema:
     files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file)
     protos = Protos.load(files)
-    services = [
-        (file, index, service)
-        for file in files
-        for index, service in enumerate(file.service)
-        if any(method.options.HasExtension(annotations_pb2.http) for method in service.method)
-    ]
+    served = list(rpcs(protos, files))
     response_messages: set[str] = set()
-    builder = Builder(protos, response_messages)
+    # Status is every error's schema, added below: no message may take its name.
+    builder = Builder(protos, response_messages, sources={"Status": ".google.rpc.Status"})
     # Which messages a response reaches, to tell request and response variants apart.
-    pending = [m.output_type for _, _, service in services for m in service.method]
+    pending = [rpc.method.output_type for rpc in served]
     while pending:
         name = pending.pop()
         if name in response_messages or name not in protos.messages:
@@ -431,27 +638,28 @@ def document(descriptor_set: bytes) -> Schema:
 
     paths: dict[str, dict[str, Schema]] = {}
     response_fields: dict[str, set[str]] = {}
-    descriptions = []
-    for file, index, service in services:
-        service_doc = protos.comments.get((file.name, (6, index)), "")
-        descriptions.append(protos.comments.get((file.name, (12,)), ""))
-        descriptions.append(f"## {service.name}\n\n{service_doc}")
-        for number, method in enumerate(service.method):
-            method_doc = protos.comments.get((file.name, (6, index, 2, number)), "")
-            path, verb, op = operation(protos, builder, service, method, (service_doc, method_doc))
-            paths.setdefault(path, {})[verb] = op
-            response_fields[method.name] = {
-                f.name for f in protos.messages[method.output_type].field
-            }
+    for rpc in served:
+        if rpc.method.name in response_fields:
+            raise ValueError(f"two RPCs are named {rpc.method.name}: operationIds must differ")
+        path, verb, op = operation(builder, rpc)
+        paths.setdefault(path, {})[verb] = op
+        response_fields[rpc.method.name] = {
+            f.name for f in protos.messages[rpc.method.output_type].field
+        }
     add_links(paths, response_fields)
 
+    # Each file's header once, then each service's comment.
+    descriptions: dict[str, None] = {}
+    for rpc in served:
+        descriptions[protos.comments.get((rpc.file.name, (12,)), "")] = None
+        descriptions[f"## {rpc.service.name}\n\n{rpc.service_doc}"] = None
+    title, version = title_and_version(sorted({rpc.file.package for rpc in served}))
     builder.components["Status"] = STATUS_SCHEMA
-    package = files[-1].package if not services else services[0][0].package
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": package,
-            "version": package.rsplit(".", 1)[-1],
+            "title": title,
+            "version": version,
             "description": "\n\n".join(d for d in descriptions if d),
         },
         "servers": [{"url": "/"}],

@@ -3,7 +3,8 @@
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
@@ -11,10 +12,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # health.aio's, named so for the type stubs
 from grpc_reflection.v1alpha import reflection
 
-from htk.processes.v1 import process_service_pb2_grpc
+from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
+from server.service.deadlines import DeadlineService
 from server.service.processes import ProcessService
+from server.service.tasks import TaskService
 from server.service.tokens import TokenService
 from server.service.writes import Clock, Writes
 from server.settings import Settings
@@ -22,6 +25,7 @@ from server.storage.database import Database
 from server.transport import interceptors
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
+from server.transport.task_servicer import TaskServicer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ ENVOY_NOTICE_SECONDS = 2.5
 # Envoy buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
+# Step deadlines are enforced within this (plus a round's work) of passing.
+DEADLINE_SCAN_INTERVAL_SECONDS = 1.0
 
 
 class Server:
@@ -44,13 +50,13 @@ class Server:
         grpc_server: grpc.aio.Server,
         health_servicer: HealthServicer,
         draining: interceptors.Draining,
-        writes: Writes,
+        upkeep: list["PeriodicJob"],
     ) -> None:
         self.grpc_server = grpc_server
         self._health = health_servicer
         self._draining = draining
-        self._writes = writes
-        self._upkeep: asyncio.Task[None] | None = None
+        self._upkeep = upkeep
+        self._upkeep_tasks: list[asyncio.Task[None]] = []
 
     def add_address(self, address: str) -> int:
         """Listens on `address` too (`host:0` picks a free port); returns the port."""
@@ -61,7 +67,7 @@ class Server:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service in api_services():
             await self._health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
-        self._upkeep = asyncio.create_task(_purge_idempotency_keys(self._writes))
+        self._upkeep_tasks = [asyncio.create_task(job.run_forever()) for job in self._upkeep]
 
     async def stop(self, *, notice_seconds: float = 0.0) -> None:
         """Refuses new calls, fails health checks for `notice_seconds` (so that
@@ -73,8 +79,8 @@ class Server:
         await self._health.enter_graceful_shutdown()
         await asyncio.sleep(notice_seconds)
         await self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
-        if self._upkeep is not None:
-            self._upkeep.cancel()
+        for task in self._upkeep_tasks:
+            task.cancel()
 
 
 def build_server(settings: Settings, database: Database, *, clock: Clock = utc_now) -> Server:
@@ -109,6 +115,9 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
         ProcessServicer(ProcessService(database, writes, clock)), grpc_server
     )
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+        TaskServicer(TaskService(database, writes, clock)), grpc_server
+    )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
@@ -119,7 +128,16 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
         ],
         grpc_server,
     )
-    return Server(grpc_server, health_servicer, draining, writes)
+    deadlines = DeadlineService(database, clock)
+    upkeep = [
+        PeriodicJob("enforce step deadlines", deadlines.enforce, DEADLINE_SCAN_INTERVAL_SECONDS),
+        PeriodicJob(
+            "forget expired idempotency keys",
+            writes.forget_expired_keys,
+            IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
+        ),
+    ]
+    return Server(grpc_server, health_servicer, draining, upkeep)
 
 
 async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:
@@ -147,13 +165,21 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     await database.close()
 
 
-async def _purge_idempotency_keys(writes: Writes) -> None:
-    """Forgets expired idempotency keys now and then, so the table stays small."""
-    while True:
-        try:
-            forgotten = await writes.forget_expired_keys()
-            if forgotten:
-                log.info("forgot %d expired idempotency keys", forgotten)
-        except DomainError as error:  # the database is away; try again next time
-            log.warning("could not purge idempotency keys: %s", error)
-        await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_SECONDS)
+@dataclass(frozen=True)
+class PeriodicJob:
+    """Database upkeep each worker runs now and then; safe to run on every
+    worker and instance at once."""
+
+    name: str
+    # Returns how many things it did (logged when any).
+    work: Callable[[], Awaitable[int]]
+    interval_seconds: float
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                if done := await self.work():
+                    log.info("%s: %d", self.name, done)
+            except DomainError as error:  # the database is away; try again next time
+                log.warning("could not %s: %s", self.name, error)
+            await asyncio.sleep(self.interval_seconds)

@@ -19,8 +19,8 @@ from server.client import commands as client_commands
 from server.client.text import safe
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
-from server.domain.tokens import parse_scopes
-from server.settings import Settings
+from server.domain.tokens import Scope, parse_scopes
+from server.settings import Settings, SettingsError
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument(
         "--scopes",
         default="",
-        help="comma-separated: processes:write, tasks:create (none: read-only)",
+        help=f"comma-separated: {', '.join(Scope)} (none: read-only)",
     )
     create.add_argument("--name", default="", help="what the token is for")
     listing = token.add_parser("list", help="list an organization's tokens")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = Settings.from_env()
-    except ValueError as error:
+    except SettingsError as error:
         parser.error(str(error))
     logging.basicConfig(
         level=settings.log_level,
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         match args.command:
             case "run":
-                return stack.run(settings)
+                return stack.Supervisor(settings).run()
             case "serve":
                 if not settings.database_url:
                     parser.error("htk serve needs DATABASE_URL (htk run sets it)")

@@ -1,88 +1,193 @@
-"""The service's configuration: one typed object, read from the environment."""
+"""The service's configuration: one typed object, read from the environment.
+
+Each setting is one field below: its environment variable, type, default,
+bounds and description. The README's configuration table is rendered from
+these fields (`make generate`; `make check-generated` fails when it is
+stale), so a new setting is a new field here and its regenerated row.
+"""
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
+
+import annotated_types
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
+Port = Annotated[int, Field(ge=1, le=65535)]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)
+]
 
-@dataclass(frozen=True)
-class Settings:
-    # An external PostgreSQL (`postgresql://...`); None runs the embedded one.
-    database_url: str | None
-    # Where the embedded PostgreSQL keeps its data, and Envoy its rendered config.
-    data_dir: Path
-    grpc_port: int
-    http_port: int
-    envoy_admin_port: int
-    # gRPC server processes behind Envoy; each has its own connection pool.
-    workers: int
-    # Database connections each server process keeps open.
-    db_pool_size: int
-    # Envoy's per-token limit: requests per second, and the burst allowed
-    # above it. 0 turns rate limiting off.
-    rate_limit_per_second: int
-    rate_limit_burst: int
-    # How long a request may take end to end, unless a gRPC caller sets a
-    # shorter deadline; Envoy answers 504 DEADLINE_EXCEEDED past it.
-    request_timeout_seconds: int
-    # How long CreateProcess and UpdateProcess remember an Idempotency-Key.
-    idempotency_key_hours: int
-    log_level: str
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
-        return cls(
-            database_url=env.get("DATABASE_URL") or None,
-            data_dir=Path(env.get("HTK_DATA_DIR", CHECKOUT / ".data")).resolve(),
-            grpc_port=_port(env, "HTK_GRPC_PORT", 50051),
-            http_port=_port(env, "HTK_HTTP_PORT", 8080),
-            envoy_admin_port=_port(env, "HTK_ENVOY_ADMIN_PORT", 9901),
-            workers=_integer(env, "HTK_WORKERS", os.cpu_count() or 1, minimum=1),
-            db_pool_size=_integer(env, "HTK_DB_POOL_SIZE", 10, minimum=1),
-            rate_limit_per_second=_integer(env, "HTK_RATE_LIMIT_PER_SECOND", 100, minimum=0),
-            rate_limit_burst=_integer(env, "HTK_RATE_LIMIT_BURST", 200, minimum=1),
-            request_timeout_seconds=_integer(env, "HTK_REQUEST_TIMEOUT_SECONDS", 15, minimum=1),
-            idempotency_key_hours=_integer(env, "HTK_IDEMPOTENCY_KEY_HOURS", 24, minimum=24),
-            log_level=_log_level(env.get("HTK_LOG_LEVEL", "INFO")),
-        )
+class SettingsError(ValueError):
+    """A setting has a value it cannot take; the message names the variable."""
 
-    def __post_init__(self) -> None:
+
+class Settings(BaseSettings):
+    """Build with `Settings.from_env()`: its errors read as plain sentences."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        # An empty variable means the default, as if it were unset.
+        env_ignore_empty=True,
+        # Other variables (PATH, HTK_FUZZ_EXAMPLES, ...) are not settings.
+        extra="ignore",
+    )
+
+    # Each field names its variable in full (validation_alias), so that a
+    # search for HTK_WORKERS finds its declaration.
+
+    database_url: str | None = Field(
+        None,
+        validation_alias="DATABASE_URL",
+        description="any PostgreSQL, e.g. `postgresql://user:pass@host/db`;"
+        " without it the embedded PostgreSQL runs",
+    )
+    data_dir: Annotated[Path, AfterValidator(Path.resolve)] = Field(
+        CHECKOUT / ".data",
+        validation_alias="HTK_DATA_DIR",
+        description="the embedded PostgreSQL's data and Envoy's rendered config",
+    )
+    http_port: Port = Field(
+        8080, validation_alias="HTK_HTTP_PORT", description="Envoy: REST and native gRPC"
+    )
+    grpc_port: Port = Field(
+        50051, validation_alias="HTK_GRPC_PORT", description="the gRPC server workers, directly"
+    )
+    envoy_admin_port: Port = Field(
+        9901,
+        validation_alias="HTK_ENVOY_ADMIN_PORT",
+        description="Envoy's admin interface (stats)",
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        validation_alias="HTK_WORKERS",
+        description="gRPC server processes behind Envoy; each has its own connection pool",
+        json_schema_extra={"shown_default": "number of cores"},
+    )
+    db_pool_size: int = Field(
+        10,
+        ge=1,
+        validation_alias="HTK_DB_POOL_SIZE",
+        description="database connections of each worker",
+    )
+    rate_limit_per_second: int = Field(
+        100,
+        ge=0,
+        validation_alias="HTK_RATE_LIMIT_PER_SECOND",
+        description="requests per second per token, counted by Envoy (`0`: no limit)",
+    )
+    rate_limit_burst: int = Field(
+        200,
+        ge=1,
+        validation_alias="HTK_RATE_LIMIT_BURST",
+        description="requests a token may send at once above that rate"
+        " (at least `HTK_RATE_LIMIT_PER_SECOND`)",
+    )
+    request_timeout_seconds: int = Field(
+        15,
+        ge=1,
+        validation_alias="HTK_REQUEST_TIMEOUT_SECONDS",
+        description="end-to-end limit of a request, unless a gRPC caller's deadline is shorter"
+        " (504 / DEADLINE_EXCEEDED past it)",
+    )
+    idempotency_key_hours: int = Field(
+        24,
+        ge=24,
+        validation_alias="HTK_IDEMPOTENCY_KEY_HOURS",
+        description="how long CreateProcess and UpdateProcess remember an Idempotency-Key",
+    )
+    log_level: LogLevel = Field(
+        "INFO", validation_alias="HTK_LOG_LEVEL", description="server log level"
+    )
+
+    @model_validator(mode="after")
+    def _burst_covers_the_rate(self) -> Self:
         if self.rate_limit_burst < self.rate_limit_per_second:
             raise ValueError(
                 "HTK_RATE_LIMIT_BURST must be at least HTK_RATE_LIMIT_PER_SECOND"
                 f" ({self.rate_limit_per_second}), got {self.rate_limit_burst}"
             )
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
+        """The settings in `env`; raises SettingsError naming each bad variable."""
+        try:
+            return cls(_build_sources=((_Environment(cls, env),), {}))
+        except ValidationError as error:
+            fields = {variable(field): field for field in cls.model_fields.values()}
+            problems = [_explain(problem, fields, env) for problem in error.errors()]
+            raise SettingsError("; ".join(problems)) from None
 
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
-    text = env.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
+def variable(field: FieldInfo) -> str:
+    """The environment variable a setting is read from."""
+    assert isinstance(field.validation_alias, str)
+    return field.validation_alias
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    port = _integer(env, name, default, minimum=1)
-    if port > 65535:
-        raise ValueError(f"{name} must be a port number (1-65535), got {port}")
-    return port
+def allowed_values(field: FieldInfo) -> str | None:
+    """What a setting accepts, in words; None when any text will do."""
+    if field.annotation is Path:
+        return "a path"
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(get_args(field.annotation))
+    if field.annotation not in _NUMBERS:
+        return None
+    number = _NUMBERS[field.annotation]
+    limits = [
+        f"{phrase} {getattr(bound, attribute)}"
+        for bound in field.metadata
+        for kind, phrase, attribute in _BOUNDS
+        if isinstance(bound, kind)
+    ]
+    return f"{number}, {' and '.join(limits)}" if limits else number
 
 
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError(f"HTK_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
-    return level
+_NUMBERS: dict[object, str] = {int: "a whole number", float: "a number"}
+_BOUNDS = (
+    (annotated_types.Ge, "at least", "ge"),
+    (annotated_types.Gt, "more than", "gt"),
+    (annotated_types.Le, "at most", "le"),
+    (annotated_types.Lt, "less than", "lt"),
+)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of
+    os.environ, so that tests can pass their own variables."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._env, self.case_sensitive, self.env_ignore_empty)
+
+
+def _explain(error: ErrorDetails, fields: Mapping[str, FieldInfo], env: Mapping[str, str]) -> str:
+    """One validation error as a sentence that names the variable and quotes
+    its value as set (validators may have changed it, e.g. upper-cased)."""
+    if not error["loc"]:
+        # A rule across settings (a model validator) words its own message.
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    name = str(error["loc"][0])
+    value: Any = env.get(name, error["input"])
+    allowed = allowed_values(fields[name])
+    if allowed is None:
+        return f"{name}: {error['msg']}, got {value!r}"
+    return f"{name} must be {allowed}, got {value!r}"

@@ -1,9 +1,5 @@
-"""`htk run`: PostgreSQL, the gRPC server workers and Envoy, in the foreground.
-
-A worker or Envoy that dies is restarted. The stack stops, embedded
-PostgreSQL included, on Ctrl-C or SIGTERM, and when its parent (say
-`make run`) dies.
-"""
+"""`htk run`: PostgreSQL, the gRPC server workers and Envoy, in the foreground,
+run by a `Supervisor`."""
 
 import ctypes
 import json
@@ -152,89 +148,122 @@ class _Child:
         return len(self.restarts) <= MAX_RESTARTS_PER_WINDOW
 
 
-def run(settings: Settings) -> int:
-    die_with_parent()
-    stopping = False
+class Supervisor:
+    """Runs the stack in the foreground, keeps it running, and stops it in order.
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+    Start-up: PostgreSQL (embedded unless DATABASE_URL is set), migrated to the
+    latest schema; the gRPC workers; Envoy in front of them. The stack is ready
+    once every worker and Envoy serve. A worker or Envoy that dies is restarted,
+    up to MAX_RESTARTS_PER_WINDOW times a minute; one that keeps dying stops the
+    stack. Shutdown (on SIGTERM, SIGINT or SIGHUP, or when the parent dies):
+    Envoy stops taking connections, the workers finish their calls, Envoy
+    stops, and PostgreSQL last.
+    """
 
-    # SIGHUP too: a closed terminal must not leave PostgreSQL running.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, stop)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    stack_id = os.getpid()
-    failed: str | None = None
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stack_id = os.getpid()
+        self.workers: list[_Child] = []
+        self.envoy: _Child | None = None
+        self.stopping = False
+        # The child that kept exiting, once one has.
+        self.failed: str | None = None
 
-    with database_url(settings) as url:
-        upgrade_to_latest(url)
-        children = [
-            _Child(
-                f"gRPC worker {worker}",
-                [
-                    sys.executable,
-                    "-m",
-                    "server.cli",
-                    "serve",
-                    "--listen",
-                    "unix-abstract:" + worker_socket(stack_id, worker),
-                ],
-                env=os.environ | {"DATABASE_URL": url},
-            )
-            for worker in range(settings.workers)
-        ]
-        children.append(_Child("Envoy", envoy_command(render_envoy_config(settings, stack_id))))
-
-        def supervise() -> bool:
-            """Restarts children that died; False once the stack must stop."""
-            nonlocal failed
-            for child in children:
-                if stopping or failed:
-                    return False
-                if child.exited():
-                    assert child.process is not None
-                    if not child.may_restart(time.monotonic()):
-                        failed = child.name
-                        return False
-                    log.warning(
-                        "%s exited (status %s); restarting it",
-                        child.name,
-                        child.process.returncode,
+    def run(self) -> int:
+        """Runs the stack until it is asked to stop; returns the exit status."""
+        die_with_parent()
+        self._stop_on_signals()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Leaving this block stops the embedded PostgreSQL, even one restarted
+        # behind the stack's back.
+        with database_url(self.settings) as url:
+            upgrade_to_latest(url)
+            try:
+                self._start_workers(url)
+                self._start_envoy()
+                if self._wait_until_ready():
+                    log.info(
+                        "htk is ready: REST and gRPC on http://%s, %d workers (Ctrl-C stops it)",
+                        self._envoy_address,
+                        self.settings.workers,
                     )
-                    child.start()
-            return True
+                while self._restart_exited():
+                    time.sleep(0.2)
+            finally:
+                self._stop_children()
+        if self.failed:
+            log.error("stopped: %s kept exiting", self.failed)
+            return 1
+        return 0
 
-        try:
-            for child in children:
-                child.start()
-            address = f"127.0.0.1:{settings.http_port}"
-            # Every worker, then Envoy: ready means no worker is still starting.
-            workers = [
-                "unix-abstract:" + worker_socket(stack_id, n) for n in range(settings.workers)
-            ]
-            if all(
-                wait_until_serving(target, READY_TIMEOUT_SECONDS, keep_waiting=supervise)
-                for target in (*workers, address)
-            ):
-                log.info(
-                    "htk is ready: REST and gRPC on http://%s, %d workers (Ctrl-C stops it)",
-                    address,
-                    settings.workers,
+    def _stop_on_signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.stopping = True
+
+        # SIGHUP too: a closed terminal must not leave PostgreSQL running.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, stop)
+
+    def _worker_address(self, worker: int) -> str:
+        return "unix-abstract:" + worker_socket(self.stack_id, worker)
+
+    @property
+    def _envoy_address(self) -> str:
+        return f"127.0.0.1:{self.settings.http_port}"
+
+    @property
+    def _children(self) -> list[_Child]:
+        return [*self.workers, *([self.envoy] if self.envoy else [])]
+
+    def _start_workers(self, database: str) -> None:
+        for worker in range(self.settings.workers):
+            listen = ["--listen", self._worker_address(worker)]
+            child = _Child(
+                f"gRPC worker {worker}",
+                [sys.executable, "-m", "server.cli", "serve", *listen],
+                env=os.environ | {"DATABASE_URL": database},
+            )
+            self.workers.append(child)
+            child.start()
+
+    def _start_envoy(self) -> None:
+        config = render_envoy_config(self.settings, self.stack_id)
+        self.envoy = _Child("Envoy", envoy_command(config))
+        self.envoy.start()
+
+    def _wait_until_ready(self) -> bool:
+        """Waits until every worker, then Envoy, serves; restarts children that
+        die meanwhile. False when the stack must stop before it is ready."""
+        # Workers first: Envoy serving means one worker is up, not all.
+        targets = [*map(self._worker_address, range(self.settings.workers)), self._envoy_address]
+        return all(
+            wait_until_serving(target, READY_TIMEOUT_SECONDS, keep_waiting=self._restart_exited)
+            for target in targets
+        )
+
+    def _restart_exited(self) -> bool:
+        """Restarts children that died; False once the stack must stop."""
+        for child in self._children:
+            if self.stopping or self.failed:
+                return False
+            if child.exited():
+                assert child.process is not None
+                if not child.may_restart(time.monotonic()):
+                    self.failed = child.name
+                    return False
+                log.warning(
+                    "%s exited (status %s); restarting it", child.name, child.process.returncode
                 )
-            while supervise():
-                time.sleep(0.2)
-        finally:
-            # Envoy stops taking connections first, so no new call reaches a
-            # worker that is stopping; then the workers finish their in-flight
-            # calls while Envoy, still up, carries the answers back.
-            _close_envoy_listeners(settings)
-            _stop(children[:-1])
-            _stop(children[-1:])
-    if failed:
-        log.error("stopped: %s kept exiting", failed)
-        return 1
-    return 0
+                child.start()
+        return True
+
+    def _stop_children(self) -> None:
+        # Envoy stops taking connections first, so no new call reaches a
+        # worker that is stopping; then the workers finish their in-flight
+        # calls while Envoy, still up, carries the answers back.
+        _close_envoy_listeners(self.settings)
+        _stop(self.workers)
+        _stop([self.envoy] if self.envoy else [])
 
 
 def _close_envoy_listeners(settings: Settings) -> None:

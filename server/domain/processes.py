@@ -1,35 +1,39 @@
-"""Processes and their steps: validation and the state machine.
+"""Processes, their steps and the tasks of their human steps: validation and
+the state machine.
 
-Plain Python without I/O. Storage loads a `Process`, `apply_update` changes it
-in memory (or raises, leaving it untouched), and storage writes the result
-back together with the event that `apply_update` returns.
+Plain Python without I/O. Storage loads a `Process` (with its steps and their
+tasks); `apply_update`, `complete_task` or `time_out` changes it in memory (or
+raises, leaving it untouched) and returns a `Change` that names what to write
+back, together with the event to log.
 """
 
-import base64
 import enum
-import hashlib
 import json
 import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
+from server.domain.checks import check_text, one_of, parse_choice, qualify_namespace
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.paging import (
+    DEFAULT_PAGE_SIZE,
+    check_window,
+    fingerprint,
+    make_page_token,
+    read_page_token,
+)
+from server.domain.tasks import Completion, Outcome, Task, validate_completion
 
 MAX_NAME_LENGTH = 200
 MAX_LABEL_LENGTH = 200
 MAX_STEPS = 100
-MAX_TEXT_LENGTH = 10_000  # detail, error, message, summary
 MAX_DATA_BYTES = 64 * 1024  # `data` as compact JSON
+MAX_TIMEOUT_SECONDS = 30 * 24 * 60 * 60
 _STEP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_NAMESPACE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?")
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
-MAX_PAGE_TOKEN_LENGTH = 200
 
 JsonObject = dict[str, Any]
 
@@ -56,25 +60,16 @@ class UpdateType(enum.StrEnum):
     FAILED = "failed"
 
 
+class EventType(enum.StrEnum):
+    """What htk itself logs to a process's events, besides clients' updates."""
+
+    TASK_COMPLETED = "task_completed"
+    STEP_TIMED_OUT = "step_timed_out"
+
+
 class SortOrder(enum.StrEnum):
     NEWEST = "newest"
     OLDEST = "oldest"
-
-
-def _one_of(enum_type: type[enum.StrEnum]) -> str:
-    return ", ".join(member.value for member in enum_type)
-
-
-E = TypeVar("E", bound=enum.StrEnum)
-
-
-def parse_choice(enum_type: type[E], field_name: str, value: str) -> E:
-    try:
-        return enum_type(value)
-    except ValueError:
-        raise InvalidArgument(
-            field_name, f"unknown value {value!r}; expected one of: {_one_of(enum_type)}"
-        ) from None
 
 
 def validate_org_id(org_id: str) -> str:
@@ -85,41 +80,6 @@ def validate_org_id(org_id: str) -> str:
     return org_id
 
 
-def qualify_namespace(org_id: str, namespace: str) -> str:
-    """Returns `<org>.<name>` for a bare `<name>` or for a name already in the org.
-
-    The part before the first dot is the organization, so a namespace that
-    names another organization is rejected rather than silently re-homed.
-    """
-    if not namespace:
-        raise InvalidArgument("namespace", "is required")
-    owner, dot, name = namespace.partition(".")
-    if not dot:
-        owner, name = org_id, namespace
-    elif owner != org_id:
-        raise InvalidArgument(
-            "namespace",
-            f"{namespace!r} is outside your organization; use {org_id}.<name> or a bare <name>",
-        )
-    if not _NAMESPACE_NAME.fullmatch(name):
-        raise InvalidArgument(
-            "namespace",
-            "the name after the organization must be 1-100 letters, digits, '_', '-' or '.', "
-            "starting and ending with a letter or digit",
-        )
-    return f"{owner}.{name}"
-
-
-def _check_text(field_name: str, value: str | None, max_length: int = MAX_TEXT_LENGTH) -> None:
-    if value is None:
-        return
-    if len(value) > max_length:
-        raise InvalidArgument(field_name, f"must be at most {max_length} characters")
-    # PostgreSQL text cannot hold NUL; refusing it here keeps it a 400.
-    if "\x00" in value:
-        raise InvalidArgument(field_name, "must not contain NUL characters")
-
-
 def _check_data(data: JsonObject) -> None:
     try:
         encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
@@ -128,7 +88,7 @@ def _check_data(data: JsonObject) -> None:
     if len(encoded.encode()) > MAX_DATA_BYTES:
         raise InvalidArgument("data", f"must be at most {MAX_DATA_BYTES} bytes of JSON")
     for text in _strings_in(data):
-        _check_text("data", text, max_length=MAX_DATA_BYTES)
+        check_text("data", text, max_length=MAX_DATA_BYTES)
 
 
 def _strings_in(value: Any) -> Iterator[str]:
@@ -168,37 +128,12 @@ class ListQuery:
 
     def filters_fingerprint(self) -> str:
         """Identifies the filters and sort order, which a page token must not change."""
-        filters = json.dumps([self.status, self.namespace, self.search, self.sort])
-        return hashlib.sha256(filters.encode()).hexdigest()[:16]
+        return fingerprint([self.status, self.namespace, self.search, self.sort])
 
 
 def page_token(query: ListQuery, last: "ProcessSummary") -> str:
-    """The token for the page after the one ending with `last`.
-
-    Not signed: a forged token can only choose where a listing of the
-    caller's own organization starts.
-    """
-    position = [query.filters_fingerprint(), last.started_at.isoformat(), str(last.process_id)]
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
-
-
-def _page_position(query: ListQuery, token: str) -> PagePosition:
-    malformed = InvalidArgument("page_token", "malformed; pass a next_page_token unchanged")
-    if len(token) > MAX_PAGE_TOKEN_LENGTH:
-        raise malformed
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        fingerprint, started_at, process_id = json.loads(base64.urlsafe_b64decode(padded))
-        position = PagePosition(datetime.fromisoformat(started_at), uuid.UUID(process_id))
-    except (ValueError, TypeError, AttributeError):
-        raise malformed from None
-    if position.started_at.tzinfo is None:
-        raise malformed
-    if fingerprint != query.filters_fingerprint():
-        raise InvalidArgument(
-            "page_token", "was issued for other filters or sort order; keep them unchanged"
-        )
-    return position
+    """The token for the page after the one ending with `last`."""
+    return make_page_token(query.filters_fingerprint(), last.started_at, last.process_id)
 
 
 def list_query(
@@ -213,15 +148,8 @@ def list_query(
     page_token: str = "",
 ) -> ListQuery:
     """Validates list parameters; empty strings and None mean "not given"."""
-    if limit is None:
-        limit = DEFAULT_PAGE_SIZE
-    elif not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    if offset is None:
-        offset = 0
-    elif offset < 0:
-        raise InvalidArgument("offset", f"must be 0 or more, got {offset}")
-    _check_text("search", search, MAX_NAME_LENGTH)
+    limit, offset = check_window(limit, offset)
+    check_text("search", search, MAX_NAME_LENGTH)
     query = ListQuery(
         org_id=org_id,
         status=parse_choice(ProcessStatus, "status", status) if status else None,
@@ -233,9 +161,13 @@ def list_query(
     )
     if not page_token:
         return query
-    if offset:
-        raise InvalidArgument("offset", "cannot be combined with page_token; leave it out")
-    return replace(query, after=_page_position(query, page_token))
+    after = read_page_token(
+        page_token,
+        offset=offset,
+        filters_fingerprint=query.filters_fingerprint(),
+        filters="filters or sort order",
+    )
+    return replace(query, after=PagePosition(*after))
 
 
 @dataclass(frozen=True)
@@ -243,6 +175,7 @@ class StepDef:
     key: str
     label: str
     human: bool
+    timeout_seconds: int | None = None
 
 
 @dataclass
@@ -252,7 +185,9 @@ class Step:
     key: str
     label: str
     human: bool
-    task_id: uuid.UUID | None
+    # The task of a human step, None for the others.
+    task: Task | None = None
+    timeout_seconds: int | None = None
     status: StepStatus = StepStatus.PENDING
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -265,6 +200,16 @@ class Step:
     # step: they order steps for `current_step` without comparing clocks.
     started_seq: int | None = None
     changed_seq: int | None = None
+    # The name of the token that completed the step's task, if that decided the run.
+    completed_by: str | None = None
+    # When the step times out unless an update comes first: set while a step
+    # with a timeout runs in a running process, None otherwise, so that
+    # storage can index the steps due.
+    deadline_at: datetime | None = None
+
+    @property
+    def task_id(self) -> uuid.UUID | None:
+        return self.task.task_id if self.task is not None else None
 
     @property
     def duration_ms(self) -> int | None:
@@ -300,8 +245,13 @@ class Process:
         return None
 
     @property
+    def tasks(self) -> list[Task]:
+        """The tasks of the human steps, in step order."""
+        return [step.task for step in self.steps if step.task is not None]
+
+    @property
     def task_ids(self) -> list[uuid.UUID]:
-        return [step.task_id for step in self.steps if step.task_id is not None]
+        return [task.task_id for task in self.tasks]
 
     def step(self, key: str) -> Step:
         for step in self.steps:
@@ -309,6 +259,12 @@ class Process:
                 return step
         known = ", ".join(step.key for step in self.steps)
         raise InvalidArgument("step", f"{key!r} is not a step of this process (steps: {known})")
+
+    def step_of_task(self, task_id: uuid.UUID) -> Step:
+        for step in self.steps:
+            if step.task_id == task_id:
+                return step
+        raise NotFound(f"task {task_id} not found")
 
 
 @dataclass(frozen=True)
@@ -365,7 +321,7 @@ def new_process(
     """Validates a creation request and returns the new, running process."""
     if not name.strip():
         raise InvalidArgument("name", "is required")
-    _check_text("name", name, MAX_NAME_LENGTH)
+    check_text("name", name, MAX_NAME_LENGTH)
     qualified = qualify_namespace(org_id, namespace)
     if not step_defs:
         raise InvalidArgument("step_defs", "at least one step is required")
@@ -384,9 +340,16 @@ def new_process(
         seen.add(step_def.key)
         if not step_def.label.strip():
             raise InvalidArgument(f"{where}.label", "is required")
-        _check_text(f"{where}.label", step_def.label, MAX_LABEL_LENGTH)
+        check_text(f"{where}.label", step_def.label, MAX_LABEL_LENGTH)
+        timeout = step_def.timeout_seconds
+        if timeout is not None and not 1 <= timeout <= MAX_TIMEOUT_SECONDS:
+            raise InvalidArgument(
+                f"{where}.timeout_seconds",
+                f"must be between 1 and {MAX_TIMEOUT_SECONDS} (30 days), got {timeout}",
+            )
+    process_id = uuid.uuid4()
     return Process(
-        process_id=uuid.uuid4(),
+        process_id=process_id,
         org_id=org_id,
         namespace=qualified,
         name=name,
@@ -396,7 +359,19 @@ def new_process(
                 key=step_def.key,
                 label=step_def.label,
                 human=step_def.human,
-                task_id=uuid.uuid4() if step_def.human else None,
+                timeout_seconds=step_def.timeout_seconds,
+                task=Task(
+                    task_id=uuid.uuid4(),
+                    process_id=process_id,
+                    org_id=org_id,
+                    namespace=qualified,
+                    process_name=name,
+                    step=step_def.key,
+                    label=step_def.label,
+                    created_at=now,
+                )
+                if step_def.human
+                else None,
             )
             for step_def in step_defs
         ],
@@ -439,7 +414,7 @@ _FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
 def validate_update(update: Update) -> UpdateType:
     """Checks the update's shape (not the process's state) and returns its type."""
     if not update.type:
-        raise InvalidArgument("type", f"is required; one of: {_one_of(UpdateType)}")
+        raise InvalidArgument("type", f"is required; one of: {one_of(UpdateType)}")
     update_type = parse_choice(UpdateType, "type", update.type)
     sent = update.sent_fields()
     required, optional = _FIELDS[update_type]
@@ -452,7 +427,7 @@ def validate_update(update: Update) -> UpdateType:
     if update.percent is not None and not 0 <= update.percent <= 100:
         raise InvalidArgument("percent", f"must be between 0 and 100, got {update.percent}")
     for name in ("step", "detail", "error", "message", "summary"):
-        _check_text(name, sent.get(name))
+        check_text(name, sent.get(name))
     if update.data is not None:
         _check_data(update.data)
     return update_type
@@ -460,10 +435,10 @@ def validate_update(update: Update) -> UpdateType:
 
 @dataclass(frozen=True)
 class Event:
-    """An accepted update, as appended to the process's event log."""
+    """An accepted change, as appended to the process's event log."""
 
     seq: int
-    type: UpdateType
+    type: UpdateType | EventType
     step: str | None
     payload: JsonObject
     recorded_at: datetime
@@ -471,10 +446,12 @@ class Event:
 
 @dataclass(frozen=True)
 class Change:
-    """What an accepted update changed: the event to log and the step it touched."""
+    """What an accepted change did: the event to log, and the steps (by
+    position) and tasks whose state it changed, to be written back."""
 
     event: Event
-    step_position: int | None = None
+    step_positions: tuple[int, ...] = ()
+    tasks: tuple[Task, ...] = ()
 
 
 def apply_update(process: Process, update: Update, now: datetime) -> Change:
@@ -486,19 +463,86 @@ def apply_update(process: Process, update: Update, now: datetime) -> Change:
             "it accepts no more updates"
         )
     seq = process.update_count + 1
-    position = None
+    positions: tuple[int, ...]
+    tasks: tuple[Task, ...] = ()
     if update.step is not None:
         step = process.step(update.step)
-        position = process.steps.index(step)
         _apply_to_step(step, update_type, update, now, seq)
+        positions = (process.steps.index(step),)
+        # Progress leaves a task as it is; every other step update moves it.
+        if step.task is not None and update_type is not UpdateType.PROGRESS:
+            tasks = (step.task,)
     else:
         _finish_process(process, update_type, update, now)
+        positions, tasks = _stop_waiting(process)
     process.update_count = seq
     payload = update.sent_fields()
     payload.pop("step", None)
     return Change(
         event=Event(seq=seq, type=update_type, step=update.step, payload=payload, recorded_at=now),
-        step_position=position,
+        step_positions=positions,
+        tasks=tasks,
+    )
+
+
+def complete_task(
+    process: Process, task_id: uuid.UUID, completion: Completion, completed_by: str, now: datetime
+) -> Change:
+    """A person decides an open task: `approved` completes its step, `rejected`
+    fails it. Raises, leaving the process unchanged, if the task is not open:
+    then an update or a timeout has ended its step first."""
+    outcome = validate_completion(completion)
+    step = process.step_of_task(task_id)
+    task = step.task
+    assert task is not None  # step_of_task found the step by its task
+    # An open task's step is running in a running process (finishing cancels
+    # the open tasks), so the task's status is the one precondition.
+    task.complete(outcome, completion.comment, completed_by, now)
+    seq = process.update_count + 1
+    if outcome is Outcome.APPROVED:
+        _complete_step(step, now, seq, detail=completion.comment, data=None)
+    else:
+        reason = f"rejected: {completion.comment}" if completion.comment else "rejected"
+        _fail_step(step, now, seq, error=reason)
+    step.completed_by = completed_by
+    step.changed_seq = seq
+    process.update_count = seq
+    payload: JsonObject = {"task_id": str(task_id), "outcome": outcome.value}
+    if completion.comment is not None:
+        payload["comment"] = completion.comment
+    payload["completed_by"] = completed_by
+    return Change(
+        event=Event(seq, EventType.TASK_COMPLETED, step.key, payload, recorded_at=now),
+        step_positions=(process.steps.index(step),),
+        tasks=(task,),
+    )
+
+
+def time_out(process: Process, step_key: str, now: datetime) -> Change | None:
+    """Fails the step if its deadline has passed, expiring its task.
+
+    None when there is nothing to do (any more): the step has no deadline
+    because it ended, or its process did, or its deadline moved on with an
+    update. So whichever of several workers comes second, and a worker that
+    comes after a completion, changes nothing.
+    """
+    step = process.step(step_key)
+    if step.deadline_at is None or step.deadline_at > now:
+        return None
+    seq = process.update_count + 1
+    error = f"timed out after {step.timeout_seconds} s without an update"
+    _fail_step(step, now, seq, error=error)
+    step.changed_seq = seq
+    tasks: tuple[Task, ...] = ()
+    if step.task is not None:
+        step.task.expire()
+        tasks = (step.task,)
+    process.update_count = seq
+    payload: JsonObject = {"error": error, "timeout_seconds": step.timeout_seconds}
+    return Change(
+        event=Event(seq, EventType.STEP_TIMED_OUT, step.key, payload, recorded_at=now),
+        step_positions=(process.steps.index(step),),
+        tasks=tasks,
     )
 
 
@@ -523,31 +567,61 @@ def _apply_to_step(
             step.error = None
             step.progress_message = None
             step.progress_percent = None
+            step.completed_by = None
+            step.deadline_at = _deadline(step, now)
+            if step.task is not None:
+                step.task.open(now)
         case UpdateType.PROGRESS:
             _require_status(step, {StepStatus.RUNNING}, "report progress")
             if update.message is not None:
                 step.progress_message = update.message
             if update.percent is not None:
                 step.progress_percent = update.percent
+            # A person's deadline runs from when their task opened: a
+            # pipeline's chatter does not extend it.
+            if not step.human:
+                step.deadline_at = _deadline(step, now)
         case UpdateType.STEP_COMPLETED:
             _require_status(step, {StepStatus.PENDING, StepStatus.RUNNING}, "be completed")
-            _start_implicitly(step, now, seq)
-            step.status = StepStatus.COMPLETED
-            step.completed_at = now
-            if update.detail is not None:
-                step.detail = update.detail
-            step.data = update.data
-            # Progress describes a run in flight; a completed step has none.
-            step.progress_message = None
-            step.progress_percent = None
+            _complete_step(step, now, seq, detail=update.detail, data=update.data)
+            if step.task is not None:
+                step.task.cancel()
         case UpdateType.STEP_FAILED:
             _require_status(step, {StepStatus.PENDING, StepStatus.RUNNING}, "fail")
-            _start_implicitly(step, now, seq)
-            step.status = StepStatus.FAILED
-            step.error = update.error
+            _fail_step(step, now, seq, error=update.error)
+            if step.task is not None:
+                step.task.cancel()
         case _:  # pragma: no cover - validate_update only lets step types carry a step
             raise AssertionError(update_type)
     step.changed_seq = seq
+
+
+def _deadline(step: Step, now: datetime) -> datetime | None:
+    if step.timeout_seconds is None:
+        return None
+    return now + timedelta(seconds=step.timeout_seconds)
+
+
+def _complete_step(
+    step: Step, now: datetime, seq: int, *, detail: str | None, data: JsonObject | None
+) -> None:
+    _start_implicitly(step, now, seq)
+    step.status = StepStatus.COMPLETED
+    step.completed_at = now
+    if detail is not None:
+        step.detail = detail
+    step.data = data
+    # Progress describes a run in flight; a completed step has none.
+    step.progress_message = None
+    step.progress_percent = None
+    step.deadline_at = None
+
+
+def _fail_step(step: Step, now: datetime, seq: int, *, error: str | None) -> None:
+    _start_implicitly(step, now, seq)
+    step.status = StepStatus.FAILED
+    step.error = error
+    step.deadline_at = None
 
 
 def _start_implicitly(step: Step, now: datetime, seq: int) -> None:
@@ -555,6 +629,20 @@ def _start_implicitly(step: Step, now: datetime, seq: int) -> None:
     if step.status is StepStatus.PENDING:
         step.started_at = now
         step.started_seq = seq
+
+
+def _stop_waiting(process: Process) -> tuple[tuple[int, ...], tuple[Task, ...]]:
+    """A finished process waits for nothing: its steps' deadlines go and its
+    tasks that still wait are cancelled. Returns the steps and tasks changed."""
+    positions = []
+    for position, step in enumerate(process.steps):
+        if step.deadline_at is not None:
+            step.deadline_at = None
+            positions.append(position)
+    cancelled = tuple(task for task in process.tasks if task.is_active)
+    for task in cancelled:
+        task.cancel()
+    return tuple(positions), cancelled
 
 
 def _finish_process(

@@ -27,6 +27,8 @@ class Scope(enum.StrEnum):
 
     PROCESSES_WRITE = "processes:write"
     TASKS_CREATE = "tasks:create"
+    # Deciding human steps is a person's, never implied by a pipeline's scopes.
+    TASKS_COMPLETE = "tasks:complete"
 
 
 # Creating and updating processes needs any one of these (per the API docs).
@@ -35,12 +37,13 @@ WRITE_SCOPES = frozenset({Scope.PROCESSES_WRITE, Scope.TASKS_CREATE})
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the organization and scopes of a valid token."""
+    """Who is calling: the organization, scopes and name of a valid token."""
 
     org_id: str
-    # The token's name, recorded where a person acts (e.g. who completed a task).
-    token_name: str
     scopes: frozenset[Scope]
+    # What the token was created for (`htk token create --name`); recorded as
+    # who completed a task.
+    token_name: str
 
     def require_any(self, needed: frozenset[Scope]) -> None:
         if needed and not (self.scopes & needed):

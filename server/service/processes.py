@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.errors import NotFound
 from server.domain.idempotency import IdempotencyKey
 from server.domain.processes import (
+    Change,
     Event,
     ListQuery,
     Process,
@@ -20,7 +21,7 @@ from server.domain.processes import (
     validate_update,
 )
 from server.service.writes import Clock, Writes
-from server.storage import processes
+from server.storage import processes, tasks
 from server.storage.database import Database
 
 
@@ -87,14 +88,28 @@ class ProcessService:
         validate_update(change)
 
         async def write(connection: AsyncConnection) -> bytes:
-            process = await _load(connection, org_id, process_id, for_update=True)
+            process = await load_locked(connection, org_id, process_id)
             # Read under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, self._clock())
-            await processes.save_change(connection, process, applied.step_position)
-            await processes.append_event(connection, process_id, applied.event)
+            await record(connection, process, applied)
             return respond(applied.event)
 
         return await self._writes.run(key, write)
+
+
+async def record(connection: AsyncConnection, process: Process, change: Change) -> None:
+    """Writes what a change did to a process locked in this transaction: its
+    state, the steps and tasks it moved, and its event. Every kind of change
+    (update, task completion, timeout) is recorded the same way."""
+    await processes.save_change(connection, process, change.step_positions)
+    await tasks.write_tasks(connection, change.tasks)
+    await processes.append_event(connection, process.process_id, change.event)
+
+
+async def load_locked(connection: AsyncConnection, org_id: str, process_id: uuid.UUID) -> Process:
+    """The process, with its row lock held until the transaction ends: every
+    change to a process takes it first, so changes apply one at a time."""
+    return await _load(connection, org_id, process_id, for_update=True)
 
 
 async def _load(

@@ -5,6 +5,7 @@ Functions on the connection of a transaction that the service layer opened.
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -31,7 +32,10 @@ from server.domain.processes import (
     Step,
     StepStatus,
 )
+from server.domain.tasks import Task
+from server.storage.counts import counted_total
 from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow
+from server.storage.tasks import insert_tasks, tasks_of_process
 
 # The columns that change as a process runs (all but its definition).
 _PROCESS_STATE = ("status", "current_step", "finished_at", "summary", "error", "update_count")
@@ -46,6 +50,8 @@ _STEP_STATE = (
     "progress_percent",
     "started_seq",
     "changed_seq",
+    "completed_by",
+    "deadline_at",
 )
 
 
@@ -80,7 +86,7 @@ _UPDATE_STEP = (
 
 
 async def add(connection: AsyncConnection, process: Process) -> None:
-    """Stores a new process and its steps."""
+    """Stores a new process, its steps and the tasks of its human steps."""
     await connection.execute(_INSERT_PROCESS, _process_values(process))
     await connection.execute(
         _INSERT_STEP,
@@ -89,12 +95,13 @@ async def add(connection: AsyncConnection, process: Process) -> None:
             for position, step in enumerate(process.steps)
         ],
     )
+    await insert_tasks(connection, process.tasks)
 
 
 async def save_change(
-    connection: AsyncConnection, process: Process, step_position: int | None
+    connection: AsyncConnection, process: Process, step_positions: Sequence[int]
 ) -> None:
-    """Writes back the state of a process and, if one changed, of one step.
+    """Writes back the state of a process and of the steps at `step_positions`.
 
     Only the state columns: every parameter named after a column would join
     the SET list, and rewriting indexed columns makes PostgreSQL update
@@ -106,13 +113,13 @@ async def save_change(
         {column: state[column] for column in _PROCESS_STATE}
         | {"key_process_id": process.process_id},
     )
-    if step_position is not None:
-        step = process.steps[step_position]
-        step_state = _step_values(process.process_id, step_position, step)
+    if step_positions:
         await connection.execute(
             _UPDATE_STEP,
-            {column: step_state[column] for column in _STEP_STATE}
-            | {"key_process_id": process.process_id, "key_position": step_position},
+            [
+                _step_state(process.process_id, position, process.steps[position])
+                for position in step_positions
+            ],
         )
 
 
@@ -193,12 +200,8 @@ def list_total_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
     """How many processes match: read from the counters unless a search is given."""
     if query.search is not None:
         return select(func.count()).select_from(ProcessRow).where(*_filters(query))
-    counted = [ProcessCount.org_id == query.org_id]
-    if query.status is not None:
-        counted.append(ProcessCount.status == query.status.value)
-    if query.namespace is not None:
-        counted.append(ProcessCount.namespace == query.namespace)
-    return select(func.coalesce(func.sum(ProcessCount.count), 0)).where(*counted)
+    status = query.status.value if query.status is not None else None
+    return counted_total(ProcessCount, query.org_id, status=status, namespace=query.namespace)
 
 
 def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
@@ -229,6 +232,13 @@ async def load(
     if row is None:
         return None
     steps = (await connection.execute(_LOAD_STEPS, keys)).all()
+    # Most processes have no human step, and so no task to read.
+    has_tasks = any(step.task_id is not None for step in steps)
+    tasks = (
+        {task.task_id: task for task in await tasks_of_process(connection, process_id)}
+        if has_tasks
+        else {}
+    )
     return Process(
         process_id=row.process_id,
         org_id=row.org_id,
@@ -240,7 +250,7 @@ async def load(
         summary=row.summary,
         error=row.error,
         update_count=row.update_count,
-        steps=[_step(step) for step in steps],
+        steps=[_step(step, tasks.get(step.task_id)) for step in steps],
     )
 
 
@@ -262,15 +272,30 @@ def _process_values(process: Process) -> dict[str, Any]:
     }
 
 
-# StepRow's columns carry the names of Step's fields.
-_STEP_FIELDS = [field.name for field in dataclasses.fields(Step)]
+# StepRow's columns carry the names of Step's fields; a step's task has a row
+# of its own, which the step names by task_id.
+_STEP_FIELDS = [field.name for field in dataclasses.fields(Step) if field.name != "task"]
 
 
-def _step(row: Row[Any]) -> Step:
+def _step(row: Row[Any], task: Task | None) -> Step:
     values = {name: getattr(row, name) for name in _STEP_FIELDS}
-    return Step(**values | {"status": StepStatus(row.status)})
+    return Step(**values | {"status": StepStatus(row.status), "task": task})
 
 
 def _step_values(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
     values = {name: getattr(step, name) for name in _STEP_FIELDS}
-    return values | {"process_id": process_id, "position": position, "status": step.status.value}
+    return values | {
+        "process_id": process_id,
+        "position": position,
+        "status": step.status.value,
+        "task_id": step.task_id,
+    }
+
+
+def _step_state(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
+    """The parameters of _UPDATE_STEP: the step's state columns and its key."""
+    values = _step_values(process_id, position, step)
+    return {column: values[column] for column in _STEP_STATE} | {
+        "key_process_id": process_id,
+        "key_position": position,
+    }

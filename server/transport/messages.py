@@ -5,6 +5,7 @@ from datetime import datetime
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import task_service_pb2 as tasks_pb
 from server.domain.errors import InvalidArgument
 from server.domain.processes import (
     Event,
@@ -17,6 +18,7 @@ from server.domain.processes import (
     StepDef,
     Update,
 )
+from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
 
 
 def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -36,7 +38,15 @@ def _struct(data: JsonObject | None) -> struct_pb2.Struct | None:
 
 
 def step_defs(request: pb.CreateProcessRequest) -> list[StepDef]:
-    return [StepDef(key=d.key, label=d.label, human=d.human) for d in request.step_defs]
+    return [
+        StepDef(
+            key=d.key,
+            label=d.label,
+            human=d.human,
+            timeout_seconds=d.timeout_seconds if d.HasField("timeout_seconds") else None,
+        )
+        for d in request.step_defs
+    ]
 
 
 def update(request: pb.UpdateProcessRequest) -> Update:
@@ -67,7 +77,13 @@ def process(process: Process) -> pb.Process:
         status=process.status.value,
         current_step=process.current_step,
         step_defs=[
-            pb.StepDef(key=step.key, label=step.label, human=step.human) for step in process.steps
+            pb.StepDef(
+                key=step.key,
+                label=step.label,
+                human=step.human,
+                timeout_seconds=step.timeout_seconds,
+            )
+            for step in process.steps
         ],
         timeline=[_timeline_entry(step) for step in process.steps],
         task_ids=[str(task_id) for task_id in process.task_ids],
@@ -94,6 +110,7 @@ def _timeline_entry(step: Step) -> pb.TimelineEntry:
         progress_message=step.progress_message,
         progress_percent=step.progress_percent,
         error=step.error,
+        completed_by=step.completed_by,
     )
 
 
@@ -125,4 +142,39 @@ def acknowledgement(process_id: str, event: Event) -> pb.UpdateProcessResponse:
         process_id=process_id,
         update_type=event.type.value,
         timestamp=_timestamp(event.recorded_at),
+    )
+
+
+def task(task: Task) -> tasks_pb.Task:
+    return tasks_pb.Task(
+        task_id=str(task.task_id),
+        process_id=str(task.process_id),
+        namespace=task.namespace,
+        process_name=task.process_name,
+        step=task.step,
+        label=task.label,
+        status=task.status.value,
+        created_at=_timestamp(task.created_at),
+        opened_at=_timestamp(task.opened_at),
+        completed_at=_timestamp(task.completed_at),
+        outcome=task.outcome.value if task.outcome is not None else None,
+        comment=task.comment,
+        completed_by=task.completed_by,
+    )
+
+
+def task_page(page: TaskPage, query: TaskQuery) -> tasks_pb.ListTasksResponse:
+    return tasks_pb.ListTasksResponse(
+        tasks=[task(item) for item in page.tasks],
+        total=page.total,
+        limit=query.limit,
+        offset=query.offset,
+        next_page_token=page.next_page_token or "",
+    )
+
+
+def completion(request: tasks_pb.CompleteTaskRequest) -> Completion:
+    return Completion(
+        outcome=request.outcome,
+        comment=request.comment if request.HasField("comment") else None,
     )

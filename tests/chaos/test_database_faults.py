@@ -24,9 +24,8 @@ from tests.chaos.helpers import (
     start_postgres,
     stop_postgres,
     wait_until,
-    workers,
 )
-from tests.e2e.conftest import Stack, running_stack
+from tests.support.stack import Stack, running_stack
 
 ANSWERS = 40
 DOWN_SECONDS = 3.0
@@ -83,7 +82,7 @@ def test_requests_fail_fast_while_postgres_restarts_and_recover_within_5_s(
         try:
             token = stack.token("chaos")
             process_ids = create_running_processes(stack, token, 4)
-            worker_pids = {index: worker.pid for index, worker in workers(stack).items()}
+            worker_pids = {index: worker.pid for index, worker in stack.workers().items()}
             with (
                 load(stack, progress_by(token), process_ids) as running,
                 DeadlineProbe(stack, token, process_ids[0]) as probe,
@@ -100,7 +99,7 @@ def test_requests_fail_fast_while_postgres_restarts_and_recover_within_5_s(
                 back_at = time.monotonic()
                 running.wait_for(ANSWERS, 60, since=back_at + RECOVERY_SECONDS)
             outcomes = running.snapshot()
-            assert {index: worker.pid for index, worker in workers(stack).items()} == worker_pids
+            assert {index: worker.pid for index, worker in stack.workers().items()} == worker_pids
             assert stack.process.poll() is None
             problems, logged = check_stored(stack, token, outcomes, process_ids)
         finally:

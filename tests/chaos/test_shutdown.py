@@ -26,7 +26,7 @@ from tests.chaos.helpers import (
     progress_by,
     wait_until,
 )
-from tests.e2e.conftest import Stack, running_stack
+from tests.support.stack import Stack, running_stack
 
 ANSWERS = 40
 # Updates that are surely in flight when SIGTERM arrives: they wait inside

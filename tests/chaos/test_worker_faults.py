@@ -17,7 +17,7 @@ from tests.chaos.helpers import (
     restarted_worker,
     wait_until,
 )
-from tests.e2e.conftest import Stack, running_stack
+from tests.support.stack import Stack, running_stack
 
 # Answers to wait for before the fault and after recovery: enough to be sure
 # the load flows, few enough to be quick on a loaded machine.
@@ -71,20 +71,8 @@ def test_a_killed_lone_worker_is_restarted_and_no_acknowledged_update_is_lost(
     assert problems == []
 
 
-def _health_flags(stack: Stack, worker: int) -> str:
-    """How Envoy sees one worker's endpoint: `healthy`, or the reasons it is not."""
-    url = f"http://127.0.0.1:{stack.env['HTK_ENVOY_ADMIN_PORT']}/clusters"
-    clusters = httpx.get(url, timeout=10).text
-    (flags,) = [
-        line.rsplit("::", 1)[1]
-        for line in clusters.splitlines()
-        if f"-worker-{worker}::health_flags::" in line
-    ]
-    return flags
-
-
 def _stat(stack: Stack, name: str) -> int:
-    url = f"http://127.0.0.1:{stack.env['HTK_ENVOY_ADMIN_PORT']}/stats?filter=^{name}$"
+    url = f"{stack.envoy_admin_url}/stats?filter=^{name}$"
     (line,) = httpx.get(url, timeout=10).text.splitlines()
     return int(line.rsplit(": ", 1)[1])
 
@@ -113,7 +101,7 @@ def test_reads_keep_succeeding_while_one_of_two_workers_is_killed_and_restarted(
             # Envoy takes it out of rotation: it failed a health check or a
             # connection (outlier detection).
             seen_unhealthy = wait_until(
-                lambda: None if (flags := _health_flags(stack, 0)) == "healthy" else flags,
+                lambda: None if (flags := stack.worker_health()[0]) == "healthy" else flags,
                 RECOVERY_TIMEOUT_SECONDS,
                 "Envoy to mark worker 0 unhealthy",
             )
@@ -123,7 +111,7 @@ def test_reads_keep_succeeding_while_one_of_two_workers_is_killed_and_restarted(
                 "the supervisor to restart worker 0",
             )
             wait_until(
-                lambda: _health_flags(stack, 0) == "healthy" or None,
+                lambda: stack.worker_health()[0] == "healthy" or None,
                 RECOVERY_TIMEOUT_SECONDS,
                 "Envoy to route to the restarted worker 0 again",
             )

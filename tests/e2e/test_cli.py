@@ -10,7 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import HTK, Org, Stack
+from tests.support.orgs import Org
+from tests.support.stack import HTK, Stack
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

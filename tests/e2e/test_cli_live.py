@@ -15,7 +15,8 @@ import pexpect
 import pytest
 
 from htk.processes.v1 import process_service_pb2
-from tests.e2e.conftest import HTK, Org, Stack
+from tests.support.orgs import Org
+from tests.support.stack import HTK, Stack
 
 _PROCESS_METHODS = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"].methods_by_name
 needs_events = pytest.mark.skipif(

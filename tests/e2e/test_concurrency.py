@@ -17,8 +17,9 @@ from psycopg.rows import class_row
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import Org, Stack
 from tests.e2e.test_grpc import Stub, create, get, rpc_error, update
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 if TYPE_CHECKING:
     from htk.processes.v1.process_service_pb2_grpc import ProcessServiceAsyncStub

@@ -22,7 +22,8 @@ from grpc_status import rpc_status
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.tokens import generate_token
-from tests.e2e.conftest import Org, Stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 Stub = pb_grpc.ProcessServiceStub
 UpdateReq = pb.UpdateProcessRequest
@@ -106,20 +107,15 @@ def assert_invalid_argument(error: grpc.Call, field: str) -> None:
     assert violations == [(field, problem)]
 
 
-def new_org(stack: Stack, prefix: str = "org") -> Org:
-    org_id = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    return Org(org_id=org_id, writer=stack.token(org_id), reader=stack.token(org_id, ""))
-
-
 @pytest.fixture(scope="module")
 def shared_org(stack: Stack) -> Org:
     """An org for tests that need no empty org (a token costs a CLI run)."""
-    return new_org(stack)
+    return stack.new_org()
 
 
 @pytest.fixture(scope="module")
 def other_org(stack: Stack) -> Org:
-    return new_org(stack, "other")
+    return stack.new_org("other")
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +276,7 @@ BACKUP = r"Backup C:\data"  # a backslash, which `search` matches literally
 @pytest.fixture(scope="module")
 def catalog(stack: Stack, grpc_stub: Stub) -> Org:
     """An org with four processes, started in this order a few milliseconds apart."""
-    org = new_org(stack)
+    org = stack.new_org()
     for name, namespace in [
         ("Deploy 100%", "deployments"),
         ("deploy 1000", "deployments"),

@@ -20,16 +20,16 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import Org, Stack
 from tests.e2e.test_grpc import (
     Stub,
     assert_invalid_argument,
     create_request,
-    new_org,
     rpc_error,
 )
 from tests.e2e.test_rest_contract import PROCESSES, Json, create_body, ok
 from tests.e2e.test_rest_errors import assert_error, assert_invalid_field
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 if TYPE_CHECKING:
     from htk.processes.v1.process_service_pb2_grpc import (
@@ -233,7 +233,7 @@ def test_rest_a_create_key_reused_for_an_update_is_a_409(
 
 
 def test_keys_belong_to_the_organization(stack: Stack, rest: httpx.Client, org: Org) -> None:
-    other = new_org(stack, "other")
+    other = stack.new_org("other")
     key = new_key()
     mine = ok(rest_create(rest, org, key, create_body()))
 

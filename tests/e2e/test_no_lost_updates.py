@@ -35,7 +35,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.e2e.conftest import Org, Stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 Json = dict[str, Any]
 

@@ -23,10 +23,11 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import Org, Stack
-from tests.e2e.test_grpc import Stub, assert_invalid_argument, new_org, rpc_error
+from tests.e2e.test_grpc import Stub, assert_invalid_argument, rpc_error
 from tests.e2e.test_rest_contract import PROCESSES, Json, list_processes, listed_ids
 from tests.e2e.test_rest_errors import assert_invalid_field
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 if TYPE_CHECKING:
     from htk.processes.v1.process_service_pb2_grpc import (
@@ -212,7 +213,7 @@ def catalog(stack: Stack, grpc_stub: Stub) -> Catalog:
     later: only process_id orders the first nine, and a page token that kept
     less than microseconds would skip or repeat the three.
     """
-    org = new_org(stack, "paging")
+    org = stack.new_org("paging")
     ids = create_many(grpc_stub, org, 30)
     for index, process_id in enumerate(ids):
         if index % 5 == 1:
@@ -467,7 +468,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
 def test_totals_of_one_organization_ignore_the_others(
     stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
 ) -> None:
-    other = new_org(stack, "other")
+    other = stack.new_org("other")
     create_many(grpc_stub, other, 4)
     create_many(grpc_stub, org, 2)
     assert list_processes(rest, org)["total"] == 2

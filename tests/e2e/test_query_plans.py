@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 from server.domain.processes import ListQuery, PagePosition, list_query
 from server.storage.migrate import upgrade_to_latest
 from server.storage.processes import list_page_statement, list_total_statement
-from tests.e2e.conftest import Stack
+from tests.support.stack import Stack
 
 ORG = "plans"
 OTHER_ORGS = ("plans-other-a", "plans-other-b")

@@ -20,8 +20,8 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.test_rest_contract import PROCESSES
+from tests.support.stack import Stack, running_stack
 
 RATE = 5
 BURST = 5

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from server.settings import CHECKOUT
-from tests.e2e.conftest import Org, Stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 
 def _readme_session() -> str:

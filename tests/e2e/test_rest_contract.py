@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Org, Stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 Json = dict[str, Any]
 

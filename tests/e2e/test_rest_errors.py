@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from server.domain.tokens import generate_token
-from tests.e2e.conftest import Org, Stack
 from tests.e2e.test_rest_contract import (
     PROCESSES,
     Json,
@@ -24,6 +23,8 @@ from tests.e2e.test_rest_contract import (
     post_update,
     update,
 )
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 INVALID_ARGUMENT = 3
 NOT_FOUND = 5

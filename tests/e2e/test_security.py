@@ -24,8 +24,8 @@ import pytest
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.tokens import digest, generate_token, is_well_formed
-from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.test_rest_contract import PROCESSES, create_body
+from tests.support.stack import Stack, running_stack
 
 MALFORMED_CALLS = 50
 UNKNOWN_CALLS = 10

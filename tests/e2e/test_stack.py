@@ -10,16 +10,12 @@ from pathlib import Path
 import httpx
 import psutil
 import psycopg
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
 
 from server.settings import Settings
 from server.stack import envoy_command, render_envoy_config
-from server.storage.database import sqlalchemy_url
 from server.storage.embedded import embedded_database
-from server.storage.tables import Base
-from tests.e2e.conftest import Org, Stack, free_port, running_stack
+from tests.support.orgs import Org
+from tests.support.stack import Stack, free_port, running_stack
 
 STEPS = [{"key": "build", "label": "Build"}]
 
@@ -106,14 +102,6 @@ def _get_once_listening(url: str, timeout: float = 30.0) -> httpx.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-def test_migrations_leave_exactly_the_schema_the_models_describe(stack: Stack) -> None:
-    engine = create_engine(sqlalchemy_url(stack.database_url))
-    with engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    engine.dispose()
-    assert differences == []
 
 
 def test_token_create_prints_the_token_alone(stack: Stack) -> None:

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import Org, Stack
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 Code = grpc.StatusCode
 FD = descriptor.FieldDescriptor

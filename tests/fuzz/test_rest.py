@@ -17,8 +17,9 @@ from schemathesis import BaseSchema, Case, CheckContext, Response
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from tests.e2e.conftest import Org, Stack
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings, load_schema
+from tests.support.orgs import Org
+from tests.support.stack import Stack
 
 # Loaded at import, so that each operation is a test of its own; the stack's
 # address is only known later and is passed to each call.

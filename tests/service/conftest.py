@@ -7,7 +7,8 @@ import grpc
 import pytest
 
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.support.in_process import InProcessServer, Org, in_process_server, migrated_database
+from tests.support.in_process import InProcessServer, in_process_server, migrated_database
+from tests.support.orgs import Org
 
 
 @pytest.fixture(scope="session")

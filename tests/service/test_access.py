@@ -9,7 +9,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.settings import CHECKOUT
-from tests.support.in_process import Org
+from tests.support.orgs import Org
 
 DESCRIPTOR_SET = CHECKOUT / "envoy" / "process_service.binpb"
 

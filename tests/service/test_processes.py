@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.support.in_process import InProcessServer, Org
+from tests.support.in_process import InProcessServer
+from tests.support.orgs import Org
 
 Stub: TypeAlias = "pb_grpc.ProcessServiceAsyncStub"  # type stubs only
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -22,6 +22,7 @@ from server.settings import Settings
 from server.storage.database import Database
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
+from tests.support.orgs import Org
 
 
 @contextmanager
@@ -45,18 +46,6 @@ class SettableClock:
 
     def __call__(self) -> datetime:
         return self.now or utc_now()
-
-
-@dataclass(frozen=True)
-class Org:
-    """An organization of its own for one test, with a writer and a reader token."""
-
-    org_id: str
-    writer: str
-    reader: str
-
-    def metadata(self, token: str | None = None) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {token or self.writer}"),)
 
 
 @dataclass(frozen=True)

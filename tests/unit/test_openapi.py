@@ -6,20 +6,31 @@ The generated Python descriptors are the independent view of the protos here.
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from google.api import annotations_pb2  # type: ignore[import-untyped]
+from google.api import (
+    annotations_pb2,
+    field_behavior_pb2,
+    http_pb2,
+)
 from google.protobuf import descriptor, descriptor_pb2
 
+from htk.processes.v1 import access_pb2, values_pb2
 from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import task_service_pb2 as task_pb
 
 ROOT = Path(__file__).resolve().parents[2]
 FD = descriptor.FieldDescriptor
-SERVICE = pb.DESCRIPTOR.services_by_name["ProcessService"]
-METHODS = list(SERVICE.methods)
+SERVICES = [
+    pb.DESCRIPTOR.services_by_name["ProcessService"],
+    task_pb.DESCRIPTOR.services_by_name["TaskService"],
+]
+METHODS = [method for service in SERVICES for method in service.methods]
+METHOD_BY_NAME = {method.name: method for method in METHODS}
 
 
 def load_generator() -> ModuleType:
@@ -39,6 +50,23 @@ def rule(method: descriptor.MethodDescriptor) -> tuple[str, str, Any]:
     http = method.GetOptions().Extensions[annotations_pb2.http]
     verb = http.WhichOneof("pattern")
     return verb, getattr(http, verb), http
+
+
+def behaviors(field: descriptor.FieldDescriptor) -> set[int]:
+    return set(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def request_fields(message: descriptor.Descriptor) -> set[str]:
+    """What a request may carry: every field but the OUTPUT_ONLY ones."""
+    return {f.name for f in message.fields if field_behavior_pb2.OUTPUT_ONLY not in behaviors(f)}
+
+
+def required_fields(message: descriptor.Descriptor) -> set[str]:
+    return {f.name for f in message.fields if field_behavior_pb2.REQUIRED in behaviors(f)}
+
+
+def read_only(method: descriptor.MethodDescriptor) -> bool:
+    return method.GetOptions().idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 
 
 def operation(method: descriptor.MethodDescriptor) -> dict[str, Any]:
@@ -126,7 +154,7 @@ def test_every_request_field_is_a_parameter_or_body_property(
     body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
     if body is not None:
         where |= dict.fromkeys(resolve(body)["properties"], "body")
-    assert set(where) == set(method.input_type.fields_by_name)
+    assert set(where) == request_fields(method.input_type)
     for name, location in where.items():
         if f"{{{name}}}" in path:
             assert location == "path", name
@@ -144,7 +172,7 @@ def test_query_parameters_have_the_json_types(method: descriptor.MethodDescripto
         if parameter["in"] == "query":
             field = method.input_type.fields_by_name[parameter["name"]]
             assert parameter["schema"]["type"] == expected_type(field), field.full_name
-            assert parameter["required"] is False
+            assert parameter["required"] == (field_behavior_pb2.REQUIRED in behaviors(field))
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
@@ -161,9 +189,11 @@ def test_request_bodies_match_the_request_message(method: descriptor.MethodDescr
         if field.is_repeated:
             prop = resolve(prop["items"])
         assert prop["type"] == expected_type(field), field.full_name
-    # The server refuses unknown fields, and proto3 requires none.
+    # The server refuses unknown fields; proto3 requires none, the protos' REQUIRED do.
     assert schema["additionalProperties"] is False
-    assert "required" not in schema
+    required = required_fields(method.input_type) - path_fields
+    assert set(schema.get("required", [])) == required
+    assert op["requestBody"]["required"] == bool(required)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
@@ -173,7 +203,7 @@ def test_responses_match_the_response_message(method: descriptor.MethodDescripto
 
 
 def test_response_schemas_cover_nested_messages() -> None:
-    for message in (pb.Process, pb.ProcessSummary, pb.TimelineEntry, pb.StepDef):
+    for message in (pb.Process, pb.ProcessSummary, pb.TimelineEntry, pb.StepDef, task_pb.Task):
         name = message.DESCRIPTOR.name
         assert_schema_matches({"$ref": f"#/components/schemas/{name}"}, message.DESCRIPTOR)
 
@@ -188,6 +218,9 @@ def test_always_printed_fields_are_required_and_optional_ones_are_not() -> None:
     process = DOCUMENT["components"]["schemas"]["Process"]
     assert {"step_defs", "timeline", "task_ids"} <= set(process["required"])
     assert "finished_at" not in process["required"]
+    task = DOCUMENT["components"]["schemas"]["Task"]
+    assert {"task_id", "process_id", "step", "status"} <= set(task["required"])
+    assert not set(task["required"]) & {"opened_at", "outcome", "comment", "completed_by"}
 
 
 def test_numbers_print_as_envoy_prints_them() -> None:
@@ -210,20 +243,35 @@ def test_every_error_is_a_status() -> None:
 
 def test_each_operation_documents_the_statuses_it_can_return() -> None:
     def codes(name: str) -> set[str]:
-        return set(operation(SERVICE.methods_by_name[name])["responses"])
+        return set(operation(METHOD_BY_NAME[name])["responses"])
 
     common = {"200", "400", "401", "429", "503", "504"}
     assert codes("ListProcesses") == common
     assert codes("GetProcess") == common | {"404"}
     assert codes("CreateProcess") == common | {"403", "409", "413"}
     assert codes("UpdateProcess") == common | {"403", "404", "409", "413"}
+    assert codes("ListTasks") == common
+    assert codes("GetTask") == common | {"404"}
+    assert codes("CompleteTask") == common | {"403", "404", "409", "413"}
 
 
 def test_writes_take_an_idempotency_key() -> None:
     for method in METHODS:
         headers = [p["name"] for p in operation(method)["parameters"] if p["in"] == "header"]
-        writes = rule(method)[0] == "post"
-        assert headers == (["Idempotency-Key"] if writes else []), method.name
+        assert headers == ([] if read_only(method) else ["Idempotency-Key"]), method.name
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_each_operation_says_who_may_call_it_and_whether_it_writes(
+    method: descriptor.MethodDescriptor,
+) -> None:
+    op = operation(method)
+    declared = method.GetOptions().Extensions[access_pb2.access]
+    if declared.any_token:
+        assert op["x-htk-access"] == {"any_token": True}
+    else:
+        assert op["x-htk-access"] == {"any_of_scopes": list(declared.any_of_scopes)}
+    assert op["x-htk-read-only"] is read_only(method)
 
 
 def test_every_operation_needs_the_bearer_token() -> None:
@@ -233,7 +281,7 @@ def test_every_operation_needs_the_bearer_token() -> None:
 
 
 def test_created_processes_link_to_get_and_update() -> None:
-    create = operation(SERVICE.methods_by_name["CreateProcess"])
+    create = operation(METHOD_BY_NAME["CreateProcess"])
     links = create["responses"]["200"]["links"]
     assert links.keys() == {"GetProcess", "UpdateProcess"}
     for link in links.values():
@@ -241,51 +289,180 @@ def test_created_processes_link_to_get_and_update() -> None:
 
 
 def test_descriptions_come_from_the_proto_comments() -> None:
-    get = operation(SERVICE.methods_by_name["GetProcess"])
+    get = operation(METHOD_BY_NAME["GetProcess"])
     assert get["summary"] == "Returns one process with its step definitions and timeline."
     assert "NOT_FOUND" in get["responses"]["404"]["description"]
     process = DOCUMENT["components"]["schemas"]["Process"]
     assert process["properties"]["name"]["description"].startswith("A human-readable name")
 
 
-def synthetic_descriptor_set() -> bytes:
-    """A service using what htk's protos do not (yet): 64-bit integers, enums,
-    maps and a repeated query parameter, to check the rest of the mapping."""
-    fdp = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="t/v1/t.proto", package="t.v1", syntax="proto3")
-    request = file.message_type.add(name="GetThingRequest")
-    request.field.add(name="id", number=1, type=fdp.TYPE_STRING, label=fdp.LABEL_OPTIONAL)
-    request.field.add(name="tags", number=2, type=fdp.TYPE_STRING, label=fdp.LABEL_REPEATED)
-    request.field.add(name="since", number=3, type=fdp.TYPE_INT64, label=fdp.LABEL_OPTIONAL)
-    thing = file.message_type.add(name="Thing")
-    thing.field.add(name="size", number=1, type=fdp.TYPE_UINT64, label=fdp.LABEL_OPTIONAL)
-    thing.field.add(
-        name="kind", number=2, type=fdp.TYPE_ENUM, type_name=".t.v1.Kind", label=fdp.LABEL_OPTIONAL
+def test_enumerated_words_and_bounds_are_the_contracts() -> None:
+    """The words and limits of the API docs, where int32's range and any string were."""
+    schemas = DOCUMENT["components"]["schemas"]
+    list_op = operation(
+        pb.DESCRIPTOR.services_by_name["ProcessService"].methods_by_name["ListProcesses"]
     )
+    query = {p["name"]: p["schema"] for p in list_op["parameters"]}
+    # A filter left empty is no filter: proto3 reads a missing string as "".
+    assert query["status"]["enum"] == ["", "running", "completed", "failed"]
+    assert query["sort"]["enum"] == ["", "newest", "oldest"]
+    assert (query["limit"]["minimum"], query["limit"]["maximum"]) == (1, 200)
+    assert (query["offset"]["minimum"], query["search"]["maxLength"]) == (0, 200)
+    update_types = [
+        "step_started",
+        "step_completed",
+        "step_failed",
+        "progress",
+        "completed",
+        "failed",
+    ]
+    update_op = operation(
+        pb.DESCRIPTOR.services_by_name["ProcessService"].methods_by_name["UpdateProcess"]
+    )
+    update = update_op["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert update["type"]["enum"] == update_types
+    assert (update["percent"]["minimum"], update["percent"]["maximum"]) == (0, 100)
+    assert update["summary"]["maxLength"] == 10_000
+    assert schemas["UpdateProcessResponse"]["properties"]["update_type"]["enum"] == update_types
+    for name in ("Process", "ProcessSummary"):
+        assert schemas[name]["properties"]["status"]["enum"] == ["running", "completed", "failed"]
+    timeline = schemas["TimelineEntry"]["properties"]
+    assert timeline["status"]["enum"] == ["pending", "running", "completed", "failed"]
+    create = schemas["CreateProcessRequest"]["properties"]
+    assert (create["name"]["minLength"], create["name"]["maxLength"]) == (1, 200)
+    assert (create["step_defs"]["minItems"], create["step_defs"]["maxItems"]) == (1, 100)
+    assert schemas["StepDefInput"]["properties"]["key"]["maxLength"] == 64
+
+
+def test_output_only_fields_are_read_only_and_never_in_a_request() -> None:
+    messages = pb.DESCRIPTOR.message_types_by_name
+    for name, schema in DOCUMENT["components"]["schemas"].items():
+        message = messages.get(name.removesuffix("Input"))
+        if message is None:
+            continue
+        request = name.endswith(("Input", "Request"))
+        for field_name, prop in schema["properties"].items():
+            field = message.fields_by_name[field_name]
+            output_only = field_behavior_pb2.OUTPUT_ONLY in behaviors(field)
+            assert not (request and output_only), field.full_name
+            assert resolve(prop).get("readOnly", False) == output_only, field.full_name
+
+
+def imported_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """The files whose options the synthetic protos use, as --include_imports adds them."""
+    files = []
+    for module in (
+        descriptor_pb2,
+        http_pb2,
+        annotations_pb2,
+        field_behavior_pb2,
+        access_pb2,
+        values_pb2,
+    ):
+        file = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(file)
+        files.append(file)
+    return files
+
+
+def add_field(
+    message: descriptor_pb2.DescriptorProto, name: str, kind: int, **options: Any
+) -> descriptor_pb2.FieldDescriptorProto:
+    """A singular field (repeated with `label`), its options set from keywords:
+    `behavior` (google.api.field_behavior) and those of (htk.processes.v1.values)."""
+    fdp = descriptor_pb2.FieldDescriptorProto
+    label = options.pop("label", fdp.LABEL_OPTIONAL)
+    member = message.field.add(name=name, number=len(message.field) + 1, type=kind, label=label)
+    if type_name := options.pop("type_name", None):
+        member.type_name = type_name
+    if behavior := options.pop("behavior", None):
+        member.options.Extensions[field_behavior_pb2.field_behavior].append(behavior)
+    for key, value in options.items():
+        setattr(member.options.Extensions[values_pb2.values], key, value)
+    return member
+
+
+def synthetic_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """Two services in two packages using what htk's protos do not (yet):
+    64-bit integers, enums, maps, a repeated query parameter, a field in
+    a request that only the server sets, a bounded filter, to check the rest
+    of the mapping."""
+    fdp = descriptor_pb2.FieldDescriptorProto
+    things = descriptor_pb2.FileDescriptorProto(
+        name="t/things/v1/things.proto",
+        package="t.things.v1",
+        syntax="proto3",
+        dependency=[
+            "google/api/annotations.proto",
+            "google/api/field_behavior.proto",
+            "htk/processes/v1/access.proto",
+        ],
+    )
+    request = things.message_type.add(name="GetThingRequest")
+    add_field(request, "id", fdp.TYPE_STRING, behavior=field_behavior_pb2.REQUIRED)
+    add_field(request, "tags", fdp.TYPE_STRING, label=fdp.LABEL_REPEATED)
+    add_field(request, "since", fdp.TYPE_INT64)
+    thing = things.message_type.add(name="Thing")
+    add_field(thing, "size", fdp.TYPE_UINT64)
+    add_field(thing, "kind", fdp.TYPE_ENUM, type_name=".t.things.v1.Kind")
     entry = thing.nested_type.add(name="LabelsEntry")
     entry.options.map_entry = True
-    entry.field.add(name="key", number=1, type=fdp.TYPE_STRING, label=fdp.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=fdp.TYPE_INT32, label=fdp.LABEL_OPTIONAL)
-    thing.field.add(
-        name="labels",
-        number=3,
-        type=fdp.TYPE_MESSAGE,
-        type_name=".t.v1.Thing.LabelsEntry",
+    add_field(entry, "key", fdp.TYPE_STRING)
+    add_field(entry, "value", fdp.TYPE_INT32)
+    add_field(
+        thing,
+        "labels",
+        fdp.TYPE_MESSAGE,
+        type_name=".t.things.v1.Thing.LabelsEntry",
         label=fdp.LABEL_REPEATED,
     )
-    kind = file.enum_type.add(name="Kind")
+    kind = things.enum_type.add(name="Kind")
     kind.value.add(name="KIND_UNSPECIFIED", number=0)
     kind.value.add(name="KIND_BIG", number=1)
-    method = file.service.add(name="Things").method.add(
-        name="GetThing", input_type=".t.v1.GetThingRequest", output_type=".t.v1.Thing"
+    method = things.service.add(name="Things").method.add(
+        name="GetThing", input_type=".t.things.v1.GetThingRequest", output_type=".t.things.v1.Thing"
     )
     method.options.Extensions[annotations_pb2.http].get = "/v1/things/{id}"
-    result: bytes = descriptor_pb2.FileDescriptorSet(file=[file]).SerializeToString()
+    method.options.idempotency_level = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
+    method.options.Extensions[access_pb2.access].any_token = True
+
+    parts = descriptor_pb2.FileDescriptorProto(
+        name="t/parts/v1/parts.proto",
+        package="t.parts.v1",
+        syntax="proto3",
+        dependency=[
+            "google/api/annotations.proto",
+            "google/api/field_behavior.proto",
+            "htk/processes/v1/access.proto",
+            "htk/processes/v1/values.proto",
+        ],
+    )
+    part = parts.message_type.add(name="Part")
+    add_field(part, "id", fdp.TYPE_STRING, behavior=field_behavior_pb2.OUTPUT_ONLY)
+    add_field(part, "name", fdp.TYPE_STRING, behavior=field_behavior_pb2.REQUIRED, max_length=10)
+    add_field(part, "color", fdp.TYPE_STRING, words_of="t.parts.v1.Color")
+    add_field(part, "weight", fdp.TYPE_INT32, minimum=0)
+    color = parts.enum_type.add(name="Color")
+    color.value.add(name="COLOR_UNSPECIFIED", number=0)
+    color.value.add(name="COLOR_DEEP_RED", number=1)
+    method = parts.service.add(name="Parts").method.add(
+        name="CreatePart", input_type=".t.parts.v1.Part", output_type=".t.parts.v1.Part"
+    )
+    method.options.Extensions[annotations_pb2.http].post = "/v1/parts"
+    method.options.Extensions[annotations_pb2.http].body = "*"
+    method.options.Extensions[access_pb2.access].any_of_scopes.append("parts:write")
+    return [*imported_files(), things, parts]
+
+
+def render_synthetic(files: list[descriptor_pb2.FileDescriptorProto]) -> dict[str, Any]:
+    result: dict[str, Any] = openapi.document(
+        descriptor_pb2.FileDescriptorSet(file=files).SerializeToString()
+    )
     return result
 
 
 def test_the_rest_of_the_proto3_json_mapping() -> None:
-    document = openapi.document(synthetic_descriptor_set())
+    document = render_synthetic(synthetic_files())
     op = document["paths"]["/v1/things/{id}"]["get"]
     parameters = {p["name"]: p for p in op["parameters"]}
     assert parameters["id"]["in"] == "path" and parameters["id"]["required"] is True
@@ -298,3 +475,57 @@ def test_the_rest_of_the_proto3_json_mapping() -> None:
     assert thing["properties"]["labels"]["type"] == "object"
     assert thing["properties"]["labels"]["additionalProperties"]["type"] == "integer"
     assert set(thing["required"]) == {"size", "kind", "labels"}
+
+
+def test_every_service_of_every_package() -> None:
+    document = render_synthetic(synthetic_files())
+    assert (document["info"]["title"], document["info"]["version"]) == ("t", "v1")
+    create = document["paths"]["/v1/parts"]["post"]
+    assert create["tags"] == ["Parts"]
+    assert create["x-htk-access"] == {"any_of_scopes": ["parts:write"]}
+    assert create["x-htk-read-only"] is False
+    assert [p["name"] for p in create["parameters"]] == ["Idempotency-Key"]
+    # The request variant leaves out what only the server sets; the response marks it.
+    body = document["components"]["schemas"]["PartInput"]
+    assert set(body["properties"]) == {"name", "color", "weight"}
+    assert body["required"] == ["name"] and create["requestBody"]["required"] is True
+    assert body["properties"]["name"] | {"description": ""} == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 10,
+        "description": "",
+    }
+    assert body["properties"]["color"]["enum"] == ["", "deep_red"]
+    assert body["properties"]["weight"]["minimum"] == 0
+    response = document["components"]["schemas"]["Part"]
+    assert response["properties"]["id"]["readOnly"] is True
+    assert response["properties"]["color"]["enum"] == ["deep_red"]
+
+
+def test_declarations_the_document_cannot_honour_are_errors() -> None:
+    fdp = descriptor_pb2.FieldDescriptorProto
+
+    def part(files: list[descriptor_pb2.FileDescriptorProto]) -> descriptor_pb2.DescriptorProto:
+        return files[-1].message_type[0]
+
+    no_access = synthetic_files()
+    no_access[-1].service[0].method[0].options.ClearExtension(access_pb2.access)
+    # A filter that cannot be 0, with 0 meaning "not given": say optional or REQUIRED.
+    zero_out_of_bounds = synthetic_files()
+    add_field(part(zero_out_of_bounds), "count", fdp.TYPE_INT32, minimum=1)
+    length_of_a_number = synthetic_files()
+    add_field(part(length_of_a_number), "count", fdp.TYPE_INT32, max_length=3)
+    unknown_words = synthetic_files()
+    add_field(part(unknown_words), "shade", fdp.TYPE_STRING, words_of="t.parts.v1.Shade")
+    same_name = synthetic_files()
+    same_name[-2].message_type.add(name="Part")  # t.things.v1.Part beside t.parts.v1.Part
+    same_name[-2].service[0].method[0].output_type = ".t.things.v1.Part"
+    for files, problem in [
+        (no_access, "CreatePart: every RPC declares"),
+        (zero_out_of_bounds, "t.parts.v1.Part.count: 0 means unset"),
+        (length_of_a_number, "t.parts.v1.Part.count: its values option does not fit"),
+        (unknown_words, "t.parts.v1.Part.shade: words_of 't.parts.v1.Shade' is no enum"),
+        (same_name, "would both be schema Part"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            render_synthetic(files)

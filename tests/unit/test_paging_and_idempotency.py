@@ -17,8 +17,8 @@ from server.domain.idempotency import (
     idempotency_key,
     replay,
 )
+from server.domain.paging import MAX_PAGE_TOKEN_LENGTH
 from server.domain.processes import (
-    MAX_PAGE_TOKEN_LENGTH,
     ListQuery,
     PagePosition,
     ProcessStatus,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from server.domain.checks import qualify_namespace
 from server.domain.errors import FailedPrecondition, InvalidArgument
 from server.domain.processes import (
     Change,
@@ -25,9 +26,9 @@ from server.domain.processes import (
     apply_update,
     list_query,
     new_process,
-    qualify_namespace,
     validate_update,
 )
+from server.domain.tasks import TaskStatus
 
 ORG = "acme"
 T0 = datetime(2026, 2, 24, 12, 0, tzinfo=UTC)  # UTC is timezone.utc (ruff UP017)
@@ -289,7 +290,7 @@ def test_step_started_runs_a_pending_step(process: Process) -> None:
             payload={"detail": "Running tests"},
             recorded_at=at(5),
         ),
-        step_position=1,
+        step_positions=(1,),
     )
     step = process.step("test")
     assert step.status is StepStatus.RUNNING
@@ -332,7 +333,7 @@ def test_step_completed_finishes_a_running_step(process: Process) -> None:
             payload={"detail": "Built", "data": {"tag": "v2"}},
             recorded_at=at(120),
         ),
-        step_position=0,
+        step_positions=(0,),
     )
     step = process.step("build")
     assert step.status is StepStatus.COMPLETED
@@ -371,7 +372,7 @@ def test_step_completed_on_a_pending_step_counts_as_started_then(process: Proces
     ],
 )
 def test_duration_ms_is_whole_milliseconds(elapsed: timedelta, expected_ms: int) -> None:
-    step = Step("s", "S", human=False, task_id=None, started_at=T0, completed_at=T0 + elapsed)
+    step = Step("s", "S", human=False, started_at=T0, completed_at=T0 + elapsed)
     assert step.duration_ms == expected_ms
     assert type(step.duration_ms) is int
 
@@ -392,7 +393,7 @@ def test_step_failed_records_the_error(process: Process, prior: StepStatus) -> N
         payload={"error": "3 tests failed"},
         recorded_at=now,
     )
-    assert change.step_position == 1
+    assert change.step_positions == (1,)
     step = process.step("test")
     assert step.status is StepStatus.FAILED
     assert step.error == "3 tests failed"
@@ -507,6 +508,8 @@ def test_completed_and_failed_finish_the_process(
 
     change = apply_update(process, update, at(90))
 
+    review = process.step("review").task
+    assert review is not None
     assert change == Change(
         event=Event(
             seq=2,
@@ -515,11 +518,15 @@ def test_completed_and_failed_finish_the_process(
             payload=update.sent_fields(),
             recorded_at=at(90),
         ),
-        step_position=None,
+        step_positions=(),
+        # The human step's task waits for nothing any more (tests/unit/test_tasks.py).
+        tasks=(review,),
     )
     assert process.status is status
     assert (process.summary, process.error) == (summary, error)
     assert process.finished_at == at(90)
+    assert review.status is TaskStatus.CANCELLED
+    review.status = TaskStatus.PENDING
     assert process.steps == steps_before
 
 

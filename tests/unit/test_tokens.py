@@ -95,6 +95,7 @@ def test_different_tokens_have_different_digests() -> None:
         ("processes:write, tasks:create", {Scope.PROCESSES_WRITE, Scope.TASKS_CREATE}),
         ("tasks:create,processes:write", {Scope.PROCESSES_WRITE, Scope.TASKS_CREATE}),
         ("processes:write", {Scope.PROCESSES_WRITE}),
+        ("tasks:complete", {Scope.TASKS_COMPLETE}),
         ("  tasks:create , tasks:create,", {Scope.TASKS_CREATE}),
         ("", set()),
         (" , ,", set()),
@@ -131,7 +132,7 @@ def test_write_scopes_are_the_documented_pair() -> None:
 def test_require_any_passes_with_an_overlapping_scope(
     scopes: set[Scope], needed: frozenset[Scope]
 ) -> None:
-    Caller("acme", "ci", frozenset(scopes)).require_any(needed)
+    Caller("acme", frozenset(scopes), "deployer").require_any(needed)
 
 
 @pytest.mark.parametrize(
@@ -147,11 +148,17 @@ def test_require_any_passes_with_an_overlapping_scope(
             frozenset({Scope.PROCESSES_WRITE}),
             "this call needs a token with the scope processes:write",
         ),
+        pytest.param(
+            set(WRITE_SCOPES),
+            frozenset({Scope.TASKS_COMPLETE}),
+            "this call needs a token with the scope tasks:complete",
+            id="a pipeline's scopes do not complete tasks",
+        ),
     ],
 )
 def test_require_any_denies_without_overlap(
     scopes: set[Scope], needed: frozenset[Scope], message: str
 ) -> None:
     with pytest.raises(PermissionDenied) as excinfo:
-        Caller("acme", "ci", frozenset(scopes)).require_any(needed)
+        Caller("acme", frozenset(scopes), "deployer").require_any(needed)
     assert str(excinfo.value) == message

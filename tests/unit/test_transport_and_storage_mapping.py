@@ -5,7 +5,6 @@ from typing import Any
 import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
-from server.settings import Settings
 from server.storage.processes import _STEP_FIELDS
 from server.storage.tables import StepRow
 from server.transport.interceptors import unknown_json_fields
@@ -38,24 +37,3 @@ def test_unknown_fields_inside_repeated_messages_are_named_with_their_index() ->
 
 def test_a_body_that_is_not_an_object_has_no_fields_to_judge() -> None:
     assert unknown_json_fields(pb.CreateProcessRequest.DESCRIPTOR, ["x"]) == []
-
-
-def test_settings_defaults() -> None:
-    settings = Settings.from_env({})
-    assert (settings.http_port, settings.grpc_port, settings.database_url) == (8080, 50051, None)
-    assert settings.data_dir.name == ".data"
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"HTK_HTTP_PORT": "abc"}, "HTK_HTTP_PORT must be a whole number"),
-        ({"HTK_GRPC_PORT": "0"}, "HTK_GRPC_PORT must be at least 1"),
-        ({"HTK_GRPC_PORT": "70000"}, "HTK_GRPC_PORT must be a port number"),
-        ({"HTK_DB_POOL_SIZE": "0"}, "HTK_DB_POOL_SIZE must be at least 1"),
-        ({"HTK_LOG_LEVEL": "loud"}, "HTK_LOG_LEVEL must be"),
-    ],
-)
-def test_settings_reject_bad_values_by_name(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        Settings.from_env(env)

@@ -12,10 +12,18 @@ contract, so they are fixed by the `google.api.http` annotations below and
 rendered by Envoy's gRPC-JSON transcoder with the proto field names
 preserved. That contract is why some choices differ from aip.dev:
   * `status`, `type` and `update_type` are lowercase strings, not enums,
-    because the contract prints them as plain words (`"running"`).
+    because the contract prints them as plain words (`"running"`). The
+    enums at the end of this file name those words; each such field points
+    to its enum with `(htk.processes.v1.values).words_of`.
   * Counts and durations that must print as JSON numbers are 32-bit
     integers or doubles: proto3 JSON prints 64-bit integers as strings.
   * Optional values that the contract omits when unset are `optional`.
+
+Field behaviors (aip.dev/203): request fields are REQUIRED or OPTIONAL, a
+REQUIRED string or list being non-empty; the fields of a process, which
+only the server sets, are OUTPUT_ONLY. Response messages are output as a
+whole and carry none. Limits beyond a field's type (bounds, lengths, the
+words a string takes) are `(htk.processes.v1.values)` options.
 """
 
 from collections import abc as _abc
@@ -24,6 +32,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -35,9 +44,139 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ProcessStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProcessStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProcessStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROCESS_STATUS_UNSPECIFIED: _ProcessStatus.ValueType  # 0
+    """Not a status: every process has one of the others."""
+    PROCESS_STATUS_RUNNING: _ProcessStatus.ValueType  # 1
+    """Created and not yet finished; it accepts updates."""
+    PROCESS_STATUS_COMPLETED: _ProcessStatus.ValueType  # 2
+    """Ended by a `completed` update; it accepts no more."""
+    PROCESS_STATUS_FAILED: _ProcessStatus.ValueType  # 3
+    """Ended by a `failed` update; it accepts no more."""
+
+class ProcessStatus(_ProcessStatus, metaclass=_ProcessStatusEnumTypeWrapper):
+    """The words of `Process.status` (see `htk.processes.v1.values`)."""
+
+PROCESS_STATUS_UNSPECIFIED: ProcessStatus.ValueType  # 0
+"""Not a status: every process has one of the others."""
+PROCESS_STATUS_RUNNING: ProcessStatus.ValueType  # 1
+"""Created and not yet finished; it accepts updates."""
+PROCESS_STATUS_COMPLETED: ProcessStatus.ValueType  # 2
+"""Ended by a `completed` update; it accepts no more."""
+PROCESS_STATUS_FAILED: ProcessStatus.ValueType  # 3
+"""Ended by a `failed` update; it accepts no more."""
+Global___ProcessStatus: _TypeAlias = ProcessStatus  # noqa: Y015
+
+class _StepStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_STATUS_UNSPECIFIED: _StepStatus.ValueType  # 0
+    """Not a status: every step has one of the others."""
+    STEP_STATUS_PENDING: _StepStatus.ValueType  # 1
+    """Not started yet."""
+    STEP_STATUS_RUNNING: _StepStatus.ValueType  # 2
+    """Started and not yet ended; it takes progress."""
+    STEP_STATUS_COMPLETED: _StepStatus.ValueType  # 3
+    """Ended by `step_completed`."""
+    STEP_STATUS_FAILED: _StepStatus.ValueType  # 4
+    """Ended by `step_failed`."""
+
+class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper):
+    """The words of `TimelineEntry.status`. A step goes `pending`, `running`,
+    then `completed` or `failed`, and a failed step may be started again.
+    """
+
+STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
+"""Not a status: every step has one of the others."""
+STEP_STATUS_PENDING: StepStatus.ValueType  # 1
+"""Not started yet."""
+STEP_STATUS_RUNNING: StepStatus.ValueType  # 2
+"""Started and not yet ended; it takes progress."""
+STEP_STATUS_COMPLETED: StepStatus.ValueType  # 3
+"""Ended by `step_completed`."""
+STEP_STATUS_FAILED: StepStatus.ValueType  # 4
+"""Ended by `step_failed`."""
+Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
+
+class _SortOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SortOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SortOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SORT_ORDER_UNSPECIFIED: _SortOrder.ValueType  # 0
+    """Not an order: an empty `sort` means `newest`."""
+    SORT_ORDER_NEWEST: _SortOrder.ValueType  # 1
+    """The most recently started process first."""
+    SORT_ORDER_OLDEST: _SortOrder.ValueType  # 2
+    """The earliest started process first."""
+
+class SortOrder(_SortOrder, metaclass=_SortOrderEnumTypeWrapper):
+    """The words of `ListProcessesRequest.sort`."""
+
+SORT_ORDER_UNSPECIFIED: SortOrder.ValueType  # 0
+"""Not an order: an empty `sort` means `newest`."""
+SORT_ORDER_NEWEST: SortOrder.ValueType  # 1
+"""The most recently started process first."""
+SORT_ORDER_OLDEST: SortOrder.ValueType  # 2
+"""The earliest started process first."""
+Global___SortOrder: _TypeAlias = SortOrder  # noqa: Y015
+
+class _UpdateType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UpdateTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpdateType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UPDATE_TYPE_UNSPECIFIED: _UpdateType.ValueType  # 0
+    """Not a kind of change: `type` is required."""
+    UPDATE_TYPE_STEP_STARTED: _UpdateType.ValueType  # 1
+    """A pending or failed step starts running."""
+    UPDATE_TYPE_STEP_COMPLETED: _UpdateType.ValueType  # 2
+    """A pending or running step completes."""
+    UPDATE_TYPE_STEP_FAILED: _UpdateType.ValueType  # 3
+    """A pending or running step fails."""
+    UPDATE_TYPE_PROGRESS: _UpdateType.ValueType  # 4
+    """A running step reports a message, a percentage or both."""
+    UPDATE_TYPE_COMPLETED: _UpdateType.ValueType  # 5
+    """The whole process completes."""
+    UPDATE_TYPE_FAILED: _UpdateType.ValueType  # 6
+    """The whole process fails."""
+
+class UpdateType(_UpdateType, metaclass=_UpdateTypeEnumTypeWrapper):
+    """The words of `UpdateProcessRequest.type`: the kinds of change."""
+
+UPDATE_TYPE_UNSPECIFIED: UpdateType.ValueType  # 0
+"""Not a kind of change: `type` is required."""
+UPDATE_TYPE_STEP_STARTED: UpdateType.ValueType  # 1
+"""A pending or failed step starts running."""
+UPDATE_TYPE_STEP_COMPLETED: UpdateType.ValueType  # 2
+"""A pending or running step completes."""
+UPDATE_TYPE_STEP_FAILED: UpdateType.ValueType  # 3
+"""A pending or running step fails."""
+UPDATE_TYPE_PROGRESS: UpdateType.ValueType  # 4
+"""A running step reports a message, a percentage or both."""
+UPDATE_TYPE_COMPLETED: UpdateType.ValueType  # 5
+"""The whole process completes."""
+UPDATE_TYPE_FAILED: UpdateType.ValueType  # 6
+"""The whole process fails."""
+Global___UpdateType: _TypeAlias = UpdateType  # noqa: Y015
+
 @_typing.final
 class Process(_message.Message):
-    """A tracked process: its definition, current state and step timeline."""
+    """A tracked process: its definition, current state and step timeline.
+
+    Processes are created from a CreateProcessRequest and change only through
+    updates, so every field here is set by the server.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -60,7 +199,7 @@ class Process(_message.Message):
     name: _builtins.str
     """A human-readable name, e.g. `Deploy v2.1.0`."""
     status: _builtins.str
-    """`running`, `completed` or `failed`."""
+    """Whether the process is still running or how it ended."""
     current_step: _builtins.str
     """The most recently started step that is still running, else the most
     recently changed step. Absent until a step has changed.
@@ -147,7 +286,7 @@ class ProcessSummary(_message.Message):
     name: _builtins.str
     """A human-readable name."""
     status: _builtins.str
-    """`running`, `completed` or `failed`."""
+    """Whether the process is still running or how it ended."""
     current_step: _builtins.str
     """See `Process.current_step`."""
     step_count: _builtins.int
@@ -191,15 +330,25 @@ class StepDef(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     HUMAN_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """The step's key, unique within its process, e.g. `build`. Updates name
+    """The step's key, unique within its process, e.g. `build`: letters,
+    digits, `_`, `-` and `.`, starting with a letter or digit. Updates name
     steps by this key.
     """
     label: _builtins.str
-    """A human-readable label, e.g. `Build`."""
+    """A human-readable label, e.g. `Build`; not blank."""
     human: _builtins.bool
     """Whether a person, rather than a machine, performs the step. Each human
-    step is backed by a task.
+    step is backed by a task (see TaskService). Default false.
+    """
+    timeout_seconds: _builtins.int
+    """How long, in seconds (1 to 2,592,000, i.e. 30 days), the step may run
+    without an update before htk fails it with the `error` `timed out after
+    N s without an update` and logs the event `step_timed_out`. Each
+    `step_started` and `progress` of the step restarts the clock, except
+    that a human step's deadline runs from when it was started (its task
+    opened): then its task becomes `expired`. Absent: no timeout.
     """
     def __init__(
         self,
@@ -207,12 +356,15 @@ class StepDef(_message.Message):
         key: _builtins.str = ...,
         label: _builtins.str = ...,
         human: _builtins.bool = ...,
+        timeout_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["human", b"human", "key", b"key", "label", b"label"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "human", b"human", "key", b"key", "label", b"label", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 
 Global___StepDef: _TypeAlias = StepDef  # noqa: Y015
 
@@ -235,12 +387,13 @@ class TimelineEntry(_message.Message):
     PROGRESS_MESSAGE_FIELD_NUMBER: _builtins.int
     PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_FIELD_NUMBER: _builtins.int
     step: _builtins.str
     """The step's key."""
     label: _builtins.str
     """The step's label."""
     status: _builtins.str
-    """`pending`, `running`, `completed` or `failed`."""
+    """Where the step is in its run."""
     human: _builtins.bool
     """Whether the step is a human step."""
     task_id: _builtins.str
@@ -256,11 +409,15 @@ class TimelineEntry(_message.Message):
     step completes or starts again; kept when it fails, to show how far it got.
     """
     progress_percent: _builtins.int
-    """The latest progress percentage (0-100), kept and cleared like
-    `progress_message`.
-    """
+    """The latest progress percentage, kept and cleared like `progress_message`."""
     error: _builtins.str
-    """The error sent with `step_failed`. Absent unless `failed`."""
+    """The error sent with `step_failed`, or the one htk set when the step
+    timed out or its task was rejected. Absent unless `failed`.
+    """
+    completed_by: _builtins.str
+    """The name of the token whose TaskService.CompleteTask completed or failed
+    this human step. Absent unless a person decided the step's current run.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the step was last started. A step completed or failed without
@@ -291,11 +448,14 @@ class TimelineEntry(_message.Message):
         progress_message: _builtins.str | None = ...,
         progress_percent: _builtins.int | None = ...,
         error: _builtins.str | None = ...,
+        completed_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "task_id", b"task_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "task_id", b"task_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "human", b"human", "label", b"label", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "human", b"human", "label", b"label", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
+    _WhichOneofArgType__completed_by: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by"]  # noqa: Y015
     _WhichOneofReturnType__detail: _TypeAlias = _typing.Literal["detail"]  # noqa: Y015
     _WhichOneofArgType__detail: _TypeAlias = _typing.Literal["_detail", b"_detail"]  # noqa: Y015
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
@@ -308,6 +468,8 @@ class TimelineEntry(_message.Message):
     _WhichOneofArgType__progress_percent: _TypeAlias = _typing.Literal["_progress_percent", b"_progress_percent"]  # noqa: Y015
     _WhichOneofReturnType__task_id: _TypeAlias = _typing.Literal["task_id"]  # noqa: Y015
     _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by) -> _WhichOneofReturnType__completed_by | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__detail) -> _WhichOneofReturnType__detail | None: ...
     @_typing.overload
@@ -325,7 +487,9 @@ Global___TimelineEntry: _TypeAlias = TimelineEntry  # noqa: Y015
 
 @_typing.final
 class ListProcessesRequest(_message.Message):
-    """Request of ProcessService.ListProcesses. All filters combine."""
+    """Request of ProcessService.ListProcesses. All filters combine; an empty
+    filter matches everything.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -337,21 +501,23 @@ class ListProcessesRequest(_message.Message):
     OFFSET_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """Only processes with this status: `running`, `completed` or `failed`."""
+    """Only processes with this status, e.g. `running`."""
     namespace: _builtins.str
-    """Only processes in this namespace, e.g. `acme.deployments`."""
+    """Only processes in this namespace, e.g. `acme.deployments`, or a bare
+    name of the caller's organization.
+    """
     search: _builtins.str
     """Only processes whose name contains this text, ignoring case. `%`, `_`
     and `\\` match themselves.
     """
     sort: _builtins.str
-    """Order by start time: `newest` (the default) or `oldest`. Ties are broken
-    by `process_id`, so pages never repeat or skip a process.
+    """Order by start time, `newest` first unless given. Ties are broken by
+    `process_id`, so pages never repeat or skip a process.
     """
     limit: _builtins.int
-    """Page size, 1-200. Default 50."""
+    """Page size. Default 50."""
     offset: _builtins.int
-    """How many matching processes to skip, 0 or more. Default 0."""
+    """How many matching processes to skip. Default 0."""
     page_token: _builtins.str
     """Continues a listing after the page whose `next_page_token` this is. The
     filters and `sort` must equal that request's; `limit` may change, and
@@ -457,13 +623,14 @@ class CreateProcessRequest(_message.Message):
     namespace: _builtins.str
     """The namespace: `<organization>.<name>`, or a bare `<name>` to which the
     caller's organization is prefixed. Another organization's namespace is
-    rejected.
+    rejected. The name is 1-100 letters, digits, `_`, `-` or `.`, starting
+    and ending with a letter or digit.
     """
     name: _builtins.str
-    """A human-readable name, 1-200 characters."""
+    """A human-readable name; not blank."""
     @_builtins.property
     def step_defs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepDef]:
-        """The steps, in order: 1-100 of them, with unique keys."""
+        """The steps, in order, with unique keys."""
 
     def __init__(
         self,
@@ -492,6 +659,8 @@ class UpdateProcessRequest(_message.Message):
       * `progress`: `step`, and `message` or `percent` or both.
       * `completed`: optional `summary`.
       * `failed`: `error`.
+
+    So only `type` is REQUIRED; the fields that some types need are OPTIONAL.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -508,9 +677,7 @@ class UpdateProcessRequest(_message.Message):
     process_id: _builtins.str
     """The process's identifier (from the URL path in REST)."""
     type: _builtins.str
-    """The kind of change: `step_started`, `step_completed`, `step_failed`,
-    `progress`, `completed` or `failed`.
-    """
+    """The kind of change."""
     step: _builtins.str
     """The key of the step the change applies to."""
     detail: _builtins.str
@@ -520,12 +687,14 @@ class UpdateProcessRequest(_message.Message):
     message: _builtins.str
     """A progress message, e.g. `Deploying to 3/10 instances...`."""
     percent: _builtins.int
-    """A progress percentage, 0-100."""
+    """A progress percentage."""
     summary: _builtins.str
     """A closing summary of a completed process."""
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
-        """Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`."""
+        """Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`;
+        at most 64 KiB as compact JSON, numbers finite.
+        """
 
     def __init__(
         self,

@@ -12,10 +12,18 @@ contract, so they are fixed by the `google.api.http` annotations below and
 rendered by Envoy's gRPC-JSON transcoder with the proto field names
 preserved. That contract is why some choices differ from aip.dev:
   * `status`, `type` and `update_type` are lowercase strings, not enums,
-    because the contract prints them as plain words (`"running"`).
+    because the contract prints them as plain words (`"running"`). The
+    enums at the end of this file name those words; each such field points
+    to its enum with `(htk.processes.v1.values).words_of`.
   * Counts and durations that must print as JSON numbers are 32-bit
     integers or doubles: proto3 JSON prints 64-bit integers as strings.
   * Optional values that the contract omits when unset are `optional`.
+
+Field behaviors (aip.dev/203): request fields are REQUIRED or OPTIONAL, a
+REQUIRED string or list being non-empty; the fields of a process, which
+only the server sets, are OUTPUT_ONLY. Response messages are output as a
+whole and carry none. Limits beyond a field's type (bounds, lengths, the
+words a string takes) are `(htk.processes.v1.values)` options.
 """
 
 from collections import abc as _abc

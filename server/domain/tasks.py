@@ -1,0 +1,233 @@
+"""The tasks of human steps: their state machine, decisions and listing.
+
+Each human step of a process is backed by one task, created with the process.
+A task's state follows its step's, and every change to it is part of a change
+to its process (`server.domain.processes`: `apply_update`, `complete_task`,
+`time_out`), applied under the process's row lock; the transitions below only
+keep the task's own fields right:
+
+    pending --open--> open --complete--> completed
+       |               |---cancel---> cancelled
+       |               '---expire---> expired
+       '---cancel---> cancelled
+    completed, cancelled, expired --open--> open   (the failed step started again)
+"""
+
+import enum
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from server.domain.checks import check_text, one_of, parse_choice, qualify_namespace
+from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.paging import (
+    DEFAULT_PAGE_SIZE,
+    check_window,
+    fingerprint,
+    make_page_token,
+    read_page_token,
+)
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    OPEN = "open"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class Outcome(enum.StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+# The statuses each status may move to.
+_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.OPEN, TaskStatus.CANCELLED}),
+    TaskStatus.OPEN: frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}),
+    TaskStatus.COMPLETED: frozenset({TaskStatus.OPEN}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.OPEN}),
+    TaskStatus.EXPIRED: frozenset({TaskStatus.OPEN}),
+}
+
+
+@dataclass
+class Task:
+    """The task of one human step, with copies of what a list shows of its
+    process and step (which never change), so that it reads on its own."""
+
+    task_id: uuid.UUID
+    process_id: uuid.UUID
+    org_id: str
+    namespace: str
+    process_name: str
+    step: str
+    label: str
+    created_at: datetime
+    status: TaskStatus = TaskStatus.PENDING
+    opened_at: datetime | None = None
+    completed_at: datetime | None = None
+    outcome: Outcome | None = None
+    comment: str | None = None
+    completed_by: str | None = None
+
+    def open(self, now: datetime) -> None:
+        """Its step started: the task waits for a person, having forgotten any
+        earlier decision (the event log keeps it)."""
+        self._move(TaskStatus.OPEN)
+        self.opened_at = now
+        self.completed_at = None
+        self.outcome = None
+        self.comment = None
+        self.completed_by = None
+
+    def cancel(self) -> None:
+        """Its step ended without it, or its process finished first."""
+        self._move(TaskStatus.CANCELLED)
+
+    def expire(self) -> None:
+        """Its step timed out."""
+        self._move(TaskStatus.EXPIRED)
+
+    def complete(
+        self, outcome: Outcome, comment: str | None, completed_by: str, now: datetime
+    ) -> None:
+        """A person decided."""
+        if self.status is not TaskStatus.OPEN:
+            raise FailedPrecondition(
+                f"task {self.task_id} is {self.status.value}; only an open task can be completed"
+            )
+        self._move(TaskStatus.COMPLETED)
+        self.completed_at = now
+        self.outcome = outcome
+        self.comment = comment
+        self.completed_by = completed_by
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the task waits, or will wait, for a person."""
+        return self.status in {TaskStatus.PENDING, TaskStatus.OPEN}
+
+    def _move(self, status: TaskStatus) -> None:
+        # Each change to a process moves its tasks only where its steps allow;
+        # anything else is a bug, not a caller's mistake.
+        if status not in _TRANSITIONS[self.status]:
+            raise AssertionError(f"task {self.task_id}: {self.status.value} -> {status.value}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A CompleteTask request's decision, as sent (a comment not sent is None)."""
+
+    outcome: str
+    comment: str | None = None
+
+
+def validate_completion(completion: Completion) -> Outcome:
+    """Checks the decision's fields (not the task's state) and returns its outcome."""
+    if not completion.outcome:
+        raise InvalidArgument("outcome", f"is required; one of: {one_of(Outcome)}")
+    outcome = parse_choice(Outcome, "outcome", completion.outcome)
+    check_text("comment", completion.comment)
+    return outcome
+
+
+def parse_task_id(text: str) -> uuid.UUID:
+    """Reads a task id; text that is no UUID names no task, hence NotFound."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise NotFound(f"task {text!r} not found") from None
+
+
+@dataclass(frozen=True)
+class TaskPosition:
+    """Where a page ended: its last task's creation time and id."""
+
+    created_at: datetime
+    task_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """A validated ListTasks request of one organization, newest first."""
+
+    org_id: str
+    status: TaskStatus | None = None
+    namespace: str | None = None
+    process_id: uuid.UUID | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+    offset: int = 0
+    # Set by a page token: the page starts right after this position.
+    after: TaskPosition | None = None
+
+    def filters_fingerprint(self) -> str:
+        process_id = str(self.process_id) if self.process_id is not None else None
+        return fingerprint([self.status, self.namespace, process_id])
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    total: int
+    # The token for the next page; None on the last page.
+    next_page_token: str | None
+
+
+def task_query(
+    org_id: str,
+    *,
+    status: str = "",
+    namespace: str = "",
+    process_id: str = "",
+    limit: int | None = None,
+    offset: int | None = None,
+    page_token: str = "",
+) -> TaskQuery:
+    """Validates ListTasks parameters; empty strings and None mean "not given"."""
+    limit, offset = check_window(limit, offset)
+    query = TaskQuery(
+        org_id=org_id,
+        status=parse_choice(TaskStatus, "status", status) if status else None,
+        namespace=qualify_namespace(org_id, namespace) if namespace else None,
+        process_id=_process_filter(process_id) if process_id else None,
+        limit=limit,
+        offset=offset,
+    )
+    if not page_token:
+        return query
+    after = read_page_token(
+        page_token,
+        offset=offset,
+        filters_fingerprint=query.filters_fingerprint(),
+        filters="filters",
+    )
+    return replace(query, after=TaskPosition(*after))
+
+
+def _process_filter(text: str) -> uuid.UUID:
+    # A filter, unlike a path, names nothing that could be missing: a
+    # malformed id is the caller's mistake.
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument("process_id", f"must be a UUID, got {text!r}") from None
+
+
+def task_page(query: TaskQuery, matches: list[Task], total: int) -> TaskPage:
+    """The page to return from up to `query.limit + 1` matches read newest
+    first: the extra one only tells that another page follows."""
+    shown = matches[: query.limit]
+    more = len(matches) > query.limit
+    return TaskPage(
+        tasks=shown,
+        total=total,
+        next_page_token=task_page_token(query, shown[-1]) if more else None,
+    )
+
+
+def task_page_token(query: TaskQuery, last: Task) -> str:
+    """The token for the page after the one ending with `last`."""
+    return make_page_token(query.filters_fingerprint(), last.created_at, last.task_id)

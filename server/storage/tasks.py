@@ -1,0 +1,179 @@
+"""Reading and writing tasks, and finding the steps whose deadline has passed.
+
+Plain functions on a connection whose transaction the caller owns: the
+callers decide what a change means, these only move rows.
+"""
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.domain.tasks import Outcome, Task, TaskQuery, TaskStatus
+from server.storage.counts import counted_total
+from server.storage.tables import ProcessRow, StepRow, TaskCount, TaskRow
+
+# TaskRow's columns carry the names of Task's fields.
+_TASK_FIELDS = [field.name for field in dataclasses.fields(Task)]
+# The columns that change as a task moves (all but what it copies).
+_TASK_STATE = ("status", "opened_at", "completed_at", "outcome", "comment", "completed_by")
+
+# Built once, like the statements of server/storage/processes.py.
+_INSERT_TASK = insert(TaskRow)
+_UPDATE_TASK = (
+    update(TaskRow)
+    .where(TaskRow.task_id == bindparam("key_task_id"))
+    .values({column: bindparam(column) for column in _TASK_STATE})
+)
+_GET_TASK = select(*TaskRow.__table__.columns).where(
+    TaskRow.task_id == bindparam("task_id"), TaskRow.org_id == bindparam("org_id")
+)
+_TASKS_OF_PROCESS = select(*TaskRow.__table__.columns).where(
+    TaskRow.process_id == bindparam("process_id")
+)
+# Locks the processes, not the steps: a process's row lock is the one every
+# change to it takes first, so the scanner queues with updates and task
+# completions instead of deadlocking with them, and skips (until its next
+# round) a process that one of them holds.
+_LOCK_DUE_STEPS = (
+    select(ProcessRow.org_id, StepRow.process_id, StepRow.key)
+    .join(ProcessRow, ProcessRow.process_id == StepRow.process_id)
+    .where(StepRow.deadline_at <= bindparam("now"))
+    .order_by(StepRow.deadline_at)
+    .limit(bindparam("limit"))
+    .with_for_update(of=ProcessRow, skip_locked=True)
+)
+
+
+async def insert_tasks(connection: AsyncConnection, tasks: Sequence[Task]) -> None:
+    """Stores new tasks; their steps must be stored first."""
+    if tasks:
+        await connection.execute(_INSERT_TASK, [_task_values(task) for task in tasks])
+
+
+async def write_tasks(connection: AsyncConnection, tasks: Sequence[Task]) -> None:
+    """Writes back the state of tasks that a change moved."""
+    if tasks:
+        await connection.execute(_UPDATE_TASK, [_task_state(task) for task in tasks])
+
+
+async def get_task(connection: AsyncConnection, org_id: str, task_id: uuid.UUID) -> Task | None:
+    """The organization's task by that id, if it has one."""
+    row = (
+        await connection.execute(_GET_TASK, {"org_id": org_id, "task_id": task_id})
+    ).one_or_none()
+    return _task(row) if row is not None else None
+
+
+async def tasks_of_process(connection: AsyncConnection, process_id: uuid.UUID) -> list[Task]:
+    """A process's tasks, to attach to its human steps when loading it."""
+    rows = (await connection.execute(_TASKS_OF_PROCESS, {"process_id": process_id})).all()
+    return [_task(row) for row in rows]
+
+
+async def page(connection: AsyncConnection, query: TaskQuery) -> list[Task]:
+    """The query's page of tasks, and one more if another page follows."""
+    return [_task(row) for row in (await connection.execute(task_page_statement(query))).all()]
+
+
+async def total(connection: AsyncConnection, query: TaskQuery) -> int:
+    """How many tasks match the query, over all pages."""
+    return int((await connection.execute(task_total_statement(query))).scalar_one())
+
+
+def task_page_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
+    """A page of the query's matches, newest first, plus one row to tell if
+    more follow. Each filter combination walks one index of `tasks`."""
+    statement = select(*TaskRow.__table__.columns).where(*_filters(query))
+    if query.after is not None:
+        bound = tuple_(
+            literal(query.after.created_at, TaskRow.created_at.type),
+            literal(query.after.task_id, TaskRow.task_id.type),
+        )
+        statement = statement.where(tuple_(TaskRow.created_at, TaskRow.task_id) < bound)
+    return (
+        statement.order_by(TaskRow.created_at.desc(), TaskRow.task_id.desc())
+        .limit(query.limit + 1)
+        .offset(query.offset)
+    )
+
+
+def task_total_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
+    """How many tasks match: counted for one process (at most 100 tasks),
+    else read from the counters."""
+    if query.process_id is not None:
+        return select(func.count()).select_from(TaskRow).where(*_filters(query))
+    status = query.status.value if query.status is not None else None
+    return counted_total(TaskCount, query.org_id, status=status, namespace=query.namespace)
+
+
+def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
+    filters = [TaskRow.org_id == query.org_id]
+    if query.status is not None:
+        filters.append(TaskRow.status == query.status.value)
+    if query.namespace is not None:
+        filters.append(TaskRow.namespace == query.namespace)
+    if query.process_id is not None:
+        filters.append(TaskRow.process_id == query.process_id)
+    return filters
+
+
+@dataclasses.dataclass(frozen=True)
+class DueStep:
+    """A step whose deadline has passed, in a process now locked for its timeout."""
+
+    org_id: str
+    process_id: uuid.UUID
+    step: str
+
+
+async def lock_due_steps(connection: AsyncConnection, now: datetime, limit: int) -> list[DueStep]:
+    """Up to `limit` steps whose deadline is `now` or earlier, oldest first,
+    with their processes' row locks taken until the transaction ends.
+
+    SKIP LOCKED: a process another worker holds (timing it out or changing it)
+    is left to that worker or the next round, so each timeout is applied by
+    whichever worker gets there first; the domain's `time_out` turns a step
+    that is no longer due by then into nothing.
+    """
+    rows = await connection.execute(_LOCK_DUE_STEPS, {"now": now, "limit": limit})
+    return [DueStep(row.org_id, row.process_id, row.key) for row in rows]
+
+
+def _task(row: Row[Any]) -> Task:
+    values = {name: getattr(row, name) for name in _TASK_FIELDS}
+    return Task(
+        **values
+        | {
+            "status": TaskStatus(row.status),
+            "outcome": Outcome(row.outcome) if row.outcome is not None else None,
+        }
+    )
+
+
+def _task_state(task: Task) -> dict[str, Any]:
+    values = _task_values(task)
+    return {column: values[column] for column in _TASK_STATE} | {"key_task_id": task.task_id}
+
+
+def _task_values(task: Task) -> dict[str, Any]:
+    values = {name: getattr(task, name) for name in _TASK_FIELDS}
+    return values | {
+        "status": task.status.value,
+        "outcome": task.outcome.value if task.outcome is not None else None,
+    }

@@ -1,0 +1,149 @@
+"""Tasks and step deadlines in process, with the clock under the test's control:
+the races between completions, updates and timeouts have exactly one winner."""
+
+import asyncio
+from datetime import timedelta
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from htk.processes.v1 import process_service_pb2 as pb
+from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from htk.processes.v1 import task_service_pb2 as tasks_pb
+from htk.processes.v1 import task_service_pb2_grpc as tasks_grpc
+from server.domain.processes import utc_now
+from server.service.deadlines import DeadlineService
+from tests.support.in_process import InProcessServer
+from tests.support.orgs import Org
+
+
+@pytest.fixture
+async def approver(server: InProcessServer, org: Org) -> str:
+    return await server.token(org.org_id, "tasks:complete", name="alice")
+
+
+@pytest.fixture
+def tasks(channel: grpc.aio.Channel) -> "tasks_grpc.TaskServiceAsyncStub":
+    return tasks_grpc.TaskServiceStub(channel)  # typed as the async stub for an aio channel
+
+
+async def _open_review(
+    processes: "pb_grpc.ProcessServiceAsyncStub", org: Org, timeout_seconds: int = 60
+) -> tuple[str, str]:
+    """A process whose human step is open, with a deadline; its id and its task's."""
+    process = await processes.CreateProcess(
+        pb.CreateProcessRequest(
+            namespace="deployments",
+            name="Gated deploy",
+            step_defs=[
+                pb.StepDef(
+                    key="review", label="Review", human=True, timeout_seconds=timeout_seconds
+                )
+            ],
+        ),
+        metadata=org.metadata(),
+    )
+    await processes.UpdateProcess(
+        pb.UpdateProcessRequest(process_id=process.process_id, type="step_started", step="review"),
+        metadata=org.metadata(),
+    )
+    return process.process_id, process.task_ids[0]
+
+
+async def _events(server: InProcessServer, process_id: str) -> list[str]:
+    async with server.database.transaction() as connection:
+        rows = await connection.execute(
+            text("SELECT type FROM process_events WHERE process_id = :id ORDER BY seq"),
+            {"id": process_id},
+        )
+        return list(rows.scalars())
+
+
+async def test_racing_deadline_enforcers_time_a_step_out_exactly_once(
+    server: InProcessServer, processes: "pb_grpc.ProcessServiceAsyncStub", org: Org
+) -> None:
+    process_id, _ = await _open_review(processes, org, timeout_seconds=30)
+    server.clock.now = utc_now() + timedelta(seconds=31)
+    enforcers = [DeadlineService(server.database, server.clock) for _ in range(4)]
+    await asyncio.gather(*(enforcer.enforce() for enforcer in enforcers))
+    # The server's own enforcer may have come first; together, one timeout.
+    assert (await _events(server, process_id)).count("step_timed_out") == 1
+
+
+async def test_a_step_is_not_timed_out_before_its_deadline(
+    server: InProcessServer, processes: "pb_grpc.ProcessServiceAsyncStub", org: Org
+) -> None:
+    process_id, _ = await _open_review(processes, org, timeout_seconds=30)
+    server.clock.now = utc_now() + timedelta(seconds=29)
+    await DeadlineService(server.database, server.clock).enforce()
+    assert "step_timed_out" not in await _events(server, process_id)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+async def test_a_completion_racing_a_timeout_has_one_winner(
+    server: InProcessServer,
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    approver: str,
+    attempt: int,
+) -> None:
+    process_id, task_id = await _open_review(processes, org, timeout_seconds=30)
+    server.clock.now = utc_now() + timedelta(seconds=31)
+
+    async def complete() -> grpc.StatusCode:
+        try:
+            await tasks.CompleteTask(
+                tasks_pb.CompleteTaskRequest(task_id=task_id, outcome="approved"),
+                metadata=org.metadata(approver),
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    completed, _ = await asyncio.gather(
+        complete(), DeadlineService(server.database, server.clock).enforce()
+    )
+    await DeadlineService(server.database, server.clock).enforce()  # whatever was left
+    events = await _events(server, process_id)
+    task = await tasks.GetTask(tasks_pb.GetTaskRequest(task_id=task_id), metadata=org.metadata())
+    if completed == grpc.StatusCode.OK:
+        assert (task.status, events[-1]) == ("completed", "task_completed")
+        assert "step_timed_out" not in events
+    else:
+        assert completed == grpc.StatusCode.FAILED_PRECONDITION
+        assert (task.status, events[-1]) == ("expired", "step_timed_out")
+        assert "task_completed" not in events
+
+
+async def test_an_update_refreshes_a_machine_steps_deadline(
+    server: InProcessServer, processes: "pb_grpc.ProcessServiceAsyncStub", org: Org
+) -> None:
+    start = utc_now()
+    server.clock.now = start
+    process = await processes.CreateProcess(
+        pb.CreateProcessRequest(
+            namespace="deployments",
+            name="Slow build",
+            step_defs=[pb.StepDef(key="build", label="Build", timeout_seconds=30)],
+        ),
+        metadata=org.metadata(),
+    )
+    for kind, fields in (("step_started", {}), ("progress", {"percent": 50})):
+        await processes.UpdateProcess(
+            pb.UpdateProcessRequest(
+                process_id=process.process_id,
+                type=kind,
+                step="build",
+                **fields,  # type: ignore[arg-type]
+            ),
+            metadata=org.metadata(),
+        )
+        server.clock.now += timedelta(seconds=20)
+    # 40 s after the start, but 20 s after the last update: still within 30 s.
+    await DeadlineService(server.database, server.clock).enforce()
+    assert "step_timed_out" not in await _events(server, process.process_id)
+    server.clock.now += timedelta(seconds=11)
+    await DeadlineService(server.database, server.clock).enforce()
+    assert (await _events(server, process.process_id))[-1] == "step_timed_out"

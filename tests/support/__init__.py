@@ -1,0 +1,1 @@
+"""What the test tiers and the benchmark share: starting stacks, making tokens."""

@@ -1,0 +1,147 @@
+"""Settings parsed from the environment: defaults, bounds, and errors that name the variable."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from server import cli
+from server.settings import CHECKOUT, Settings, SettingsError, variable
+
+# A burst below the rate is refused; turning the rate off lets each bound be
+# tried alone.
+NO_RATE_LIMIT = {"HTK_RATE_LIMIT_PER_SECOND": "0"}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url is None
+    assert settings.data_dir == CHECKOUT / ".data"
+    assert (settings.http_port, settings.grpc_port, settings.envoy_admin_port) == (
+        8080,
+        50051,
+        9901,
+    )
+    assert settings.grpc_address == "127.0.0.1:50051"
+    assert settings.workers == (os.cpu_count() or 1)
+    assert settings.db_pool_size == 10
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (100, 200)
+    assert settings.request_timeout_seconds == 15
+    assert settings.idempotency_key_hours == 24
+    assert settings.log_level == "INFO"
+
+
+def test_values_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://htk:secret@db.internal/htk",
+            "HTK_DATA_DIR": "relative/data",
+            "HTK_GRPC_PORT": "6000",
+            "HTK_WORKERS": "3",
+            "HTK_RATE_LIMIT_PER_SECOND": "5",
+            "HTK_RATE_LIMIT_BURST": "5",
+            "HTK_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings.database_url == "postgresql://htk:secret@db.internal/htk"
+    assert settings.data_dir == Path("relative/data").resolve()
+    assert settings.grpc_address == "127.0.0.1:6000"
+    assert settings.workers == 3
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (5, 5)
+    assert settings.log_level == "DEBUG"
+
+
+def test_an_empty_variable_means_the_default() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "", "HTK_HTTP_PORT": ""})
+    assert (settings.database_url, settings.http_port) == (None, 8080)
+
+
+def test_variables_that_are_not_settings_are_left_alone() -> None:
+    assert Settings.from_env({"HTK_FUZZ_EXAMPLES": "9", "PATH": "/bin"}) == Settings.from_env({})
+
+
+def test_settings_cannot_change_once_read() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.workers = 9  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "lowest", "highest"),
+    [
+        ("HTK_HTTP_PORT", 1, 65535),
+        ("HTK_GRPC_PORT", 1, 65535),
+        ("HTK_ENVOY_ADMIN_PORT", 1, 65535),
+        ("HTK_WORKERS", 1, None),
+        ("HTK_DB_POOL_SIZE", 1, None),
+        ("HTK_RATE_LIMIT_PER_SECOND", 0, None),
+        ("HTK_RATE_LIMIT_BURST", 1, None),
+        ("HTK_REQUEST_TIMEOUT_SECONDS", 1, None),
+        ("HTK_IDEMPOTENCY_KEY_HOURS", 24, None),
+    ],
+)
+def test_each_bound_is_inclusive_and_enforced(name: str, lowest: int, highest: int | None) -> None:
+    def read(value: int) -> Settings:
+        return Settings.from_env(NO_RATE_LIMIT | {name: str(value)})
+
+    read(lowest)
+    with pytest.raises(SettingsError, match=rf"^{name} must be .*{lowest}.*, got '{lowest - 1}'$"):
+        read(lowest - 1)
+    if highest is not None:
+        read(highest)
+        with pytest.raises(
+            SettingsError, match=rf"^{name} must be .*{highest}, got '{highest + 1}'$"
+        ):
+            read(highest + 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"HTK_HTTP_PORT": "abc"},
+            "HTK_HTTP_PORT must be a whole number, at least 1 and at most 65535, got 'abc'",
+        ),
+        ({"HTK_WORKERS": "1.5"}, "HTK_WORKERS must be a whole number, at least 1, got '1.5'"),
+        (
+            {"HTK_DB_POOL_SIZE": "ten"},
+            "HTK_DB_POOL_SIZE must be a whole number, at least 1, got 'ten'",
+        ),
+        (
+            {"HTK_LOG_LEVEL": "loud"},
+            "HTK_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'",
+        ),
+        (
+            {"HTK_RATE_LIMIT_PER_SECOND": "50", "HTK_RATE_LIMIT_BURST": "49"},
+            "HTK_RATE_LIMIT_BURST must be at least HTK_RATE_LIMIT_PER_SECOND (50), got 49",
+        ),
+    ],
+)
+def test_a_bad_value_is_named_with_what_was_expected(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert str(raised.value) == message
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"HTK_WORKERS": "0", "HTK_GRPC_PORT": "x"})
+    assert "HTK_WORKERS must be" in str(raised.value)
+    assert "HTK_GRPC_PORT must be" in str(raised.value)
+
+
+def test_every_setting_names_its_variable_and_says_what_it_means() -> None:
+    for name, field in Settings.model_fields.items():
+        assert variable(field) in ("DATABASE_URL", f"HTK_{name.upper()}"), name
+        assert field.description, name
+
+
+def test_the_cli_prints_a_bad_setting_as_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HTK_WORKERS", "0")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["token", "list", "--org", "acme"])
+    assert exited.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line == "htk: error: HTK_WORKERS must be a whole number, at least 1, got '0'"
