@@ -31,6 +31,8 @@ import (
 type Client struct {
 	// Processes lists, reads, creates and updates processes.
 	Processes processesv1.ProcessServiceClient
+	// Tasks lists, reads and completes the tasks of human steps.
+	Tasks processesv1.TaskServiceClient
 
 	conn *grpc.ClientConn
 }
@@ -52,7 +54,11 @@ func Dial(rawURL, token string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("htk: cannot connect to %s: %w", rawURL, err)
 	}
-	return &Client{Processes: processesv1.NewProcessServiceClient(conn), conn: conn}, nil
+	return &Client{
+		Processes: processesv1.NewProcessServiceClient(conn),
+		Tasks:     processesv1.NewTaskServiceClient(conn),
+		conn:      conn,
+	}, nil
 }
 
 // Close closes the connection; calls in flight fail with codes.Canceled.

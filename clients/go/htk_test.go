@@ -1,8 +1,8 @@
 package htk_test
 
 // These tests run against a real htk through Envoy: HTK_URL (e.g.
-// http://localhost:8080) and HTK_TOKEN (a token with processes:write) name
-// it. `make test` starts a stack and runs them (tests/e2e/test_clients.py).
+// http://localhost:8080) and HTK_TOKEN (a token with the scopes
+// processes:write and tasks:complete) name it. `make test` starts a stack and runs them (tests/e2e/test_clients.py).
 
 import (
 	"context"
@@ -26,7 +26,7 @@ var serverURL, token string
 func TestMain(m *testing.M) {
 	serverURL, token = os.Getenv("HTK_URL"), os.Getenv("HTK_TOKEN")
 	if serverURL == "" || token == "" {
-		fmt.Fprintln(os.Stderr, "set HTK_URL and HTK_TOKEN (a token with processes:write) to run these tests against a running htk")
+		fmt.Fprintln(os.Stderr, "set HTK_URL and HTK_TOKEN (a token with processes:write,tasks:complete) to run these tests against a running htk")
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
@@ -164,6 +164,50 @@ func TestErrorsAreGRPCCodes(t *testing.T) {
 				t.Fatal("the error carries no message")
 			}
 		})
+	}
+}
+
+func TestATaskIsApproved(t *testing.T) {
+	client, ctx := dial(t, token), callContext(t)
+	created, err := client.Processes.CreateProcess(ctx, &processesv1.CreateProcessRequest{
+		Namespace: "go-client",
+		Name:      uniqueName("gated"),
+		StepDefs:  []*processesv1.StepDef{{Key: "review", Label: "Review", Human: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Processes.UpdateProcess(ctx, &processesv1.UpdateProcessRequest{
+		ProcessId: created.ProcessId, Type: "step_started", Step: ptr("review"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	open, err := client.Tasks.ListTasks(ctx, &processesv1.ListTasksRequest{Status: "open", ProcessId: created.ProcessId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open.Tasks) != 1 || open.Tasks[0].TaskId != created.TaskIds[0] {
+		t.Fatalf("the review task is open, got %v", open)
+	}
+	task, err := client.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{
+		TaskId: open.Tasks[0].TaskId, Outcome: "approved", Comment: ptr("LGTM"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != "completed" || task.GetOutcome() != "approved" || task.GetComment() != "LGTM" {
+		t.Fatalf("the task is approved, got %v", task)
+	}
+	process, err := client.Processes.GetProcess(ctx, &processesv1.GetProcessRequest{ProcessId: created.ProcessId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if process.Timeline[0].Status != "completed" || process.Timeline[0].GetCompletedBy() != task.GetCompletedBy() {
+		t.Fatalf("the review step is completed by the approver, got %v", process.Timeline[0])
+	}
+	_, err = client.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{TaskId: task.TaskId, Outcome: "rejected"})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a completed task cannot be completed again, got %v", err)
 	}
 }
 

@@ -86,6 +86,8 @@ def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}
     assert re.search(rf"^{process['process_id']}\s.*Deploy v2\.1\.0\s+running", output, re.M)
     assert re.search(r"^build\s+Build\s+completed", output, re.M)
+    assert re.search(rf"^{process['task_ids'][0]}\s+open\s+Deploy v2\.1\.0\s+review", output, re.M)
+    assert re.search(r"^review\s+Review\s+completed", output, re.M)
 
 
 def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) -> None:
@@ -94,18 +96,19 @@ def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) ->
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "example.mts").write_text(_readme_block("readme-typescript", "ts"))
     tsc = str(package / "node_modules" / ".bin" / "tsc")
-    env = _client_env(stack, org.writer)
+    env = _client_env(stack, stack.token(org.org_id, "processes:write,tasks:complete"))
     _run([tsc, "--module", "nodenext", "--target", "es2022", "example.mts"], folder, env)
     output = _run(["node", "example.mjs"], folder, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed { image_tag: 'v2.1.0-abc123' }" in output
+    assert "review approved by" in output
 
 
 def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: Path) -> None:
     go = shutil.which("go")
     assert go, "Go is not on PATH (`make test` adds /usr/local/go/bin)"
     (tmp_path / "main.go").write_text(_readme_block("readme-go", "go"))
-    env = _client_env(stack, org.writer)
+    env = _client_env(stack, stack.token(org.org_id, "processes:write,tasks:complete"))
     _run([go, "mod", "init", "example"], tmp_path, env)
     _run(
         [go, "mod", "edit", f"-replace=htk.dev/client/go={CHECKOUT / 'clients' / 'go'}"],
@@ -118,3 +121,4 @@ def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: 
     output = _run([go, "run", "."], tmp_path, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed map[image_tag:v2.1.0-abc123]" in output
+    assert "review approved by" in output

@@ -1,12 +1,17 @@
-// What the Node and browser entry points share: the services and the bearer
-// token. Only the transport differs between them.
+// What the Node and browser entry points share: the services, their messages
+// and the bearer token. Only the transport differs between them.
 import { type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 
 import { ProcessService } from "./gen/htk/processes/v1/process_service_pb.js";
+import { TaskService } from "./gen/htk/processes/v1/task_service_pb.js";
+
+export * from "./gen/htk/processes/v1/process_service_pb.js";
+export * from "./gen/htk/processes/v1/task_service_pb.js";
 
 /** htk's services, by the name each has on an HtkClient. */
 const services = {
   processes: ProcessService,
+  tasks: TaskService,
 } as const;
 
 /** The generated clients of htk's services, sharing one transport. */

@@ -17,8 +17,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 
 import { bearerToken, clientsOver, type HtkClient, type HtkClientOptions } from "./clients.js";
 
-export { bearerToken, clientsOver, type HtkClient, type HtkClientOptions } from "./clients.js";
-export * from "./gen/htk/processes/v1/process_service_pb.js";
+export * from "./clients.js";
 
 /** The service clients of the htk at `url`, over native gRPC. */
 export function createHtkClient({ url, token }: HtkClientOptions): HtkClient {

@@ -9,8 +9,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { bearerToken, clientsOver, type HtkClient, type HtkClientOptions } from "./clients.js";
 
-export { bearerToken, clientsOver, type HtkClient, type HtkClientOptions } from "./clients.js";
-export * from "./gen/htk/processes/v1/process_service_pb.js";
+export * from "./clients.js";
 
 /** The service clients of the htk at `url`, over gRPC-Web. */
 export function createHtkClient({ url, token }: HtkClientOptions): HtkClient {

@@ -1,5 +1,5 @@
-// The htk these tests call: HTK_URL and HTK_TOKEN (a token with
-// processes:write) name it, and HTK_READ_ONLY_TOKEN, when set, a token of the
+// The htk these tests call: HTK_URL and HTK_TOKEN (a token with the scopes
+// processes:write and tasks:complete) name it, and HTK_READ_ONLY_TOKEN, when set, a token of the
 // same organization without scopes. `make test` starts a stack and sets them
 // (tests/e2e/test_clients.py).
 import { randomBytes } from "node:crypto";
@@ -8,7 +8,7 @@ function required(name: string): string {
   const value = process.env[name];
   if (!value) {
     throw new Error(
-      `set HTK_URL and HTK_TOKEN (a token with processes:write) to run these tests against a running htk; ${name} is missing`,
+      `set HTK_URL and HTK_TOKEN (a token with processes:write,tasks:complete) to run these tests against a running htk; ${name} is missing`,
     );
   }
   return value;
