@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 
+from server.domain.processes import ProcessStatus
+
 JsonObject = dict[str, Any]
 
 # A process's final statuses, and the update types that set them.
-FINISHED = frozenset({"completed", "failed"})
+FINISHED = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED})
 # A watch stream carries a heartbeat at least every 15 s; four missed ones
 # mean the connection is gone.
 STREAM_READ_TIMEOUT_SECONDS = 60.0

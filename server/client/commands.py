@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
@@ -32,6 +33,8 @@ from server.client.views import (
     processes_table,
     tasks_table,
 )
+from server.domain.processes import ProcessStatus, SortOrder, UpdateType
+from server.domain.tasks import Outcome, TaskStatus
 
 DEFAULT_URL = "http://localhost:8080"
 
@@ -56,9 +59,11 @@ Handler = Callable[[HtkApi, argparse.Namespace, Console], int]
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Adds `processes` and `tasks` to the htk command."""
     connection = argparse.ArgumentParser(add_help=False)
-    group = connection.add_argument_group("connection")
-    group.add_argument("--url", help=f"htk's address (default: $HTK_URL, else {DEFAULT_URL})")
-    group.add_argument("--token", help="the API token (default: $HTK_TOKEN)")
+    connection_options = connection.add_argument_group("connection")
+    connection_options.add_argument(
+        "--url", help=f"htk's address (default: $HTK_URL, else {DEFAULT_URL})"
+    )
+    connection_options.add_argument("--token", help="the API token (default: $HTK_TOKEN)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument(
         "--json", action="store_true", help="print the API's JSON response exactly, for scripts"
@@ -85,13 +90,17 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         parser.set_defaults(client_handler=handler)
         return parser
 
-    processes = commands.add_parser(
-        "processes",
-        help="list, inspect, create, update and watch processes (over the network)",
-        description="Processes of your token's organization, through htk's API at $HTK_URL.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"{ENVIRONMENT}\n\n{EXIT_STATUSES}",
-    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    def group(name: str, summary: str) -> "argparse._SubParsersAction[argparse.ArgumentParser]":
+        return commands.add_parser(
+            name,
+            help=f"{summary} (over the network)",
+            description=f"{name.capitalize()} of your token's organization, through htk's API"
+            " at $HTK_URL.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=f"{ENVIRONMENT}\n\n{EXIT_STATUSES}",
+        ).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    processes = group("processes", "list, inspect, create, update and watch processes")
 
     listing = command(
         processes,
@@ -103,13 +112,11 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "  htk processes list --status running --search deploy\n"
         "  htk processes list --namespace acme.deployments --sort oldest --limit 100 --json",
     )
-    listing.add_argument("--status", help="running, completed or failed")
+    listing.add_argument("--status", choices=_words(ProcessStatus))
     listing.add_argument("--namespace", help="e.g. acme.deployments")
     listing.add_argument("--search", help="text the name contains, ignoring case")
-    listing.add_argument("--sort", choices=["newest", "oldest"], help="by start time")
-    listing.add_argument("--limit", type=int, help="page size, 1-200 (default 50)")
-    listing.add_argument("--offset", type=int, help="how many matching processes to skip")
-    listing.add_argument("--page-token", help="the next page, as the previous one gave it")
+    listing.add_argument("--sort", choices=_words(SortOrder), help="by start time")
+    _paging(listing, "processes")
 
     get = command(
         processes,
@@ -163,14 +170,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     update.add_argument(
         "type",
         metavar="TYPE",
-        choices=[
-            "step_started",
-            "step_completed",
-            "step_failed",
-            "progress",
-            "completed",
-            "failed",
-        ],
+        choices=_words(UpdateType),
     )
     update.add_argument("--step", help="the step's key")
     update.add_argument("--detail", help="a note on the step")
@@ -214,13 +214,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="exit 1 if the process failed (0 if it completed)",
     )
 
-    tasks = commands.add_parser(
-        "tasks",
-        help="list and complete the tasks of human steps (over the network)",
-        description="Tasks of your token's organization, through htk's API at $HTK_URL.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"{ENVIRONMENT}\n\n{EXIT_STATUSES}",
-    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    tasks = group("tasks", "list and complete the tasks of human steps")
 
     task_list = command(
         tasks,
@@ -230,12 +224,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "A task is open while its human step waits for a person.",
         "  htk tasks list --status open\n  htk tasks list --process $PROCESS --json",
     )
-    task_list.add_argument("--status", help="pending, open, completed, cancelled or expired")
+    task_list.add_argument("--status", choices=_words(TaskStatus))
     task_list.add_argument("--namespace", help="e.g. acme.deployments")
     task_list.add_argument("--process", dest="process_id", metavar="ID", help="one process's tasks")
-    task_list.add_argument("--limit", type=int, help="page size, 1-200 (default 50)")
-    task_list.add_argument("--offset", type=int, help="how many matching tasks to skip")
-    task_list.add_argument("--page-token", help="the next page, as the previous one gave it")
+    _paging(task_list, "tasks")
 
     complete = command(
         tasks,
@@ -250,10 +242,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     complete.add_argument("task_id", metavar="TASK_ID")
     outcome = complete.add_mutually_exclusive_group(required=True)
     outcome.add_argument(
-        "--approve", dest="outcome", action="store_const", const="approved", help="approve"
+        "--approve", dest="outcome", action="store_const", const=Outcome.APPROVED, help="approve"
     )
     outcome.add_argument(
-        "--reject", dest="outcome", action="store_const", const="rejected", help="reject"
+        "--reject", dest="outcome", action="store_const", const=Outcome.REJECTED, help="reject"
     )
     complete.add_argument("--comment", help="why, recorded with the task")
     _idempotency_key(complete)
@@ -415,6 +407,12 @@ def _query(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+def _paging(parser: argparse.ArgumentParser, noun: str) -> None:
+    parser.add_argument("--limit", type=int, help="page size, 1-200 (default 50)")
+    parser.add_argument("--offset", type=int, help=f"how many matching {noun} to skip")
+    parser.add_argument("--page-token", help="the next page, as the previous one gave it")
+
+
 def _idempotency_key(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--idempotency-key",
@@ -431,6 +429,10 @@ def _step_def(text: str) -> JsonObject:
     if not key:
         raise argparse.ArgumentTypeError(f"a step needs a key, as KEY[:LABEL[:human]]: {text!r}")
     return {"key": key, "label": label or key, "human": human}
+
+
+def _words(words: type[StrEnum]) -> list[str]:
+    return [word.value for word in words]
 
 
 def _json_object(text: str) -> JsonObject:
