@@ -1,9 +1,17 @@
 # Two commands a newcomer needs: `make run` and `make test`. Both set up what
-# they need first (.venv with Python packages, node_modules with buf).
+# they need first (.venv with Python packages, node_modules with buf, the
+# TypeScript client's packages, the Go client's modules and code generators).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
+TS_CLIENT := clients/typescript
+GO_CLIENT := clients/go
+# protoc-gen-go and protoc-gen-go-grpc, at the versions $(GO_CLIENT)/go.mod pins.
+GOBIN := $(CURDIR)/build/bin
+# Go's official install puts it here; a shell that did not add it to PATH
+# (CI's, cron's) still finds it.
+export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: run test setup lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
 
@@ -14,7 +22,7 @@ run: $(VENV)/.installed
 test: setup lint typecheck check-generated
 	$(BIN)/pytest
 
-setup: $(VENV)/.installed $(BUF)
+setup: $(VENV)/.installed $(BUF) $(TS_CLIENT)/node_modules/.installed $(GOBIN)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,29 +35,42 @@ $(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Installs the client's packages and builds it (dist/, by its prepare script).
+$(TS_CLIENT)/node_modules/.installed: $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
+	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The code generators, and every module the Go client and its tests need.
+$(GOBIN)/.installed: $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum
+	cd $(GO_CLIENT) && GOBIN=$(GOBIN) go install tool && go mod download
+	touch $@
+
 # The protos must not break the contract published on main (scripts/breaking.py);
 # BREAKING_AGAINST=<git ref or folder> compares with another version instead.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BUF) lint
+	cd $(GO_CLIENT) && go vet ./...
 	$(BIN)/python scripts/breaking.py $(if $(BREAKING_AGAINST),--against $(BREAKING_AGAINST))
 
 typecheck: setup
 	$(BIN)/mypy
 
-# Regenerates gen/ and the Envoy descriptor from protos/, and the README's
-# configuration table from server/settings.py.
+# Regenerates gen/, the clients' code and the Envoy descriptor from protos/, and
+# the README's configuration table from server/settings.py.
 generate: setup
 	scripts/generate.sh
 	$(BIN)/python scripts/configuration_table.py README.md
 
-# Fails when gen/ or the Envoy descriptor is stale against protos/, or the
-# README's configuration table against server/settings.py.
+# Fails when gen/, the clients' code or the Envoy descriptor is stale against
+# protos/, or the README's configuration table against server/settings.py.
 check-generated: setup
 	rm -rf build/generated && mkdir -p build/generated
 	scripts/generate.sh build/generated
 	diff -r -x __pycache__ gen build/generated/gen
+	diff -r $(TS_CLIENT)/src/gen build/generated/$(TS_CLIENT)/src/gen
+	diff -r $(GO_CLIENT)/gen build/generated/$(GO_CLIENT)/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
 	cmp docs/openapi.json build/generated/docs/openapi.json
 	cp README.md build/generated/README.md

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generates everything derived from protos/ into the folder given (default: the
-# checkout): gen/ (Python messages, gRPC stubs and their type stubs) and
-# envoy/process_service.binpb (the descriptor set Envoy's transcoder reads).
+# checkout): gen/ (Python messages, gRPC stubs and their type stubs),
+# envoy/process_service.binpb (the descriptor set Envoy's transcoder reads),
+# and the TypeScript and Go clients' code (buf.gen.yaml).
 # `make check-generated` runs it into a scratch folder and diffs the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +29,7 @@ mkdir -p "$out/gen" "$out/envoy"
   "${protos[@]}" google/rpc/error_details.proto
 # The OpenAPI document of the REST API, from the same descriptor set Envoy reads.
 "$python" scripts/openapi.py "$out/envoy/process_service.binpb" "$out/docs/openapi.json"
+# The TypeScript and Go clients' code, by buf with the local plugins that
+# buf.gen.yaml names (`make setup` installs them).
+rm -rf "$out/clients/typescript/src/gen" "$out/clients/go/gen"
+node_modules/.bin/buf generate -o "$out"

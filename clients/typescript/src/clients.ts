@@ -1,0 +1,47 @@
+// What the Node and browser entry points share: the services, their messages
+// and the bearer token. Only the transport differs between them.
+import { type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+
+import { ProcessService } from "./gen/htk/processes/v1/process_service_pb.js";
+import { TaskService } from "./gen/htk/processes/v1/task_service_pb.js";
+
+export * from "./gen/htk/processes/v1/process_service_pb.js";
+export * from "./gen/htk/processes/v1/task_service_pb.js";
+
+/** htk's services, by the name each has on an HtkClient. */
+const services = {
+  processes: ProcessService,
+  tasks: TaskService,
+} as const;
+
+/** The generated clients of htk's services, sharing one transport. */
+export type HtkClient = {
+  readonly [name in keyof typeof services]: Client<(typeof services)[name]>;
+} & {
+  /** The transport the clients share, for calling through it directly. */
+  readonly transport: Transport;
+};
+
+/** Where htk is and who calls it. */
+export interface HtkClientOptions {
+  /** htk's HTTP address, e.g. `http://localhost:8080` (gRPC shares its port). */
+  url: string;
+  /** An htk API token (`htk token create`), sent as `Authorization: Bearer <token>`. */
+  token: string;
+}
+
+/** Sends `authorization: Bearer <token>` with every call. */
+export function bearerToken(token: string): Interceptor {
+  return (next) => (request) => {
+    request.header.set("authorization", `Bearer ${token}`);
+    return next(request);
+  };
+}
+
+/** The service clients over `transport`, which must carry the token itself. */
+export function clientsOver(transport: Transport): HtkClient {
+  const clients = Object.fromEntries(
+    Object.entries(services).map(([name, service]) => [name, createClient(service, transport)]),
+  );
+  return { ...clients, transport } as HtkClient;
+}

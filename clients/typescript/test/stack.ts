@@ -1,0 +1,24 @@
+// The htk these tests call: HTK_URL and HTK_TOKEN (a token with the scopes
+// processes:write and tasks:complete) name it, and HTK_READ_ONLY_TOKEN, when set, a token of the
+// same organization without scopes. `make test` starts a stack and sets them
+// (tests/e2e/test_clients.py).
+import { randomBytes } from "node:crypto";
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(
+      `set HTK_URL and HTK_TOKEN (a token with processes:write,tasks:complete) to run these tests against a running htk; ${name} is missing`,
+    );
+  }
+  return value;
+}
+
+export const url = required("HTK_URL");
+export const token = required("HTK_TOKEN");
+export const readOnlyToken = process.env.HTK_READ_ONLY_TOKEN;
+
+/** A name no other test run uses, so lists can be filtered down to one test's processes. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${randomBytes(6).toString("hex")}`;
+}

@@ -1,0 +1,227 @@
+"""htk's REST API, as the CLI calls it: JSON in, the API's JSON out, and its
+errors as exceptions that carry the server's own message."""
+
+import json
+import queue
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from server.domain.processes import ProcessStatus
+
+JsonObject = dict[str, Any]
+
+# A process's final statuses, and the update types that set them.
+FINISHED = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED})
+# A watch stream carries a heartbeat at least every 15 s; four missed ones
+# mean the connection is gone.
+STREAM_READ_TIMEOUT_SECONDS = 60.0
+# A watch that loses its stream resumes after the last event it saw.
+RESUME_ATTEMPTS = 5
+RESUME_PAUSE_SECONDS = 1.0
+
+
+class ApiError(Exception):
+    """The API refused the call; the message is the server's."""
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class Unreachable(Exception):
+    """No answer from the URL tried."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach htk at {url}: {reason}")
+
+
+@dataclass(frozen=True)
+class Response:
+    """A successful answer: its JSON, and its body exactly as sent (for --json)."""
+
+    json: JsonObject
+    text: str
+
+
+class HtkApi:
+    """One htk, called over REST with one token."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout_seconds: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_seconds,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def list_processes(self, query: Mapping[str, str | int]) -> Response:
+        return self._call("GET", "/api/v1/processes", query=query)
+
+    def get_process(self, process_id: str) -> Response:
+        return self._call("GET", f"/api/v1/processes/{_segment(process_id)}")
+
+    def create_process(self, body: JsonObject, idempotency_key: str | None) -> Response:
+        return self._call("POST", "/api/v1/processes", body=body, idempotency_key=idempotency_key)
+
+    def update_process(
+        self, process_id: str, body: JsonObject, idempotency_key: str | None
+    ) -> Response:
+        path = f"/api/v1/processes/{_segment(process_id)}/update"
+        return self._call("POST", path, body=body, idempotency_key=idempotency_key)
+
+    def list_events(self, process_id: str, query: Mapping[str, str | int]) -> Response:
+        return self._call("GET", f"/api/v1/processes/{_segment(process_id)}/events", query=query)
+
+    def list_tasks(self, query: Mapping[str, str | int]) -> Response:
+        return self._call("GET", "/api/v1/tasks", query=query)
+
+    def complete_task(
+        self, task_id: str, body: JsonObject, idempotency_key: str | None
+    ) -> Response:
+        path = f"/api/v1/tasks/{_segment(task_id)}/complete"
+        return self._call("POST", path, body=body, idempotency_key=idempotency_key)
+
+    def watch_process(self, process_id: str) -> Iterator[JsonObject]:
+        """The process's watch stream until the process finishes. A stream that
+        drops or ends before then (a server restarting) is resumed after the
+        last event seen, so no event is missed or repeated."""
+        after_seq: str | None = None
+        connected, attempts = False, 0
+        while True:
+            query = {} if after_seq is None else {"after_seq": after_seq}
+            try:
+                for message in self._stream(
+                    f"/api/v1/processes/{_segment(process_id)}/watch", query
+                ):
+                    connected, attempts = True, 0
+                    yield message
+                    if finishes(message):
+                        return
+                    event = message.get("event")
+                    if isinstance(event, dict) and "seq" in event:
+                        after_seq = str(event["seq"])
+            except Unreachable:
+                if not connected:
+                    raise
+            attempts += 1
+            if attempts > RESUME_ATTEMPTS:
+                raise Unreachable(
+                    self.url, "the watch stream keeps ending before the process finishes"
+                )
+            time.sleep(RESUME_PAUSE_SECONDS)
+
+    def _stream(self, path: str, query: Mapping[str, str]) -> Iterator[JsonObject]:
+        timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT_SECONDS)
+        try:
+            with self._http.stream("GET", path, params=query, timeout=timeout) as response:
+                if response.status_code != httpx.codes.OK:
+                    response.read()
+                    raise _api_error(response)
+                for message in server_sent_events(response.iter_lines()):
+                    failure = message.get("error")
+                    if isinstance(failure, dict):
+                        # An error after the stream started comes in-band.
+                        raise ApiError(str(failure.get("message", failure)), response.status_code)
+                    yield message
+        except httpx.TransportError as error:
+            raise Unreachable(self.url, _reason(error)) from None
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        body: JsonObject | None = None,
+        idempotency_key: str | None = None,
+    ) -> Response:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        try:
+            response = self._http.request(method, path, params=query, json=body, headers=headers)
+        except httpx.TransportError as error:
+            raise Unreachable(self.url, _reason(error)) from None
+        if response.status_code != httpx.codes.OK:
+            raise _api_error(response)
+        try:
+            document = response.json()
+        except ValueError:
+            raise ApiError(
+                f"the server sent something that is not JSON (HTTP {response.status_code})",
+                response.status_code,
+            ) from None
+        return Response(json=document, text=response.text)
+
+
+def finishes(message: JsonObject) -> bool:
+    """Whether a watch message shows the process finished: the snapshot of a
+    finished process, or the event that finishes it."""
+    process, event = message.get("process") or {}, message.get("event") or {}
+    return process.get("status") in FINISHED or event.get("type") in FINISHED
+
+
+def server_sent_events(lines: Iterator[str]) -> Iterator[JsonObject]:
+    """The JSON messages of a `text/event-stream`: each event's `data:` lines,
+    joined, end at a blank line; other fields and comments are ignored."""
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield json.loads("\n".join(data))
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    if data:
+        yield json.loads("\n".join(data))
+
+
+def in_background(
+    messages: Iterator[JsonObject],
+) -> "queue.Queue[JsonObject | BaseException | None]":
+    """Reads `messages` on a daemon thread into a queue, ended by None, or by
+    the exception that stopped it: a live view redraws while it waits."""
+    inbox: queue.Queue[JsonObject | BaseException | None] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for message in messages:
+                inbox.put(message)
+            inbox.put(None)
+        except BaseException as error:  # handed to the reader
+            inbox.put(error)
+
+    threading.Thread(target=read, daemon=True).start()
+    return inbox
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    """The server's message from an error body `{"code", "message", "details"}`."""
+    try:
+        message = response.json()["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text.strip() or response.reason_phrase
+    return ApiError(str(message), response.status_code)
+
+
+def _reason(error: httpx.TransportError) -> str:
+    return str(error) or type(error).__name__
+
+
+def _segment(identifier: str) -> str:
+    """An identifier as one path segment: `../tokens` cannot change the path."""
+    return urllib.parse.quote(identifier, safe="")
