@@ -25,7 +25,9 @@ def _json_documents(output: str) -> list[dict[str, Any]]:
 
 
 def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
-    script = _readme_block("readme-session", "bash").replace("localhost:8080", f"127.0.0.1:{stack.env['HTK_HTTP_PORT']}")
+    script = _readme_block("readme-session", "bash").replace(
+        "localhost:8080", f"127.0.0.1:{stack.env['HTK_HTTP_PORT']}"
+    )
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=CHECKOUT,
