@@ -16,6 +16,7 @@ from server.settings import Settings
 from server.storage.database import Database
 from server.storage.processes import ProcessStore
 from server.storage.tokens import TokenStore
+from server.transport.decoding import DecodingInterceptor
 from server.transport.interceptors import (
     SERVICE,
     AuthInterceptor,
@@ -33,8 +34,8 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # Longer than the two failed health checks (1 s apart) after which Envoy takes
 # a worker out of rotation (envoy/envoy.yaml).
 ENVOY_NOTICE_SECONDS = 2.5
-# Envoy hands REST bodies over in a header (see JsonBodyInterceptor); Envoy
-# buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
+# Envoy hands REST bodies over in a header (server/transport/rest_input.py);
+# Envoy buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 
@@ -42,9 +43,9 @@ IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 async def serve(settings: Settings, database_url: str, own_addresses: list[str]) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight calls and exits.
 
-    Every worker shares HTK_GRPC_PORT (grpc sets SO_REUSEPORT, so the kernel
-    spreads direct callers over the workers). `own_addresses` reach this
-    worker alone: Envoy health-checks and balances over them.
+    Every worker shares HTK_GRPC_PORT if it is set (grpc sets SO_REUSEPORT, so
+    the kernel spreads direct callers over the workers). `own_addresses`
+    reach this worker alone: Envoy health-checks and balances over them.
     """
     database = Database(database_url, pool_size=settings.db_pool_size)
     store = ProcessStore(
@@ -53,6 +54,7 @@ async def serve(settings: Settings, database_url: str, own_addresses: list[str])
     draining = DrainingInterceptor()
     server = grpc.aio.server(
         interceptors=[
+            DecodingInterceptor(),
             ErrorInterceptor(),
             draining,
             DeadlineInterceptor(),
@@ -70,12 +72,13 @@ async def serve(settings: Settings, database_url: str, own_addresses: list[str])
     reflection.enable_server_reflection(
         [SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    for address in (settings.grpc_address, *own_addresses):
+    addresses = [*settings.grpc_addresses, *own_addresses]
+    for address in addresses:
         server.add_insecure_port(address)
     await server.start()
     for service in ("", SERVICE.full_name):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC server listening on %s", ", ".join((settings.grpc_address, *own_addresses)))
+    log.info("gRPC server listening on %s", ", ".join(addresses))
 
     purging = asyncio.create_task(_purge_idempotency_keys(store))
     stopping = asyncio.Event()

@@ -14,7 +14,9 @@ class Settings:
     database_url: str | None
     # Where the embedded PostgreSQL keeps its data, and Envoy its rendered config.
     data_dir: Path
-    grpc_port: int
+    # The workers' shared port for gRPC without Envoy, off (None) by default:
+    # callers there bypass the per-token rate limit.
+    grpc_port: int | None
     http_port: int
     envoy_admin_port: int
     # gRPC server processes behind Envoy; each has its own connection pool.
@@ -37,7 +39,7 @@ class Settings:
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             data_dir=Path(env.get("HTK_DATA_DIR", CHECKOUT / ".data")).resolve(),
-            grpc_port=_port(env, "HTK_GRPC_PORT", 50051),
+            grpc_port=_port(env, "HTK_GRPC_PORT", 0) if env.get("HTK_GRPC_PORT") else None,
             http_port=_port(env, "HTK_HTTP_PORT", 8080),
             envoy_admin_port=_port(env, "HTK_ENVOY_ADMIN_PORT", 9901),
             workers=_integer(env, "HTK_WORKERS", os.cpu_count() or 1, minimum=1),
@@ -57,8 +59,9 @@ class Settings:
             )
 
     @property
-    def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+    def grpc_addresses(self) -> list[str]:
+        """Where the workers serve gRPC directly: HTK_GRPC_PORT, if set."""
+        return [] if self.grpc_port is None else [f"127.0.0.1:{self.grpc_port}"]
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

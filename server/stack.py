@@ -26,6 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.settings import CHECKOUT, Settings
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
+from server.transport.http_rules import lua_route_table
+from server.transport.interceptors import SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
+        rest_routes=lua_route_table([SERVICE]),
     )
     path = settings.data_dir / "envoy.yaml"
     path.write_text(config)

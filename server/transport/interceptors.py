@@ -6,9 +6,7 @@ Interceptors run in the order `server.app` lists them; each wraps the unary
 handler of the next.
 """
 
-import base64
 import contextvars
-import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -16,11 +14,12 @@ import grpc
 from google.protobuf import descriptor
 
 from htk.processes.v1 import process_service_pb2
-from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
+from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import WRITE_SCOPES, Caller, Scope, is_well_formed
 from server.storage.database import deadline_in
 from server.storage.tokens import TokenStore
 from server.transport.errors import to_status
+from server.transport.rest_input import rest_request
 
 # grpc's classes are generic only in their type stubs, not at run time.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -41,9 +40,6 @@ _REQUIRED_SCOPES: dict[str, frozenset[Scope]] = {
     f"/{SERVICE.full_name}/CreateProcess": WRITE_SCOPES,
     f"/{SERVICE.full_name}/UpdateProcess": WRITE_SCOPES,
 }
-# Envoy's Lua filter (envoy/envoy.yaml) copies a REST request's JSON body here,
-# base64-encoded, because the transcoder silently drops fields it does not know.
-JSON_BODY_HEADER = "x-htk-json-body"
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
@@ -168,43 +164,12 @@ class AuthInterceptor(_ProcessServiceInterceptor):
 
 
 class JsonBodyInterceptor(_ProcessServiceInterceptor):
-    """Rejects REST bodies with fields that the request message does not define."""
+    """Reads a REST call's query string and JSON body into its request, strictly."""
 
     def wrap(self, method: descriptor.MethodDescriptor, behavior: Behavior) -> Behavior:
         async def checked(request: Any, context: Context) -> Any:
-            encoded = metadata_value(context, JSON_BODY_HEADER)
-            if encoded is not None:
-                body = json.loads(base64.b64decode(encoded, validate=True))
-                if unknown := unknown_json_fields(method.input_type, body):
-                    raise InvalidArgument(unknown[0], "unknown field")
+            metadata = context.invocation_metadata() or ()
+            request = rest_request(method, request, metadata, context.peer())
             return await behavior(request, context)
 
         return checked
-
-
-def unknown_json_fields(
-    message_type: descriptor.Descriptor, value: Any, path: str = ""
-) -> list[str]:
-    """The paths of JSON object keys that name no field of the message type.
-
-    Accepts a field's proto name and its JSON (lowerCamel) name, as proto3
-    JSON parsing does. Well-known types such as Struct hold free-form JSON
-    and are not descended into.
-    """
-    if not isinstance(value, dict) or message_type.full_name.startswith("google.protobuf."):
-        return []
-    unknown = []
-    for key, item in value.items():
-        where = f"{path}.{key}" if path else key
-        field = message_type.fields_by_name.get(key) or message_type.fields_by_camelcase_name.get(
-            key
-        )
-        if field is None:
-            unknown.append(where)
-        elif field.message_type is not None:
-            if field.is_repeated and isinstance(item, list):
-                for index, element in enumerate(item):
-                    unknown += unknown_json_fields(field.message_type, element, f"{where}[{index}]")
-            else:
-                unknown += unknown_json_fields(field.message_type, item, where)
-    return unknown
