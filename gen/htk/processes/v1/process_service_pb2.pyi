@@ -37,7 +37,16 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Process(_message.Message):
-    """A tracked process: its definition, current state and step timeline."""
+    """A tracked process: its definition, current state and step timeline.
+
+    A process holds at most 512 KiB (524,288 bytes) of text and data: the UTF-8
+    bytes of its namespace, name, step keys and labels, of every `detail`,
+    `error`, progress message and `summary` it keeps, plus each step's `data`
+    as compact JSON. An update past that is refused, so every process can be
+    read back whole, as JSON through Envoy and by gRPC clients with their
+    default 4 MiB message limit. Updates that do not add text or data are
+    always taken, so a full process can still finish.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -192,11 +201,12 @@ class StepDef(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     HUMAN_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """The step's key, unique within its process, e.g. `build`. Updates name
+    """The step's key, unique within its process, e.g. `build`: 1-64 letters,
+    digits, `_`, `-` or `.`, starting with a letter or digit. Updates name
     steps by this key.
     """
     label: _builtins.str
-    """A human-readable label, e.g. `Build`."""
+    """A human-readable label, e.g. `Build`: 1-200 characters, not blank."""
     human: _builtins.bool
     """Whether a person, rather than a machine, performs the step. Each human
     step is backed by a task.
@@ -341,8 +351,8 @@ class ListProcessesRequest(_message.Message):
     namespace: _builtins.str
     """Only processes in this namespace, e.g. `acme.deployments`."""
     search: _builtins.str
-    """Only processes whose name contains this text, ignoring case. `%`, `_`
-    and `\\` match themselves.
+    """Only processes whose name contains this text, ignoring case: at most
+    200 characters. `%`, `_` and `\\` match themselves.
     """
     sort: _builtins.str
     """Order by start time: `newest` (the default) or `oldest`. Ties are broken
@@ -355,7 +365,8 @@ class ListProcessesRequest(_message.Message):
     page_token: _builtins.str
     """Continues a listing after the page whose `next_page_token` this is. The
     filters and `sort` must equal that request's; `limit` may change, and
-    `offset` must be absent or 0. Empty: the first page.
+    `offset` must be absent or 0. Empty: the first page. At most 200
+    characters.
     """
     def __init__(
         self,
@@ -457,10 +468,11 @@ class CreateProcessRequest(_message.Message):
     namespace: _builtins.str
     """The namespace: `<organization>.<name>`, or a bare `<name>` to which the
     caller's organization is prefixed. Another organization's namespace is
-    rejected.
+    rejected. The name is 1-100 letters, digits, `_`, `-` or `.`, starting
+    and ending with a letter or digit.
     """
     name: _builtins.str
-    """A human-readable name, 1-200 characters."""
+    """A human-readable name, 1-200 characters, not blank."""
     @_builtins.property
     def step_defs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepDef]:
         """The steps, in order: 1-100 of them, with unique keys."""
@@ -492,6 +504,11 @@ class UpdateProcessRequest(_message.Message):
       * `progress`: `step`, and `message` or `percent` or both.
       * `completed`: optional `summary`.
       * `failed`: `error`.
+
+    Texts (`detail`, `error`, `message`, `summary`) hold at most 10,000
+    characters (Unicode code points) and no NUL; `error` and `message` must
+    not be blank. The whole update must also fit the process's 512 KiB of
+    text and data (see `Process`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -516,16 +533,20 @@ class UpdateProcessRequest(_message.Message):
     detail: _builtins.str
     """A note on the step, shown on its timeline entry."""
     error: _builtins.str
-    """What went wrong, for `step_failed` and `failed`."""
+    """What went wrong, for `step_failed` and `failed`; not blank."""
     message: _builtins.str
-    """A progress message, e.g. `Deploying to 3/10 instances...`."""
+    """A progress message, e.g. `Deploying to 3/10 instances...`; not blank."""
     percent: _builtins.int
     """A progress percentage, 0-100."""
     summary: _builtins.str
     """A closing summary of a completed process."""
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
-        """Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`."""
+        """Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`:
+        at most 64 KiB (65,536 bytes) as compact JSON in UTF-8, and at most 20
+        levels of objects and arrays, itself included. Numbers are doubles and
+        must be finite; strings hold no NUL.
+        """
 
     def __init__(
         self,
