@@ -7,7 +7,6 @@ update changing nothing.
 """
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import Org, Stack
+from tests.e2e.test_hostile_input import PYTHON_NAMES
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings
 
 Code = grpc.StatusCode
@@ -274,8 +274,6 @@ def test_well_formed_updates_keep_the_process_readable(
 
 
 # --- payloads that are no valid message ------------------------------------------------------
-
-PYTHON_NAMES = re.compile(r"<class '|Traceback|\b\w+(Error|Exception)\b")
 
 
 def _varint(value: int) -> bytes:

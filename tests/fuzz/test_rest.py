@@ -9,7 +9,6 @@ merely matches the schema may well be a 400: schemathesis's
 """
 
 import json
-import re
 import zlib
 from typing import Any
 
@@ -19,6 +18,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.e2e.conftest import Org, Stack
+from tests.e2e.test_hostile_input import PYTHON_NAMES
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings, load_schema
 
 # Loaded at import, so that each operation is a test of its own; the stack's
@@ -42,10 +42,6 @@ GRPC_CODES_BY_HTTP_STATUS = {
     503: {14},  # UNAVAILABLE
     504: {4},  # DEADLINE_EXCEEDED
 }
-
-
-# What no message may contain: Python's class reprs, exception names, tracebacks.
-PYTHON_NAMES = re.compile(r"<class '|Traceback|\b\w+(Error|Exception)\b")
 
 
 def error_is_status(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:

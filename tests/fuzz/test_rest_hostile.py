@@ -26,6 +26,7 @@ from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.processes import MAX_DATA_BYTES, MAX_DATA_DEPTH
 from tests.e2e.conftest import Org, Stack
+from tests.e2e.test_hostile_input import PYTHON_NAMES
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings
 from tests.fuzz.hostile_json import (
     DEEP,
@@ -41,7 +42,6 @@ from tests.fuzz.hostile_json import (
 
 PROCESSES = "/api/v1/processes"
 INVALID_ARGUMENT, FAILED_PRECONDITION = 3, 9
-PYTHON_NAMES = re.compile(r"<class '|Traceback|\b\w+(Error|Exception)\b")
 
 
 @pytest.fixture(scope="module")
