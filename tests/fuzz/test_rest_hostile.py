@@ -337,9 +337,10 @@ def stub(stack: Stack) -> Iterator[pb_grpc.ProcessServiceStub]:
         st.tuples(
             st.sampled_from(sorted(FILLERS)),
             st.sampled_from([MAX_DATA_BYTES, MAX_DATA_BYTES * 3 // 4])
+            | st.integers(MAX_DATA_BYTES // 2, MAX_DATA_BYTES)
             | st.integers(1, MAX_DATA_BYTES),
         ),
-        min_size=6,
+        min_size=10,
         max_size=BIG_STEPS,
     ),
     detail=st.sampled_from(["<", "\x01", "é", "x"]),
