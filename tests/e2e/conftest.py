@@ -151,6 +151,13 @@ class Org:
         return (("authorization", f"Bearer {token or self.writer}"),)
 
 
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> Org:
+    """The caller's organization, shared by one module's tests (each makes its own processes)."""
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    return Org(org_id=org_id, writer=stack.token(org_id), reader=stack.token(org_id, scopes=""))
+
+
 @pytest.fixture
 def org(stack: Stack) -> Org:
     org_id = f"org-{uuid.uuid4().hex[:12]}"

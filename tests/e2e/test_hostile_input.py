@@ -9,7 +9,6 @@ Envoy and to the server directly) where the class applies.
 import base64
 import re
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -50,12 +49,6 @@ PYTHON_NAMES = re.compile(
     r"<class '|Traceback \(most recent|"
     r"\b(?:Decode|JSONDecode|Key|Value|Type|Attribute|Index|Recursion|Unicode\w*|Assertion)Error\b"
 )
-
-
-@pytest.fixture(scope="module")
-def tenant(stack: Stack) -> Org:
-    org_id = f"org-{uuid.uuid4().hex[:12]}"
-    return Org(org_id=org_id, writer=stack.token(org_id), reader=stack.token(org_id, scopes=""))
 
 
 @pytest.fixture

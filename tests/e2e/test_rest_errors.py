@@ -65,13 +65,6 @@ def assert_rejected_by_transcoder(response: httpx.Response, field: str | None) -
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Stack) -> Org:
-    """The caller's organization, shared by this module's tests (each makes its own processes)."""
-    org_id = f"org-{uuid.uuid4().hex[:12]}"
-    return Org(org_id=org_id, writer=stack.token(org_id), reader=stack.token(org_id, scopes=""))
-
-
-@pytest.fixture(scope="module")
 def stranger(stack: Stack) -> Org:
     """Another organization, whose processes `tenant` must not reach."""
     org_id = f"org-{uuid.uuid4().hex[:12]}"
