@@ -386,6 +386,8 @@ def _enum_number(field: descriptor.FieldDescriptor, name: str, where: str) -> in
 
 
 def _joined(path: str, key: str) -> str:
+    """The path of `key` in the object at `path`; an empty key shows as `""`."""
+    key = key or '""'
     return f"{path}.{key}" if path else key
 
 

@@ -151,6 +151,8 @@ def _kind(value: Any) -> str:
 
 
 def joined(path: str, key: str) -> str:
+    """A field path as the server names it (an empty key shows as `""`)."""
+    key = key or '""'
     return f"{path}.{key}" if path else key
 
 

@@ -166,6 +166,9 @@ def test_a_malformed_query_is_refused_naming_the_parameter(
         pytest.param(b'{"type": "a", "type": "b"}', "type", id="repeated-key"),
         pytest.param(b'{"step": "a", "step": null}', "step", id="repeated-key-null"),
         pytest.param(b'{"type": "a", "tYpe": "b", "bogus": 1}', "tYpe", id="unknown-field"),
+        # Found by schemathesis: the message began ": unknown field".
+        pytest.param(b'{"": null}', '""', id="empty-key"),
+        pytest.param(b'{"data": {"a": {"": 1, "": 2}}}', 'data.a.""', id="empty-key-in-data"),
         pytest.param(b'{"message": "a", "message": "a"}', "message", id="repeated-same-value"),
         pytest.param(b'{"processId": "Q"}', "processId", id="path-field-camel"),
         pytest.param(b'{"process_id": "Q"}', "process_id", id="path-field"),
