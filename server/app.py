@@ -23,6 +23,7 @@ from server.service.writes import Clock, Writes
 from server.settings import Settings
 from server.storage.database import Database
 from server.transport import interceptors
+from server.transport.decoding import DecodingInterceptor
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 from server.transport.task_servicer import TaskServicer
@@ -34,7 +35,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 # Longer than the two failed health checks (1 s apart) after which Envoy takes
 # a worker out of rotation (envoy/envoy.yaml).
 ENVOY_NOTICE_SECONDS = 2.5
-# Envoy hands REST bodies over in a header (see interceptors.strict_json_body);
+# Envoy hands REST bodies over in a header (server/transport/rest_input.py);
 # Envoy buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
 MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
@@ -96,6 +97,8 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     authentication = interceptors.Authentication(TokenService(database, clock))
     grpc_server = grpc.aio.server(
         interceptors=[
+            # First: a payload that does not decode never reaches a handler.
+            DecodingInterceptor(),
             interceptors.GuardInterceptor(
                 methods,
                 [
@@ -103,9 +106,9 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
                     draining.guard,
                     interceptors.bound_by_deadline,
                     authentication.guard,
-                    interceptors.strict_json_body,
                 ],
-            )
+                read_request=interceptors.read_rest_input,
+            ),
         ],
         options=[
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
@@ -143,16 +146,17 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
 async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:
     """Serves until SIGTERM or SIGINT, then drains in-flight calls and exits.
 
-    Every worker shares HTK_GRPC_PORT (grpc sets SO_REUSEPORT, so the kernel
-    spreads direct callers over the workers). `own_addresses` reach this
-    worker alone: Envoy health-checks and balances over them.
+    Every worker shares HTK_GRPC_PORT if it is set (grpc sets SO_REUSEPORT, so
+    the kernel spreads direct callers over the workers). `own_addresses`
+    reach this worker alone: Envoy health-checks and balances over them.
     """
     database = Database(database_url, pool_size=settings.db_pool_size)
     server = build_server(settings, database)
-    for address in (settings.grpc_address, *own_addresses):
+    addresses = [*settings.grpc_addresses, *own_addresses]
+    for address in addresses:
         server.add_address(address)
     await server.start()
-    log.info("gRPC server listening on %s", ", ".join((settings.grpc_address, *own_addresses)))
+    log.info("gRPC server listening on %s", ", ".join(addresses))
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -59,8 +59,13 @@ class Settings(BaseSettings):
     http_port: Port = Field(
         8080, validation_alias="HTK_HTTP_PORT", description="Envoy: REST and native gRPC"
     )
-    grpc_port: Port = Field(
-        50051, validation_alias="HTK_GRPC_PORT", description="the gRPC server workers, directly"
+    grpc_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        validation_alias="HTK_GRPC_PORT",
+        description="the gRPC server workers directly, without Envoy; off unless set, since"
+        " callers there bypass Envoy's per-token rate limit",
     )
     envoy_admin_port: Port = Field(
         9901,
@@ -130,8 +135,9 @@ class Settings(BaseSettings):
             raise SettingsError("; ".join(problems)) from None
 
     @property
-    def grpc_address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+    def grpc_addresses(self) -> list[str]:
+        """Where the workers serve gRPC directly: HTK_GRPC_PORT, if set."""
+        return [] if self.grpc_port is None else [f"127.0.0.1:{self.grpc_port}"]
 
 
 def variable(field: FieldInfo) -> str:
@@ -146,9 +152,14 @@ def allowed_values(field: FieldInfo) -> str | None:
         return "a path"
     if get_origin(field.annotation) is Literal:
         return "one of " + ", ".join(get_args(field.annotation))
-    if field.annotation not in _NUMBERS:
+    # An optional setting (None: off) takes what its type takes.
+    kind = next((arg for arg in get_args(field.annotation) if arg is not type(None)), None)
+    kind = (
+        kind if kind is not None and type(None) in get_args(field.annotation) else field.annotation
+    )
+    if kind not in _NUMBERS:
         return None
-    number = _NUMBERS[field.annotation]
+    number = _NUMBERS[kind]
     limits = [
         f"{phrase} {getattr(bound, attribute)}"
         for bound in field.metadata

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.settings import CHECKOUT, Settings
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
+from server.transport.http_rules import lua_route_table
 from server.transport.methods import api_services, method_table
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,14 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
 
 def _api_routing() -> dict[str, str]:
     """What Envoy's routes need to know of the API, as the protos declare it:
-    the services to transcode, and the methods that only read (retried)."""
+    the services to transcode, the methods that only read (retried), and
+    each REST path's methods (for 405 replies)."""
     methods = method_table(api_services())
     reads = sorted(re.escape(path) for path, method in methods.items() if method.read_only)
     return {
         "api_services": json.dumps(sorted(service.full_name for service in api_services())),
         "read_methods_regex": json.dumps("|".join(reads)),
+        "rest_routes": lua_route_table(api_services()),
     }
 
 

@@ -9,6 +9,8 @@ from server.domain.errors import InvalidArgument
 
 MAX_TEXT_LENGTH = 10_000  # detail, error, message, summary, comment
 _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?")
+# Halves of UTF-16 surrogate pairs: no text of valid Unicode holds one alone.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -34,6 +36,8 @@ def check_text(field_name: str, value: str | None, max_length: int = MAX_TEXT_LE
     # PostgreSQL text cannot hold NUL; refusing it here keeps it a 400.
     if "\x00" in value:
         raise InvalidArgument(field_name, "must not contain NUL characters")
+    if _SURROGATE.search(value):
+        raise InvalidArgument(field_name, "must be valid Unicode (it holds half a surrogate pair)")
 
 
 def qualify_namespace(org_id: str, namespace: str) -> str:

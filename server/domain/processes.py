@@ -11,7 +11,7 @@ import enum
 import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,11 +28,24 @@ from server.domain.paging import (
 )
 from server.domain.tasks import Completion, Outcome, Task, validate_completion
 
+# Text lengths count characters (Unicode code points); byte sizes count UTF-8.
 MAX_NAME_LENGTH = 200
 MAX_LABEL_LENGTH = 200
 MAX_STEPS = 100
 MAX_DATA_BYTES = 64 * 1024  # `data` as compact JSON
 MAX_TIMEOUT_SECONDS = 30 * 24 * 60 * 60
+# Levels of objects and arrays in `data`, itself included. Protobuf decoders
+# stop at 100 levels of messages by default, and each level of JSON costs up
+# to three of them in a google.protobuf.Struct (Struct, map entry, Value):
+# 20 levels stay well clear of that in a request and in a Process alike.
+MAX_DATA_DEPTH = 20
+# All the text and data one process holds (see `stored_bytes`). Whatever is
+# accepted must be served: as JSON Envoy escapes a character into at most 6
+# bytes, and protobuf encodes a one-byte JSON number in at most 11, so a
+# process within this budget reads back in about 3 MiB either way, inside
+# gRPC's default 4 MiB message limit and Envoy's response buffer
+# (envoy/envoy.yaml, max_response_body_size).
+MAX_PROCESS_BYTES = 512 * 1024
 _STEP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
@@ -82,14 +95,38 @@ def validate_org_id(org_id: str) -> str:
 
 
 def _check_data(data: JsonObject) -> None:
-    try:
-        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)") from None
-    if len(encoded.encode()) > MAX_DATA_BYTES:
-        raise InvalidArgument("data", f"must be at most {MAX_DATA_BYTES} bytes of JSON")
+    if _nests_deeper(data, MAX_DATA_DEPTH):
+        raise InvalidArgument("data", DATA_TOO_DEEP)
     for text in _strings_in(data):
         check_text("data", text, max_length=MAX_DATA_BYTES)
+    try:
+        size = _json_bytes(data)
+    except ValueError:
+        raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)") from None
+    if size > MAX_DATA_BYTES:
+        raise InvalidArgument(
+            "data", f"must be at most {MAX_DATA_BYTES} bytes of JSON (UTF-8), got {size}"
+        )
+
+
+DATA_TOO_DEEP = f"must nest at most {MAX_DATA_DEPTH} levels of objects and arrays"
+
+
+def _nests_deeper(value: Any, levels: int) -> bool:
+    """Whether `value` holds more than `levels` levels of objects and arrays."""
+    if isinstance(value, dict):
+        children: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return levels == 0 or any(_nests_deeper(child, levels - 1) for child in children)
+
+
+def _json_bytes(value: Any) -> int:
+    """The size of `value` as compact JSON in UTF-8, as `data` is measured."""
+    compact = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return len(compact.encode())
 
 
 def _strings_in(value: Any) -> Iterator[str]:
@@ -420,6 +457,10 @@ def validate_update(update: Update) -> UpdateType:
         raise InvalidArgument(extra[0], f"does not apply to type {update_type.value!r}")
     if update_type is UpdateType.PROGRESS and update.message is None and update.percent is None:
         raise InvalidArgument("message", "a progress update needs a message, a percent or both")
+    # Texts that carry the update's point: blank, they would say nothing.
+    for name in ("error", "message"):
+        if name in sent and not sent[name].strip():
+            raise InvalidArgument(name, "must not be blank")
     if update.percent is not None and not 0 <= update.percent <= 100:
         raise InvalidArgument("percent", f"must be between 0 and 100, got {update.percent}")
     for name in ("step", "detail", "error", "message", "summary"):
@@ -463,12 +504,18 @@ def apply_update(process: Process, update: Update, now: datetime) -> Change:
     tasks: tuple[Task, ...] = ()
     if update.step is not None:
         step = process.step(update.step)
-        _apply_to_step(step, update_type, update, now, seq)
-        positions = (process.steps.index(step),)
+        position = process.steps.index(step)
+        # Applied to copies first, so that a refusal leaves the process as it was.
+        changed = replace(step, task=replace(step.task) if step.task is not None else None)
+        _apply_to_step(changed, update_type, update, now, seq)
+        _check_budget(process, _step_bytes(changed) - _step_bytes(step), update)
+        vars(step).update(vars(changed))
+        positions = (position,)
         # Progress leaves a task as it is; every other step update moves it.
         if step.task is not None and update_type is not UpdateType.PROGRESS:
             tasks = (step.task,)
     else:
+        _check_budget(process, _text_bytes(update.summary, update.error), update)
         _finish_process(process, update_type, update, now)
         positions, tasks = _stop_waiting(process)
     process.update_count = seq
@@ -539,6 +586,43 @@ def time_out(process: Process, step_key: str, now: datetime) -> Change | None:
         event=Event(seq, EventType.STEP_TIMED_OUT, step.key, payload, recorded_at=now),
         step_positions=(process.steps.index(step),),
         tasks=tasks,
+    )
+
+
+def stored_bytes(process: Process) -> int:
+    """What a process holds, as MAX_PROCESS_BYTES counts it: its texts in UTF-8
+    and the `data` of its steps as compact JSON."""
+    own = _text_bytes(process.namespace, process.name, process.summary, process.error)
+    return own + sum(_step_bytes(step) for step in process.steps)
+
+
+def _step_bytes(step: Step) -> int:
+    texts = _text_bytes(step.key, step.label, step.detail, step.error, step.progress_message)
+    return texts + (_json_bytes(step.data) if step.data is not None else 0)
+
+
+def _text_bytes(*texts: str | None) -> int:
+    return sum(len(text.encode()) for text in texts if text is not None)
+
+
+def _check_budget(process: Process, growth: int, update: Update) -> None:
+    """Refuses an update that would take the process past MAX_PROCESS_BYTES.
+
+    An update that does not grow the process is always taken, so that a
+    process can still finish when it is full.
+    """
+    if growth <= 0:
+        return
+    size = stored_bytes(process) + growth
+    if size <= MAX_PROCESS_BYTES:
+        return
+    sent = update.sent_fields()
+    for not_stored in ("step", "percent"):
+        sent.pop(not_stored, None)
+    largest = max(sent, key=lambda name: len(json.dumps(sent[name], ensure_ascii=False)))
+    raise FailedPrecondition(
+        f"{largest}: the process would hold {size} bytes of text and data, over its limit"
+        f" of {MAX_PROCESS_BYTES}; send less, or track the rest in a new process"
     )
 
 

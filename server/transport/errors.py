@@ -1,6 +1,7 @@
 """The one mapping from errors to gRPC statuses (Envoy maps those to HTTP codes)."""
 
 import logging
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -62,6 +63,14 @@ def to_status(error: Exception) -> grpc.Status:
         )
         status.details.append(detail)
     return rpc_status.to_status(status)
+
+
+async def abort(context: "grpc.aio.ServicerContext[Any, Any]", error: Exception) -> NoReturn:
+    """Ends the call being served with the status for `error`."""
+    status = to_status(error)
+    # What context.abort_with_status does; the type stubs lack it.
+    context.set_trailing_metadata(status.trailing_metadata)
+    await context.abort(status.code, status.details)
 
 
 def _shortened(text: str) -> str:

@@ -8,22 +8,20 @@ no entry for is refused as unimplemented. Only gRPC health checking and
 reflection, which need no token, pass untouched.
 """
 
-import base64
 import contextvars
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
-from google.protobuf import descriptor
 
-from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
+from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
 from server.service.tokens import TokenService
 from server.storage.database import deadline_in
 from server.transport.errors import to_status
 from server.transport.methods import Method
+from server.transport.rest_input import rest_request
 
 # grpc's classes are generic only in their type stubs, not at run time.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -46,9 +44,8 @@ OPEN_SERVICES = frozenset(
         "grpc.reflection.v1.ServerReflection",
     }
 )
-# Envoy's Lua filter (envoy/envoy.yaml) copies a REST request's JSON body here,
-# base64-encoded, because the transcoder silently drops fields it does not know.
-JSON_BODY_HEADER = "x-htk-json-body"
+# Turns the request a call arrived with into the one its servicer gets.
+RequestReader: TypeAlias = Callable[[Method, Any, Context], Any]
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
@@ -66,11 +63,18 @@ def metadata_value(context: Context, key: str) -> str | None:
 
 
 class GuardInterceptor(ServerInterceptor):
-    """Runs each call of a method in `methods` inside `guards`, outermost first."""
+    """Runs each call of a method in `methods` inside `guards`, outermost first;
+    inside them, `read_request` turns a single request into the servicer's."""
 
-    def __init__(self, methods: dict[str, Method], guards: Sequence[Guard]) -> None:
+    def __init__(
+        self,
+        methods: dict[str, Method],
+        guards: Sequence[Guard],
+        read_request: RequestReader = lambda method, request, context: request,
+    ) -> None:
         self._methods = methods
         self._guards = guards
+        self._read_request = read_request
 
     async def intercept_service(  # type: ignore[override] # grpc takes None for "no such method"
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -82,7 +86,11 @@ class GuardInterceptor(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if method is None or handler is None:
             return None  # gRPC answers UNIMPLEMENTED
-        return _guarded(handler, lambda context: self._guarding(method, context))
+        return _guarded(
+            handler,
+            lambda context: self._guarding(method, context),
+            lambda request, context: self._read_request(method, request, context),
+        )
 
     @asynccontextmanager
     async def _guarding(self, method: Method, context: Context) -> AsyncIterator[None]:
@@ -93,9 +101,12 @@ class GuardInterceptor(ServerInterceptor):
 
 
 def _guarded(
-    handler: Handler, guarding: Callable[[Context], AbstractAsyncContextManager[None]]
+    handler: Handler,
+    guarding: Callable[[Context], AbstractAsyncContextManager[None]],
+    read: Callable[[Any, Context], Any],
 ) -> Handler:
-    """The same handler, with each call run inside `guarding`, for every kind of RPC."""
+    """The same handler, with each call run inside `guarding` (and a single
+    request passed through `read`), for every kind of RPC."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -105,7 +116,7 @@ def _guarded(
 
         async def guarded_unary_unary(request: Any, context: Context) -> Any:
             async with guarding(context):
-                return await unary_unary(request, context)
+                return await unary_unary(read(request, context), context)
 
         return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
     if handler.unary_stream is not None:
@@ -113,7 +124,7 @@ def _guarded(
 
         async def guarded_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with guarding(context):
-                async for response in unary_stream(request, context):
+                async for response in unary_stream(read(request, context), context):
                     yield response
 
         return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, **serializers)
@@ -206,40 +217,9 @@ class Authentication:
         return caller
 
 
-@asynccontextmanager
-async def strict_json_body(method: Method, context: Context) -> AsyncIterator[None]:
-    """Rejects REST bodies with fields that the request message does not define."""
-    encoded = metadata_value(context, JSON_BODY_HEADER)
-    if encoded is not None:
-        body = json.loads(base64.b64decode(encoded, validate=True))
-        if unknown := unknown_json_fields(method.descriptor.input_type, body):
-            raise InvalidArgument(unknown[0], "unknown field")
-    yield
-
-
-def unknown_json_fields(
-    message_type: descriptor.Descriptor, value: Any, path: str = ""
-) -> list[str]:
-    """The paths of JSON object keys that name no field of the message type.
-
-    Accepts a field's proto name and its JSON (lowerCamel) name, as proto3
-    JSON parsing does. Well-known types such as Struct hold free-form JSON
-    and are not descended into.
-    """
-    if not isinstance(value, dict) or message_type.full_name.startswith("google.protobuf."):
-        return []
-    unknown = []
-    for key, item in value.items():
-        where = f"{path}.{key}" if path else key
-        field = message_type.fields_by_name.get(key) or message_type.fields_by_camelcase_name.get(
-            key
-        )
-        if field is None:
-            unknown.append(where)
-        elif field.message_type is not None:
-            if field.is_repeated and isinstance(item, list):
-                for index, element in enumerate(item):
-                    unknown += unknown_json_fields(field.message_type, element, f"{where}[{index}]")
-            else:
-                unknown += unknown_json_fields(field.message_type, item, where)
-    return unknown
+def read_rest_input(method: Method, request: Any, context: Context) -> Any:
+    """The request with a REST call's query string and JSON body read into it,
+    strictly (server/transport/rest_input.py); a gRPC call's request as it came."""
+    return rest_request(
+        method.descriptor, request, context.invocation_metadata() or (), context.peer()
+    )

@@ -1,6 +1,7 @@
 """Conversions between protobuf messages and domain objects."""
 
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -64,9 +65,22 @@ def update(request: pb.UpdateProcessRequest) -> Update:
 
 def _data(data: struct_pb2.Struct) -> JsonObject:
     try:
-        return json_format.MessageToDict(data)
+        value = json_format.MessageToDict(data)
     except ValueError:  # protobuf refuses NaN and Infinity, which JSON cannot hold
         raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)") from None
+    return _whole_numbers_as_ints(value)  # type: ignore[no-any-return]
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    """A Struct holds every number as a double; whole ones (exact in a double)
+    become ints again, so `data` is measured as JSON writes it (`0`, not `0.0`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(item) for item in value]
+    return value
 
 
 def process(process: Process) -> pb.Process:

@@ -37,6 +37,12 @@ def grpc_stub(grpc_channel: grpc.Channel) -> process_service_pb2_grpc.ProcessSer
     return process_service_pb2_grpc.ProcessServiceStub(grpc_channel)
 
 
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> Org:
+    """The caller's organization, shared by one module's tests (each makes its own processes)."""
+    return stack.new_org()
+
+
 @pytest.fixture
 def org(stack: Stack) -> Org:
     return stack.new_org()

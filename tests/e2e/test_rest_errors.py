@@ -66,13 +66,6 @@ def assert_rejected_by_transcoder(response: httpx.Response, field: str | None) -
 
 
 @pytest.fixture(scope="module")
-def tenant(stack: Stack) -> Org:
-    """The caller's organization, shared by this module's tests (each makes its own processes)."""
-    org_id = f"org-{uuid.uuid4().hex[:12]}"
-    return Org(org_id=org_id, writer=stack.token(org_id), reader=stack.token(org_id, scopes=""))
-
-
-@pytest.fixture(scope="module")
 def stranger(stack: Stack) -> Org:
     """Another organization, whose processes `tenant` must not reach."""
     org_id = f"org-{uuid.uuid4().hex[:12]}"
@@ -210,8 +203,8 @@ def test_another_organizations_process_is_indistinguishable_from_a_missing_one(
     [
         ("GET", "/api/v1/nothing"),
         ("GET", "/api/v2/processes"),
-        ("GET", "/api/v1/processes/{id}/update"),
         ("POST", "/api/v1/processes/{id}/bogus"),
+        ("GET", "/api/v1/processes/{id}/update/more"),
     ],
 )
 def test_an_unknown_path_is_not_found(
@@ -330,8 +323,8 @@ def test_a_query_parameter_without_a_name_is_rejected(
     # Found by schemathesis: the transcoder silently ignored such a parameter.
     response = rest.get(f"/api/v1/processes{query}", headers=tenant.auth())
 
-    body = assert_error(response, 400, INVALID_ARGUMENT)
-    assert body["message"] == "a query parameter has no name"
+    assert_invalid_field(response, "query")
+    assert "has no name" in response.json()["message"]
 
 
 def test_a_header_that_grpc_cannot_carry_is_dropped(rest: httpx.Client, tenant: Org) -> None:

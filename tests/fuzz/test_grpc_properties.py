@@ -14,11 +14,12 @@ import grpc
 import pytest
 from google.protobuf import descriptor, json_format, struct_pb2
 from google.protobuf.message import Message
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from tests.e2e.test_hostile_input import PYTHON_NAMES
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings
 from tests.support.orgs import Org
 from tests.support.stack import Stack
@@ -126,11 +127,16 @@ idempotency_keys = (
 
 
 @pytest.fixture(scope="module", params=["envoy", "server"])
-def stub(request: pytest.FixtureRequest, stack: Stack) -> Iterator[pb_grpc.ProcessServiceStub]:
-    """A stub through Envoy, as internal clients call, and one to the server itself."""
+def channel(request: pytest.FixtureRequest, stack: Stack) -> Iterator[grpc.Channel]:
+    """A channel through Envoy, as internal clients call, and one to the server itself."""
     target = stack.envoy_target if request.param == "envoy" else stack.server_target
     with grpc.insecure_channel(target) as channel:
-        yield pb_grpc.ProcessServiceStub(channel)
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> pb_grpc.ProcessServiceStub:
+    return pb_grpc.ProcessServiceStub(channel)
 
 
 def call(
@@ -266,3 +272,157 @@ def test_well_formed_updates_keep_the_process_readable(
             process = after
 
     check()
+
+
+# --- payloads that are no valid message ------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    encoded = b""
+    while value > 0x7F:
+        encoded += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return encoded + bytes([value])
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _string_fields(message: descriptor.Descriptor, path: str = "") -> list[tuple[str, list[int]]]:
+    """Every string field, as its JSON-style path and the field numbers leading to it."""
+    found = []
+    for field in message.fields:
+        where = f"{path}.{field.name}" if path else field.name
+        if field.type == FD.TYPE_STRING:
+            found.append((where, [field.number]))
+        elif field.message_type is not None and not field.message_type.full_name.startswith(
+            "google.protobuf."
+        ):
+            index = "[0]" if field.is_repeated else ""
+            found += [
+                (name, [field.number, *numbers])
+                for name, numbers in _string_fields(field.message_type, where + index)
+            ]
+    return found
+
+
+@st.composite
+def undecodable_payloads(
+    draw: st.DrawFn, message: descriptor.Descriptor
+) -> tuple[bytes, str | None, str]:
+    """A payload protobuf refuses as `message` (or, for random bytes, might
+    not), the field the refusal must name if known, and how it was made."""
+    how = draw(st.sampled_from(["string-not-utf8", "deep-struct", "mangled", "random"]))
+    if how == "string-not-utf8":
+        field, numbers = draw(st.sampled_from(_string_fields(message)))
+        payload = draw(st.binary(max_size=4)) + b"\xff" + draw(st.binary(max_size=4))
+        for number in reversed(numbers):
+            payload = _length_delimited(number, payload)
+        return payload, field, how
+    if how == "deep-struct" and "data" in message.fields_by_name:
+        levels = draw(st.sampled_from([21, 33, 34, 35, 49, 50, 51, 99, 100, 101, 300]))
+        value: Any = 1
+        for level in range(levels):
+            value = {"a": value} if level % 2 or draw(st.booleans()) else [value]
+        struct = struct_pb2.Struct()
+        struct.update({"a": value})
+        return _length_delimited(5, struct.SerializeToString()), "data", how
+    if how == "mangled":
+        valid = draw(messages(message)).SerializeToString()
+        cut = draw(st.integers(0, max(0, len(valid) - 1)))
+        mangled = valid[:cut] + draw(st.binary(min_size=1, max_size=6))
+        return mangled, None, how
+    return draw(st.binary(max_size=64)), None, "random"
+
+
+@pytest.fixture(scope="module")
+def update_base(stub: pb_grpc.ProcessServiceStub, tenant: Org) -> bytes:
+    """The start of an UpdateProcess payload aimed at a real process and step,
+    so that a well-formed request gets as far as its `data` (protobuf keeps
+    the last of repeated fields)."""
+    existing = create(stub, tenant).process_id.encode()
+    return b"".join(
+        _length_delimited(number, value)
+        for number, value in ((1, existing), (2, b"step_completed"), (3, STEPS[0].encode()))
+    )
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+@fuzz_settings()
+@given(data=st.data())
+def test_payloads_that_are_no_valid_message(
+    method: descriptor.MethodDescriptor,
+    channel: grpc.Channel,
+    update_base: bytes,
+    tenant: Org,
+    data: st.DataObject,
+) -> None:
+    payload, field, how = data.draw(undecodable_payloads(method.input_type))
+    event(how)
+    call = channel.unary_unary(
+        f"/{method.containing_service.full_name}/{method.name}",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    base = update_base if method.name == "UpdateProcess" else b""
+    try:
+        call(base + payload, metadata=tenant.metadata(), timeout=30)
+    except grpc.RpcError as error:
+        code, details = error.code(), error.details() or ""
+        assert code in ALLOWED[method.name], (code, details)
+        assert not PYTHON_NAMES.search(details), details
+        if field is not None:
+            assert code == Code.INVALID_ARGUMENT, (code, details)
+            assert details.startswith(f"{field}: "), (field, details)
+        return
+    # Decoded after all (random bytes can be a valid message): served as one.
+    assert field is None, payload
+
+
+# --- Envoy's internal metadata -------------------------------------------------------------
+
+internal_metadata = st.lists(
+    st.tuples(
+        st.sampled_from(["x-htk-query", "x-htk-json-body"])
+        | st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=10).map("x-htk-{}".format),
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip),
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda pair: pair[0],
+)
+
+
+@pytest.fixture(scope="module")
+def through_envoy_and_direct(stack: Stack) -> Iterator[tuple[pb_grpc.ProcessServiceStub, ...]]:
+    with (
+        grpc.insecure_channel(stack.envoy_target) as envoy,
+        grpc.insecure_channel(stack.server_target) as server,
+    ):
+        yield pb_grpc.ProcessServiceStub(envoy), pb_grpc.ProcessServiceStub(server)
+
+
+@fuzz_settings()
+@given(spoofed=internal_metadata, limit=st.integers(1, 200))
+def test_spoofed_internal_metadata(
+    through_envoy_and_direct: tuple[pb_grpc.ProcessServiceStub, ...],
+    tenant: Org,
+    spoofed: list[tuple[str, str]],
+    limit: int,
+) -> None:
+    """Through Envoy a client's `x-htk-*` metadata is dropped; on the direct
+    port it is refused, naming it."""
+    through_envoy, direct = through_envoy_and_direct
+    event(
+        "Envoy's own names"
+        if {"x-htk-query", "x-htk-json-body"} & dict(spoofed).keys()
+        else "other names"
+    )
+    request = pb.ListProcessesRequest(limit=limit)
+    metadata = (*tenant.metadata(), *spoofed)
+    assert through_envoy.ListProcesses(request, metadata=metadata).limit == limit
+    with pytest.raises(grpc.RpcError) as refusal:
+        direct.ListProcesses(request, metadata=metadata)
+    assert refusal.value.code() == Code.INVALID_ARGUMENT
+    assert (refusal.value.details() or "").split(":")[0] in dict(spoofed)

@@ -17,6 +17,7 @@ from schemathesis import BaseSchema, Case, CheckContext, Response
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks as openapi_checks
 
+from tests.e2e.test_hostile_input import PYTHON_NAMES
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings, load_schema
 from tests.support.orgs import Org
 from tests.support.stack import Stack
@@ -32,16 +33,21 @@ GRPC_CODES_BY_HTTP_STATUS = {
     401: {16},  # UNAUTHENTICATED
     403: {7},  # PERMISSION_DENIED
     404: {5},  # NOT_FOUND
+    405: {12},  # UNIMPLEMENTED
     409: {6, 10},  # ALREADY_EXISTS, ABORTED
     413: {3},
+    415: {3},
+    426: {3},
     429: {8},  # RESOURCE_EXHAUSTED
+    431: {3},
     503: {14},  # UNAVAILABLE
     504: {4},  # DEADLINE_EXCEEDED
 }
 
 
 def error_is_status(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
-    """An error body is exactly a google.rpc.Status as JSON, its code matching the status."""
+    """An error body is exactly a google.rpc.Status as JSON, its code matching the
+    status, its message naming what is wrong without Python's internals."""
     if response.status_code < 400:
         return None
     content_type = response.headers.get("content-type", [""])[0]
@@ -51,6 +57,9 @@ def error_is_status(ctx: CheckContext, response: Response, case: Case[Any]) -> b
     assert isinstance(body["message"], str) and isinstance(body["details"], list), body
     allowed = GRPC_CODES_BY_HTTP_STATUS.get(response.status_code, set())
     assert body["code"] in allowed, f"gRPC code {body['code']} with HTTP {response.status_code}"
+    message = body["message"]
+    assert message.strip() and not message.startswith(":"), f"a message naming nothing: {message!r}"
+    assert not PYTHON_NAMES.search(message), f"Python's internals in {message!r}"
     return True
 
 

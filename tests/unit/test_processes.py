@@ -12,6 +12,9 @@ import pytest
 from server.domain.checks import qualify_namespace
 from server.domain.errors import FailedPrecondition, InvalidArgument
 from server.domain.processes import (
+    MAX_DATA_BYTES,
+    MAX_DATA_DEPTH,
+    MAX_PROCESS_BYTES,
     Change,
     Event,
     ListQuery,
@@ -26,6 +29,7 @@ from server.domain.processes import (
     apply_update,
     list_query,
     new_process,
+    stored_bytes,
     validate_update,
 )
 from server.domain.tasks import TaskStatus
@@ -236,6 +240,27 @@ def test_validate_update_accepts_documented_shapes(update: Update, expected: Upd
     assert validate_update(update) is expected
 
 
+def nested(levels: int, container: type = dict) -> Any:
+    """`levels` levels of objects (or of arrays) around a number."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value} if container is dict else [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # 2 bytes each in UTF-8, though 6 as the JSON escape `\u00e9`.
+        pytest.param({"log": "é" * (MAX_DATA_BYTES // 2 - 10)}, id="UTF-8 bytes, not escapes"),
+        pytest.param(nested(MAX_DATA_DEPTH), id="deepest objects"),
+        pytest.param({"a": nested(MAX_DATA_DEPTH - 1, list)}, id="deepest arrays"),
+    ],
+)
+def test_data_within_the_limits_is_accepted(data: dict[str, Any]) -> None:
+    assert validate_update(Update("step_completed", step="b", data=data))
+
+
 @pytest.mark.parametrize(
     ("update", "field"),
     [
@@ -267,6 +292,28 @@ def test_validate_update_accepts_documented_shapes(update: Update, expected: Upd
         ),
         pytest.param(
             Update("step_completed", step="b", data={"x": float("inf")}), "data", id="Infinity"
+        ),
+        pytest.param(Update("failed", error=""), "error", id="empty error"),
+        pytest.param(Update("step_failed", step="b", error=" \n\t"), "error", id="blank error"),
+        pytest.param(Update("progress", step="b", message=""), "message", id="empty message"),
+        pytest.param(
+            Update("progress", step="b", message=" ", percent=5), "message", id="blank message"
+        ),
+        pytest.param(Update("completed", summary="\ud800"), "summary", id="lone surrogate"),
+        pytest.param(
+            Update("step_completed", step="b", data={"log": "é" * (MAX_DATA_BYTES // 2)}),
+            "data",
+            id="data over the limit in UTF-8 bytes",
+        ),
+        pytest.param(
+            Update("step_completed", step="b", data=nested(MAX_DATA_DEPTH + 1)),
+            "data",
+            id="data too deep",
+        ),
+        pytest.param(
+            Update("step_completed", step="b", data={"a": nested(MAX_DATA_DEPTH, list)}),
+            "data",
+            id="data too deep in a list",
         ),
     ],
 )
@@ -666,3 +713,63 @@ def test_list_query_rejects_invalid_parameter(params: dict[str, Any], field: str
     with pytest.raises(InvalidArgument) as excinfo:
         list_query(ORG, **params)
     assert excinfo.value.field == field
+
+
+# --- the size budget of a process ----------------------------------------------------------
+
+
+def filled(process: Process, *, leave: int) -> None:
+    """Completes steps with large data until fewer than `leave` bytes of budget remain."""
+    for step in process.steps:
+        room = MAX_PROCESS_BYTES - stored_bytes(process) - leave
+        if room <= 0:
+            return
+        size = min(room, MAX_DATA_BYTES) - len('{"log":""}')
+        apply(process, "step_completed", step=step.key, data={"log": "x" * size})
+    raise AssertionError("not enough steps to fill the process")
+
+
+@pytest.fixture
+def roomy() -> Process:
+    return create(step_defs=steps(20))
+
+
+def test_a_process_takes_updates_up_to_its_budget(roomy: Process) -> None:
+    filled(roomy, leave=100)
+    spare = MAX_PROCESS_BYTES - stored_bytes(roomy)
+
+    apply(roomy, "step_started", step="s19", detail="d" * spare)
+
+    assert stored_bytes(roomy) == MAX_PROCESS_BYTES
+
+
+@pytest.mark.parametrize(
+    ("update", "field"),
+    [
+        (Update("step_completed", step="s19", detail="d", data={"log": "x" * 200}), "data"),
+        (Update("step_started", step="s19", detail="é" * 100), "detail"),
+        (Update("step_failed", step="s19", error="e" * 200), "error"),
+        (Update("completed", summary="s" * 200), "summary"),
+        (Update("failed", error="e" * 200), "error"),
+    ],
+    ids=lambda value: getattr(value, "type", ""),
+)
+def test_an_update_past_the_budget_is_refused_without_change(
+    roomy: Process, update: Update, field: str
+) -> None:
+    filled(roomy, leave=100)
+
+    error = reject(roomy, update, FailedPrecondition)
+
+    assert str(error).startswith(f"{field}: the process would hold")
+    assert str(MAX_PROCESS_BYTES) in str(error)
+
+
+def test_a_full_process_still_takes_updates_that_do_not_grow_it(roomy: Process) -> None:
+    filled(roomy, leave=0)
+    drive(roomy, "s19", StepStatus.RUNNING)
+
+    apply(roomy, "progress", step="s19", percent=50)
+    apply(roomy, "completed")
+
+    assert roomy.status is ProcessStatus.COMPLETED

@@ -19,10 +19,11 @@ def test_defaults() -> None:
     assert settings.data_dir == CHECKOUT / ".data"
     assert (settings.http_port, settings.grpc_port, settings.envoy_admin_port) == (
         8080,
-        50051,
+        None,
         9901,
     )
-    assert settings.grpc_address == "127.0.0.1:50051"
+    # The direct port bypasses Envoy's rate limit: off unless asked for.
+    assert settings.grpc_addresses == []
     assert settings.workers == (os.cpu_count() or 1)
     assert settings.db_pool_size == 10
     assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (100, 200)
@@ -45,7 +46,7 @@ def test_values_from_the_environment() -> None:
     )
     assert settings.database_url == "postgresql://htk:secret@db.internal/htk"
     assert settings.data_dir == Path("relative/data").resolve()
-    assert settings.grpc_address == "127.0.0.1:6000"
+    assert settings.grpc_addresses == ["127.0.0.1:6000"]
     assert settings.workers == 3
     assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (5, 5)
     assert settings.log_level == "DEBUG"

@@ -176,6 +176,14 @@ class Process(_message.Message):
 
     Processes are created from a CreateProcessRequest and change only through
     updates, so every field here is set by the server.
+
+    A process holds at most 512 KiB (524,288 bytes) of text and data: the UTF-8
+    bytes of its namespace, name, step keys and labels, of every `detail`,
+    `error`, progress message and `summary` it keeps, plus each step's `data`
+    as compact JSON. An update past that is refused, so every process can be
+    read back whole, as JSON through Envoy and by gRPC clients with their
+    default 4 MiB message limit. Updates that do not add text or data are
+    always taken, so a full process can still finish.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -521,7 +529,8 @@ class ListProcessesRequest(_message.Message):
     page_token: _builtins.str
     """Continues a listing after the page whose `next_page_token` this is. The
     filters and `sort` must equal that request's; `limit` may change, and
-    `offset` must be absent or 0. Empty: the first page.
+    `offset` must be absent or 0. Empty: the first page. At most 200
+    characters.
     """
     def __init__(
         self,
@@ -661,6 +670,11 @@ class UpdateProcessRequest(_message.Message):
       * `failed`: `error`.
 
     So only `type` is REQUIRED; the fields that some types need are OPTIONAL.
+
+    Texts (`detail`, `error`, `message`, `summary`) hold at most 10,000
+    characters (Unicode code points) and no NUL; `error` and `message` must
+    not be blank. The whole update must also fit the process's 512 KiB of
+    text and data (see `Process`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -683,17 +697,19 @@ class UpdateProcessRequest(_message.Message):
     detail: _builtins.str
     """A note on the step, shown on its timeline entry."""
     error: _builtins.str
-    """What went wrong, for `step_failed` and `failed`."""
+    """What went wrong, for `step_failed` and `failed`; not blank."""
     message: _builtins.str
-    """A progress message, e.g. `Deploying to 3/10 instances...`."""
+    """A progress message, e.g. `Deploying to 3/10 instances...`; not blank."""
     percent: _builtins.int
     """A progress percentage."""
     summary: _builtins.str
     """A closing summary of a completed process."""
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
-        """Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`;
-        at most 64 KiB as compact JSON, numbers finite.
+        """Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`:
+        at most 64 KiB (65,536 bytes) as compact JSON in UTF-8, and at most 20
+        levels of objects and arrays, itself included. Numbers are doubles and
+        must be finite; strings hold no NUL.
         """
 
     def __init__(

@@ -57,10 +57,19 @@ class ProcessServiceStub:
       * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
         revoked.
       * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field. Errors found by the server also carry a
-        `google.rpc.BadRequest` detail naming it; those Envoy finds while
-        reading REST input (malformed JSON, a number that is not one, an
-        unknown query parameter) carry the message alone.
+        message names the field, and a `google.rpc.BadRequest` detail names it
+        too. Over native gRPC, also a payload that is no valid message (a
+        string that is not UTF-8, messages nested past 100 levels). REST input
+        is read strictly, and anything else is this error: a body that is not
+        JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
+        in an object; a value of the wrong JSON type for its field (`"yes"`
+        for a boolean, an object for an array, `"50"` for a number) or `null`
+        (leave the field out instead; `data` may hold nulls); a field the
+        message lacks; a path field (`process_id`) repeated in the body or
+        the query; a query parameter given twice, without a value, unknown to
+        the method, or not UTF-8 once percent-decoded (`+` reads as a space);
+        a query string on a method that takes a body, or a body on a GET.
+        A request body over 1 MiB is HTTP 413 with this code.
       * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
         requests than its rate limit allows (Envoy's per-token limit).
       * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
@@ -70,9 +79,13 @@ class ProcessServiceStub:
       * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
         right now; retry later.
 
+    Over REST, a method a path does not take is HTTP 405 with `Allow` (code
+    UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
+    on a REST path gets grpc-status INVALID_ARGUMENT.
+
     CreateProcess and UpdateProcess take an optional idempotency key: the REST
     header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
-    ASCII characters. A retry with the same key and the same request returns
+    ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
@@ -123,12 +136,13 @@ class ProcessServiceStub:
       * NOT_FOUND (HTTP 404): no such process in the caller's organization.
       * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
         request.
-      * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
+      * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
         inapplicable field for the type, an unknown step, `percent` outside
-        0-100.
+        0-100, a text or `data` past its limit.
       * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
         current state, e.g. the process has already finished or the step is
-        not running. Nothing is written.
+        not running, or it would take the process past its 512 KiB of text
+        and data (see `Process`). Nothing is written.
     """
 
 @_typing.type_check_only
@@ -140,10 +154,19 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
       * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
         revoked.
       * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field. Errors found by the server also carry a
-        `google.rpc.BadRequest` detail naming it; those Envoy finds while
-        reading REST input (malformed JSON, a number that is not one, an
-        unknown query parameter) carry the message alone.
+        message names the field, and a `google.rpc.BadRequest` detail names it
+        too. Over native gRPC, also a payload that is no valid message (a
+        string that is not UTF-8, messages nested past 100 levels). REST input
+        is read strictly, and anything else is this error: a body that is not
+        JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
+        in an object; a value of the wrong JSON type for its field (`"yes"`
+        for a boolean, an object for an array, `"50"` for a number) or `null`
+        (leave the field out instead; `data` may hold nulls); a field the
+        message lacks; a path field (`process_id`) repeated in the body or
+        the query; a query parameter given twice, without a value, unknown to
+        the method, or not UTF-8 once percent-decoded (`+` reads as a space);
+        a query string on a method that takes a body, or a body on a GET.
+        A request body over 1 MiB is HTTP 413 with this code.
       * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
         requests than its rate limit allows (Envoy's per-token limit).
       * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
@@ -153,9 +176,13 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
       * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
         right now; retry later.
 
+    Over REST, a method a path does not take is HTTP 405 with `Allow` (code
+    UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
+    on a REST path gets grpc-status INVALID_ARGUMENT.
+
     CreateProcess and UpdateProcess take an optional idempotency key: the REST
     header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
-    ASCII characters. A retry with the same key and the same request returns
+    ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
@@ -203,12 +230,13 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
       * NOT_FOUND (HTTP 404): no such process in the caller's organization.
       * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
         request.
-      * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
+      * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
         inapplicable field for the type, an unknown step, `percent` outside
-        0-100.
+        0-100, a text or `data` past its limit.
       * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
         current state, e.g. the process has already finished or the step is
-        not running. Nothing is written.
+        not running, or it would take the process past its 512 KiB of text
+        and data (see `Process`). Nothing is written.
     """
 
 class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -219,10 +247,19 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
       * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
         revoked.
       * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field. Errors found by the server also carry a
-        `google.rpc.BadRequest` detail naming it; those Envoy finds while
-        reading REST input (malformed JSON, a number that is not one, an
-        unknown query parameter) carry the message alone.
+        message names the field, and a `google.rpc.BadRequest` detail names it
+        too. Over native gRPC, also a payload that is no valid message (a
+        string that is not UTF-8, messages nested past 100 levels). REST input
+        is read strictly, and anything else is this error: a body that is not
+        JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
+        in an object; a value of the wrong JSON type for its field (`"yes"`
+        for a boolean, an object for an array, `"50"` for a number) or `null`
+        (leave the field out instead; `data` may hold nulls); a field the
+        message lacks; a path field (`process_id`) repeated in the body or
+        the query; a query parameter given twice, without a value, unknown to
+        the method, or not UTF-8 once percent-decoded (`+` reads as a space);
+        a query string on a method that takes a body, or a body on a GET.
+        A request body over 1 MiB is HTTP 413 with this code.
       * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
         requests than its rate limit allows (Envoy's per-token limit).
       * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
@@ -232,9 +269,13 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
       * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
         right now; retry later.
 
+    Over REST, a method a path does not take is HTTP 405 with `Allow` (code
+    UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
+    on a REST path gets grpc-status INVALID_ARGUMENT.
+
     CreateProcess and UpdateProcess take an optional idempotency key: the REST
     header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
-    ASCII characters. A retry with the same key and the same request returns
+    ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
@@ -304,12 +345,13 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
           * NOT_FOUND (HTTP 404): no such process in the caller's organization.
           * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
             request.
-          * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
+          * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
             inapplicable field for the type, an unknown step, `percent` outside
-            0-100.
+            0-100, a text or `data` past its limit.
           * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
             current state, e.g. the process has already finished or the step is
-            not running. Nothing is written.
+            not running, or it would take the process past its 512 KiB of text
+            and data (see `Process`). Nothing is written.
         """
 
 def add_ProcessServiceServicer_to_server(servicer: ProcessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -293,6 +293,14 @@ func (UpdateType) EnumDescriptor() ([]byte, []int) {
 //
 // Processes are created from a CreateProcessRequest and change only through
 // updates, so every field here is set by the server.
+//
+// A process holds at most 512 KiB (524,288 bytes) of text and data: the UTF-8
+// bytes of its namespace, name, step keys and labels, of every `detail`,
+// `error`, progress message and `summary` it keeps, plus each step's `data`
+// as compact JSON. An update past that is refused, so every process can be
+// read back whole, as JSON through Envoy and by gRPC clients with their
+// default 4 MiB message limit. Updates that do not add text or data are
+// always taken, so a full process can still finish.
 type Process struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The process's unique identifier, a UUID.
@@ -818,7 +826,8 @@ type ListProcessesRequest struct {
 	Offset *int32 `protobuf:"varint,6,opt,name=offset,proto3,oneof" json:"offset,omitempty"`
 	// Continues a listing after the page whose `next_page_token` this is. The
 	// filters and `sort` must equal that request's; `limit` may change, and
-	// `offset` must be absent or 0. Empty: the first page.
+	// `offset` must be absent or 0. Empty: the first page. At most 200
+	// characters.
 	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1110,6 +1119,11 @@ func (x *CreateProcessRequest) GetStepDefs() []*StepDef {
 //   - `failed`: `error`.
 //
 // So only `type` is REQUIRED; the fields that some types need are OPTIONAL.
+//
+// Texts (`detail`, `error`, `message`, `summary`) hold at most 10,000
+// characters (Unicode code points) and no NUL; `error` and `message` must
+// not be blank. The whole update must also fit the process's 512 KiB of
+// text and data (see `Process`).
 type UpdateProcessRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The process's identifier (from the URL path in REST).
@@ -1120,12 +1134,14 @@ type UpdateProcessRequest struct {
 	Step *string `protobuf:"bytes,3,opt,name=step,proto3,oneof" json:"step,omitempty"`
 	// A note on the step, shown on its timeline entry.
 	Detail *string `protobuf:"bytes,4,opt,name=detail,proto3,oneof" json:"detail,omitempty"`
-	// Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`;
-	// at most 64 KiB as compact JSON, numbers finite.
+	// Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`:
+	// at most 64 KiB (65,536 bytes) as compact JSON in UTF-8, and at most 20
+	// levels of objects and arrays, itself included. Numbers are doubles and
+	// must be finite; strings hold no NUL.
 	Data *structpb.Struct `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
-	// What went wrong, for `step_failed` and `failed`.
+	// What went wrong, for `step_failed` and `failed`; not blank.
 	Error *string `protobuf:"bytes,6,opt,name=error,proto3,oneof" json:"error,omitempty"`
-	// A progress message, e.g. `Deploying to 3/10 instances...`.
+	// A progress message, e.g. `Deploying to 3/10 instances...`; not blank.
 	Message *string `protobuf:"bytes,7,opt,name=message,proto3,oneof" json:"message,omitempty"`
 	// A progress percentage.
 	Percent *int32 `protobuf:"varint,8,opt,name=percent,proto3,oneof" json:"percent,omitempty"`

@@ -48,6 +48,14 @@ export const file_htk_processes_v1_process_service: GenFile = /*@__PURE__*/
  * Processes are created from a CreateProcessRequest and change only through
  * updates, so every field here is set by the server.
  *
+ * A process holds at most 512 KiB (524,288 bytes) of text and data: the UTF-8
+ * bytes of its namespace, name, step keys and labels, of every `detail`,
+ * `error`, progress message and `summary` it keeps, plus each step's `data`
+ * as compact JSON. An update past that is refused, so every process can be
+ * read back whole, as JSON through Envoy and by gRPC clients with their
+ * default 4 MiB message limit. Updates that do not add text or data are
+ * always taken, so a full process can still finish.
+ *
  * @generated from message htk.processes.v1.Process
  */
 export type Process = Message<"htk.processes.v1.Process"> & {
@@ -437,7 +445,8 @@ export type ListProcessesRequest = Message<"htk.processes.v1.ListProcessesReques
   /**
    * Continues a listing after the page whose `next_page_token` this is. The
    * filters and `sort` must equal that request's; `limit` may change, and
-   * `offset` must be absent or 0. Empty: the first page.
+   * `offset` must be absent or 0. Empty: the first page. At most 200
+   * characters.
    *
    * @generated from field: string page_token = 7;
    */
@@ -573,6 +582,11 @@ export const CreateProcessRequestSchema: GenMessage<CreateProcessRequest> = /*@_
  *
  * So only `type` is REQUIRED; the fields that some types need are OPTIONAL.
  *
+ * Texts (`detail`, `error`, `message`, `summary`) hold at most 10,000
+ * characters (Unicode code points) and no NUL; `error` and `message` must
+ * not be blank. The whole update must also fit the process's 512 KiB of
+ * text and data (see `Process`).
+ *
  * @generated from message htk.processes.v1.UpdateProcessRequest
  */
 export type UpdateProcessRequest = Message<"htk.processes.v1.UpdateProcessRequest"> & {
@@ -605,22 +619,24 @@ export type UpdateProcessRequest = Message<"htk.processes.v1.UpdateProcessReques
   detail?: string | undefined;
 
   /**
-   * Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`;
-   * at most 64 KiB as compact JSON, numbers finite.
+   * Structured output of a completed step, e.g. `{"image_tag": "v2.1.0"}`:
+   * at most 64 KiB (65,536 bytes) as compact JSON in UTF-8, and at most 20
+   * levels of objects and arrays, itself included. Numbers are doubles and
+   * must be finite; strings hold no NUL.
    *
    * @generated from field: google.protobuf.Struct data = 5;
    */
   data?: JsonObject | undefined;
 
   /**
-   * What went wrong, for `step_failed` and `failed`.
+   * What went wrong, for `step_failed` and `failed`; not blank.
    *
    * @generated from field: optional string error = 6;
    */
   error?: string | undefined;
 
   /**
-   * A progress message, e.g. `Deploying to 3/10 instances...`.
+   * A progress message, e.g. `Deploying to 3/10 instances...`; not blank.
    *
    * @generated from field: optional string message = 7;
    */
@@ -877,10 +893,19 @@ export const UpdateTypeSchema: GenEnum<UpdateType> = /*@__PURE__*/
  *   * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
  *     revoked.
  *   * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
- *     message names the field. Errors found by the server also carry a
- *     `google.rpc.BadRequest` detail naming it; those Envoy finds while
- *     reading REST input (malformed JSON, a number that is not one, an
- *     unknown query parameter) carry the message alone.
+ *     message names the field, and a `google.rpc.BadRequest` detail names it
+ *     too. Over native gRPC, also a payload that is no valid message (a
+ *     string that is not UTF-8, messages nested past 100 levels). REST input
+ *     is read strictly, and anything else is this error: a body that is not
+ *     JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
+ *     in an object; a value of the wrong JSON type for its field (`"yes"`
+ *     for a boolean, an object for an array, `"50"` for a number) or `null`
+ *     (leave the field out instead; `data` may hold nulls); a field the
+ *     message lacks; a path field (`process_id`) repeated in the body or
+ *     the query; a query parameter given twice, without a value, unknown to
+ *     the method, or not UTF-8 once percent-decoded (`+` reads as a space);
+ *     a query string on a method that takes a body, or a body on a GET.
+ *     A request body over 1 MiB is HTTP 413 with this code.
  *   * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
  *     requests than its rate limit allows (Envoy's per-token limit).
  *   * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
@@ -890,9 +915,13 @@ export const UpdateTypeSchema: GenEnum<UpdateType> = /*@__PURE__*/
  *   * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
  *     right now; retry later.
  *
+ * Over REST, a method a path does not take is HTTP 405 with `Allow` (code
+ * UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
+ * on a REST path gets grpc-status INVALID_ARGUMENT.
+ *
  * CreateProcess and UpdateProcess take an optional idempotency key: the REST
  * header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
- * ASCII characters. A retry with the same key and the same request returns
+ * ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
  * the original response and writes nothing; the same key with a different
  * request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
  * are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
@@ -962,12 +991,13 @@ export const ProcessService: GenService<{
    *   * NOT_FOUND (HTTP 404): no such process in the caller's organization.
    *   * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
    *     request.
-   *   * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing or
+   *   * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
    *     inapplicable field for the type, an unknown step, `percent` outside
-   *     0-100.
+   *     0-100, a text or `data` past its limit.
    *   * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
    *     current state, e.g. the process has already finished or the step is
-   *     not running. Nothing is written.
+   *     not running, or it would take the process past its 512 KiB of text
+   *     and data (see `Process`). Nothing is written.
    *
    * @generated from rpc htk.processes.v1.ProcessService.UpdateProcess
    */

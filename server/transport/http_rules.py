@@ -1,0 +1,95 @@
+"""The REST shape of each RPC, as its `google.api.http` rule in the protos states it.
+
+The server reads it to judge REST input (rest_input.py), and `htk run` to
+tell Envoy which methods each REST path takes (server/stack.py).
+"""
+
+import re
+from dataclasses import dataclass
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor
+
+# A variable of a path template, `{name}` or `{name=pattern}`, or a wildcard.
+_TEMPLATE_PART = re.compile(r"\{(?P<name>[^}=]+)(?:=(?P<pattern>[^}]*))?\}|\*\*|\*")
+_LUA_MAGIC = re.compile(r"([\^$()%.\[\]*+\-?])")
+
+
+@dataclass(frozen=True)
+class HttpBinding:
+    """How one RPC is called over REST."""
+
+    method: str  # GET, POST, ...
+    template: str  # e.g. /api/v1/processes/{process_id}
+    # Where the request message comes from besides the path: "" for the
+    # query string, "*" for a JSON body holding the whole message, else the
+    # name of the one field the body holds.
+    body: str
+
+    @property
+    def path_fields(self) -> frozenset[str]:
+        """The request fields the path template binds (top-level names)."""
+        return frozenset(
+            match["name"].split(".")[0]
+            for match in _TEMPLATE_PART.finditer(self.template)
+            if match["name"]
+        )
+
+    def lua_pattern(self) -> str:
+        """A Lua pattern matching the paths of this binding."""
+        return "^" + _lua_pattern(self.template) + "$"
+
+
+def http_binding(method: descriptor.MethodDescriptor) -> HttpBinding | None:
+    """The method's REST binding, or None for a method without one."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        return None
+    rule = options.Extensions[annotations_pb2.http]
+    if rule.additional_bindings:
+        # The server could not tell which binding a REST call came through.
+        raise ValueError(f"{method.full_name}: additional_bindings are not supported")
+    kind = rule.WhichOneof("pattern")
+    if kind == "custom":
+        return HttpBinding(rule.custom.kind.upper(), rule.custom.path, rule.body)
+    if kind is None:
+        raise ValueError(f"{method.full_name}: its google.api.http rule has no path")
+    return HttpBinding(kind.upper(), getattr(rule, kind), rule.body)
+
+
+def lua_route_table(services: list[descriptor.ServiceDescriptor]) -> str:
+    """A Lua table of `{path pattern, allowed methods}` pairs, one per REST path.
+
+    Envoy's Lua filter answers a known path called with another method with
+    405 and these methods in `Allow` (envoy/envoy.yaml).
+    """
+    allowed: dict[str, list[str]] = {}
+    for service in services:
+        for method in service.methods:
+            binding = http_binding(method)
+            if binding is not None:
+                allowed.setdefault(binding.lua_pattern(), []).append(binding.method)
+    rows = ", ".join(
+        f"{{{_lua_string(pattern)}, {_lua_string(', '.join(methods))}}}"
+        for pattern, methods in allowed.items()
+    )
+    return "{" + rows + "}"
+
+
+def _lua_pattern(template: str) -> str:
+    pattern, position = "", 0
+    for match in _TEMPLATE_PART.finditer(template):
+        pattern += _LUA_MAGIC.sub(r"%\1", template[position : match.start()])
+        wildcard = match["pattern"] if match["name"] else match[0]
+        if wildcard in (None, "*"):
+            pattern += "[^/]+"
+        elif wildcard == "**":
+            pattern += ".+"
+        else:
+            pattern += _lua_pattern(wildcard)
+        position = match.end()
+    return pattern + _LUA_MAGIC.sub(r"%\1", template[position:])
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
