@@ -422,7 +422,7 @@ def test_a_revoked_token_is_refused(grpc_stub: Stub, stack: Stack) -> None:
     org = Org(org_id=org_id, writer=stack.token(org_id), reader="")
     assert create(grpc_stub, org).status == "running"
     listing = stack.htk("token", "list", "--org", org_id).stdout
-    (token_id,) = [line.split()[0] for line in listing.splitlines()]
+    (token_id,) = [line.split()[0] for line in listing.splitlines()[1:]]  # under the header
     assert stack.htk("token", "revoke", token_id).returncode == 0
 
     error = rpc_error(grpc.StatusCode.UNAUTHENTICATED, lambda: create(grpc_stub, org))

@@ -5,6 +5,7 @@ Status codes per the API docs; google.rpc codes and messages per the comments of
 protos/htk/processes/v1/process_service.proto.
 """
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -335,7 +336,7 @@ def test_a_header_that_grpc_cannot_carry_is_dropped(rest: httpx.Client, tenant: 
     assert response.status_code == 200, response.text
 
 
-def test_a_rest_call_dressed_as_grpc_web_is_still_checked_strictly(
+def test_a_rest_path_called_as_grpc_web_is_refused_and_changes_nothing(
     rest: httpx.Client, tenant: Org, process_id: str
 ) -> None:
     before = snapshot(rest, tenant, process_id)
@@ -346,7 +347,15 @@ def test_a_rest_call_dressed_as_grpc_web_is_still_checked_strictly(
         content=b'{"type": "completed", "summry": "typo"}',
     )
 
-    assert_invalid_field(response, "summry")
+    # Envoy's grpc_web filter answers in gRPC-Web's terms: HTTP 200 with the
+    # status in a header (trailers-only) or in the body's trailer frame.
+    assert response.status_code == 200
+    status = response.headers.get("grpc-status")
+    if status is None:
+        trailer = re.search(rb"grpc-status:\s*(\d+)", response.content)
+        assert trailer is not None, response.content
+        status = trailer.group(1).decode()
+    assert status == "3"  # INVALID_ARGUMENT
     assert snapshot(rest, tenant, process_id) == before
 
 

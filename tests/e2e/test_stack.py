@@ -122,14 +122,15 @@ def test_token_create_prints_the_token_alone(stack: Stack) -> None:
 def test_token_list_shows_scopes_and_revocation_but_never_the_token(stack: Stack, org: Org) -> None:
     listing = stack.htk("token", "list", "--org", org.org_id)
     assert listing.returncode == 0, listing.stderr
-    lines = listing.stdout.splitlines()
+    header, *lines = listing.stdout.splitlines()
+    assert header.split() == ["ID", "STATE", "SCOPES", "NAME"]
     assert len(lines) == 2
     assert "processes:write" in lines[0] and "(read-only)" in lines[1]
     assert org.writer not in listing.stdout and org.reader not in listing.stdout
 
     token_id = lines[1].split()[0]
     assert stack.htk("token", "revoke", token_id).returncode == 0
-    assert "revoked" in stack.htk("token", "list", "--org", org.org_id).stdout.splitlines()[1]
+    assert "revoked" in stack.htk("token", "list", "--org", org.org_id).stdout.splitlines()[2]
     assert stack.htk("token", "revoke", "00000000-0000-0000-0000-000000000000").returncode == 1
 
 
