@@ -121,6 +121,17 @@ IDEMPOTENCY_KEY = {
     # What server/domain/idempotency.py accepts: printable ASCII without spaces.
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
 }
+# A server-streaming RPC, as the transcoder serves it (envoy/envoy.yaml).
+STREAM_DESCRIPTION = (
+    "OK: a stream of Server-Sent Events, each `data: <JSON>` and a blank line, sent as it"
+    " happens; each event's JSON is one message of this schema."
+)
+
+
+def media_type(method: descriptor_pb2.MethodDescriptorProto) -> str:
+    return "text/event-stream" if method.server_streaming else "application/json"
+
+
 # Bullets like "* NOT_FOUND (HTTP 404): no such process ..." in RPC comments.
 ERROR_BULLET = re.compile(r"\*\s+([A-Z_]+) \(HTTP (\d{3})\):?\s*(.*?)(?=\n\s*\*|\n\s*\n|\Z)", re.S)
 
@@ -359,8 +370,8 @@ def operation(
             codes.setdefault(status, []).append(meaning)
     responses: Schema = {
         "200": {
-            "description": "OK",
-            "content": {"application/json": {"schema": success}},
+            "description": STREAM_DESCRIPTION if method.server_streaming else "OK",
+            "content": {media_type(method): {"schema": success}},
         },
     }
     for status, meanings in sorted(codes.items()):
@@ -387,10 +398,13 @@ def operation(
     return path, verb, result
 
 
-def add_links(paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]]) -> None:
+def add_links(
+    paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]], streams: set[str]
+) -> None:
     """Links each operation's 200 response to every other operation whose path
     parameters it carries (e.g. CreateProcess's `process_id` to GetProcess), so
-    clients and schemathesis's stateful tests can chain calls."""
+    clients and schemathesis's stateful tests can chain calls. Streams are no
+    link's target: a chain cannot go on from one that lasts."""
     for source_ops in paths.values():
         for source in source_ops.values():
             fields = responses[source["operationId"]]
@@ -399,6 +413,8 @@ def add_links(paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]
                 for target in target_ops.values():
                     names = [p["name"] for p in target["parameters"] if p["in"] == "path"]
                     if target is source or not names or not set(names) <= fields:
+                        continue
+                    if target["operationId"] in streams:
                         continue
                     links[target["operationId"]] = {
                         "operationId": target["operationId"],
@@ -443,7 +459,8 @@ def document(descriptor_set: bytes) -> Schema:
             response_fields[method.name] = {
                 f.name for f in protos.messages[method.output_type].field
             }
-    add_links(paths, response_fields)
+    streams = {m.name for _, _, service in services for m in service.method if m.server_streaming}
+    add_links(paths, response_fields, streams)
 
     builder.components["Status"] = STATUS_SCHEMA
     package = files[-1].package if not services else services[0][0].package

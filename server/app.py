@@ -14,11 +14,13 @@ from grpc_reflection.v1alpha import reflection
 from htk.processes.v1 import process_service_pb2_grpc
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
+from server.service.hub import WatchHub
 from server.service.processes import ProcessService
 from server.service.tokens import TokenService
+from server.service.watch import WatchService
 from server.service.writes import Clock, Writes
 from server.settings import Settings
-from server.storage.database import Database
+from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
 from server.transport import interceptors
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
@@ -45,11 +47,13 @@ class Server:
         health_servicer: HealthServicer,
         draining: interceptors.Draining,
         writes: Writes,
+        watch_hub: WatchHub,
     ) -> None:
         self.grpc_server = grpc_server
         self._health = health_servicer
         self._draining = draining
         self._writes = writes
+        self.watch_hub = watch_hub
         self._upkeep: asyncio.Task[None] | None = None
 
     def add_address(self, address: str) -> int:
@@ -57,6 +61,7 @@ class Server:
         return self.grpc_server.add_insecure_port(address)
 
     async def start(self) -> None:
+        await self.watch_hub.start(wait_seconds=CONNECT_TIMEOUT_SECONDS)
         await self.grpc_server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service in api_services():
@@ -65,13 +70,17 @@ class Server:
 
     async def stop(self, *, notice_seconds: float = 0.0) -> None:
         """Refuses new calls, fails health checks for `notice_seconds` (so that
-        Envoy routes elsewhere), then lets in-flight calls finish."""
+        Envoy routes elsewhere), ends the watch streams, then lets in-flight
+        calls finish."""
         # Calls arriving from now on are refused with UNAVAILABLE (HTTP 503), and
         # the health checks fail, so Envoy stops sending any. Only then does the
         # server stop: gRPC would cancel (HTTP 499) a call that arrives after that.
         self._draining.begin()
         await self._health.enter_graceful_shutdown()
         await asyncio.sleep(notice_seconds)
+        # Streams would never finish by themselves: each ends with a last
+        # message telling its client to resume, by then on another worker.
+        await self.watch_hub.close()
         await self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
         if self._upkeep is not None:
             self._upkeep.cancel()
@@ -106,8 +115,10 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
+    watch_hub = WatchHub(database, max_watchers=settings.max_watchers)
+    watches = WatchService(database, watch_hub, clock, heartbeat_seconds=settings.heartbeat_seconds)
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
-        ProcessServicer(ProcessService(database, writes, clock)), grpc_server
+        ProcessServicer(ProcessService(database, writes, clock), watches), grpc_server
     )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -119,7 +130,7 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
         ],
         grpc_server,
     )
-    return Server(grpc_server, health_servicer, draining, writes)
+    return Server(grpc_server, health_servicer, draining, writes, watch_hub)
 
 
 async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:

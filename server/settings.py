@@ -30,6 +30,10 @@ class Settings:
     request_timeout_seconds: int
     # How long CreateProcess and UpdateProcess remember an Idempotency-Key.
     idempotency_key_hours: int
+    # A watch stream with nothing to send sends a heartbeat this often.
+    heartbeat_seconds: int
+    # Watch streams each server process serves at once; more are refused (429).
+    max_watchers: int
     log_level: str
 
     @classmethod
@@ -46,6 +50,8 @@ class Settings:
             rate_limit_burst=_integer(env, "HTK_RATE_LIMIT_BURST", 200, minimum=1),
             request_timeout_seconds=_integer(env, "HTK_REQUEST_TIMEOUT_SECONDS", 15, minimum=1),
             idempotency_key_hours=_integer(env, "HTK_IDEMPOTENCY_KEY_HOURS", 24, minimum=24),
+            heartbeat_seconds=_integer(env, "HTK_HEARTBEAT_SECONDS", 15, minimum=1),
+            max_watchers=_integer(env, "HTK_MAX_WATCHERS", 1000, minimum=1),
             log_level=_log_level(env.get("HTK_LOG_LEVEL", "INFO")),
         )
 

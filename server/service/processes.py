@@ -9,6 +9,7 @@ from server.domain.errors import NotFound
 from server.domain.idempotency import IdempotencyKey
 from server.domain.processes import (
     Event,
+    EventsPage,
     ListQuery,
     Process,
     ProcessPage,
@@ -42,7 +43,17 @@ class ProcessService:
         # steps of a process only change under its row lock, with the
         # process), and a read so saves the BEGIN and COMMIT round trips.
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            return await _load(connection, org_id, process_id, for_update=False)
+            return await load_process(connection, org_id, process_id, for_update=False)
+
+    async def list_events(
+        self, org_id: str, process_id: uuid.UUID, page: EventsPage
+    ) -> Sequence[Event]:
+        # Autocommit: the log only grows, so the process found by the first
+        # statement has all the events the second one reads.
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+            if not await processes.summaries(connection, org_id, [process_id]):
+                raise NotFound(f"process {process_id} not found")
+            return await processes.events_after(connection, process_id, page.after_seq, page.limit)
 
     async def create(
         self,
@@ -87,17 +98,17 @@ class ProcessService:
         validate_update(change)
 
         async def write(connection: AsyncConnection) -> bytes:
-            process = await _load(connection, org_id, process_id, for_update=True)
+            process = await load_process(connection, org_id, process_id, for_update=True)
             # Read under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, self._clock())
             await processes.save_change(connection, process, applied.step_position)
-            await processes.append_event(connection, process_id, applied.event)
+            await processes.append_event(connection, org_id, process_id, applied.event)
             return respond(applied.event)
 
         return await self._writes.run(key, write)
 
 
-async def _load(
+async def load_process(
     connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
 ) -> Process:
     process = await processes.load(connection, org_id, process_id, for_update=for_update)
