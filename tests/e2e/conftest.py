@@ -18,6 +18,7 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2_grpc
 from server.stack import wait_until_serving
+from server.storage.embedded import embedded_database
 
 HTK = str(Path(sys.executable).parent / "htk")
 START_TIMEOUT_SECONDS = 90.0
@@ -51,8 +52,10 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        """The embedded PostgreSQL, for tests that inspect what was stored."""
-        return f"postgresql://postgres@/postgres?host={self.data_dir / 'postgres'}"
+        """The stack's database (DATABASE_URL, else its embedded PostgreSQL),
+        for tests that inspect what was stored."""
+        embedded = f"postgresql://postgres@/postgres?host={self.data_dir / 'postgres'}"
+        return self.env.get("DATABASE_URL") or embedded
 
     @property
     def log(self) -> str:
@@ -115,6 +118,19 @@ def running_stack(
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Stack]]:
+    """Two stacks (`htk run` each: its own workers, Envoy and ports) sharing
+    one PostgreSQL, as several instances behind a load balancer would."""
+    root = tmp_path_factory.mktemp("instances")
+    with (
+        embedded_database(root / "shared") as database_url,
+        running_stack(root / "a", database_url) as a,
+        running_stack(root / "b", database_url) as b,
+    ):
+        yield a, b
 
 
 @pytest.fixture(scope="session")
