@@ -2,7 +2,7 @@
 one `data: <JSON>` line, then a blank line, and nothing else."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -14,10 +14,24 @@ def messages(response: httpx.Response) -> Iterator[dict[str, Any]]:
     """Each event's JSON as it arrives, until the stream ends; fails on any
     line that is not an event's data or the blank line after it."""
     for line in response.iter_lines():
-        if line.startswith(DATA):
-            yield json.loads(line.removeprefix(DATA))
-        elif line:
-            raise AssertionError(f"not Server-Sent Events framing: {line!r}")
+        if (message := _message(line)) is not None:
+            yield message
+
+
+async def amessages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """`messages` for an async client's response."""
+    async for line in response.aiter_lines():
+        if (message := _message(line)) is not None:
+            yield message
+
+
+def _message(line: str) -> dict[str, Any] | None:
+    if line.startswith(DATA):
+        message: dict[str, Any] = json.loads(line.removeprefix(DATA))
+        return message
+    if line:
+        raise AssertionError(f"not Server-Sent Events framing: {line!r}")
+    return None
 
 
 def kind(message: dict[str, Any]) -> str:
