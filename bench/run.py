@@ -1,5 +1,10 @@
-"""`make bench`: seed (or reuse) the bench database, measure, print and write the report."""
+"""`make bench`: seed (or reuse) the bench database, measure, print and write the report.
 
+`python -m bench --only watch` runs the watch phase alone (no seeding; it
+prints its section and writes nothing).
+"""
+
+import argparse
 import json
 import os
 import subprocess
@@ -7,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +24,7 @@ import psycopg
 
 from bench import capture, report, seed, wrk
 from bench.stack import Sampler, Stack, create_token, running_stack
+from bench.watch import WatchConfig, WatchMeasurement, measure
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.settings import CHECKOUT
@@ -37,6 +44,7 @@ class Config:
     seconds: float
     database_url: str | None
     workers: tuple[int, ...]  # the main run's worker count first
+    watch: WatchConfig
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -49,6 +57,12 @@ class Config:
             seconds=float(os.environ.get("BENCH_SECONDS", 2.0 if quick else 5.0)),
             database_url=os.environ.get("DATABASE_URL") or None,
             workers=(max(cores, 2), 1),
+            watch=WatchConfig(
+                watchers=int(os.environ.get("BENCH_WATCHERS", 1000)),
+                processes=int(os.environ.get("BENCH_WATCH_PROCESSES", 100)),
+                rate=float(os.environ.get("BENCH_WATCH_RATE", 50)),
+                seconds=float(os.environ.get("BENCH_WATCH_SECONDS", 20)),
+            ),
         )
 
 
@@ -352,8 +366,44 @@ def capture_statements(runner: Runner, database_url: str) -> report.Capture | No
     return report.Capture(server=server, baseline=baseline)
 
 
-def main() -> int:
+WATCH_WORKERS = 2
+
+
+def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
+    """Watchers and writers on one two-worker instance, then watchers on one
+    instance and writers on another, both over the same database."""
+    token = create_token(database_url, f"bench-watch-{uuid.uuid4().hex[:8]}")
+    results = []
+    log(f"watch: {config.watch.watchers} watchers, {config.watch.rate:g} updates/s")
+    with running_stack(DATA_DIR, database_url, WATCH_WORKERS) as stack:
+        results.append(measure("one instance", config.watch, database_url, token, stack, stack))
+        log(results[-1].one_line())
+    for instance in ("instance-a", "instance-b"):
+        (DATA_DIR / instance).mkdir(exist_ok=True)
+    with (
+        running_stack(DATA_DIR / "instance-a", database_url, WATCH_WORKERS) as watched,
+        running_stack(DATA_DIR / "instance-b", database_url, WATCH_WORKERS) as written,
+    ):
+        results.append(
+            measure(
+                "watchers on A, writers on B", config.watch, database_url, token, watched, written
+            )
+        )
+        log(results[-1].one_line())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", choices=["watch"], help="run this phase alone")
+    only = parser.parse_args(argv).only
     config = Config.from_env()
+    if only == "watch":
+        DATA_DIR.mkdir(exist_ok=True)
+        with bench_database(config) as database_url:
+            watched = watch_phases(config, database_url)
+        print("\n".join(report.watch_section(watched, config.watch)))
+        return 0
     began = time.monotonic()
     DATA_DIR.mkdir(exist_ok=True)
     wrk_path = wrk.ensure_wrk(log)
@@ -376,6 +426,7 @@ def main() -> int:
                 runner.lists(stack, workers, list_cases()[:1])
                 runner.gets(stack, workers, 16)
                 runner.updates(stack, workers, 16)
+        watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -388,6 +439,7 @@ def main() -> int:
         versions=versions,
         captured=captured,
         main_workers=main_workers,
+        watch=report.watch_section(watched, config.watch),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -3,7 +3,8 @@
 Every server process (of every instance on the database) hears every change
 through its own listening connection (storage.notifications). A watcher of
 one process is only woken: it reads the events after the last one it has
-from the log, so it never depends on which notifications arrived. The
+from the log, so it never depends on which notifications arrived. The watchers
+of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
 batch of notifications for all of them.
 """
@@ -18,6 +19,7 @@ from typing import TypeVar
 
 from server.domain.errors import DomainError, ResourceExhausted, Unavailable
 from server.domain.watch import ChangeFilter, ProcessChange
+from server.service.feed import ProcessFeed
 from server.storage import processes
 from server.storage.database import Database
 from server.storage.notifications import Listener, Notification
@@ -35,8 +37,10 @@ MAX_PENDING_CHANGES = 1000
 class ProcessWatcher:
     """A stream watching one process: woken when events after `seen_seq` may be logged."""
 
-    def __init__(self, process_id: uuid.UUID) -> None:
-        self.process_id = process_id
+    def __init__(self, feed: ProcessFeed) -> None:
+        self.process_id = feed.process_id
+        # Where the server process's watchers of the process find its latest events.
+        self.feed = feed
         # The last event the stream has read; wake-ups for it or earlier ones are moot.
         self.seen_seq = 0
         self._woken = asyncio.Event()
@@ -113,6 +117,7 @@ class WatchHub:
         self._database = database
         self._max_watchers = max_watchers
         self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
+        self._feeds: dict[uuid.UUID, ProcessFeed] = {}
         self._by_org: dict[str, set[OrganizationWatcher]] = {}
         self._watchers = 0
         self._closed = False
@@ -158,8 +163,13 @@ class WatchHub:
     @asynccontextmanager
     async def watch_process(self, process_id: uuid.UUID) -> AsyncIterator[ProcessWatcher]:
         """Registers a watcher of the process for the block's duration."""
-        with self._registered(self._by_process, process_id, ProcessWatcher(process_id)) as watcher:
-            yield watcher
+        feed = self._feeds.setdefault(process_id, ProcessFeed(self._database, process_id))
+        try:
+            with self._registered(self._by_process, process_id, ProcessWatcher(feed)) as watcher:
+                yield watcher
+        finally:
+            if process_id not in self._by_process:
+                del self._feeds[process_id]
 
     @asynccontextmanager
     async def watch_organization(
@@ -199,6 +209,8 @@ class WatchHub:
     # What the listener tells.
 
     def _heard(self, notification: Notification) -> None:
+        if feed := self._feeds.get(notification.process_id):
+            feed.announce(notification.seq)
         for watcher in self._by_process.get(notification.process_id, ()):
             if notification.seq > watcher.seen_seq:
                 watcher.wake()
@@ -209,6 +221,8 @@ class WatchHub:
         """Every watcher of a process reads its log again: notifications
         may have been missed while the connection was lost."""
         self._listening = True
+        for feed in self._feeds.values():
+            feed.doubt()
         for watchers in self._by_process.values():
             for watcher in watchers:
                 watcher.wake()

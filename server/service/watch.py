@@ -11,14 +11,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from server.domain.processes import Event, Process, ProcessStatus, check_after_seq
 from server.domain.watch import ChangeFilter, Heartbeat, ProcessChange
+from server.service.feed import READ_BATCH
 from server.service.hub import ProcessWatcher, WatchHub
 from server.service.processes import load_process
 from server.service.writes import Clock
 from server.storage import processes
 from server.storage.database import Database
-
-# Events read from the log at a time, replaying or catching up.
-READ_BATCH = 500
 
 
 class WatchService:
@@ -55,7 +53,7 @@ class WatchService:
             quiet_since = loop.time()
             caught_up = False
             while True:
-                async for event in self._events_after(watcher):
+                async for event in self._events_after(watcher, shared=caught_up):
                     yield event
                     quiet_since = loop.time()
                     if event.finishes_process:
@@ -73,8 +71,16 @@ class WatchService:
                         yield Heartbeat(self._clock())
                         quiet_since = loop.time()
 
-    async def _events_after(self, watcher: ProcessWatcher) -> AsyncIterator[Event]:
-        """The events logged after the watcher's `seen_seq`, all of them, in order."""
+    async def _events_after(self, watcher: ProcessWatcher, *, shared: bool) -> AsyncIterator[Event]:
+        """The events logged after the watcher's `seen_seq`, all of them, in
+        order: from the process's feed if `shared` and it has them, else
+        from the log."""
+        if shared and (events := await watcher.feed.after(watcher.seen_seq)) is not None:
+            if events:
+                watcher.seen_seq = events[-1].seq
+            for event in events:
+                yield event
+            return
         while True:
             async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
                 events = await processes.events_after(

@@ -17,7 +17,9 @@ def _readme_session() -> str:
 
 
 def _json_documents(output: str) -> list[dict[str, Any]]:
-    """The JSON documents the curls printed back to back."""
+    """The JSON documents the curls printed back to back (a stream's `data: `
+    framing taken off)."""
+    output = re.sub(r'(?<!")data: (?=\{)', "", output)
     decoder, documents, position = json.JSONDecoder(), [], 0
     while position < len(output):
         document, position = decoder.raw_decode(output, position)
@@ -47,8 +49,17 @@ def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
         None,
         None,
         "completed",
+        None,
+        None,
+        None,
     ]
     listed, process = documents[4], documents[5]
+    history, *watched = documents[7:]
+    assert [(event["seq"], event["type"]) for event in history["events"]] == [
+        (4, "step_started"),
+        (5, "completed"),
+    ]
+    assert [message["event"] for message in watched] == history["events"]
     assert process["process_id"] in [item["process_id"] for item in listed["processes"]]
     assert process["current_step"] == "test"
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}

@@ -119,6 +119,44 @@ async def test_resuming_with_after_seq_has_no_gap_and_no_duplicate_at_the_seam(
     assert received[-1].event.type == "failed"
 
 
+async def test_watchers_joining_at_any_point_each_get_every_event_once(
+    processes: Stub, org: Org
+) -> None:
+    """Watchers of one process share what the server reads of its log; those
+    who join late, or replay more than it keeps, read the log themselves."""
+    process = await create(processes, org, "build")
+    await update(processes, org, process.process_id, "step_started", step="build")
+    for percent in range(300):  # more than a feed keeps
+        await update(
+            processes, org, process.process_id, "progress", step="build", percent=percent % 101
+        )
+    early = [watch(processes, org, process.process_id, after_seq=seq) for seq in (301, 250, 0)]
+    snapshot = watch(processes, org, process.process_id)
+
+    async def more_updates() -> list[Call]:
+        late = []
+        for percent in range(40):
+            await update(
+                processes, org, process.process_id, "progress", step="build", percent=percent
+            )
+            if percent % 10 == 0:  # joining while the updates flow
+                late.append(watch(processes, org, process.process_id, after_seq=302 + percent))
+        await update(processes, org, process.process_id, "completed")
+        return late
+
+    late = await more_updates()
+    received = await asyncio.gather(*(rest_of(call) for call in [*early, snapshot, *late]))
+
+    last = 342  # started, 300 + 40 progress updates, completed
+    for after, messages in zip([301, 250, 0], received, strict=False):
+        assert seqs(messages) == list(range(after + 1, last + 1))
+    snapshot_first, *after_snapshot = received[3]
+    assert snapshot_first.WhichOneof("kind") == "process"
+    assert seqs(after_snapshot) == list(range(last - len(after_snapshot) + 1, last + 1))
+    for joined, messages in zip(range(0, 40, 10), received[4:], strict=True):
+        assert seqs(messages) == list(range(303 + joined, last + 1))
+
+
 async def test_after_seq_zero_replays_the_whole_log(processes: Stub, org: Org) -> None:
     process = await create(processes, org, "build")
     await update(processes, org, process.process_id, "step_completed", step="build")
