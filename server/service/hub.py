@@ -250,8 +250,11 @@ class WatchHub:
                     continue
                 try:
                     changes = await self._read_changes(org_id, notifications)
-                except DomainError as error:
-                    log.warning("could not read changes for watchers: %s", error)
+                except Exception as error:
+                    # Its watchers miss these changes: they end, and list again.
+                    log.warning("could not read changes for watchers", exc_info=error)
+                    if not isinstance(error, DomainError):
+                        error = Unavailable("the server could not read the latest changes")
                     for watcher in list(self._by_org.get(org_id, ())):
                         watcher.end(error)
                     continue
