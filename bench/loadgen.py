@@ -20,6 +20,7 @@ import json
 import random
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from htk.processes.v1 import task_service_pb2 as tasks_pb
 from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
+from server.storage.notifications import CHANNEL, Notification
 
 Call = Callable[[int], Awaitable[None]]
 
@@ -174,9 +176,12 @@ UPDATE_STEP = (
     " progress_message=%s, progress_percent=%s, started_seq=%s, changed_seq=%s"
     " WHERE steps.process_id = %s AND steps.position = %s"
 )
+# The event and the notification that wakes watchers, in one statement.
 INSERT_EVENT = (
-    "INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s)"
+    "WITH inserted AS (INSERT INTO process_events"
+    " (process_id, seq, type, step, payload, recorded_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING process_events.process_id)"
+    " SELECT pg_notify(%s, %s) AS pg_notify_1 FROM inserted"
 )
 
 
@@ -267,6 +272,8 @@ async def run_psycopg(spec: dict[str, Any]) -> dict[str, Any]:
                     step_key,
                     json.dumps({"message": message, "percent": percent}),
                     datetime.now(UTC),
+                    CHANNEL,
+                    Notification(caller[0], uuid.UUID(process_id), seq).encode(),
                 ),
             )
 

@@ -15,6 +15,7 @@ import psycopg
 from bench import capture
 from bench.seed import SELECTIVE_TERM, UNSELECTIVE_TERM, SeedReport
 from bench.stack import Sampler
+from bench.watch import WatchConfig, WatchMeasurement
 from server.settings import CHECKOUT
 
 RSS_GOAL_MB = 150.0
@@ -208,6 +209,7 @@ def render(
     captured: Capture | None,
     main_workers: int,
     beside: list[tuple[str, str]],
+    watch: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -326,7 +328,7 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += ["## All phases", "", *_table(results), ""]
+    out += [*watch, "## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]
@@ -379,6 +381,49 @@ def _beside(results: list[Measurement], pairs: list[tuple[str, str]]) -> list[st
                 f"| {task.p95_ms / process.p95_ms:.2f}x |"
             )
     return [*lines, ""]
+
+
+WATCH_P95_GOAL_MS = 100.0
+
+
+def watch_section(results: list[WatchMeasurement], config: WatchConfig) -> list[str]:
+    """The watch phases: delivery delay, correctness and cost."""
+    out = [
+        "## Watch",
+        "",
+        f"{config.watchers:,} watchers follow {config.processes} processes (the same number "
+        "each) over REST: Server-Sent Events through Envoy, from `bench/watch.py` in "
+        f"{config.watcher_processes} processes of their own. A writer sends "
+        f"{config.rate:g} progress updates a second through Envoy for {config.seconds:g} s "
+        "(open loop, spread evenly over the processes); then every process is completed. "
+        "Delay: from the writer's acknowledgement of an update to its arrival at a "
+        "watcher, over every (update, watcher) pair, on the machine's monotonic clock "
+        "(negative when the event beat the acknowledgement; `before ack` counts those; "
+        "`write` is the writer's own wait for its answers). "
+        "Each watcher's events are checked against its process's log. Server CPU is "
+        "the sum over the sampled instances' workers (2 each), RSS the largest worker's peak.",
+        "",
+        "| phase | updates/s | deliveries | p50 ms | p95 ms | p99 ms | before ack "
+        "| write p50, p95 ms | missed | duplicated | out of order | write errors | server CPU "
+        "| Envoy CPU | watchers' CPU | server RSS MB | goal | |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|",
+    ]
+    for m in results:
+        met = (
+            m.p95_ms <= WATCH_P95_GOAL_MS
+            and m.missed == m.duplicated == m.out_of_order == 0
+            and m.deliveries > 0
+        )
+        out.append(
+            f"| {m.name} | {m.rate:.0f} | {m.deliveries:,} | {m.p50_ms:.1f} | {m.p95_ms:.1f} "
+            f"| {m.p99_ms:.1f} | {m.before_ack} | {m.write_p50_ms:.1f}, {m.write_p95_ms:.1f} "
+            f"| {m.missed} | {m.duplicated} "
+            f"| {m.out_of_order} | {m.write_errors} | {m.server_cores:.2f} "
+            f"| {m.envoy_cores:.2f} | {m.client_cores:.2f} | {m.server_rss_mb:.0f} "
+            f"| p95 <= {WATCH_P95_GOAL_MS:g} ms, 0 missed/duplicated/out of order "
+            f"| {_verdict(met)} |"
+        )
+    return [*out, ""]
 
 
 def _short(statement: str, width: int = 90) -> str:

@@ -1,5 +1,10 @@
-"""`make bench`: seed (or reuse) the bench database, measure, print and write the report."""
+"""`make bench`: seed (or reuse) the bench database, measure, print and write the report.
 
+`python -m bench --only watch` runs the watch phase alone (no seeding; it
+prints its section and writes nothing).
+"""
+
+import argparse
 import json
 import os
 import subprocess
@@ -7,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +24,7 @@ import psycopg
 
 from bench import capture, report, seed, wrk
 from bench.stack import Sampler
+from bench.watch import WatchConfig, WatchMeasurement, measure
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from htk.processes.v1 import task_service_pb2 as tasks_pb
@@ -40,6 +47,7 @@ class Config:
     seconds: float
     database_url: str | None
     workers: tuple[int, ...]  # the main run's worker count first
+    watch: WatchConfig
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -52,13 +60,21 @@ class Config:
             seconds=float(os.environ.get("BENCH_SECONDS", 2.0 if quick else 5.0)),
             database_url=os.environ.get("DATABASE_URL") or None,
             workers=(max(cores, 2), 1),
+            watch=WatchConfig(
+                watchers=int(os.environ.get("BENCH_WATCHERS", 1000)),
+                processes=int(os.environ.get("BENCH_WATCH_PROCESSES", 100)),
+                rate=float(os.environ.get("BENCH_WATCH_RATE", 50)),
+                seconds=float(os.environ.get("BENCH_WATCH_SECONDS", 20)),
+            ),
         )
 
 
-def bench_stack(database_url: str, workers: int) -> AbstractContextManager[Stack]:
+def bench_stack(
+    database_url: str, workers: int, data_dir: Path = DATA_DIR
+) -> AbstractContextManager[Stack]:
     """`htk run` on the bench database with `workers` workers, logging warnings only."""
     env = {"HTK_WORKERS": str(workers), "HTK_LOG_LEVEL": "WARNING"}
-    return running_stack(DATA_DIR, database_url, env)
+    return running_stack(data_dir, database_url, env)
 
 
 def log(message: str) -> None:
@@ -419,8 +435,43 @@ def capture_statements(runner: Runner, database_url: str) -> report.Capture | No
     return report.Capture(server=server, baseline=baseline)
 
 
-def main() -> int:
+WATCH_WORKERS = 2
+
+
+def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
+    """Watchers and writers on one two-worker instance, then watchers on one
+    instance and writers on another, both over the same database."""
+    results = []
+    log(f"watch: {config.watch.watchers} watchers, {config.watch.rate:g} updates/s")
+    with bench_stack(database_url, WATCH_WORKERS) as stack:
+        # One database: the token serves both instances below too.
+        token = create_token(stack.env, f"bench-watch-{uuid.uuid4().hex[:8]}")
+        results.append(measure("one instance", config.watch, database_url, token, stack, stack))
+        log(results[-1].one_line())
+    with (
+        bench_stack(database_url, WATCH_WORKERS, DATA_DIR / "instance-a") as watched,
+        bench_stack(database_url, WATCH_WORKERS, DATA_DIR / "instance-b") as written,
+    ):
+        results.append(
+            measure(
+                "watchers on A, writers on B", config.watch, database_url, token, watched, written
+            )
+        )
+        log(results[-1].one_line())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", choices=["watch"], help="run this phase alone")
+    only = parser.parse_args(argv).only
     config = Config.from_env()
+    if only == "watch":
+        DATA_DIR.mkdir(exist_ok=True)
+        with bench_database(config) as database_url:
+            watched = watch_phases(config, database_url)
+        print("\n".join(report.watch_section(watched, config.watch)))
+        return 0
     began = time.monotonic()
     DATA_DIR.mkdir(exist_ok=True)
     wrk_path = wrk.ensure_wrk(log)
@@ -443,6 +494,7 @@ def main() -> int:
                 runner.lists(stack, workers, short_list_cases())
                 runner.gets(stack, workers, 16)
                 runner.updates(stack, workers, 16)
+        watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -456,6 +508,7 @@ def main() -> int:
         captured=captured,
         main_workers=main_workers,
         beside=[(case.name, f"{PROCESSES.phase} {case.beside}") for case in task_cases()],
+        watch=report.watch_section(watched, config.watch),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -135,6 +135,17 @@ IDEMPOTENCY_KEY = {
     # What server/domain/idempotency.py accepts: printable ASCII without spaces.
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
 }
+# A server-streaming RPC, as the transcoder serves it (envoy/envoy.yaml).
+STREAM_DESCRIPTION = (
+    "OK: a stream of Server-Sent Events, each `data: <JSON>` and a blank line, sent as it"
+    " happens; each event's JSON is one message of this schema."
+)
+
+
+def media_type(method: descriptor_pb2.MethodDescriptorProto) -> str:
+    return "text/event-stream" if method.server_streaming else "application/json"
+
+
 # Bullets like "* NOT_FOUND (HTTP 404): no such process ..." in RPC comments.
 ERROR_BULLET = re.compile(r"\*\s+([A-Z_]+) \(HTTP (\d{3})\):?\s*(.*?)(?=\n\s*\*|\n\s*\n|\Z)", re.S)
 
@@ -532,8 +543,8 @@ def responses(builder: Builder, rpc: Rpc, rule: Any, has_body: bool) -> Schema:
             codes.setdefault(status, []).append(meaning)
     result: Schema = {
         "200": {
-            "description": "OK",
-            "content": {"application/json": {"schema": success}},
+            "description": STREAM_DESCRIPTION if rpc.method.server_streaming else "OK",
+            "content": {media_type(rpc.method): {"schema": success}},
         },
     }
     for status, meanings in sorted(codes.items()):
@@ -575,10 +586,13 @@ def operation(builder: Builder, rpc: Rpc) -> tuple[str, str, Schema]:
     return path, verb, result
 
 
-def add_links(paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]]) -> None:
+def add_links(
+    paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]], streams: set[str]
+) -> None:
     """Links each operation's 200 response to every other operation whose path
     parameters it carries (e.g. CreateProcess's `process_id` to GetProcess), so
-    clients and schemathesis's stateful tests can chain calls."""
+    clients and schemathesis's stateful tests can chain calls. Streams are no
+    link's target: a chain cannot go on from one that lasts."""
     for source_ops in paths.values():
         for source in source_ops.values():
             fields = responses[source["operationId"]]
@@ -587,6 +601,8 @@ def add_links(paths: dict[str, dict[str, Schema]], responses: dict[str, set[str]
                 for target in target_ops.values():
                     names = [p["name"] for p in target["parameters"] if p["in"] == "path"]
                     if target is source or not names or not set(names) <= fields:
+                        continue
+                    if target["operationId"] in streams:
                         continue
                     links[target["operationId"]] = {
                         "operationId": target["operationId"],
@@ -646,7 +662,8 @@ def document(descriptor_set: bytes) -> Schema:
         response_fields[rpc.method.name] = {
             f.name for f in protos.messages[rpc.method.output_type].field
         }
-    add_links(paths, response_fields)
+    streams = {rpc.method.name for rpc in served if rpc.method.server_streaming}
+    add_links(paths, response_fields, streams)
 
     # Each file's header once, then each service's comment.
     descriptions: dict[str, None] = {}

@@ -16,12 +16,14 @@ from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.service.deadlines import DeadlineService
+from server.service.hub import WatchHub
 from server.service.processes import ProcessService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService
+from server.service.watch import WatchService
 from server.service.writes import Clock, Writes
 from server.settings import Settings
-from server.storage.database import Database
+from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
 from server.transport import interceptors
 from server.transport.decoding import DecodingInterceptor
 from server.transport.methods import api_services, method_table
@@ -52,18 +54,21 @@ class Server:
         health_servicer: HealthServicer,
         draining: interceptors.Draining,
         upkeep: list["PeriodicJob"],
+        watch_hub: WatchHub,
     ) -> None:
         self.grpc_server = grpc_server
         self._health = health_servicer
         self._draining = draining
         self._upkeep = upkeep
         self._upkeep_tasks: list[asyncio.Task[None]] = []
+        self.watch_hub = watch_hub
 
     def add_address(self, address: str) -> int:
         """Listens on `address` too (`host:0` picks a free port); returns the port."""
         return self.grpc_server.add_insecure_port(address)
 
     async def start(self) -> None:
+        await self.watch_hub.start(wait_seconds=CONNECT_TIMEOUT_SECONDS)
         await self.grpc_server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service in api_services():
@@ -72,13 +77,17 @@ class Server:
 
     async def stop(self, *, notice_seconds: float = 0.0) -> None:
         """Refuses new calls, fails health checks for `notice_seconds` (so that
-        Envoy routes elsewhere), then lets in-flight calls finish."""
+        Envoy routes elsewhere), ends the watch streams, then lets in-flight
+        calls finish."""
         # Calls arriving from now on are refused with UNAVAILABLE (HTTP 503), and
         # the health checks fail, so Envoy stops sending any. Only then does the
         # server stop: gRPC would cancel (HTTP 499) a call that arrives after that.
         self._draining.begin()
         await self._health.enter_graceful_shutdown()
         await asyncio.sleep(notice_seconds)
+        # Streams would never finish by themselves: each ends with a last
+        # message telling its client to resume, by then on another worker.
+        await self.watch_hub.close()
         await self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
         for task in self._upkeep_tasks:
             task.cancel()
@@ -115,8 +124,10 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
+    watch_hub = WatchHub(database, max_watchers=settings.max_watchers)
+    watches = WatchService(database, watch_hub, clock, heartbeat_seconds=settings.heartbeat_seconds)
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
-        ProcessServicer(ProcessService(database, writes, clock)), grpc_server
+        ProcessServicer(ProcessService(database, writes, clock), watches), grpc_server
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server
@@ -140,7 +151,7 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
         ),
     ]
-    return Server(grpc_server, health_servicer, draining, upkeep)
+    return Server(grpc_server, health_servicer, draining, upkeep, watch_hub)
 
 
 async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:

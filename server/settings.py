@@ -111,6 +111,19 @@ class Settings(BaseSettings):
         validation_alias="HTK_IDEMPOTENCY_KEY_HOURS",
         description="how long CreateProcess and UpdateProcess remember an Idempotency-Key",
     )
+    heartbeat_seconds: int = Field(
+        15,
+        ge=1,
+        validation_alias="HTK_HEARTBEAT_SECONDS",
+        description="a watch stream with nothing else to send sends a heartbeat this often",
+    )
+    max_watchers: int = Field(
+        1000,
+        ge=1,
+        validation_alias="HTK_MAX_WATCHERS",
+        description="watch streams each worker serves at once; more are refused"
+        " (429 / RESOURCE_EXHAUSTED)",
+    )
     log_level: LogLevel = Field(
         "INFO", validation_alias="HTK_LOG_LEVEL", description="server log level"
     )

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import string
 import subprocess
 import sys
@@ -64,12 +65,16 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         descriptor=ENVOY_DESCRIPTOR,
         openapi=OPENAPI_DOCUMENT,
         request_timeout=f"{settings.request_timeout_seconds}s",
+        # Every stream a worker may hold open, and room for ordinary calls
+        # (Envoy's default limit, 1024) besides them.
+        max_upstream_requests=settings.workers * settings.max_watchers + 1024,
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
         **_api_routing(),
     )
-    path = settings.data_dir / "envoy.yaml"
+    # Named after the port: instances sharing a data folder keep their own.
+    path = settings.data_dir / f"envoy-{settings.http_port}.yaml"
     path.write_text(config)
     return path
 
@@ -77,13 +82,21 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
 def _api_routing() -> dict[str, str]:
     """What Envoy's routes need to know of the API, as the protos declare it:
     the services to transcode, the methods that only read (retried), and
-    each REST path's methods (for 405 replies)."""
+    each REST path's methods (for 405 replies), and those that stream (no
+    route timeout)."""
     methods = method_table(api_services())
     reads = sorted(re.escape(path) for path, method in methods.items() if method.read_only)
+    streams = sorted(
+        re.escape(path)
+        for path, method in methods.items()
+        if method.descriptor.server_streaming or method.descriptor.client_streaming
+    )
     return {
         "api_services": json.dumps(sorted(service.full_name for service in api_services())),
         "read_methods_regex": json.dumps("|".join(reads)),
         "rest_routes": lua_route_table(api_services()),
+        # "$^" matches no path, where an empty pattern would match them all.
+        "stream_methods_regex": json.dumps("|".join(streams) or "$^"),
     }
 
 
@@ -151,6 +164,31 @@ class _Child:
         return len(self.restarts) <= MAX_RESTARTS_PER_WINDOW
 
 
+def ports_in_use(settings: Settings) -> list[str]:
+    """The stack's ports that something already listens on.
+
+    Workers share HTK_GRPC_PORT and Envoy's threads HTK_HTTP_PORT through
+    SO_REUSEPORT, which would let a second instance on the same ports bind
+    them too and silently take a share of the first one's calls. A plain
+    bind, as here, fails on a port in use.
+    """
+    taken = []
+    for name, port in (
+        ("HTK_HTTP_PORT", settings.http_port),
+        ("HTK_GRPC_PORT", settings.grpc_port),
+        ("HTK_ENVOY_ADMIN_PORT", settings.envoy_admin_port),
+    ):
+        if port is None:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{name}={port}")
+    return taken
+
+
 class Supervisor:
     """Runs the stack in the foreground, keeps it running, and stops it in order.
 
@@ -175,6 +213,9 @@ class Supervisor:
     def run(self) -> int:
         """Runs the stack until it is asked to stop; returns the exit status."""
         die_with_parent()
+        if taken := ports_in_use(self.settings):
+            log.error("in use, by another htk instance or program: %s", ", ".join(taken))
+            return 1
         self._stop_on_signals()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # Leaving this block stops the embedded PostgreSQL, even one restarted

@@ -43,5 +43,9 @@ class DeadlineExceeded(DomainError):
     (HTTP 504)."""
 
 
+class ResourceExhausted(DomainError):
+    """A limit of the server is reached, e.g. how many streams it serves (HTTP 429)."""
+
+
 class Unavailable(DomainError):
     """A dependency (the database) cannot be reached right now; retry later (HTTP 503)."""

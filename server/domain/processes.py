@@ -48,6 +48,8 @@ MAX_DATA_DEPTH = 20
 MAX_PROCESS_BYTES = 512 * 1024
 _STEP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+DEFAULT_EVENTS_PAGE_SIZE = 100
+MAX_EVENTS_PAGE_SIZE = 1000
 
 JsonObject = dict[str, Any]
 
@@ -79,6 +81,11 @@ class EventType(enum.StrEnum):
 
     TASK_COMPLETED = "task_completed"
     STEP_TIMED_OUT = "step_timed_out"
+
+
+def event_type(name: str) -> "UpdateType | EventType":
+    """The type of a logged event, by its name: a client's update, or htk's own."""
+    return UpdateType(name) if name in UpdateType.__members__.values() else EventType(name)
 
 
 class SortOrder(enum.StrEnum):
@@ -479,6 +486,51 @@ class Event:
     step: str | None
     payload: JsonObject
     recorded_at: datetime
+
+    @property
+    def finishes_process(self) -> bool:
+        return self.type in (UpdateType.COMPLETED, UpdateType.FAILED)
+
+    @property
+    def status_after(self) -> ProcessStatus:
+        """The process's status once the event applied; only a running process
+        takes events, so that was its status before."""
+        match self.type:
+            case UpdateType.COMPLETED:
+                return ProcessStatus.COMPLETED
+            case UpdateType.FAILED:
+                return ProcessStatus.FAILED
+            case _:
+                return ProcessStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    """A validated ListProcessEvents request: up to `limit` events after `after_seq`."""
+
+    after_seq: int
+    limit: int
+
+
+def events_page(after_seq: int, limit: int | None) -> EventsPage:
+    """Validates the paging of an event listing; None means "not given"."""
+    check_after_seq(after_seq)
+    if limit is None:
+        limit = DEFAULT_EVENTS_PAGE_SIZE
+    elif not 1 <= limit <= MAX_EVENTS_PAGE_SIZE:
+        raise InvalidArgument("limit", f"must be between 1 and {MAX_EVENTS_PAGE_SIZE}, got {limit}")
+    return EventsPage(after_seq, limit)
+
+
+def check_after_seq(after_seq: int, last_seq: int | None = None) -> None:
+    """An `after_seq` names an event of the log, or 0 for its start; with the
+    process's `last_seq` known, it may not name an event still to come."""
+    if after_seq < 0:
+        raise InvalidArgument("after_seq", f"must be 0 or more, got {after_seq}")
+    if last_seq is not None and after_seq > last_seq:
+        raise InvalidArgument(
+            "after_seq", f"{after_seq} is past the process's last event ({last_seq})"
+        )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from server.domain.idempotency import IdempotencyKey
 from server.domain.processes import (
     Change,
     Event,
+    EventsPage,
     ListQuery,
     Process,
     ProcessPage,
@@ -43,7 +44,17 @@ class ProcessService:
         # steps of a process only change under its row lock, with the
         # process), and a read so saves the BEGIN and COMMIT round trips.
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            return await _load(connection, org_id, process_id, for_update=False)
+            return await load_process(connection, org_id, process_id, for_update=False)
+
+    async def list_events(
+        self, org_id: str, process_id: uuid.UUID, page: EventsPage
+    ) -> Sequence[Event]:
+        # Autocommit: the log only grows, so the process found by the first
+        # statement has all the events the second one reads.
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+            if not await processes.summaries(connection, org_id, [process_id]):
+                raise NotFound(f"process {process_id} not found")
+            return await processes.events_after(connection, process_id, page.after_seq, page.limit)
 
     async def create(
         self,
@@ -103,16 +114,16 @@ async def record(connection: AsyncConnection, process: Process, change: Change) 
     (update, task completion, timeout) is recorded the same way."""
     await processes.save_change(connection, process, change.step_positions)
     await tasks.write_tasks(connection, change.tasks)
-    await processes.append_event(connection, process.process_id, change.event)
+    await processes.append_event(connection, process.org_id, process.process_id, change.event)
 
 
 async def load_locked(connection: AsyncConnection, org_id: str, process_id: uuid.UUID) -> Process:
     """The process, with its row lock held until the transaction ends: every
     change to a process takes it first, so changes apply one at a time."""
-    return await _load(connection, org_id, process_id, for_update=True)
+    return await load_process(connection, org_id, process_id, for_update=True)
 
 
-async def _load(
+async def load_process(
     connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
 ) -> Process:
     process = await processes.load(connection, org_id, process_id, for_update=for_update)

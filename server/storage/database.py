@@ -4,8 +4,9 @@ import contextvars
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Literal
+from typing import Any, Literal
 
+import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -102,6 +103,17 @@ class Database:
             raise
         except PoolTimeoutError as error:
             raise Unavailable("the database is unavailable; retry later") from error
+
+    async def dedicated_connection(self, application_name: str) -> psycopg.AsyncConnection[Any]:
+        """A connection of its own, outside the pool and in autocommit, for work
+        that keeps one open (LISTEN); `application_name` shows in pg_stat_activity."""
+        _, parameters = self.engine.dialect.create_connect_args(self.engine.url)
+        return await psycopg.AsyncConnection.connect(
+            **parameters,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name=application_name,
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -5,7 +5,7 @@ Functions on the connection of a transaction that the service layer opened.
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -31,9 +31,11 @@ from server.domain.processes import (
     SortOrder,
     Step,
     StepStatus,
+    event_type,
 )
 from server.domain.tasks import Task
 from server.storage.counts import counted_total
+from server.storage.notifications import NOTIFY, Notification
 from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow
 from server.storage.tasks import insert_tasks, tasks_of_process
 
@@ -67,9 +69,32 @@ _LOAD_STEPS = (
     .where(StepRow.process_id == bindparam("process_id"))
     .order_by(StepRow.position)
 )
-_INSERT_PROCESS = insert(ProcessRow)
 _INSERT_STEP = insert(StepRow)
-_INSERT_EVENT = insert(ProcessEvent)
+
+
+def _notifying(row: Any) -> Select[Any]:
+    """Inserts the row and notifies its change, in one statement (one round trip)."""
+    table = row.__table__
+    inserted = (
+        insert(table)
+        .values({column.name: bindparam(column.name) for column in table.columns})
+        .returning(table.c.process_id)
+        .cte("inserted")
+    )
+    return select(NOTIFY).select_from(inserted)
+
+
+_INSERT_PROCESS = _notifying(ProcessRow)
+_INSERT_EVENT = _notifying(ProcessEvent)
+_EVENTS_AFTER = (
+    select(*ProcessEvent.__table__.columns)
+    .where(
+        ProcessEvent.process_id == bindparam("process_id"),
+        ProcessEvent.seq > bindparam("after_seq"),
+    )
+    .order_by(ProcessEvent.seq)
+    .limit(bindparam("limit"))
+)
 _UPDATE_PROCESS = (
     update(ProcessRow)
     .where(ProcessRow.process_id == bindparam("key_process_id"))
@@ -86,8 +111,12 @@ _UPDATE_STEP = (
 
 
 async def add(connection: AsyncConnection, process: Process) -> None:
-    """Stores a new process, its steps and the tasks of its human steps."""
-    await connection.execute(_INSERT_PROCESS, _process_values(process))
+    """Stores a new process, its steps and the tasks of its human steps, and
+    notifies watchers at commit."""
+    notification = Notification(process.org_id, process.process_id, 0)
+    await connection.execute(
+        _INSERT_PROCESS, _process_values(process) | {"notification": notification.encode()}
+    )
     await connection.execute(
         _INSERT_STEP,
         [
@@ -123,7 +152,10 @@ async def save_change(
         )
 
 
-async def append_event(connection: AsyncConnection, process_id: uuid.UUID, event: Event) -> None:
+async def append_event(
+    connection: AsyncConnection, org_id: str, process_id: uuid.UUID, event: Event
+) -> None:
+    """Appends the event to the process's log, and notifies watchers at commit."""
     await connection.execute(
         _INSERT_EVENT,
         {
@@ -133,26 +165,69 @@ async def append_event(connection: AsyncConnection, process_id: uuid.UUID, event
             "step": event.step,
             "payload": event.payload,
             "recorded_at": event.recorded_at,
+            "notification": Notification(org_id, process_id, event.seq).encode(),
         },
     )
+
+
+async def events_after(
+    connection: AsyncConnection, process_id: uuid.UUID, after_seq: int, limit: int
+) -> list[Event]:
+    """Up to `limit` events of the process after `after_seq`, in seq order."""
+    rows = await connection.execute(
+        _EVENTS_AFTER, {"process_id": process_id, "after_seq": after_seq, "limit": limit}
+    )
+    return [_event(row) for row in rows]
+
+
+async def events(
+    connection: AsyncConnection, keys: Sequence[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], Event]:
+    """The events with these (process_id, seq) keys, by key."""
+    if not keys:
+        return {}
+    key = tuple_(ProcessEvent.process_id, ProcessEvent.seq)
+    statement = select(*ProcessEvent.__table__.columns).where(key.in_(keys))
+    return {(row.process_id, row.seq): _event(row) for row in await connection.execute(statement)}
+
+
+def _event(row: Row[Any]) -> Event:
+    return Event(
+        seq=row.seq,
+        type=event_type(row.type),
+        step=row.step,
+        payload=row.payload,
+        recorded_at=row.recorded_at,
+    )
+
+
+async def summaries(
+    connection: AsyncConnection, org_id: str, process_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, ProcessSummary]:
+    """The organization's processes among `process_ids`, as a list shows them, by id."""
+    statement = select(*_SUMMARY_COLUMNS).where(
+        ProcessRow.org_id == org_id, ProcessRow.process_id.in_(list(process_ids))
+    )
+    return {row.process_id: _summary(row) for row in await connection.execute(statement)}
 
 
 async def page(connection: AsyncConnection, query: ListQuery) -> list[ProcessSummary]:
     """The query's page of matches, and one more if another page follows."""
     rows = (await connection.execute(list_page_statement(query))).all()
-    return [
-        ProcessSummary(
-            process_id=row.process_id,
-            namespace=row.namespace,
-            name=row.name,
-            status=ProcessStatus(row.status),
-            current_step=row.current_step,
-            started_at=row.started_at,
-            step_count=row.step_count,
-            task_ids=list(row.task_ids),
-        )
-        for row in rows
-    ]
+    return [_summary(row) for row in rows]
+
+
+def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
+    return ProcessSummary(
+        process_id=row.process_id,
+        namespace=row.namespace,
+        name=row.name,
+        status=ProcessStatus(row.status),
+        current_step=row.current_step,
+        started_at=row.started_at,
+        step_count=row.step_count,
+        task_ids=list(row.task_ids),
+    )
 
 
 async def total(connection: AsyncConnection, query: ListQuery) -> int:

@@ -16,6 +16,7 @@ from server.domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -35,20 +36,24 @@ _CODES: dict[type[DomainError], int] = {
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
+    ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     Unavailable: code_pb2.UNAVAILABLE,
 }
 
 
 def to_status(error: Exception) -> grpc.Status:
     """The status a caller sees for an error raised while serving its call."""
+    return rpc_status.to_status(to_rpc_status(error))
+
+
+def to_rpc_status(error: Exception) -> status_pb2.Status:
+    """The same status as a message, as a stream sends it in-band."""
     # The nearest mapped class: a subclass of InvalidArgument is still one.
     code = next((_CODES[kind] for kind in type(error).__mro__ if kind in _CODES), None)
     if code is None:
         # Unexpected: the caller learns nothing of the internals, the log does.
         log.exception("unexpected error while serving a call", exc_info=error)
-        return rpc_status.to_status(
-            status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
-        )
+        return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
     status = status_pb2.Status(code=code, message=_shortened(str(error)))
     if isinstance(error, InvalidArgument):
         detail = any_pb2.Any()
@@ -62,7 +67,7 @@ def to_status(error: Exception) -> grpc.Status:
             )
         )
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    return status
 
 
 async def abort(context: "grpc.aio.ServicerContext[Any, Any]", error: Exception) -> NoReturn:

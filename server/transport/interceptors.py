@@ -11,7 +11,7 @@ reflection, which need no token, pass untouched.
 import contextvars
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
 
@@ -156,10 +156,14 @@ async def map_errors(method: Method, context: Context) -> AsyncIterator[None]:
     except grpc.aio.AbortError:
         raise  # already a status
     except Exception as error:
-        status = to_status(error)
-        # What context.abort_with_status does; the type stubs lack it.
-        context.set_trailing_metadata(status.trailing_metadata)
-        await context.abort(status.code, status.details)
+        await abort_with(context, to_status(error))
+
+
+async def abort_with(context: Context, status: grpc.Status) -> NoReturn:
+    """Ends the call with `status`, details included."""
+    # What context.abort_with_status does; the type stubs lack it.
+    context.set_trailing_metadata(status.trailing_metadata)
+    await context.abort(status.code, status.details)
 
 
 class Draining:

@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.rpc import status_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import task_service_pb2 as tasks_pb
@@ -20,6 +21,7 @@ from server.domain.processes import (
     Update,
 )
 from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
+from server.domain.watch import Heartbeat, ProcessChange
 
 
 def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -192,3 +194,50 @@ def completion(request: tasks_pb.CompleteTaskRequest) -> Completion:
         outcome=request.outcome,
         comment=request.comment if request.HasField("comment") else None,
     )
+
+
+def event(event: Event) -> pb.ProcessEvent:
+    # The payload holds the fields the update carried, by their names.
+    fields = dict(event.payload)
+    data = fields.pop("data", None)
+    return pb.ProcessEvent(
+        seq=event.seq,
+        type=event.type.value,
+        timestamp=_timestamp(event.recorded_at),
+        step=event.step,
+        data=_struct(data),
+        **fields,
+    )
+
+
+def _heartbeat(heartbeat: Heartbeat) -> pb.Heartbeat:
+    return pb.Heartbeat(time=_timestamp(heartbeat.sent_at))
+
+
+def process_watch(item: Process | Event | Heartbeat) -> pb.WatchProcessResponse:
+    match item:
+        case Process():
+            return pb.WatchProcessResponse(process=process(item))
+        case Event():
+            return pb.WatchProcessResponse(event=event(item))
+        case Heartbeat():
+            return pb.WatchProcessResponse(heartbeat=_heartbeat(item))
+
+
+def process_watch_error(status: status_pb2.Status) -> pb.WatchProcessResponse:
+    return pb.WatchProcessResponse(error=status)
+
+
+def organization_watch(item: ProcessChange | Heartbeat) -> pb.WatchProcessesResponse:
+    match item:
+        case ProcessChange():
+            return pb.WatchProcessesResponse(
+                process=_summary(item.process),
+                event=event(item.event) if item.event is not None else None,
+            )
+        case Heartbeat():
+            return pb.WatchProcessesResponse(heartbeat=_heartbeat(item))
+
+
+def organization_watch_error(status: status_pb2.Status) -> pb.WatchProcessesResponse:
+    return pb.WatchProcessesResponse(error=status)

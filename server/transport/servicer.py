@@ -3,18 +3,24 @@
 Authentication, authorization and error statuses are the interceptors' work.
 """
 
+from collections.abc import AsyncIterator
+
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from server.domain.processes import list_query, parse_process_id
+from server.domain.processes import events_page, list_query, parse_process_id
+from server.domain.watch import change_filter
 from server.service.processes import ProcessService
+from server.service.watch import WatchService
 from server.transport import messages
 from server.transport.idempotency import idempotency_key
 from server.transport.interceptors import Context, current_caller
+from server.transport.streams import errors_in_band
 
 
 class ProcessServicer(pb_grpc.ProcessServiceServicer):
-    def __init__(self, service: ProcessService) -> None:
+    def __init__(self, service: ProcessService, watches: WatchService) -> None:
         self._service = service
+        self._watches = watches
 
     async def ListProcesses(  # noqa: N802 - gRPC's method name
         self, request: pb.ListProcessesRequest, context: Context
@@ -64,3 +70,34 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
             ).SerializeToString(),
         )
         return pb.UpdateProcessResponse.FromString(response)
+
+    async def ListProcessEvents(  # noqa: N802
+        self, request: pb.ListProcessEventsRequest, context: Context
+    ) -> pb.ListProcessEventsResponse:
+        process_id = parse_process_id(request.process_id)
+        page = events_page(request.after_seq, request.limit if request.HasField("limit") else None)
+        events = await self._service.list_events(current_caller().org_id, process_id, page)
+        return pb.ListProcessEventsResponse(events=[messages.event(event) for event in events])
+
+    async def WatchProcess(  # noqa: N802
+        self, request: pb.WatchProcessRequest, context: Context
+    ) -> AsyncIterator[pb.WatchProcessResponse]:
+        process_id = parse_process_id(request.process_id)
+        after_seq = request.after_seq if request.HasField("after_seq") else None
+        stream = self._watches.process(current_caller().org_id, process_id, after_seq)
+        async for message in errors_in_band(
+            stream, messages.process_watch, messages.process_watch_error, context
+        ):
+            yield message
+
+    async def WatchProcesses(  # noqa: N802
+        self, request: pb.WatchProcessesRequest, context: Context
+    ) -> AsyncIterator[pb.WatchProcessesResponse]:
+        wanted = change_filter(
+            current_caller().org_id, namespace=request.namespace, status=request.status
+        )
+        stream = self._watches.organization(wanted)
+        async for message in errors_in_band(
+            stream, messages.organization_watch, messages.organization_watch_error, context
+        ):
+            yield message

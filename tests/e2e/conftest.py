@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from htk.processes.v1 import process_service_pb2_grpc
+from server.storage.embedded import embedded_database
 from tests.support.orgs import Org
 from tests.support.stack import Stack, running_stack
 
@@ -16,6 +17,19 @@ from tests.support.stack import Stack, running_stack
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Stack]]:
+    """Two stacks (`htk run` each: its own workers, Envoy and ports) sharing
+    one PostgreSQL, as several instances behind a load balancer would."""
+    root = tmp_path_factory.mktemp("instances")
+    with (
+        embedded_database(root / "shared") as database_url,
+        running_stack(root / "a", database_url) as a,
+        running_stack(root / "b", database_url) as b,
+    ):
+        yield a, b
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -151,8 +152,10 @@ class Shared:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def client(number: int, stack: Stack, org: Org, process_ids: list[str], shared: Shared) -> None:
-    """One client: UPDATES_PER_CLIENT updates, each sent once its previous one was answered.
+def client(
+    number: int, stack: Stack, org: Org, process_ids: list[str], shared: Shared, updates: int
+) -> None:
+    """One client: `updates` updates, each sent once its previous one was answered.
 
     http.client on a keep-alive connection, in a thread: a fraction of the
     CPU that an async HTTP client spends per request, on a machine where the
@@ -165,7 +168,7 @@ def client(number: int, stack: Stack, org: Org, process_ids: list[str], shared: 
     )
     headers = org.auth() | {"Content-Type": "application/json"}
     try:
-        for index in range(UPDATES_PER_CLIENT):
+        for index in range(updates):
             if shared.stop.is_set():
                 return
             process_id = rng.choice(process_ids)
@@ -381,6 +384,24 @@ def describe(update: Sent) -> str:
 def test_concurrent_clients_lose_no_update_and_refused_ones_leave_no_trace(
     stack: Stack, org: Org
 ) -> None:
+    contend([stack], org, UPDATES_PER_CLIENT)
+
+
+def test_no_update_is_lost_with_the_clients_spread_over_two_instances(
+    two_instances: tuple[Stack, Stack],
+) -> None:
+    """Both instances serve the same processes from one database: each client
+    talks to one of them, half the clients to each (fewer updates than above)."""
+    a, _ = two_instances
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    org = Org(org_id=org_id, writer=a.token(org_id), reader=a.token(org_id, scopes=""))
+    contend(list(two_instances), org, UPDATES_PER_CLIENT // 5)
+
+
+def contend(stacks: list[Stack], org: Org, updates_per_client: int) -> None:
+    """CLIENTS clients racing over PROCESSES processes, client n through
+    stacks[n % len(stacks)]; then every check of the module docstring."""
+    stack = stacks[0]
     steps = [{"key": step_key(p), "label": f"Step {p}"} for p in range(STEPS_PER_PROCESS)]
     with httpx.Client(base_url=stack.http_url, timeout=REQUEST_TIMEOUT_SECONDS) as rest:
         process_ids = []
@@ -397,12 +418,21 @@ def test_concurrent_clients_lose_no_update_and_refused_ones_leave_no_trace(
         started, client_cpu = time.monotonic(), time.process_time()
         with ThreadPoolExecutor(CLIENTS) as pool:
             clients = [
-                pool.submit(client, n, stack, org, process_ids, shared) for n in range(CLIENTS)
+                pool.submit(
+                    client,
+                    n,
+                    stacks[n % len(stacks)],
+                    org,
+                    process_ids,
+                    shared,
+                    updates_per_client,
+                )
+                for n in range(CLIENTS)
             ]
             _, unfinished = wait(clients, timeout=LOAD_BUDGET_SECONDS)
             shared.stop.set()
         assert not unfinished, (
-            f"only {len(shared.sent)} of {CLIENTS * UPDATES_PER_CLIENT} updates were answered"
+            f"only {len(shared.sent)} of {CLIENTS * updates_per_client} updates were answered"
             f" in {LOAD_BUDGET_SECONDS} s"
         )
         for future in clients:
@@ -430,7 +460,7 @@ def test_concurrent_clients_lose_no_update_and_refused_ones_leave_no_trace(
         f" steps completed: {[belief.position for belief in beliefs.values()]}"
     )
 
-    assert len(sent) == CLIENTS * UPDATES_PER_CLIENT
+    assert len(sent) == CLIENTS * updates_per_client
     problems = [
         f"{count} answered {answer}"
         for answer, count in sorted(Counter(map(describe, unexpected)).items())

@@ -21,6 +21,7 @@ import pytest
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from tests.e2e.test_rest_contract import PROCESSES
+from tests.support.sse import messages
 from tests.support.stack import Stack, running_stack
 
 RATE = 5
@@ -156,3 +157,45 @@ def test_requests_without_a_token_are_left_to_the_server(limited: Stack) -> None
     # Not rate limited by Envoy (no bucket to charge); the server answers 401 each time.
     (responses,) = rest_burst(limited, (None, REQUESTS_IN_BURST))
     assert [response.status_code for response in responses] == [401] * REQUESTS_IN_BURST
+
+
+def test_a_stream_counts_once_against_the_limit_however_much_it_carries(limited: Stack) -> None:
+    """Opening a watch is one request; the messages it carries are not requests."""
+    org_id = f"rl-{uuid.uuid4().hex[:12]}"
+    writers = [limited.token(org_id) for _ in range(3)]
+    watcher = limited.token(org_id, scopes="")
+    with httpx.Client(base_url=limited.http_url, timeout=60) as client:
+        created = client.post(
+            PROCESSES,
+            headers={"Authorization": f"Bearer {writers[0]}"},
+            json={"namespace": "rl", "name": "Run", "step_defs": [{"key": "a", "label": "A"}]},
+        )
+        process_id = created.json()["process_id"]
+        path = f"{PROCESSES}/{process_id}"
+        start = {"type": "step_started", "step": "a"}
+        client.post(f"{path}/update", headers={"Authorization": f"Bearer {writers[0]}"}, json=start)
+        with client.stream(
+            "GET", f"{path}/watch", headers={"Authorization": f"Bearer {watcher}"}
+        ) as stream:
+            assert stream.status_code == 200
+            received = messages(stream)
+            assert "process" in next(received)
+            # More updates than a bucket holds, each writer within its own.
+            updates = [(writer, percent) for writer in writers for percent in range(BURST - 2)]
+            for writer, percent in updates:
+                sent = client.post(
+                    f"{path}/update",
+                    headers={"Authorization": f"Bearer {writer}"},
+                    json={"type": "progress", "step": "a", "percent": percent},
+                )
+                assert sent.status_code == 200, sent.text
+            carried = [next(received) for _ in updates]
+        assert len(carried) > BURST
+        assert all("event" in message for message in carried)
+
+        # The stream took one request of the watcher's bucket: the rest are left.
+        after = [
+            client.get(path, headers={"Authorization": f"Bearer {watcher}"})
+            for _ in range(BURST - 1)
+        ]
+        assert [response.status_code for response in after] == [200] * (BURST - 1)

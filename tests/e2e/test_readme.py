@@ -14,7 +14,9 @@ from tests.support.stack import Stack
 
 
 def _json_documents(output: str) -> list[dict[str, Any]]:
-    """The JSON documents the curls printed back to back."""
+    """The JSON documents the curls printed back to back (a stream's `data: `
+    framing taken off)."""
+    output = re.sub(r'(?<!")data: (?=\{)', "", output)
     decoder, documents, position = json.JSONDecoder(), [], 0
     while position < len(output):
         document, position = decoder.raw_decode(output, position)
@@ -43,14 +45,25 @@ def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
         "progress",
         "step_completed",
         "step_started",
-        None,
-        None,
+        None,  # the list
+        None,  # the process
         "step_completed",
         "step_started",
-        None,
+        None,  # the approved task
         "completed",
+        None,  # the events after seq 3
+        *[None] * 5,  # the same five, streamed
     ]
     listed, process, approved = documents[4], documents[5], documents[8]
+    history, *watched = documents[10:]
+    assert [(event["seq"], event["type"]) for event in history["events"]] == [
+        (4, "step_started"),
+        (5, "step_completed"),
+        (6, "step_started"),
+        (7, "task_completed"),
+        (8, "completed"),
+    ]
+    assert [message["event"] for message in watched] == history["events"]
     assert process["process_id"] in [item["process_id"] for item in listed["processes"]]
     assert process["current_step"] == "test"
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}

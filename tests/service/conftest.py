@@ -19,9 +19,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+# Watch streams send heartbeats every second here, so tests see them soon.
+HEARTBEAT_ENV = {"HTK_HEARTBEAT_SECONDS": "1"}
+
+
 @pytest.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[InProcessServer]:
-    async with in_process_server(database_url) as running:
+    async with in_process_server(database_url, env=HEARTBEAT_ENV) as running:
         yield running
 
 

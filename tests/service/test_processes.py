@@ -3,48 +3,28 @@ real PostgreSQL, with the clock under the test's control."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import TypeAlias
 
 import grpc
 import pytest
 from sqlalchemy import text
 
 from htk.processes.v1 import process_service_pb2 as pb
-from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from tests.service.calls import Stub, create, update
 from tests.support.in_process import InProcessServer
 from tests.support.orgs import Org
 
-Stub: TypeAlias = "pb_grpc.ProcessServiceAsyncStub"  # type stubs only
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-async def _create(stub: Stub, org: Org, *steps: str) -> pb.Process:
-    return await stub.CreateProcess(
-        pb.CreateProcessRequest(
-            namespace="deployments",
-            name="Deploy",
-            step_defs=[pb.StepDef(key=key, label=key.title()) for key in steps],
-        ),
-        metadata=org.metadata(),
-    )
-
-
-async def _update(stub: Stub, org: Org, process_id: str, kind: str, **fields: object) -> None:
-    await stub.UpdateProcess(
-        pb.UpdateProcessRequest(process_id=process_id, type=kind, **fields),  # type: ignore[arg-type]
-        metadata=org.metadata(),
-    )
 
 
 async def test_times_come_from_the_services_clock(
     server: InProcessServer, processes: Stub, org: Org
 ) -> None:
     server.clock.now = START
-    process = await _create(processes, org, "build")
-    await _update(processes, org, process.process_id, "step_started", step="build")
+    process = await create(processes, org, "build")
+    await update(processes, org, process.process_id, "step_started", step="build")
     server.clock.now = START + timedelta(seconds=90)
-    await _update(processes, org, process.process_id, "step_completed", step="build")
-    await _update(processes, org, process.process_id, "completed")
+    await update(processes, org, process.process_id, "step_completed", step="build")
+    await update(processes, org, process.process_id, "completed")
 
     stored = await processes.GetProcess(
         pb.GetProcessRequest(process_id=process.process_id), metadata=org.metadata()
@@ -58,11 +38,11 @@ async def test_times_come_from_the_services_clock(
 async def test_concurrent_updates_are_all_applied_and_logged(
     server: InProcessServer, processes: Stub, org: Org
 ) -> None:
-    process = await _create(processes, org, "build")
-    await _update(processes, org, process.process_id, "step_started", step="build")
+    process = await create(processes, org, "build")
+    await update(processes, org, process.process_id, "step_started", step="build")
     await asyncio.gather(
         *(
-            _update(processes, org, process.process_id, "progress", step="build", percent=percent)
+            update(processes, org, process.process_id, "progress", step="build", percent=percent)
             for percent in range(1, 41)
         )
     )
@@ -101,7 +81,7 @@ async def test_an_idempotent_retry_replays_the_first_response(
 async def test_another_organizations_process_is_not_found(
     server: InProcessServer, processes: Stub, org: Org
 ) -> None:
-    process = await _create(processes, org, "build")
+    process = await create(processes, org, "build")
     stranger = await server.new_org("other")
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await processes.GetProcess(

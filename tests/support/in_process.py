@@ -7,13 +7,13 @@ scratch folder.
 """
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from server.app import build_server
+from server.app import Server, build_server
 from server.domain.processes import utc_now
 from server.domain.tokens import parse_scopes
 from server.service.tokens import TokenService
@@ -53,6 +53,7 @@ class InProcessServer:
     target: str
     database: Database
     clock: SettableClock
+    server: Server
 
     async def token(self, org_id: str, scopes: str = "processes:write", name: str = "test") -> str:
         _, token = await TokenService(self.database, self.clock).create(
@@ -67,16 +68,17 @@ class InProcessServer:
 
 @asynccontextmanager
 async def in_process_server(
-    database_url: str, clock: Clock | None = None
+    database_url: str, clock: Clock | None = None, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[InProcessServer]:
-    """Serves the API on a free loopback port of this process until the block ends."""
+    """Serves the API on a free loopback port of this process until the block ends;
+    `env` sets settings as the environment would."""
     settable = SettableClock()
     database = Database(database_url, pool_size=4)
-    server = build_server(Settings.from_env({}), database, clock=clock or settable)
+    server = build_server(Settings.from_env(env or {}), database, clock=clock or settable)
     port = server.add_address("127.0.0.1:0")
     await server.start()
     try:
-        yield InProcessServer(f"127.0.0.1:{port}", database, settable)
+        yield InProcessServer(f"127.0.0.1:{port}", database, settable, server)
     finally:
         await server.stop()
         await database.close()

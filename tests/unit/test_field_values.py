@@ -22,6 +22,7 @@ import server.domain.processes as domain
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import values_pb2
 from server.domain.errors import InvalidArgument
+from server.domain.watch import change_filter
 from server.transport import messages
 
 ORG = "acme"
@@ -49,6 +50,13 @@ VALIDATE: dict[str, Callable[[Any], object]] = {
         now=NOW,
     ),
     "UpdateProcessRequest": lambda request: domain.validate_update(messages.update(request)),
+    "ListProcessEventsRequest": lambda request: domain.events_page(
+        request.after_seq, request.limit if request.HasField("limit") else None
+    ),
+    "WatchProcessRequest": lambda request: domain.check_after_seq(request.after_seq),
+    "WatchProcessesRequest": lambda request: change_filter(
+        ORG, namespace=request.namespace, status=request.status
+    ),
 }
 STEPS = [pb.StepDef(key="build", label="Build")]
 # Valid requests to vary one field of; an update's fields depend on its type.
@@ -65,6 +73,9 @@ BASES: dict[str, list[Message]] = {
         pb.UpdateProcessRequest(type="completed"),
         pb.UpdateProcessRequest(type="failed", error="boom"),
     ],
+    "ListProcessEventsRequest": [pb.ListProcessEventsRequest()],
+    "WatchProcessRequest": [pb.WatchProcessRequest()],
+    "WatchProcessesRequest": [pb.WatchProcessesRequest()],
 }
 # Items of a repeated message field that may stand side by side (step keys are unique).
 DISTINCT_ITEMS: dict[str, Callable[[int], Message]] = {

@@ -198,8 +198,11 @@ def test_request_bodies_match_the_request_message(method: descriptor.MethodDescr
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 def test_responses_match_the_response_message(method: descriptor.MethodDescriptor) -> None:
-    schema = operation(method)["responses"]["200"]["content"]["application/json"]["schema"]
-    assert_schema_matches(schema, method.output_type)
+    # A stream's messages are Server-Sent Events, each of the message's schema.
+    media = "text/event-stream" if method.server_streaming else "application/json"
+    (content,) = operation(method)["responses"]["200"]["content"].items()
+    assert content[0] == media
+    assert_schema_matches(content[1]["schema"], method.output_type)
 
 
 def test_response_schemas_cover_nested_messages() -> None:
@@ -253,6 +256,9 @@ def test_each_operation_documents_the_statuses_it_can_return() -> None:
     assert codes("ListTasks") == common
     assert codes("GetTask") == common | {"404"}
     assert codes("CompleteTask") == common | {"403", "404", "409", "413"}
+    assert codes("ListProcessEvents") == common | {"404"}
+    assert codes("WatchProcess") == common | {"404"}
+    assert codes("WatchProcesses") == common
 
 
 def test_writes_take_an_idempotency_key() -> None:
@@ -280,10 +286,10 @@ def test_every_operation_needs_the_bearer_token() -> None:
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
 
-def test_created_processes_link_to_get_and_update() -> None:
+def test_created_processes_link_to_the_calls_on_a_process_but_streams() -> None:
     create = operation(METHOD_BY_NAME["CreateProcess"])
     links = create["responses"]["200"]["links"]
-    assert links.keys() == {"GetProcess", "UpdateProcess"}
+    assert links.keys() == {"GetProcess", "UpdateProcess", "ListProcessEvents"}
     for link in links.values():
         assert link["parameters"] == {"process_id": "$response.body#/process_id"}
 

@@ -33,6 +33,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -787,3 +788,375 @@ class UpdateProcessResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateProcessResponse: _TypeAlias = UpdateProcessResponse  # noqa: Y015
+
+@_typing.final
+class ProcessEvent(_message.Message):
+    """One accepted update of a process, as its event log keeps it: the update's
+    fields, its place in the log and when it was applied. Fields the update
+    did not carry are absent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The event's place in the process's log: 1 for the first accepted
+    update, then one more for each, without gaps.
+    """
+    type: _builtins.str
+    """What happened: an update's `type` (`step_started`, `step_completed`,
+    `step_failed`, `progress`, `completed`, `failed`), or one of the events
+    htk itself records, such as `task_completed` and `step_timed_out`.
+    """
+    step: _builtins.str
+    """The key of the step the event applies to."""
+    detail: _builtins.str
+    """The `detail` the update carried."""
+    error: _builtins.str
+    """What went wrong, for `step_failed`, `failed` and `step_timed_out`."""
+    message: _builtins.str
+    """The progress message of a `progress` update."""
+    percent: _builtins.int
+    """The progress percentage (0-100) of a `progress` update."""
+    summary: _builtins.str
+    """The summary of a `completed` update."""
+    outcome: _builtins.str
+    """For `task_completed`: the person's decision, `approved` or `rejected`."""
+    comment: _builtins.str
+    """For `task_completed`: the comment the person gave with the decision."""
+    completed_by: _builtins.str
+    """For `task_completed`: the name of the token that completed the task."""
+    task_id: _builtins.str
+    """For `task_completed`: the task that was completed."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When the update was applied."""
+
+    @_builtins.property
+    def data(self) -> _struct_pb2.Struct:
+        """The `data` of a `step_completed` update."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        type: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        step: _builtins.str | None = ...,
+        detail: _builtins.str | None = ...,
+        data: _struct_pb2.Struct | None = ...,
+        error: _builtins.str | None = ...,
+        message: _builtins.str | None = ...,
+        percent: _builtins.int | None = ...,
+        summary: _builtins.str | None = ...,
+        outcome: _builtins.str | None = ...,
+        comment: _builtins.str | None = ...,
+        completed_by: _builtins.str | None = ...,
+        task_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "comment", b"comment", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "comment", b"comment", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__comment: _TypeAlias = _typing.Literal["comment"]  # noqa: Y015
+    _WhichOneofArgType__comment: _TypeAlias = _typing.Literal["_comment", b"_comment"]  # noqa: Y015
+    _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
+    _WhichOneofArgType__completed_by: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by"]  # noqa: Y015
+    _WhichOneofReturnType__detail: _TypeAlias = _typing.Literal["detail"]  # noqa: Y015
+    _WhichOneofArgType__detail: _TypeAlias = _typing.Literal["_detail", b"_detail"]  # noqa: Y015
+    _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
+    _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__message: _TypeAlias = _typing.Literal["message"]  # noqa: Y015
+    _WhichOneofArgType__message: _TypeAlias = _typing.Literal["_message", b"_message"]  # noqa: Y015
+    _WhichOneofReturnType__outcome: _TypeAlias = _typing.Literal["outcome"]  # noqa: Y015
+    _WhichOneofArgType__outcome: _TypeAlias = _typing.Literal["_outcome", b"_outcome"]  # noqa: Y015
+    _WhichOneofReturnType__percent: _TypeAlias = _typing.Literal["percent"]  # noqa: Y015
+    _WhichOneofArgType__percent: _TypeAlias = _typing.Literal["_percent", b"_percent"]  # noqa: Y015
+    _WhichOneofReturnType__step: _TypeAlias = _typing.Literal["step"]  # noqa: Y015
+    _WhichOneofArgType__step: _TypeAlias = _typing.Literal["_step", b"_step"]  # noqa: Y015
+    _WhichOneofReturnType__summary: _TypeAlias = _typing.Literal["summary"]  # noqa: Y015
+    _WhichOneofArgType__summary: _TypeAlias = _typing.Literal["_summary", b"_summary"]  # noqa: Y015
+    _WhichOneofReturnType__task_id: _TypeAlias = _typing.Literal["task_id"]  # noqa: Y015
+    _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__comment) -> _WhichOneofReturnType__comment | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by) -> _WhichOneofReturnType__completed_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__detail) -> _WhichOneofReturnType__detail | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message) -> _WhichOneofReturnType__message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__outcome) -> _WhichOneofReturnType__outcome | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__percent) -> _WhichOneofReturnType__percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__step) -> _WhichOneofReturnType__step | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__summary) -> _WhichOneofReturnType__summary | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__task_id) -> _WhichOneofReturnType__task_id | None: ...
+
+Global___ProcessEvent: _TypeAlias = ProcessEvent  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    """A sign of life on a stream with nothing else to send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the server sent it."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class ListProcessEventsRequest(_message.Message):
+    """Request of ProcessService.ListProcessEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    process_id: _builtins.str
+    """The process's identifier."""
+    after_seq: _builtins.int
+    """Only events with a greater `seq`. Default 0: from the first event."""
+    limit: _builtins.int
+    """Page size. Default 100."""
+    def __init__(
+        self,
+        *,
+        process_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+        limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "after_seq", b"after_seq", "limit", b"limit", "process_id", b"process_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+
+Global___ListProcessEventsRequest: _TypeAlias = ListProcessEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListProcessEventsResponse(_message.Message):
+    """Response of ProcessService.ListProcessEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessEvent]:
+        """The events after `after_seq`, oldest first; fewer than `limit` when no
+        more have been logged.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ProcessEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessEventsResponse: _TypeAlias = ListProcessEventsResponse  # noqa: Y015
+
+@_typing.final
+class WatchProcessRequest(_message.Message):
+    """Request of ProcessService.WatchProcess."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    process_id: _builtins.str
+    """The process's identifier."""
+    after_seq: _builtins.int
+    """Resume after this event: the `seq` of the last event received. The
+    stream then starts with the events logged after it instead of a
+    snapshot. 0 replays the whole log.
+    """
+    def __init__(
+        self,
+        *,
+        process_id: _builtins.str = ...,
+        after_seq: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq", "after_seq", b"after_seq", "process_id", b"process_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_seq: _TypeAlias = _typing.Literal["after_seq"]  # noqa: Y015
+    _WhichOneofArgType__after_seq: _TypeAlias = _typing.Literal["_after_seq", b"_after_seq"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_seq) -> _WhichOneofReturnType__after_seq | None: ...
+
+Global___WatchProcessRequest: _TypeAlias = WatchProcessRequest  # noqa: Y015
+
+@_typing.final
+class WatchProcessResponse(_message.Message):
+    """One message of ProcessService.WatchProcess: exactly one field is set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process(self) -> Global___Process:
+        """The whole process, as GetProcess returns it: the first message of a
+        stream opened without `after_seq`.
+        """
+
+    @_builtins.property
+    def event(self) -> Global___ProcessEvent:
+        """An event of the process, logged or live, in `seq` order."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Nothing to report: sent first when there is nothing else to send, then
+        whenever the stream has been quiet for a while.
+        """
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why the stream ends early: the last message of a stream that failed
+        after it began. Resume with `after_seq`.
+        """
+
+    def __init__(
+        self,
+        *,
+        process: Global___Process | None = ...,
+        event: Global___ProcessEvent | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind", "process", b"process"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind", "process", b"process"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["process", "event", "heartbeat", "error"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___WatchProcessResponse: _TypeAlias = WatchProcessResponse  # noqa: Y015
+
+@_typing.final
+class WatchProcessesRequest(_message.Message):
+    """Request of ProcessService.WatchProcesses. All filters combine."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Only changes of processes in this namespace, e.g. `acme.deployments`
+    (a bare name gets the organization prefixed, as for ListProcesses).
+    """
+    status: _builtins.str
+    """Only changes of processes with this status, before or after the change:
+    `running` (every change, since only running processes change), or
+    `completed` or `failed` (the event that finished a process so).
+    """
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchProcessesRequest: _TypeAlias = WatchProcessesRequest  # noqa: Y015
+
+@_typing.final
+class WatchProcessesResponse(_message.Message):
+    """One message of ProcessService.WatchProcesses: a change (`process`, and
+    `event` unless the change created the process), or `heartbeat`, or
+    `error`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def process(self) -> Global___ProcessSummary:
+        """The process that changed, as ListProcesses shows it, read as the change
+        is sent (so it may already reflect a later change, which follows).
+        """
+
+    @_builtins.property
+    def event(self) -> Global___ProcessEvent:
+        """The event the process logged; absent when the change is the process's
+        creation.
+        """
+
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Nothing to report: sent first, once the stream receives changes, then
+        whenever it has been quiet for a while.
+        """
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why the stream ends: its last message, when it fails after it began.
+        Changes may have been missed since; list again, then watch.
+        """
+
+    def __init__(
+        self,
+        *,
+        process: Global___ProcessSummary | None = ...,
+        event: Global___ProcessEvent | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "heartbeat", b"heartbeat", "process", b"process"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "heartbeat", b"heartbeat", "process", b"process"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchProcessesResponse: _TypeAlias = WatchProcessesResponse  # noqa: Y015

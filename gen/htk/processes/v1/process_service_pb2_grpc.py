@@ -65,6 +65,18 @@ class ProcessServiceStub:
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+
+    WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+    Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+    line and a blank line, as soon as it is sent. Their errors before the first
+    message are the call's status (and HTTP status), as for every RPC; an error
+    after that (the database lost, the server shutting down) arrives as a
+    last message carrying only `error`, a google.rpc.Status, because an HTTP
+    client cannot see a status change once the stream has begun; the gRPC call
+    then ends with the same status. A stream's first message comes at once (a
+    heartbeat, if nothing else is to be sent), and one follows at least every
+    15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+    stream is told from a dead one and no proxy closes it for idleness.
     """
 
     def __init__(self, channel):
@@ -92,6 +104,21 @@ class ProcessServiceStub:
                 '/htk.processes.v1.ProcessService/UpdateProcess',
                 request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessRequest.SerializeToString,
                 response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessResponse.FromString,
+                _registered_method=True)
+        self.ListProcessEvents = channel.unary_unary(
+                '/htk.processes.v1.ProcessService/ListProcessEvents',
+                request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsRequest.SerializeToString,
+                response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchProcess = channel.unary_stream(
+                '/htk.processes.v1.ProcessService/WatchProcess',
+                request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessRequest.SerializeToString,
+                response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessResponse.FromString,
+                _registered_method=True)
+        self.WatchProcesses = channel.unary_stream(
+                '/htk.processes.v1.ProcessService/WatchProcesses',
+                request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesRequest.SerializeToString,
+                response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesResponse.FromString,
                 _registered_method=True)
 
 
@@ -135,6 +162,18 @@ class ProcessServiceServicer:
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+
+    WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+    Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+    line and a blank line, as soon as it is sent. Their errors before the first
+    message are the call's status (and HTTP status), as for every RPC; an error
+    after that (the database lost, the server shutting down) arrives as a
+    last message carrying only `error`, a google.rpc.Status, because an HTTP
+    client cannot see a status change once the stream has begun; the gRPC call
+    then ends with the same status. A stream's first message comes at once (a
+    heartbeat, if nothing else is to be sent), and one follows at least every
+    15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+    stream is told from a dead one and no proxy closes it for idleness.
     """
 
     def ListProcesses(self, request, context):
@@ -202,6 +241,78 @@ class ProcessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProcessEvents(self, request, context):
+        """Lists a process's events: the updates it accepted, in the order they
+        were applied.
+
+        The first accepted update is event 1 and each one after it the next
+        `seq`, without gaps. A page holds the events after `after_seq`, oldest
+        first; pass the last `seq` of a full page as `after_seq` for the next.
+
+        Any valid token of the organization may read. Errors:
+        * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+        * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+        1-1000.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchProcess(self, request, context):
+        """Streams one process as it runs: where it stands, then every event as it
+        is accepted, until the process finishes.
+
+        Without `after_seq`, the first message is the whole process, as
+        GetProcess returns it, and the events accepted after that follow. With
+        `after_seq`, the events logged after it come first, then the new ones as
+        they are accepted: none is missed and none is sent twice in between.
+        The stream ends after the event that finishes the process (`completed`
+        or `failed`); for a process that has already finished, right after the
+        snapshot or the logged events.
+
+        To resume after a broken connection, watch again with the `seq` of the
+        last event received as `after_seq` (without it, if none came after the
+        snapshot): the stream goes on exactly where it stopped.
+
+        Any valid token of the organization may watch. Errors:
+        * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+        * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+        process's last event.
+        * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+        streams as it may (HTK_MAX_WATCHERS); retry later.
+        * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+        server is shutting down or lost its database: resume with
+        `after_seq`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchProcesses(self, request, context):
+        """Streams every change to the organization's processes that matches the
+        filters, as it is accepted: each new process, and each event.
+
+        The stream is live only: it replays nothing. To follow the processes
+        without missing a change, open the stream, wait for its first message
+        (a heartbeat, sent once the stream receives changes), then list them
+        with ListProcesses; after a broken connection, do both again. The
+        stream does not end by itself.
+
+        Any valid token of the organization may watch. Errors:
+        * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+        ListProcesses.
+        * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+        streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+        the last message, when the client reads changes more slowly than
+        they come and falls too far behind.
+        * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+        Also in-band, as the last message, when the server is shutting down
+        or lost its database: changes may have been missed, so list again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProcessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +335,21 @@ def add_ProcessServiceServicer_to_server(servicer, server):
                     servicer.UpdateProcess,
                     request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessRequest.FromString,
                     response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessResponse.SerializeToString,
+            ),
+            'ListProcessEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcessEvents,
+                    request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsRequest.FromString,
+                    response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsResponse.SerializeToString,
+            ),
+            'WatchProcess': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProcess,
+                    request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessRequest.FromString,
+                    response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessResponse.SerializeToString,
+            ),
+            'WatchProcesses': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProcesses,
+                    request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesRequest.FromString,
+                    response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +399,18 @@ class ProcessService:
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+
+    WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+    Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+    line and a blank line, as soon as it is sent. Their errors before the first
+    message are the call's status (and HTTP status), as for every RPC; an error
+    after that (the database lost, the server shutting down) arrives as a
+    last message carrying only `error`, a google.rpc.Status, because an HTTP
+    client cannot see a status change once the stream has begun; the gRPC call
+    then ends with the same status. A stream's first message comes at once (a
+    heartbeat, if nothing else is to be sent), and one follows at least every
+    15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+    stream is told from a dead one and no proxy closes it for idleness.
     """
 
     @staticmethod
@@ -373,6 +511,87 @@ class ProcessService:
             '/htk.processes.v1.ProcessService/UpdateProcess',
             htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessRequest.SerializeToString,
             htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcessEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/htk.processes.v1.ProcessService/ListProcessEvents',
+            htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsRequest.SerializeToString,
+            htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/htk.processes.v1.ProcessService/WatchProcess',
+            htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessRequest.SerializeToString,
+            htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/htk.processes.v1.ProcessService/WatchProcesses',
+            htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesRequest.SerializeToString,
+            htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,18 @@ class ProcessServiceStub:
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+
+    WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+    Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+    line and a blank line, as soon as it is sent. Their errors before the first
+    message are the call's status (and HTTP status), as for every RPC; an error
+    after that (the database lost, the server shutting down) arrives as a
+    last message carrying only `error`, a google.rpc.Status, because an HTTP
+    client cannot see a status change once the stream has begun; the gRPC call
+    then ends with the same status. A stream's first message comes at once (a
+    heartbeat, if nothing else is to be sent), and one follows at least every
+    15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+    stream is told from a dead one and no proxy closes it for idleness.
     """
 
     @_typing.overload
@@ -144,6 +156,66 @@ class ProcessServiceStub:
         not running, or it would take the process past its 512 KiB of text
         and data (see `Process`). Nothing is written.
     """
+    ListProcessEvents: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessEventsRequest, _process_service_pb2.ListProcessEventsResponse]
+    """Lists a process's events: the updates it accepted, in the order they
+    were applied.
+
+    The first accepted update is event 1 and each one after it the next
+    `seq`, without gaps. A page holds the events after `after_seq`, oldest
+    first; pass the last `seq` of a full page as `after_seq` for the next.
+
+    Any valid token of the organization may read. Errors:
+      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+        1-1000.
+    """
+    WatchProcess: _grpc.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessRequest, _process_service_pb2.WatchProcessResponse]
+    """Streams one process as it runs: where it stands, then every event as it
+    is accepted, until the process finishes.
+
+    Without `after_seq`, the first message is the whole process, as
+    GetProcess returns it, and the events accepted after that follow. With
+    `after_seq`, the events logged after it come first, then the new ones as
+    they are accepted: none is missed and none is sent twice in between.
+    The stream ends after the event that finishes the process (`completed`
+    or `failed`); for a process that has already finished, right after the
+    snapshot or the logged events.
+
+    To resume after a broken connection, watch again with the `seq` of the
+    last event received as `after_seq` (without it, if none came after the
+    snapshot): the stream goes on exactly where it stopped.
+
+    Any valid token of the organization may watch. Errors:
+      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+        process's last event.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+        streams as it may (HTK_MAX_WATCHERS); retry later.
+      * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+        server is shutting down or lost its database: resume with
+        `after_seq`.
+    """
+    WatchProcesses: _grpc.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessesRequest, _process_service_pb2.WatchProcessesResponse]
+    """Streams every change to the organization's processes that matches the
+    filters, as it is accepted: each new process, and each event.
+
+    The stream is live only: it replays nothing. To follow the processes
+    without missing a change, open the stream, wait for its first message
+    (a heartbeat, sent once the stream receives changes), then list them
+    with ListProcesses; after a broken connection, do both again. The
+    stream does not end by itself.
+
+    Any valid token of the organization may watch. Errors:
+      * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+        ListProcesses.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+        streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+        the last message, when the client reads changes more slowly than
+        they come and falls too far behind.
+      * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+        Also in-band, as the last message, when the server is shutting down
+        or lost its database: changes may have been missed, so list again.
+    """
 
 @_typing.type_check_only
 class ProcessServiceAsyncStub(ProcessServiceStub):
@@ -186,6 +258,18 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+
+    WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+    Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+    line and a blank line, as soon as it is sent. Their errors before the first
+    message are the call's status (and HTTP status), as for every RPC; an error
+    after that (the database lost, the server shutting down) arrives as a
+    last message carrying only `error`, a google.rpc.Status, because an HTTP
+    client cannot see a status change once the stream has begun; the gRPC call
+    then ends with the same status. A stream's first message comes at once (a
+    heartbeat, if nothing else is to be sent), and one follows at least every
+    15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+    stream is told from a dead one and no proxy closes it for idleness.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -238,6 +322,66 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
         not running, or it would take the process past its 512 KiB of text
         and data (see `Process`). Nothing is written.
     """
+    ListProcessEvents: _aio.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessEventsRequest, _process_service_pb2.ListProcessEventsResponse]  # type: ignore[assignment]
+    """Lists a process's events: the updates it accepted, in the order they
+    were applied.
+
+    The first accepted update is event 1 and each one after it the next
+    `seq`, without gaps. A page holds the events after `after_seq`, oldest
+    first; pass the last `seq` of a full page as `after_seq` for the next.
+
+    Any valid token of the organization may read. Errors:
+      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+        1-1000.
+    """
+    WatchProcess: _aio.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessRequest, _process_service_pb2.WatchProcessResponse]  # type: ignore[assignment]
+    """Streams one process as it runs: where it stands, then every event as it
+    is accepted, until the process finishes.
+
+    Without `after_seq`, the first message is the whole process, as
+    GetProcess returns it, and the events accepted after that follow. With
+    `after_seq`, the events logged after it come first, then the new ones as
+    they are accepted: none is missed and none is sent twice in between.
+    The stream ends after the event that finishes the process (`completed`
+    or `failed`); for a process that has already finished, right after the
+    snapshot or the logged events.
+
+    To resume after a broken connection, watch again with the `seq` of the
+    last event received as `after_seq` (without it, if none came after the
+    snapshot): the stream goes on exactly where it stopped.
+
+    Any valid token of the organization may watch. Errors:
+      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+        process's last event.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+        streams as it may (HTK_MAX_WATCHERS); retry later.
+      * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+        server is shutting down or lost its database: resume with
+        `after_seq`.
+    """
+    WatchProcesses: _aio.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessesRequest, _process_service_pb2.WatchProcessesResponse]  # type: ignore[assignment]
+    """Streams every change to the organization's processes that matches the
+    filters, as it is accepted: each new process, and each event.
+
+    The stream is live only: it replays nothing. To follow the processes
+    without missing a change, open the stream, wait for its first message
+    (a heartbeat, sent once the stream receives changes), then list them
+    with ListProcesses; after a broken connection, do both again. The
+    stream does not end by itself.
+
+    Any valid token of the organization may watch. Errors:
+      * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+        ListProcesses.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+        streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+        the last message, when the client reads changes more slowly than
+        they come and falls too far behind.
+      * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+        Also in-band, as the last message, when the server is shutting down
+        or lost its database: changes may have been missed, so list again.
+    """
 
 class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tracks multi-step processes and their step timelines.
@@ -279,6 +423,18 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
     are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+
+    WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+    Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+    line and a blank line, as soon as it is sent. Their errors before the first
+    message are the call's status (and HTTP status), as for every RPC; an error
+    after that (the database lost, the server shutting down) arrives as a
+    last message carrying only `error`, a google.rpc.Status, because an HTTP
+    client cannot see a status change once the stream has begun; the gRPC call
+    then ends with the same status. A stream's first message comes at once (a
+    heartbeat, if nothing else is to be sent), and one follows at least every
+    15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+    stream is told from a dead one and no proxy closes it for idleness.
     """
 
     @_abc_1.abstractmethod
@@ -352,6 +508,84 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
             current state, e.g. the process has already finished or the step is
             not running, or it would take the process past its 512 KiB of text
             and data (see `Process`). Nothing is written.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProcessEvents(
+        self,
+        request: _process_service_pb2.ListProcessEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_process_service_pb2.ListProcessEventsResponse, _abc.Awaitable[_process_service_pb2.ListProcessEventsResponse]]:
+        """Lists a process's events: the updates it accepted, in the order they
+        were applied.
+
+        The first accepted update is event 1 and each one after it the next
+        `seq`, without gaps. A page holds the events after `after_seq`, oldest
+        first; pass the last `seq` of a full page as `after_seq` for the next.
+
+        Any valid token of the organization may read. Errors:
+          * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+          * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+            1-1000.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchProcess(
+        self,
+        request: _process_service_pb2.WatchProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_process_service_pb2.WatchProcessResponse], _abc.AsyncIterator[_process_service_pb2.WatchProcessResponse]]:
+        """Streams one process as it runs: where it stands, then every event as it
+        is accepted, until the process finishes.
+
+        Without `after_seq`, the first message is the whole process, as
+        GetProcess returns it, and the events accepted after that follow. With
+        `after_seq`, the events logged after it come first, then the new ones as
+        they are accepted: none is missed and none is sent twice in between.
+        The stream ends after the event that finishes the process (`completed`
+        or `failed`); for a process that has already finished, right after the
+        snapshot or the logged events.
+
+        To resume after a broken connection, watch again with the `seq` of the
+        last event received as `after_seq` (without it, if none came after the
+        snapshot): the stream goes on exactly where it stopped.
+
+        Any valid token of the organization may watch. Errors:
+          * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+          * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+            process's last event.
+          * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+            streams as it may (HTK_MAX_WATCHERS); retry later.
+          * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+            server is shutting down or lost its database: resume with
+            `after_seq`.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchProcesses(
+        self,
+        request: _process_service_pb2.WatchProcessesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_process_service_pb2.WatchProcessesResponse], _abc.AsyncIterator[_process_service_pb2.WatchProcessesResponse]]:
+        """Streams every change to the organization's processes that matches the
+        filters, as it is accepted: each new process, and each event.
+
+        The stream is live only: it replays nothing. To follow the processes
+        without missing a change, open the stream, wait for its first message
+        (a heartbeat, sent once the stream receives changes), then list them
+        with ListProcesses; after a broken connection, do both again. The
+        stream does not end by itself.
+
+        Any valid token of the organization may watch. Errors:
+          * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+            ListProcesses.
+          * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+            streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+            the last message, when the client reads changes more slowly than
+            they come and falls too far behind.
+          * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+            Also in-band, as the last message, when the server is shutting down
+            or lost its database: changes may have been missed, so list again.
         """
 
 def add_ProcessServiceServicer_to_server(servicer: ProcessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -32,6 +32,7 @@ package processesv1
 
 import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -1308,11 +1309,654 @@ func (x *UpdateProcessResponse) GetTimestamp() *timestamppb.Timestamp {
 	return nil
 }
 
+// One accepted update of a process, as its event log keeps it: the update's
+// fields, its place in the log and when it was applied. Fields the update
+// did not carry are absent.
+type ProcessEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's place in the process's log: 1 for the first accepted
+	// update, then one more for each, without gaps.
+	Seq int32 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// What happened: an update's `type` (`step_started`, `step_completed`,
+	// `step_failed`, `progress`, `completed`, `failed`), or one of the events
+	// htk itself records, such as `task_completed` and `step_timed_out`.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// When the update was applied.
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// The key of the step the event applies to.
+	Step *string `protobuf:"bytes,4,opt,name=step,proto3,oneof" json:"step,omitempty"`
+	// The `detail` the update carried.
+	Detail *string `protobuf:"bytes,5,opt,name=detail,proto3,oneof" json:"detail,omitempty"`
+	// The `data` of a `step_completed` update.
+	Data *structpb.Struct `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	// What went wrong, for `step_failed`, `failed` and `step_timed_out`.
+	Error *string `protobuf:"bytes,7,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	// The progress message of a `progress` update.
+	Message *string `protobuf:"bytes,8,opt,name=message,proto3,oneof" json:"message,omitempty"`
+	// The progress percentage (0-100) of a `progress` update.
+	Percent *int32 `protobuf:"varint,9,opt,name=percent,proto3,oneof" json:"percent,omitempty"`
+	// The summary of a `completed` update.
+	Summary *string `protobuf:"bytes,10,opt,name=summary,proto3,oneof" json:"summary,omitempty"`
+	// For `task_completed`: the person's decision, `approved` or `rejected`.
+	Outcome *string `protobuf:"bytes,11,opt,name=outcome,proto3,oneof" json:"outcome,omitempty"`
+	// For `task_completed`: the comment the person gave with the decision.
+	Comment *string `protobuf:"bytes,12,opt,name=comment,proto3,oneof" json:"comment,omitempty"`
+	// For `task_completed`: the name of the token that completed the task.
+	CompletedBy *string `protobuf:"bytes,13,opt,name=completed_by,json=completedBy,proto3,oneof" json:"completed_by,omitempty"`
+	// For `task_completed`: the task that was completed.
+	TaskId        *string `protobuf:"bytes,14,opt,name=task_id,json=taskId,proto3,oneof" json:"task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessEvent) Reset() {
+	*x = ProcessEvent{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessEvent) ProtoMessage() {}
+
+func (x *ProcessEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessEvent.ProtoReflect.Descriptor instead.
+func (*ProcessEvent) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ProcessEvent) GetSeq() int32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ProcessEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetStep() string {
+	if x != nil && x.Step != nil {
+		return *x.Step
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetDetail() string {
+	if x != nil && x.Detail != nil {
+		return *x.Detail
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ProcessEvent) GetError() string {
+	if x != nil && x.Error != nil {
+		return *x.Error
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetMessage() string {
+	if x != nil && x.Message != nil {
+		return *x.Message
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetPercent() int32 {
+	if x != nil && x.Percent != nil {
+		return *x.Percent
+	}
+	return 0
+}
+
+func (x *ProcessEvent) GetSummary() string {
+	if x != nil && x.Summary != nil {
+		return *x.Summary
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetOutcome() string {
+	if x != nil && x.Outcome != nil {
+		return *x.Outcome
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetComment() string {
+	if x != nil && x.Comment != nil {
+		return *x.Comment
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetCompletedBy() string {
+	if x != nil && x.CompletedBy != nil {
+		return *x.CompletedBy
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetTaskId() string {
+	if x != nil && x.TaskId != nil {
+		return *x.TaskId
+	}
+	return ""
+}
+
+// A sign of life on a stream with nothing else to send.
+type Heartbeat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the server sent it.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// Request of ProcessService.ListProcessEvents.
+type ListProcessEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The process's identifier.
+	ProcessId string `protobuf:"bytes,1,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	// Only events with a greater `seq`. Default 0: from the first event.
+	AfterSeq int32 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Page size. Default 100.
+	Limit         *int32 `protobuf:"varint,3,opt,name=limit,proto3,oneof" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessEventsRequest) Reset() {
+	*x = ListProcessEventsRequest{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessEventsRequest) ProtoMessage() {}
+
+func (x *ListProcessEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListProcessEventsRequest) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListProcessEventsRequest) GetProcessId() string {
+	if x != nil {
+		return x.ProcessId
+	}
+	return ""
+}
+
+func (x *ListProcessEventsRequest) GetAfterSeq() int32 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *ListProcessEventsRequest) GetLimit() int32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+// Response of ProcessService.ListProcessEvents.
+type ListProcessEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events after `after_seq`, oldest first; fewer than `limit` when no
+	// more have been logged.
+	Events        []*ProcessEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProcessEventsResponse) Reset() {
+	*x = ListProcessEventsResponse{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProcessEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProcessEventsResponse) ProtoMessage() {}
+
+func (x *ListProcessEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProcessEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListProcessEventsResponse) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListProcessEventsResponse) GetEvents() []*ProcessEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// Request of ProcessService.WatchProcess.
+type WatchProcessRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The process's identifier.
+	ProcessId string `protobuf:"bytes,1,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	// Resume after this event: the `seq` of the last event received. The
+	// stream then starts with the events logged after it instead of a
+	// snapshot. 0 replays the whole log.
+	AfterSeq      *int32 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3,oneof" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProcessRequest) Reset() {
+	*x = WatchProcessRequest{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProcessRequest) ProtoMessage() {}
+
+func (x *WatchProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProcessRequest.ProtoReflect.Descriptor instead.
+func (*WatchProcessRequest) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WatchProcessRequest) GetProcessId() string {
+	if x != nil {
+		return x.ProcessId
+	}
+	return ""
+}
+
+func (x *WatchProcessRequest) GetAfterSeq() int32 {
+	if x != nil && x.AfterSeq != nil {
+		return *x.AfterSeq
+	}
+	return 0
+}
+
+// One message of ProcessService.WatchProcess: exactly one field is set.
+type WatchProcessResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the message carries.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchProcessResponse_Process
+	//	*WatchProcessResponse_Event
+	//	*WatchProcessResponse_Heartbeat
+	//	*WatchProcessResponse_Error
+	Kind          isWatchProcessResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProcessResponse) Reset() {
+	*x = WatchProcessResponse{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProcessResponse) ProtoMessage() {}
+
+func (x *WatchProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProcessResponse.ProtoReflect.Descriptor instead.
+func (*WatchProcessResponse) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchProcessResponse) GetKind() isWatchProcessResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchProcessResponse) GetProcess() *Process {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchProcessResponse_Process); ok {
+			return x.Process
+		}
+	}
+	return nil
+}
+
+func (x *WatchProcessResponse) GetEvent() *ProcessEvent {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchProcessResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *WatchProcessResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchProcessResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *WatchProcessResponse) GetError() *status.Status {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchProcessResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isWatchProcessResponse_Kind interface {
+	isWatchProcessResponse_Kind()
+}
+
+type WatchProcessResponse_Process struct {
+	// The whole process, as GetProcess returns it: the first message of a
+	// stream opened without `after_seq`.
+	Process *Process `protobuf:"bytes,1,opt,name=process,proto3,oneof"`
+}
+
+type WatchProcessResponse_Event struct {
+	// An event of the process, logged or live, in `seq` order.
+	Event *ProcessEvent `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
+}
+
+type WatchProcessResponse_Heartbeat struct {
+	// Nothing to report: sent first when there is nothing else to send, then
+	// whenever the stream has been quiet for a while.
+	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
+}
+
+type WatchProcessResponse_Error struct {
+	// Why the stream ends early: the last message of a stream that failed
+	// after it began. Resume with `after_seq`.
+	Error *status.Status `protobuf:"bytes,4,opt,name=error,proto3,oneof"`
+}
+
+func (*WatchProcessResponse_Process) isWatchProcessResponse_Kind() {}
+
+func (*WatchProcessResponse_Event) isWatchProcessResponse_Kind() {}
+
+func (*WatchProcessResponse_Heartbeat) isWatchProcessResponse_Kind() {}
+
+func (*WatchProcessResponse_Error) isWatchProcessResponse_Kind() {}
+
+// Request of ProcessService.WatchProcesses. All filters combine.
+type WatchProcessesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only changes of processes in this namespace, e.g. `acme.deployments`
+	// (a bare name gets the organization prefixed, as for ListProcesses).
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Only changes of processes with this status, before or after the change:
+	// `running` (every change, since only running processes change), or
+	// `completed` or `failed` (the event that finished a process so).
+	Status        string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProcessesRequest) Reset() {
+	*x = WatchProcessesRequest{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProcessesRequest) ProtoMessage() {}
+
+func (x *WatchProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProcessesRequest.ProtoReflect.Descriptor instead.
+func (*WatchProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchProcessesRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WatchProcessesRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+// One message of ProcessService.WatchProcesses: a change (`process`, and
+// `event` unless the change created the process), or `heartbeat`, or
+// `error`.
+type WatchProcessesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The process that changed, as ListProcesses shows it, read as the change
+	// is sent (so it may already reflect a later change, which follows).
+	Process *ProcessSummary `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
+	// The event the process logged; absent when the change is the process's
+	// creation.
+	Event *ProcessEvent `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// Nothing to report: sent first, once the stream receives changes, then
+	// whenever it has been quiet for a while.
+	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// Why the stream ends: its last message, when it fails after it began.
+	// Changes may have been missed since; list again, then watch.
+	Error         *status.Status `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProcessesResponse) Reset() {
+	*x = WatchProcessesResponse{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProcessesResponse) ProtoMessage() {}
+
+func (x *WatchProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProcessesResponse.ProtoReflect.Descriptor instead.
+func (*WatchProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchProcessesResponse) GetProcess() *ProcessSummary {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *WatchProcessesResponse) GetEvent() *ProcessEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchProcessesResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return nil
+}
+
+func (x *WatchProcessesResponse) GetError() *status.Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_htk_processes_v1_process_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
-	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x04\n" +
+	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xef\x04\n" +
 	"\aProcess\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -1438,7 +2082,72 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\vupdate_type\x18\x02 \x01(\tB!\x9a\x82\x19\x1d\n" +
 	"\x1bhtk.processes.v1.UpdateTypeR\n" +
 	"updateType\x128\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp*\x84\x01\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\xa0\x05\n" +
+	"\fProcessEvent\x12\x16\n" +
+	"\x03seq\x18\x01 \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12\x18\n" +
+	"\x04type\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x04type\x12>\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\ttimestamp\x12\x1d\n" +
+	"\x04step\x18\x04 \x01(\tB\x04\xe2A\x01\x03H\x00R\x04step\x88\x01\x01\x12!\n" +
+	"\x06detail\x18\x05 \x01(\tB\x04\xe2A\x01\x03H\x01R\x06detail\x88\x01\x01\x121\n" +
+	"\x04data\x18\x06 \x01(\v2\x17.google.protobuf.StructB\x04\xe2A\x01\x03R\x04data\x12\x1f\n" +
+	"\x05error\x18\a \x01(\tB\x04\xe2A\x01\x03H\x02R\x05error\x88\x01\x01\x12#\n" +
+	"\amessage\x18\b \x01(\tB\x04\xe2A\x01\x03H\x03R\amessage\x88\x01\x01\x12+\n" +
+	"\apercent\x18\t \x01(\x05B\f\xe2A\x01\x03\x9a\x82\x19\x04\x10\x00\x18dH\x04R\apercent\x88\x01\x01\x12#\n" +
+	"\asummary\x18\n" +
+	" \x01(\tB\x04\xe2A\x01\x03H\x05R\asummary\x88\x01\x01\x12#\n" +
+	"\aoutcome\x18\v \x01(\tB\x04\xe2A\x01\x03H\x06R\aoutcome\x88\x01\x01\x12#\n" +
+	"\acomment\x18\f \x01(\tB\x04\xe2A\x01\x03H\aR\acomment\x88\x01\x01\x12,\n" +
+	"\fcompleted_by\x18\r \x01(\tB\x04\xe2A\x01\x03H\bR\vcompletedBy\x88\x01\x01\x12\"\n" +
+	"\atask_id\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\tR\x06taskId\x88\x01\x01B\a\n" +
+	"\x05_stepB\t\n" +
+	"\a_detailB\b\n" +
+	"\x06_errorB\n" +
+	"\n" +
+	"\b_messageB\n" +
+	"\n" +
+	"\b_percentB\n" +
+	"\n" +
+	"\b_summaryB\n" +
+	"\n" +
+	"\b_outcomeB\n" +
+	"\n" +
+	"\b_commentB\x0f\n" +
+	"\r_completed_byB\n" +
+	"\n" +
+	"\b_task_id\"A\n" +
+	"\tHeartbeat\x124\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\x04time\"\x9c\x01\n" +
+	"\x18ListProcessEventsRequest\x12#\n" +
+	"\n" +
+	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\x12'\n" +
+	"\tafter_seq\x18\x02 \x01(\x05B\n" +
+	"\xe2A\x01\x01\x9a\x82\x19\x02\x10\x00R\bafterSeq\x12(\n" +
+	"\x05limit\x18\x03 \x01(\x05B\r\xe2A\x01\x01\x9a\x82\x19\x05\x10\x01\x18\xe8\aH\x00R\x05limit\x88\x01\x01B\b\n" +
+	"\x06_limit\"S\n" +
+	"\x19ListProcessEventsResponse\x126\n" +
+	"\x06events\x18\x01 \x03(\v2\x1e.htk.processes.v1.ProcessEventR\x06events\"v\n" +
+	"\x13WatchProcessRequest\x12#\n" +
+	"\n" +
+	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\x12,\n" +
+	"\tafter_seq\x18\x02 \x01(\x05B\n" +
+	"\xe2A\x01\x01\x9a\x82\x19\x02\x10\x00H\x00R\bafterSeq\x88\x01\x01B\f\n" +
+	"\n" +
+	"_after_seq\"\xf6\x01\n" +
+	"\x14WatchProcessResponse\x125\n" +
+	"\aprocess\x18\x01 \x01(\v2\x19.htk.processes.v1.ProcessH\x00R\aprocess\x126\n" +
+	"\x05event\x18\x02 \x01(\v2\x1e.htk.processes.v1.ProcessEventH\x00R\x05event\x12;\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1b.htk.processes.v1.HeartbeatH\x00R\theartbeat\x12*\n" +
+	"\x05error\x18\x04 \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\x06\n" +
+	"\x04kind\"}\n" +
+	"\x15WatchProcessesRequest\x12\"\n" +
+	"\tnamespace\x18\x01 \x01(\tB\x04\xe2A\x01\x01R\tnamespace\x12@\n" +
+	"\x06status\x18\x02 \x01(\tB(\xe2A\x01\x01\x9a\x82\x19 \n" +
+	"\x1ehtk.processes.v1.ProcessStatusR\x06status\"\xef\x01\n" +
+	"\x16WatchProcessesResponse\x12:\n" +
+	"\aprocess\x18\x01 \x01(\v2 .htk.processes.v1.ProcessSummaryR\aprocess\x124\n" +
+	"\x05event\x18\x02 \x01(\v2\x1e.htk.processes.v1.ProcessEventR\x05event\x129\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1b.htk.processes.v1.HeartbeatR\theartbeat\x12(\n" +
+	"\x05error\x18\x04 \x01(\v2\x12.google.rpc.StatusR\x05error*\x84\x01\n" +
 	"\rProcessStatus\x12\x1e\n" +
 	"\x1aPROCESS_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PROCESS_STATUS_RUNNING\x10\x01\x12\x1c\n" +
@@ -1463,13 +2172,16 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x17UPDATE_TYPE_STEP_FAILED\x10\x03\x12\x18\n" +
 	"\x14UPDATE_TYPE_PROGRESS\x10\x04\x12\x19\n" +
 	"\x15UPDATE_TYPE_COMPLETED\x10\x05\x12\x16\n" +
-	"\x12UPDATE_TYPE_FAILED\x10\x062\xe4\x04\n" +
+	"\x12UPDATE_TYPE_FAILED\x10\x062\xb5\b\n" +
 	"\x0eProcessService\x12\x84\x01\n" +
 	"\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a'.htk.processes.v1.ListProcessesResponse\"\"\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x90\x02\x01\x12}\n" +
 	"\n" +
 	"GetProcess\x12#.htk.processes.v1.GetProcessRequest\x1a\x19.htk.processes.v1.Process\"/\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/processes/{process_id}\x90\x02\x01\x12\x93\x01\n" +
 	"\rCreateProcess\x12&.htk.processes.v1.CreateProcessRequest\x1a\x19.htk.processes.v1.Process\"?\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/api/v1/processes\x12\xb5\x01\n" +
-	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"S\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/updateB\xc1\x01\n" +
+	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"S\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/update\x12\xa4\x01\n" +
+	"\x11ListProcessEvents\x12*.htk.processes.v1.ListProcessEventsRequest\x1a+.htk.processes.v1.ListProcessEventsResponse\"6\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02'\x12%/api/v1/processes/{process_id}/events\x90\x02\x01\x12\x96\x01\n" +
+	"\fWatchProcess\x12%.htk.processes.v1.WatchProcessRequest\x1a&.htk.processes.v1.WatchProcessResponse\"5\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02&\x12$/api/v1/processes/{process_id}/watch\x90\x02\x010\x01\x12\x8e\x01\n" +
+	"\x0eWatchProcesses\x12'.htk.processes.v1.WatchProcessesRequest\x1a(.htk.processes.v1.WatchProcessesResponse\"'\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/process-events\x90\x02\x010\x01B\xc1\x01\n" +
 	"\x14com.htk.processes.v1B\x13ProcessServiceProtoP\x01Z2htk.dev/client/go/gen/htk/processes/v1;processesv1\xa2\x02\x03HPX\xaa\x02\x10Htk.Processes.V1\xca\x02\x10Htk\\Processes\\V1\xe2\x02\x1cHtk\\Processes\\V1\\GPBMetadata\xea\x02\x12Htk::Processes::V1b\x06proto3"
 
 var (
@@ -1485,51 +2197,78 @@ func file_htk_processes_v1_process_service_proto_rawDescGZIP() []byte {
 }
 
 var file_htk_processes_v1_process_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_htk_processes_v1_process_service_proto_goTypes = []any{
-	(ProcessStatus)(0),            // 0: htk.processes.v1.ProcessStatus
-	(StepStatus)(0),               // 1: htk.processes.v1.StepStatus
-	(SortOrder)(0),                // 2: htk.processes.v1.SortOrder
-	(UpdateType)(0),               // 3: htk.processes.v1.UpdateType
-	(*Process)(nil),               // 4: htk.processes.v1.Process
-	(*ProcessSummary)(nil),        // 5: htk.processes.v1.ProcessSummary
-	(*StepDef)(nil),               // 6: htk.processes.v1.StepDef
-	(*TimelineEntry)(nil),         // 7: htk.processes.v1.TimelineEntry
-	(*ListProcessesRequest)(nil),  // 8: htk.processes.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil), // 9: htk.processes.v1.ListProcessesResponse
-	(*GetProcessRequest)(nil),     // 10: htk.processes.v1.GetProcessRequest
-	(*CreateProcessRequest)(nil),  // 11: htk.processes.v1.CreateProcessRequest
-	(*UpdateProcessRequest)(nil),  // 12: htk.processes.v1.UpdateProcessRequest
-	(*UpdateProcessResponse)(nil), // 13: htk.processes.v1.UpdateProcessResponse
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 15: google.protobuf.Struct
+	(ProcessStatus)(0),                // 0: htk.processes.v1.ProcessStatus
+	(StepStatus)(0),                   // 1: htk.processes.v1.StepStatus
+	(SortOrder)(0),                    // 2: htk.processes.v1.SortOrder
+	(UpdateType)(0),                   // 3: htk.processes.v1.UpdateType
+	(*Process)(nil),                   // 4: htk.processes.v1.Process
+	(*ProcessSummary)(nil),            // 5: htk.processes.v1.ProcessSummary
+	(*StepDef)(nil),                   // 6: htk.processes.v1.StepDef
+	(*TimelineEntry)(nil),             // 7: htk.processes.v1.TimelineEntry
+	(*ListProcessesRequest)(nil),      // 8: htk.processes.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),     // 9: htk.processes.v1.ListProcessesResponse
+	(*GetProcessRequest)(nil),         // 10: htk.processes.v1.GetProcessRequest
+	(*CreateProcessRequest)(nil),      // 11: htk.processes.v1.CreateProcessRequest
+	(*UpdateProcessRequest)(nil),      // 12: htk.processes.v1.UpdateProcessRequest
+	(*UpdateProcessResponse)(nil),     // 13: htk.processes.v1.UpdateProcessResponse
+	(*ProcessEvent)(nil),              // 14: htk.processes.v1.ProcessEvent
+	(*Heartbeat)(nil),                 // 15: htk.processes.v1.Heartbeat
+	(*ListProcessEventsRequest)(nil),  // 16: htk.processes.v1.ListProcessEventsRequest
+	(*ListProcessEventsResponse)(nil), // 17: htk.processes.v1.ListProcessEventsResponse
+	(*WatchProcessRequest)(nil),       // 18: htk.processes.v1.WatchProcessRequest
+	(*WatchProcessResponse)(nil),      // 19: htk.processes.v1.WatchProcessResponse
+	(*WatchProcessesRequest)(nil),     // 20: htk.processes.v1.WatchProcessesRequest
+	(*WatchProcessesResponse)(nil),    // 21: htk.processes.v1.WatchProcessesResponse
+	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 23: google.protobuf.Struct
+	(*status.Status)(nil),             // 24: google.rpc.Status
 }
 var file_htk_processes_v1_process_service_proto_depIdxs = []int32{
 	6,  // 0: htk.processes.v1.Process.step_defs:type_name -> htk.processes.v1.StepDef
 	7,  // 1: htk.processes.v1.Process.timeline:type_name -> htk.processes.v1.TimelineEntry
-	14, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	14, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
-	14, // 4: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
-	14, // 5: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
-	14, // 6: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
-	15, // 7: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
+	22, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	22, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
+	22, // 4: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
+	22, // 5: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
+	22, // 6: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
+	23, // 7: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
 	5,  // 8: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
 	6,  // 9: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
-	15, // 10: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
-	14, // 11: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
-	8,  // 12: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
-	10, // 13: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
-	11, // 14: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
-	12, // 15: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
-	9,  // 16: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
-	4,  // 17: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
-	4,  // 18: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
-	13, // 19: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	23, // 10: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
+	22, // 11: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
+	22, // 12: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
+	23, // 13: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
+	22, // 14: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	14, // 15: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
+	4,  // 16: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
+	14, // 17: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	15, // 18: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	24, // 19: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
+	5,  // 20: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
+	14, // 21: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	15, // 22: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	24, // 23: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
+	8,  // 24: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
+	10, // 25: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
+	11, // 26: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
+	12, // 27: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
+	16, // 28: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
+	18, // 29: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
+	20, // 30: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
+	9,  // 31: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
+	4,  // 32: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
+	4,  // 33: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
+	13, // 34: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
+	17, // 35: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
+	19, // 36: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
+	21, // 37: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_htk_processes_v1_process_service_proto_init() }
@@ -1545,13 +2284,22 @@ func file_htk_processes_v1_process_service_proto_init() {
 	file_htk_processes_v1_process_service_proto_msgTypes[3].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[4].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[8].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[10].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[12].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[14].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[15].OneofWrappers = []any{
+		(*WatchProcessResponse_Process)(nil),
+		(*WatchProcessResponse_Event)(nil),
+		(*WatchProcessResponse_Heartbeat)(nil),
+		(*WatchProcessResponse_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_htk_processes_v1_process_service_proto_rawDesc), len(file_htk_processes_v1_process_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   10,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

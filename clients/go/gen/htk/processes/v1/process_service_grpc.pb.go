@@ -43,10 +43,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ProcessService_ListProcesses_FullMethodName = "/htk.processes.v1.ProcessService/ListProcesses"
-	ProcessService_GetProcess_FullMethodName    = "/htk.processes.v1.ProcessService/GetProcess"
-	ProcessService_CreateProcess_FullMethodName = "/htk.processes.v1.ProcessService/CreateProcess"
-	ProcessService_UpdateProcess_FullMethodName = "/htk.processes.v1.ProcessService/UpdateProcess"
+	ProcessService_ListProcesses_FullMethodName     = "/htk.processes.v1.ProcessService/ListProcesses"
+	ProcessService_GetProcess_FullMethodName        = "/htk.processes.v1.ProcessService/GetProcess"
+	ProcessService_CreateProcess_FullMethodName     = "/htk.processes.v1.ProcessService/CreateProcess"
+	ProcessService_UpdateProcess_FullMethodName     = "/htk.processes.v1.ProcessService/UpdateProcess"
+	ProcessService_ListProcessEvents_FullMethodName = "/htk.processes.v1.ProcessService/ListProcessEvents"
+	ProcessService_WatchProcess_FullMethodName      = "/htk.processes.v1.ProcessService/WatchProcess"
+	ProcessService_WatchProcesses_FullMethodName    = "/htk.processes.v1.ProcessService/WatchProcesses"
 )
 
 // ProcessServiceClient is the client API for ProcessService service.
@@ -92,6 +95,18 @@ const (
 // the original response and writes nothing; the same key with a different
 // request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
 // are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+//
+// WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+// Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+// line and a blank line, as soon as it is sent. Their errors before the first
+// message are the call's status (and HTTP status), as for every RPC; an error
+// after that (the database lost, the server shutting down) arrives as a
+// last message carrying only `error`, a google.rpc.Status, because an HTTP
+// client cannot see a status change once the stream has begun; the gRPC call
+// then ends with the same status. A stream's first message comes at once (a
+// heartbeat, if nothing else is to be sent), and one follows at least every
+// 15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+// stream is told from a dead one and no proxy closes it for idleness.
 type ProcessServiceClient interface {
 	// Lists the caller organization's processes, newest first by default.
 	//
@@ -138,6 +153,63 @@ type ProcessServiceClient interface {
 	//     not running, or it would take the process past its 512 KiB of text
 	//     and data (see `Process`). Nothing is written.
 	UpdateProcess(ctx context.Context, in *UpdateProcessRequest, opts ...grpc.CallOption) (*UpdateProcessResponse, error)
+	// Lists a process's events: the updates it accepted, in the order they
+	// were applied.
+	//
+	// The first accepted update is event 1 and each one after it the next
+	// `seq`, without gaps. A page holds the events after `after_seq`, oldest
+	// first; pass the last `seq` of a full page as `after_seq` for the next.
+	//
+	// Any valid token of the organization may read. Errors:
+	//   - NOT_FOUND (HTTP 404): no such process in the caller's organization.
+	//   - INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+	//     1-1000.
+	ListProcessEvents(ctx context.Context, in *ListProcessEventsRequest, opts ...grpc.CallOption) (*ListProcessEventsResponse, error)
+	// Streams one process as it runs: where it stands, then every event as it
+	// is accepted, until the process finishes.
+	//
+	// Without `after_seq`, the first message is the whole process, as
+	// GetProcess returns it, and the events accepted after that follow. With
+	// `after_seq`, the events logged after it come first, then the new ones as
+	// they are accepted: none is missed and none is sent twice in between.
+	// The stream ends after the event that finishes the process (`completed`
+	// or `failed`); for a process that has already finished, right after the
+	// snapshot or the logged events.
+	//
+	// To resume after a broken connection, watch again with the `seq` of the
+	// last event received as `after_seq` (without it, if none came after the
+	// snapshot): the stream goes on exactly where it stopped.
+	//
+	// Any valid token of the organization may watch. Errors:
+	//   - NOT_FOUND (HTTP 404): no such process in the caller's organization.
+	//   - INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+	//     process's last event.
+	//   - RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+	//     streams as it may (HTK_MAX_WATCHERS); retry later.
+	//   - UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+	//     server is shutting down or lost its database: resume with
+	//     `after_seq`.
+	WatchProcess(ctx context.Context, in *WatchProcessRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProcessResponse], error)
+	// Streams every change to the organization's processes that matches the
+	// filters, as it is accepted: each new process, and each event.
+	//
+	// The stream is live only: it replays nothing. To follow the processes
+	// without missing a change, open the stream, wait for its first message
+	// (a heartbeat, sent once the stream receives changes), then list them
+	// with ListProcesses; after a broken connection, do both again. The
+	// stream does not end by itself.
+	//
+	// Any valid token of the organization may watch. Errors:
+	//   - INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+	//     ListProcesses.
+	//   - RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+	//     streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+	//     the last message, when the client reads changes more slowly than
+	//     they come and falls too far behind.
+	//   - UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+	//     Also in-band, as the last message, when the server is shutting down
+	//     or lost its database: changes may have been missed, so list again.
+	WatchProcesses(ctx context.Context, in *WatchProcessesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProcessesResponse], error)
 }
 
 type processServiceClient struct {
@@ -188,6 +260,54 @@ func (c *processServiceClient) UpdateProcess(ctx context.Context, in *UpdateProc
 	return out, nil
 }
 
+func (c *processServiceClient) ListProcessEvents(ctx context.Context, in *ListProcessEventsRequest, opts ...grpc.CallOption) (*ListProcessEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProcessEventsResponse)
+	err := c.cc.Invoke(ctx, ProcessService_ListProcessEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *processServiceClient) WatchProcess(ctx context.Context, in *WatchProcessRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProcessResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProcessService_ServiceDesc.Streams[0], ProcessService_WatchProcess_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchProcessRequest, WatchProcessResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessService_WatchProcessClient = grpc.ServerStreamingClient[WatchProcessResponse]
+
+func (c *processServiceClient) WatchProcesses(ctx context.Context, in *WatchProcessesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProcessesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ProcessService_ServiceDesc.Streams[1], ProcessService_WatchProcesses_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchProcessesRequest, WatchProcessesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessService_WatchProcessesClient = grpc.ServerStreamingClient[WatchProcessesResponse]
+
 // ProcessServiceServer is the server API for ProcessService service.
 // All implementations must embed UnimplementedProcessServiceServer
 // for forward compatibility.
@@ -231,6 +351,18 @@ func (c *processServiceClient) UpdateProcess(ctx context.Context, in *UpdateProc
 // the original response and writes nothing; the same key with a different
 // request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
 // are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
+//
+// WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+// Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+// line and a blank line, as soon as it is sent. Their errors before the first
+// message are the call's status (and HTTP status), as for every RPC; an error
+// after that (the database lost, the server shutting down) arrives as a
+// last message carrying only `error`, a google.rpc.Status, because an HTTP
+// client cannot see a status change once the stream has begun; the gRPC call
+// then ends with the same status. A stream's first message comes at once (a
+// heartbeat, if nothing else is to be sent), and one follows at least every
+// 15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+// stream is told from a dead one and no proxy closes it for idleness.
 type ProcessServiceServer interface {
 	// Lists the caller organization's processes, newest first by default.
 	//
@@ -277,6 +409,63 @@ type ProcessServiceServer interface {
 	//     not running, or it would take the process past its 512 KiB of text
 	//     and data (see `Process`). Nothing is written.
 	UpdateProcess(context.Context, *UpdateProcessRequest) (*UpdateProcessResponse, error)
+	// Lists a process's events: the updates it accepted, in the order they
+	// were applied.
+	//
+	// The first accepted update is event 1 and each one after it the next
+	// `seq`, without gaps. A page holds the events after `after_seq`, oldest
+	// first; pass the last `seq` of a full page as `after_seq` for the next.
+	//
+	// Any valid token of the organization may read. Errors:
+	//   - NOT_FOUND (HTTP 404): no such process in the caller's organization.
+	//   - INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+	//     1-1000.
+	ListProcessEvents(context.Context, *ListProcessEventsRequest) (*ListProcessEventsResponse, error)
+	// Streams one process as it runs: where it stands, then every event as it
+	// is accepted, until the process finishes.
+	//
+	// Without `after_seq`, the first message is the whole process, as
+	// GetProcess returns it, and the events accepted after that follow. With
+	// `after_seq`, the events logged after it come first, then the new ones as
+	// they are accepted: none is missed and none is sent twice in between.
+	// The stream ends after the event that finishes the process (`completed`
+	// or `failed`); for a process that has already finished, right after the
+	// snapshot or the logged events.
+	//
+	// To resume after a broken connection, watch again with the `seq` of the
+	// last event received as `after_seq` (without it, if none came after the
+	// snapshot): the stream goes on exactly where it stopped.
+	//
+	// Any valid token of the organization may watch. Errors:
+	//   - NOT_FOUND (HTTP 404): no such process in the caller's organization.
+	//   - INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+	//     process's last event.
+	//   - RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+	//     streams as it may (HTK_MAX_WATCHERS); retry later.
+	//   - UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+	//     server is shutting down or lost its database: resume with
+	//     `after_seq`.
+	WatchProcess(*WatchProcessRequest, grpc.ServerStreamingServer[WatchProcessResponse]) error
+	// Streams every change to the organization's processes that matches the
+	// filters, as it is accepted: each new process, and each event.
+	//
+	// The stream is live only: it replays nothing. To follow the processes
+	// without missing a change, open the stream, wait for its first message
+	// (a heartbeat, sent once the stream receives changes), then list them
+	// with ListProcesses; after a broken connection, do both again. The
+	// stream does not end by itself.
+	//
+	// Any valid token of the organization may watch. Errors:
+	//   - INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+	//     ListProcesses.
+	//   - RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+	//     streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+	//     the last message, when the client reads changes more slowly than
+	//     they come and falls too far behind.
+	//   - UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+	//     Also in-band, as the last message, when the server is shutting down
+	//     or lost its database: changes may have been missed, so list again.
+	WatchProcesses(*WatchProcessesRequest, grpc.ServerStreamingServer[WatchProcessesResponse]) error
 	mustEmbedUnimplementedProcessServiceServer()
 }
 
@@ -298,6 +487,15 @@ func (UnimplementedProcessServiceServer) CreateProcess(context.Context, *CreateP
 }
 func (UnimplementedProcessServiceServer) UpdateProcess(context.Context, *UpdateProcessRequest) (*UpdateProcessResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateProcess not implemented")
+}
+func (UnimplementedProcessServiceServer) ListProcessEvents(context.Context, *ListProcessEventsRequest) (*ListProcessEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProcessEvents not implemented")
+}
+func (UnimplementedProcessServiceServer) WatchProcess(*WatchProcessRequest, grpc.ServerStreamingServer[WatchProcessResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchProcess not implemented")
+}
+func (UnimplementedProcessServiceServer) WatchProcesses(*WatchProcessesRequest, grpc.ServerStreamingServer[WatchProcessesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchProcesses not implemented")
 }
 func (UnimplementedProcessServiceServer) mustEmbedUnimplementedProcessServiceServer() {}
 func (UnimplementedProcessServiceServer) testEmbeddedByValue()                        {}
@@ -392,6 +590,46 @@ func _ProcessService_UpdateProcess_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ProcessService_ListProcessEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProcessEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessServiceServer).ListProcessEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessService_ListProcessEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessServiceServer).ListProcessEvents(ctx, req.(*ListProcessEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ProcessService_WatchProcess_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchProcessRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ProcessServiceServer).WatchProcess(m, &grpc.GenericServerStream[WatchProcessRequest, WatchProcessResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessService_WatchProcessServer = grpc.ServerStreamingServer[WatchProcessResponse]
+
+func _ProcessService_WatchProcesses_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchProcessesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ProcessServiceServer).WatchProcesses(m, &grpc.GenericServerStream[WatchProcessesRequest, WatchProcessesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ProcessService_WatchProcessesServer = grpc.ServerStreamingServer[WatchProcessesResponse]
+
 // ProcessService_ServiceDesc is the grpc.ServiceDesc for ProcessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -415,7 +653,22 @@ var ProcessService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "UpdateProcess",
 			Handler:    _ProcessService_UpdateProcess_Handler,
 		},
+		{
+			MethodName: "ListProcessEvents",
+			Handler:    _ProcessService_ListProcessEvents_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchProcess",
+			Handler:       _ProcessService_WatchProcess_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchProcesses",
+			Handler:       _ProcessService_WatchProcesses_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "htk/processes/v1/process_service.proto",
 }

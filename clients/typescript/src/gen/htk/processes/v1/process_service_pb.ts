@@ -34,13 +34,15 @@ import { file_htk_processes_v1_access } from "./access_pb.js";
 import { file_htk_processes_v1_values } from "./values_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Status } from "../../../google/rpc/status_pb.js";
+import { file_google_rpc_status } from "../../../google/rpc/status_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file htk/processes/v1/process_service.proto.
  */
 export const file_htk_processes_v1_process_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZodGsvcHJvY2Vzc2VzL3YxL3Byb2Nlc3Nfc2VydmljZS5wcm90bxIQaHRrLnByb2Nlc3Nlcy52MSL6AwoHUHJvY2VzcxIYCgpwcm9jZXNzX2lkGAEgASgJQgTiQQEDEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBAxISCgRuYW1lGAMgASgJQgTiQQEDEjgKBnN0YXR1cxgEIAEoCUIo4kEBA5qCGSAKHmh0ay5wcm9jZXNzZXMudjEuUHJvY2Vzc1N0YXR1cxIfCgxjdXJyZW50X3N0ZXAYBSABKAlCBOJBAQNIAIgBARIyCglzdGVwX2RlZnMYBiADKAsyGS5odGsucHJvY2Vzc2VzLnYxLlN0ZXBEZWZCBOJBAQMSNwoIdGltZWxpbmUYByADKAsyHy5odGsucHJvY2Vzc2VzLnYxLlRpbWVsaW5lRW50cnlCBOJBAQMSFgoIdGFza19pZHMYCCADKAlCBOJBAQMSNAoKc3RhcnRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLZmluaXNoZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhoKB3N1bW1hcnkYCyABKAlCBOJBAQNIAYgBARIYCgVlcnJvchgMIAEoCUIE4kEBA0gCiAEBQg8KDV9jdXJyZW50X3N0ZXBCCgoIX3N1bW1hcnlCCAoGX2Vycm9yIqsCCg5Qcm9jZXNzU3VtbWFyeRIYCgpwcm9jZXNzX2lkGAEgASgJQgTiQQEDEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBAxISCgRuYW1lGAMgASgJQgTiQQEDEjgKBnN0YXR1cxgEIAEoCUIo4kEBA5qCGSAKHmh0ay5wcm9jZXNzZXMudjEuUHJvY2Vzc1N0YXR1cxIfCgxjdXJyZW50X3N0ZXAYBSABKAlCBOJBAQNIAIgBARI0CgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpzdGVwX2NvdW50GAcgASgFQgTiQQEDEhYKCHRhc2tfaWRzGAggAygJQgTiQQEDQg8KDV9jdXJyZW50X3N0ZXAilgEKB1N0ZXBEZWYSFwoDa2V5GAEgASgJQgriQQECmoIZAiBAEhoKBWxhYmVsGAIgASgJQgviQQECmoIZAyDIARITCgVodW1hbhgDIAEoCEIE4kEBARItCg90aW1lb3V0X3NlY29uZHMYBCABKAVCD+JBAQGaghkHEAEYgJqeAUgAiAEBQhIKEF90aW1lb3V0X3NlY29uZHMi7wQKDVRpbWVsaW5lRW50cnkSEgoEc3RlcBgBIAEoCUIE4kEBAxITCgVsYWJlbBgCIAEoCUIE4kEBAxI1CgZzdGF0dXMYAyABKAlCJeJBAQOaghkdChtodGsucHJvY2Vzc2VzLnYxLlN0ZXBTdGF0dXMSEwoFaHVtYW4YBCABKAhCBOJBAQMSGgoHdGFza19pZBgFIAEoCUIE4kEBA0gAiAEBEjQKCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjYKDGNvbXBsZXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSHgoLZHVyYXRpb25fbXMYCCABKAFCBOJBAQNIAYgBARIZCgZkZXRhaWwYCSABKAlCBOJBAQNIAogBARIrCgRkYXRhGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBAxIjChBwcm9ncmVzc19tZXNzYWdlGAsgASgJQgTiQQEDSAOIAQESKwoQcHJvZ3Jlc3NfcGVyY2VudBgMIAEoBUIM4kEBA5qCGQQQABhkSASIAQESGAoFZXJyb3IYDSABKAlCBOJBAQNIBYgBARIfCgxjb21wbGV0ZWRfYnkYDiABKAlCBOJBAQNIBogBAUIKCghfdGFza19pZEIOCgxfZHVyYXRpb25fbXNCCQoHX2RldGFpbEITChFfcHJvZ3Jlc3NfbWVzc2FnZUITChFfcHJvZ3Jlc3NfcGVyY2VudEIICgZfZXJyb3JCDwoNX2NvbXBsZXRlZF9ieSKtAgoUTGlzdFByb2Nlc3Nlc1JlcXVlc3QSOAoGc3RhdHVzGAEgASgJQijiQQEBmoIZIAoeaHRrLnByb2Nlc3Nlcy52MS5Qcm9jZXNzU3RhdHVzEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBARIbCgZzZWFyY2gYAyABKAlCC+JBAQGaghkDIMgBEjIKBHNvcnQYBCABKAlCJOJBAQGaghkcChpodGsucHJvY2Vzc2VzLnYxLlNvcnRPcmRlchIhCgVsaW1pdBgFIAEoBUIN4kEBAZqCGQUQARjIAUgAiAEBEh8KBm9mZnNldBgGIAEoBUIK4kEBAZqCGQIQAEgBiAEBEhgKCnBhZ2VfdG9rZW4YByABKAlCBOJBAQFCCAoGX2xpbWl0QgkKB19vZmZzZXQikwEKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIzCglwcm9jZXNzZXMYASADKAsyIC5odGsucHJvY2Vzc2VzLnYxLlByb2Nlc3NTdW1tYXJ5Eg0KBXRvdGFsGAIgASgFEg0KBWxpbWl0GAMgASgFEg4KBm9mZnNldBgEIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YBSABKAkiLQoRR2V0UHJvY2Vzc1JlcXVlc3QSGAoKcHJvY2Vzc19pZBgBIAEoCUIE4kEBAiKEAQoUQ3JlYXRlUHJvY2Vzc1JlcXVlc3QSFwoJbmFtZXNwYWNlGAEgASgJQgTiQQECEhkKBG5hbWUYAiABKAlCC+JBAQKaghkDIMgBEjgKCXN0ZXBfZGVmcxgDIAMoCzIZLmh0ay5wcm9jZXNzZXMudjEuU3RlcERlZkIK4kEBApqCGQIoZCKaAwoUVXBkYXRlUHJvY2Vzc1JlcXVlc3QSGAoKcHJvY2Vzc19pZBgBIAEoCUIE4kEBAhIzCgR0eXBlGAIgASgJQiXiQQECmoIZHQobaHRrLnByb2Nlc3Nlcy52MS5VcGRhdGVUeXBlEhcKBHN0ZXAYAyABKAlCBOJBAQFIAIgBARIgCgZkZXRhaWwYBCABKAlCC+JBAQGaghkDIJBOSAGIAQESKwoEZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCBOJBAQESHwoFZXJyb3IYBiABKAlCC+JBAQGaghkDIJBOSAKIAQESIQoHbWVzc2FnZRgHIAEoCUIL4kEBAZqCGQMgkE5IA4gBARIiCgdwZXJjZW50GAggASgFQgziQQEBmoIZBBAAGGRIBIgBARIhCgdzdW1tYXJ5GAkgASgJQgviQQEBmoIZAyCQTkgFiAEBQgcKBV9zdGVwQgkKB19kZXRhaWxCCAoGX2Vycm9yQgoKCF9tZXNzYWdlQgoKCF9wZXJjZW50QgoKCF9zdW1tYXJ5IpIBChVVcGRhdGVQcm9jZXNzUmVzcG9uc2USEgoKcHJvY2Vzc19pZBgBIAEoCRI2Cgt1cGRhdGVfdHlwZRgCIAEoCUIhmoIZHQobaHRrLnByb2Nlc3Nlcy52MS5VcGRhdGVUeXBlEi0KCXRpbWVzdGFtcBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqhAEKDVByb2Nlc3NTdGF0dXMSHgoaUFJPQ0VTU19TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZQUk9DRVNTX1NUQVRVU19SVU5OSU5HEAESHAoYUFJPQ0VTU19TVEFUVVNfQ09NUExFVEVEEAISGQoVUFJPQ0VTU19TVEFUVVNfRkFJTEVEEAMqjgEKClN0ZXBTdGF0dXMSGwoXU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNTVEVQX1NUQVRVU19QRU5ESU5HEAESFwoTU1RFUF9TVEFUVVNfUlVOTklORxACEhkKFVNURVBfU1RBVFVTX0NPTVBMRVRFRBADEhYKElNURVBfU1RBVFVTX0ZBSUxFRBAEKlUKCVNvcnRPcmRlchIaChZTT1JUX09SREVSX1VOU1BFQ0lGSUVEEAASFQoRU09SVF9PUkRFUl9ORVdFU1QQARIVChFTT1JUX09SREVSX09MREVTVBACKtEBCgpVcGRhdGVUeXBlEhsKF1VQREFURV9UWVBFX1VOU1BFQ0lGSUVEEAASHAoYVVBEQVRFX1RZUEVfU1RFUF9TVEFSVEVEEAESHgoaVVBEQVRFX1RZUEVfU1RFUF9DT01QTEVURUQQAhIbChdVUERBVEVfVFlQRV9TVEVQX0ZBSUxFRBADEhgKFFVQREFURV9UWVBFX1BST0dSRVNTEAQSGQoVVVBEQVRFX1RZUEVfQ09NUExFVEVEEAUSFgoSVVBEQVRFX1RZUEVfRkFJTEVEEAYy5AQKDlByb2Nlc3NTZXJ2aWNlEoQBCg1MaXN0UHJvY2Vzc2VzEiYuaHRrLnByb2Nlc3Nlcy52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdBonLmh0ay5wcm9jZXNzZXMudjEuTGlzdFByb2Nlc3Nlc1Jlc3BvbnNlIiKQAgGSghkCCAGC0+STAhMSES9hcGkvdjEvcHJvY2Vzc2VzEn0KCkdldFByb2Nlc3MSIy5odGsucHJvY2Vzc2VzLnYxLkdldFByb2Nlc3NSZXF1ZXN0GhkuaHRrLnByb2Nlc3Nlcy52MS5Qcm9jZXNzIi+QAgGSghkCCAGC0+STAiASHi9hcGkvdjEvcHJvY2Vzc2VzL3twcm9jZXNzX2lkfRKTAQoNQ3JlYXRlUHJvY2VzcxImLmh0ay5wcm9jZXNzZXMudjEuQ3JlYXRlUHJvY2Vzc1JlcXVlc3QaGS5odGsucHJvY2Vzc2VzLnYxLlByb2Nlc3MiP5KCGR8SD3Byb2Nlc3Nlczp3cml0ZRIMdGFza3M6Y3JlYXRlgtPkkwIWOgEqIhEvYXBpL3YxL3Byb2Nlc3NlcxK1AQoNVXBkYXRlUHJvY2VzcxImLmh0ay5wcm9jZXNzZXMudjEuVXBkYXRlUHJvY2Vzc1JlcXVlc3QaJy5odGsucHJvY2Vzc2VzLnYxLlVwZGF0ZVByb2Nlc3NSZXNwb25zZSJTkoIZHxIPcHJvY2Vzc2VzOndyaXRlEgx0YXNrczpjcmVhdGWC0+STAio6ASoiJS9hcGkvdjEvcHJvY2Vzc2VzL3twcm9jZXNzX2lkfS91cGRhdGVCwQEKFGNvbS5odGsucHJvY2Vzc2VzLnYxQhNQcm9jZXNzU2VydmljZVByb3RvUAFaMmh0ay5kZXYvY2xpZW50L2dvL2dlbi9odGsvcHJvY2Vzc2VzL3YxO3Byb2Nlc3Nlc3YxogIDSFBYqgIQSHRrLlByb2Nlc3Nlcy5WMcoCEEh0a1xQcm9jZXNzZXNcVjHiAhxIdGtcUHJvY2Vzc2VzXFYxXEdQQk1ldGFkYXRh6gISSHRrOjpQcm9jZXNzZXM6OlYxYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_htk_processes_v1_access, file_htk_processes_v1_values, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiZodGsvcHJvY2Vzc2VzL3YxL3Byb2Nlc3Nfc2VydmljZS5wcm90bxIQaHRrLnByb2Nlc3Nlcy52MSL6AwoHUHJvY2VzcxIYCgpwcm9jZXNzX2lkGAEgASgJQgTiQQEDEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBAxISCgRuYW1lGAMgASgJQgTiQQEDEjgKBnN0YXR1cxgEIAEoCUIo4kEBA5qCGSAKHmh0ay5wcm9jZXNzZXMudjEuUHJvY2Vzc1N0YXR1cxIfCgxjdXJyZW50X3N0ZXAYBSABKAlCBOJBAQNIAIgBARIyCglzdGVwX2RlZnMYBiADKAsyGS5odGsucHJvY2Vzc2VzLnYxLlN0ZXBEZWZCBOJBAQMSNwoIdGltZWxpbmUYByADKAsyHy5odGsucHJvY2Vzc2VzLnYxLlRpbWVsaW5lRW50cnlCBOJBAQMSFgoIdGFza19pZHMYCCADKAlCBOJBAQMSNAoKc3RhcnRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoLZmluaXNoZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhoKB3N1bW1hcnkYCyABKAlCBOJBAQNIAYgBARIYCgVlcnJvchgMIAEoCUIE4kEBA0gCiAEBQg8KDV9jdXJyZW50X3N0ZXBCCgoIX3N1bW1hcnlCCAoGX2Vycm9yIqsCCg5Qcm9jZXNzU3VtbWFyeRIYCgpwcm9jZXNzX2lkGAEgASgJQgTiQQEDEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBAxISCgRuYW1lGAMgASgJQgTiQQEDEjgKBnN0YXR1cxgEIAEoCUIo4kEBA5qCGSAKHmh0ay5wcm9jZXNzZXMudjEuUHJvY2Vzc1N0YXR1cxIfCgxjdXJyZW50X3N0ZXAYBSABKAlCBOJBAQNIAIgBARI0CgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIYCgpzdGVwX2NvdW50GAcgASgFQgTiQQEDEhYKCHRhc2tfaWRzGAggAygJQgTiQQEDQg8KDV9jdXJyZW50X3N0ZXAilgEKB1N0ZXBEZWYSFwoDa2V5GAEgASgJQgriQQECmoIZAiBAEhoKBWxhYmVsGAIgASgJQgviQQECmoIZAyDIARITCgVodW1hbhgDIAEoCEIE4kEBARItCg90aW1lb3V0X3NlY29uZHMYBCABKAVCD+JBAQGaghkHEAEYgJqeAUgAiAEBQhIKEF90aW1lb3V0X3NlY29uZHMi7wQKDVRpbWVsaW5lRW50cnkSEgoEc3RlcBgBIAEoCUIE4kEBAxITCgVsYWJlbBgCIAEoCUIE4kEBAxI1CgZzdGF0dXMYAyABKAlCJeJBAQOaghkdChtodGsucHJvY2Vzc2VzLnYxLlN0ZXBTdGF0dXMSEwoFaHVtYW4YBCABKAhCBOJBAQMSGgoHdGFza19pZBgFIAEoCUIE4kEBA0gAiAEBEjQKCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjYKDGNvbXBsZXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSHgoLZHVyYXRpb25fbXMYCCABKAFCBOJBAQNIAYgBARIZCgZkZXRhaWwYCSABKAlCBOJBAQNIAogBARIrCgRkYXRhGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBAxIjChBwcm9ncmVzc19tZXNzYWdlGAsgASgJQgTiQQEDSAOIAQESKwoQcHJvZ3Jlc3NfcGVyY2VudBgMIAEoBUIM4kEBA5qCGQQQABhkSASIAQESGAoFZXJyb3IYDSABKAlCBOJBAQNIBYgBARIfCgxjb21wbGV0ZWRfYnkYDiABKAlCBOJBAQNIBogBAUIKCghfdGFza19pZEIOCgxfZHVyYXRpb25fbXNCCQoHX2RldGFpbEITChFfcHJvZ3Jlc3NfbWVzc2FnZUITChFfcHJvZ3Jlc3NfcGVyY2VudEIICgZfZXJyb3JCDwoNX2NvbXBsZXRlZF9ieSKtAgoUTGlzdFByb2Nlc3Nlc1JlcXVlc3QSOAoGc3RhdHVzGAEgASgJQijiQQEBmoIZIAoeaHRrLnByb2Nlc3Nlcy52MS5Qcm9jZXNzU3RhdHVzEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBARIbCgZzZWFyY2gYAyABKAlCC+JBAQGaghkDIMgBEjIKBHNvcnQYBCABKAlCJOJBAQGaghkcChpodGsucHJvY2Vzc2VzLnYxLlNvcnRPcmRlchIhCgVsaW1pdBgFIAEoBUIN4kEBAZqCGQUQARjIAUgAiAEBEh8KBm9mZnNldBgGIAEoBUIK4kEBAZqCGQIQAEgBiAEBEhgKCnBhZ2VfdG9rZW4YByABKAlCBOJBAQFCCAoGX2xpbWl0QgkKB19vZmZzZXQikwEKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIzCglwcm9jZXNzZXMYASADKAsyIC5odGsucHJvY2Vzc2VzLnYxLlByb2Nlc3NTdW1tYXJ5Eg0KBXRvdGFsGAIgASgFEg0KBWxpbWl0GAMgASgFEg4KBm9mZnNldBgEIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YBSABKAkiLQoRR2V0UHJvY2Vzc1JlcXVlc3QSGAoKcHJvY2Vzc19pZBgBIAEoCUIE4kEBAiKEAQoUQ3JlYXRlUHJvY2Vzc1JlcXVlc3QSFwoJbmFtZXNwYWNlGAEgASgJQgTiQQECEhkKBG5hbWUYAiABKAlCC+JBAQKaghkDIMgBEjgKCXN0ZXBfZGVmcxgDIAMoCzIZLmh0ay5wcm9jZXNzZXMudjEuU3RlcERlZkIK4kEBApqCGQIoZCKaAwoUVXBkYXRlUHJvY2Vzc1JlcXVlc3QSGAoKcHJvY2Vzc19pZBgBIAEoCUIE4kEBAhIzCgR0eXBlGAIgASgJQiXiQQECmoIZHQobaHRrLnByb2Nlc3Nlcy52MS5VcGRhdGVUeXBlEhcKBHN0ZXAYAyABKAlCBOJBAQFIAIgBARIgCgZkZXRhaWwYBCABKAlCC+JBAQGaghkDIJBOSAGIAQESKwoEZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3RCBOJBAQESHwoFZXJyb3IYBiABKAlCC+JBAQGaghkDIJBOSAKIAQESIQoHbWVzc2FnZRgHIAEoCUIL4kEBAZqCGQMgkE5IA4gBARIiCgdwZXJjZW50GAggASgFQgziQQEBmoIZBBAAGGRIBIgBARIhCgdzdW1tYXJ5GAkgASgJQgviQQEBmoIZAyCQTkgFiAEBQgcKBV9zdGVwQgkKB19kZXRhaWxCCAoGX2Vycm9yQgoKCF9tZXNzYWdlQgoKCF9wZXJjZW50QgoKCF9zdW1tYXJ5IpIBChVVcGRhdGVQcm9jZXNzUmVzcG9uc2USEgoKcHJvY2Vzc19pZBgBIAEoCRI2Cgt1cGRhdGVfdHlwZRgCIAEoCUIhmoIZHQobaHRrLnByb2Nlc3Nlcy52MS5VcGRhdGVUeXBlEi0KCXRpbWVzdGFtcBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQQKDFByb2Nlc3NFdmVudBIRCgNzZXEYASABKAVCBOJBAQMSEgoEdHlwZRgCIAEoCUIE4kEBAxIzCgl0aW1lc3RhbXAYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEhcKBHN0ZXAYBCABKAlCBOJBAQNIAIgBARIZCgZkZXRhaWwYBSABKAlCBOJBAQNIAYgBARIrCgRkYXRhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBAxIYCgVlcnJvchgHIAEoCUIE4kEBA0gCiAEBEhoKB21lc3NhZ2UYCCABKAlCBOJBAQNIA4gBARIiCgdwZXJjZW50GAkgASgFQgziQQEDmoIZBBAAGGRIBIgBARIaCgdzdW1tYXJ5GAogASgJQgTiQQEDSAWIAQESGgoHb3V0Y29tZRgLIAEoCUIE4kEBA0gGiAEBEhoKB2NvbW1lbnQYDCABKAlCBOJBAQNIB4gBARIfCgxjb21wbGV0ZWRfYnkYDSABKAlCBOJBAQNICIgBARIaCgd0YXNrX2lkGA4gASgJQgTiQQEDSAmIAQFCBwoFX3N0ZXBCCQoHX2RldGFpbEIICgZfZXJyb3JCCgoIX21lc3NhZ2VCCgoIX3BlcmNlbnRCCgoIX3N1bW1hcnlCCgoIX291dGNvbWVCCgoIX2NvbW1lbnRCDwoNX2NvbXBsZXRlZF9ieUIKCghfdGFza19pZCI7CglIZWFydGJlYXQSLgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMigAEKGExpc3RQcm9jZXNzRXZlbnRzUmVxdWVzdBIYCgpwcm9jZXNzX2lkGAEgASgJQgTiQQECEh0KCWFmdGVyX3NlcRgCIAEoBUIK4kEBAZqCGQIQABIhCgVsaW1pdBgDIAEoBUIN4kEBAZqCGQUQARjoB0gAiAEBQggKBl9saW1pdCJLChlMaXN0UHJvY2Vzc0V2ZW50c1Jlc3BvbnNlEi4KBmV2ZW50cxgBIAMoCzIeLmh0ay5wcm9jZXNzZXMudjEuUHJvY2Vzc0V2ZW50ImEKE1dhdGNoUHJvY2Vzc1JlcXVlc3QSGAoKcHJvY2Vzc19pZBgBIAEoCUIE4kEBAhIiCglhZnRlcl9zZXEYAiABKAVCCuJBAQGaghkCEABIAIgBAUIMCgpfYWZ0ZXJfc2VxItQBChRXYXRjaFByb2Nlc3NSZXNwb25zZRIsCgdwcm9jZXNzGAEgASgLMhkuaHRrLnByb2Nlc3Nlcy52MS5Qcm9jZXNzSAASLwoFZXZlbnQYAiABKAsyHi5odGsucHJvY2Vzc2VzLnYxLlByb2Nlc3NFdmVudEgAEjAKCWhlYXJ0YmVhdBgDIAEoCzIbLmh0ay5wcm9jZXNzZXMudjEuSGVhcnRiZWF0SAASIwoFZXJyb3IYBCABKAsyEi5nb29nbGUucnBjLlN0YXR1c0gAQgYKBGtpbmQiagoVV2F0Y2hQcm9jZXNzZXNSZXF1ZXN0EhcKCW5hbWVzcGFjZRgBIAEoCUIE4kEBARI4CgZzdGF0dXMYAiABKAlCKOJBAQGaghkgCh5odGsucHJvY2Vzc2VzLnYxLlByb2Nlc3NTdGF0dXMizQEKFldhdGNoUHJvY2Vzc2VzUmVzcG9uc2USMQoHcHJvY2VzcxgBIAEoCzIgLmh0ay5wcm9jZXNzZXMudjEuUHJvY2Vzc1N1bW1hcnkSLQoFZXZlbnQYAiABKAsyHi5odGsucHJvY2Vzc2VzLnYxLlByb2Nlc3NFdmVudBIuCgloZWFydGJlYXQYAyABKAsyGy5odGsucHJvY2Vzc2VzLnYxLkhlYXJ0YmVhdBIhCgVlcnJvchgEIAEoCzISLmdvb2dsZS5ycGMuU3RhdHVzKoQBCg1Qcm9jZXNzU3RhdHVzEh4KGlBST0NFU1NfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWUFJPQ0VTU19TVEFUVVNfUlVOTklORxABEhwKGFBST0NFU1NfU1RBVFVTX0NPTVBMRVRFRBACEhkKFVBST0NFU1NfU1RBVFVTX0ZBSUxFRBADKo4BCgpTdGVwU3RhdHVzEhsKF1NURVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTU1RFUF9TVEFUVVNfUEVORElORxABEhcKE1NURVBfU1RBVFVTX1JVTk5JTkcQAhIZChVTVEVQX1NUQVRVU19DT01QTEVURUQQAxIWChJTVEVQX1NUQVRVU19GQUlMRUQQBCpVCglTb3J0T3JkZXISGgoWU09SVF9PUkRFUl9VTlNQRUNJRklFRBAAEhUKEVNPUlRfT1JERVJfTkVXRVNUEAESFQoRU09SVF9PUkRFUl9PTERFU1QQAirRAQoKVXBkYXRlVHlwZRIbChdVUERBVEVfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFVQREFURV9UWVBFX1NURVBfU1RBUlRFRBABEh4KGlVQREFURV9UWVBFX1NURVBfQ09NUExFVEVEEAISGwoXVVBEQVRFX1RZUEVfU1RFUF9GQUlMRUQQAxIYChRVUERBVEVfVFlQRV9QUk9HUkVTUxAEEhkKFVVQREFURV9UWVBFX0NPTVBMRVRFRBAFEhYKElVQREFURV9UWVBFX0ZBSUxFRBAGMrUICg5Qcm9jZXNzU2VydmljZRKEAQoNTGlzdFByb2Nlc3NlcxImLmh0ay5wcm9jZXNzZXMudjEuTGlzdFByb2Nlc3Nlc1JlcXVlc3QaJy5odGsucHJvY2Vzc2VzLnYxLkxpc3RQcm9jZXNzZXNSZXNwb25zZSIikAIBkoIZAggBgtPkkwITEhEvYXBpL3YxL3Byb2Nlc3NlcxJ9CgpHZXRQcm9jZXNzEiMuaHRrLnByb2Nlc3Nlcy52MS5HZXRQcm9jZXNzUmVxdWVzdBoZLmh0ay5wcm9jZXNzZXMudjEuUHJvY2VzcyIvkAIBkoIZAggBgtPkkwIgEh4vYXBpL3YxL3Byb2Nlc3Nlcy97cHJvY2Vzc19pZH0SkwEKDUNyZWF0ZVByb2Nlc3MSJi5odGsucHJvY2Vzc2VzLnYxLkNyZWF0ZVByb2Nlc3NSZXF1ZXN0GhkuaHRrLnByb2Nlc3Nlcy52MS5Qcm9jZXNzIj+SghkfEg9wcm9jZXNzZXM6d3JpdGUSDHRhc2tzOmNyZWF0ZYLT5JMCFjoBKiIRL2FwaS92MS9wcm9jZXNzZXMStQEKDVVwZGF0ZVByb2Nlc3MSJi5odGsucHJvY2Vzc2VzLnYxLlVwZGF0ZVByb2Nlc3NSZXF1ZXN0GicuaHRrLnByb2Nlc3Nlcy52MS5VcGRhdGVQcm9jZXNzUmVzcG9uc2UiU5KCGR8SD3Byb2Nlc3Nlczp3cml0ZRIMdGFza3M6Y3JlYXRlgtPkkwIqOgEqIiUvYXBpL3YxL3Byb2Nlc3Nlcy97cHJvY2Vzc19pZH0vdXBkYXRlEqQBChFMaXN0UHJvY2Vzc0V2ZW50cxIqLmh0ay5wcm9jZXNzZXMudjEuTGlzdFByb2Nlc3NFdmVudHNSZXF1ZXN0GisuaHRrLnByb2Nlc3Nlcy52MS5MaXN0UHJvY2Vzc0V2ZW50c1Jlc3BvbnNlIjaQAgGSghkCCAGC0+STAicSJS9hcGkvdjEvcHJvY2Vzc2VzL3twcm9jZXNzX2lkfS9ldmVudHMSlgEKDFdhdGNoUHJvY2VzcxIlLmh0ay5wcm9jZXNzZXMudjEuV2F0Y2hQcm9jZXNzUmVxdWVzdBomLmh0ay5wcm9jZXNzZXMudjEuV2F0Y2hQcm9jZXNzUmVzcG9uc2UiNZACAZKCGQIIAYLT5JMCJhIkL2FwaS92MS9wcm9jZXNzZXMve3Byb2Nlc3NfaWR9L3dhdGNoMAESjgEKDldhdGNoUHJvY2Vzc2VzEicuaHRrLnByb2Nlc3Nlcy52MS5XYXRjaFByb2Nlc3Nlc1JlcXVlc3QaKC5odGsucHJvY2Vzc2VzLnYxLldhdGNoUHJvY2Vzc2VzUmVzcG9uc2UiJ5ACAZKCGQIIAYLT5JMCGBIWL2FwaS92MS9wcm9jZXNzLWV2ZW50czABQsEBChRjb20uaHRrLnByb2Nlc3Nlcy52MUITUHJvY2Vzc1NlcnZpY2VQcm90b1ABWjJodGsuZGV2L2NsaWVudC9nby9nZW4vaHRrL3Byb2Nlc3Nlcy92MTtwcm9jZXNzZXN2MaICA0hQWKoCEEh0ay5Qcm9jZXNzZXMuVjHKAhBIdGtcUHJvY2Vzc2VzXFYx4gIcSHRrXFByb2Nlc3Nlc1xWMVxHUEJNZXRhZGF0YeoCEkh0azo6UHJvY2Vzc2VzOjpWMWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_htk_processes_v1_access, file_htk_processes_v1_values, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A tracked process: its definition, current state and step timeline.
@@ -700,6 +702,366 @@ export const UpdateProcessResponseSchema: GenMessage<UpdateProcessResponse> = /*
   messageDesc(file_htk_processes_v1_process_service, 9);
 
 /**
+ * One accepted update of a process, as its event log keeps it: the update's
+ * fields, its place in the log and when it was applied. Fields the update
+ * did not carry are absent.
+ *
+ * @generated from message htk.processes.v1.ProcessEvent
+ */
+export type ProcessEvent = Message<"htk.processes.v1.ProcessEvent"> & {
+  /**
+   * The event's place in the process's log: 1 for the first accepted
+   * update, then one more for each, without gaps.
+   *
+   * @generated from field: int32 seq = 1;
+   */
+  seq: number;
+
+  /**
+   * What happened: an update's `type` (`step_started`, `step_completed`,
+   * `step_failed`, `progress`, `completed`, `failed`), or one of the events
+   * htk itself records, such as `task_completed` and `step_timed_out`.
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * When the update was applied.
+   *
+   * @generated from field: google.protobuf.Timestamp timestamp = 3;
+   */
+  timestamp?: Timestamp | undefined;
+
+  /**
+   * The key of the step the event applies to.
+   *
+   * @generated from field: optional string step = 4;
+   */
+  step?: string | undefined;
+
+  /**
+   * The `detail` the update carried.
+   *
+   * @generated from field: optional string detail = 5;
+   */
+  detail?: string | undefined;
+
+  /**
+   * The `data` of a `step_completed` update.
+   *
+   * @generated from field: google.protobuf.Struct data = 6;
+   */
+  data?: JsonObject | undefined;
+
+  /**
+   * What went wrong, for `step_failed`, `failed` and `step_timed_out`.
+   *
+   * @generated from field: optional string error = 7;
+   */
+  error?: string | undefined;
+
+  /**
+   * The progress message of a `progress` update.
+   *
+   * @generated from field: optional string message = 8;
+   */
+  message?: string | undefined;
+
+  /**
+   * The progress percentage (0-100) of a `progress` update.
+   *
+   * @generated from field: optional int32 percent = 9;
+   */
+  percent?: number | undefined;
+
+  /**
+   * The summary of a `completed` update.
+   *
+   * @generated from field: optional string summary = 10;
+   */
+  summary?: string | undefined;
+
+  /**
+   * For `task_completed`: the person's decision, `approved` or `rejected`.
+   *
+   * @generated from field: optional string outcome = 11;
+   */
+  outcome?: string | undefined;
+
+  /**
+   * For `task_completed`: the comment the person gave with the decision.
+   *
+   * @generated from field: optional string comment = 12;
+   */
+  comment?: string | undefined;
+
+  /**
+   * For `task_completed`: the name of the token that completed the task.
+   *
+   * @generated from field: optional string completed_by = 13;
+   */
+  completedBy?: string | undefined;
+
+  /**
+   * For `task_completed`: the task that was completed.
+   *
+   * @generated from field: optional string task_id = 14;
+   */
+  taskId?: string | undefined;
+};
+
+/**
+ * Describes the message htk.processes.v1.ProcessEvent.
+ * Use `create(ProcessEventSchema)` to create a new message.
+ */
+export const ProcessEventSchema: GenMessage<ProcessEvent> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 10);
+
+/**
+ * A sign of life on a stream with nothing else to send.
+ *
+ * @generated from message htk.processes.v1.Heartbeat
+ */
+export type Heartbeat = Message<"htk.processes.v1.Heartbeat"> & {
+  /**
+   * When the server sent it.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 1;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message htk.processes.v1.Heartbeat.
+ * Use `create(HeartbeatSchema)` to create a new message.
+ */
+export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 11);
+
+/**
+ * Request of ProcessService.ListProcessEvents.
+ *
+ * @generated from message htk.processes.v1.ListProcessEventsRequest
+ */
+export type ListProcessEventsRequest = Message<"htk.processes.v1.ListProcessEventsRequest"> & {
+  /**
+   * The process's identifier.
+   *
+   * @generated from field: string process_id = 1;
+   */
+  processId: string;
+
+  /**
+   * Only events with a greater `seq`. Default 0: from the first event.
+   *
+   * @generated from field: int32 after_seq = 2;
+   */
+  afterSeq: number;
+
+  /**
+   * Page size. Default 100.
+   *
+   * @generated from field: optional int32 limit = 3;
+   */
+  limit?: number | undefined;
+};
+
+/**
+ * Describes the message htk.processes.v1.ListProcessEventsRequest.
+ * Use `create(ListProcessEventsRequestSchema)` to create a new message.
+ */
+export const ListProcessEventsRequestSchema: GenMessage<ListProcessEventsRequest> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 12);
+
+/**
+ * Response of ProcessService.ListProcessEvents.
+ *
+ * @generated from message htk.processes.v1.ListProcessEventsResponse
+ */
+export type ListProcessEventsResponse = Message<"htk.processes.v1.ListProcessEventsResponse"> & {
+  /**
+   * The events after `after_seq`, oldest first; fewer than `limit` when no
+   * more have been logged.
+   *
+   * @generated from field: repeated htk.processes.v1.ProcessEvent events = 1;
+   */
+  events: ProcessEvent[];
+};
+
+/**
+ * Describes the message htk.processes.v1.ListProcessEventsResponse.
+ * Use `create(ListProcessEventsResponseSchema)` to create a new message.
+ */
+export const ListProcessEventsResponseSchema: GenMessage<ListProcessEventsResponse> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 13);
+
+/**
+ * Request of ProcessService.WatchProcess.
+ *
+ * @generated from message htk.processes.v1.WatchProcessRequest
+ */
+export type WatchProcessRequest = Message<"htk.processes.v1.WatchProcessRequest"> & {
+  /**
+   * The process's identifier.
+   *
+   * @generated from field: string process_id = 1;
+   */
+  processId: string;
+
+  /**
+   * Resume after this event: the `seq` of the last event received. The
+   * stream then starts with the events logged after it instead of a
+   * snapshot. 0 replays the whole log.
+   *
+   * @generated from field: optional int32 after_seq = 2;
+   */
+  afterSeq?: number | undefined;
+};
+
+/**
+ * Describes the message htk.processes.v1.WatchProcessRequest.
+ * Use `create(WatchProcessRequestSchema)` to create a new message.
+ */
+export const WatchProcessRequestSchema: GenMessage<WatchProcessRequest> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 14);
+
+/**
+ * One message of ProcessService.WatchProcess: exactly one field is set.
+ *
+ * @generated from message htk.processes.v1.WatchProcessResponse
+ */
+export type WatchProcessResponse = Message<"htk.processes.v1.WatchProcessResponse"> & {
+  /**
+   * What the message carries.
+   *
+   * @generated from oneof htk.processes.v1.WatchProcessResponse.kind
+   */
+  kind: {
+    /**
+     * The whole process, as GetProcess returns it: the first message of a
+     * stream opened without `after_seq`.
+     *
+     * @generated from field: htk.processes.v1.Process process = 1;
+     */
+    value: Process;
+    case: "process";
+  } | {
+    /**
+     * An event of the process, logged or live, in `seq` order.
+     *
+     * @generated from field: htk.processes.v1.ProcessEvent event = 2;
+     */
+    value: ProcessEvent;
+    case: "event";
+  } | {
+    /**
+     * Nothing to report: sent first when there is nothing else to send, then
+     * whenever the stream has been quiet for a while.
+     *
+     * @generated from field: htk.processes.v1.Heartbeat heartbeat = 3;
+     */
+    value: Heartbeat;
+    case: "heartbeat";
+  } | {
+    /**
+     * Why the stream ends early: the last message of a stream that failed
+     * after it began. Resume with `after_seq`.
+     *
+     * @generated from field: google.rpc.Status error = 4;
+     */
+    value: Status;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message htk.processes.v1.WatchProcessResponse.
+ * Use `create(WatchProcessResponseSchema)` to create a new message.
+ */
+export const WatchProcessResponseSchema: GenMessage<WatchProcessResponse> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 15);
+
+/**
+ * Request of ProcessService.WatchProcesses. All filters combine.
+ *
+ * @generated from message htk.processes.v1.WatchProcessesRequest
+ */
+export type WatchProcessesRequest = Message<"htk.processes.v1.WatchProcessesRequest"> & {
+  /**
+   * Only changes of processes in this namespace, e.g. `acme.deployments`
+   * (a bare name gets the organization prefixed, as for ListProcesses).
+   *
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * Only changes of processes with this status, before or after the change:
+   * `running` (every change, since only running processes change), or
+   * `completed` or `failed` (the event that finished a process so).
+   *
+   * @generated from field: string status = 2;
+   */
+  status: string;
+};
+
+/**
+ * Describes the message htk.processes.v1.WatchProcessesRequest.
+ * Use `create(WatchProcessesRequestSchema)` to create a new message.
+ */
+export const WatchProcessesRequestSchema: GenMessage<WatchProcessesRequest> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 16);
+
+/**
+ * One message of ProcessService.WatchProcesses: a change (`process`, and
+ * `event` unless the change created the process), or `heartbeat`, or
+ * `error`.
+ *
+ * @generated from message htk.processes.v1.WatchProcessesResponse
+ */
+export type WatchProcessesResponse = Message<"htk.processes.v1.WatchProcessesResponse"> & {
+  /**
+   * The process that changed, as ListProcesses shows it, read as the change
+   * is sent (so it may already reflect a later change, which follows).
+   *
+   * @generated from field: htk.processes.v1.ProcessSummary process = 1;
+   */
+  process?: ProcessSummary | undefined;
+
+  /**
+   * The event the process logged; absent when the change is the process's
+   * creation.
+   *
+   * @generated from field: htk.processes.v1.ProcessEvent event = 2;
+   */
+  event?: ProcessEvent | undefined;
+
+  /**
+   * Nothing to report: sent first, once the stream receives changes, then
+   * whenever it has been quiet for a while.
+   *
+   * @generated from field: htk.processes.v1.Heartbeat heartbeat = 3;
+   */
+  heartbeat?: Heartbeat | undefined;
+
+  /**
+   * Why the stream ends: its last message, when it fails after it began.
+   * Changes may have been missed since; list again, then watch.
+   *
+   * @generated from field: google.rpc.Status error = 4;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message htk.processes.v1.WatchProcessesResponse.
+ * Use `create(WatchProcessesResponseSchema)` to create a new message.
+ */
+export const WatchProcessesResponseSchema: GenMessage<WatchProcessesResponse> = /*@__PURE__*/
+  messageDesc(file_htk_processes_v1_process_service, 17);
+
+/**
  * The words of `Process.status` (see `htk.processes.v1.values`).
  *
  * @generated from enum htk.processes.v1.ProcessStatus
@@ -926,6 +1288,18 @@ export const UpdateTypeSchema: GenEnum<UpdateType> = /*@__PURE__*/
  * request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
  * are remembered for at least 24 hours (HTK_IDEMPOTENCY_KEY_HOURS).
  *
+ * WatchProcess and WatchProcesses stream. Over REST they are Server-Sent
+ * Events (`text/event-stream`): each message arrives as one `data: <JSON>`
+ * line and a blank line, as soon as it is sent. Their errors before the first
+ * message are the call's status (and HTTP status), as for every RPC; an error
+ * after that (the database lost, the server shutting down) arrives as a
+ * last message carrying only `error`, a google.rpc.Status, because an HTTP
+ * client cannot see a status change once the stream has begun; the gRPC call
+ * then ends with the same status. A stream's first message comes at once (a
+ * heartbeat, if nothing else is to be sent), and one follows at least every
+ * 15 seconds (HTK_HEARTBEAT_SECONDS) while nothing else does, so that a quiet
+ * stream is told from a dead one and no proxy closes it for idleness.
+ *
  * @generated from service htk.processes.v1.ProcessService
  */
 export const ProcessService: GenService<{
@@ -1005,6 +1379,87 @@ export const ProcessService: GenService<{
     methodKind: "unary";
     input: typeof UpdateProcessRequestSchema;
     output: typeof UpdateProcessResponseSchema;
+  },
+  /**
+   * Lists a process's events: the updates it accepted, in the order they
+   * were applied.
+   *
+   * The first accepted update is event 1 and each one after it the next
+   * `seq`, without gaps. A page holds the events after `after_seq`, oldest
+   * first; pass the last `seq` of a full page as `after_seq` for the next.
+   *
+   * Any valid token of the organization may read. Errors:
+   *   * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+   *   * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
+   *     1-1000.
+   *
+   * @generated from rpc htk.processes.v1.ProcessService.ListProcessEvents
+   */
+  listProcessEvents: {
+    methodKind: "unary";
+    input: typeof ListProcessEventsRequestSchema;
+    output: typeof ListProcessEventsResponseSchema;
+  },
+  /**
+   * Streams one process as it runs: where it stands, then every event as it
+   * is accepted, until the process finishes.
+   *
+   * Without `after_seq`, the first message is the whole process, as
+   * GetProcess returns it, and the events accepted after that follow. With
+   * `after_seq`, the events logged after it come first, then the new ones as
+   * they are accepted: none is missed and none is sent twice in between.
+   * The stream ends after the event that finishes the process (`completed`
+   * or `failed`); for a process that has already finished, right after the
+   * snapshot or the logged events.
+   *
+   * To resume after a broken connection, watch again with the `seq` of the
+   * last event received as `after_seq` (without it, if none came after the
+   * snapshot): the stream goes on exactly where it stopped.
+   *
+   * Any valid token of the organization may watch. Errors:
+   *   * NOT_FOUND (HTTP 404): no such process in the caller's organization.
+   *   * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
+   *     process's last event.
+   *   * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+   *     streams as it may (HTK_MAX_WATCHERS); retry later.
+   *   * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
+   *     server is shutting down or lost its database: resume with
+   *     `after_seq`.
+   *
+   * @generated from rpc htk.processes.v1.ProcessService.WatchProcess
+   */
+  watchProcess: {
+    methodKind: "server_streaming";
+    input: typeof WatchProcessRequestSchema;
+    output: typeof WatchProcessResponseSchema;
+  },
+  /**
+   * Streams every change to the organization's processes that matches the
+   * filters, as it is accepted: each new process, and each event.
+   *
+   * The stream is live only: it replays nothing. To follow the processes
+   * without missing a change, open the stream, wait for its first message
+   * (a heartbeat, sent once the stream receives changes), then list them
+   * with ListProcesses; after a broken connection, do both again. The
+   * stream does not end by itself.
+   *
+   * Any valid token of the organization may watch. Errors:
+   *   * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
+   *     ListProcesses.
+   *   * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
+   *     streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
+   *     the last message, when the client reads changes more slowly than
+   *     they come and falls too far behind.
+   *   * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
+   *     Also in-band, as the last message, when the server is shutting down
+   *     or lost its database: changes may have been missed, so list again.
+   *
+   * @generated from rpc htk.processes.v1.ProcessService.WatchProcesses
+   */
+  watchProcesses: {
+    methodKind: "server_streaming";
+    input: typeof WatchProcessesRequestSchema;
+    output: typeof WatchProcessesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_htk_processes_v1_process_service, 0);

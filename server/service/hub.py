@@ -1,0 +1,278 @@
+"""The watchers one server process serves, and waking them when their processes change.
+
+Every server process (of every instance on the database) hears every change
+through its own listening connection (storage.notifications). A watcher of
+one process is only woken: it reads the events after the last one it has
+from the log, so it never depends on which notifications arrived. The watchers
+of one process in a server process share what it reads (service.feed). The
+organization-wide watchers get the changes themselves, read once per
+batch of notifications for all of them.
+"""
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from typing import TypeVar
+
+from server.domain.errors import DomainError, ResourceExhausted, Unavailable
+from server.domain.watch import ChangeFilter, ProcessChange
+from server.service.feed import ProcessFeed
+from server.storage import processes
+from server.storage.database import Database
+from server.storage.notifications import Listener, Notification
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+W = TypeVar("W")
+
+# How many changes an organization-wide watcher may have waiting to be sent:
+# one that falls further behind is ended rather than let memory grow.
+MAX_PENDING_CHANGES = 1000
+
+
+class ProcessWatcher:
+    """A stream watching one process: woken when events after `seen_seq` may be logged."""
+
+    def __init__(self, feed: ProcessFeed) -> None:
+        self.process_id = feed.process_id
+        # Where the server process's watchers of the process find its latest events.
+        self.feed = feed
+        # The last event the stream has read; wake-ups for it or earlier ones are moot.
+        self.seen_seq = 0
+        self._woken = asyncio.Event()
+        self._ended: DomainError | None = None
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def end(self, error: DomainError) -> None:
+        """Ends the stream with `error` the next time it waits."""
+        self._ended = self._ended or error
+        self._woken.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Waits until woken (True) or for `seconds` (False); raises the error
+        that ended the stream, if one did."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._woken.wait()
+        woken = self._woken.is_set()
+        self._woken.clear()
+        if self._ended is not None:
+            raise self._ended
+        return woken
+
+
+class OrganizationWatcher:
+    """A stream watching an organization: the matching changes, queued for it."""
+
+    def __init__(self, change_filter: ChangeFilter) -> None:
+        self.filter = change_filter
+        self._pending: deque[ProcessChange] = deque()
+        self._arrived = asyncio.Event()
+        self._ended: DomainError | None = None
+
+    def offer(self, change: ProcessChange) -> None:
+        if self._ended is not None or not self.filter.matches(change):
+            return
+        if len(self._pending) >= MAX_PENDING_CHANGES:
+            self.end(
+                ResourceExhausted(
+                    f"the stream fell more than {MAX_PENDING_CHANGES} changes behind;"
+                    " list again, then watch"
+                )
+            )
+            return
+        self._pending.append(change)
+        self._arrived.set()
+
+    def end(self, error: DomainError) -> None:
+        """Ends the stream with `error` once the changes before it are sent."""
+        self._ended = self._ended or error
+        self._arrived.set()
+
+    async def next(self, seconds: float) -> ProcessChange | None:
+        """The next change; None if none came within `seconds`. Raises the
+        error that ended the stream once the changes before it are taken."""
+        if not self._pending and self._ended is None:
+            self._arrived.clear()
+            with suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._arrived.wait()
+        if self._pending:
+            return self._pending.popleft()
+        if self._ended is not None:
+            raise self._ended
+        return None
+
+
+class WatchHub:
+    """The watch streams of one server process, at most `max_watchers` at once."""
+
+    def __init__(self, database: Database, *, max_watchers: int) -> None:
+        self._database = database
+        self._max_watchers = max_watchers
+        self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
+        self._feeds: dict[uuid.UUID, ProcessFeed] = {}
+        self._by_org: dict[str, set[OrganizationWatcher]] = {}
+        self._watchers = 0
+        self._closed = False
+        self._listening = False
+        self._org_notifications: asyncio.Queue[Notification] = asyncio.Queue()
+        self.listener = Listener(
+            lambda: database.dedicated_connection("htk listener"),
+            heard=self._heard,
+            listening=self._now_listening,
+            deaf=self._now_deaf,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, wait_seconds: float) -> None:
+        """Starts listening; waits up to `wait_seconds` for the first attempt,
+        so that a server that can reach its database serves every stream
+        as soon as it is up."""
+        self._tasks = [
+            asyncio.create_task(self.listener.run()),
+            asyncio.create_task(self._deliver_org_changes()),
+        ]
+        with suppress(TimeoutError):
+            async with asyncio.timeout(wait_seconds):
+                await self.listener.first_attempt.wait()
+
+    async def close(self) -> None:
+        """Ends every stream (they tell their clients to resume) and stops listening."""
+        self._closed = True
+        resume = Unavailable("the server is shutting down; watch again with after_seq to resume")
+        for by_process in self._by_process.values():
+            for process_watcher in by_process:
+                process_watcher.end(resume)
+        relist = Unavailable("the server is shutting down; list again, then watch")
+        for by_org in self._by_org.values():
+            for org_watcher in by_org:
+                org_watcher.end(relist)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+
+    @asynccontextmanager
+    async def watch_process(self, process_id: uuid.UUID) -> AsyncIterator[ProcessWatcher]:
+        """Registers a watcher of the process for the block's duration."""
+        feed = self._feeds.setdefault(process_id, ProcessFeed(self._database, process_id))
+        try:
+            with self._registered(self._by_process, process_id, ProcessWatcher(feed)) as watcher:
+                yield watcher
+        finally:
+            if process_id not in self._by_process:
+                del self._feeds[process_id]
+
+    @asynccontextmanager
+    async def watch_organization(
+        self, change_filter: ChangeFilter
+    ) -> AsyncIterator[OrganizationWatcher]:
+        """Registers a watcher of the organization's changes for the block's duration.
+
+        Refused while not listening: it would miss changes without knowing.
+        """
+        if not self._listening:
+            raise Unavailable("the server cannot follow changes right now; retry later")
+        watcher = OrganizationWatcher(change_filter)
+        with self._registered(self._by_org, change_filter.org_id, watcher):
+            yield watcher
+
+    @contextmanager
+    def _registered(self, registry: dict[K, set[W]], key: K, watcher: W) -> Iterator[W]:
+        """Counts the watcher against the limit and files it under `key` while it lasts."""
+        if self._closed:
+            raise Unavailable("the server is shutting down; retry")
+        if self._watchers >= self._max_watchers:
+            raise ResourceExhausted(
+                f"this server process serves its maximum of {self._max_watchers} streams;"
+                " retry later"
+            )
+        self._watchers += 1
+        registry.setdefault(key, set()).add(watcher)
+        try:
+            yield watcher
+        finally:
+            self._watchers -= 1
+            watchers = registry[key]
+            watchers.discard(watcher)
+            if not watchers:
+                del registry[key]
+
+    # What the listener tells.
+
+    def _heard(self, notification: Notification) -> None:
+        if feed := self._feeds.get(notification.process_id):
+            feed.announce(notification.seq)
+        for watcher in self._by_process.get(notification.process_id, ()):
+            if notification.seq > watcher.seen_seq:
+                watcher.wake()
+        if notification.org_id in self._by_org:
+            self._org_notifications.put_nowait(notification)
+
+    def _now_listening(self) -> None:
+        """Every watcher of a process reads its log again: notifications
+        may have been missed while the connection was lost."""
+        self._listening = True
+        for feed in self._feeds.values():
+            feed.doubt()
+        for watchers in self._by_process.values():
+            for watcher in watchers:
+                watcher.wake()
+
+    def _now_deaf(self) -> None:
+        """Organization-wide streams cannot read again what they missed: they end."""
+        self._listening = False
+        error = Unavailable("the server lost track of changes; list again, then watch")
+        for watchers in self._by_org.values():
+            for watcher in watchers:
+                watcher.end(error)
+
+    async def _deliver_org_changes(self) -> None:
+        """Reads the changes of organizations with watchers, in batches, and
+        hands each to the watchers whose filters it matches."""
+        while True:
+            batch = [await self._org_notifications.get()]
+            while not self._org_notifications.empty():
+                batch.append(self._org_notifications.get_nowait())
+            by_org: defaultdict[str, list[Notification]] = defaultdict(list)
+            for notification in batch:
+                by_org[notification.org_id].append(notification)
+            for org_id, notifications in by_org.items():
+                if org_id not in self._by_org:
+                    continue
+                try:
+                    changes = await self._read_changes(org_id, notifications)
+                except Exception as error:
+                    # Its watchers miss these changes: they end, and list again.
+                    log.warning("could not read changes for watchers", exc_info=error)
+                    if not isinstance(error, DomainError):
+                        error = Unavailable("the server could not read the latest changes")
+                    for watcher in list(self._by_org.get(org_id, ())):
+                        watcher.end(error)
+                    continue
+                for change in changes:
+                    for watcher in list(self._by_org.get(org_id, ())):
+                        watcher.offer(change)
+
+    async def _read_changes(
+        self, org_id: str, notifications: Iterable[Notification]
+    ) -> list[ProcessChange]:
+        keys = [(n.process_id, n.seq) for n in notifications]
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+            found = await processes.summaries(connection, org_id, {key[0] for key in keys})
+            events = await processes.events(connection, [key for key in keys if key[1] > 0])
+        changes = []
+        for process_id, seq in keys:
+            summary = found.get(process_id)
+            event = events.get((process_id, seq))
+            if summary is not None and (seq == 0 or event is not None):
+                changes.append(ProcessChange(summary, event))
+        return changes

@@ -1,0 +1,129 @@
+"""PostgreSQL LISTEN/NOTIFY: a wake-up for every change, heard by every server process.
+
+A transaction that creates a process or appends an event notifies CHANNEL
+with the change's (organization, process, seq), and nothing else: watchers
+read the change itself from the tables, so a notification that PostgreSQL
+folds into another, or that a listener misses, costs a delay, never an
+event. PostgreSQL delivers notifications at commit, so a watcher woken by
+one always finds its rows.
+
+Each server process listens on one dedicated connection of its own
+(`Listener`), which it reopens when it is lost.
+"""
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from sqlalchemy import bindparam, func, literal
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "htk_process_events"
+# The statement that notifies, for storage's writes to add to theirs.
+NOTIFY = func.pg_notify(literal(CHANNEL), bindparam("notification"))
+
+# A quiet connection is checked this often: a peer that vanished without
+# closing it (a network cut) would otherwise never be noticed.
+CHECK_INTERVAL_SECONDS = 5.0
+CHECK_TIMEOUT_SECONDS = 5.0
+# Reconnecting: at once, then waiting twice as long after each failure.
+FIRST_RETRY_SECONDS = 0.1
+MAX_RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Notification:
+    """That a process of an organization changed: its event `seq` was
+    appended, or it was created (seq 0)."""
+
+    org_id: str
+    process_id: uuid.UUID
+    seq: int
+
+    def encode(self) -> str:
+        return json.dumps([self.org_id, str(self.process_id), self.seq])
+
+    @classmethod
+    def decode(cls, payload: str) -> "Notification":
+        org_id, process_id, seq = json.loads(payload)
+        return cls(str(org_id), uuid.UUID(process_id), int(seq))
+
+
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+
+
+class Listener:
+    """Listens on CHANNEL over one connection, and tells what it hears.
+
+    `heard` gets each notification; `listening` is called each time the
+    connection is (re)established and listens, after which every
+    notification arrives; `deaf` is called when it is lost, after which
+    notifications may have been missed until `listening` is called again.
+    """
+
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        heard: Callable[[Notification], None],
+        listening: Callable[[], None],
+        deaf: Callable[[], None],
+    ) -> None:
+        self._connect = connect
+        self._heard = heard
+        self._listening = listening
+        self._deaf = deaf
+        self.first_attempt = asyncio.Event()
+        # The backend serving the connection, while there is one (tests end it).
+        self.backend_pid: int | None = None
+
+    async def run(self) -> None:
+        """Listens until cancelled, reconnecting whenever the connection is lost."""
+        retry = FIRST_RETRY_SECONDS
+        while True:
+            try:
+                async with self._connection() as connection:
+                    retry = FIRST_RETRY_SECONDS
+                    await self._receive(connection)
+            except (psycopg.Error, OSError, TimeoutError) as error:
+                log.warning("listening for changes failed (%s); retrying in %.1f s", error, retry)
+            self.first_attempt.set()
+            await asyncio.sleep(retry)
+            retry = min(retry * 2, MAX_RETRY_SECONDS)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        connection = await self._connect()
+        try:
+            await connection.execute(f"LISTEN {CHANNEL}")
+            self.backend_pid = connection.info.backend_pid
+            self._listening()
+            self.first_attempt.set()
+            try:
+                yield connection
+            finally:
+                self.backend_pid = None
+                self._deaf()
+        finally:
+            await connection.close()
+
+    async def _receive(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            async for notify in connection.notifies(timeout=CHECK_INTERVAL_SECONDS):
+                try:
+                    notification = Notification.decode(notify.payload)
+                except (ValueError, TypeError) as error:
+                    # Not ours (someone else's NOTIFY on the channel): ignored.
+                    log.warning("ignored a malformed notification %r: %s", notify.payload, error)
+                    continue
+                self._heard(notification)
+            # notifies() holds the connection; between its rounds it is free.
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                await connection.execute("SELECT 1")
