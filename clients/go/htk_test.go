@@ -8,7 +8,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -208,6 +210,74 @@ func TestATaskIsApproved(t *testing.T) {
 	_, err = client.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{TaskId: task.TaskId, Outcome: "rejected"})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a completed task cannot be completed again, got %v", err)
+	}
+}
+
+func TestWatchProcessStreamsEachUpdateLiveUntilTheProcessCompletes(t *testing.T) {
+	client, ctx := dial(t, token), callContext(t)
+	created, err := client.Processes.CreateProcess(ctx, &processesv1.CreateProcessRequest{
+		Namespace: "go-client", Name: uniqueName("watched"), StepDefs: []*processesv1.StepDef{{Key: "build", Label: "Build"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := []*processesv1.UpdateProcessRequest{
+		{Type: "step_started", Step: ptr("build"), Detail: ptr("Building Docker image...")},
+		{Type: "progress", Step: ptr("build"), Message: ptr("Compiling..."), Percent: ptr[int32](50)},
+		{Type: "step_completed", Step: ptr("build")},
+		{Type: "completed", Summary: ptr("All done!")},
+	}
+	stream, err := client.Processes.WatchProcess(ctx, &processesv1.WatchProcessRequest{ProcessId: created.ProcessId})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Each update is sent only once the previous message has arrived, so every
+	// event after the snapshot is one the stream delivered live.
+	var snapshot *processesv1.Process
+	var events []*processesv1.ProcessEvent
+	for {
+		message, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the stream failed after %d events: %v", len(events), err)
+		}
+		switch kind := message.Kind.(type) {
+		case *processesv1.WatchProcessResponse_Heartbeat:
+			continue
+		case *processesv1.WatchProcessResponse_Process:
+			if snapshot != nil || events != nil {
+				t.Fatalf("a snapshot after the first message: %v", message)
+			}
+			snapshot = kind.Process
+		case *processesv1.WatchProcessResponse_Event:
+			events = append(events, kind.Event)
+		default:
+			t.Fatalf("an unexpected message: %v", message)
+		}
+		if next := len(events); next < len(updates) {
+			updates[next].ProcessId = created.ProcessId
+			if _, err := client.Processes.UpdateProcess(ctx, updates[next]); err != nil {
+				t.Fatalf("%s: %v", updates[next].Type, err)
+			}
+		}
+	}
+
+	if snapshot == nil || snapshot.ProcessId != created.ProcessId || snapshot.Status != "running" {
+		t.Fatalf("the stream begins with the running process, got %v", snapshot)
+	}
+	if len(events) != len(updates) {
+		t.Fatalf("one event per update, got %v", events)
+	}
+	for i, event := range events {
+		if event.Seq != int32(i+1) || event.Type != updates[i].Type || event.GetStep() != updates[i].GetStep() {
+			t.Fatalf("event %d matches its update %v, got %v", i+1, updates[i], event)
+		}
+	}
+	if events[1].GetMessage() != "Compiling..." || events[1].GetPercent() != 50 || events[3].GetSummary() != "All done!" {
+		t.Fatalf("the events carry their updates' fields, got %v", events)
 	}
 }
 

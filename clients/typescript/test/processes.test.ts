@@ -4,14 +4,8 @@ import { describe, test } from "node:test";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createHtkClient, type HtkClient } from "@htk/client";
-import { createHtkClient as createWebClient } from "@htk/client/web";
 
-import { readOnlyToken, token, uniqueName, url } from "./stack.js";
-
-const transports = {
-  "gRPC (Node)": createHtkClient,
-  "gRPC-Web (browsers)": createWebClient,
-};
+import { readOnlyToken, token, transports, uniqueName, url } from "./stack.js";
 
 async function rejection(call: Promise<unknown>): Promise<ConnectError> {
   try {

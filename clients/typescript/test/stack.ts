@@ -4,6 +4,9 @@
 // (tests/e2e/test_clients.py).
 import { randomBytes } from "node:crypto";
 
+import { createHtkClient } from "@htk/client";
+import { createHtkClient as createWebClient } from "@htk/client/web";
+
 function required(name: string): string {
   const value = process.env[name];
   if (!value) {
@@ -22,3 +25,9 @@ export const readOnlyToken = process.env.HTK_READ_ONLY_TOKEN;
 export function uniqueName(prefix: string): string {
   return `${prefix}-${randomBytes(6).toString("hex")}`;
 }
+
+/** The client over each transport it offers, by the transport's name. */
+export const transports = {
+  "gRPC (Node)": createHtkClient,
+  "gRPC-Web (browsers)": createWebClient,
+};
