@@ -105,6 +105,12 @@ def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
     assert re.search(r"^build\s+Build\s+completed", output, re.M)
     assert re.search(rf"^{process['task_ids'][0]}\s+open\s+Deploy v2\.1\.0\s+review", output, re.M)
     assert re.search(r"^review\s+Review\s+completed", output, re.M)
+    # The watch began while the process ran (or, on a slow machine, once it had finished).
+    assert re.search(
+        rf"^process {process['process_id']} \(Deploy v2\.1\.0\): (running|completed)$", output, re.M
+    )
+    finished = r"^(.*  completed  summary=All done!|process .*: completed)\ndeployed$"
+    assert re.search(finished, output, re.M)
 
 
 def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) -> None:
@@ -119,6 +125,20 @@ def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) ->
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed { image_tag: 'v2.1.0-abc123' }" in output
     assert "review approved by" in output
+    assert _watched_events(output) == [
+        "event 1 step_started build",
+        "event 2 progress build",
+        "event 3 step_completed build",
+        "event 4 step_started review",
+        "event 5 task_completed review",
+        "event 6 completed",
+    ]
+    assert output.endswith("watched until it finished\n")
+
+
+def _watched_events(output: str) -> list[str]:
+    """The lines the example's watch printed, in order."""
+    return [line.rstrip() for line in output.splitlines() if line.startswith("event ")]
 
 
 def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: Path) -> None:
@@ -139,3 +159,11 @@ def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: 
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed map[image_tag:v2.1.0-abc123]" in output
     assert "review approved by" in output
+    assert _watched_events(output) == [
+        "event 1 step_started build",
+        "event 2 step_completed build",
+        "event 3 step_started review",
+        "event 4 task_completed review",
+        "event 5 completed",
+    ]
+    assert output.endswith("watched until it finished\n")
