@@ -1,9 +1,6 @@
 """`htk processes events|watch` and `htk tasks list|complete` against the
-stack, the live view in a pseudo-terminal. Each runs once the API has the
-RPCs it needs (ListProcessEvents and WatchProcess of issue 11, TaskService of
-issue 10) and is skipped, saying so, before."""
+stack, the live view in a pseudo-terminal."""
 
-import importlib.util
 import json
 import re
 import select
@@ -14,21 +11,9 @@ import httpx
 import pexpect
 import pytest
 
-from htk.processes.v1 import process_service_pb2
 from tests.support.orgs import Org
 from tests.support.stack import HTK, Stack
 
-_PROCESS_METHODS = process_service_pb2.DESCRIPTOR.services_by_name["ProcessService"].methods_by_name
-needs_events = pytest.mark.skipif(
-    "ListProcessEvents" not in _PROCESS_METHODS, reason="the API has no ListProcessEvents yet"
-)
-needs_watch = pytest.mark.skipif(
-    "WatchProcess" not in _PROCESS_METHODS, reason="the API has no WatchProcess yet"
-)
-needs_tasks = pytest.mark.skipif(
-    importlib.util.find_spec("htk.processes.v1.task_service_pb2") is None,
-    reason="the API has no TaskService yet",
-)
 STEPS = [
     {"key": "build", "label": "Build", "human": False},
     {"key": "review", "label": "Review", "human": True},
@@ -67,7 +52,6 @@ def next_line(stream: IO[str]) -> str:
     return stream.readline()
 
 
-@needs_events
 def test_events_lists_the_log_in_order_and_after_a_sequence_number(
     rest: httpx.Client, org: Org, env: dict[str, str]
 ) -> None:
@@ -89,7 +73,6 @@ def test_events_lists_the_log_in_order_and_after_a_sequence_number(
     assert "step_started" not in later.stdout and "progress" in later.stdout
 
 
-@needs_watch
 def test_watch_without_a_terminal_prints_a_line_per_event_and_exits_1_on_failure(
     rest: httpx.Client, org: Org, env: dict[str, str]
 ) -> None:
@@ -110,7 +93,6 @@ def test_watch_without_a_terminal_prints_a_line_per_event_and_exits_1_on_failure
         assert watcher.wait(WAIT_SECONDS) == 1
 
 
-@needs_watch
 def test_watch_of_a_finished_process_returns_at_once_with_its_status(
     rest: httpx.Client, org: Org, env: dict[str, str]
 ) -> None:
@@ -123,7 +105,6 @@ def test_watch_of_a_finished_process_returns_at_once_with_its_status(
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
-@needs_watch
 def test_the_live_view_in_a_terminal_shows_progress_changing_and_the_final_status(
     rest: httpx.Client, org: Org, env: dict[str, str]
 ) -> None:
@@ -157,7 +138,6 @@ def test_the_live_view_in_a_terminal_shows_progress_changing_and_the_final_statu
     assert terminal.exitstatus == 0
 
 
-@needs_tasks
 def test_a_person_finds_and_approves_an_open_task(
     stack: Stack, rest: httpx.Client, org: Org, env: dict[str, str]
 ) -> None:
