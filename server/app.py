@@ -4,6 +4,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,15 +16,17 @@ from grpc_reflection.v1alpha import reflection
 from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
+from server.domain.token_cache import CallerCache
 from server.service.deadlines import DeadlineService
 from server.service.hub import WatchHub
 from server.service.processes import ProcessService
 from server.service.tasks import TaskService
-from server.service.tokens import TokenService
+from server.service.tokens import TokenService, token_changes
 from server.service.watch import WatchService
 from server.service.writes import Clock, Writes
 from server.settings import Settings
 from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
+from server.storage.notifications import Listener
 from server.transport import interceptors
 from server.transport.decoding import DecodingInterceptor
 from server.transport.methods import api_services, method_table
@@ -55,6 +58,7 @@ class Server:
         draining: interceptors.Draining,
         upkeep: list["PeriodicJob"],
         watch_hub: WatchHub,
+        listener: Listener,
     ) -> None:
         self.grpc_server = grpc_server
         self._health = health_servicer
@@ -62,13 +66,22 @@ class Server:
         self._upkeep = upkeep
         self._upkeep_tasks: list[asyncio.Task[None]] = []
         self.watch_hub = watch_hub
+        # The worker's one listening connection: watch streams and cached tokens.
+        self.listener = listener
+        self._listening: asyncio.Task[None] | None = None
 
     def add_address(self, address: str) -> int:
         """Listens on `address` too (`host:0` picks a free port); returns the port."""
         return self.grpc_server.add_insecure_port(address)
 
     async def start(self) -> None:
-        await self.watch_hub.start(wait_seconds=CONNECT_TIMEOUT_SECONDS)
+        self._listening = asyncio.create_task(self.listener.run())
+        # A server that can reach its database serves every stream, and
+        # answers from its token cache, as soon as it is up.
+        with suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                await self.listener.first_attempt.wait()
+        self.watch_hub.start()
         await self.grpc_server.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         for service in api_services():
@@ -91,6 +104,10 @@ class Server:
         await self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
         for task in self._upkeep_tasks:
             task.cancel()
+        if self._listening is not None:
+            self._listening.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._listening
 
 
 def build_server(settings: Settings, database: Database, *, clock: Clock = utc_now) -> Server:
@@ -103,7 +120,10 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
         database, clock=clock, key_retention=timedelta(hours=settings.idempotency_key_hours)
     )
     draining = interceptors.Draining()
-    authentication = interceptors.Authentication(TokenService(database, clock))
+    callers = CallerCache(
+        max_entries=settings.token_cache_size, ttl_seconds=settings.token_cache_seconds
+    )
+    authentication = interceptors.Authentication(TokenService(database, clock, callers))
     grpc_server = grpc.aio.server(
         interceptors=[
             # First: a payload that does not decode never reaches a handler.
@@ -125,6 +145,10 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
         ],
     )
     watch_hub = WatchHub(database, max_watchers=settings.max_watchers)
+    listener = Listener(
+        lambda: database.dedicated_connection("htk listener"),
+        [watch_hub.subscription, token_changes(callers, revoked=watch_hub.end_streams_of)],
+    )
     watches = WatchService(database, watch_hub, clock, heartbeat_seconds=settings.heartbeat_seconds)
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
         ProcessServicer(ProcessService(database, writes, clock), watches), grpc_server
@@ -151,7 +175,7 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
         ),
     ]
-    return Server(grpc_server, health_servicer, draining, upkeep, watch_hub)
+    return Server(grpc_server, health_servicer, draining, upkeep, watch_hub, listener)
 
 
 async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:

@@ -124,6 +124,20 @@ class Settings(BaseSettings):
         description="watch streams each worker serves at once; more are refused"
         " (429 / RESOURCE_EXHAUSTED)",
     )
+    token_cache_size: int = Field(
+        10000,
+        ge=0,
+        validation_alias="HTK_TOKEN_CACHE_SIZE",
+        description="valid tokens each worker remembers, so that their calls need no lookup"
+        " (`0`: every call looks its token up)",
+    )
+    token_cache_seconds: int = Field(
+        300,
+        ge=1,
+        validation_alias="HTK_TOKEN_CACHE_SECONDS",
+        description="a remembered token is looked up again after this long; a backstop,"
+        " since every worker forgets a revoked token within a second",
+    )
     log_level: LogLevel = Field(
         "INFO", validation_alias="HTK_LOG_LEVEL", description="server log level"
     )

@@ -10,6 +10,7 @@ import enum
 import hashlib
 import secrets
 import string
+import uuid
 import zlib
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ class Caller:
     # What the token was created for (`htk token create --name`); recorded as
     # who completed a task.
     token_name: str
+    # Which token it is, to forget or end what it opened once it is revoked.
+    token_id: uuid.UUID
 
     def require_any(self, needed: frozenset[Scope]) -> None:
         if needed and not (self.scopes & needed):

@@ -1,12 +1,14 @@
 """The watchers one server process serves, and waking them when their processes change.
 
 Every server process (of every instance on the database) hears every change
-through its own listening connection (storage.notifications). A watcher of
+through its own listening connection (storage.notifications), to which the
+hub subscribes. A watcher of
 one process is only woken: it reads the events after the last one it has
 from the log, so it never depends on which notifications arrived. The watchers
 of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
-batch of notifications for all of them.
+batch of notifications for all of them. A stream ends as soon as the token
+that opened it is revoked.
 """
 
 import asyncio
@@ -17,17 +19,16 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TypeVar
 
-from server.domain.errors import DomainError, ResourceExhausted, Unavailable
+from server.domain.errors import DomainError, ResourceExhausted, Unauthenticated, Unavailable
 from server.domain.watch import ChangeFilter, ProcessChange
 from server.service.feed import ProcessFeed
 from server.storage import processes
 from server.storage.database import Database
-from server.storage.notifications import Listener, Notification
+from server.storage.notifications import CHANNEL, Notification, Subscription
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
-W = TypeVar("W")
 
 # How many changes an organization-wide watcher may have waiting to be sent:
 # one that falls further behind is ended rather than let memory grow.
@@ -37,8 +38,10 @@ MAX_PENDING_CHANGES = 1000
 class ProcessWatcher:
     """A stream watching one process: woken when events after `seen_seq` may be logged."""
 
-    def __init__(self, feed: ProcessFeed) -> None:
+    def __init__(self, feed: ProcessFeed, token_id: uuid.UUID) -> None:
         self.process_id = feed.process_id
+        # The token that opened the stream.
+        self.token_id = token_id
         # Where the server process's watchers of the process find its latest events.
         self.feed = feed
         # The last event the stream has read; wake-ups for it or earlier ones are moot.
@@ -70,8 +73,10 @@ class ProcessWatcher:
 class OrganizationWatcher:
     """A stream watching an organization: the matching changes, queued for it."""
 
-    def __init__(self, change_filter: ChangeFilter) -> None:
+    def __init__(self, change_filter: ChangeFilter, token_id: uuid.UUID) -> None:
         self.filter = change_filter
+        # The token that opened the stream.
+        self.token_id = token_id
         self._pending: deque[ProcessChange] = deque()
         self._arrived = asyncio.Event()
         self._ended: DomainError | None = None
@@ -110,6 +115,10 @@ class OrganizationWatcher:
         return None
 
 
+Watcher = ProcessWatcher | OrganizationWatcher
+W = TypeVar("W", bound=Watcher)
+
+
 class WatchHub:
     """The watch streams of one server process, at most `max_watchers` at once."""
 
@@ -119,32 +128,22 @@ class WatchHub:
         self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
         self._feeds: dict[uuid.UUID, ProcessFeed] = {}
         self._by_org: dict[str, set[OrganizationWatcher]] = {}
+        self._by_token: dict[uuid.UUID, set[Watcher]] = {}
         self._watchers = 0
         self._closed = False
         self._listening = False
         self._org_notifications: asyncio.Queue[Notification] = asyncio.Queue()
-        self.listener = Listener(
-            lambda: database.dedicated_connection("htk listener"),
-            heard=self._heard,
-            listening=self._now_listening,
-            deaf=self._now_deaf,
+        # What the server process's listening connection tells the hub.
+        self.subscription = Subscription(
+            CHANNEL, Notification.decode, self._heard, self._now_listening, self._now_deaf
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        self._delivering: asyncio.Task[None] | None = None
 
-    async def start(self, *, wait_seconds: float) -> None:
-        """Starts listening; waits up to `wait_seconds` for the first attempt,
-        so that a server that can reach its database serves every stream
-        as soon as it is up."""
-        self._tasks = [
-            asyncio.create_task(self.listener.run()),
-            asyncio.create_task(self._deliver_org_changes()),
-        ]
-        with suppress(TimeoutError):
-            async with asyncio.timeout(wait_seconds):
-                await self.listener.first_attempt.wait()
+    def start(self) -> None:
+        self._delivering = asyncio.create_task(self._deliver_org_changes())
 
     async def close(self) -> None:
-        """Ends every stream (they tell their clients to resume) and stops listening."""
+        """Ends every stream (they tell their clients to resume)."""
         self._closed = True
         resume = Unavailable("the server is shutting down; watch again with after_seq to resume")
         for by_process in self._by_process.values():
@@ -154,18 +153,28 @@ class WatchHub:
         for by_org in self._by_org.values():
             for org_watcher in by_org:
                 org_watcher.end(relist)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._delivering is not None:
+            self._delivering.cancel()
             with suppress(asyncio.CancelledError):
-                await task
+                await self._delivering
+
+    def end_streams_of(self, token_id: uuid.UUID | None) -> None:
+        """Ends the streams the token opened (None: every stream): it was revoked."""
+        error = Unauthenticated("invalid token: revoked")
+        for token, watchers in self._by_token.items():
+            if token_id is None or token == token_id:
+                for watcher in watchers:
+                    watcher.end(error)
 
     @asynccontextmanager
-    async def watch_process(self, process_id: uuid.UUID) -> AsyncIterator[ProcessWatcher]:
-        """Registers a watcher of the process for the block's duration."""
+    async def watch_process(
+        self, process_id: uuid.UUID, token_id: uuid.UUID
+    ) -> AsyncIterator[ProcessWatcher]:
+        """Registers a watcher of the process, opened by the token, for the block's duration."""
         feed = self._feeds.setdefault(process_id, ProcessFeed(self._database, process_id))
         try:
-            with self._registered(self._by_process, process_id, ProcessWatcher(feed)) as watcher:
+            watcher = ProcessWatcher(feed, token_id)
+            with self._registered(self._by_process, process_id, watcher):
                 yield watcher
         finally:
             if process_id not in self._by_process:
@@ -173,21 +182,23 @@ class WatchHub:
 
     @asynccontextmanager
     async def watch_organization(
-        self, change_filter: ChangeFilter
+        self, change_filter: ChangeFilter, token_id: uuid.UUID
     ) -> AsyncIterator[OrganizationWatcher]:
-        """Registers a watcher of the organization's changes for the block's duration.
+        """Registers a watcher of the organization's changes, opened by the
+        token, for the block's duration.
 
         Refused while not listening: it would miss changes without knowing.
         """
         if not self._listening:
             raise Unavailable("the server cannot follow changes right now; retry later")
-        watcher = OrganizationWatcher(change_filter)
+        watcher = OrganizationWatcher(change_filter, token_id)
         with self._registered(self._by_org, change_filter.org_id, watcher):
             yield watcher
 
     @contextmanager
-    def _registered(self, registry: dict[K, set[W]], key: K, watcher: W) -> Iterator[W]:
-        """Counts the watcher against the limit and files it under `key` while it lasts."""
+    def _registered(self, registry: dict[K, set[W]], key: K, watcher: W) -> Iterator[None]:
+        """Counts the watcher against the limit and files it under `key` (and
+        its token) while it lasts."""
         if self._closed:
             raise Unavailable("the server is shutting down; retry")
         if self._watchers >= self._max_watchers:
@@ -197,14 +208,13 @@ class WatchHub:
             )
         self._watchers += 1
         registry.setdefault(key, set()).add(watcher)
+        self._by_token.setdefault(watcher.token_id, set()).add(watcher)
         try:
-            yield watcher
+            yield
         finally:
             self._watchers -= 1
-            watchers = registry[key]
-            watchers.discard(watcher)
-            if not watchers:
-                del registry[key]
+            _unfile(registry, key, watcher)
+            _unfile(self._by_token, watcher.token_id, watcher)
 
     # What the listener tells.
 
@@ -276,3 +286,10 @@ class WatchHub:
             if summary is not None and (seq == 0 or event is not None):
                 changes.append(ProcessChange(summary, event))
         return changes
+
+
+def _unfile(registry: dict[K, set[W]], key: K, watcher: W) -> None:
+    watchers = registry[key]
+    watchers.discard(watcher)
+    if not watchers:
+        del registry[key]

@@ -2,23 +2,34 @@
 
 import hmac
 import uuid
+from collections.abc import Callable
 
 from server.domain import tokens
+from server.domain.token_cache import CallerCache
 from server.domain.tokens import Caller, Scope
 from server.service.writes import Clock
 from server.storage import tokens as token_rows
 from server.storage.database import Database
-from server.storage.tokens import TokenInfo
+from server.storage.notifications import Subscription
+from server.storage.tokens import TokenChange, TokenInfo
 
 
 class TokenService:
-    def __init__(self, database: Database, clock: Clock) -> None:
+    """The `htk token` commands, and authenticating callers: through `cache`
+    if given (kept current by `token_changes`), else with a lookup each time."""
+
+    def __init__(self, database: Database, clock: Clock, cache: CallerCache | None = None) -> None:
         self._database = database
         self._clock = clock
+        self._cache = cache
 
     async def authenticate(self, token: str) -> Caller | None:
         """The caller a well-formed token stands for, or None if it is unknown or revoked."""
         presented = tokens.digest(token)
+        # The cache finds the caller by the token's SHA-256 too (see below).
+        if self._cache is not None and (caller := self._cache.get(presented)) is not None:
+            return caller
+        generation = self._cache.generation if self._cache is not None else 0
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             row = await token_rows.find_active(connection, presented)
         # The index finds the row by the token's SHA-256, whose bytes a caller
@@ -26,11 +37,15 @@ class TokenService:
         # comparison all the same, so no byte-wise early exit decides access.
         if row is None or not hmac.compare_digest(row.digest, presented):
             return None
-        return Caller(
+        caller = Caller(
             org_id=row.org_id,
             token_name=row.name,
             scopes=frozenset(Scope(name) for name in row.scopes),
+            token_id=row.token_id,
         )
+        if self._cache is not None:
+            self._cache.put(presented, caller, generation)
+        return caller
 
     async def create(
         self, org_id: str, name: str, scopes: frozenset[Scope]
@@ -58,3 +73,23 @@ class TokenService:
         """Revokes the token; False if no token has that id."""
         async with self._database.transaction() as connection:
             return await token_rows.revoke(connection, token_id, self._clock())
+
+
+def token_changes(
+    cache: CallerCache, revoked: Callable[[uuid.UUID | None], None]
+) -> Subscription[TokenChange]:
+    """Keeps `cache` current with what the listening connection hears of
+    tokens, and calls `revoked` with each token that is no longer active
+    (None: every token)."""
+
+    def heard(change: TokenChange) -> None:
+        if change.token_id is None:
+            cache.forget_all()
+        else:
+            cache.forget(change.token_id)
+        if not change.active:
+            revoked(change.token_id)
+
+    return Subscription(
+        token_rows.CHANNEL, TokenChange.decode, heard, listening=cache.trust, deaf=cache.distrust
+    )

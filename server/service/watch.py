@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from server.domain.processes import Event, Process, ProcessStatus, check_after_seq
+from server.domain.tokens import Caller
 from server.domain.watch import ChangeFilter, Heartbeat, ProcessChange
 from server.service.feed import READ_BATCH
 from server.service.hub import ProcessWatcher, WatchHub
@@ -29,20 +30,23 @@ class WatchService:
         self._heartbeat_seconds = heartbeat_seconds
 
     async def process(
-        self, org_id: str, process_id: uuid.UUID, after_seq: int | None
+        self, caller: Caller, process_id: uuid.UUID, after_seq: int | None
     ) -> AsyncGenerator[Process | Event | Heartbeat, None]:
         """The process (without `after_seq`) or its events after `after_seq`,
-        then its events as they are logged, until the one that finishes it.
+        then its events as they are logged, until the one that finishes it
+        (or the caller's token is revoked).
 
         A heartbeat goes out first if there is nothing else to send, and
         whenever nothing else has for `heartbeat_seconds`.
         """
         if after_seq is not None:
             check_after_seq(after_seq)
-        async with self._hub.watch_process(process_id) as watcher:
+        async with self._hub.watch_process(process_id, caller.token_id) as watcher:
             # One snapshot: the steps agree with the process's update count.
             async with self._database.transaction(isolation="REPEATABLE READ") as connection:
-                process = await load_process(connection, org_id, process_id, for_update=False)
+                process = await load_process(
+                    connection, caller.org_id, process_id, for_update=False
+                )
             if after_seq is None:
                 yield process
                 watcher.seen_seq = process.update_count
@@ -94,11 +98,12 @@ class WatchService:
                 return
 
     async def organization(
-        self, change_filter: ChangeFilter
+        self, change_filter: ChangeFilter, caller: Caller
     ) -> AsyncGenerator[ProcessChange | Heartbeat, None]:
         """Every change matching the filter from now on, with heartbeats: the
-        first at once, to say that changes are being followed."""
-        async with self._hub.watch_organization(change_filter) as watcher:
+        first at once, to say that changes are being followed (until the
+        caller's token is revoked)."""
+        async with self._hub.watch_organization(change_filter, caller.token_id) as watcher:
             yield Heartbeat(self._clock())
             while True:
                 change = await watcher.next(self._heartbeat_seconds)

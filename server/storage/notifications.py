@@ -8,22 +8,25 @@ event. PostgreSQL delivers notifications at commit, so a watcher woken by
 one always finds its rows.
 
 Each server process listens on one dedicated connection of its own
-(`Listener`), which it reopens when it is lost.
+(`Listener`), which it reopens when it is lost, to this channel and to any
+other a part of the server subscribes to (tokens' changes, for one).
 """
 
 import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from sqlalchemy import bindparam, func, literal
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CHANNEL = "htk_process_events"
 # The statement that notifies, for storage's writes to add to theirs.
@@ -59,27 +62,30 @@ class Notification:
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
 
-class Listener:
-    """Listens on CHANNEL over one connection, and tells what it hears.
+@dataclass(frozen=True)
+class Subscription(Generic[T]):
+    """What one part of the server hears on `channel`.
 
-    `heard` gets each notification; `listening` is called each time the
-    connection is (re)established and listens, after which every
+    `heard` gets each notification, decoded; `listening` is called each time
+    the connection is (re)established and listens, after which every
     notification arrives; `deaf` is called when it is lost, after which
     notifications may have been missed until `listening` is called again.
     """
 
-    def __init__(
-        self,
-        connect: Connect,
-        *,
-        heard: Callable[[Notification], None],
-        listening: Callable[[], None],
-        deaf: Callable[[], None],
-    ) -> None:
+    channel: str
+    decode: Callable[[str], T]
+    heard: Callable[[T], None]
+    listening: Callable[[], None]
+    deaf: Callable[[], None]
+
+
+class Listener:
+    """Listens on the subscriptions' channels over one connection, and tells
+    each subscription what it hears."""
+
+    def __init__(self, connect: Connect, subscriptions: Sequence[Subscription[Any]]) -> None:
         self._connect = connect
-        self._heard = heard
-        self._listening = listening
-        self._deaf = deaf
+        self._subscriptions = {subscription.channel: subscription for subscription in subscriptions}
         self.first_attempt = asyncio.Event()
         # The backend serving the connection, while there is one (tests end it).
         self.backend_pid: int | None = None
@@ -102,28 +108,32 @@ class Listener:
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         connection = await self._connect()
         try:
-            await connection.execute(f"LISTEN {CHANNEL}")
+            for channel in self._subscriptions:
+                await connection.execute(f"LISTEN {channel}")
             self.backend_pid = connection.info.backend_pid
-            self._listening()
+            for subscription in self._subscriptions.values():
+                subscription.listening()
             self.first_attempt.set()
             try:
                 yield connection
             finally:
                 self.backend_pid = None
-                self._deaf()
+                for subscription in self._subscriptions.values():
+                    subscription.deaf()
         finally:
             await connection.close()
 
     async def _receive(self, connection: psycopg.AsyncConnection[Any]) -> None:
         while True:
             async for notify in connection.notifies(timeout=CHECK_INTERVAL_SECONDS):
+                subscription = self._subscriptions[notify.channel]
                 try:
-                    notification = Notification.decode(notify.payload)
+                    notification = subscription.decode(notify.payload)
                 except (ValueError, TypeError) as error:
                     # Not ours (someone else's NOTIFY on the channel): ignored.
                     log.warning("ignored a malformed notification %r: %s", notify.payload, error)
                     continue
-                self._heard(notification)
+                subscription.heard(notification)
             # notifies() holds the connection; between its rounds it is free.
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 await connection.execute("SELECT 1")

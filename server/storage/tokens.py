@@ -1,5 +1,6 @@
-"""Organizations and their API tokens' rows."""
+"""Organizations and their API tokens' rows, and the notifications of their changes."""
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,6 +10,23 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.storage.tables import ApiToken, Organization
+
+# Every change to a token's row is notified here by a trigger (migration 0005).
+CHANNEL = "htk_token_changes"
+
+
+@dataclass(frozen=True)
+class TokenChange:
+    """That a token's row changed: `token_id` (None: every token, all deleted),
+    and whether the token is still active."""
+
+    token_id: uuid.UUID | None
+    active: bool
+
+    @classmethod
+    def decode(cls, payload: str) -> "TokenChange":
+        token_id, active = json.loads(payload)
+        return cls(None if token_id is None else uuid.UUID(str(token_id)), bool(active))
 
 
 @dataclass(frozen=True)
@@ -23,15 +41,15 @@ class TokenInfo:
 
 
 # Built once: every call runs it (see server/storage/processes.py).
-_FIND_ACTIVE = select(ApiToken.org_id, ApiToken.name, ApiToken.scopes, ApiToken.digest).where(
-    ApiToken.digest == bindparam("digest"), ApiToken.revoked_at.is_(None)
-)
+_FIND_ACTIVE = select(
+    ApiToken.token_id, ApiToken.org_id, ApiToken.name, ApiToken.scopes, ApiToken.digest
+).where(ApiToken.digest == bindparam("digest"), ApiToken.revoked_at.is_(None))
 
 
 async def find_active(
     connection: AsyncConnection, digest: bytes
-) -> Row[str, str, list[str], bytes] | None:
-    """The active token with this digest: its org_id, name, scopes and digest."""
+) -> Row[uuid.UUID, str, str, list[str], bytes] | None:
+    """The active token with this digest: its token_id, org_id, name, scopes and digest."""
     return (await connection.execute(_FIND_ACTIVE, {"digest": digest})).one_or_none()
 
 

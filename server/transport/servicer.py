@@ -84,7 +84,7 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
     ) -> AsyncIterator[pb.WatchProcessResponse]:
         process_id = parse_process_id(request.process_id)
         after_seq = request.after_seq if request.HasField("after_seq") else None
-        stream = self._watches.process(current_caller().org_id, process_id, after_seq)
+        stream = self._watches.process(current_caller(), process_id, after_seq)
         async for message in errors_in_band(
             stream, messages.process_watch, messages.process_watch_error, context
         ):
@@ -96,7 +96,7 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         wanted = change_filter(
             current_caller().org_id, namespace=request.namespace, status=request.status
         )
-        stream = self._watches.organization(wanted)
+        stream = self._watches.organization(wanted, current_caller())
         async for message in errors_in_band(
             stream, messages.organization_watch, messages.organization_watch_error, context
         ):

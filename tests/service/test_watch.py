@@ -431,7 +431,7 @@ async def test_a_lost_listening_connection_loses_no_event(
             return await connect(application_name)
 
         monkeypatch.setattr(running.database, "dedicated_connection", held_back)
-        listener = running.server.watch_hub.listener
+        listener = running.server.listener
         assert listener.backend_pid is not None
         async with running.database.transaction(isolation="AUTOCOMMIT") as connection:
             await connection.exec_driver_sql(f"SELECT pg_terminate_backend({listener.backend_pid})")

@@ -2,6 +2,7 @@
 
 import hashlib
 import string
+import uuid
 
 import pytest
 
@@ -132,7 +133,7 @@ def test_write_scopes_are_the_documented_pair() -> None:
 def test_require_any_passes_with_an_overlapping_scope(
     scopes: set[Scope], needed: frozenset[Scope]
 ) -> None:
-    Caller("acme", frozenset(scopes), "deployer").require_any(needed)
+    Caller("acme", frozenset(scopes), "deployer", uuid.uuid4()).require_any(needed)
 
 
 @pytest.mark.parametrize(
@@ -160,5 +161,5 @@ def test_require_any_denies_without_overlap(
     scopes: set[Scope], needed: frozenset[Scope], message: str
 ) -> None:
     with pytest.raises(PermissionDenied) as excinfo:
-        Caller("acme", frozenset(scopes), "deployer").require_any(needed)
+        Caller("acme", frozenset(scopes), "deployer", uuid.uuid4()).require_any(needed)
     assert str(excinfo.value) == message
