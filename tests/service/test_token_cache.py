@@ -1,0 +1,248 @@
+"""Remembered tokens in process: a token is looked up once, then answered from
+the worker's cache; unknown tokens are looked up every time and never kept;
+whichever way a token is revoked or changed, calls see it within a second;
+while the listening connection is lost the cache is bypassed, and once it
+is back the cache starts empty; a revoked token's watch streams end."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from htk.processes.v1 import process_service_pb2 as pb
+from server.domain.tokens import digest, generate_token
+from server.service.tokens import TokenService
+from server.storage import tokens as token_rows
+from tests.service.calls import Stub, create
+from tests.service.test_watch import HANG_SECONDS, own_server, read, rest_of, watch
+from tests.support.in_process import InProcessServer
+from tests.support.orgs import Org
+
+# What the README promises: a revocation reaches every worker within this.
+REVOCATION_SECONDS = 1.0
+
+
+async def status_of(call: Awaitable[Any]) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def get(stub: Stub, process_id: str, token: str) -> Awaitable[Any]:
+    request = pb.GetProcessRequest(process_id=process_id)
+    return stub.GetProcess(request, metadata=(("authorization", f"Bearer {token}"),))
+
+
+async def refused_within_a_second(
+    call: Callable[[], Awaitable[Any]], refusal: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+) -> None:
+    """Calls until `refusal`, which must come within REVOCATION_SECONDS of now."""
+    began = time.monotonic()
+    while (status := await status_of(call())) != refusal:
+        assert status == grpc.StatusCode.OK
+        elapsed = time.monotonic() - began
+        assert elapsed < REVOCATION_SECONDS, f"still {status.name} after {elapsed:.2f} s"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The digests the server looks up in the database, as it does."""
+    looked_up: list[bytes] = []
+    find_active = token_rows.find_active
+
+    async def counted(connection: AsyncConnection, digest: bytes) -> Any:
+        looked_up.append(digest)
+        return await find_active(connection, digest)
+
+    monkeypatch.setattr(token_rows, "find_active", counted)
+    return looked_up
+
+
+async def token_id_of(server: InProcessServer, org_id: str, name: str) -> uuid.UUID:
+    (token_id,) = [
+        info.token_id
+        for info in await TokenService(server.database, server.clock).list(org_id)
+        if info.name == name
+    ]
+    return token_id
+
+
+async def execute(server: InProcessServer, sql: str, token_id: uuid.UUID) -> None:
+    """Runs `sql` on the tokens as an operator would, with psql: committed at once."""
+    async with server.database.transaction() as connection:
+        await connection.exec_driver_sql(sql, (token_id,))
+
+
+async def test_a_token_is_looked_up_once_then_remembered(
+    server: InProcessServer, processes: Stub, org: Org, lookups: list[bytes]
+) -> None:
+    process = await create(processes, org, "build")
+    token = await server.token(org.org_id, scopes="")
+    for _ in range(3):
+        assert await status_of(get(processes, process.process_id, token)) == grpc.StatusCode.OK
+    assert lookups.count(digest(token)) == 1
+
+
+async def test_an_unknown_token_is_looked_up_every_time(
+    server: InProcessServer, processes: Stub, lookups: list[bytes]
+) -> None:
+    unknown = generate_token()
+    for _ in range(3):
+        refused = await status_of(get(processes, str(uuid.uuid4()), unknown))
+        assert refused == grpc.StatusCode.UNAUTHENTICATED
+    assert lookups.count(digest(unknown)) == 3
+
+
+REVOCATIONS = {
+    "htk token revoke": None,
+    "an operator's UPDATE": "UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s",
+    "an operator's DELETE": "DELETE FROM api_tokens WHERE token_id = %s",
+}
+
+
+@pytest.mark.parametrize("sql", REVOCATIONS.values(), ids=REVOCATIONS.keys())
+async def test_a_revoked_token_is_refused_within_a_second(
+    server: InProcessServer, processes: Stub, org: Org, sql: str | None
+) -> None:
+    process = await create(processes, org, "build")
+    token = await server.token(org.org_id, scopes="", name="to-revoke")
+    token_id = await token_id_of(server, org.org_id, "to-revoke")
+    assert await status_of(get(processes, process.process_id, token)) == grpc.StatusCode.OK
+
+    if sql is None:
+        assert await TokenService(server.database, server.clock).revoke(token_id)
+    else:
+        await execute(server, sql, token_id)
+    await refused_within_a_second(lambda: get(processes, process.process_id, token))
+
+
+async def test_a_token_that_lost_a_scope_is_denied_within_a_second(
+    server: InProcessServer, processes: Stub, org: Org
+) -> None:
+    token = await server.token(org.org_id, name="writer")
+    org_writing = Org(org.org_id, token, org.reader)
+    await create(processes, org_writing, "build")
+
+    token_id = await token_id_of(server, org.org_id, "writer")
+    await execute(server, "UPDATE api_tokens SET scopes = '{}' WHERE token_id = %s", token_id)
+    await refused_within_a_second(
+        lambda: create(processes, org_writing, "build"), grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+@asynccontextmanager
+async def listener_lost(running: InProcessServer) -> AsyncIterator[asyncio.Event]:
+    """Ends the worker's listening connection and holds its reconnection back
+    until the yielded event is set; returns once it is listening again."""
+    reconnect = asyncio.Event()
+    connect = running.database.dedicated_connection
+
+    async def held_back(application_name: str) -> psycopg.AsyncConnection[Any]:
+        await reconnect.wait()
+        return await connect(application_name)
+
+    listener = running.server.listener
+    assert listener.backend_pid is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(running.database, "dedicated_connection", held_back)
+        async with running.database.transaction(isolation="AUTOCOMMIT") as connection:
+            await connection.exec_driver_sql(f"SELECT pg_terminate_backend({listener.backend_pid})")
+        await until(lambda: listener.backend_pid is None)
+        yield reconnect
+    reconnect.set()
+    await until(lambda: listener.backend_pid is not None)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(HANG_SECONDS):
+        while not condition():  # noqa: ASYNC110 # the listener has no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def test_without_its_listening_connection_a_worker_looks_every_token_up(
+    database_url: str, lookups: list[bytes]
+) -> None:
+    async with own_server(database_url) as (running, stub, org):
+        process = await create(stub, org, "build")
+        revoked = await running.token(org.org_id, scopes="", name="revoked while deaf")
+        revoked_id = await token_id_of(running, org.org_id, "revoked while deaf")
+        kept = await running.token(org.org_id, scopes="", name="kept")
+        for token in (revoked, kept):
+            assert await status_of(get(stub, process.process_id, token)) == grpc.StatusCode.OK
+
+        async with listener_lost(running):
+            # Its notification reaches no one on this worker.
+            await execute(
+                running, "UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s", revoked_id
+            )
+            refused = await status_of(get(stub, process.process_id, revoked))
+            assert refused == grpc.StatusCode.UNAUTHENTICATED
+            looked_up = lookups.count(digest(kept))
+            for _ in range(2):
+                assert await status_of(get(stub, process.process_id, kept)) == grpc.StatusCode.OK
+            assert lookups.count(digest(kept)) == looked_up + 2
+
+        # Listening again, the cache started empty: the revocation it did not
+        # hear still holds, and tokens are remembered again.
+        refused = await status_of(get(stub, process.process_id, revoked))
+        assert refused == grpc.StatusCode.UNAUTHENTICATED
+        looked_up = lookups.count(digest(kept))
+        for _ in range(2):
+            assert await status_of(get(stub, process.process_id, kept)) == grpc.StatusCode.OK
+        assert lookups.count(digest(kept)) == looked_up + 1
+
+
+async def test_a_revocation_right_after_the_listening_connection_ends_is_honored(
+    database_url: str,
+) -> None:
+    """Whether the worker notices the loss before or after the revocation
+    commits, and however soon it reconnects."""
+    async with own_server(database_url) as (running, stub, org):
+        process = await create(stub, org, "build")
+        token = await running.token(org.org_id, scopes="", name="to-revoke")
+        token_id = await token_id_of(running, org.org_id, "to-revoke")
+        assert await status_of(get(stub, process.process_id, token)) == grpc.StatusCode.OK
+
+        listener = running.server.listener
+        async with running.database.transaction(isolation="AUTOCOMMIT") as connection:
+            await connection.exec_driver_sql(f"SELECT pg_terminate_backend({listener.backend_pid})")
+        await execute(
+            running, "UPDATE api_tokens SET revoked_at = now() WHERE token_id = %s", token_id
+        )
+        await refused_within_a_second(lambda: get(stub, process.process_id, token))
+
+
+async def test_a_revoked_token_ends_its_watch_streams_in_band(
+    server: InProcessServer, processes: Stub, org: Org
+) -> None:
+    process = await create(processes, org, "build")
+    token = await server.token(org.org_id, scopes="", name="watcher")
+    token_id = await token_id_of(server, org.org_id, "watcher")
+    per_process = watch(processes, org, process.process_id, token=token)
+    assert (await read(per_process)).HasField("process")
+    organization = processes.WatchProcesses(
+        pb.WatchProcessesRequest(), metadata=org.metadata(token)
+    )
+    assert (await read(organization)).HasField("heartbeat")
+    unrevoked = watch(processes, org, process.process_id)  # the org's writer token
+    assert (await read(unrevoked)).HasField("process")
+
+    await TokenService(server.database, server.clock).revoke(token_id)
+    for call in (per_process, organization):
+        (ended,) = await rest_of(call)
+        assert ended.error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+        assert ended.error.message == "invalid token: revoked"
+        assert await call.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Another token's stream goes on: it still gets its heartbeats.
+    assert (await read(unrevoked)).HasField("heartbeat")
+    unrevoked.cancel()
