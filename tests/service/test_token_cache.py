@@ -2,24 +2,27 @@
 the worker's cache; unknown tokens are looked up every time and never kept;
 whichever way a token is revoked or changed, calls see it within a second;
 while the listening connection is lost the cache is bypassed, and once it
-is back the cache starts empty; a revoked token's watch streams end."""
+is back the cache starts empty; a revoked token's watch streams end; a
+TRUNCATE of the tokens refuses them all."""
 
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import grpc
 import psycopg
 import pytest
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from htk.processes.v1 import process_service_pb2 as pb
 from server.domain.tokens import digest, generate_token
 from server.service.tokens import TokenService
 from server.storage import tokens as token_rows
+from server.storage.migrate import upgrade_to_latest
 from tests.service.calls import Stub, create
 from tests.service.test_watch import HANG_SECONDS, own_server, read, rest_of, watch
 from tests.support.in_process import InProcessServer
@@ -246,3 +249,29 @@ async def test_a_revoked_token_ends_its_watch_streams_in_band(
     # Another token's stream goes on: it still gets its heartbeats.
     assert (await read(unrevoked)).HasField("heartbeat")
     unrevoked.cancel()
+
+
+@contextmanager
+def scratch_database(database_url: str) -> Iterator[str]:
+    """A database of its own on the same server, migrated: for a test that
+    wipes every token."""
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    try:
+        url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+        upgrade_to_latest(url)
+        yield url
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def test_wiping_every_token_refuses_them_all_within_a_second(database_url: str) -> None:
+    with scratch_database(database_url) as scratch_url:
+        async with own_server(scratch_url) as (running, stub, org):
+            process = await create(stub, org, "build")
+            assert await status_of(get(stub, process.process_id, org.reader)) == grpc.StatusCode.OK
+            async with running.database.transaction() as connection:
+                await connection.exec_driver_sql("TRUNCATE api_tokens")
+            await refused_within_a_second(lambda: get(stub, process.process_id, org.reader))
