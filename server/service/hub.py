@@ -2,9 +2,9 @@
 
 Every server process (of every instance on the database) hears every change
 through its own listening connection (storage.notifications), to which the
-hub subscribes. A watcher of
-one process is only woken: it reads the events after the last one it has
-from the log, so it never depends on which notifications arrived. The watchers
+hub subscribes. A watcher of one process is only woken: it reads the events
+after the last one it has from the log, so it never depends on which
+notifications arrived. The watchers
 of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
 batch of notifications for all of them. A stream ends as soon as the token
