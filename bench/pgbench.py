@@ -21,8 +21,11 @@ from bench.stack import run_client
 
 # The embedded PostgreSQL's own pgbench: the same version as the server.
 PGBENCH = POSTGRES_BIN_PATH / "pgbench"
+# The phases pgbench is the reference of, and its script for each.
+GET, UPDATE = "Get (10 steps)", "Update"
 GET_SCRIPT = Path(__file__).with_name("get.sql")
 UPDATE_SCRIPT = Path(__file__).with_name("update.sql")
+REFERENCES = {GET: GET_SCRIPT, UPDATE: UPDATE_SCRIPT}
 TRANSPORT = "pgbench (reference)"
 
 

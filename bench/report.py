@@ -22,8 +22,7 @@ from server.settings import CHECKOUT
 RSS_GOAL_MB = 150.0
 REST_OVER_GRPC_GOAL = 0.85
 # REST through Envoy against pgbench running the same work (medians of the rounds).
-PGBENCH_GOALS = {"Get (10 steps)": 0.15, "Update": 0.5}
-REFERENCES = {"Get (10 steps)": pgbench.GET_SCRIPT, "Update": pgbench.UPDATE_SCRIPT}
+PGBENCH_GOALS = {pgbench.GET: 0.15, pgbench.UPDATE: 0.5}
 GRPC, REST = "gRPC direct", "REST via Envoy"
 
 
@@ -236,17 +235,17 @@ class Beside:
 
     @classmethod
     def all(cls, results: list[Measurement]) -> list["Beside"]:
+        phases = dict.fromkeys(
+            (m.name, m.workers, m.concurrency) for m in results if m.transport == pgbench.TRANSPORT
+        )
         found = []
-        for m in results:
-            if (
-                m.transport != pgbench.TRANSPORT
-                or _rounds(results, m.name, m.transport, m.workers, m.concurrency)[0] is not m
-            ):
-                continue
-            phase = (m.name, m.workers, m.concurrency)
-            rounds = [_rounds(results, m.name, t, *phase[1:]) for t in (m.transport, GRPC, REST)]
-            if len({len(r) for r in rounds}) == 1:
-                found.append(cls(*phase, *rounds))
+        for name, workers, concurrency in phases:
+            rounds = [
+                _rounds(results, name, transport, workers, concurrency)
+                for transport in (pgbench.TRANSPORT, GRPC, REST)
+            ]
+            if len({len(r) for r in rounds}) == 1:  # else a round went missing
+                found.append(cls(name, workers, concurrency, *rounds))
         return found
 
 
@@ -386,7 +385,7 @@ def _beside_pgbench(results: list[Measurement]) -> list[str]:
         "## Get and Update beside pgbench",
         "",
         "The reference is PostgreSQL's own C client, `pgbench` (the embedded PostgreSQL's, "
-        "`-M prepared`, as many clients as the phase has callers, 2 threads), running the "
+        "`-M prepared`, as many clients as the phase has callers, a thread per core), running the "
         "minimal statements for the same work (`bench/get.sql`, `bench/update.sql`; each "
         "file says how to run it by hand) on the same database, rows and token: what "
         "PostgreSQL itself delivers, with no htk in the way. The references follow the "
@@ -402,7 +401,7 @@ def _beside_pgbench(results: list[Measurement]) -> list[str]:
         rest_ratios = _ratios(b.rest, b.pgbench)
         goal = PGBENCH_GOALS.get(b.name)
         met = statistics.median(rest_ratios) >= goal if goal and rest_ratios else None
-        reference = REFERENCES[b.name].relative_to(CHECKOUT)
+        reference = pgbench.REFERENCES[b.name].relative_to(CHECKOUT)
         lines.append(
             f"| {b.name} | `{reference}` | {b.workers} | {b.concurrency} | {_rates(b.pgbench)} "
             f"| {_rates(b.grpc)} | {_rates(b.rest)} | {_median_of(_ratios(b.grpc, b.pgbench))} "
@@ -423,8 +422,8 @@ def _statements(captured: Capture | None) -> list[str]:
         "Each is a round trip.",
         "",
     ]
-    for name, server in (("Get (10 steps)", captured.get), ("Update", captured.update)):
-        reference = REFERENCES[name]
+    for name, server in ((pgbench.GET, captured.get), (pgbench.UPDATE, captured.update)):
+        reference = pgbench.REFERENCES[name]
         ours = pgbench.statements(reference.read_text())
         out += [
             f"| # | {name}: server ({len(server)}) "

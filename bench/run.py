@@ -23,6 +23,7 @@ import grpc
 import psycopg
 
 from bench import capture, pgbench, report, seed, wrk
+from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler
 from bench.watch import WatchConfig, WatchMeasurement, measure
@@ -308,14 +309,12 @@ class Runner:
         }
         return self._record(name, "REST via Envoy", workers, concurrency, result, sampler, goal)
 
-    def pgbench(
-        self, name: str, script: Path, concurrency: int, workers: int
-    ) -> report.Measurement:
-        """The reference for a Get or Update phase: `script` run by pgbench at
-        the phase's concurrency, for as long."""
+    def pgbench(self, name: str, concurrency: int, workers: int) -> report.Measurement:
+        """The reference for the Get or the Update phase (`name`): its script
+        run by pgbench at the phase's concurrency, for as long."""
         result = pgbench.run(
             self.database_url,
-            script,
+            pgbench.REFERENCES[name],
             pgbench.variables(
                 self.fixtures.token,
                 len(self.fixtures.get_ids),
@@ -372,32 +371,22 @@ class Runner:
     def _metadata(self) -> tuple[tuple[str, str]]:
         return (("authorization", f"Bearer {self.fixtures.token}"),)
 
-    def gets(
-        self, stack: Stack, workers: int, concurrency: int, *, beside_pgbench: bool = False
+    def calls(
+        self, stack: Stack, name: str, workers: int, concurrency: int, *, beside_pgbench: bool
     ) -> None:
-        """Get at `concurrency`; beside pgbench, ROUNDS times interleaved with it."""
-        lua = wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
+        """The Get or the Update phase (`name`) at `concurrency`, over gRPC and
+        REST; beside pgbench, ROUNDS times interleaved with it."""
+        if name == GET:
+            method, lua = "get", wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
+        else:
+            updates = self.fixtures.update_targets
+            method, lua = "update", wrk.script(self.fixtures.token, updates=updates)
         for round_ in range(ROUNDS if beside_pgbench else 1):
             if beside_pgbench:
-                self.pgbench(GET, pgbench.GET_SCRIPT, concurrency, workers)
-            self.grpc(stack, GET, "get", concurrency, workers)
-            with profiled(stack, "get", round_ == 0 and beside_pgbench):
-                self.rest(stack, GET, "/", concurrency, workers, lua)
-
-    def updates(
-        self, stack: Stack, workers: int, concurrency: int, *, beside_pgbench: bool = False
-    ) -> None:
-        """Update at `concurrency`; beside pgbench, ROUNDS times interleaved with it."""
-        lua = wrk.script(self.fixtures.token, updates=self.fixtures.update_targets)
-        for round_ in range(ROUNDS if beside_pgbench else 1):
-            if beside_pgbench:
-                self.pgbench(UPDATE, pgbench.UPDATE_SCRIPT, concurrency, workers)
-            self.grpc(stack, UPDATE, "update", concurrency, workers)
-            with profiled(stack, "update", round_ == 0 and beside_pgbench):
-                self.rest(stack, UPDATE, "/", concurrency, workers, lua)
-
-
-GET, UPDATE = "Get (10 steps)", "Update"
+                self.pgbench(name, concurrency, workers)
+            self.grpc(stack, name, method, concurrency, workers)
+            with profiled(stack, method, round_ == 0 and beside_pgbench):
+                self.rest(stack, name, "/", concurrency, workers, lua)
 
 
 def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
@@ -515,16 +504,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"main run: HTK_WORKERS={main_workers}")
         with bench_stack(database_url, main_workers) as stack:
             runner.lists(stack, main_workers, list_cases() + task_cases())
-            runner.gets(stack, main_workers, 16, beside_pgbench=True)
-            runner.updates(stack, main_workers, 16, beside_pgbench=True)
+            runner.calls(stack, GET, main_workers, 16, beside_pgbench=True)
+            runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
             for concurrency in (1, 64):
-                runner.updates(stack, main_workers, concurrency)
+                runner.calls(stack, UPDATE, main_workers, concurrency, beside_pgbench=False)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
             with bench_stack(database_url, workers) as stack:
                 runner.lists(stack, workers, short_list_cases())
-                runner.gets(stack, workers, 16)
-                runner.updates(stack, workers, 16)
+                runner.calls(stack, GET, workers, 16, beside_pgbench=False)
+                runner.calls(stack, UPDATE, workers, 16, beside_pgbench=False)
         watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began

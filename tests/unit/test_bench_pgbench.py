@@ -83,9 +83,9 @@ def test_the_update_reference_is_the_token_then_one_read_committed_transaction()
     assert "pg_notify" in update[6]
 
 
-def _measured(transport: str, rate: float, name: str = "Update") -> report.Measurement:
+def _measured(transport: str, rate: float) -> report.Measurement:
     return report.Measurement(
-        name=name, transport=transport, workers=2, concurrency=16, count=int(rate),
+        name=pgbench.UPDATE, transport=transport, workers=2, concurrency=16, count=int(rate),
         seconds=1.0, p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, errors=0, error_sample="",
         client_cores=0.1, server_cores=None, envoy_cores=None, server_rss_mb=None, goal="",
     )  # fmt: skip
@@ -112,7 +112,7 @@ def test_rounds_are_set_beside_pgbench_and_ratios_taken_round_by_round() -> None
 
 def test_a_phase_measured_in_rounds_is_found_as_its_median() -> None:
     results = _rounds((1000, 400, 380), (500, 300, 240), (1000, 450, 400))
-    found = report._find(results, "Update", report.REST, 2, 16)
+    found = report._find(results, pgbench.UPDATE, report.REST, 2, 16)
     assert found is not None and found.rate == 380
 
 
