@@ -1,16 +1,12 @@
-"""What SQL one UpdateProcess sends, captured from PostgreSQL's own log.
-
-The baseline must run exactly the server's statements. Rather than trust a
-reading of the code, the harness logs one server update and one baseline
-update with log_statement=all and compares the two sequences.
+"""What SQL one GetProcess and one UpdateProcess send, captured from
+PostgreSQL's own log (log_statement=all) rather than read from the code: the
+report shows them beside the reference's (bench/get.sql, bench/update.sql).
 """
 
 import re
 from pathlib import Path
 
 _STATEMENT = re.compile(r"\[(\d+)\] LOG:  (?:statement|execute [^:]*): (.*)")
-_CAST = re.compile(r"::(TIMESTAMP WITH(OUT)? TIME ZONE|[A-Z_]+)(\[\])?")
-_PLACEHOLDER = re.compile(r"\$\d+")
 
 
 def read_statements(log_path: Path, offset: int) -> list[str]:
@@ -33,14 +29,6 @@ def read_statements(log_path: Path, offset: int) -> list[str]:
     if current is not None:
         statements.append(" ".join(current))
     return statements
-
-
-def normalize(statement: str) -> str:
-    """The shape of a statement: casts, parameters, spacing and case removed."""
-    text = _CAST.sub("", statement)
-    text = _PLACEHOLDER.sub("?", text)
-    text = re.sub(r"\s+", " ", text).strip().lower()
-    return re.sub(r"\s*([=,()])\s*", r"\1", text)
 
 
 def log_size(log_path: Path) -> int:

@@ -22,7 +22,9 @@ from typing import Any
 import grpc
 import psycopg
 
-from bench import capture, report, seed, wrk
+from bench import capture, pgbench, report, seed, wrk
+from bench.pgbench import GET, UPDATE
+from bench.profile import profiled
 from bench.stack import Sampler
 from bench.watch import WatchConfig, WatchMeasurement, measure
 from htk.processes.v1 import process_service_pb2 as pb
@@ -36,8 +38,10 @@ from tests.support.stack import Stack, create_token, running_stack
 
 DATA_DIR = CHECKOUT / ".bench-data"
 DEFAULT_PROCESSES = 1_000_000
-POOL_SIZE = 10  # HTK_DB_POOL_SIZE's default: per server process
 GRPC_CHANNELS = 4
+# Get and Update beside pgbench: each comparison this many times, interleaved
+# (pgbench, gRPC, REST, again), and the median reported: the machine is noisy.
+ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,6 @@ class Runner:
         goal: str = "",
     ) -> report.Measurement:
         spec = {
-            "kind": "grpc",
             "target": stack.server_target,
             "token": self.fixtures.token,
             "method": method,
@@ -306,19 +309,23 @@ class Runner:
         }
         return self._record(name, "REST via Envoy", workers, concurrency, result, sampler, goal)
 
-    def baseline(self, concurrency: int, workers: int) -> report.Measurement:
-        spec = {
-            "kind": "psycopg",
-            "database_url": self.database_url,
-            "token": self.fixtures.token,
-            "pool_size": POOL_SIZE * workers,
-            "concurrency": concurrency,
-            "warmup": self.config.warmup,
-            "duration": self.config.seconds,
-            "update_targets": self.fixtures.update_targets,
-        }
-        result = _loadgen(spec)
-        return self._record("Update", "psycopg baseline", workers, concurrency, result, None)
+    def pgbench(self, name: str, concurrency: int, workers: int) -> report.Measurement:
+        """The reference for the Get or the Update phase (`name`): its script
+        run by pgbench at the phase's concurrency, for as long."""
+        result = pgbench.run(
+            self.database_url,
+            pgbench.REFERENCES[name],
+            pgbench.variables(
+                self.fixtures.token,
+                len(self.fixtures.get_ids),
+                len(self.fixtures.update_targets),
+            ),
+            concurrency,
+            self.config.warmup,
+            self.config.seconds,
+            self.scratch,
+        )
+        return self._record(name, pgbench.TRANSPORT, workers, concurrency, result, None)
 
     # The phases.
 
@@ -364,16 +371,22 @@ class Runner:
     def _metadata(self) -> tuple[tuple[str, str]]:
         return (("authorization", f"Bearer {self.fixtures.token}"),)
 
-    def gets(self, stack: Stack, workers: int, concurrency: int) -> None:
-        lua = wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
-        self.grpc(stack, "Get (10 steps)", "get", concurrency, workers)
-        self.rest(stack, "Get (10 steps)", "/", concurrency, workers, lua)
-
-    def updates(self, stack: Stack, workers: int, concurrency: int) -> None:
-        lua = wrk.script(self.fixtures.token, updates=self.fixtures.update_targets)
-        self.baseline(concurrency, workers)
-        self.grpc(stack, "Update", "update", concurrency, workers)
-        self.rest(stack, "Update", "/", concurrency, workers, lua)
+    def calls(
+        self, stack: Stack, name: str, workers: int, concurrency: int, *, beside_pgbench: bool
+    ) -> None:
+        """The Get or the Update phase (`name`) at `concurrency`, over gRPC and
+        REST; beside pgbench, ROUNDS times interleaved with it."""
+        if name == GET:
+            method, lua = "get", wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
+        else:
+            updates = self.fixtures.update_targets
+            method, lua = "update", wrk.script(self.fixtures.token, updates=updates)
+        for round_ in range(ROUNDS if beside_pgbench else 1):
+            if beside_pgbench:
+                self.pgbench(name, concurrency, workers)
+            self.grpc(stack, name, method, concurrency, workers)
+            with profiled(stack, method, round_ == 0 and beside_pgbench):
+                self.rest(stack, name, "/", concurrency, workers, lua)
 
 
 def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
@@ -392,8 +405,11 @@ def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+CAPTURE_ATTEMPTS = 5
+
+
 def capture_statements(runner: Runner, database_url: str) -> report.Capture | None:
-    """Logs one server update and one baseline update; returns both statement lists."""
+    """Logs the statements of one GetProcess and one UpdateProcess of the server."""
     log_path = DATA_DIR / "postgres" / "log"
     if runner.config.database_url or not log_path.exists():
         return None  # an external server's log is out of reach
@@ -403,36 +419,38 @@ def capture_statements(runner: Runner, database_url: str) -> report.Capture | No
         # Per database: applies to the server's connections, opened after this.
         connection.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
     try:
-        with bench_stack(database_url, 1) as stack:
+        with (
+            bench_stack(database_url, 1) as stack,
+            grpc.insecure_channel(stack.server_target) as channel,
+        ):
+            stub = pb_grpc.ProcessServiceStub(channel)
             target, step = runner.fixtures.update_targets[0]
-            with grpc.insecure_channel(stack.server_target) as channel:
-                stub = pb_grpc.ProcessServiceStub(channel)
-                request = pb.UpdateProcessRequest(
-                    process_id=target, type="progress", step=step, percent=1
-                )
-                stub.UpdateProcess(request, metadata=runner._metadata())  # opens the connection
-                time.sleep(0.5)
-                offset = capture.log_size(log_path)
-                stub.UpdateProcess(request, metadata=runner._metadata())
-                time.sleep(0.5)
-                server = capture.read_statements(log_path, offset)
+            get = pb.GetProcessRequest(process_id=runner.fixtures.get_ids[0])
+            update = pb.UpdateProcessRequest(
+                process_id=target, type="progress", step=step, percent=1
+            )
+            metadata = runner._metadata()
+            stub.GetProcess(get, metadata=metadata)  # opens the connection
+
+            def logged(call: Callable[[], object]) -> list[str]:
+                """The call's statements. The log holds every backend's, and each
+                worker scans for step deadlines every second: of a few calls,
+                the one with the fewest statements had none of the scan's."""
+                captured = []
+                for _ in range(CAPTURE_ATTEMPTS):
+                    offset = capture.log_size(log_path)
+                    call()
+                    time.sleep(0.1)  # the backends write their log lines themselves
+                    captured.append(capture.read_statements(log_path, offset))
+                return min(captured, key=len)
+
+            return report.Capture(
+                get=logged(lambda: stub.GetProcess(get, metadata=metadata)),
+                update=logged(lambda: stub.UpdateProcess(update, metadata=metadata)),
+            )
     finally:
         with psycopg.connect(database_url, autocommit=True) as connection:
             connection.execute(f'ALTER DATABASE "{database}" RESET log_statement')
-    spec = {
-        "kind": "psycopg",
-        "database_url": database_url,
-        "token": runner.fixtures.token,
-        "pool_size": 1,
-        "once": True,
-        "log_statements": True,
-        "update_targets": runner.fixtures.update_targets[:1],
-    }
-    offset = capture.log_size(log_path)
-    _loadgen(spec)
-    time.sleep(0.5)
-    baseline = capture.read_statements(log_path, offset)
-    return report.Capture(server=server, baseline=baseline)
 
 
 WATCH_WORKERS = 2
@@ -478,22 +496,24 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database(config) as database_url, tempfile.TemporaryDirectory() as scratch:
         seeded = seed.ensure_seeded(database_url, config.processes, log)
         fixtures = pick_fixtures(database_url)
+        pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
         runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
-        log("capturing one update's statements (server vs baseline)")
+        log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
         main_workers, *other_workers = config.workers
         log(f"main run: HTK_WORKERS={main_workers}")
         with bench_stack(database_url, main_workers) as stack:
             runner.lists(stack, main_workers, list_cases() + task_cases())
-            runner.gets(stack, main_workers, 16)
-            for concurrency in (1, 16, 64):
-                runner.updates(stack, main_workers, concurrency)
+            runner.calls(stack, GET, main_workers, 16, beside_pgbench=True)
+            runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
+            for concurrency in (1, 64):
+                runner.calls(stack, UPDATE, main_workers, concurrency, beside_pgbench=False)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
             with bench_stack(database_url, workers) as stack:
                 runner.lists(stack, workers, short_list_cases())
-                runner.gets(stack, workers, 16)
-                runner.updates(stack, workers, 16)
+                runner.calls(stack, GET, workers, 16, beside_pgbench=False)
+                runner.calls(stack, UPDATE, workers, 16, beside_pgbench=False)
         watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began

@@ -1,5 +1,9 @@
-"""How much memory and CPU the stack's processes use while the benchmark measures."""
+"""How much memory and CPU the stack's processes, and the load's clients, use
+while the benchmark measures."""
 
+import os
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,3 +87,30 @@ class Sampler:
                 previous = self._cpu_last.get(process.pid, cpu)
                 self._cpu_last[process.pid] = cpu
                 usage.cpu_seconds += cpu - previous
+
+
+@dataclass(frozen=True)
+class ClientRun:
+    """A load client's exit, output and CPU time (user + system)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    cpu_seconds: float
+
+
+def run_client(command: list[str]) -> ClientRun:
+    """Runs a load client (wrk, pgbench) to its end; its CPU time comes from
+    wait4's rusage, so it is the client's own."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)  # noqa: S603
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        return ClientRun(
+            returncode=process.returncode,
+            stdout=stdout.read().decode(),
+            stderr=stderr.read().decode(),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+        )

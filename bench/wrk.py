@@ -3,11 +3,12 @@ the summary (p50/p95/p99 from wrk's own latency histogram)."""
 
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from bench.stack import run_client
 
 RESULT_MARKER = "BENCH-RESULT "
 
@@ -89,7 +90,7 @@ def run(
     concurrency: int,
     seconds: float,
 ) -> dict[str, Any]:
-    """One wrk run; also its CPU time (user + system, from wait4's rusage)."""
+    """One wrk run; also its CPU time."""
     command = [
         wrk,
         "-t1",
@@ -101,15 +102,10 @@ def run(
         str(lua),
         url,
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603
-    assert process.stdout is not None
-    output = process.stdout.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    for line in output.splitlines():
+    completed = run_client(command)
+    for line in completed.stdout.splitlines():
         if line.startswith(RESULT_MARKER):
             result: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
-            result["client_cpu_seconds"] = usage.ru_utime + usage.ru_stime
+            result["client_cpu_seconds"] = completed.cpu_seconds
             return result
-    error = process.stderr.read().decode() if process.stderr else ""
-    raise RuntimeError(f"wrk printed no result: {output} {error}")
+    raise RuntimeError(f"wrk printed no result: {completed.stdout} {completed.stderr}")
