@@ -117,7 +117,7 @@ export function processesView(
     rows.replaceChildren(...page.processes.map(row));
     const last = page.offset + page.processes.length;
     count.textContent =
-      page.total === 0 ? "No processes match." : `${page.offset + 1}–${last} of ${page.total} processes`;
+      page.total === 0 ? "No processes match." : `${page.offset + 1} to ${last} of ${page.total} processes`;
     const link = (label: string, offset: number, enabled: boolean) =>
       enabled
         ? h("a", { href: hrefOf({ ...filters, offset }) }, label)
