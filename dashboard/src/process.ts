@@ -4,7 +4,7 @@
 import type { Process, ProcessEvent, Task, TimelineEntry } from "@htk/client/web";
 
 import { chip, formatDuration, formatTime, h, liveDuration, millis, tick } from "./dom.js";
-import { call, describe, follow, type Session, type StreamState } from "./session.js";
+import { call, coalesced, describe, follow, type Session, type StreamState } from "./session.js";
 import { taskActions, taskSummary } from "./tasks.js";
 
 const EVENTS_PAGE = 1000;
@@ -48,6 +48,8 @@ export function processView(
   const forms = new Map<string, HTMLElement>();
   let process: Process | undefined;
   let lastSeq = 0;
+  // Whether the process has finished: then its stream ends, and stays ended.
+  let ended = false;
 
   const render = (current: Process, tasks: Map<string, Task>) => {
     process = current;
@@ -115,19 +117,13 @@ export function processView(
       if (!signal.aborted) error.textContent = `Could not read the process: ${describe(failure)}`;
     }
   };
-  let pending: ReturnType<typeof setTimeout> | undefined;
-  const refreshSoon = () => {
-    pending ??= setTimeout(() => {
-      pending = undefined;
-      void refresh();
-    }, REFRESH_DELAY_MS);
-  };
-  signal.addEventListener("abort", () => clearTimeout(pending));
+  const refreshSoon = coalesced(() => void refresh(), REFRESH_DELAY_MS, signal);
 
   const record = (event: ProcessEvent) => {
     // A resumed stream starts after the last event shown: none twice.
     if (event.seq <= lastSeq) return;
     lastSeq = event.seq;
+    ended = event.type === "completed" || event.type === "failed";
     history.append(eventRow(event));
   };
 
@@ -166,7 +162,7 @@ export function processView(
         // Connected again: whatever changed meanwhile shows at once.
         if (state === "live") refreshSoon();
       },
-      finished: () => true,
+      finished: () => ended,
     });
   })();
 }

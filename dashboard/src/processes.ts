@@ -3,7 +3,7 @@
 import type { ListProcessesResponse, ProcessSummary } from "@htk/client/web";
 
 import { chip, formatTime, h, millis } from "./dom.js";
-import { call, describe, follow, type Session, type StreamState } from "./session.js";
+import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
 
 export const PAGE_SIZE = 50;
 // Changes come in bursts (a pipeline's steps): one listing per burst.
@@ -146,26 +146,13 @@ export function processesView(
     }
   };
 
-  let pending: ReturnType<typeof setTimeout> | undefined;
-  const refreshSoon = () => {
-    pending ??= setTimeout(() => {
-      pending = undefined;
-      void refresh();
-    }, REFRESH_DELAY_MS);
-  };
-  signal.addEventListener("abort", () => clearTimeout(pending));
-
-  // Per the API: open the stream, and list once it answers (again after
-  // every reconnection), so that no change falls between the two.
-  void follow(signal, {
-    open: (abort) => session.htk.processes.watchProcesses({ status: filters.status, namespace: filters.namespace }, { signal: abort }),
-    receive: (message) => {
-      if (message.error) return new Error(message.error.message);
-      refreshSoon();
-    },
-    state: setState,
-    finished: () => false,
-  });
+  followChanges(
+    session,
+    { status: filters.status, namespace: filters.namespace },
+    signal,
+    setState,
+    coalesced(() => void refresh(), REFRESH_DELAY_MS, signal),
+  );
 }
 
 function row(process: ProcessSummary): HTMLElement {

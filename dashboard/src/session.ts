@@ -118,3 +118,42 @@ export async function follow<M>(signal: AbortSignal, stream: Follow<M>): Promise
     pause = Math.min(pause * 2, RETRY_MAX_MS);
   }
 }
+
+/**
+ * `action`, run once `delayMs` after the first of a burst of calls (a
+ * pipeline's updates come in bursts), and never after `signal` aborts.
+ */
+export function coalesced(action: () => void, delayMs: number, signal: AbortSignal): () => void {
+  let pending: ReturnType<typeof setTimeout> | undefined;
+  signal.addEventListener("abort", () => clearTimeout(pending));
+  return () => {
+    pending ??= setTimeout(() => {
+      pending = undefined;
+      action();
+    }, delayMs);
+  };
+}
+
+/**
+ * Follows the organization's changes (WatchProcesses) that match `filters`:
+ * `changed()` on every message, the first one included, since the API's way
+ * to miss nothing is to read again once the stream answers, and after every
+ * reconnection.
+ */
+export function followChanges(
+  session: Session,
+  filters: { status?: string; namespace?: string },
+  signal: AbortSignal,
+  setState: (state: StreamState) => void,
+  changed: () => void,
+): void {
+  void follow(signal, {
+    open: (abort) => session.htk.processes.watchProcesses(filters, { signal: abort }),
+    receive: (message) => {
+      if (message.error) return new Error(message.error.message);
+      changed();
+    },
+    state: setState,
+    finished: () => false,
+  });
+}

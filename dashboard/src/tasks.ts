@@ -3,7 +3,7 @@
 import type { Task } from "@htk/client/web";
 
 import { chip, formatTime, h, millis } from "./dom.js";
-import { call, describe, follow, type Session, type StreamState } from "./session.js";
+import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
 
 const INBOX_SIZE = 100;
 const REFRESH_DELAY_MS = 150;
@@ -110,21 +110,6 @@ export function inboxView(session: Session, root: HTMLElement, signal: AbortSign
       if (!signal.aborted) error.textContent = `Could not list tasks: ${describe(failure)}`;
     }
   };
-  let pending: ReturnType<typeof setTimeout> | undefined;
-  const refreshSoon = () => {
-    pending ??= setTimeout(() => {
-      pending = undefined;
-      void refresh();
-    }, REFRESH_DELAY_MS);
-  };
-  signal.addEventListener("abort", () => clearTimeout(pending));
-  void follow(signal, {
-    open: (abort) => session.htk.processes.watchProcesses({}, { signal: abort }),
-    receive: (message) => {
-      if (message.error) return new Error(message.error.message);
-      refreshSoon();
-    },
-    state: setState,
-    finished: () => false,
-  });
+  const refreshSoon = coalesced(() => void refresh(), REFRESH_DELAY_MS, signal);
+  followChanges(session, {}, signal, setState, refreshSoon);
 }
