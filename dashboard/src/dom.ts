@@ -73,3 +73,16 @@ export function tick(root: ParentNode): void {
     element.textContent = formatDuration(now - Number(element.dataset.since));
   }
 }
+
+/**
+ * Runs `render`, which may move the element that has the keyboard focus (a
+ * kept form re-attached in a redrawn list); moving an element blurs it, so
+ * the focus goes back where it was.
+ */
+export function keepingFocus(render: () => void): void {
+  const focused = document.activeElement;
+  render();
+  if (focused instanceof HTMLElement && focused !== document.activeElement && focused.isConnected) {
+    focused.focus({ preventScroll: true });
+  }
+}

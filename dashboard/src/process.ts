@@ -3,7 +3,7 @@
 // WatchProcess and resumed with `after_seq` after a break.
 import type { Process, ProcessEvent, Task, TimelineEntry } from "@htk/client/web";
 
-import { chip, formatDuration, formatTime, h, liveDuration, millis, tick } from "./dom.js";
+import { chip, formatDuration, formatTime, h, keepingFocus, liveDuration, millis, tick } from "./dom.js";
 import { call, coalesced, describe, follow, type Session, type StreamState } from "./session.js";
 import { taskActions, taskSummary } from "./tasks.js";
 
@@ -65,7 +65,9 @@ export function processView(
     if (current.error) fact("Error", current.error);
     header.replaceChildren(h("h1", {}, current.name), dl);
     drawAxis();
-    steps.replaceChildren(...current.timeline.map((entry) => stepDetail(session, entry, tasks, forms, refreshSoon)));
+    keepingFocus(() =>
+      steps.replaceChildren(...current.timeline.map((entry) => stepDetail(session, entry, tasks, forms, refreshSoon))),
+    );
   };
 
   // The bars span from the start to the end, or to now while running: redrawn

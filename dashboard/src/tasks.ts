@@ -2,7 +2,7 @@
 // the inbox of open tasks across processes.
 import type { Task } from "@htk/client/web";
 
-import { chip, formatTime, h, millis } from "./dom.js";
+import { chip, formatTime, h, keepingFocus, millis } from "./dom.js";
 import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
 
 const INBOX_SIZE = 100;
@@ -93,15 +93,17 @@ export function inboxView(session: Session, root: HTMLElement, signal: AbortSign
       const page = await call(session.htk.tasks.listTasks({ status: "open", limit: INBOX_SIZE }, { signal }));
       count.textContent =
         page.total === 0 ? "No task is waiting." : `${page.total} open task${page.total === 1 ? "" : "s"}, newest first`;
-      list.replaceChildren(
-        ...page.tasks.map((task) =>
-          h(
-            "li",
-            { class: "task", "data-task-id": task.taskId },
-            h("h2", {}, h("a", { href: `#/processes/${task.processId}` }, task.processName), " — ", task.label),
-            h("p", { class: "meta" }, task.namespace),
-            taskSummary(task),
-            taskActions(session, task, forms, refreshSoon),
+      keepingFocus(() =>
+        list.replaceChildren(
+          ...page.tasks.map((task) =>
+            h(
+              "li",
+              { class: "task", "data-task-id": task.taskId },
+              h("h2", {}, h("a", { href: `#/processes/${task.processId}` }, task.processName), " — ", task.label),
+              h("p", { class: "meta" }, task.namespace),
+              taskSummary(task),
+              taskActions(session, task, forms, refreshSoon),
+            ),
           ),
         ),
       );

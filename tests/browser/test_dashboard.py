@@ -261,7 +261,13 @@ def test_a_task_approved_in_the_page_completes_its_step(
     review = page.locator('[data-step="review"]')
     expect(review.locator(".task-summary")).to_contain_text("waiting for a person")
     screenshot(page, "process.png")
-    review.get_by_label("Comment (optional)").fill("Ship it")
+    comment = review.get_by_label("Comment (optional)")
+    comment.fill("Ship it")
+    # A live update while typing keeps the comment and the keyboard's focus.
+    update(team, process_id, type="progress", step="review", message="Reviewer pinged")
+    expect(review).to_contain_text("Reviewer pinged")
+    expect(comment).to_be_focused()
+    expect(comment).to_have_value("Ship it")
     review.get_by_role("button", name="Approve").click()
 
     expect(review.locator(".task-summary")).to_contain_text("approved by alice")
