@@ -13,6 +13,9 @@ const out = path.resolve(process.argv[2] ?? path.join(here, "dist"));
 
 rmSync(out, { recursive: true, force: true });
 const result = await esbuild.build({
+  // esbuild's content hashes take in the sources' paths relative to the
+  // working folder: fixed, so that any folder builds the same names.
+  absWorkingDir: here,
   entryPoints: [path.join(here, "src/main.ts")],
   outdir: path.join(out, "assets"),
   entryNames: "[name]-[hash]",
@@ -27,7 +30,7 @@ const result = await esbuild.build({
   logLevel: "warning",
 });
 
-const assets = Object.keys(result.metafile.outputs).map((file) => "/" + path.relative(out, path.resolve(file)));
+const assets = Object.keys(result.metafile.outputs).map((file) => "/" + path.relative(out, path.resolve(here, file)));
 const script = assets.find((file) => file.endsWith(".js"));
 const style = assets.find((file) => file.endsWith(".css"));
 // No inline script or style: the Content-Security-Policy allows neither.
