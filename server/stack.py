@@ -296,7 +296,8 @@ class Supervisor:
                 self._start_envoy()
                 if self._wait_until_ready():
                     log.info(
-                        "htk is ready: REST and gRPC on http://%s, %d workers (Ctrl-C stops it)",
+                        "htk is ready: the dashboard at http://%s/, REST and gRPC on the same"
+                        " port, %d workers (Ctrl-C stops it)",
                         self._envoy_address,
                         self.settings.workers,
                     )
