@@ -37,8 +37,6 @@ STEPS: list[dict[str, Any]] = [
     {"key": "review", "label": "Review", "human": True},
 ]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="`make setup` installs chromium")
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -49,6 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    assert CHROMIUM, "no chromium on PATH: `make setup` installs Debian's"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield launched
