@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 TS_CLIENT := clients/typescript
+DASHBOARD := dashboard
 GO_CLIENT := clients/go
 # protoc-gen-go and protoc-gen-go-grpc, at the versions $(GO_CLIENT)/go.mod pins.
 GOBIN := $(CURDIR)/build/bin
@@ -13,7 +14,7 @@ GOBIN := $(CURDIR)/build/bin
 # (CI's, cron's) still finds it.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: run test setup lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
+.PHONY: run test setup chromium lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
 
 # Running needs Python only; buf (Node) is for linting the protos.
 run: $(VENV)/.installed
@@ -22,7 +23,8 @@ run: $(VENV)/.installed
 test: setup lint typecheck check-generated
 	$(BIN)/pytest
 
-setup: $(VENV)/.installed $(BUF) $(TS_CLIENT)/node_modules/.installed $(GOBIN)/.installed
+setup: $(VENV)/.installed $(BUF) $(TS_CLIENT)/node_modules/.installed $(DASHBOARD)/node_modules/.installed \
+	$(GOBIN)/.installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,19 @@ $(TS_CLIENT)/node_modules/.installed: $(TS_CLIENT)/package.json $(TS_CLIENT)/pac
 	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund --loglevel=error
 	touch $@
 
+# esbuild and TypeScript, which build and check the dashboard (`make run`
+# serves the built files committed in $(DASHBOARD)/dist, and needs no Node).
+$(DASHBOARD)/node_modules/.installed: $(DASHBOARD)/package.json $(DASHBOARD)/package-lock.json
+	npm ci --prefix $(DASHBOARD) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's Chromium, for the dashboard's browser tests (Playwright drives it;
+# its own browser download would need the internet). A machine without
+# package lists gets them first.
+chromium:
+	@command -v chromium >/dev/null || apt-get install -y chromium || \
+		{ apt-get update && apt-get install -y chromium; }
+
 # The code generators, and every module the Go client and its tests need.
 $(GOBIN)/.installed: $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum
 	cd $(GO_CLIENT) && GOBIN=$(GOBIN) go install tool && go mod download
@@ -56,15 +71,19 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+	npm --prefix $(DASHBOARD) run --silent typecheck
 
-# Regenerates gen/, the clients' code and the Envoy descriptor from protos/, and
-# the README's configuration table from server/settings.py.
+# Regenerates gen/, the clients' code and the Envoy descriptor from protos/,
+# the dashboard's built files from $(DASHBOARD)/src and the client, and the
+# README's configuration table from server/settings.py.
 generate: setup
 	scripts/generate.sh
+	node $(DASHBOARD)/build.mjs
 	$(BIN)/python scripts/configuration_table.py README.md
 
 # Fails when gen/, the clients' code or the Envoy descriptor is stale against
-# protos/, or the README's configuration table against server/settings.py.
+# protos/, the dashboard's built files against their sources, or the README's
+# configuration table against server/settings.py.
 check-generated: setup
 	rm -rf build/generated && mkdir -p build/generated
 	scripts/generate.sh build/generated
@@ -73,6 +92,8 @@ check-generated: setup
 	diff -r $(GO_CLIENT)/gen build/generated/$(GO_CLIENT)/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
 	cmp docs/openapi.json build/generated/docs/openapi.json
+	node $(DASHBOARD)/build.mjs build/generated/$(DASHBOARD)/dist
+	diff -r $(DASHBOARD)/dist build/generated/$(DASHBOARD)/dist
 	cp README.md build/generated/README.md
 	$(BIN)/python scripts/configuration_table.py build/generated/README.md
 	diff README.md build/generated/README.md

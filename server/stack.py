@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,6 +33,27 @@ log = logging.getLogger(__name__)
 ENVOY_TEMPLATE = CHECKOUT / "envoy" / "envoy.yaml"
 ENVOY_DESCRIPTOR = CHECKOUT / "envoy" / "process_service.binpb"
 OPENAPI_DOCUMENT = CHECKOUT / "docs" / "openapi.json"
+DASHBOARD = CHECKOUT / "dashboard" / "dist"
+# The dashboard's files by extension; a file of any other kind fails the
+# start rather than go out with a guessed type.
+DASHBOARD_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+# The page runs only its own script and style, and talks only to its origin.
+DASHBOARD_SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+# Indentation of the route list in envoy/envoy.yaml.
+_ROUTE_INDENT = " " * 24
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 ENVOY_HANDOFF_SECONDS = 0.3
@@ -71,6 +93,9 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
+        dashboard_routes=f"\n{_ROUTE_INDENT}".join(
+            f"- {json.dumps(route)}" for route in dashboard_routes()
+        ),
         **_api_routing(),
     )
     # Named after the port: instances sharing a data folder keep their own.
@@ -98,6 +123,50 @@ def _api_routing() -> dict[str, str]:
         # "$^" matches no path, where an empty pattern would match them all.
         "stream_methods_regex": json.dumps("|".join(streams) or "$^"),
     }
+
+
+def dashboard_routes(dist: Path = DASHBOARD) -> list[dict[str, Any]]:
+    """Envoy routes serving the built dashboard: `index.html` at `/`, never
+    cached without asking again, and every other file at its own path, cached
+    for good (its name changes with its content)."""
+    routes = []
+    for file in sorted(path for path in dist.rglob("*") if path.is_file()):
+        relative = file.relative_to(dist).as_posix()
+        entry_page = relative == "index.html"
+        content_type = DASHBOARD_CONTENT_TYPES.get(file.suffix)
+        if content_type is None:
+            raise ValueError(f"{file}: no content type is known for the dashboard's {file.suffix}")
+        headers = {
+            "content-type": content_type,
+            "cache-control": "no-cache" if entry_page else "public, max-age=31536000, immutable",
+            **DASHBOARD_SECURITY_HEADERS,
+        }
+        routes.append(
+            {
+                "match": {
+                    "path": "/" if entry_page else f"/{relative}",
+                    "headers": [
+                        {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}
+                    ],
+                },
+                "direct_response": {"status": 200, "body": {"filename": str(file)}},
+                "response_headers_to_add": [
+                    {
+                        "header": {"key": key, "value": value},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                    for key, value in headers.items()
+                ],
+                # Not an API path: the transcoder would refuse it as an unknown method.
+                "typed_per_filter_config": {
+                    "envoy.filters.http.grpc_json_transcoder": {
+                        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                        "disabled": True,
+                    }
+                },
+            }
+        )
+    return routes
 
 
 def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
@@ -227,7 +296,8 @@ class Supervisor:
                 self._start_envoy()
                 if self._wait_until_ready():
                     log.info(
-                        "htk is ready: REST and gRPC on http://%s, %d workers (Ctrl-C stops it)",
+                        "htk is ready: the dashboard at http://%s/, REST and gRPC on the same"
+                        " port, %d workers (Ctrl-C stops it)",
                         self._envoy_address,
                         self.settings.workers,
                     )

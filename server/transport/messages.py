@@ -21,6 +21,7 @@ from server.domain.processes import (
     Update,
 )
 from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
+from server.domain.tokens import Caller
 from server.domain.watch import Heartbeat, ProcessChange
 
 
@@ -83,6 +84,12 @@ def _whole_numbers_as_ints(value: Any) -> Any:
     if isinstance(value, list):
         return [_whole_numbers_as_ints(item) for item in value]
     return value
+
+
+def caller(caller: Caller) -> pb.Caller:
+    return pb.Caller(
+        organization=caller.org_id, token_name=caller.token_name, scopes=sorted(caller.scopes)
+    )
 
 
 def process(process: Process) -> pb.Process:

@@ -90,6 +90,11 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         ):
             yield message
 
+    async def GetCaller(  # noqa: N802
+        self, request: pb.GetCallerRequest, context: Context
+    ) -> pb.Caller:
+        return messages.caller(current_caller())
+
     async def WatchProcesses(  # noqa: N802
         self, request: pb.WatchProcessesRequest, context: Context
     ) -> AsyncIterator[pb.WatchProcessesResponse]:

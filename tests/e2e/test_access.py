@@ -12,6 +12,7 @@ from google.protobuf import descriptor_pb2
 
 from server.settings import CHECKOUT
 from tests.support.orgs import Org
+from tests.support.stack import Stack, create_token
 
 DESCRIPTOR_SET = CHECKOUT / "envoy" / "process_service.binpb"
 UNAUTHENTICATED = 16
@@ -70,3 +71,17 @@ def test_every_write_route_refuses_a_read_only_token(
     response = _send(rest, verb, url, org.reader)
     assert response.status_code == 403, response.text
     assert response.json()["code"] == PERMISSION_DENIED
+
+
+def test_get_caller_tells_the_tokens_organization_name_and_scopes(
+    rest: httpx.Client, stack: Stack
+) -> None:
+    org_id = f"org-{uuid.uuid4().hex[:12]}"
+    token = create_token(stack.env, org_id, "tasks:complete,processes:write", "alice")
+    response = rest.get("/api/v1/caller", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "organization": org_id,
+        "token_name": "alice",
+        "scopes": ["processes:write", "tasks:complete"],
+    }

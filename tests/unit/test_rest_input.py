@@ -278,5 +278,6 @@ def test_the_lua_route_table_lists_each_path_with_its_methods() -> None:
         ' {"^/api/v1/processes/[^/]+/update$", "POST"},'
         ' {"^/api/v1/processes/[^/]+/events$", "GET"},'
         ' {"^/api/v1/processes/[^/]+/watch$", "GET"},'
-        ' {"^/api/v1/process%-events$", "GET"}}'
+        ' {"^/api/v1/process%-events$", "GET"},'
+        ' {"^/api/v1/caller$", "GET"}}'
     )

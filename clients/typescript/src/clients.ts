@@ -5,6 +5,8 @@ import { type Client, createClient, type Interceptor, type Transport } from "@co
 import { ProcessService } from "./gen/htk/processes/v1/process_service_pb.js";
 import { TaskService } from "./gen/htk/processes/v1/task_service_pb.js";
 
+// Errors are ConnectErrors with a gRPC status code: callers need both to tell them apart.
+export { Code, ConnectError } from "@connectrpc/connect";
 export * from "./gen/htk/processes/v1/process_service_pb.js";
 export * from "./gen/htk/processes/v1/task_service_pb.js";
 

@@ -600,6 +600,61 @@ class ListProcessesResponse(_message.Message):
 Global___ListProcessesResponse: _TypeAlias = ListProcessesResponse  # noqa: Y015
 
 @_typing.final
+class GetCallerRequest(_message.Message):
+    """Request of ProcessService.GetCaller: the token it carries is the question."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerRequest: _TypeAlias = GetCallerRequest  # noqa: Y015
+
+@_typing.final
+class Caller(_message.Message):
+    """Who a token acts as."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    TOKEN_NAME_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    organization: _builtins.str
+    """The token's organization, e.g. `acme`: the only one whose processes and
+    tasks it can see.
+    """
+    token_name: _builtins.str
+    """What the token was created for (`htk token create --name`); recorded as
+    `completed_by` on the human steps it decides.
+    """
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scopes the token holds beyond reading, sorted, e.g.
+        `tasks:complete`.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization: _builtins.str = ...,
+        token_name: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "scopes", b"scopes", "token_name", b"token_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Caller: _TypeAlias = Caller  # noqa: Y015
+
+@_typing.final
 class GetProcessRequest(_message.Message):
     """Request of ProcessService.GetProcess."""
 

@@ -120,6 +120,11 @@ class ProcessServiceStub:
                 request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesRequest.SerializeToString,
                 response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesResponse.FromString,
                 _registered_method=True)
+        self.GetCaller = channel.unary_unary(
+                '/htk.processes.v1.ProcessService/GetCaller',
+                request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.GetCallerRequest.SerializeToString,
+                response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.Caller.FromString,
+                _registered_method=True)
 
 
 class ProcessServiceServicer:
@@ -313,6 +318,17 @@ class ProcessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaller(self, request, context):
+        """Tells who the caller is: the organization, name and scopes of the token
+        the call carries, so that a client (the web dashboard) can show whom it
+        acts as and offer only what the token may do.
+
+        Any valid token may ask. Errors: only those common to every RPC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProcessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +366,11 @@ def add_ProcessServiceServicer_to_server(servicer, server):
                     servicer.WatchProcesses,
                     request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesRequest.FromString,
                     response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesResponse.SerializeToString,
+            ),
+            'GetCaller': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaller,
+                    request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.GetCallerRequest.FromString,
+                    response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.Caller.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,6 +613,33 @@ class ProcessService:
             '/htk.processes.v1.ProcessService/WatchProcesses',
             htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesRequest.SerializeToString,
             htk_dot_processes_dot_v1_dot_process__service__pb2.WatchProcessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaller(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/htk.processes.v1.ProcessService/GetCaller',
+            htk_dot_processes_dot_v1_dot_process__service__pb2.GetCallerRequest.SerializeToString,
+            htk_dot_processes_dot_v1_dot_process__service__pb2.Caller.FromString,
             options,
             channel_credentials,
             insecure,

@@ -216,6 +216,13 @@ class ProcessServiceStub:
         Also in-band, as the last message, when the server is shutting down
         or lost its database: changes may have been missed, so list again.
     """
+    GetCaller: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.GetCallerRequest, _process_service_pb2.Caller]
+    """Tells who the caller is: the organization, name and scopes of the token
+    the call carries, so that a client (the web dashboard) can show whom it
+    acts as and offer only what the token may do.
+
+    Any valid token may ask. Errors: only those common to every RPC.
+    """
 
 @_typing.type_check_only
 class ProcessServiceAsyncStub(ProcessServiceStub):
@@ -381,6 +388,13 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
       * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
         Also in-band, as the last message, when the server is shutting down
         or lost its database: changes may have been missed, so list again.
+    """
+    GetCaller: _aio.UnaryUnaryMultiCallable[_process_service_pb2.GetCallerRequest, _process_service_pb2.Caller]  # type: ignore[assignment]
+    """Tells who the caller is: the organization, name and scopes of the token
+    the call carries, so that a client (the web dashboard) can show whom it
+    acts as and offer only what the token may do.
+
+    Any valid token may ask. Errors: only those common to every RPC.
     """
 
 class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -586,6 +600,19 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
           * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
             Also in-band, as the last message, when the server is shutting down
             or lost its database: changes may have been missed, so list again.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCaller(
+        self,
+        request: _process_service_pb2.GetCallerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_process_service_pb2.Caller, _abc.Awaitable[_process_service_pb2.Caller]]:
+        """Tells who the caller is: the organization, name and scopes of the token
+        the call carries, so that a client (the web dashboard) can show whom it
+        acts as and offer only what the token may do.
+
+        Any valid token may ask. Errors: only those common to every RPC.
         """
 
 def add_ProcessServiceServicer_to_server(servicer: ProcessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -995,6 +995,110 @@ func (x *ListProcessesResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Request of ProcessService.GetCaller: the token it carries is the question.
+type GetCallerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCallerRequest) Reset() {
+	*x = GetCallerRequest{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCallerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCallerRequest) ProtoMessage() {}
+
+func (x *GetCallerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCallerRequest.ProtoReflect.Descriptor instead.
+func (*GetCallerRequest) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{6}
+}
+
+// Who a token acts as.
+type Caller struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token's organization, e.g. `acme`: the only one whose processes and
+	// tasks it can see.
+	Organization string `protobuf:"bytes,1,opt,name=organization,proto3" json:"organization,omitempty"`
+	// What the token was created for (`htk token create --name`); recorded as
+	// `completed_by` on the human steps it decides.
+	TokenName string `protobuf:"bytes,2,opt,name=token_name,json=tokenName,proto3" json:"token_name,omitempty"`
+	// The scopes the token holds beyond reading, sorted, e.g.
+	// `tasks:complete`.
+	Scopes        []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Caller) GetOrganization() string {
+	if x != nil {
+		return x.Organization
+	}
+	return ""
+}
+
+func (x *Caller) GetTokenName() string {
+	if x != nil {
+		return x.TokenName
+	}
+	return ""
+}
+
+func (x *Caller) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
 // Request of ProcessService.GetProcess.
 type GetProcessRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1006,7 +1110,7 @@ type GetProcessRequest struct {
 
 func (x *GetProcessRequest) Reset() {
 	*x = GetProcessRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[6]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1122,7 @@ func (x *GetProcessRequest) String() string {
 func (*GetProcessRequest) ProtoMessage() {}
 
 func (x *GetProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[6]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1135,7 @@ func (x *GetProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProcessRequest.ProtoReflect.Descriptor instead.
 func (*GetProcessRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{6}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetProcessRequest) GetProcessId() string {
@@ -1059,7 +1163,7 @@ type CreateProcessRequest struct {
 
 func (x *CreateProcessRequest) Reset() {
 	*x = CreateProcessRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[7]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1175,7 @@ func (x *CreateProcessRequest) String() string {
 func (*CreateProcessRequest) ProtoMessage() {}
 
 func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[7]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1188,7 @@ func (x *CreateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProcessRequest.ProtoReflect.Descriptor instead.
 func (*CreateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{7}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateProcessRequest) GetNamespace() string {
@@ -1154,7 +1258,7 @@ type UpdateProcessRequest struct {
 
 func (x *UpdateProcessRequest) Reset() {
 	*x = UpdateProcessRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[8]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1270,7 @@ func (x *UpdateProcessRequest) String() string {
 func (*UpdateProcessRequest) ProtoMessage() {}
 
 func (x *UpdateProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[8]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1283,7 @@ func (x *UpdateProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProcessRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProcessRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{8}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateProcessRequest) GetProcessId() string {
@@ -1260,7 +1364,7 @@ type UpdateProcessResponse struct {
 
 func (x *UpdateProcessResponse) Reset() {
 	*x = UpdateProcessResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[9]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1376,7 @@ func (x *UpdateProcessResponse) String() string {
 func (*UpdateProcessResponse) ProtoMessage() {}
 
 func (x *UpdateProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[9]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1389,7 @@ func (x *UpdateProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProcessResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProcessResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{9}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateProcessResponse) GetProcessId() string {
@@ -1351,7 +1455,7 @@ type ProcessEvent struct {
 
 func (x *ProcessEvent) Reset() {
 	*x = ProcessEvent{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[10]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1467,7 @@ func (x *ProcessEvent) String() string {
 func (*ProcessEvent) ProtoMessage() {}
 
 func (x *ProcessEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[10]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1480,7 @@ func (x *ProcessEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEvent.ProtoReflect.Descriptor instead.
 func (*ProcessEvent) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{10}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProcessEvent) GetSeq() int32 {
@@ -1488,7 +1592,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[11]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1604,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[11]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1617,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{11}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -1538,7 +1642,7 @@ type ListProcessEventsRequest struct {
 
 func (x *ListProcessEventsRequest) Reset() {
 	*x = ListProcessEventsRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1654,7 @@ func (x *ListProcessEventsRequest) String() string {
 func (*ListProcessEventsRequest) ProtoMessage() {}
 
 func (x *ListProcessEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1667,7 @@ func (x *ListProcessEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessEventsRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{12}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListProcessEventsRequest) GetProcessId() string {
@@ -1599,7 +1703,7 @@ type ListProcessEventsResponse struct {
 
 func (x *ListProcessEventsResponse) Reset() {
 	*x = ListProcessEventsResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1715,7 @@ func (x *ListProcessEventsResponse) String() string {
 func (*ListProcessEventsResponse) ProtoMessage() {}
 
 func (x *ListProcessEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1728,7 @@ func (x *ListProcessEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessEventsResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{13}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListProcessEventsResponse) GetEvents() []*ProcessEvent {
@@ -1649,7 +1753,7 @@ type WatchProcessRequest struct {
 
 func (x *WatchProcessRequest) Reset() {
 	*x = WatchProcessRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1765,7 @@ func (x *WatchProcessRequest) String() string {
 func (*WatchProcessRequest) ProtoMessage() {}
 
 func (x *WatchProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1778,7 @@ func (x *WatchProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessRequest.ProtoReflect.Descriptor instead.
 func (*WatchProcessRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{14}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchProcessRequest) GetProcessId() string {
@@ -1709,7 +1813,7 @@ type WatchProcessResponse struct {
 
 func (x *WatchProcessResponse) Reset() {
 	*x = WatchProcessResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1825,7 @@ func (x *WatchProcessResponse) String() string {
 func (*WatchProcessResponse) ProtoMessage() {}
 
 func (x *WatchProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1838,7 @@ func (x *WatchProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessResponse.ProtoReflect.Descriptor instead.
 func (*WatchProcessResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{15}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchProcessResponse) GetKind() isWatchProcessResponse_Kind {
@@ -1831,7 +1935,7 @@ type WatchProcessesRequest struct {
 
 func (x *WatchProcessesRequest) Reset() {
 	*x = WatchProcessesRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1947,7 @@ func (x *WatchProcessesRequest) String() string {
 func (*WatchProcessesRequest) ProtoMessage() {}
 
 func (x *WatchProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1960,7 @@ func (x *WatchProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessesRequest.ProtoReflect.Descriptor instead.
 func (*WatchProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{16}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchProcessesRequest) GetNamespace() string {
@@ -1896,7 +2000,7 @@ type WatchProcessesResponse struct {
 
 func (x *WatchProcessesResponse) Reset() {
 	*x = WatchProcessesResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +2012,7 @@ func (x *WatchProcessesResponse) String() string {
 func (*WatchProcessesResponse) ProtoMessage() {}
 
 func (x *WatchProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +2025,7 @@ func (x *WatchProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessesResponse.ProtoReflect.Descriptor instead.
 func (*WatchProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{17}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchProcessesResponse) GetProcess() *ProcessSummary {
@@ -2046,7 +2150,13 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x05total\x18\x02 \x01(\x05R\x05total\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x05R\x06offset\x12&\n" +
-	"\x0fnext_page_token\x18\x05 \x01(\tR\rnextPageToken\"8\n" +
+	"\x0fnext_page_token\x18\x05 \x01(\tR\rnextPageToken\"\x12\n" +
+	"\x10GetCallerRequest\"u\n" +
+	"\x06Caller\x12(\n" +
+	"\forganization\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\forganization\x12#\n" +
+	"\n" +
+	"token_name\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\ttokenName\x12\x1c\n" +
+	"\x06scopes\x18\x03 \x03(\tB\x04\xe2A\x01\x03R\x06scopes\"8\n" +
 	"\x11GetProcessRequest\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\"\x9f\x01\n" +
@@ -2172,7 +2282,7 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x17UPDATE_TYPE_STEP_FAILED\x10\x03\x12\x18\n" +
 	"\x14UPDATE_TYPE_PROGRESS\x10\x04\x12\x19\n" +
 	"\x15UPDATE_TYPE_COMPLETED\x10\x05\x12\x16\n" +
-	"\x12UPDATE_TYPE_FAILED\x10\x062\xb5\b\n" +
+	"\x12UPDATE_TYPE_FAILED\x10\x062\xa1\t\n" +
 	"\x0eProcessService\x12\x84\x01\n" +
 	"\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a'.htk.processes.v1.ListProcessesResponse\"\"\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x90\x02\x01\x12}\n" +
 	"\n" +
@@ -2181,7 +2291,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"S\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/update\x12\xa4\x01\n" +
 	"\x11ListProcessEvents\x12*.htk.processes.v1.ListProcessEventsRequest\x1a+.htk.processes.v1.ListProcessEventsResponse\"6\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02'\x12%/api/v1/processes/{process_id}/events\x90\x02\x01\x12\x96\x01\n" +
 	"\fWatchProcess\x12%.htk.processes.v1.WatchProcessRequest\x1a&.htk.processes.v1.WatchProcessResponse\"5\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02&\x12$/api/v1/processes/{process_id}/watch\x90\x02\x010\x01\x12\x8e\x01\n" +
-	"\x0eWatchProcesses\x12'.htk.processes.v1.WatchProcessesRequest\x1a(.htk.processes.v1.WatchProcessesResponse\"'\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/process-events\x90\x02\x010\x01B\xc1\x01\n" +
+	"\x0eWatchProcesses\x12'.htk.processes.v1.WatchProcessesRequest\x1a(.htk.processes.v1.WatchProcessesResponse\"'\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/process-events\x90\x02\x010\x01\x12j\n" +
+	"\tGetCaller\x12\".htk.processes.v1.GetCallerRequest\x1a\x18.htk.processes.v1.Caller\"\x1f\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/caller\x90\x02\x01B\xc1\x01\n" +
 	"\x14com.htk.processes.v1B\x13ProcessServiceProtoP\x01Z2htk.dev/client/go/gen/htk/processes/v1;processesv1\xa2\x02\x03HPX\xaa\x02\x10Htk.Processes.V1\xca\x02\x10Htk\\Processes\\V1\xe2\x02\x1cHtk\\Processes\\V1\\GPBMetadata\xea\x02\x12Htk::Processes::V1b\x06proto3"
 
 var (
@@ -2197,7 +2308,7 @@ func file_htk_processes_v1_process_service_proto_rawDescGZIP() []byte {
 }
 
 var file_htk_processes_v1_process_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_htk_processes_v1_process_service_proto_goTypes = []any{
 	(ProcessStatus)(0),                // 0: htk.processes.v1.ProcessStatus
 	(StepStatus)(0),                   // 1: htk.processes.v1.StepStatus
@@ -2209,63 +2320,67 @@ var file_htk_processes_v1_process_service_proto_goTypes = []any{
 	(*TimelineEntry)(nil),             // 7: htk.processes.v1.TimelineEntry
 	(*ListProcessesRequest)(nil),      // 8: htk.processes.v1.ListProcessesRequest
 	(*ListProcessesResponse)(nil),     // 9: htk.processes.v1.ListProcessesResponse
-	(*GetProcessRequest)(nil),         // 10: htk.processes.v1.GetProcessRequest
-	(*CreateProcessRequest)(nil),      // 11: htk.processes.v1.CreateProcessRequest
-	(*UpdateProcessRequest)(nil),      // 12: htk.processes.v1.UpdateProcessRequest
-	(*UpdateProcessResponse)(nil),     // 13: htk.processes.v1.UpdateProcessResponse
-	(*ProcessEvent)(nil),              // 14: htk.processes.v1.ProcessEvent
-	(*Heartbeat)(nil),                 // 15: htk.processes.v1.Heartbeat
-	(*ListProcessEventsRequest)(nil),  // 16: htk.processes.v1.ListProcessEventsRequest
-	(*ListProcessEventsResponse)(nil), // 17: htk.processes.v1.ListProcessEventsResponse
-	(*WatchProcessRequest)(nil),       // 18: htk.processes.v1.WatchProcessRequest
-	(*WatchProcessResponse)(nil),      // 19: htk.processes.v1.WatchProcessResponse
-	(*WatchProcessesRequest)(nil),     // 20: htk.processes.v1.WatchProcessesRequest
-	(*WatchProcessesResponse)(nil),    // 21: htk.processes.v1.WatchProcessesResponse
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 23: google.protobuf.Struct
-	(*status.Status)(nil),             // 24: google.rpc.Status
+	(*GetCallerRequest)(nil),          // 10: htk.processes.v1.GetCallerRequest
+	(*Caller)(nil),                    // 11: htk.processes.v1.Caller
+	(*GetProcessRequest)(nil),         // 12: htk.processes.v1.GetProcessRequest
+	(*CreateProcessRequest)(nil),      // 13: htk.processes.v1.CreateProcessRequest
+	(*UpdateProcessRequest)(nil),      // 14: htk.processes.v1.UpdateProcessRequest
+	(*UpdateProcessResponse)(nil),     // 15: htk.processes.v1.UpdateProcessResponse
+	(*ProcessEvent)(nil),              // 16: htk.processes.v1.ProcessEvent
+	(*Heartbeat)(nil),                 // 17: htk.processes.v1.Heartbeat
+	(*ListProcessEventsRequest)(nil),  // 18: htk.processes.v1.ListProcessEventsRequest
+	(*ListProcessEventsResponse)(nil), // 19: htk.processes.v1.ListProcessEventsResponse
+	(*WatchProcessRequest)(nil),       // 20: htk.processes.v1.WatchProcessRequest
+	(*WatchProcessResponse)(nil),      // 21: htk.processes.v1.WatchProcessResponse
+	(*WatchProcessesRequest)(nil),     // 22: htk.processes.v1.WatchProcessesRequest
+	(*WatchProcessesResponse)(nil),    // 23: htk.processes.v1.WatchProcessesResponse
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 25: google.protobuf.Struct
+	(*status.Status)(nil),             // 26: google.rpc.Status
 }
 var file_htk_processes_v1_process_service_proto_depIdxs = []int32{
 	6,  // 0: htk.processes.v1.Process.step_defs:type_name -> htk.processes.v1.StepDef
 	7,  // 1: htk.processes.v1.Process.timeline:type_name -> htk.processes.v1.TimelineEntry
-	22, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	22, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
-	22, // 4: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
-	22, // 5: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
-	22, // 6: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
-	23, // 7: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
+	24, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	24, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
+	24, // 4: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
+	24, // 5: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
+	24, // 6: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
+	25, // 7: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
 	5,  // 8: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
 	6,  // 9: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
-	23, // 10: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
-	22, // 11: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
-	22, // 12: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
-	23, // 13: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
-	22, // 14: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	14, // 15: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
+	25, // 10: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
+	24, // 11: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
+	24, // 12: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
+	25, // 13: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
+	24, // 14: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	16, // 15: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
 	4,  // 16: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
-	14, // 17: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	15, // 18: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	24, // 19: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
+	16, // 17: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	17, // 18: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	26, // 19: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
 	5,  // 20: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
-	14, // 21: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	15, // 22: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	24, // 23: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
+	16, // 21: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	17, // 22: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	26, // 23: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
 	8,  // 24: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
-	10, // 25: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
-	11, // 26: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
-	12, // 27: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
-	16, // 28: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
-	18, // 29: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
-	20, // 30: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
-	9,  // 31: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
-	4,  // 32: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
-	4,  // 33: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
-	13, // 34: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
-	17, // 35: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
-	19, // 36: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
-	21, // 37: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
+	12, // 25: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
+	13, // 26: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
+	14, // 27: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
+	18, // 28: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
+	20, // 29: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
+	22, // 30: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
+	10, // 31: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
+	9,  // 32: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
+	4,  // 33: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
+	4,  // 34: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
+	15, // 35: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
+	19, // 36: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
+	21, // 37: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
+	23, // 38: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
+	11, // 39: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
 	24, // [24:24] is the sub-list for extension extendee
 	0,  // [0:24] is the sub-list for field type_name
@@ -2283,11 +2398,11 @@ func file_htk_processes_v1_process_service_proto_init() {
 	file_htk_processes_v1_process_service_proto_msgTypes[2].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[3].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[4].OneofWrappers = []any{}
-	file_htk_processes_v1_process_service_proto_msgTypes[8].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[10].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[12].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[14].OneofWrappers = []any{}
-	file_htk_processes_v1_process_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_htk_processes_v1_process_service_proto_msgTypes[16].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[17].OneofWrappers = []any{
 		(*WatchProcessResponse_Process)(nil),
 		(*WatchProcessResponse_Event)(nil),
 		(*WatchProcessResponse_Heartbeat)(nil),
@@ -2299,7 +2414,7 @@ func file_htk_processes_v1_process_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_htk_processes_v1_process_service_proto_rawDesc), len(file_htk_processes_v1_process_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

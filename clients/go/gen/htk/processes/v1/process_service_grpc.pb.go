@@ -50,6 +50,7 @@ const (
 	ProcessService_ListProcessEvents_FullMethodName = "/htk.processes.v1.ProcessService/ListProcessEvents"
 	ProcessService_WatchProcess_FullMethodName      = "/htk.processes.v1.ProcessService/WatchProcess"
 	ProcessService_WatchProcesses_FullMethodName    = "/htk.processes.v1.ProcessService/WatchProcesses"
+	ProcessService_GetCaller_FullMethodName         = "/htk.processes.v1.ProcessService/GetCaller"
 )
 
 // ProcessServiceClient is the client API for ProcessService service.
@@ -210,6 +211,12 @@ type ProcessServiceClient interface {
 	//     Also in-band, as the last message, when the server is shutting down
 	//     or lost its database: changes may have been missed, so list again.
 	WatchProcesses(ctx context.Context, in *WatchProcessesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchProcessesResponse], error)
+	// Tells who the caller is: the organization, name and scopes of the token
+	// the call carries, so that a client (the web dashboard) can show whom it
+	// acts as and offer only what the token may do.
+	//
+	// Any valid token may ask. Errors: only those common to every RPC.
+	GetCaller(ctx context.Context, in *GetCallerRequest, opts ...grpc.CallOption) (*Caller, error)
 }
 
 type processServiceClient struct {
@@ -307,6 +314,16 @@ func (c *processServiceClient) WatchProcesses(ctx context.Context, in *WatchProc
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ProcessService_WatchProcessesClient = grpc.ServerStreamingClient[WatchProcessesResponse]
+
+func (c *processServiceClient) GetCaller(ctx context.Context, in *GetCallerRequest, opts ...grpc.CallOption) (*Caller, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Caller)
+	err := c.cc.Invoke(ctx, ProcessService_GetCaller_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 // ProcessServiceServer is the server API for ProcessService service.
 // All implementations must embed UnimplementedProcessServiceServer
@@ -466,6 +483,12 @@ type ProcessServiceServer interface {
 	//     Also in-band, as the last message, when the server is shutting down
 	//     or lost its database: changes may have been missed, so list again.
 	WatchProcesses(*WatchProcessesRequest, grpc.ServerStreamingServer[WatchProcessesResponse]) error
+	// Tells who the caller is: the organization, name and scopes of the token
+	// the call carries, so that a client (the web dashboard) can show whom it
+	// acts as and offer only what the token may do.
+	//
+	// Any valid token may ask. Errors: only those common to every RPC.
+	GetCaller(context.Context, *GetCallerRequest) (*Caller, error)
 	mustEmbedUnimplementedProcessServiceServer()
 }
 
@@ -496,6 +519,9 @@ func (UnimplementedProcessServiceServer) WatchProcess(*WatchProcessRequest, grpc
 }
 func (UnimplementedProcessServiceServer) WatchProcesses(*WatchProcessesRequest, grpc.ServerStreamingServer[WatchProcessesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchProcesses not implemented")
+}
+func (UnimplementedProcessServiceServer) GetCaller(context.Context, *GetCallerRequest) (*Caller, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCaller not implemented")
 }
 func (UnimplementedProcessServiceServer) mustEmbedUnimplementedProcessServiceServer() {}
 func (UnimplementedProcessServiceServer) testEmbeddedByValue()                        {}
@@ -630,6 +656,24 @@ func _ProcessService_WatchProcesses_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ProcessService_WatchProcessesServer = grpc.ServerStreamingServer[WatchProcessesResponse]
 
+func _ProcessService_GetCaller_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCallerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessServiceServer).GetCaller(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessService_GetCaller_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessServiceServer).GetCaller(ctx, req.(*GetCallerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ProcessService_ServiceDesc is the grpc.ServiceDesc for ProcessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -656,6 +700,10 @@ var ProcessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListProcessEvents",
 			Handler:    _ProcessService_ListProcessEvents_Handler,
+		},
+		{
+			MethodName: "GetCaller",
+			Handler:    _ProcessService_GetCaller_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

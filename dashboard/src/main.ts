@@ -1,0 +1,129 @@
+// htk's dashboard: sign in with a token, then the processes, one process, or
+// the tasks inbox, as the address's fragment says (#/, #/processes/<id>,
+// #/tasks): the server serves one page, and the fragment never leaves the tab.
+import "./style.css";
+
+import { h } from "./dom.js";
+import { processView } from "./process.js";
+import { processesView } from "./processes.js";
+import {
+  forgetToken,
+  onSignOut,
+  type Session,
+  signIn,
+  signInProblem,
+  storedToken,
+  type StreamState,
+} from "./session.js";
+import { inboxView } from "./tasks.js";
+
+const STATE_TEXT: Record<StreamState, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  finished: "Finished",
+};
+
+const app = document.getElementById("app")!;
+let session: Session | undefined;
+let leaving: AbortController | undefined;
+
+function showSignIn(message = ""): void {
+  leaving?.abort();
+  session = undefined;
+  const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
+  const error = h("p", { class: "error", role: "alert" }, message);
+  const form = h(
+    "form",
+    { class: "sign-in", "aria-labelledby": "sign-in-title" },
+    h("h1", { id: "sign-in-title" }, "Sign in to htk"),
+    h("p", {}, "Paste an API token (", h("code", {}, "htk token create"), "). This tab keeps it until it closes."),
+    h("label", { for: "token" }, "API token"),
+    input,
+    h("button", { type: "submit" }, "Sign in"),
+    error,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    try {
+      session = await signIn(input.value.trim());
+      route();
+    } catch (failure) {
+      error.textContent = signInProblem(failure);
+    }
+  });
+  app.replaceChildren(h("main", { id: "main" }, form));
+  input.focus();
+}
+
+function route(): void {
+  if (!session) return;
+  leaving?.abort();
+  leaving = new AbortController();
+  const [path, query = ""] = location.hash.replace(/^#/, "").split("?");
+  const state = h("span", { class: "stream-state", role: "status", "data-state": "connecting" }, STATE_TEXT.connecting);
+  const setState = (next: StreamState) => {
+    state.dataset.state = next;
+    state.textContent = STATE_TEXT[next];
+  };
+  const main = h("main", { id: "main", tabindex: -1 });
+  const signOut = h("button", { type: "button", class: "link" }, "Sign out");
+  signOut.addEventListener("click", () => {
+    forgetToken();
+    showSignIn("Signed out.");
+  });
+  const current = (href: string) => (path === href || (href === "/" && path === "") ? "page" : undefined);
+  app.replaceChildren(
+    h("a", { class: "skip", href: "#main", onclick: (event: Event) => (event.preventDefault(), main.focus()) }, "Skip to content"),
+    h(
+      "header",
+      { class: "top" },
+      h(
+        "nav",
+        { "aria-label": "Dashboard" },
+        h("a", { href: "#/", "aria-current": current("/") }, "Processes"),
+        h("a", { href: "#/tasks", "aria-current": current("/tasks") }, "Tasks"),
+      ),
+      h(
+        "p",
+        { class: "who" },
+        state,
+        h("span", {}, "Organization ", h("strong", { class: "org" }, session.caller.organization)),
+        h("span", {}, "Token ", h("strong", { class: "token-name" }, session.caller.tokenName || "(unnamed)")),
+        signOut,
+      ),
+    ),
+    main,
+  );
+  const opened = /^\/processes\/([^/]+)$/.exec(path ?? "");
+  if (opened) {
+    processView(session, main, decodeURIComponent(opened[1]!), leaving.signal, setState);
+  } else if (path === "/tasks") {
+    inboxView(session, main, leaving.signal, setState);
+  } else {
+    processesView(session, main, new URLSearchParams(query), leaving.signal, setState);
+  }
+}
+
+onSignOut((message) => {
+  forgetToken();
+  showSignIn(message);
+});
+window.addEventListener("hashchange", route);
+
+const token = storedToken();
+if (token) {
+  signIn(token).then(
+    (signedIn) => {
+      session = signedIn;
+      route();
+    },
+    (failure) => {
+      forgetToken();
+      showSignIn(signInProblem(failure));
+    },
+  );
+} else {
+  showSignIn();
+}

@@ -1,0 +1,168 @@
+// The list of processes: filters, sort and pages kept in the address (so Back
+// works), refreshed live from the organization's stream of changes.
+import type { ListProcessesResponse, ProcessSummary } from "@htk/client/web";
+
+import { chip, formatTime, h, millis } from "./dom.js";
+import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
+
+export const PAGE_SIZE = 50;
+// Changes come in bursts (a pipeline's steps): one listing per burst.
+const REFRESH_DELAY_MS = 150;
+
+interface Filters {
+  status: string;
+  namespace: string;
+  search: string;
+  sort: string;
+  offset: number;
+}
+
+function filtersOf(query: URLSearchParams): Filters {
+  return {
+    status: query.get("status") ?? "",
+    namespace: query.get("namespace") ?? "",
+    search: query.get("search") ?? "",
+    sort: query.get("sort") ?? "newest",
+    offset: Math.max(0, Number(query.get("offset")) || 0),
+  };
+}
+
+function hrefOf(filters: Filters): string {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(filters)) {
+    if (value && !(name === "sort" && value === "newest")) query.set(name, String(value));
+  }
+  const text = query.toString();
+  return text ? `#/?${text}` : "#/";
+}
+
+function select(name: string, label: string, value: string, options: [string, string][]): HTMLElement {
+  return h(
+    "label",
+    {},
+    label,
+    h("select", { name }, ...options.map(([word, text]) => h("option", { value: word, selected: word === value }, text))),
+  );
+}
+
+export function processesView(
+  session: Session,
+  root: HTMLElement,
+  query: URLSearchParams,
+  signal: AbortSignal,
+  setState: (state: StreamState) => void,
+): void {
+  const filters = filtersOf(query);
+  const form = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter processes" },
+    select("status", "Status", filters.status, [
+      ["", "any"],
+      ["running", "running"],
+      ["completed", "completed"],
+      ["failed", "failed"],
+    ]),
+    h("label", {}, "Namespace", h("input", { name: "namespace", value: filters.namespace, placeholder: "e.g. deployments" })),
+    h("label", {}, "Search", h("input", { name: "search", type: "search", value: filters.search, placeholder: "name contains" })),
+    select("sort", "Sort", filters.sort, [
+      ["newest", "newest first"],
+      ["oldest", "oldest first"],
+    ]),
+    h("button", { type: "submit" }, "Apply"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const text = (name: string) => String(data.get(name) ?? "").trim();
+    location.hash = hrefOf({
+      status: text("status"),
+      namespace: text("namespace"),
+      search: text("search"),
+      sort: text("sort"),
+      offset: 0,
+    });
+  });
+  const rows = h("tbody");
+  const count = h("p", { class: "count", role: "status" }, "Loading…");
+  const pager = h("nav", { class: "pager", "aria-label": "Pages" });
+  const error = h("p", { class: "error", role: "alert" });
+  root.replaceChildren(
+    h("h1", {}, "Processes"),
+    form,
+    error,
+    count,
+    h(
+      "table",
+      { class: "processes" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          h("th", { scope: "col" }, "Name"),
+          h("th", { scope: "col", class: "wide" }, "Namespace"),
+          h("th", { scope: "col" }, "Status"),
+          h("th", { scope: "col" }, "Current step"),
+          h("th", { scope: "col", class: "wide" }, "Started"),
+        ),
+      ),
+      rows,
+    ),
+    pager,
+  );
+
+  const render = (page: ListProcessesResponse) => {
+    performance.mark("process-list-render-start");
+    rows.replaceChildren(...page.processes.map(row));
+    const last = page.offset + page.processes.length;
+    count.textContent =
+      page.total === 0 ? "No processes match." : `${page.offset + 1} to ${last} of ${page.total} processes`;
+    const link = (label: string, offset: number, enabled: boolean) =>
+      enabled
+        ? h("a", { href: hrefOf({ ...filters, offset }) }, label)
+        : h("span", { class: "disabled", "aria-disabled": "true" }, label);
+    pager.replaceChildren(
+      link("← Previous page", Math.max(0, page.offset - PAGE_SIZE), page.offset > 0),
+      link("Next page →", last, last < page.total),
+    );
+    void rows.offsetHeight; // the rows laid out, for the measure
+    performance.measure("process-list-render", "process-list-render-start");
+  };
+
+  const refresh = async () => {
+    try {
+      render(
+        await call(
+          session.htk.processes.listProcesses(
+            { status: filters.status, namespace: filters.namespace, search: filters.search, sort: filters.sort, limit: PAGE_SIZE, offset: filters.offset },
+            { signal },
+          ),
+        ),
+      );
+      error.textContent = "";
+    } catch (failure) {
+      if (!signal.aborted) error.textContent = `Could not list processes: ${describe(failure)}`;
+    }
+  };
+
+  followChanges(
+    session,
+    { status: filters.status, namespace: filters.namespace },
+    signal,
+    setState,
+    coalesced(() => void refresh(), REFRESH_DELAY_MS, signal),
+  );
+}
+
+function row(process: ProcessSummary): HTMLElement {
+  return h(
+    "tr",
+    { "data-process-id": process.processId },
+    h("td", {}, h("a", { href: `#/processes/${process.processId}` }, process.name)),
+    h("td", { class: "wide" }, process.namespace),
+    h("td", {}, chip(process.status)),
+    h("td", {}, process.currentStep ?? "—"),
+    h("td", { class: "wide" }, formatTime(millis(process.startedAt))),
+  );
+}

@@ -1,0 +1,62 @@
+"""Envoy's routes for the dashboard, derived from its built files."""
+
+from pathlib import Path
+
+import pytest
+
+from server.stack import DASHBOARD, dashboard_routes
+
+
+def _headers(route: dict[str, object]) -> dict[str, str]:
+    added = route["response_headers_to_add"]
+    assert isinstance(added, list)
+    return {entry["header"]["key"]: entry["header"]["value"] for entry in added}
+
+
+def _built(tmp_path: Path, *names: str) -> Path:
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    return tmp_path
+
+
+def test_index_is_served_at_the_root_and_revalidated(tmp_path: Path) -> None:
+    dist = _built(tmp_path, "index.html", "assets/main-AB12.js", "assets/main-CD34.css")
+    routes = {route["match"]["path"]: route for route in dashboard_routes(dist)}
+
+    assert set(routes) == {"/", "/assets/main-AB12.js", "/assets/main-CD34.css"}
+    index = _headers(routes["/"])
+    assert (index["content-type"], index["cache-control"]) == (
+        "text/html; charset=utf-8",
+        "no-cache",
+    )
+    assert routes["/"]["direct_response"] == {
+        "status": 200,
+        "body": {"filename": str(dist / "index.html")},
+    }
+
+
+def test_hashed_assets_are_cached_for_good_with_their_own_type(tmp_path: Path) -> None:
+    dist = _built(tmp_path, "index.html", "assets/main-AB12.js", "assets/main-CD34.css")
+    routes = {route["match"]["path"]: _headers(route) for route in dashboard_routes(dist)}
+
+    assert routes["/assets/main-AB12.js"]["content-type"] == "text/javascript; charset=utf-8"
+    assert routes["/assets/main-CD34.css"]["content-type"] == "text/css; charset=utf-8"
+    for path in ("/assets/main-AB12.js", "/assets/main-CD34.css"):
+        assert routes[path]["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_every_file_carries_the_security_headers() -> None:
+    routes = dashboard_routes(DASHBOARD)
+    assert routes, "dashboard/dist is empty: `make generate` builds it"
+    for route in routes:
+        headers = _headers(route)
+        assert headers["x-content-type-options"] == "nosniff"
+        policy = headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "'unsafe-inline'" not in policy
+
+
+def test_a_file_of_unknown_type_fails_the_start(tmp_path: Path) -> None:
+    dist = _built(tmp_path, "index.html", "assets/logo.webp")
+    with pytest.raises(ValueError, match=r"\.webp"):
+        dashboard_routes(dist)
