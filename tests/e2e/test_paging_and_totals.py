@@ -580,10 +580,11 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
 ) -> None:
     """20 processes of one namespace finish at once (completed and failed
     interleaved) while more are created in it: the trigger-kept counters must
-    neither deadlock nor drift."""
+    neither deadlock nor drift. The processes share two names, so that the
+    counters per name are contended too."""
     ids = [
         grpc_stub.CreateProcess(
-            pb.CreateProcessRequest(namespace="busy", name=f"Job {index}", step_defs=STEPS),
+            pb.CreateProcessRequest(namespace="busy", name=f"Job {index % 2}", step_defs=STEPS),
             metadata=org.metadata(),
         ).process_id
         for index in range(20)
@@ -593,11 +594,12 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
         # Any failure (a deadlock is an error) fails the gather, and the test.
         await asyncio.gather(
             *(finish_async(stub, org, i, process_id) for i, process_id in enumerate(ids)),
-            *(create_async(stub, org, f"Late {index}") for index in range(10)),
+            *(create_async(stub, org, f"JOB {index % 2}") for index in range(10)),
         )
 
     namespace = f"{org.org_id}.busy"
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
     with psycopg.connect(stack.database_url) as connection:
         counters: dict[str, int] = dict(
             connection.execute(
@@ -617,5 +619,6 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
         stub = pb_grpc.ProcessServiceStub(channel)
         await asyncio.gather(*(finish_async(stub, org, i, pid) for i, pid in enumerate(running)))
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
     assert list_processes(rest, org, namespace="busy", status="running")["total"] == 0
     assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
