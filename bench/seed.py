@@ -489,13 +489,14 @@ def stored_parameters(connection: psycopg.Connection[Any]) -> SeedParameters | N
 # each, whose indexes are cheaper built once than kept up row by row.
 _SECONDARY_INDEXES = (
     "SELECT i.indexname FROM pg_indexes i"
-    " WHERE i.schemaname = current_schema() AND i.tablename IN ('processes', 'tasks')"
+    " WHERE i.schemaname = current_schema()"
+    " AND i.tablename IN ('processes', 'process_name_counts', 'tasks')"
     " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
 )
 
 
 def migrated_indexes(database_url: str) -> dict[str, str]:
-    """The secondary indexes of `processes` and `tasks` as the migrations
+    """The secondary indexes of the listed tables as the migrations
     create them, by name.
 
     Read from a scratch database migrated for the purpose, so that the

@@ -36,7 +36,13 @@ from server.domain.processes import (
 from server.domain.tasks import Task
 from server.storage.counts import counted_total
 from server.storage.notifications import NOTIFY, Notification
-from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow
+from server.storage.tables import (
+    ProcessCount,
+    ProcessEvent,
+    ProcessNameCount,
+    ProcessRow,
+    StepRow,
+)
 from server.storage.tasks import insert_tasks, tasks_of_process
 
 # The columns that change as a process runs (all but its definition).
@@ -272,11 +278,17 @@ def list_page_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
 
 
 def list_total_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
-    """How many processes match: read from the counters unless a search is given."""
-    if query.search is not None:
-        return select(func.count()).select_from(ProcessRow).where(*_filters(query))
+    """How many processes match, read from counters that triggers keep: per
+    namespace and status, and with a search, per name too."""
     status = query.status.value if query.status is not None else None
-    return counted_total(ProcessCount, query.org_id, status=status, namespace=query.namespace)
+    if query.search is None:
+        return counted_total(ProcessCount, query.org_id, status=status, namespace=query.namespace)
+    named = counted_total(ProcessNameCount, query.org_id, status=status, namespace=query.namespace)
+    # ILIKE folds the name and the pattern with lower(); the counts keep the
+    # name folded, so only the pattern is folded here.
+    return named.where(
+        ProcessNameCount.folded_name.like(func.lower(_search_pattern(query.search)), escape="\\")
+    )
 
 
 def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
@@ -286,8 +298,13 @@ def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
     if query.namespace is not None:
         filters.append(ProcessRow.namespace == query.namespace)
     if query.search is not None:
-        filters.append(ProcessRow.name.ilike(f"%{_escape_like(query.search)}%", escape="\\"))
+        filters.append(ProcessRow.name.ilike(_search_pattern(query.search), escape="\\"))
     return filters
+
+
+def _search_pattern(search: str) -> str:
+    """The LIKE pattern of names containing `search`."""
+    return f"%{_escape_like(search)}%"
 
 
 def _escape_like(text: str) -> str:

@@ -223,6 +223,33 @@ class ProcessCount(Counts, Base):
     __tablename__ = "process_counts"
 
 
+class ProcessNameCount(Counts, Base):
+    """Counts of `processes` per name too, lower-cased: a search's exact total
+    (triggers of migration 0005).
+
+    A search sums the rows whose name matches, found by their trigram index:
+    one row per distinct name, namespace and status rather than one per
+    process, so counting the 300,000 processes that many runs of a few
+    pipelines leave rechecks a few hundred short rows. Rows that reach zero
+    are deleted, so there are never more rows than processes.
+    """
+
+    __tablename__ = "process_name_counts"
+
+    # lower(name): LIKE on it matches what ILIKE matches on the name. Last
+    # in the primary key, after the columns of Counts.
+    folded_name: Mapped[str] = mapped_column(Text, primary_key=True, sort_order=1)
+
+    __table_args__ = (
+        Index(
+            "process_name_counts_trigram",
+            "folded_name",
+            postgresql_using="gin",
+            postgresql_ops={"folded_name": "gin_trgm_ops"},
+        ),
+    )
+
+
 class TaskCount(Counts, Base):
     """Counts of `tasks` (triggers of migration 0004)."""
 

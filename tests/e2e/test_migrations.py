@@ -3,17 +3,20 @@ migration `make migration` writes from it."""
 
 import importlib.util
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect
 
 from server.storage.database import sqlalchemy_url
-from server.storage.migrate import MIGRATIONS, write_migration
+from server.storage.migrate import MIGRATIONS, alembic_config, write_migration
 from server.storage.tables import Base
 from tests.support.stack import Stack
 
@@ -75,3 +78,62 @@ def test_a_new_migration_is_numbered_after_the_head_and_empty_when_the_models_ag
     assert (written.revision, written.down_revision) == (revision, head)
     assert (written.__doc__ or "").startswith("nothing to do\n")
     assert "op." not in path.read_text()
+
+
+def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_cleanly(
+    stack: Stack,
+) -> None:
+    # Found by what it creates, not by number: revisions are renumbered at merges.
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    (migration,) = [
+        script
+        for script in scripts.walk_revisions()
+        if (script.doc or "").startswith("process_name_counts:")
+    ]
+    assert isinstance(migration.down_revision, str)
+    name = f"htk_backfill_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(stack.database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = stack.database_url.replace("/postgres?", f"/{name}?")
+    config = alembic_config(url)
+    try:
+        command.upgrade(config, migration.down_revision)
+        with psycopg.connect(url) as connection:
+            connection.execute(
+                "INSERT INTO organizations (org_id, created_at) VALUES ('a', now()), ('b', now())"
+            )
+            connection.execute(
+                "INSERT INTO processes (process_id, org_id, namespace, name, status,"
+                " step_count, task_ids, started_at, update_count)"
+                " SELECT gen_random_uuid(), org_id, org_id || '.ns', name, status,"
+                " 1, '{}', now(), 0"
+                " FROM (VALUES ('a', 'Deploy API', 'running'), ('a', 'deploy api', 'running'),"
+                "              ('a', 'ÄRGER', 'failed'), ('b', 'Deploy web', 'completed'))"
+                " AS given (org_id, name, status)"
+            )
+
+        command.upgrade(config, migration.revision)
+
+        with psycopg.connect(url) as connection:
+            counted = connection.execute(
+                "SELECT org_id, namespace, status, folded_name, count FROM process_name_counts"
+                " ORDER BY org_id, folded_name"
+            ).fetchall()
+            assert counted == [
+                ("a", "a.ns", "running", "deploy api", 2),
+                ("a", "a.ns", "failed", "ärger", 1),
+                ("b", "b.ns", "completed", "deploy web", 1),
+            ]
+        command.downgrade(config, migration.down_revision)
+        with psycopg.connect(url) as connection:
+            row = connection.execute("SELECT to_regclass('process_name_counts')").fetchone()
+            assert row == (None,)
+            # The triggers left with the table: processes take inserts again.
+            connection.execute(
+                "INSERT INTO processes (process_id, org_id, namespace, name, status,"
+                " step_count, task_ids, started_at, update_count)"
+                " VALUES (gen_random_uuid(), 'a', 'a.ns', 'x', 'running', 1, '{}', now(), 0)"
+            )
+    finally:
+        with psycopg.connect(stack.database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -5,7 +5,9 @@ A page token must visit every matching process exactly once, in sort order,
 whatever the page sizes; `total` is read from `process_counts`, which triggers
 keep in step with every insert and status change (migration 0002), so it is
 compared with `SELECT count(*)` after creates, status changes and concurrent
-status changes.
+status changes. A search's total sums `process_name_counts`, which triggers
+keep per name too (migration 0005): it is held to what ILIKE on the
+processes' names counts.
 """
 
 import asyncio
@@ -397,6 +399,8 @@ TOTAL_CASES = [
     Filters(search="50%"),
     Filters(search="deploy", status="running"),
     Filters(search="deploy", status="failed"),
+    Filters(search="deploy", namespace="beta"),
+    Filters(search="DEPLOY", namespace="alpha", status="completed"),
 ]
 
 
@@ -429,6 +433,23 @@ def assert_counters_match(stack: Stack, org_id: str) -> None:
     assert kept == {(namespace, status): count for namespace, status, count in grouped}
 
 
+def assert_name_counters_match(stack: Stack, org_id: str) -> None:
+    """process_name_counts holds exactly what GROUP BY counts per namespace,
+    status and lower-cased name, and no row of zero."""
+    with psycopg.connect(stack.database_url) as connection:
+        counters = connection.execute(
+            "SELECT namespace, status, folded_name, count FROM process_name_counts"
+            " WHERE org_id = %s ORDER BY 1, 2, 3",
+            (org_id,),
+        ).fetchall()
+        grouped = connection.execute(
+            "SELECT namespace, status, lower(name), count(*) FROM processes WHERE org_id = %s"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            (org_id,),
+        ).fetchall()
+    assert counters == grouped
+
+
 def test_total_is_exact_for_every_filter_and_follows_status_changes(
     stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
 ) -> None:
@@ -436,6 +457,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
     processes = model_of(stack, org.org_id)
     assert_totals_exact(stack, rest, grpc_stub, org, processes)
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
     assert list_processes(rest, org)["total"] == 16
 
     # Status changes move a process from one counter to another.
@@ -449,6 +471,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
     assert (statuses.count("completed"), statuses.count("failed")) == (6, 3)
     assert_totals_exact(stack, rest, grpc_stub, org, processes)
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
 
     # Updates that change no status (steps, progress) and refused updates move nothing.
     running = [p.process_id for p in processes if p.status == "running"]
@@ -463,6 +486,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
     )
     assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
 
 
 def test_totals_of_one_organization_ignore_the_others(
@@ -474,6 +498,68 @@ def test_totals_of_one_organization_ignore_the_others(
     assert list_processes(rest, org)["total"] == 2
     assert list_processes(rest, other)["total"] == 4
     assert list_processes(rest, org, namespace="alpha")["total"] == 1
+    # Both organizations have a "Deploy web" and a "deploy API".
+    page = list_processes(rest, org, search="deploy")
+    assert page["total"] == 2
+    assert {process["process_id"] for process in page["processes"]} <= {
+        known.process_id for known in model_of(stack, org.org_id)
+    }
+    assert list_processes(rest, org, search="deploy", status="running")["total"] == 2
+    assert list_processes(rest, other, search="deploy", namespace="alpha")["total"] == 1
+
+
+def test_a_search_finds_a_process_from_the_moment_it_is_created_or_renamed(
+    stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
+) -> None:
+    (created,) = create_many(grpc_stub, org, 1)  # "Deploy web #0"
+    page = list_processes(rest, org, search="web #0")
+    assert (listed_ids(page), page["total"]) == ([created], 1)
+
+    finish(grpc_stub, org, created, "failed")
+    page = list_processes(rest, org, search="web #0", status="failed")
+    assert (listed_ids(page), page["total"]) == ([created], 1)
+    assert list_processes(rest, org, search="web #0", status="running")["total"] == 0
+
+    # The API never renames nor deletes a process; an operator's SQL may,
+    # and search follows. A rename of the letters' case alone changes no count.
+    for name in ("Rollback API", "ROLLBACK api"):
+        with psycopg.connect(stack.database_url) as connection:
+            connection.execute(
+                "UPDATE processes SET name = %s WHERE process_id = %s", (name, created)
+            )
+        assert list_processes(rest, org, search="web #0")["total"] == 0
+        page = list_processes(rest, org, search="rollback A")
+        assert (listed_ids(page), page["total"]) == ([created], 1)
+        assert_name_counters_match(stack, org.org_id)
+
+    with psycopg.connect(stack.database_url) as connection:
+        connection.execute("DELETE FROM processes WHERE process_id = %s", (created,))
+    assert list_processes(rest, org, search="rollback")["total"] == 0
+    assert_name_counters_match(stack, org.org_id)
+
+
+# Names whose case folding goes beyond ASCII, and the searches for them.
+FOLDED_NAMES = ("Ärger über Deploy", "STRASSE", "straße", "İstanbul sync", "ǅemal", "ΣΊΣΥΦΟΣ")
+FOLDED_SEARCHES = ("ärger", "ÜBER d", "Straße", "strasse", "i̇stanbul", "istanbul", "ǆ", "σίσυφος")
+
+
+def test_a_search_total_counts_what_ilike_matches_beyond_ascii(
+    stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
+) -> None:
+    for name in FOLDED_NAMES:
+        grpc_stub.CreateProcess(
+            pb.CreateProcessRequest(namespace="alpha", name=name, step_defs=STEPS),
+            metadata=org.metadata(),
+        )
+    with psycopg.connect(stack.database_url) as connection:
+        for search in FOLDED_SEARCHES:
+            row = connection.execute(
+                "SELECT count(*) FROM processes WHERE org_id = %s AND name ILIKE %s",
+                (org.org_id, f"%{search}%"),
+            ).fetchone()
+            assert row is not None
+            page = list_processes(rest, org, search=search)
+            assert page["total"] == len(page["processes"]) == row[0], search
 
 
 async def finish_async(stub: "AsyncStub", org: Org, index: int, process_id: str) -> None:
@@ -494,10 +580,11 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
 ) -> None:
     """20 processes of one namespace finish at once (completed and failed
     interleaved) while more are created in it: the trigger-kept counters must
-    neither deadlock nor drift."""
+    neither deadlock nor drift. The processes share two names, so that the
+    counters per name are contended too."""
     ids = [
         grpc_stub.CreateProcess(
-            pb.CreateProcessRequest(namespace="busy", name=f"Job {index}", step_defs=STEPS),
+            pb.CreateProcessRequest(namespace="busy", name=f"Job {index % 2}", step_defs=STEPS),
             metadata=org.metadata(),
         ).process_id
         for index in range(20)
@@ -507,11 +594,12 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
         # Any failure (a deadlock is an error) fails the gather, and the test.
         await asyncio.gather(
             *(finish_async(stub, org, i, process_id) for i, process_id in enumerate(ids)),
-            *(create_async(stub, org, f"Late {index}") for index in range(10)),
+            *(create_async(stub, org, f"JOB {index % 2}") for index in range(10)),
         )
 
     namespace = f"{org.org_id}.busy"
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
     with psycopg.connect(stack.database_url) as connection:
         counters: dict[str, int] = dict(
             connection.execute(
@@ -531,5 +619,6 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
         stub = pb_grpc.ProcessServiceStub(channel)
         await asyncio.gather(*(finish_async(stub, org, i, pid) for i, pid in enumerate(running)))
     assert_counters_match(stack, org.org_id)
+    assert_name_counters_match(stack, org.org_id)
     assert list_processes(rest, org, namespace="busy", status="running")["total"] == 0
     assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
