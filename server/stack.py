@@ -41,19 +41,21 @@ DASHBOARD_CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
+# What the dashboard's files answer; any other method gets 405.
+DASHBOARD_METHODS = ("GET", "HEAD")
 # The page runs only its own script and style, and talks only to its origin.
+# It builds its DOM with no HTML sink (innerHTML and the like), so Trusted
+# Types refuse every one, with no policy to make them.
 DASHBOARD_SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
         "img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
+        "frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'"
     ),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
 }
-# Indentation of the route list in envoy/envoy.yaml.
-_ROUTE_INDENT = " " * 24
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 ENVOY_HANDOFF_SECONDS = 0.3
@@ -80,7 +82,12 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         for worker in range(settings.workers)
     ]
     rate_limited = settings.rate_limit_per_second > 0
-    config = string.Template(ENVOY_TEMPLATE.read_text()).substitute(
+    template = ENVOY_TEMPLATE.read_text()
+    dashboard = dashboard_routes()
+    # The routes go in as items of the route list, at the placeholder's indentation.
+    route_indent = re.search(r"^( *)\$\{dashboard_routes\}", template, re.MULTILINE)
+    assert route_indent, f"{ENVOY_TEMPLATE} has no ${{dashboard_routes}} line"
+    config = string.Template(template).substitute(
         http_port=settings.http_port,
         admin_port=settings.envoy_admin_port,
         worker_endpoints=json.dumps(endpoints),
@@ -93,8 +100,12 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
-        dashboard_routes=f"\n{_ROUTE_INDENT}".join(
-            f"- {json.dumps(route)}" for route in dashboard_routes()
+        dashboard_routes=f"\n{route_indent[1]}".join(
+            f"- {json.dumps(route)}" for route in dashboard
+        ),
+        path_methods=lua_route_table(
+            api_services(),
+            {route["match"]["path"]: DASHBOARD_METHODS for route in dashboard},
         ),
         **_api_routing(),
     )
@@ -107,8 +118,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
 def _api_routing() -> dict[str, str]:
     """What Envoy's routes need to know of the API, as the protos declare it:
     the services to transcode, the methods that only read (retried), and
-    each REST path's methods (for 405 replies), and those that stream (no
-    route timeout)."""
+    those that stream (no route timeout)."""
     methods = method_table(api_services())
     reads = sorted(re.escape(path) for path, method in methods.items() if method.read_only)
     streams = sorted(
@@ -119,7 +129,6 @@ def _api_routing() -> dict[str, str]:
     return {
         "api_services": json.dumps(sorted(service.full_name for service in api_services())),
         "read_methods_regex": json.dumps("|".join(reads)),
-        "rest_routes": lua_route_table(api_services()),
         # "$^" matches no path, where an empty pattern would match them all.
         "stream_methods_regex": json.dumps("|".join(streams) or "$^"),
     }
@@ -146,7 +155,10 @@ def dashboard_routes(dist: Path = DASHBOARD) -> list[dict[str, Any]]:
                 "match": {
                     "path": "/" if entry_page else f"/{relative}",
                     "headers": [
-                        {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}
+                        {
+                            "name": ":method",
+                            "string_match": {"safe_regex": {"regex": "|".join(DASHBOARD_METHODS)}},
+                        }
                     ],
                 },
                 "direct_response": {"status": 200, "body": {"filename": str(file)}},

@@ -5,6 +5,7 @@ tell Envoy which methods each REST path takes (server/stack.py).
 """
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.api import annotations_pb2
@@ -57,13 +58,20 @@ def http_binding(method: descriptor.MethodDescriptor) -> HttpBinding | None:
     return HttpBinding(kind.upper(), getattr(rule, kind), rule.body)
 
 
-def lua_route_table(services: list[descriptor.ServiceDescriptor]) -> str:
-    """A Lua table of `{path pattern, allowed methods}` pairs, one per REST path.
+def lua_route_table(
+    services: list[descriptor.ServiceDescriptor],
+    fixed_paths: Mapping[str, Sequence[str]] | None = None,
+) -> str:
+    """A Lua table of `{path pattern, allowed methods}` pairs, one per REST
+    path, and one per path of `fixed_paths` (files Envoy serves itself).
 
     Envoy's Lua filter answers a known path called with another method with
     405 and these methods in `Allow` (envoy/envoy.yaml).
     """
-    allowed: dict[str, list[str]] = {}
+    allowed: dict[str, list[str]] = {
+        "^" + _LUA_MAGIC.sub(r"%\1", path) + "$": list(methods)
+        for path, methods in (fixed_paths or {}).items()
+    }
     for service in services:
         for method in service.methods:
             binding = http_binding(method)

@@ -1,10 +1,14 @@
 """Envoy's routes for the dashboard, derived from its built files."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from server.stack import DASHBOARD, dashboard_routes
+from server.settings import Settings
+from server.stack import DASHBOARD, dashboard_routes, render_envoy_config
+from server.transport.http_rules import lua_route_table
 
 
 def _headers(route: dict[str, object]) -> dict[str, str]:
@@ -54,9 +58,28 @@ def test_every_file_carries_the_security_headers() -> None:
         assert headers["x-content-type-options"] == "nosniff"
         policy = headers["content-security-policy"]
         assert "default-src 'self'" in policy and "'unsafe-inline'" not in policy
+        # No HTML sink may run: the page builds its DOM from nodes and text.
+        assert "require-trusted-types-for 'script'; trusted-types 'none'" in policy
 
 
 def test_a_file_of_unknown_type_fails_the_start(tmp_path: Path) -> None:
     dist = _built(tmp_path, "index.html", "assets/logo.webp")
     with pytest.raises(ValueError, match=r"\.webp"):
         dashboard_routes(dist)
+
+
+def test_other_methods_on_the_dashboards_files_are_answered_405_like_the_apis() -> None:
+    table = lua_route_table([], {"/": ("GET", "HEAD"), "/assets/main-AB12.js": ("GET", "HEAD")})
+    assert table == '{{"^/$", "GET, HEAD"}, {"^/assets/main%-AB12%.js$", "GET, HEAD"}}'
+
+
+def test_the_rendered_config_lists_every_built_file_among_the_routes(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HTK_DATA_DIR": str(tmp_path)})
+    config = render_envoy_config(settings, stack_id=0).read_text()
+
+    # Items of the route list, as indented as the catch-all 404 after them.
+    catch_all = re.search(r'^( *)- match: \{ prefix: "/" \}$', config, re.MULTILINE)
+    assert catch_all
+    items = "".join(f"{catch_all[1]}- {json.dumps(route)}\n" for route in dashboard_routes())
+    assert items + catch_all[0] in config
+    assert '{"^/$", "GET, HEAD"}' in config
