@@ -86,3 +86,20 @@ export function keepingFocus(render: () => void): void {
     focused.focus({ preventScroll: true });
   }
 }
+
+/**
+ * An alert shared by a view's sources of trouble (its reads, its stream),
+ * each setting or clearing its own problem: the alert shows the first one
+ * standing, in the order given, so a read that succeeds does not clear why
+ * the stream stopped.
+ */
+export function problemsIn<Source extends string>(
+  alert: HTMLElement,
+  ...order: Source[]
+): (source: Source, problem: string) => void {
+  const standing = new Map<Source, string>();
+  return (source, problem) => {
+    standing.set(source, problem);
+    alert.textContent = order.map((name) => standing.get(name)).find(Boolean) ?? "";
+  };
+}

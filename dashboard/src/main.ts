@@ -9,6 +9,7 @@ import { processesView } from "./processes.js";
 import {
   forgetToken,
   onSignOut,
+  refusesToken,
   type Session,
   signIn,
   signInProblem,
@@ -22,6 +23,7 @@ const STATE_TEXT: Record<StreamState, string> = {
   live: "Live",
   reconnecting: "Reconnecting…",
   finished: "Finished",
+  refused: "Not live",
 };
 
 const app = document.getElementById("app")!;
@@ -97,12 +99,29 @@ function route(): void {
     main,
   );
   const opened = /^\/processes\/([^/]+)$/.exec(path ?? "");
-  if (opened) {
-    processView(session, main, decodeURIComponent(opened[1]!), leaving.signal, setState);
+  const processId = opened && decoded(opened[1]!);
+  if (processId) {
+    processView(session, main, processId, leaving.signal, setState);
+  } else if (opened) {
+    setState("refused");
+    main.replaceChildren(
+      h("h1", {}, "No such process"),
+      h("p", { class: "error", role: "alert" }, "The address names no process: its process ID is not valid percent-encoding."),
+      h("p", {}, h("a", { href: "#/" }, "← All processes")),
+    );
   } else if (path === "/tasks") {
-    inboxView(session, main, leaving.signal, setState);
+    inboxView(session, main, new URLSearchParams(query), leaving.signal, setState);
   } else {
     processesView(session, main, new URLSearchParams(query), leaving.signal, setState);
+  }
+}
+
+/** A path segment percent-decoded, or undefined if it is not valid percent-encoding. */
+function decoded(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
   }
 }
 
@@ -120,8 +139,14 @@ if (token) {
       route();
     },
     (failure) => {
-      forgetToken();
-      showSignIn(signInProblem(failure));
+      // Only a refused token is forgotten: after a network error, reloading
+      // the tab tries the same token again.
+      if (refusesToken(failure)) {
+        forgetToken();
+        showSignIn(signInProblem(failure));
+      } else {
+        showSignIn(`${signInProblem(failure)} (reload the page to try again)`);
+      }
     },
   );
 } else {

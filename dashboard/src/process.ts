@@ -3,8 +3,8 @@
 // WatchProcess and resumed with `after_seq` after a break.
 import type { Process, ProcessEvent, Task, TimelineEntry } from "@htk/client/web";
 
-import { chip, formatDuration, formatTime, h, keepingFocus, liveDuration, millis, tick } from "./dom.js";
-import { call, coalesced, describe, follow, type Session, type StreamState } from "./session.js";
+import { chip, formatDuration, formatTime, h, keepingFocus, liveDuration, millis, problemsIn, tick } from "./dom.js";
+import { call, coalesced, describe, follow, inBandError, type Session, type StreamState } from "./session.js";
 import { taskActions, taskSummary } from "./tasks.js";
 
 const EVENTS_PAGE = 1000;
@@ -19,6 +19,7 @@ export function processView(
 ): void {
   const header = h("header", { class: "process-header" }, h("h1", {}, "Loading…"));
   const error = h("p", { class: "error", role: "alert" });
+  const problem = problemsIn(error, "read", "stream");
   const axis = h("div", { class: "timeline", role: "img", "aria-label": "Step timeline" });
   const steps = h("div", { class: "steps" });
   const history = h("tbody");
@@ -114,9 +115,9 @@ export function processView(
         call(session.htk.tasks.listTasks({ processId, limit: 200 }, { signal })),
       ]);
       render(current, new Map(page.tasks.map((task) => [task.taskId, task])));
-      error.textContent = "";
+      problem("read", "");
     } catch (failure) {
-      if (!signal.aborted) error.textContent = `Could not read the process: ${describe(failure)}`;
+      if (!signal.aborted) problem("read", `Could not read the process: ${describe(failure)}`);
     }
   };
   const refreshSoon = coalesced(() => void refresh(), REFRESH_DELAY_MS, signal);
@@ -141,7 +142,7 @@ export function processView(
       }
       await refresh();
     } catch (failure) {
-      if (!signal.aborted) error.textContent = `Could not read the process: ${describe(failure)}`;
+      if (!signal.aborted) problem("read", `Could not read the process: ${describe(failure)}`);
       return;
     }
     await follow(signal, {
@@ -149,7 +150,7 @@ export function processView(
       receive: (message) => {
         switch (message.kind.case) {
           case "error":
-            return new Error(message.kind.value.message);
+            return inBandError(message.kind.value);
           case "event":
             record(message.kind.value);
             refreshSoon();
@@ -165,6 +166,7 @@ export function processView(
         if (state === "live") refreshSoon();
       },
       finished: () => ended,
+      refused: (reason) => problem("stream", `Not following the process: ${reason}`),
     });
   })();
 }

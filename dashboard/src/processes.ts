@@ -2,7 +2,8 @@
 // works), refreshed live from the organization's stream of changes.
 import type { ListProcessesResponse, ProcessSummary } from "@htk/client/web";
 
-import { chip, formatTime, h, millis } from "./dom.js";
+import { chip, formatTime, h, millis, problemsIn } from "./dom.js";
+import { offsetOf, showPage } from "./pages.js";
 import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
 
 export const PAGE_SIZE = 50;
@@ -23,7 +24,7 @@ function filtersOf(query: URLSearchParams): Filters {
     namespace: query.get("namespace") ?? "",
     search: query.get("search") ?? "",
     sort: query.get("sort") ?? "newest",
-    offset: Math.max(0, Number(query.get("offset")) || 0),
+    offset: offsetOf(query),
   };
 }
 
@@ -115,21 +116,17 @@ export function processesView(
   const render = (page: ListProcessesResponse) => {
     performance.mark("process-list-render-start");
     rows.replaceChildren(...page.processes.map(row));
-    const last = page.offset + page.processes.length;
-    count.textContent =
-      page.total === 0 ? "No processes match." : `${page.offset + 1} to ${last} of ${page.total} processes`;
-    const link = (label: string, offset: number, enabled: boolean) =>
-      enabled
-        ? h("a", { href: hrefOf({ ...filters, offset }) }, label)
-        : h("span", { class: "disabled", "aria-disabled": "true" }, label);
-    pager.replaceChildren(
-      link("← Previous page", Math.max(0, page.offset - PAGE_SIZE), page.offset > 0),
-      link("Next page →", last, last < page.total),
-    );
+    showPage(count, pager, { offset: page.offset, shown: page.processes.length, total: page.total }, {
+      size: PAGE_SIZE,
+      noun: "processes",
+      none: "No processes match.",
+      href: (offset) => hrefOf({ ...filters, offset }),
+    });
     void rows.offsetHeight; // the rows laid out, for the measure
     performance.measure("process-list-render", "process-list-render-start");
   };
 
+  const problem = problemsIn(error, "list", "stream");
   const refresh = async () => {
     try {
       render(
@@ -140,18 +137,20 @@ export function processesView(
           ),
         ),
       );
-      error.textContent = "";
+      problem("list", "");
     } catch (failure) {
-      if (!signal.aborted) error.textContent = `Could not list processes: ${describe(failure)}`;
+      if (!signal.aborted) problem("list", `Could not list processes: ${describe(failure)}`);
     }
   };
 
+  void refresh();
   followChanges(
     session,
     { status: filters.status, namespace: filters.namespace },
     signal,
     setState,
     coalesced(() => void refresh(), REFRESH_DELAY_MS, signal),
+    (reason) => problem("stream", `Not following changes: ${reason}`),
   );
 }
 

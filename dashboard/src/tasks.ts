@@ -2,7 +2,8 @@
 // the inbox of open tasks across processes.
 import type { Task } from "@htk/client/web";
 
-import { chip, formatTime, h, keepingFocus, millis } from "./dom.js";
+import { chip, formatTime, h, keepingFocus, millis, problemsIn } from "./dom.js";
+import { offsetOf, showPage } from "./pages.js";
 import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
 
 const INBOX_SIZE = 100;
@@ -76,23 +77,36 @@ export function taskActions(
   return form;
 }
 
-export function inboxView(session: Session, root: HTMLElement, signal: AbortSignal, setState: (state: StreamState) => void): void {
+export function inboxView(
+  session: Session,
+  root: HTMLElement,
+  query: URLSearchParams,
+  signal: AbortSignal,
+  setState: (state: StreamState) => void,
+): void {
+  const offset = offsetOf(query);
   const list = h("ol", { class: "inbox" });
   const count = h("p", { class: "count", role: "status" }, "Loading…");
+  const pager = h("nav", { class: "pager", "aria-label": "Pages" });
   const error = h("p", { class: "error", role: "alert" });
+  const problem = problemsIn(error, "list", "stream");
   const forms = new Map<string, HTMLElement>();
   const note = h(
     "p",
     { class: "note" },
     session.mayCompleteTasks ? "" : "This token lacks the scope tasks:complete: it can see tasks but not decide them.",
   );
-  root.replaceChildren(h("h1", {}, "Tasks waiting for a person"), note, error, count, list);
+  root.replaceChildren(h("h1", {}, "Tasks waiting for a person"), note, error, count, list, pager);
 
   const refresh = async () => {
     try {
-      const page = await call(session.htk.tasks.listTasks({ status: "open", limit: INBOX_SIZE }, { signal }));
-      count.textContent =
-        page.total === 0 ? "No task is waiting." : `${page.total} open task${page.total === 1 ? "" : "s"}, newest first`;
+      const page = await call(session.htk.tasks.listTasks({ status: "open", limit: INBOX_SIZE, offset }, { signal }));
+      showPage(count, pager, { offset, shown: page.tasks.length, total: page.total }, {
+        size: INBOX_SIZE,
+        noun: "open tasks",
+        none: "No task is waiting.",
+        href: (to) => (to ? `#/tasks?offset=${to}` : "#/tasks"),
+      });
       keepingFocus(() =>
         list.replaceChildren(
           ...page.tasks.map((task) =>
@@ -107,11 +121,12 @@ export function inboxView(session: Session, root: HTMLElement, signal: AbortSign
           ),
         ),
       );
-      error.textContent = "";
+      problem("list", "");
     } catch (failure) {
-      if (!signal.aborted) error.textContent = `Could not list tasks: ${describe(failure)}`;
+      if (!signal.aborted) problem("list", `Could not list tasks: ${describe(failure)}`);
     }
   };
   const refreshSoon = coalesced(() => void refresh(), REFRESH_DELAY_MS, signal);
-  followChanges(session, {}, signal, setState, refreshSoon);
+  void refresh();
+  followChanges(session, {}, signal, setState, refreshSoon, (reason) => problem("stream", `Not following changes: ${reason}`));
 }

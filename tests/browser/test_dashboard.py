@@ -21,6 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from htk.processes.v1 import process_service_pb2
 from server.settings import CHECKOUT
 from tests.chaos.helpers import kill_worker, wait_until
 from tests.support.stack import Stack, create_token, running_stack
@@ -116,6 +117,29 @@ def stream_state(page: Page) -> str:
     return str(page.locator(".stream-state").get_attribute("data-state"))
 
 
+def report(**figures: float) -> None:
+    """Adds figures to the render report (build/dashboard-render.json): printed
+    and kept for people to read, never asserted (speed lives in bench/)."""
+    RENDER_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(RENDER_REPORT.read_text()) if RENDER_REPORT.exists() else {}
+    RENDER_REPORT.write_text(json.dumps(kept | figures) + "\n")
+    print(f"\n{figures}")
+
+
+# Sums the page's unexpected layout shifts (CLS) from now on into window.layoutShift.
+OBSERVE_LAYOUT_SHIFT = """() => {
+  window.layoutShift = 0;
+  new PerformanceObserver((list) => {
+    for (const shift of list.getEntries()) {
+      if (!shift.hadRecentInput) window.layoutShift += shift.value;
+    }
+  }).observe({ type: "layout-shift" });
+}"""
+# The shifts so far, once the frames already drawn have reported theirs.
+LAYOUT_SHIFT = """() => new Promise((resolve) =>
+  requestAnimationFrame(() => requestAnimationFrame(() => resolve(window.layoutShift))))"""
+
+
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
@@ -147,6 +171,14 @@ def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: St
         )
         # Views live in the fragment: other paths are not the page.
         assert http.get("/processes").status_code == 404
+        # The page's files only read, and say so as the API's paths do.
+        for method, path in (("POST", "/"), ("PUT", loaded[0]), ("DELETE", loaded[1])):
+            refused = http.request(method, path)
+            assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
+            assert (
+                refused.json()["message"]
+                == f"{method} is not allowed on this path; it takes GET, HEAD"
+            )
 
 
 def test_sign_in_keeps_the_token_in_the_tab_only(page: Page, stack: Stack, team: Team) -> None:
@@ -185,10 +217,7 @@ def test_the_list_filters_pages_and_follows_changes(page: Page, stack: Stack, te
     renders = page.evaluate(
         "performance.getEntriesByName('process-list-render').map(entry => entry.duration)"
     )
-    report = {"rows": 50, "render_ms": renders[0]}
-    RENDER_REPORT.parent.mkdir(parents=True, exist_ok=True)
-    RENDER_REPORT.write_text(json.dumps(report) + "\n")
-    print(f"\na page of 50 processes rendered in {renders[0]:.1f} ms")
+    report(rows=50, render_ms=renders[0])
     screenshot(page, "processes.png")
 
     page.get_by_role("link", name="Next page →").click()
@@ -231,6 +260,7 @@ def test_a_process_shows_its_timeline_and_follows_updates(
     expect(page.locator(".bar.status-running")).to_have_count(1)
     expect(page.locator(".stream-state")).to_have_attribute("data-state", "live")
     page.evaluate("window.notReloaded = true")
+    page.evaluate(OBSERVE_LAYOUT_SHIFT)
 
     update(
         team,
@@ -244,6 +274,7 @@ def test_a_process_shows_its_timeline_and_follows_updates(
     expect(build.locator(".data")).to_contain_text('"image_tag": "v2.1.0-abc123"')
     expect(page.locator(".events tbody tr")).to_have_count(3)
     assert page.evaluate("window.notReloaded")
+    report(live_update_layout_shift=page.evaluate(LAYOUT_SHIFT))
 
 
 def test_a_task_approved_in_the_page_completes_its_step(
@@ -347,6 +378,113 @@ def test_a_revoked_token_returns_to_sign_in(page: Page, stack: Stack, team: Team
     wait_until(signed_out, timeout=30, what="the sign-in form", interval=0.5)
     expect(page.get_by_role("alert")).to_contain_text("refused the token")
     assert page.evaluate("sessionStorage.getItem('htk.token')") is None
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("namespace=elsewhere.deployments", "'elsewhere.deployments' is outside your organization"),
+        ("status=paused", "status"),
+    ],
+)
+def test_a_filter_the_api_refuses_shows_its_reason_not_reconnecting(
+    page: Page, stack: Stack, team: Team, query: str, reason: str
+) -> None:
+    sign_in(page, stack, team.alice)
+    page.goto(f"{stack.http_url}/#/?{query}")
+
+    expect(page.get_by_role("alert")).to_contain_text(reason)
+    expect(page.locator(".stream-state")).to_have_attribute("data-state", "refused")
+    expect(page.locator(".stream-state")).to_have_text("Not live")
+
+
+def test_a_page_past_the_end_says_so_and_links_to_the_first(
+    page: Page, stack: Stack, team: Team
+) -> None:
+    create(team, "Somewhere in the list")
+    sign_in(page, stack, team.alice)
+    page.goto(f"{stack.http_url}/#/?offset=100000")
+
+    expect(page.locator(".count")).to_have_text("No processes on this page. Go to the first page")
+    expect(page.locator("tbody tr")).to_have_count(0)
+    page.get_by_role("link", name="Go to the first page").click()
+    expect(page.locator(".count")).to_contain_text("1 to ")
+
+
+def test_the_inbox_pages_like_the_list(page: Page, stack: Stack, team: Team) -> None:
+    for number in range(2):
+        process_id = create(team, f"Inbox page {number}", [STEPS[2]])
+        update(team, process_id, type="step_started", step="review")
+    sign_in(page, stack, team.alice)
+    page.goto(f"{stack.http_url}/#/tasks")
+    count = page.locator(".count")
+    expect(count).to_contain_text(re.compile(r"^1 to \d+ of \d+ open tasks$"))
+    total = int(str(count.text_content()).rsplit(" of ", 1)[1].split()[0])
+
+    page.goto(f"{stack.http_url}/#/tasks?offset=1")
+    expect(count).to_have_text(f"2 to {total} of {total} open tasks")
+    expect(page.locator(".task")).to_have_count(total - 1)
+    page.get_by_role("link", name="← Previous page").click()
+    expect(count).to_have_text(f"1 to {total} of {total} open tasks")
+
+
+def test_a_stream_ending_with_unauthenticated_in_band_signs_out_at_once(
+    page: Page, stack: Stack, team: Team
+) -> None:
+    # The server ends a revoked token's stream with an in-band error, then
+    # the same status: here without revoking, so that only the stream's
+    # message can sign the page out.
+    ended = process_service_pb2.WatchProcessesResponse()
+    ended.error.code = 16  # UNAUTHENTICATED
+    ended.error.message = "the token was revoked"
+    message = ended.SerializeToString()
+    trailer = b"grpc-status: 16\r\ngrpc-message: the token was revoked\r\n"
+    body = (
+        b"\x00"
+        + len(message).to_bytes(4, "big")
+        + message
+        + b"\x80"
+        + len(trailer).to_bytes(4, "big")
+        + trailer
+    )
+    page.route(
+        "**/htk.processes.v1.ProcessService/WatchProcesses",
+        lambda route: route.fulfill(
+            status=200, headers={"content-type": "application/grpc-web+proto"}, body=body
+        ),
+    )
+    page.goto(stack.http_url + "/")
+    page.get_by_label("API token").fill(team.alice)
+    page.get_by_role("button", name="Sign in").click()
+
+    # Signed in (the token is good), then out as soon as the stream says so.
+    expect(page.get_by_role("alert")).to_contain_text("refused the token")
+    expect(page.get_by_label("API token")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('htk.token')") is None
+
+
+def test_a_reload_while_the_api_is_unreachable_keeps_the_token(
+    page: Page, stack: Stack, team: Team
+) -> None:
+    sign_in(page, stack, team.alice)
+    page.route("**/htk.processes.v1.ProcessService/GetCaller", lambda route: route.abort())
+    page.reload()
+
+    expect(page.get_by_role("alert")).to_contain_text("Could not sign in")
+    assert page.evaluate("sessionStorage.getItem('htk.token')") == team.alice
+    page.unroute("**/htk.processes.v1.ProcessService/GetCaller")
+    page.reload()
+    expect(page.locator(".token-name")).to_have_text("alice")
+
+
+def test_a_malformed_process_address_says_no_such_process(
+    page: Page, stack: Stack, team: Team
+) -> None:
+    sign_in(page, stack, team.alice)
+    page.goto(f"{stack.http_url}/#/processes/%E0")
+
+    expect(page.get_by_role("heading", name="No such process")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("not valid percent-encoding")
 
 
 def test_the_page_reads_at_phone_width(page: Page, stack: Stack, team: Team) -> None:
