@@ -4,7 +4,7 @@ import contextvars
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -95,10 +95,15 @@ class Database:
                     if isolation != "AUTOCOMMIT":
                         await _apply_deadline(connection)
                     yield connection
-        except DBAPIError as error:
-            if isinstance(error.orig, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
+        except (DBAPIError, psycopg.Error) as error:
+            # psycopg's own errors come from statements run on the driver
+            # connection (`driver_connection`), SQLAlchemy's wrap the others.
+            cause = error.orig if isinstance(error, DBAPIError) else error
+            if isinstance(cause, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
                 raise DeadlineExceeded("the database did not answer in time") from error
-            if isinstance(error, OperationalError | InterfaceError):
+            if isinstance(error, OperationalError | InterfaceError) or isinstance(
+                cause, psycopg.OperationalError | psycopg.InterfaceError
+            ):
                 raise Unavailable("the database is unavailable; retry later") from error
             raise
         except PoolTimeoutError as error:
@@ -117,6 +122,13 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def driver_connection(connection: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under `connection`, in the same transaction, for
+    the hot statements that SQLAlchemy's layers would only slow down."""
+    pooled = await connection.get_raw_connection()
+    return cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:
