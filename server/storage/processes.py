@@ -35,7 +35,7 @@ from server.domain.processes import (
     event_type,
 )
 from server.storage.counts import counted_total
-from server.storage.database import driver_connection
+from server.storage.database import Statement, in_one_round_trip
 from server.storage.json_rows import Reader, json_array, recordset, to_json
 from server.storage.notifications import CHANNEL, NOTIFY, Notification
 from server.storage.tables import ProcessCount, ProcessEvent, ProcessRow, StepRow, TaskRow
@@ -176,23 +176,19 @@ async def record_change(connection: AsyncConnection, process: Process, change: C
     event = change.event
     state = _process_values(process)
     steps = [_step_state(position, process.steps[position]) for position in change.step_positions]
-    driver = await driver_connection(connection)
-    await driver.execute(
-        _RECORD,
-        {column: state[column] for column in _PROCESS_STATE}
-        | {
-            "process_id": process.process_id,
-            "steps": to_json(steps),
-            "tasks": to_json([task_state(task) for task in change.tasks]),
-            "seq": event.seq,
-            "type": event.type.value,
-            "step": event.step,
-            "payload": Jsonb(event.payload),
-            "recorded_at": event.recorded_at,
-            "channel": CHANNEL,
-            "notification": Notification(process.org_id, process.process_id, event.seq).encode(),
-        },
-    )
+    parameters = {column: state[column] for column in _PROCESS_STATE} | {
+        "process_id": process.process_id,
+        "steps": to_json(steps),
+        "tasks": to_json([task_state(task) for task in change.tasks]),
+        "seq": event.seq,
+        "type": event.type.value,
+        "step": event.step,
+        "payload": Jsonb(event.payload),
+        "recorded_at": event.recorded_at,
+        "channel": CHANNEL,
+        "notification": Notification(process.org_id, process.process_id, event.seq).encode(),
+    }
+    await in_one_round_trip(connection, (_RECORD, parameters))
 
 
 async def events_after(
@@ -325,14 +321,9 @@ async def load(
 ) -> Process | None:
     """The organization's process with its steps, if it has one by that id;
     `for_update` takes its row lock first (both statements in one round trip)."""
-    driver = await driver_connection(connection)
     keys = {"org_id": org_id, "process_id": process_id}
-    if for_update:
-        async with driver.pipeline():
-            await driver.execute(_LOCK, keys)
-            cursor = await driver.execute(_LOAD, keys)
-    else:
-        cursor = await driver.execute(_LOAD, keys)
+    lock: tuple[Statement, ...] = ((_LOCK, keys),) if for_update else ()
+    cursor = await in_one_round_trip(connection, *lock, (_LOAD, keys))
     row = await cursor.fetchone()
     if row is None:
         return None
