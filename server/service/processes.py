@@ -22,7 +22,7 @@ from server.domain.processes import (
     validate_update,
 )
 from server.service.writes import Clock, Writes
-from server.storage import processes, tasks
+from server.storage import processes
 from server.storage.database import Database
 
 
@@ -112,9 +112,7 @@ async def record(connection: AsyncConnection, process: Process, change: Change) 
     """Writes what a change did to a process locked in this transaction: its
     state, the steps and tasks it moved, and its event. Every kind of change
     (update, task completion, timeout) is recorded the same way."""
-    await processes.save_change(connection, process, change.step_positions)
-    await tasks.write_tasks(connection, change.tasks)
-    await processes.append_event(connection, process.org_id, process.process_id, change.event)
+    await processes.record_change(connection, process, change)
 
 
 async def load_locked(connection: AsyncConnection, org_id: str, process_id: uuid.UUID) -> Process:

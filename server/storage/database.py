@@ -2,13 +2,13 @@
 
 import contextvars
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, LiteralString, cast
 
 import psycopg
 from psycopg import errors as pg_errors
-from sqlalchemy import func, select
+from sqlalchemy import Connection, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -62,12 +62,16 @@ class Database:
             pool_pre_ping=False,
             # Parameters (token digests among them) stay out of error messages and logs.
             hide_parameters=True,
+            # psycopg never opens a transaction itself: `transaction` does,
+            # with a BEGIN that its first statement carries (`_begin_first`).
+            isolation_level="AUTOCOMMIT",
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS}s"
                 f" -c lock_timeout={LOCK_TIMEOUT_SECONDS}s",
             },
         )
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_first)
 
     @asynccontextmanager
     async def transaction(
@@ -89,16 +93,28 @@ class Database:
         """
         try:
             async with self.engine.connect() as connection:
-                if isolation != "READ COMMITTED":
-                    await connection.execution_options(isolation_level=isolation)
-                async with connection.begin():
-                    if isolation != "AUTOCOMMIT":
-                        await _apply_deadline(connection)
-                    yield connection
-        except DBAPIError as error:
-            if isinstance(error.orig, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
+                # Held here: once the connection is lost, reading its `info`
+                # would reconnect.
+                info = connection.info
+                if isolation != "AUTOCOMMIT":
+                    info[_DUE_BEGIN] = f"BEGIN ISOLATION LEVEL {isolation}"
+                try:
+                    # Commits (or rolls back) what the BEGIN opened, if it was sent.
+                    async with connection.begin():
+                        if isolation != "AUTOCOMMIT":
+                            await _apply_deadline(connection)
+                        yield connection
+                finally:
+                    info.pop(_DUE_BEGIN, None)
+        except (DBAPIError, psycopg.Error) as error:
+            # psycopg's own errors come from statements run on the driver
+            # connection (`in_one_round_trip`), SQLAlchemy's wrap the others.
+            cause = error.orig if isinstance(error, DBAPIError) else error
+            if isinstance(cause, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
                 raise DeadlineExceeded("the database did not answer in time") from error
-            if isinstance(error, OperationalError | InterfaceError):
+            if isinstance(error, OperationalError | InterfaceError) or isinstance(
+                cause, psycopg.OperationalError | psycopg.InterfaceError
+            ):
                 raise Unavailable("the database is unavailable; retry later") from error
             raise
         except PoolTimeoutError as error:
@@ -117,6 +133,52 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+# In a connection's `info`: the BEGIN that opens its transaction, until a
+# statement has carried it.
+_DUE_BEGIN = "htk_due_begin"
+
+Statement = tuple[LiteralString, Mapping[str, Any]]
+
+
+def _begin_first(
+    connection: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
+    executemany: bool,
+) -> None:
+    """Opens the transaction before the first SQLAlchemy statement in it, if
+    no statement has done so yet."""
+    begin = connection.info.pop(_DUE_BEGIN, None)
+    if begin is not None:
+        cursor.execute(begin)
+
+
+async def in_one_round_trip(
+    connection: AsyncConnection, *statements: Statement
+) -> psycopg.AsyncCursor[Any]:
+    """Runs `statements` on the psycopg connection under `connection`, in its
+    transaction, and returns the last one's cursor.
+
+    For the hot statements, which SQLAlchemy's layers would only slow down
+    (psycopg prepares them itself). The statements, and the BEGIN of the
+    transaction when none has been sent yet, go to PostgreSQL together: one
+    round trip. Each still starts once the one before it has finished.
+    """
+    pooled = await connection.get_raw_connection()
+    driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
+    begin = connection.info.pop(_DUE_BEGIN, None)
+    if begin is None and len(statements) == 1:
+        return await driver.execute(*statements[0])
+    async with driver.pipeline():
+        if begin is not None:
+            await driver.execute(begin, prepare=False)
+        for query, parameters in statements:
+            cursor = await driver.execute(query, parameters)
+    return cursor
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:

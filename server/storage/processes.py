@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     ColumnElement,
     Row,
@@ -18,11 +19,11 @@ from sqlalchemy import (
     literal,
     select,
     tuple_,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.processes import (
+    Change,
     Event,
     ListQuery,
     Process,
@@ -33,17 +34,19 @@ from server.domain.processes import (
     StepStatus,
     event_type,
 )
-from server.domain.tasks import Task
 from server.storage.counts import counted_total
-from server.storage.notifications import NOTIFY, Notification
+from server.storage.database import Statement, in_one_round_trip
+from server.storage.json_rows import Reader, json_array, recordset, to_json
+from server.storage.notifications import CHANNEL, NOTIFY, Notification
 from server.storage.tables import (
     ProcessCount,
     ProcessEvent,
     ProcessNameCount,
     ProcessRow,
     StepRow,
+    TaskRow,
 )
-from server.storage.tasks import insert_tasks, tasks_of_process
+from server.storage.tasks import TASK_JSON, TASK_STATE, insert_tasks, task_of, task_state
 
 # The columns that change as a process runs (all but its definition).
 _PROCESS_STATE = ("status", "current_step", "finished_at", "summary", "error", "update_count")
@@ -63,18 +66,8 @@ _STEP_STATE = (
 )
 
 
-# The statements of Get, Create and Update, built once: building a statement
-# on every call costs more than PostgreSQL takes to run it. Parameters are
-# bound by name; the `key_` ones select the row, the others are its values.
-_LOAD_PROCESS = select(*ProcessRow.__table__.columns).where(
-    ProcessRow.process_id == bindparam("process_id"), ProcessRow.org_id == bindparam("org_id")
-)
-_LOAD_PROCESS_FOR_UPDATE = _LOAD_PROCESS.with_for_update()
-_LOAD_STEPS = (
-    select(*StepRow.__table__.columns)
-    .where(StepRow.process_id == bindparam("process_id"))
-    .order_by(StepRow.position)
-)
+# The statements of Create, built once: building a statement on every call
+# costs more than PostgreSQL takes to run it.
 _INSERT_STEP = insert(StepRow)
 
 
@@ -91,7 +84,6 @@ def _notifying(row: Any) -> Select[Any]:
 
 
 _INSERT_PROCESS = _notifying(ProcessRow)
-_INSERT_EVENT = _notifying(ProcessEvent)
 _EVENTS_AFTER = (
     select(*ProcessEvent.__table__.columns)
     .where(
@@ -101,19 +93,71 @@ _EVENTS_AFTER = (
     .order_by(ProcessEvent.seq)
     .limit(bindparam("limit"))
 )
-_UPDATE_PROCESS = (
-    update(ProcessRow)
-    .where(ProcessRow.process_id == bindparam("key_process_id"))
-    .values({column: bindparam(column) for column in _PROCESS_STATE})
+
+# Get and Update in SQL for psycopg itself, which prepares them: a Get is one
+# statement, an Update one to load and one to write. Through SQLAlchemy and a
+# statement per table they cost several times what PostgreSQL spends on them.
+
+# StepRow's columns carry the names of Step's fields; a step's task has a row
+# of its own, which the step names by task_id.
+_STEP_FIELDS = [field.name for field in dataclasses.fields(Step) if field.name != "task"]
+_STEP_JSON = Reader(StepRow.__table__, _STEP_FIELDS)
+_PROCESS_COLUMNS = (
+    "process_id",
+    "org_id",
+    "namespace",
+    "name",
+    "started_at",
+    "status",
+    "finished_at",
+    "summary",
+    "error",
+    "update_count",
 )
-_UPDATE_STEP = (
-    update(StepRow)
-    .where(
-        StepRow.process_id == bindparam("key_process_id"),
-        StepRow.position == bindparam("key_position"),
-    )
-    .values({column: bindparam(column) for column in _STEP_STATE})
+# The process, and its steps in order with their tasks: each step a JSON
+# array of its columns and its task's (NULL for a step without a task).
+# (The SQL of these statements is made of the schema's column names alone.)
+_TASK_OF_STEP = (
+    f"CASE WHEN t.task_id IS NULL THEN NULL ELSE {json_array('t', TASK_JSON.columns)} END"
 )
+_LOAD = f"""
+SELECT {", ".join(f"p.{column}" for column in _PROCESS_COLUMNS)},
+  (SELECT json_agg(
+            json_build_array({json_array("s", _STEP_JSON.columns)}, {_TASK_OF_STEP})
+            ORDER BY s.position)
+     FROM steps AS s LEFT JOIN tasks AS t ON t.task_id = s.task_id
+    WHERE s.process_id = p.process_id)
+FROM processes AS p
+WHERE p.process_id = %(process_id)s AND p.org_id = %(org_id)s
+"""  # noqa: S608
+# Not part of _LOAD: its steps would come from the snapshot taken before the
+# lock was granted, missing what the change that held it did to them. A
+# statement that follows the lock sees that change.
+_LOCK = "SELECT FROM processes WHERE process_id = %(process_id)s AND org_id = %(org_id)s FOR UPDATE"
+# A change in one statement: the process's state, the steps and tasks it
+# moved (given as JSON), its event, and the notification of watchers, which
+# PostgreSQL sends at commit. Only state columns are set: rewriting indexed
+# columns would make PostgreSQL update every index of the row.
+_RECORD = f"""
+WITH process AS (
+  UPDATE processes SET {", ".join(f"{column} = %({column})s" for column in _PROCESS_STATE)}
+  WHERE process_id = %(process_id)s
+), steps AS (
+  UPDATE steps AS s SET {", ".join(f"{column} = u.{column}" for column in _STEP_STATE)}
+  FROM jsonb_to_recordset(%(steps)s::jsonb)
+    AS u({recordset(StepRow.__table__, ("position", *_STEP_STATE))})
+  WHERE s.process_id = %(process_id)s AND s.position = u.position
+), tasks AS (
+  UPDATE tasks AS t SET {", ".join(f"{column} = u.{column}" for column in TASK_STATE)}
+  FROM jsonb_to_recordset(%(tasks)s::jsonb)
+    AS u({recordset(TaskRow.__table__, ("task_id", *TASK_STATE))})
+  WHERE t.task_id = u.task_id
+), event AS (
+  INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at)
+  VALUES (%(process_id)s, %(seq)s, %(type)s, %(step)s, %(payload)s, %(recorded_at)s)
+)
+SELECT pg_notify(%(channel)s, %(notification)s)
+"""  # noqa: S608
 
 
 async def add(connection: AsyncConnection, process: Process) -> None:
@@ -133,47 +177,25 @@ async def add(connection: AsyncConnection, process: Process) -> None:
     await insert_tasks(connection, process.tasks)
 
 
-async def save_change(
-    connection: AsyncConnection, process: Process, step_positions: Sequence[int]
-) -> None:
-    """Writes back the state of a process and of the steps at `step_positions`.
-
-    Only the state columns: every parameter named after a column would join
-    the SET list, and rewriting indexed columns makes PostgreSQL update
-    every index of the row.
-    """
+async def record_change(connection: AsyncConnection, process: Process, change: Change) -> None:
+    """Writes what a change did to a process: its state, the steps and tasks
+    the change moved, and its event; notifies watchers at commit."""
+    event = change.event
     state = _process_values(process)
-    await connection.execute(
-        _UPDATE_PROCESS,
-        {column: state[column] for column in _PROCESS_STATE}
-        | {"key_process_id": process.process_id},
-    )
-    if step_positions:
-        await connection.execute(
-            _UPDATE_STEP,
-            [
-                _step_state(process.process_id, position, process.steps[position])
-                for position in step_positions
-            ],
-        )
-
-
-async def append_event(
-    connection: AsyncConnection, org_id: str, process_id: uuid.UUID, event: Event
-) -> None:
-    """Appends the event to the process's log, and notifies watchers at commit."""
-    await connection.execute(
-        _INSERT_EVENT,
-        {
-            "process_id": process_id,
-            "seq": event.seq,
-            "type": event.type.value,
-            "step": event.step,
-            "payload": event.payload,
-            "recorded_at": event.recorded_at,
-            "notification": Notification(org_id, process_id, event.seq).encode(),
-        },
-    )
+    steps = [_step_state(position, process.steps[position]) for position in change.step_positions]
+    parameters = {column: state[column] for column in _PROCESS_STATE} | {
+        "process_id": process.process_id,
+        "steps": to_json(steps),
+        "tasks": to_json([task_state(task) for task in change.tasks]),
+        "seq": event.seq,
+        "type": event.type.value,
+        "step": event.step,
+        "payload": Jsonb(event.payload),
+        "recorded_at": event.recorded_at,
+        "channel": CHANNEL,
+        "notification": Notification(process.org_id, process.process_id, event.seq).encode(),
+    }
+    await in_one_round_trip(connection, (_RECORD, parameters))
 
 
 async def events_after(
@@ -316,33 +338,27 @@ async def load(
     connection: AsyncConnection, org_id: str, process_id: uuid.UUID, *, for_update: bool
 ) -> Process | None:
     """The organization's process with its steps, if it has one by that id;
-    `for_update` takes its row lock."""
+    `for_update` takes its row lock first (both statements in one round trip)."""
     keys = {"org_id": org_id, "process_id": process_id}
-    row = (
-        await connection.execute(_LOAD_PROCESS_FOR_UPDATE if for_update else _LOAD_PROCESS, keys)
-    ).one_or_none()
+    lock: tuple[Statement, ...] = ((_LOCK, keys),) if for_update else ()
+    cursor = await in_one_round_trip(connection, *lock, (_LOAD, keys))
+    row = await cursor.fetchone()
     if row is None:
         return None
-    steps = (await connection.execute(_LOAD_STEPS, keys)).all()
-    # Most processes have no human step, and so no task to read.
-    has_tasks = any(step.task_id is not None for step in steps)
-    tasks = (
-        {task.task_id: task for task in await tasks_of_process(connection, process_id)}
-        if has_tasks
-        else {}
-    )
+    process = dict(zip(_PROCESS_COLUMNS, row[:-1], strict=True))
     return Process(
-        process_id=row.process_id,
-        org_id=row.org_id,
-        namespace=row.namespace,
-        name=row.name,
-        started_at=row.started_at,
-        status=ProcessStatus(row.status),
-        finished_at=row.finished_at,
-        summary=row.summary,
-        error=row.error,
-        update_count=row.update_count,
-        steps=[_step(step, tasks.get(step.task_id)) for step in steps],
+        **process | {"status": ProcessStatus(process["status"])},
+        steps=[_step_of(step_and_task) for step_and_task in row[-1]],
+    )
+
+
+def _step_of(step_and_task: list[Any]) -> Step:
+    """A step from the JSON arrays of its columns and of its task's."""
+    columns, task = step_and_task
+    step = _STEP_JSON.values(columns)
+    return Step(
+        **step | {"status": StepStatus(step["status"])},
+        task=task_of(TASK_JSON.values(task)) if task is not None else None,
     )
 
 
@@ -364,16 +380,6 @@ def _process_values(process: Process) -> dict[str, Any]:
     }
 
 
-# StepRow's columns carry the names of Step's fields; a step's task has a row
-# of its own, which the step names by task_id.
-_STEP_FIELDS = [field.name for field in dataclasses.fields(Step) if field.name != "task"]
-
-
-def _step(row: Row[Any], task: Task | None) -> Step:
-    values = {name: getattr(row, name) for name in _STEP_FIELDS}
-    return Step(**values | {"status": StepStatus(row.status), "task": task})
-
-
 def _step_values(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
     values = {name: getattr(step, name) for name in _STEP_FIELDS}
     return values | {
@@ -384,10 +390,7 @@ def _step_values(process_id: uuid.UUID, position: int, step: Step) -> dict[str, 
     }
 
 
-def _step_state(process_id: uuid.UUID, position: int, step: Step) -> dict[str, Any]:
-    """The parameters of _UPDATE_STEP: the step's state columns and its key."""
-    values = _step_values(process_id, position, step)
-    return {column: values[column] for column in _STEP_STATE} | {
-        "key_process_id": process_id,
-        "key_position": position,
-    }
+def _step_state(position: int, step: Step) -> dict[str, Any]:
+    """The step's position and state columns, as _RECORD reads them."""
+    values = {column: getattr(step, column) for column in _STEP_STATE}
+    return values | {"position": position, "status": step.status.value}

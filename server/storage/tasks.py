@@ -20,31 +20,25 @@ from sqlalchemy import (
     literal,
     select,
     tuple_,
-    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.tasks import Outcome, Task, TaskQuery, TaskStatus
 from server.storage.counts import counted_total
+from server.storage.json_rows import Reader
 from server.storage.tables import ProcessRow, StepRow, TaskCount, TaskRow
 
 # TaskRow's columns carry the names of Task's fields.
 _TASK_FIELDS = [field.name for field in dataclasses.fields(Task)]
 # The columns that change as a task moves (all but what it copies).
-_TASK_STATE = ("status", "opened_at", "completed_at", "outcome", "comment", "completed_by")
+TASK_STATE = ("status", "opened_at", "completed_at", "outcome", "comment", "completed_by")
+# A task's columns as storage reads them in JSON (server/storage/processes.py).
+TASK_JSON = Reader(TaskRow.__table__, _TASK_FIELDS)
 
 # Built once, like the statements of server/storage/processes.py.
 _INSERT_TASK = insert(TaskRow)
-_UPDATE_TASK = (
-    update(TaskRow)
-    .where(TaskRow.task_id == bindparam("key_task_id"))
-    .values({column: bindparam(column) for column in _TASK_STATE})
-)
 _GET_TASK = select(*TaskRow.__table__.columns).where(
     TaskRow.task_id == bindparam("task_id"), TaskRow.org_id == bindparam("org_id")
-)
-_TASKS_OF_PROCESS = select(*TaskRow.__table__.columns).where(
-    TaskRow.process_id == bindparam("process_id")
 )
 # Locks the processes, not the steps: a process's row lock is the one every
 # change to it takes first, so the scanner queues with updates and task
@@ -66,24 +60,12 @@ async def insert_tasks(connection: AsyncConnection, tasks: Sequence[Task]) -> No
         await connection.execute(_INSERT_TASK, [_task_values(task) for task in tasks])
 
 
-async def write_tasks(connection: AsyncConnection, tasks: Sequence[Task]) -> None:
-    """Writes back the state of tasks that a change moved."""
-    if tasks:
-        await connection.execute(_UPDATE_TASK, [_task_state(task) for task in tasks])
-
-
 async def get_task(connection: AsyncConnection, org_id: str, task_id: uuid.UUID) -> Task | None:
     """The organization's task by that id, if it has one."""
     row = (
         await connection.execute(_GET_TASK, {"org_id": org_id, "task_id": task_id})
     ).one_or_none()
     return _task(row) if row is not None else None
-
-
-async def tasks_of_process(connection: AsyncConnection, process_id: uuid.UUID) -> list[Task]:
-    """A process's tasks, to attach to its human steps when loading it."""
-    rows = (await connection.execute(_TASKS_OF_PROCESS, {"process_id": process_id})).all()
-    return [_task(row) for row in rows]
 
 
 async def page(connection: AsyncConnection, query: TaskQuery) -> list[Task]:
@@ -156,19 +138,25 @@ async def lock_due_steps(connection: AsyncConnection, now: datetime, limit: int)
 
 
 def _task(row: Row[Any]) -> Task:
-    values = {name: getattr(row, name) for name in _TASK_FIELDS}
+    return task_of({name: getattr(row, name) for name in _TASK_FIELDS})
+
+
+def task_of(values: dict[str, Any]) -> Task:
+    """The task whose columns hold `values`."""
+    outcome = values["outcome"]
     return Task(
         **values
         | {
-            "status": TaskStatus(row.status),
-            "outcome": Outcome(row.outcome) if row.outcome is not None else None,
+            "status": TaskStatus(values["status"]),
+            "outcome": Outcome(outcome) if outcome is not None else None,
         }
     )
 
 
-def _task_state(task: Task) -> dict[str, Any]:
+def task_state(task: Task) -> dict[str, Any]:
+    """The task's key and the columns that change as it moves."""
     values = _task_values(task)
-    return {column: values[column] for column in _TASK_STATE} | {"key_task_id": task.task_id}
+    return {column: values[column] for column in ("task_id", *TASK_STATE)}
 
 
 def _task_values(task: Task) -> dict[str, Any]:

@@ -135,9 +135,30 @@ def _too_deep(field: descriptor.FieldDescriptor, where: str) -> InvalidArgument:
 Behavior: TypeAlias = Callable[[Any, Context], Any]
 
 
+class WrappedHandlers:
+    """An interceptor's handlers, made once per method: grpc.aio asks every
+    interceptor for the handler of every call, and a method's handler below
+    stays the same object."""
+
+    def __init__(self, wrap: Callable[[str, Handler], Handler]) -> None:
+        self._wrap = wrap
+        self._made: dict[str, tuple[Handler, Handler]] = {}
+
+    def __call__(self, path: str, handler: Handler) -> Handler:
+        made = self._made.get(path)
+        if made is not None and made[0] is handler:
+            return made[1]
+        wrapped = self._wrap(path, handler)
+        self._made[path] = (handler, wrapped)
+        return wrapped
+
+
 class DecodingInterceptor(ServerInterceptor):
     """Answers a request payload that is no valid message with INVALID_ARGUMENT,
     for every method of every service, unary or streaming, before it runs."""
+
+    def __init__(self) -> None:
+        self._handlers = WrappedHandlers(self._checking)
 
     async def intercept_service(
         self,
@@ -147,9 +168,12 @@ class DecodingInterceptor(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        deserializer = tolerant(
-            handler.request_deserializer, _input_type(handler_call_details.method)
-        )
+        return self._handlers(handler_call_details.method, handler)
+
+    @staticmethod
+    def _checking(path: str, handler: Handler) -> Handler:
+        assert handler.request_deserializer is not None  # intercept_service passes the others
+        deserializer = tolerant(handler.request_deserializer, _input_type(path))
         serializer = handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

@@ -4,6 +4,7 @@ The server reads it to judge REST input (rest_input.py), and `htk run` to
 tell Envoy which methods each REST path takes (server/stack.py).
 """
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class HttpBinding:
     # name of the one field the body holds.
     body: str
 
-    @property
+    @functools.cached_property
     def path_fields(self) -> frozenset[str]:
         """The request fields the path template binds (top-level names)."""
         return frozenset(
@@ -41,6 +42,7 @@ class HttpBinding:
         return "^" + _lua_pattern(self.template) + "$"
 
 
+@functools.cache  # read on every REST call; the protos do not change while running
 def http_binding(method: descriptor.MethodDescriptor) -> HttpBinding | None:
     """The method's REST binding, or None for a method without one."""
     options = method.GetOptions()

@@ -19,6 +19,7 @@ from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
 from server.service.tokens import TokenService
 from server.storage.database import deadline_in
+from server.transport.decoding import WrappedHandlers
 from server.transport.errors import to_status
 from server.transport.methods import Method
 from server.transport.rest_input import rest_request
@@ -75,6 +76,7 @@ class GuardInterceptor(ServerInterceptor):
         self._methods = methods
         self._guards = guards
         self._read_request = read_request
+        self._handlers = WrappedHandlers(self._guarded_handler)
 
     async def intercept_service(  # type: ignore[override] # grpc takes None for "no such method"
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -82,10 +84,13 @@ class GuardInterceptor(ServerInterceptor):
         path = handler_call_details.method
         if path.split("/")[1] in OPEN_SERVICES:
             return await continuation(handler_call_details)  # type: ignore[no-any-return]
-        method = self._methods.get(path)
         handler = await continuation(handler_call_details)
-        if method is None or handler is None:
+        if path not in self._methods or handler is None:
             return None  # gRPC answers UNIMPLEMENTED
+        return self._handlers(path, handler)
+
+    def _guarded_handler(self, path: str, handler: Handler) -> Handler:
+        method = self._methods[path]
         return _guarded(
             handler,
             lambda context: self._guarding(method, context),

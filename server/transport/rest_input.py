@@ -209,6 +209,10 @@ def _integer(text: str) -> int | float:
     return int(text) if len(text) <= _MAX_INTEGER_DIGITS else math.inf
 
 
+# Made once: json.loads would build a decoder for every body.
+_JSON = json.JSONDecoder(object_pairs_hook=_object, parse_int=_integer)
+
+
 def _parsed(raw: bytes) -> Any:
     """The body as JSON (RFC 8259): UTF-8, no byte order mark, nothing after the value."""
     try:
@@ -220,7 +224,7 @@ def _parsed(raw: bytes) -> Any:
     try:
         # NaN and Infinity, which are not JSON, come out as non-finite numbers
         # and are refused with the field they are in.
-        return json.loads(text, object_pairs_hook=_object, parse_int=_integer)
+        return _JSON.decode(text)
     except json.JSONDecodeError as error:
         raise InvalidArgument(
             "body", f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
