@@ -1,5 +1,6 @@
 """The results table, the ratios and goals, and docs/benchmarks.md."""
 
+import json
 import os
 import platform
 import re
@@ -19,6 +20,10 @@ from bench.stack import Sampler
 from bench.watch import WatchConfig, WatchMeasurement
 from server.settings import CHECKOUT
 
+# Written by the browser tests (tests/browser/test_dashboard.py), which
+# measure the dashboard in Chromium against a real stack.
+DASHBOARD_FIGURES = CHECKOUT / "build" / "dashboard-render.json"
+DASHBOARD_RENDER_GOAL_MS = 100.0
 RSS_GOAL_MB = 150.0
 REST_OVER_GRPC_GOAL = 0.85
 # REST through Envoy against pgbench running the same work (medians of the rounds).
@@ -368,7 +373,7 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += [*watch, "## All phases", "", *_table(results), ""]
+    out += [*watch, *_dashboard(), "## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]
@@ -409,6 +414,43 @@ def _beside_pgbench(results: list[Measurement]) -> list[str]:
             f"| {_verdict(met)} |"
         )
     return [*lines, ""]
+
+
+def _dashboard() -> list[str]:
+    """The dashboard's figures from the last browser test run, if any."""
+    if not DASHBOARD_FIGURES.exists():
+        return []
+    figures = json.loads(DASHBOARD_FIGURES.read_text())
+    measured = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(DASHBOARD_FIGURES.stat().st_mtime))
+    out = [
+        "## Dashboard",
+        "",
+        f"Measured in Chromium by `pytest tests/browser` ({measured}), on the same machine; "
+        "not by this run. Render: building a page of processes' rows and laying it out "
+        "(`performance.measure`), network excluded. Layout shift: the page's cumulative "
+        "layout shift while a live update arrives.",
+        "",
+        "| figure | goal | measured | |",
+        "|---|---|---|---|",
+    ]
+    if "render_ms" in figures:
+        render_ms = float(figures["render_ms"])
+        out.append(
+            f"| Render a page of {figures.get('rows', 50)} processes | "
+            f"<= {DASHBOARD_RENDER_GOAL_MS:.0f} ms | {render_ms:.1f} ms | "
+            f"{_verdict(render_ms <= DASHBOARD_RENDER_GOAL_MS)} |"
+        )
+    if "live_update_layout_shift" in figures:
+        out.append(
+            f"| Layout shift of a live update | | {figures['live_update_layout_shift']:.4f} | |"
+        )
+    if "first_load_gzip_bytes" in figures:
+        first_load = int(figures["first_load_gzip_bytes"])
+        out.append(
+            "| First load: JS and CSS, gzipped | under the limit the browser test asserts "
+            f"| {first_load / 1024:.1f} KB | pass |"
+        )
+    return [*out, ""]
 
 
 def _statements(captured: Capture | None) -> list[str]:
