@@ -147,7 +147,12 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     watch_hub = WatchHub(database, max_watchers=settings.max_watchers)
     listener = Listener(
         lambda: database.dedicated_connection("htk listener"),
-        [watch_hub.subscription, token_changes(callers, revoked=watch_hub.end_streams_of)],
+        [
+            watch_hub.subscription,
+            token_changes(
+                callers, revoked=watch_hub.end_streams_of, check_tokens=watch_hub.check_tokens
+            ),
+        ],
     )
     watches = WatchService(database, watch_hub, clock, heartbeat_seconds=settings.heartbeat_seconds)
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(

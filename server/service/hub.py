@@ -7,15 +7,20 @@ after the last one it has from the log, so it never depends on which
 notifications arrived. The watchers
 of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
-batch of notifications for all of them. A stream ends as soon as the token
-that opened it is revoked.
+batch of notifications for all of them.
+
+A stream ends as soon as the token that opened it is revoked: when the
+revocation is heard, and when it may have gone unheard, since the tokens of
+the open streams are then checked again (`check_tokens`). So is a stream's
+token once the stream is registered: a revocation heard before that found
+no stream to end.
 """
 
 import asyncio
 import logging
 import uuid
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TypeVar
 
@@ -23,6 +28,7 @@ from server.domain.errors import DomainError, ResourceExhausted, Unauthenticated
 from server.domain.watch import ChangeFilter, ProcessChange
 from server.service.feed import ProcessFeed
 from server.storage import processes
+from server.storage import tokens as token_rows
 from server.storage.database import Database
 from server.storage.notifications import CHANNEL, Notification, Subscription
 
@@ -33,6 +39,8 @@ K = TypeVar("K")
 # How many changes an organization-wide watcher may have waiting to be sent:
 # one that falls further behind is ended rather than let memory grow.
 MAX_PENDING_CHANGES = 1000
+
+REVOKED = "invalid token: revoked"
 
 
 class ProcessWatcher:
@@ -135,9 +143,15 @@ class WatchHub:
         self._org_notifications: asyncio.Queue[Notification] = asyncio.Queue()
         # What the server process's listening connection tells the hub.
         self.subscription = Subscription(
-            CHANNEL, Notification.decode, self._heard, self._now_listening, self._now_deaf
+            channel=CHANNEL,
+            decode=Notification.decode,
+            heard=self._heard,
+            listening=self._now_listening,
+            deaf=self._now_deaf,
+            missed=self._missed,
         )
         self._delivering: asyncio.Task[None] | None = None
+        self._checking_tokens: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._delivering = asyncio.create_task(self._deliver_org_changes())
@@ -153,18 +167,50 @@ class WatchHub:
         for by_org in self._by_org.values():
             for org_watcher in by_org:
                 org_watcher.end(relist)
-        if self._delivering is not None:
-            self._delivering.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._delivering
+        for task in (self._delivering, self._checking_tokens):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
 
     def end_streams_of(self, token_id: uuid.UUID | None) -> None:
         """Ends the streams the token opened (None: every stream): it was revoked."""
-        error = Unauthenticated("invalid token: revoked")
+        error = Unauthenticated(REVOKED)
         for token, watchers in self._by_token.items():
             if token_id is None or token == token_id:
                 for watcher in watchers:
                     watcher.end(error)
+
+    def check_tokens(self) -> None:
+        """Checks the tokens of the open streams again, in the background,
+        ending those no longer active: a revocation may have gone unheard.
+
+        Called once listening again, so a revocation after the check's read
+        is heard."""
+        if self._checking_tokens is not None:
+            # The new check covers every stream the running one does.
+            self._checking_tokens.cancel()
+        if self._by_token:
+            self._checking_tokens = asyncio.create_task(self._end_streams_of_revoked_tokens())
+
+    async def _end_streams_of_revoked_tokens(self) -> None:
+        token_ids = set(self._by_token)
+        try:
+            revoked = await self._revoked_among(token_ids)
+        except Exception as error:
+            # Failing closed: their clients watch again, authenticating anew.
+            log.warning("could not check the tokens of watch streams", exc_info=error)
+            unchecked = Unavailable("the server could not check the stream's token; watch again")
+            for token_id in token_ids:
+                for watcher in self._by_token.get(token_id, ()):
+                    watcher.end(unchecked)
+            return
+        for token_id in revoked:
+            self.end_streams_of(token_id)
+
+    async def _revoked_among(self, token_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+            return set(token_ids) - await token_rows.active_among(connection, token_ids)
 
     @asynccontextmanager
     async def watch_process(
@@ -175,6 +221,7 @@ class WatchHub:
         try:
             watcher = ProcessWatcher(feed, token_id)
             with self._registered(self._by_process, process_id, watcher):
+                await self._refuse_if_revoked(token_id)
                 yield watcher
         finally:
             if process_id not in self._by_process:
@@ -193,7 +240,15 @@ class WatchHub:
             raise Unavailable("the server cannot follow changes right now; retry later")
         watcher = OrganizationWatcher(change_filter, token_id)
         with self._registered(self._by_org, change_filter.org_id, watcher):
+            await self._refuse_if_revoked(token_id)
             yield watcher
+
+    async def _refuse_if_revoked(self, token_id: uuid.UUID) -> None:
+        """Raises if the token of a stream just registered was revoked since
+        it was authenticated: its revocation, heard before the stream was
+        registered, ended no stream. One revoked later ends it when heard."""
+        if await self._revoked_among([token_id]):
+            raise Unauthenticated(REVOKED)
 
     @contextmanager
     def _registered(self, registry: dict[K, set[W]], key: K, watcher: W) -> Iterator[None]:
@@ -228,18 +283,29 @@ class WatchHub:
             self._org_notifications.put_nowait(notification)
 
     def _now_listening(self) -> None:
-        """Every watcher of a process reads its log again: notifications
-        may have been missed while the connection was lost."""
+        """Notifications may have been missed while the connection was lost."""
         self._listening = True
+        self._read_logs_again()
+
+    def _now_deaf(self) -> None:
+        self._listening = False
+        self._end_org_streams()
+
+    def _missed(self) -> None:
+        """A notification could not be read or handled: it is as if missed."""
+        self._end_org_streams()
+        self._read_logs_again()
+
+    def _read_logs_again(self) -> None:
+        """Every watcher of a process reads its log again."""
         for feed in self._feeds.values():
             feed.doubt()
         for watchers in self._by_process.values():
             for watcher in watchers:
                 watcher.wake()
 
-    def _now_deaf(self) -> None:
+    def _end_org_streams(self) -> None:
         """Organization-wide streams cannot read again what they missed: they end."""
-        self._listening = False
         error = Unavailable("the server lost track of changes; list again, then watch")
         for watchers in self._by_org.values():
             for watcher in watchers:

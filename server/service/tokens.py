@@ -76,11 +76,15 @@ class TokenService:
 
 
 def token_changes(
-    cache: CallerCache, revoked: Callable[[uuid.UUID | None], None]
+    cache: CallerCache,
+    *,
+    revoked: Callable[[uuid.UUID | None], None],
+    check_tokens: Callable[[], None],
 ) -> Subscription[TokenChange]:
     """Keeps `cache` current with what the listening connection hears of
-    tokens, and calls `revoked` with each token that is no longer active
-    (None: every token)."""
+    tokens, calls `revoked` with each token that is no longer active (None:
+    every token), and `check_tokens` whenever a change may have gone unheard
+    (listening again, or a notification not understood)."""
 
     def heard(change: TokenChange) -> None:
         if change.token_id is None:
@@ -90,6 +94,19 @@ def token_changes(
         if not change.active:
             revoked(change.token_id)
 
+    def listening() -> None:
+        cache.trust()
+        check_tokens()
+
+    def missed() -> None:
+        cache.forget_all()
+        check_tokens()
+
     return Subscription(
-        token_rows.CHANNEL, TokenChange.decode, heard, listening=cache.trust, deaf=cache.distrust
+        channel=token_rows.CHANNEL,
+        decode=TokenChange.decode,
+        heard=heard,
+        listening=listening,
+        deaf=cache.distrust,
+        missed=missed,
     )

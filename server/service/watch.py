@@ -98,7 +98,7 @@ class WatchService:
                 return
 
     async def organization(
-        self, change_filter: ChangeFilter, caller: Caller
+        self, caller: Caller, change_filter: ChangeFilter
     ) -> AsyncGenerator[ProcessChange | Heartbeat, None]:
         """Every change matching the filter from now on, with heartbeats: the
         first at once, to say that changes are being followed (until the

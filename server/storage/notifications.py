@@ -69,7 +69,9 @@ class Subscription(Generic[T]):
     `heard` gets each notification, decoded; `listening` is called each time
     the connection is (re)established and listens, after which every
     notification arrives; `deaf` is called when it is lost, after which
-    notifications may have been missed until `listening` is called again.
+    notifications may have been missed until `listening` is called again;
+    `missed` when a notification could not be decoded, or `heard` failed on
+    it: it may have been one that mattered.
     """
 
     channel: str
@@ -77,6 +79,7 @@ class Subscription(Generic[T]):
     heard: Callable[[T], None]
     listening: Callable[[], None]
     deaf: Callable[[], None]
+    missed: Callable[[], None]
 
 
 class Listener:
@@ -100,6 +103,11 @@ class Listener:
                     await self._receive(connection)
             except (psycopg.Error, OSError, TimeoutError) as error:
                 log.warning("listening for changes failed (%s); retrying in %.1f s", error, retry)
+            except Exception:
+                # A bug, not the connection; listening again all the same, as
+                # without a listener watch streams are refused and every call
+                # looks its token up.
+                log.exception("listening for changes failed; retrying in %.1f s", retry)
             self.first_attempt.set()
             await asyncio.sleep(retry)
             retry = min(retry * 2, MAX_RETRY_SECONDS)
@@ -126,14 +134,22 @@ class Listener:
     async def _receive(self, connection: psycopg.AsyncConnection[Any]) -> None:
         while True:
             async for notify in connection.notifies(timeout=CHECK_INTERVAL_SECONDS):
-                subscription = self._subscriptions[notify.channel]
-                try:
-                    notification = subscription.decode(notify.payload)
-                except (ValueError, TypeError) as error:
-                    # Not ours (someone else's NOTIFY on the channel): ignored.
-                    log.warning("ignored a malformed notification %r: %s", notify.payload, error)
-                    continue
-                subscription.heard(notification)
+                self._tell(self._subscriptions[notify.channel], notify.payload)
             # notifies() holds the connection; between its rounds it is free.
             async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
                 await connection.execute("SELECT 1")
+
+    @staticmethod
+    def _tell(subscription: Subscription[Any], payload: str) -> None:
+        """Tells the subscription what it heard, or that it missed something."""
+        try:
+            notification = subscription.decode(payload)
+        except Exception as error:  # not only ValueError: uuid.UUID(1) raises AttributeError
+            log.warning("malformed notification on %s %r: %s", subscription.channel, payload, error)
+            subscription.missed()
+            return
+        try:
+            subscription.heard(notification)
+        except Exception:
+            log.exception("handling a notification on %s failed", subscription.channel)
+            subscription.missed()

@@ -2,10 +2,11 @@
 
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Row, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,10 +41,15 @@ class TokenInfo:
     revoked_at: datetime | None
 
 
+# A token can be used while its row exists and it is not revoked.
+_ACTIVE = ApiToken.revoked_at.is_(None)
 # Built once: every call runs it (see server/storage/processes.py).
 _FIND_ACTIVE = select(
     ApiToken.token_id, ApiToken.org_id, ApiToken.name, ApiToken.scopes, ApiToken.digest
-).where(ApiToken.digest == bindparam("digest"), ApiToken.revoked_at.is_(None))
+).where(ApiToken.digest == bindparam("digest"), _ACTIVE)
+_ACTIVE_AMONG = select(ApiToken.token_id).where(
+    ApiToken.token_id == any_(bindparam("token_ids")), _ACTIVE
+)
 
 
 async def find_active(
@@ -51,6 +57,14 @@ async def find_active(
 ) -> Row[uuid.UUID, str, str, list[str], bytes] | None:
     """The active token with this digest: its token_id, org_id, name, scopes and digest."""
     return (await connection.execute(_FIND_ACTIVE, {"digest": digest})).one_or_none()
+
+
+async def active_among(
+    connection: AsyncConnection, token_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these tokens are active (the others are revoked or deleted)."""
+    rows = await connection.execute(_ACTIVE_AMONG, {"token_ids": list(token_ids)})
+    return set(rows.scalars())
 
 
 async def insert_token(

@@ -86,9 +86,11 @@ def _whole_numbers_as_ints(value: Any) -> Any:
     return value
 
 
-def caller(caller: Caller) -> pb.Caller:
+def caller(authenticated: Caller) -> pb.Caller:
     return pb.Caller(
-        organization=caller.org_id, token_name=caller.token_name, scopes=sorted(caller.scopes)
+        organization=authenticated.org_id,
+        token_name=authenticated.token_name,
+        scopes=sorted(authenticated.scopes),
     )
 
 

@@ -101,7 +101,7 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         wanted = change_filter(
             current_caller().org_id, namespace=request.namespace, status=request.status
         )
-        stream = self._watches.organization(wanted, current_caller())
+        stream = self._watches.organization(current_caller(), wanted)
         async for message in errors_in_band(
             stream, messages.organization_watch, messages.organization_watch_error, context
         ):

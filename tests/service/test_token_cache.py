@@ -2,8 +2,10 @@
 the worker's cache; unknown tokens are looked up every time and never kept;
 whichever way a token is revoked or changed, calls see it within a second;
 while the listening connection is lost the cache is bypassed, and once it
-is back the cache starts empty; a revoked token's watch streams end; a
-TRUNCATE of the tokens refuses them all."""
+is back the cache starts empty; a revoked token's watch streams end, even
+if revoked while the stream was being opened or while the worker was not
+listening; a token notification the worker cannot read makes it forget
+every token; a TRUNCATE of the tokens refuses them all."""
 
 import asyncio
 import time
@@ -24,7 +26,7 @@ from server.service.tokens import TokenService
 from server.storage import tokens as token_rows
 from server.storage.migrate import upgrade_to_latest
 from tests.service.calls import Stub, create
-from tests.service.test_watch import HANG_SECONDS, own_server, read, rest_of, watch
+from tests.service.test_watch import HANG_SECONDS, Call, own_server, read, rest_of, watch
 from tests.support.in_process import InProcessServer
 from tests.support.orgs import Org
 
@@ -249,6 +251,97 @@ async def test_a_revoked_token_ends_its_watch_streams_in_band(
     # Another token's stream goes on: it still gets its heartbeats.
     assert (await read(unrevoked)).HasField("heartbeat")
     unrevoked.cancel()
+
+
+STREAMS = {
+    "WatchProcess": "watch_process",
+    "WatchProcesses": "watch_organization",
+}
+
+
+@pytest.mark.parametrize("registering", STREAMS.values(), ids=STREAMS.keys())
+async def test_a_token_revoked_while_its_stream_is_being_opened_ends_it(
+    server: InProcessServer,
+    processes: Stub,
+    org: Org,
+    monkeypatch: pytest.MonkeyPatch,
+    registering: str,
+) -> None:
+    """The revocation is heard after the call was authenticated, before the
+    stream is registered: it found no stream to end."""
+    process = await create(processes, org, "build")
+    token = await server.token(org.org_id, scopes="", name="watcher")
+    token_id = await token_id_of(server, org.org_id, "watcher")
+    # Another stream of the token: its end tells that the revocation was heard.
+    witness = watch(processes, org, process.process_id, token=token)
+    assert (await read(witness)).HasField("process")
+
+    hub = server.server.watch_hub
+    register = getattr(hub, registering)
+
+    @asynccontextmanager
+    async def revoked_first(*args: Any) -> AsyncIterator[Any]:
+        await execute(server, REVOKE, token_id)
+        (ended,) = await rest_of(witness)
+        assert ended.error.message == "invalid token: revoked"
+        async with register(*args) as watcher:
+            yield watcher
+
+    monkeypatch.setattr(hub, registering, revoked_first)
+    opened: Call
+    if registering == "watch_process":
+        opened = watch(processes, org, process.process_id, token=token)
+    else:
+        opened = processes.WatchProcesses(pb.WatchProcessesRequest(), metadata=org.metadata(token))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await read(opened)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == "invalid token: revoked"
+
+
+async def test_a_token_revoked_while_the_worker_was_not_listening_ends_its_streams(
+    database_url: str,
+) -> None:
+    async with own_server(database_url) as (running, stub, org):
+        process = await create(stub, org, "build")
+        token = await running.token(org.org_id, scopes="", name="revoked while deaf")
+        token_id = await token_id_of(running, org.org_id, "revoked while deaf")
+        revoked = watch(stub, org, process.process_id, token=token)
+        assert (await read(revoked)).HasField("process")
+        unrevoked = watch(stub, org, process.process_id)
+        assert (await read(unrevoked)).HasField("process")
+
+        async with listener_lost(running):
+            # Its notification reaches no one on this worker.
+            await execute(running, REVOKE, token_id)
+
+        async with asyncio.timeout(HANG_SECONDS):  # heartbeats would go on forever
+            (ended,) = await rest_of(revoked)
+        assert ended.error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+        assert ended.error.message == "invalid token: revoked"
+        # The other token's stream goes on.
+        assert (await read(unrevoked)).HasField("heartbeat")
+        unrevoked.cancel()
+
+
+async def test_a_token_notification_the_worker_cannot_read_makes_it_forget_every_token(
+    database_url: str, lookups: list[bytes]
+) -> None:
+    """It might have been a revocation."""
+    async with own_server(database_url) as (running, stub, org):
+        process = await create(stub, org, "build")
+        token = await running.token(org.org_id, scopes="", name="remembered")
+        assert await lookups_by_two_gets(stub, process.process_id, token, lookups) == 1
+
+        async with running.database.transaction(isolation="AUTOCOMMIT") as connection:
+            await connection.exec_driver_sql(
+                "SELECT pg_notify(%s, 'not a token change')", (token_rows.CHANNEL,)
+            )
+        remembered = lookups.count(digest(token))
+        async with asyncio.timeout(HANG_SECONDS):
+            while lookups.count(digest(token)) == remembered:
+                assert await status_of(get(stub, process.process_id, token)) == grpc.StatusCode.OK
+                await asyncio.sleep(0.01)
 
 
 @contextmanager

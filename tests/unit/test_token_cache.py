@@ -1,4 +1,5 @@
-"""Unit tests for server.domain.token_cache: what the cache answers, keeps and forgets."""
+"""Unit tests for server.domain.token_cache: what the cache answers, keeps and
+forgets; and what the token subscription makes it forget."""
 
 import uuid
 
@@ -6,6 +7,7 @@ import pytest
 
 from server.domain.token_cache import CallerCache
 from server.domain.tokens import Caller, Scope
+from server.service.tokens import token_changes
 
 TTL = 60.0
 
@@ -143,3 +145,17 @@ def test_a_token_stored_again_under_a_new_digest_is_forgotten_by_its_id(
     cache.put(digest_of("a"), caller("other"), cache.generation)
     cache.forget(stored.token_id)
     assert cache.get(digest_of("b")) is None
+
+
+def test_a_token_notification_not_understood_forgets_every_token_and_checks_the_streams(
+    cache: CallerCache,
+) -> None:
+    """It might have been a revocation."""
+    checks: list[None] = []
+    subscription = token_changes(
+        cache, revoked=lambda _: None, check_tokens=lambda: checks.append(None)
+    )
+    kept(cache, "a")
+    subscription.missed()
+    assert len(cache) == 0
+    assert len(checks) == 1
