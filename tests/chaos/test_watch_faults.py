@@ -187,6 +187,9 @@ def test_a_workers_watchers_resume_on_the_other_and_lose_nothing(
     """Killed, a worker's streams break; stopped, each ends with an in-band
     UNAVAILABLE. Either way their watchers resume with after_seq."""
     stack = two_workers
+    # The previous case restarted worker 0: until Envoy sees it healthy again,
+    # every stream would go to worker 1 and the victim would hold none.
+    wait_until(stack.serves_on_every_worker, RECOVERY_TIMEOUT_SECONDS, "every worker in rotation")
     token = stack.token("chaos")
     process_ids = create_running_processes(stack, token, 4)
     victim = stack.workers()[0]
