@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help=f"comma-separated: {', '.join(Scope)} (none: read-only)",
     )
-    create.add_argument("--name", default="", help="what the token is for")
+    create.add_argument(
+        "--name", default="", help="who or what holds it; tasks it decides record it (required)"
+    )
     listing = token.add_parser("list", help="list an organization's tokens")
     listing.add_argument("--org", required=True)
     revoke = token.add_parser("revoke", help="revoke a token by its id")

@@ -86,6 +86,22 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+MAX_TOKEN_NAME_LENGTH = 100
+
+
+def token_name(text: str) -> str:
+    """A token's name, checked: it is who `completed_by` says decided a task,
+    and what the dashboard shows, so it must name someone."""
+    name = text.strip()
+    if not name:
+        raise InvalidArgument("name", "must not be blank: tasks record it as completed_by")
+    if len(name) > MAX_TOKEN_NAME_LENGTH:
+        raise InvalidArgument("name", f"must be at most {MAX_TOKEN_NAME_LENGTH} characters")
+    if not name.isprintable():
+        raise InvalidArgument("name", "must not contain control characters")
+    return name
+
+
 def parse_scopes(text: str) -> frozenset[Scope]:
     """Parses a comma-separated scope list such as `processes:write,tasks:create`."""
     scopes = set()

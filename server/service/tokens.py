@@ -51,6 +51,7 @@ class TokenService:
         self, org_id: str, name: str, scopes: frozenset[Scope]
     ) -> tuple[uuid.UUID, str]:
         """Creates a token (and its organization, if new); returns its id and the token."""
+        name = tokens.token_name(name)
         token = tokens.generate_token()
         token_id = uuid.uuid4()
         async with self._database.transaction() as connection:

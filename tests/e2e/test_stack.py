@@ -142,6 +142,11 @@ def test_token_create_rejects_bad_input_with_a_clear_message(stack: Stack) -> No
     bad_org = stack.htk("token", "create", "--org", "Not An Org")
     assert bad_org.returncode == 2
     assert "org:" in bad_org.stderr
+    for name in ("", "   ", "tab\there"):
+        unnamed = stack.htk("token", "create", "--org", "acme", "--name", name)
+        assert unnamed.returncode == 2
+        assert "name:" in unnamed.stderr
+        assert unnamed.stdout == ""
 
 
 def test_serve_alone_needs_a_database_url() -> None:

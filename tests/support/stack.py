@@ -37,7 +37,7 @@ def htk(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def create_token(
-    env: Mapping[str, str], org_id: str, scopes: str = "processes:write", name: str = ""
+    env: Mapping[str, str], org_id: str, scopes: str = "processes:write", name: str = "tests"
 ) -> str:
     """A new token of `org_id` (created if new), made by `htk token create`."""
     result = htk(env, "token", "create", "--org", org_id, "--scopes", scopes, "--name", name)

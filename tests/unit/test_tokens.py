@@ -8,6 +8,7 @@ import pytest
 
 from server.domain.errors import InvalidArgument, PermissionDenied
 from server.domain.tokens import (
+    MAX_TOKEN_NAME_LENGTH,
     PREFIX,
     TOKEN_LENGTH,
     WRITE_SCOPES,
@@ -17,6 +18,7 @@ from server.domain.tokens import (
     generate_token,
     is_well_formed,
     parse_scopes,
+    token_name,
 )
 
 # A token as generate_token() once produced it: "htk_" + 30-char body + 6-char checksum.
@@ -163,3 +165,24 @@ def test_require_any_denies_without_overlap(
     with pytest.raises(PermissionDenied) as excinfo:
         Caller("acme", frozenset(scopes), "deployer", uuid.uuid4()).require_any(needed)
     assert str(excinfo.value) == message
+
+
+def test_a_token_name_is_kept_trimmed() -> None:
+    assert token_name("  deploy bot ") == "deploy bot"
+    assert token_name("x" * MAX_TOKEN_NAME_LENGTH) == "x" * MAX_TOKEN_NAME_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "must not be blank"),
+        (" \t ", "must not be blank"),
+        ("x" * (MAX_TOKEN_NAME_LENGTH + 1), f"at most {MAX_TOKEN_NAME_LENGTH} characters"),
+        ("alice\nbob", "control characters"),
+        ("alice\x00", "control characters"),
+    ],
+)
+def test_a_token_name_that_names_no_one_is_refused(name: str, problem: str) -> None:
+    with pytest.raises(InvalidArgument, match=problem) as refused:
+        token_name(name)
+    assert refused.value.field == "name"
