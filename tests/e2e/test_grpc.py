@@ -382,7 +382,7 @@ def test_reflection_describes_the_service(stack: Stack, target: str) -> None:
     assert file.name == "htk/processes/v1/process_service.proto"
     assert [method.name for method in file.service[0].method] == [
         "ListProcesses", "GetProcess", "CreateProcess", "UpdateProcess",
-        "ListProcessEvents", "WatchProcess", "WatchProcesses",
+        "ListProcessEvents", "WatchProcess", "WatchProcesses", "GetCaller",
     ]  # fmt: skip
 
 
