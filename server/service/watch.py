@@ -34,7 +34,8 @@ class WatchService:
     ) -> AsyncGenerator[Process | Event | Heartbeat, None]:
         """The process (without `after_seq`) or its events after `after_seq`,
         then its events as they are logged, until the one that finishes it
-        (or the caller's token is revoked).
+        (or the caller's token is revoked). A finished process with no event
+        after `after_seq` is sent itself, so every stream has a first message.
 
         A heartbeat goes out first if there is nothing else to send, and
         whenever nothing else has for `heartbeat_seconds`.
@@ -64,10 +65,15 @@ class WatchService:
                         return
                 if not caught_up:
                     caught_up = True
-                    # Finished before the stream began: every event is sent.
+                    nothing_sent = watcher.seen_seq == after_seq
                     if process.status is not ProcessStatus.RUNNING:
+                        # Finished before the stream began: every event is
+                        # sent. A stream that had none to send still answers
+                        # at once, with the process, rather than end empty.
+                        if nothing_sent:
+                            yield process
                         return
-                    if watcher.seen_seq == after_seq:  # nothing sent yet
+                    if nothing_sent:
                         yield Heartbeat(self._clock())
                         quiet_since = loop.time()
                 while not await watcher.wait(self._heartbeat_seconds - (loop.time() - quiet_since)):

@@ -189,6 +189,29 @@ def test_resuming_with_after_seq_gets_the_updates_made_while_disconnected(
     assert live_and_end[0]["event"]["error"] == "gave up"
 
 
+def test_watching_a_finished_process_from_its_last_event_sends_the_process(
+    live: Stack, http: httpx.Client, tenant: Org
+) -> None:
+    """The first message comes at once even when no event is left to send:
+    the process, then the end, over REST and gRPC alike."""
+    process_id = running(http, tenant)
+    send(http, tenant, process_id, {"type": "completed", "summary": "done"})
+    with watching(http, tenant, f"/api/v1/processes/{process_id}/watch", after_seq=2) as stream:
+        over_rest = list(stream)
+    with grpc.insecure_channel(live.envoy_target) as channel:
+        call: Any = pb_grpc.ProcessServiceStub(channel).WatchProcess(
+            pb.WatchProcessRequest(process_id=process_id, after_seq=2),
+            metadata=tenant.metadata(tenant.reader),
+        )
+        over_grpc = list(call)
+
+    assert [kind(message) for message in over_rest] == ["process"]
+    assert over_rest[0]["process"]["status"] == "completed"
+    assert [message.WhichOneof("kind") for message in over_grpc] == ["process"]
+    assert over_grpc[0].process.status == "completed"
+    assert call.code() == grpc.StatusCode.OK
+
+
 def test_a_quiet_stream_outlives_the_request_timeout_on_heartbeats(
     http: httpx.Client, tenant: Org
 ) -> None:

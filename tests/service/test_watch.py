@@ -173,9 +173,13 @@ async def test_a_finished_process_ends_the_stream_at_once(processes: Stub, org: 
     snapshot_only = await rest_of(watch(processes, org, process.process_id))
     assert [message.WhichOneof("kind") for message in snapshot_only] == ["process"]
     assert snapshot_only[0].process.status == "failed"
-    caught_up = watch(processes, org, process.process_id, after_seq=1)
-    assert await read(caught_up) is None
-    assert await caught_up.code() == grpc.StatusCode.OK
+    # Nothing after its last event: the process itself, the stream's first
+    # message at once, then the end.
+    call = watch(processes, org, process.process_id, after_seq=1)
+    caught_up = await rest_of(call)
+    assert [message.WhichOneof("kind") for message in caught_up] == ["process"]
+    assert caught_up[0].process.status == "failed"
+    assert await call.code() == grpc.StatusCode.OK
 
 
 async def test_a_quiet_stream_sends_heartbeats_from_the_start(processes: Stub, org: Org) -> None:
