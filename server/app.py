@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import math
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -18,7 +19,7 @@ from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.token_cache import CallerCache
 from server.service.deadlines import DeadlineService
-from server.service.hub import WatchHub
+from server.service.hub import WatchHub, WatchLimits
 from server.service.processes import ProcessService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService, token_changes
@@ -144,7 +145,7 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    watch_hub = WatchHub(database, max_watchers=settings.max_watchers)
+    watch_hub = WatchHub(database, limits=watch_limits(settings))
     listener = Listener(
         lambda: database.dedicated_connection("htk listener"),
         [
@@ -181,6 +182,19 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
         ),
     ]
     return Server(grpc_server, health_servicer, draining, upkeep, watch_hub, listener)
+
+
+def watch_limits(settings: Settings) -> WatchLimits:
+    """The stream limits of one worker. Those per token and organization are
+    an instance's: Envoy spreads the streams of every connection over the
+    workers, so each worker allows its share, and the instance at most
+    `HTK_WORKERS` shares (the limit, or a little more when it does not
+    divide). Several instances each allow as much."""
+    return WatchLimits(
+        total=settings.max_watchers,
+        per_token=math.ceil(settings.max_watchers_per_token / settings.workers),
+        per_org=math.ceil(settings.max_watchers_per_org / settings.workers),
+    )
 
 
 async def serve(settings: Settings, database_url: str, own_addresses: Sequence[str]) -> None:

@@ -124,6 +124,35 @@ class Settings(BaseSettings):
         description="watch streams each worker serves at once; more are refused"
         " (429 / RESOURCE_EXHAUSTED)",
     )
+    max_watchers_per_token: int = Field(
+        100,
+        ge=1,
+        validation_alias="HTK_MAX_WATCHERS_PER_TOKEN",
+        description="watch streams one token may hold open at once on an instance, each worker"
+        " allowing its share (this divided by `HTK_WORKERS`, rounded up); more are refused"
+        " (429 / RESOURCE_EXHAUSTED)",
+    )
+    max_watchers_per_org: int = Field(
+        400,
+        ge=1,
+        validation_alias="HTK_MAX_WATCHERS_PER_ORG",
+        description="watch streams the tokens of one organization may hold open at once on an"
+        " instance, each worker allowing its share, as above",
+    )
+    max_streams_per_connection: int = Field(
+        100,
+        ge=1,
+        validation_alias="HTK_MAX_STREAMS_PER_CONNECTION",
+        description="requests (streams included) one HTTP/2 client connection may have open"
+        " at once, counted by Envoy; a client's further requests wait for one to end",
+    )
+    watch_stall_seconds: int = Field(
+        30,
+        ge=1,
+        validation_alias="HTK_WATCH_STALL_SECONDS",
+        description="a watch stream whose client has read nothing for this long, while messages"
+        " wait for it, ends (RESOURCE_EXHAUSTED), to be resumed with `after_seq`",
+    )
     token_cache_size: int = Field(
         10000,
         ge=0,

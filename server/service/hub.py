@@ -19,12 +19,14 @@ no stream to end.
 import asyncio
 import logging
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
 from typing import TypeVar
 
 from server.domain.errors import DomainError, ResourceExhausted, Unauthenticated, Unavailable
+from server.domain.tokens import Caller
 from server.domain.watch import ChangeFilter, ProcessChange
 from server.service.feed import ProcessFeed
 from server.storage import processes
@@ -46,10 +48,11 @@ REVOKED = "invalid token: revoked"
 class ProcessWatcher:
     """A stream watching one process: woken when events after `seen_seq` may be logged."""
 
-    def __init__(self, feed: ProcessFeed, token_id: uuid.UUID) -> None:
+    def __init__(self, feed: ProcessFeed, caller: Caller) -> None:
         self.process_id = feed.process_id
-        # The token that opened the stream.
-        self.token_id = token_id
+        # Who opened the stream.
+        self.token_id = caller.token_id
+        self.org_id = caller.org_id
         # Where the server process's watchers of the process find its latest events.
         self.feed = feed
         # The last event the stream has read; wake-ups for it or earlier ones are moot.
@@ -81,10 +84,11 @@ class ProcessWatcher:
 class OrganizationWatcher:
     """A stream watching an organization: the matching changes, queued for it."""
 
-    def __init__(self, change_filter: ChangeFilter, token_id: uuid.UUID) -> None:
+    def __init__(self, change_filter: ChangeFilter, caller: Caller) -> None:
         self.filter = change_filter
-        # The token that opened the stream.
-        self.token_id = token_id
+        # Who opened the stream.
+        self.token_id = caller.token_id
+        self.org_id = caller.org_id
         self._pending: deque[ProcessChange] = deque()
         self._arrived = asyncio.Event()
         self._ended: DomainError | None = None
@@ -127,12 +131,24 @@ Watcher = ProcessWatcher | OrganizationWatcher
 W = TypeVar("W", bound=Watcher)
 
 
-class WatchHub:
-    """The watch streams of one server process, at most `max_watchers` at once."""
+@dataclass(frozen=True)
+class WatchLimits:
+    """How many streams one server process serves at once: in all, and of
+    one token and of one organization, so that neither can take every slot
+    and leave none to the others."""
 
-    def __init__(self, database: Database, *, max_watchers: int) -> None:
+    total: int
+    per_token: int
+    per_org: int
+
+
+class WatchHub:
+    """The watch streams of one server process, within its `limits`."""
+
+    def __init__(self, database: Database, *, limits: WatchLimits) -> None:
         self._database = database
-        self._max_watchers = max_watchers
+        self._limits = limits
+        self._per_org: Counter[str] = Counter()
         self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
         self._feeds: dict[uuid.UUID, ProcessFeed] = {}
         self._by_org: dict[str, set[OrganizationWatcher]] = {}
@@ -214,14 +230,14 @@ class WatchHub:
 
     @asynccontextmanager
     async def watch_process(
-        self, process_id: uuid.UUID, token_id: uuid.UUID
+        self, process_id: uuid.UUID, caller: Caller
     ) -> AsyncIterator[ProcessWatcher]:
-        """Registers a watcher of the process, opened by the token, for the block's duration."""
+        """Registers a watcher of the process, opened by the caller, for the block's duration."""
         feed = self._feeds.setdefault(process_id, ProcessFeed(self._database, process_id))
         try:
-            watcher = ProcessWatcher(feed, token_id)
+            watcher = ProcessWatcher(feed, caller)
             with self._registered(self._by_process, process_id, watcher):
-                await self._refuse_if_revoked(token_id)
+                await self._refuse_if_revoked(caller.token_id)
                 yield watcher
         finally:
             if process_id not in self._by_process:
@@ -229,18 +245,18 @@ class WatchHub:
 
     @asynccontextmanager
     async def watch_organization(
-        self, change_filter: ChangeFilter, token_id: uuid.UUID
+        self, change_filter: ChangeFilter, caller: Caller
     ) -> AsyncIterator[OrganizationWatcher]:
         """Registers a watcher of the organization's changes, opened by the
-        token, for the block's duration.
+        caller, for the block's duration.
 
         Refused while not listening: it would miss changes without knowing.
         """
         if not self._listening:
             raise Unavailable("the server cannot follow changes right now; retry later")
-        watcher = OrganizationWatcher(change_filter, token_id)
+        watcher = OrganizationWatcher(change_filter, caller)
         with self._registered(self._by_org, change_filter.org_id, watcher):
-            await self._refuse_if_revoked(token_id)
+            await self._refuse_if_revoked(caller.token_id)
             yield watcher
 
     async def _refuse_if_revoked(self, token_id: uuid.UUID) -> None:
@@ -252,22 +268,36 @@ class WatchHub:
 
     @contextmanager
     def _registered(self, registry: dict[K, set[W]], key: K, watcher: W) -> Iterator[None]:
-        """Counts the watcher against the limit and files it under `key` (and
-        its token) while it lasts."""
+        """Counts the watcher against the limits and files it under `key` (and
+        its token and organization) while it lasts."""
         if self._closed:
             raise Unavailable("the server is shutting down; retry")
-        if self._watchers >= self._max_watchers:
+        limits = self._limits
+        if len(self._by_token.get(watcher.token_id, ())) >= limits.per_token:
             raise ResourceExhausted(
-                f"this server process serves its maximum of {self._max_watchers} streams;"
-                " retry later"
+                f"this token has its maximum of {limits.per_token} streams on this server"
+                " process (the limit per token); end one, or retry later"
+            )
+        if self._per_org[watcher.org_id] >= limits.per_org:
+            raise ResourceExhausted(
+                f"this organization has its maximum of {limits.per_org} streams on this server"
+                " process (the limit per organization); end one, or retry later"
+            )
+        if self._watchers >= limits.total:
+            raise ResourceExhausted(
+                f"this server process serves its maximum of {limits.total} streams; retry later"
             )
         self._watchers += 1
+        self._per_org[watcher.org_id] += 1
         registry.setdefault(key, set()).add(watcher)
         self._by_token.setdefault(watcher.token_id, set()).add(watcher)
         try:
             yield
         finally:
             self._watchers -= 1
+            self._per_org[watcher.org_id] -= 1
+            if not self._per_org[watcher.org_id]:
+                del self._per_org[watcher.org_id]
             _unfile(registry, key, watcher)
             _unfile(self._by_token, watcher.token_id, watcher)
 

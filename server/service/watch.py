@@ -42,7 +42,7 @@ class WatchService:
         """
         if after_seq is not None:
             check_after_seq(after_seq)
-        async with self._hub.watch_process(process_id, caller.token_id) as watcher:
+        async with self._hub.watch_process(process_id, caller) as watcher:
             # One snapshot: the steps agree with the process's update count.
             async with self._database.transaction(isolation="REPEATABLE READ") as connection:
                 process = await load_process(
@@ -109,7 +109,7 @@ class WatchService:
         """Every change matching the filter from now on, with heartbeats: the
         first at once, to say that changes are being followed (until the
         caller's token is revoked)."""
-        async with self._hub.watch_organization(change_filter, caller.token_id) as watcher:
+        async with self._hub.watch_organization(change_filter, caller) as watcher:
             yield Heartbeat(self._clock())
             while True:
                 change = await watcher.next(self._heartbeat_seconds)

@@ -399,6 +399,41 @@ async def test_streams_past_the_limit_are_refused_until_one_ends(database_url: s
         second.cancel()
 
 
+async def test_one_token_or_organization_cannot_take_every_stream(database_url: str) -> None:
+    """The caps per token and per organization refuse, naming the cap, while
+    another organization still gets a stream."""
+    caps = {
+        "HTK_WORKERS": "1",
+        "HTK_MAX_WATCHERS": "10",
+        "HTK_MAX_WATCHERS_PER_TOKEN": "2",
+        "HTK_MAX_WATCHERS_PER_ORG": "3",
+    }
+    async with own_server(database_url, **caps) as (running, stub, org):
+        process = await create(stub, org, "build")
+        held = [watch(stub, org, process.process_id, token=org.reader) for _ in range(2)]
+        held.append(stub.WatchProcesses(pb.WatchProcessesRequest(), metadata=org.metadata()))
+        for call in held:
+            assert await read(call)
+
+        async def refusal(call: Call) -> str:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await read(call)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return refused.value.details() or ""
+
+        assert "maximum of 2 streams on this server process (the limit per token)" in (
+            await refusal(watch(stub, org, process.process_id, token=org.reader))
+        )
+        assert "maximum of 3 streams on this server process (the limit per organization)" in (
+            await refusal(watch(stub, org, process.process_id))
+        )
+        stranger = await running.new_org("other")
+        theirs = await create(stub, stranger, "build")
+        assert (await read(watch(stub, stranger, theirs.process_id))).HasField("process")
+        for call in held:
+            call.cancel()
+
+
 async def test_shutdown_ends_streams_with_an_in_band_error(database_url: str) -> None:
     async with own_server(database_url) as (running, stub, org):
         process = await create(stub, org, "build")

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from server import cli
+from server.app import watch_limits
+from server.service.hub import WatchLimits
 from server.settings import CHECKOUT, Settings, SettingsError, variable
 
 # A burst below the rate is refused; turning the rate off lets each bound be
@@ -52,6 +54,16 @@ def test_values_from_the_environment() -> None:
     assert settings.log_level == "DEBUG"
 
 
+def test_the_stream_caps_of_an_instance_are_shared_out_among_its_workers() -> None:
+    """Each worker allows its share, rounded up, so that an instance's
+    workers together allow the instance's cap (a little more when it does not
+    divide), never a share of 0."""
+    settings = Settings.from_env(
+        {"HTK_WORKERS": "3", "HTK_MAX_WATCHERS_PER_TOKEN": "100", "HTK_MAX_WATCHERS_PER_ORG": "2"}
+    )
+    assert watch_limits(settings) == WatchLimits(total=1000, per_token=34, per_org=1)
+
+
 def test_an_empty_variable_means_the_default() -> None:
     settings = Settings.from_env({"DATABASE_URL": "", "HTK_HTTP_PORT": ""})
     assert (settings.database_url, settings.http_port) == (None, 8080)
@@ -79,6 +91,10 @@ def test_settings_cannot_change_once_read() -> None:
         ("HTK_RATE_LIMIT_BURST", 1, None),
         ("HTK_REQUEST_TIMEOUT_SECONDS", 1, None),
         ("HTK_IDEMPOTENCY_KEY_HOURS", 24, None),
+        ("HTK_MAX_WATCHERS_PER_TOKEN", 1, None),
+        ("HTK_MAX_WATCHERS_PER_ORG", 1, None),
+        ("HTK_MAX_STREAMS_PER_CONNECTION", 1, None),
+        ("HTK_WATCH_STALL_SECONDS", 1, None),
     ],
 )
 def test_each_bound_is_inclusive_and_enforced(name: str, lowest: int, highest: int | None) -> None:
