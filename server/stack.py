@@ -97,6 +97,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         # Every stream a worker may hold open, and room for ordinary calls
         # (Envoy's default limit, 1024) besides them.
         max_upstream_requests=settings.workers * settings.max_watchers + 1024,
+        max_streams_per_connection=settings.max_streams_per_connection,
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
