@@ -157,7 +157,12 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     )
     watches = WatchService(database, watch_hub, clock, heartbeat_seconds=settings.heartbeat_seconds)
     process_service_pb2_grpc.add_ProcessServiceServicer_to_server(
-        ProcessServicer(ProcessService(database, writes, clock), watches), grpc_server
+        ProcessServicer(
+            ProcessService(database, writes, clock),
+            watches,
+            stall_seconds=settings.watch_stall_seconds,
+        ),
+        grpc_server,
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server

@@ -9,6 +9,7 @@ reflection, which need no token, pass untouched.
 """
 
 import contextvars
+import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -126,6 +127,15 @@ def _guarded(
         return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
     if handler.unary_stream is not None:
         unary_stream: Any = handler.unary_stream
+        # Responses may be yielded or written with context.write (which lets
+        # the handler bound each write); the wrapper keeps the kind.
+        if not inspect.isasyncgenfunction(unary_stream):
+
+            async def guarded_unary_stream_writes(request: Any, context: Context) -> None:
+                async with guarding(context):
+                    await unary_stream(read(request, context), context)
+
+            return grpc.unary_stream_rpc_method_handler(guarded_unary_stream_writes, **serializers)
 
         async def guarded_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with guarding(context):

@@ -3,8 +3,6 @@
 Authentication, authorization and error statuses are the interceptors' work.
 """
 
-from collections.abc import AsyncIterator
-
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.processes import events_page, list_query, parse_process_id
@@ -14,13 +12,21 @@ from server.service.watch import WatchService
 from server.transport import messages
 from server.transport.idempotency import idempotency_key
 from server.transport.interceptors import Context, current_caller
-from server.transport.streams import errors_in_band
+from server.transport.streams import write_stream
+
+# How a client resumes a stream that ended before it was done.
+RESUME_PROCESS = "watch again with after_seq set to the last seq received"
+RESUME_ORGANIZATION = "list again, then watch"
 
 
 class ProcessServicer(pb_grpc.ProcessServiceServicer):
-    def __init__(self, service: ProcessService, watches: WatchService) -> None:
+    def __init__(
+        self, service: ProcessService, watches: WatchService, *, stall_seconds: float
+    ) -> None:
         self._service = service
         self._watches = watches
+        # How long a stream's message may wait for its client to read.
+        self._stall_seconds = stall_seconds
 
     async def ListProcesses(  # noqa: N802 - gRPC's method name
         self, request: pb.ListProcessesRequest, context: Context
@@ -79,30 +85,38 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         events = await self._service.list_events(current_caller().org_id, process_id, page)
         return pb.ListProcessEventsResponse(events=[messages.event(event) for event in events])
 
-    async def WatchProcess(  # noqa: N802
+    # A writer (write_stream), which grpc.aio takes; the generated stubs know iterators only.
+    async def WatchProcess(  # type: ignore[override]  # noqa: N802
         self, request: pb.WatchProcessRequest, context: Context
-    ) -> AsyncIterator[pb.WatchProcessResponse]:
+    ) -> None:
         process_id = parse_process_id(request.process_id)
         after_seq = request.after_seq if request.HasField("after_seq") else None
-        stream = self._watches.process(current_caller(), process_id, after_seq)
-        async for message in errors_in_band(
-            stream, messages.process_watch, messages.process_watch_error, context
-        ):
-            yield message
+        await write_stream(
+            self._watches.process(current_caller(), process_id, after_seq),
+            messages.process_watch,
+            messages.process_watch_error,
+            context,
+            stall_seconds=self._stall_seconds,
+            resume=RESUME_PROCESS,
+        )
 
     async def GetCaller(  # noqa: N802
         self, request: pb.GetCallerRequest, context: Context
     ) -> pb.Caller:
         return messages.caller(current_caller())
 
-    async def WatchProcesses(  # noqa: N802
+    # A writer (write_stream), which grpc.aio takes; the generated stubs know iterators only.
+    async def WatchProcesses(  # type: ignore[override]  # noqa: N802
         self, request: pb.WatchProcessesRequest, context: Context
-    ) -> AsyncIterator[pb.WatchProcessesResponse]:
+    ) -> None:
         wanted = change_filter(
             current_caller().org_id, namespace=request.namespace, status=request.status
         )
-        stream = self._watches.organization(current_caller(), wanted)
-        async for message in errors_in_band(
-            stream, messages.organization_watch, messages.organization_watch_error, context
-        ):
-            yield message
+        await write_stream(
+            self._watches.organization(current_caller(), wanted),
+            messages.organization_watch,
+            messages.organization_watch_error,
+            context,
+            stall_seconds=self._stall_seconds,
+            resume=RESUME_ORGANIZATION,
+        )

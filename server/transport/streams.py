@@ -1,43 +1,90 @@
-"""Errors of server streams after their first message, sent in-band.
+"""Writing server streams: errors after the first message in-band, and a
+bound on how long a message may wait for a client that does not read.
 
 Once a stream has sent a message, its HTTP response has begun: a REST
 client over HTTP/1.1 would see a later error status only as the stream
 ending. So the error goes out as the stream's last message as well, and
 then ends the call with its status for gRPC clients.
+
+A write completes once HTTP/2 flow control lets the message out: a client
+that stops reading (a suspended laptop's tab) stops its stream's writes
+once the windows and buffers between are full, and would hold its stream,
+its slot and the buffers of every hop for as long as it stays away. So a
+write that cannot complete within `stall_seconds` ends the stream with
+RESOURCE_EXHAUSTED saying how to resume. Nothing more can pass a full
+window: the status follows what the client has not read yet, as the call's
+trailers, which it gets when it reads again (gRPC clients; a REST client
+sees its stream end, and resumes as after any break).
 """
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing, suppress
 from typing import TypeVar
 
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from server.domain.errors import ResourceExhausted
 from server.transport.errors import to_rpc_status
 from server.transport.interceptors import Context, abort_with
 
 Item = TypeVar("Item")
 Message = TypeVar("Message")
 
+# How long the ending status may wait for room behind what the client has
+# not read; the stream's slot is free once it is queued or this has passed.
+STATUS_GRACE_SECONDS = 1.0
 
-async def errors_in_band(
+
+class _Unread(Exception):
+    """A message could not be written within the stream's bound."""
+
+
+async def write_stream(
     stream: AsyncGenerator[Item, None],
     message: Callable[[Item], Message],
     error_message: Callable[[status_pb2.Status], Message],
     context: Context,
-) -> AsyncIterator[Message]:
-    """The stream's items as messages; an error after the first one ends it
-    with `error_message(status)` and that status. An error before the first
-    message ends the call like any call's error (the guards map it)."""
+    *,
+    stall_seconds: float,
+    resume: str,
+) -> None:
+    """Writes the stream's items as messages. An error after the first one
+    ends it with `error_message(status)` and that status; a client that
+    reads nothing for `stall_seconds` while a message waits ends it with
+    RESOURCE_EXHAUSTED, the message saying how to `resume`. An error before
+    the first message ends the call like any call's error (the guards map it)."""
     started = False
     try:
+        # Closed in this task, whatever ends the stream (a client leaving included).
         async with aclosing(stream):
             async for item in stream:
+                await _write(context, message(item), stall_seconds)
                 started = True
-                yield message(item)
+        return
+    except _Unread:
+        status = to_rpc_status(
+            ResourceExhausted(
+                f"the client read no message for {stall_seconds:g} s and fell behind;"
+                f" the stream ended: {resume}"
+            )
+        )
     except Exception as error:
         if not started:
             raise
         status = to_rpc_status(error)
-        yield error_message(status)
-        await abort_with(context, rpc_status.to_status(status))
+        # A client too far behind for this gets the status alone.
+        with suppress(_Unread):
+            await _write(context, error_message(status), stall_seconds)
+    with suppress(TimeoutError):
+        async with asyncio.timeout(STATUS_GRACE_SECONDS):
+            await abort_with(context, rpc_status.to_status(status))
+
+
+async def _write(context: Context, message: object, stall_seconds: float) -> None:
+    try:
+        async with asyncio.timeout(stall_seconds):
+            await context.write(message)
+    except TimeoutError:
+        raise _Unread from None

@@ -73,7 +73,7 @@ def open_streams(
             accepted += 1
         except grpc.RpcError as refused:
             assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
-            refusals.append(refused.details())
+            refusals.append(refused.details() or "")
     return accepted, refusals
 
 

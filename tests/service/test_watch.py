@@ -17,6 +17,7 @@ from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from tests.service.calls import Stub, create, update
 from tests.service.conftest import HEARTBEAT_ENV
+from tests.support import raw_h2
 from tests.support.in_process import InProcessServer, in_process_server
 from tests.support.orgs import Org
 
@@ -431,6 +432,113 @@ async def test_one_token_or_organization_cannot_take_every_stream(database_url: 
         theirs = await create(stub, stranger, "build")
         assert (await read(watch(stub, stranger, theirs.process_id))).HasField("process")
         for call in held:
+            call.cancel()
+
+
+def host_port(target: str) -> tuple[str, int]:
+    host, port = target.rsplit(":", 1)
+    return host, int(port)
+
+
+def grpc_messages(data: bytes) -> list[bytes]:
+    """The gRPC messages in a stream's DATA, each a 5-byte prefix and its bytes."""
+    found = []
+    while data:
+        length = int.from_bytes(data[1:5], "big")
+        found.append(data[5 : 5 + length])
+        data = data[5 + length :]
+    return found
+
+
+async def until_accepted(open_stream: Callable[[], Call]) -> Call:
+    """A stream opened once the server has a slot for it again (a cap is full meanwhile)."""
+    async with asyncio.timeout(HANG_SECONDS):
+        while True:
+            call = open_stream()
+            try:
+                await read(call)
+                return call
+            except grpc.aio.AioRpcError as refused:
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                await asyncio.sleep(0.05)
+
+
+STALLING_ENV = {
+    "HTK_WORKERS": "1",
+    "HTK_WATCH_STALL_SECONDS": "1",
+    # Its one slot is free again only once the stalled stream has ended.
+    "HTK_MAX_WATCHERS_PER_TOKEN": "1",
+}
+
+
+async def test_a_client_that_stops_reading_is_ended_and_resumes_without_loss(
+    database_url: str,
+) -> None:
+    """A client that grants HTTP/2 flow control for a few bytes and then
+    stops reading: its stream ends once a write has waited the bound, which
+    frees its slot; when it reads again it gets what was sent, then the
+    status saying how to resume, and resuming loses nothing."""
+    async with own_server(database_url, **STALLING_ENV) as (running, stub, org):
+        process = await create(stub, org, "build")
+        await update(stub, org, process.process_id, "step_started", step="build")
+        for percent in (10, 20, 30):
+            await update(stub, org, process.process_id, "progress", step="build", percent=percent)
+        request = pb.WatchProcessRequest(process_id=process.process_id, after_seq=0)
+        stalled = raw_h2.grpc_call(
+            host_port(running.target),
+            "/htk.processes.v1.ProcessService/WatchProcess",
+            request.SerializeToString(),
+            org.metadata(org.reader),
+            window=64,  # room for one event
+        )
+        with stalled:
+            incoming = raw_h2.frames(stalled)
+            # The stream has begun (what fits the window follows the headers).
+            started = await asyncio.to_thread(raw_h2.response_headers, incoming)
+            assert not started.flags & raw_h2.END_STREAM, started
+            # The token's one slot, held by the stalled stream until it ends.
+            resumed = await until_accepted(
+                lambda: watch(stub, org, process.process_id, after_seq=4, token=org.reader)
+            )
+            resumed.cancel()
+
+            raw_h2.grant(stalled, 1 << 20)
+            data, trailers = await asyncio.to_thread(raw_h2.response, incoming)
+
+        received = [pb.WatchProcessResponse.FromString(raw) for raw in grpc_messages(data)]
+        assert b"grpc-status\x018" in trailers  # RESOURCE_EXHAUSTED
+        assert (
+            b"the client read no message for 1 s and fell behind; the stream ended:"
+            b" watch again with after_seq set to the last seq received"
+        ) in trailers
+        got = seqs(received)
+        # What fitted the window, then what was being written when it stalled.
+        assert got and got == list(range(1, len(got) + 1))
+        call = watch(stub, org, process.process_id, after_seq=got[-1])
+        await update(stub, org, process.process_id, "completed")
+        assert got + seqs(await rest_of(call)) == [1, 2, 3, 4, 5]
+
+
+async def test_an_organization_stream_whose_client_stops_reading_is_ended(
+    database_url: str,
+) -> None:
+    async with own_server(database_url, **STALLING_ENV) as (running, stub, org):
+        stalled = raw_h2.grpc_call(
+            host_port(running.target),
+            "/htk.processes.v1.ProcessService/WatchProcesses",
+            b"",
+            org.metadata(org.reader),
+            window=8,  # less than the first heartbeat
+        )
+        with stalled:
+            started = await asyncio.to_thread(raw_h2.response_headers, raw_h2.frames(stalled))
+            assert not started.flags & raw_h2.END_STREAM, started
+            # Accepted once the stalled stream has given its slot back.
+            call = await until_accepted(
+                lambda: stub.WatchProcesses(
+                    pb.WatchProcessesRequest(), metadata=org.metadata(org.reader)
+                )
+            )
             call.cancel()
 
 

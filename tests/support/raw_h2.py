@@ -130,3 +130,25 @@ def frames(sock: socket.socket) -> Iterator[Frame]:
         stream = int.from_bytes(buffered[5:9], "big") & 0x7FFFFFFF
         yield Frame(buffered[3], buffered[4], stream, buffered[9 : 9 + length])
         buffered = buffered[9 + length :]
+
+
+def response_headers(incoming: Iterator[Frame]) -> Frame:
+    """The call's first HEADERS frame (its trailers alone if it was refused
+    at once), the frames before it skipped."""
+    return next(frame for frame in incoming if frame.stream == STREAM and frame.kind == HEADERS)
+
+
+def response(incoming: Iterator[Frame]) -> tuple[bytes, bytes]:
+    """The rest of the call's DATA, and its trailers' header block (b"" if
+    the stream ended otherwise), read until the call ends."""
+    data = b""
+    for received in incoming:
+        if received.stream != STREAM:
+            continue
+        if received.kind == DATA:
+            data += received.payload
+        if received.kind == RST_STREAM:
+            break
+        if received.kind == HEADERS and received.flags & END_STREAM:
+            return data, received.payload
+    return data, b""
