@@ -522,15 +522,14 @@ def events_page(after_seq: int, limit: int | None) -> EventsPage:
     return EventsPage(after_seq, limit)
 
 
-def check_after_seq(after_seq: int, last_seq: int | None = None) -> None:
+def check_after_seq(after_seq: int, last_seq: int | None = None, field: str = "after_seq") -> None:
     """An `after_seq` names an event of the log, or 0 for its start; with the
-    process's `last_seq` known, it may not name an event still to come."""
+    process's `last_seq` known, it may not name an event still to come. The
+    error names `field`, where the request gave it."""
     if after_seq < 0:
-        raise InvalidArgument("after_seq", f"must be 0 or more, got {after_seq}")
+        raise InvalidArgument(field, f"must be 0 or more, got {after_seq}")
     if last_seq is not None and after_seq > last_seq:
-        raise InvalidArgument(
-            "after_seq", f"{after_seq} is past the process's last event ({last_seq})"
-        )
+        raise InvalidArgument(field, f"{after_seq} is past the process's last event ({last_seq})")
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from server.domain.processes import Event, Process, ProcessStatus, check_after_seq
+from server.domain.processes import Event, Process, ProcessStatus
 from server.domain.tokens import Caller
-from server.domain.watch import ChangeFilter, Heartbeat, ProcessChange
+from server.domain.watch import ChangeFilter, Heartbeat, ProcessChange, ResumePoint
 from server.service.feed import READ_BATCH
 from server.service.hub import ProcessWatcher, WatchHub
 from server.service.processes import load_process
@@ -30,30 +30,29 @@ class WatchService:
         self._heartbeat_seconds = heartbeat_seconds
 
     async def process(
-        self, caller: Caller, process_id: uuid.UUID, after_seq: int | None
+        self, caller: Caller, process_id: uuid.UUID, resume: ResumePoint | None
     ) -> AsyncGenerator[Process | Event | Heartbeat, None]:
-        """The process (without `after_seq`) or its events after `after_seq`,
+        """The process (without `resume`) or its events after `resume`'s seq,
         then its events as they are logged, until the one that finishes it
         (or the caller's token is revoked). A finished process with no event
-        after `after_seq` is sent itself, so every stream has a first message.
+        after it is sent itself, so every stream has a first message.
 
         A heartbeat goes out first if there is nothing else to send, and
         whenever nothing else has for `heartbeat_seconds`.
         """
-        if after_seq is not None:
-            check_after_seq(after_seq)
+        after_seq = None if resume is None else resume.seq
         async with self._hub.watch_process(process_id, caller) as watcher:
             # One snapshot: the steps agree with the process's update count.
             async with self._database.transaction(isolation="REPEATABLE READ") as connection:
                 process = await load_process(
                     connection, caller.org_id, process_id, for_update=False
                 )
-            if after_seq is None:
+            if resume is None:
                 yield process
                 watcher.seen_seq = process.update_count
             else:
-                check_after_seq(after_seq, process.update_count)
-                watcher.seen_seq = after_seq
+                resume.check(process.update_count)
+                watcher.seen_seq = resume.seq
             loop = asyncio.get_running_loop()
             quiet_since = loop.time()
             caught_up = False

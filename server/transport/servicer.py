@@ -6,12 +6,12 @@ Authentication, authorization and error statuses are the interceptors' work.
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.processes import events_page, list_query, parse_process_id
-from server.domain.watch import change_filter
+from server.domain.watch import LAST_EVENT_ID, change_filter, resume_point
 from server.service.processes import ProcessService
 from server.service.watch import WatchService
 from server.transport import messages
 from server.transport.idempotency import idempotency_key
-from server.transport.interceptors import Context, current_caller
+from server.transport.interceptors import Context, current_caller, metadata_value
 from server.transport.streams import write_stream
 
 # How a client resumes a stream that ended before it was done.
@@ -90,9 +90,12 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         self, request: pb.WatchProcessRequest, context: Context
     ) -> None:
         process_id = parse_process_id(request.process_id)
-        after_seq = request.after_seq if request.HasField("after_seq") else None
+        resume = resume_point(
+            request.after_seq if request.HasField("after_seq") else None,
+            metadata_value(context, LAST_EVENT_ID.lower()),
+        )
         await write_stream(
-            self._watches.process(current_caller(), process_id, after_seq),
+            self._watches.process(current_caller(), process_id, resume),
             messages.process_watch,
             messages.process_watch_error,
             context,

@@ -121,6 +121,35 @@ async def test_resuming_with_after_seq_has_no_gap_and_no_duplicate_at_the_seam(
     assert received[-1].event.type == "failed"
 
 
+async def test_last_event_id_resumes_a_watch_and_wins_over_after_seq(
+    processes: Stub, org: Org
+) -> None:
+    """As a browser's EventSource reconnects: the URL it opened (after_seq
+    included) and the last id it got, in the Last-Event-ID header."""
+    process = await create(processes, org, "build")
+    await update(processes, org, process.process_id, "step_started", step="build")
+    await update(processes, org, process.process_id, "progress", step="build", percent=5)
+    await update(processes, org, process.process_id, "completed")
+
+    def reconnect(last_event_id: str) -> Call:
+        return processes.WatchProcess(
+            pb.WatchProcessRequest(process_id=process.process_id, after_seq=0),
+            metadata=(*org.metadata(), ("last-event-id", last_event_id)),
+        )
+
+    assert seqs(await rest_of(reconnect("1"))) == [2, 3]
+    for bad, problem in [
+        ("4", "Last-Event-ID: 4 is past the process's last event (3)"),
+        ("one", "Last-Event-ID: must be the seq of an event, a whole number, got 'one'"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await read(reconnect(bad))
+        assert (refused.value.code(), refused.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            problem,
+        )
+
+
 async def test_watchers_joining_at_any_point_each_get_every_event_once(
     processes: Stub, org: Org
 ) -> None:

@@ -17,7 +17,7 @@ from server.domain.processes import (
     check_after_seq,
     events_page,
 )
-from server.domain.watch import ProcessChange, change_filter
+from server.domain.watch import ProcessChange, ResumePoint, change_filter, resume_point
 from server.stack import _api_routing
 from server.transport.methods import api_services
 
@@ -110,3 +110,45 @@ def test_envoy_treats_exactly_the_streaming_methods_as_streams() -> None:
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
             assert bool(pattern.fullmatch(path)) == method.server_streaming, path
+
+
+@pytest.mark.parametrize(
+    ("after_seq", "last_event_id", "expected"),
+    [
+        (None, None, None),
+        (3, None, ResumePoint(3)),
+        (None, "7", ResumePoint(7, "Last-Event-ID")),
+        # A browser reconnects to the URL it opened, with the last id it got.
+        (3, "7", ResumePoint(7, "Last-Event-ID")),
+        (3, "", ResumePoint(3)),  # an EventSource sends none when the id is empty
+        (None, "0", ResumePoint(0, "Last-Event-ID")),
+    ],
+)
+def test_a_watch_resumes_after_last_event_id_before_after_seq(
+    after_seq: int | None, last_event_id: str | None, expected: ResumePoint | None
+) -> None:
+    assert resume_point(after_seq, last_event_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("after_seq", "last_event_id", "message"),
+    [
+        (-1, None, "after_seq: must be 0 or more, got -1"),
+        (None, "x", "Last-Event-ID: must be the seq of an event, a whole number, got 'x'"),
+        (None, "-1", "Last-Event-ID: must be the seq of an event, a whole number, got '-1'"),
+        (None, " 1", "Last-Event-ID: must be the seq of an event, a whole number, got ' 1'"),
+        (None, "2147483648", "got '2147483648'"),
+        (None, "9" * 30, "got '99999999999999999999…'"),
+    ],
+)
+def test_a_bad_resume_point_names_its_field(
+    after_seq: int | None, last_event_id: str | None, message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        resume_point(after_seq, last_event_id)
+    assert message in str(refused.value)
+
+
+def test_a_resume_point_past_the_last_event_names_its_field() -> None:
+    with pytest.raises(InvalidArgument, match=r"^Last-Event-ID: 9 is past the process's last"):
+        ResumePoint(9, "Last-Event-ID").check(last_seq=4)
