@@ -14,8 +14,10 @@ from tests.support.stack import Stack
 
 
 def _json_documents(output: str) -> list[dict[str, Any]]:
-    """The JSON documents the curls printed back to back (a stream's `data: `
-    framing taken off)."""
+    """The JSON documents the curls printed back to back (a stream's `id: `
+    lines and `data: ` framing taken off)."""
+    # JSON has no raw newline: this is only ever the framing.
+    output = re.sub(r"id: [0-9]+\n", "", output)
     output = re.sub(r'(?<!")data: (?=\{)', "", output)
     decoder, documents, position = json.JSONDecoder(), [], 0
     while position < len(output):

@@ -153,8 +153,17 @@ def test_sse_as_curl_sees_it_snapshot_then_events_until_the_finish(
     assert (process["process_id"], process["timeline"][0]["status"]) == (process_id, "running")
     blocks = rest.split("\n\n")
     assert blocks[-1] == ""
-    received = [json.loads(block.removeprefix("data: ")) for block in blocks[:-1]]
-    events = [message["event"] for message in received if kind(message) != "heartbeat"]
+    # Each event's block: its seq as the id, then its data.
+    received = [
+        (block.partition("id: ")[2].partition("\n")[0], json.loads(block.split("data: ")[1]))
+        for block in blocks[:-1]
+    ]
+    events = [message["event"] for _, message in received if kind(message) != "heartbeat"]
+    assert [event_id for event_id, message in received if kind(message) == "event"] == [
+        "2",
+        "3",
+        "4",
+    ]
     assert [(event["seq"], event["type"]) for event in events] == [
         (2, "progress"),
         (3, "step_completed"),
@@ -210,6 +219,77 @@ def test_watching_a_finished_process_from_its_last_event_sends_the_process(
     assert [message.WhichOneof("kind") for message in over_grpc] == ["process"]
     assert over_grpc[0].process.status == "completed"
     assert call.code() == grpc.StatusCode.OK
+
+
+def test_sse_events_carry_their_seq_as_id_and_nothing_else_does(
+    http: httpx.Client, tenant: Org
+) -> None:
+    """The bytes of the stream: `id: <seq>` before each event's data; the
+    process and heartbeats, which have no seq, carry none."""
+    process_id = running(http, tenant)
+    path = f"/api/v1/processes/{process_id}/watch"
+    with http.stream("GET", path, params={"after_seq": 1}, headers=tenant.auth()) as quiet:
+        first = next(quiet.iter_raw())
+    assert first.startswith(b'data: {"heartbeat":') and first.endswith(b"}\n\n"), first
+    progress(http, tenant, process_id, 50)
+    send(http, tenant, process_id, {"type": "completed"})
+
+    body = http.get(path, headers=tenant.auth()).read().decode()  # finished: it ends
+    snapshot, *events, end = body.split("\n\n")
+    assert end == ""
+    assert snapshot.startswith('data: {"process":')
+    assert events == []  # a stream without after_seq starts at the process
+
+    body = http.get(path, params={"after_seq": 0}, headers=tenant.auth()).read().decode()
+    blocks = body.split("\n\n")[:-1]
+    assert [block.split("\n")[0] for block in blocks] == ["id: 1", "id: 2", "id: 3"]
+    for seq, block in enumerate(blocks, start=1):
+        _, data_line = block.split("\n")
+        assert json.loads(data_line.removeprefix("data: "))["event"]["seq"] == seq
+
+
+def test_an_event_source_resumes_with_last_event_id_losing_and_repeating_nothing(
+    http: httpx.Client, tenant: Org
+) -> None:
+    """As a browser's EventSource does: the same URL again, with the id of
+    the last event it got in Last-Event-ID. The events arrive as they are
+    sent: nothing holds them back to add their ids."""
+    process_id = running(http, tenant)
+    progress(http, tenant, process_id, 10)
+    path = f"/api/v1/processes/{process_id}/watch"
+    received: list[str] = []
+
+    def read_events(lines: Iterator[str], count: int) -> None:
+        """Reads until `count` ids in all are received, or the stream ends."""
+        for line in lines:
+            if line.startswith("id: "):
+                received.append(line.removeprefix("id: "))
+                if len(received) == count:
+                    return
+
+    with http.stream("GET", path, params={"after_seq": 0}, headers=tenant.auth()) as first:
+        lines = first.iter_lines()
+        read_events(lines, 2)
+        progress(http, tenant, process_id, 20)  # live, while the stream is open
+        read_events(lines, 3)
+    for percent in (30, 40):  # while disconnected
+        progress(http, tenant, process_id, percent)
+    send(http, tenant, process_id, {"type": "completed"})
+    again = {**tenant.auth(), "Last-Event-ID": received[-1]}
+    with http.stream("GET", path, params={"after_seq": 0}, headers=again) as resumed:
+        read_events(resumed.iter_lines(), 100)  # to its end, after the finish
+
+    assert received == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_a_bad_last_event_id_is_a_400_naming_it(http: httpx.Client, tenant: Org) -> None:
+    process_id = running(http, tenant)
+    refused = http.get(
+        f"/api/v1/processes/{process_id}/watch",
+        headers={**tenant.auth(), "Last-Event-ID": "7"},
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["message"] == "Last-Event-ID: 7 is past the process's last event (1)"
 
 
 def test_a_quiet_stream_outlives_the_request_timeout_on_heartbeats(

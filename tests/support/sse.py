@@ -1,18 +1,20 @@
-"""Reading Server-Sent Events as Envoy's transcoder frames them: each message
-one `data: <JSON>` line, then a blank line, and nothing else."""
+"""Reading Server-Sent Events as htk's Envoy frames them: each message one
+`data: <JSON>` line, then a blank line, an event's preceded by `id: <seq>`."""
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 
 DATA = "data: "
+ID = re.compile(r"id: [0-9]+")
 
 
 def messages(response: httpx.Response) -> Iterator[dict[str, Any]]:
     """Each event's JSON as it arrives, until the stream ends; fails on any
-    line that is not an event's data or the blank line after it."""
+    line that is not an event's id or data or the blank line after it."""
     for line in response.iter_lines():
         if (message := _message(line)) is not None:
             yield message
@@ -29,7 +31,7 @@ def _message(line: str) -> dict[str, Any] | None:
     if line.startswith(DATA):
         message: dict[str, Any] = json.loads(line.removeprefix(DATA))
         return message
-    if line:
+    if line and not ID.fullmatch(line):
         raise AssertionError(f"not Server-Sent Events framing: {line!r}")
     return None
 
