@@ -73,11 +73,22 @@ class Config:
         )
 
 
+# Above any number of watchers the bench opens.
+BENCH_STREAM_CAP = 1_000_000
+
+
 def bench_stack(
     database_url: str, workers: int, data_dir: Path = DATA_DIR
 ) -> AbstractContextManager[Stack]:
     """`htk run` on the bench database with `workers` workers, logging warnings only."""
-    env = {"HTK_WORKERS": str(workers), "HTK_LOG_LEVEL": "WARNING"}
+    env = {
+        "HTK_WORKERS": str(workers),
+        "HTK_LOG_LEVEL": "WARNING",
+        # The watch phase is one token measuring the workers' fan-out: the
+        # caps that keep one tenant from taking every stream must not cut it short.
+        "HTK_MAX_WATCHERS_PER_TOKEN": str(BENCH_STREAM_CAP),
+        "HTK_MAX_WATCHERS_PER_ORG": str(BENCH_STREAM_CAP),
+    }
     return running_stack(data_dir, database_url, env)
 
 
