@@ -18,16 +18,20 @@ sees its stream end, and resumes as after any break).
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 from typing import TypeVar
 
+import grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from server.domain.errors import ResourceExhausted
 from server.transport.errors import to_rpc_status
 from server.transport.interceptors import Context, abort_with
+
+log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Message = TypeVar("Message")
@@ -55,13 +59,19 @@ async def write_stream(
     reads nothing for `stall_seconds` while a message waits ends it with
     RESOURCE_EXHAUSTED, the message saying how to `resume`. An error before
     the first message ends the call like any call's error (the guards map it)."""
-    started = False
+    begun = False
     try:
         # Closed in this task, whatever ends the stream (a client leaving included).
         async with aclosing(stream):
             async for item in stream:
+                if not begun:
+                    # Headers are not flow-controlled: sent apart, they leave
+                    # grpc nothing but the status to send after a first
+                    # message the client does not read (it refuses a second
+                    # operation of a kind still pending).
+                    await context.send_initial_metadata(())
+                    begun = True
                 await _write(context, message(item), stall_seconds)
-                started = True
         return
     except _Unread:
         status = to_rpc_status(
@@ -71,15 +81,22 @@ async def write_stream(
             )
         )
     except Exception as error:
-        if not started:
+        if not begun:
             raise
         status = to_rpc_status(error)
         # A client too far behind for this gets the status alone.
         with suppress(_Unread):
             await _write(context, error_message(status), stall_seconds)
-    with suppress(TimeoutError):
+    try:
         async with asyncio.timeout(STATUS_GRACE_SECONDS):
             await abort_with(context, rpc_status.to_status(status))
+    except grpc.aio.AbortError:
+        raise  # the status is on its way
+    except Exception as error:
+        # Still queued when the grace ran out (it goes once the client reads),
+        # or the client left meanwhile (grpc's batch error): either way the
+        # stream is over, and nothing is left to tell.
+        log.debug("a stream's ending status is not sent yet: %r", error)
 
 
 async def _write(context: Context, message: object, stall_seconds: float) -> None:
