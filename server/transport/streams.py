@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Message = TypeVar("Message")
 
-# How long the ending status may wait for room behind what the client has
-# not read; the stream's slot is free once it is queued or this has passed.
+# How long a handler waits on its stream's ending status, which grpc keeps
+# queued behind what the client has not read (the stream's slot is already
+# free by then): past this the handler returns, and the status goes if the
+# client ever reads again.
 STATUS_GRACE_SECONDS = 1.0
 
 
