@@ -117,8 +117,8 @@ class Settings(BaseSettings):
         10,
         ge=1,
         validation_alias="HTK_REQUEST_HEADERS_TIMEOUT_SECONDS",
-        description="a connection that has not sent a request's headers within this long"
-        " is closed",
+        description="a request whose headers have not all arrived within this long is"
+        " refused (408) and its connection closed",
     )
     request_timeout_seconds: int = Field(
         15,
