@@ -122,7 +122,9 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     )
     draining = interceptors.Draining()
     callers = CallerCache(
-        max_entries=settings.token_cache_size, ttl_seconds=settings.token_cache_seconds
+        max_entries=settings.token_cache_size,
+        ttl_seconds=settings.token_cache_seconds,
+        unknown_ttl_seconds=settings.unknown_token_cache_seconds,
     )
     authentication = interceptors.Authentication(TokenService(database, clock, callers))
     grpc_server = grpc.aio.server(

@@ -98,12 +98,35 @@ class Settings(BaseSettings):
         description="requests a token may send at once above that rate"
         " (at least `HTK_RATE_LIMIT_PER_SECOND`)",
     )
+    rate_limit_per_address_per_second: int = Field(
+        1000,
+        ge=1,
+        validation_alias="HTK_RATE_LIMIT_PER_ADDRESS_PER_SECOND",
+        description="requests per second from one client address, whatever their tokens"
+        " (bursts up to twice this); counted by Envoy before any token is looked up,"
+        " so that a fresh made-up token per request gains nothing",
+    )
+    rate_limit_anonymous_per_second: int = Field(
+        100,
+        ge=1,
+        validation_alias="HTK_RATE_LIMIT_ANONYMOUS_PER_SECOND",
+        description="API requests per second without a token, all clients together"
+        " (bursts up to twice this); the dashboard's files are not counted",
+    )
+    request_headers_timeout_seconds: int = Field(
+        10,
+        ge=1,
+        validation_alias="HTK_REQUEST_HEADERS_TIMEOUT_SECONDS",
+        description="a request whose headers have not all arrived within this long is"
+        " refused (408) and its connection closed",
+    )
     request_timeout_seconds: int = Field(
         15,
         ge=1,
         validation_alias="HTK_REQUEST_TIMEOUT_SECONDS",
         description="end-to-end limit of a request, unless a gRPC caller's deadline is shorter"
-        " (504 / DEADLINE_EXCEEDED past it)",
+        " (504 / DEADLINE_EXCEEDED past it); a request not received in full within it is"
+        " refused (408), streams included, which live on once received",
     )
     idempotency_key_hours: int = Field(
         24,
@@ -166,6 +189,14 @@ class Settings(BaseSettings):
         validation_alias="HTK_TOKEN_CACHE_SECONDS",
         description="a remembered token is looked up again after this long; a backstop,"
         " since every worker forgets a revoked token within a second",
+    )
+    unknown_token_cache_seconds: int = Field(
+        2,
+        ge=0,
+        validation_alias="HTK_UNKNOWN_TOKEN_CACHE_SECONDS",
+        description="a token found neither active nor at all is refused without a lookup for"
+        " this long (up to `HTK_TOKEN_CACHE_SIZE` of them; `0`: never remembered); short,"
+        " since creating a token notifies no worker",
     )
     log_level: LogLevel = Field(
         "INFO", validation_alias="HTK_LOG_LEVEL", description="server log level"

@@ -94,13 +94,18 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         descriptor=ENVOY_DESCRIPTOR,
         openapi=OPENAPI_DOCUMENT,
         request_timeout=f"{settings.request_timeout_seconds}s",
-        # Every stream a worker may hold open, and room for ordinary calls
-        # (Envoy's default limit, 1024) besides them.
-        max_upstream_requests=settings.workers * settings.max_watchers + 1024,
+        request_headers_timeout=f"{settings.request_headers_timeout_seconds}s",
+        max_upstream_streams=settings.workers * settings.max_watchers,
+        upstream_stream_window=UPSTREAM_STREAM_WINDOW,
+        upstream_connection_window=upstream_connection_window(settings),
         max_streams_per_connection=settings.max_streams_per_connection,
         rate_limit_percent=100 if rate_limited else 0,
         rate_limit_per_second=max(settings.rate_limit_per_second, 1),
         rate_limit_burst=settings.rate_limit_burst,
+        rate_limit_per_address_per_second=settings.rate_limit_per_address_per_second,
+        rate_limit_per_address_burst=2 * settings.rate_limit_per_address_per_second,
+        rate_limit_anonymous_per_second=settings.rate_limit_anonymous_per_second,
+        rate_limit_anonymous_burst=2 * settings.rate_limit_anonymous_per_second,
         dashboard_routes=f"\n{route_indent[1]}".join(
             f"- {json.dumps(route)}" for route in dashboard
         ),
@@ -114,6 +119,20 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
     path = settings.data_dir / f"envoy-{settings.http_port}.yaml"
     path.write_text(config)
     return path
+
+
+# Envoy's HTTP/2 window for each stream to a worker (the edge proxy guidance's
+# 64 KiB; the default is 256 MiB), and the largest window HTTP/2 allows.
+UPSTREAM_STREAM_WINDOW = 65536
+MAX_HTTP2_WINDOW = 2**31 - 1
+
+
+def upstream_connection_window(settings: Settings) -> int:
+    """Room on one connection to a worker for the full window of every
+    stream it may carry (the calls' 1024, or the worker's watch streams), so
+    that streams whose readers stalled never close it for the others."""
+    streams = max(1024, settings.max_watchers)
+    return min(streams * UPSTREAM_STREAM_WINDOW, MAX_HTTP2_WINDOW)
 
 
 def _api_routing() -> dict[str, str]:

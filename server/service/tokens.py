@@ -29,6 +29,8 @@ class TokenService:
         # The cache finds the caller by the token's SHA-256 too (see below).
         if self._cache is not None and (caller := self._cache.get(presented)) is not None:
             return caller
+        if self._cache is not None and self._cache.is_unknown(presented):
+            return None
         generation = self._cache.generation if self._cache is not None else 0
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             row = await token_rows.find_active(connection, presented)
@@ -36,6 +38,8 @@ class TokenService:
         # cannot steer towards a real token's; the final say is a constant-time
         # comparison all the same, so no byte-wise early exit decides access.
         if row is None or not hmac.compare_digest(row.digest, presented):
+            if self._cache is not None:
+                self._cache.put_unknown(presented, generation)
             return None
         caller = Caller(
             org_id=row.org_id,

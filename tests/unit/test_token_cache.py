@@ -159,3 +159,56 @@ def test_a_token_notification_not_understood_forgets_every_token_and_checks_the_
     subscription.missed()
     assert len(cache) == 0
     assert len(checks) == 1
+
+
+UNKNOWN_TTL = 2.0
+
+
+@pytest.fixture
+def refusing(time: FakeTime) -> CallerCache:
+    """A cache that remembers refused tokens for UNKNOWN_TTL seconds."""
+    trusted = CallerCache(max_entries=3, ttl_seconds=TTL, unknown_ttl_seconds=UNKNOWN_TTL, now=time)
+    trusted.trust()
+    return trusted
+
+
+def test_a_refused_token_is_refused_unasked_briefly(refusing: CallerCache, time: FakeTime) -> None:
+    refusing.put_unknown(digest_of("made-up"), refusing.generation)
+    assert refusing.is_unknown(digest_of("made-up"))
+    assert not refusing.is_unknown(digest_of("other"))
+    # A token created meanwhile notifies no one: it works once the entry expires.
+    time.seconds += UNKNOWN_TTL
+    assert not refusing.is_unknown(digest_of("made-up"))
+
+
+def test_refused_tokens_are_bounded_oldest_dropped_first(refusing: CallerCache) -> None:
+    for name in ("a", "b", "c", "d"):
+        refusing.put_unknown(digest_of(name), refusing.generation)
+    assert not refusing.is_unknown(digest_of("a"))
+    assert all(refusing.is_unknown(digest_of(name)) for name in ("b", "c", "d"))
+
+
+def test_any_token_change_forgets_every_refusal(refusing: CallerCache) -> None:
+    """A revoked token made active again by an update must work at once."""
+    refusing.put_unknown(digest_of("revoked"), refusing.generation)
+    refusing.forget(uuid.uuid4())
+    assert not refusing.is_unknown(digest_of("revoked"))
+
+
+def test_a_refusal_read_before_a_change_is_not_kept(refusing: CallerCache) -> None:
+    generation = refusing.generation
+    refusing.forget(uuid.uuid4())
+    refusing.put_unknown(digest_of("revived"), generation)
+    assert not refusing.is_unknown(digest_of("revived"))
+
+
+@pytest.mark.parametrize("unknown_ttl", [0.0, UNKNOWN_TTL])
+def test_refusals_are_kept_only_when_asked_and_trusted(time: FakeTime, unknown_ttl: float) -> None:
+    cache = CallerCache(max_entries=3, ttl_seconds=TTL, unknown_ttl_seconds=unknown_ttl, now=time)
+    cache.put_unknown(digest_of("x"), cache.generation)
+    assert not cache.is_unknown(digest_of("x"))  # untrusted: nothing kept
+    cache.trust()
+    cache.put_unknown(digest_of("x"), cache.generation)
+    assert cache.is_unknown(digest_of("x")) == (unknown_ttl > 0)
+    cache.distrust()
+    assert not cache.is_unknown(digest_of("x"))
