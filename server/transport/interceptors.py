@@ -8,9 +8,11 @@ no entry for is refused as unimplemented. Only gRPC health checking and
 reflection, which need no token, pass untouched.
 """
 
+import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
@@ -23,6 +25,8 @@ from server.transport.decoding import WrappedHandlers
 from server.transport.errors import to_status
 from server.transport.methods import Method
 from server.transport.rest_input import rest_request
+
+log = logging.getLogger(__name__)
 
 # grpc's classes are generic only in their type stubs, not at run time.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -92,6 +96,7 @@ class GuardInterceptor(ServerInterceptor):
     def _guarded_handler(self, path: str, handler: Handler) -> Handler:
         method = self._methods[path]
         return _guarded(
+            path,
             handler,
             lambda context: self._guarding(method, context),
             lambda request, context: self._read_request(method, request, context),
@@ -106,6 +111,7 @@ class GuardInterceptor(ServerInterceptor):
 
 
 def _guarded(
+    path: str,
     handler: Handler,
     guarding: Callable[[Context], AbstractAsyncContextManager[None]],
     read: Callable[[Any, Context], Any],
@@ -127,10 +133,9 @@ def _guarded(
     if handler.unary_stream is not None:
         unary_stream: Any = handler.unary_stream
 
-        async def guarded_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def guarded_unary_stream(request: Any, context: Context) -> None:
             async with guarding(context):
-                async for response in unary_stream(read(request, context), context):
-                    yield response
+                await _write_all(path, unary_stream(read(request, context), context), context)
 
         return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, **serializers)
     if handler.stream_unary is not None:
@@ -145,12 +150,32 @@ def _guarded(
         raise TypeError("a method handler without a behavior")
     stream_stream: Any = handler.stream_stream
 
-    async def guarded_stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+    async def guarded_stream_stream(requests: Any, context: Context) -> None:
         async with guarding(context):
-            async for response in stream_stream(requests, context):
-                yield response
+            await _write_all(path, stream_stream(requests, context), context)
 
     return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, **serializers)
+
+
+async def _write_all(path: str, responses: AsyncGenerator[Any, None], context: Context) -> None:
+    """Sends a streaming method's responses from the call's own task.
+
+    Were the guarded handler a generator for grpc to iterate, a client
+    leaving while a response is being sent would cancel grpc's loop, not the
+    generator: it would be closed later, by the garbage collector, in a task
+    of its own, where the guards could not reset their context variables and
+    the call's end would be logged as an error. Here the cancellation reaches
+    this coroutine, which closes the generators and leaves the guards in the
+    task and context that entered them.
+    """
+    try:
+        async with aclosing(responses):
+            async for response in responses:
+                await context.write(response)
+    except asyncio.CancelledError:
+        # A client that goes away (a closed tab, a resume) is no fault.
+        log.debug("the client left the stream %s", path)
+        raise
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 Authentication, authorization and error statuses are the interceptors' work.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
@@ -79,30 +79,28 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         events = await self._service.list_events(current_caller().org_id, process_id, page)
         return pb.ListProcessEventsResponse(events=[messages.event(event) for event in events])
 
-    async def WatchProcess(  # noqa: N802
+    # The watches return their streams rather than yield from them, so that the
+    # guard that sends a stream's messages closes every generator in it at once.
+    def WatchProcess(  # noqa: N802
         self, request: pb.WatchProcessRequest, context: Context
-    ) -> AsyncIterator[pb.WatchProcessResponse]:
+    ) -> AsyncGenerator[pb.WatchProcessResponse, None]:
         process_id = parse_process_id(request.process_id)
         after_seq = request.after_seq if request.HasField("after_seq") else None
         stream = self._watches.process(current_caller(), process_id, after_seq)
-        async for message in errors_in_band(
-            stream, messages.process_watch, messages.process_watch_error, context
-        ):
-            yield message
+        return errors_in_band(stream, messages.process_watch, messages.process_watch_error, context)
 
     async def GetCaller(  # noqa: N802
         self, request: pb.GetCallerRequest, context: Context
     ) -> pb.Caller:
         return messages.caller(current_caller())
 
-    async def WatchProcesses(  # noqa: N802
+    def WatchProcesses(  # noqa: N802
         self, request: pb.WatchProcessesRequest, context: Context
-    ) -> AsyncIterator[pb.WatchProcessesResponse]:
+    ) -> AsyncGenerator[pb.WatchProcessesResponse, None]:
         wanted = change_filter(
             current_caller().org_id, namespace=request.namespace, status=request.status
         )
         stream = self._watches.organization(current_caller(), wanted)
-        async for message in errors_in_band(
+        return errors_in_band(
             stream, messages.organization_watch, messages.organization_watch_error, context
-        ):
-            yield message
+        )

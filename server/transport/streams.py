@@ -6,7 +6,7 @@ ending. So the error goes out as the stream's last message as well, and
 then ends the call with its status for gRPC clients.
 """
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -25,7 +25,7 @@ async def errors_in_band(
     message: Callable[[Item], Message],
     error_message: Callable[[status_pb2.Status], Message],
     context: Context,
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message, None]:
     """The stream's items as messages; an error after the first one ends it
     with `error_message(status)` and that status. An error before the first
     message ends the call like any call's error (the guards map it)."""
