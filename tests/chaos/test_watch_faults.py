@@ -50,6 +50,8 @@ class Watcher:
     # How each of its streams ended: finished, error <code> (in-band), ended
     # (without a word), cut (the connection broke), refused <HTTP status>.
     endings: list[str] = field(default_factory=list)
+    # How each cut came: the error, the stream's after_seq, and when.
+    cuts: list[str] = field(default_factory=list)
     following: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, client: httpx.AsyncClient, token: str) -> None:
@@ -78,7 +80,8 @@ class Watcher:
                         if message["event"]["type"] == "completed":
                             return "finished"
                 return "ended"
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
+            self.cuts.append(f"{error!r} after_seq={after_seq} at {time.monotonic():.2f}")
             return "cut"
 
 
@@ -193,7 +196,7 @@ def test_a_workers_watchers_resume_on_the_other_and_lose_nothing(
     wait_until(stack.serves_on_every_worker, RECOVERY_TIMEOUT_SECONDS, "every worker in rotation")
     token = stack.token("chaos")
     process_ids = create_running_processes(stack, token, 4)
-    stopped: list[tuple[int, psutil.Process]] = []
+    stopped: list[tuple[int, psutil.Process, float]] = []
 
     def stop_worker() -> None:
         # The worker that holds the most streams: Envoy places them as it
@@ -204,13 +207,13 @@ def test_a_workers_watchers_resume_on_the_other_and_lose_nothing(
         index = max(in_flight, key=in_flight.__getitem__)
         assert in_flight[index] > 2, in_flight
         victim = stack.workers()[index]
-        stopped.append((index, victim))
+        stopped.append((index, victim, time.monotonic()))
         victim.send_signal(signum)
         victim.wait(RECOVERY_TIMEOUT_SECONDS)
 
     watchers = asyncio.run(watch_through(stack, token, process_ids, 5, stop_worker))
     problems = missed_or_repeated(stack, watchers)
-    [(index, victim)] = stopped
+    [(index, victim, stopped_at)] = stopped
     wait_until(
         lambda: restarted_worker(stack, index, victim),
         RECOVERY_TIMEOUT_SECONDS,
@@ -218,7 +221,9 @@ def test_a_workers_watchers_resume_on_the_other_and_lose_nothing(
     )
 
     endings = [end for watcher in watchers for end in watcher.endings]
+    cuts = [cut for watcher in watchers for cut in watcher.cuts]
     assert ending in endings, endings  # the worker had streams, and they ended so
     if signum == signal.SIGTERM:
-        assert "cut" not in endings, endings  # ended cleanly, every one
+        # Ended cleanly, every one.
+        assert "cut" not in endings, (f"stopped at {stopped_at:.2f}", endings, cuts)
     assert not problems, "\n".join(problems[:20])
