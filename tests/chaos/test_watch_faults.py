@@ -48,10 +48,12 @@ class Watcher:
     process_id: str
     seqs: list[int] = field(default_factory=list)
     # How each of its streams ended: finished, error <code> (in-band), ended
-    # (without a word), cut (the connection broke), refused <HTTP status>.
+    # (without a word), cut (the connection broke once the stream had begun),
+    # refused <HTTP status>, unanswered (the connection broke before any
+    # answer: no stream began).
     endings: list[str] = field(default_factory=list)
-    # How each cut came: the error, the stream's after_seq, and when.
-    cuts: list[str] = field(default_factory=list)
+    # What broke each attempt that ended cut or unanswered, its after_seq, and when.
+    breaks: list[str] = field(default_factory=list)
     following: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, client: httpx.AsyncClient, token: str) -> None:
@@ -62,6 +64,7 @@ class Watcher:
 
     async def _watch_once(self, client: httpx.AsyncClient, token: str) -> str:
         after_seq = self.seqs[-1] if self.seqs else 0
+        answered = False
         try:
             async with client.stream(
                 "GET",
@@ -69,6 +72,7 @@ class Watcher:
                 params={"after_seq": after_seq},
                 headers={"Authorization": f"Bearer {token}"},
             ) as response:
+                answered = True
                 if response.status_code != 200:
                     return f"refused {response.status_code}"
                 async for message in amessages(response):
@@ -81,8 +85,11 @@ class Watcher:
                             return "finished"
                 return "ended"
         except httpx.HTTPError as error:
-            self.cuts.append(f"{error!r} after_seq={after_seq} at {time.monotonic():.2f}")
-            return "cut"
+            ending = "cut" if answered else "unanswered"
+            self.breaks.append(
+                f"{ending}: {error!r}, after_seq={after_seq}, at {time.monotonic():.2f}"
+            )
+            return ending
 
 
 def finish(stack: Stack, token: str, process_ids: list[str]) -> None:
@@ -221,9 +228,10 @@ def test_a_workers_watchers_resume_on_the_other_and_lose_nothing(
     )
 
     endings = [end for watcher in watchers for end in watcher.endings]
-    cuts = [cut for watcher in watchers for cut in watcher.cuts]
+    breaks = [text for watcher in watchers for text in watcher.breaks]
+    print(f"\nstopped worker {index} at {stopped_at:.2f}; breaks: {breaks}")
     assert ending in endings, endings  # the worker had streams, and they ended so
     if signum == signal.SIGTERM:
         # Ended cleanly, every one.
-        assert "cut" not in endings, (f"stopped at {stopped_at:.2f}", endings, cuts)
+        assert "cut" not in endings, (endings, breaks)
     assert not problems, "\n".join(problems[:20])
