@@ -174,7 +174,7 @@ async def _write_all(path: str, responses: AsyncGenerator[Any, None], context: C
                 await context.write(response)
     except asyncio.CancelledError:
         # A client that goes away (a closed tab, a resume) is no fault.
-        log.debug("the client left the stream %s", path)
+        log.debug("%s cancelled: its client left or its deadline passed", path)
         raise
 
 
