@@ -7,7 +7,8 @@ so no change can fall between what it read and what it is woken for.
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from server.domain.processes import Event, Process, ProcessStatus
 from server.domain.tokens import Caller
@@ -57,11 +58,13 @@ class WatchService:
             quiet_since = loop.time()
             caught_up = False
             while True:
-                async for event in self._events_after(watcher, shared=caught_up):
-                    yield event
-                    quiet_since = loop.time()
-                    if event.finishes_process:
-                        return
+                # Closed here if the stream ends while it is sending an event.
+                async with aclosing(self._events_after(watcher, shared=caught_up)) as events:
+                    async for event in events:
+                        yield event
+                        quiet_since = loop.time()
+                        if event.finishes_process:
+                            return
                 if not caught_up:
                     caught_up = True
                     nothing_sent = watcher.seen_seq == after_seq
@@ -80,7 +83,9 @@ class WatchService:
                         yield Heartbeat(self._clock())
                         quiet_since = loop.time()
 
-    async def _events_after(self, watcher: ProcessWatcher, *, shared: bool) -> AsyncIterator[Event]:
+    async def _events_after(
+        self, watcher: ProcessWatcher, *, shared: bool
+    ) -> AsyncGenerator[Event, None]:
         """The events logged after the watcher's `seen_seq`, all of them, in
         order: from the process's feed if `shared` and it has them, else
         from the log."""

@@ -8,9 +8,10 @@ no entry for is refused as unimplemented. Only gRPC health checking and
 reflection, which need no token, pass untouched.
 """
 
+import asyncio
 import contextvars
-import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
@@ -24,6 +25,8 @@ from server.transport.decoding import WrappedHandlers
 from server.transport.errors import to_status
 from server.transport.methods import Method
 from server.transport.rest_input import rest_request
+
+log = logging.getLogger(__name__)
 
 # grpc's classes are generic only in their type stubs, not at run time.
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -93,6 +96,7 @@ class GuardInterceptor(ServerInterceptor):
     def _guarded_handler(self, path: str, handler: Handler) -> Handler:
         method = self._methods[path]
         return _guarded(
+            path,
             handler,
             lambda context: self._guarding(method, context),
             lambda request, context: self._read_request(method, request, context),
@@ -107,12 +111,14 @@ class GuardInterceptor(ServerInterceptor):
 
 
 def _guarded(
+    path: str,
     handler: Handler,
     guarding: Callable[[Context], AbstractAsyncContextManager[None]],
     read: Callable[[Any, Context], Any],
 ) -> Handler:
     """The same handler, with each call run inside `guarding` (and a single
-    request passed through `read`), for every kind of RPC."""
+    request passed through `read`), for every kind of RPC. Streaming
+    handlers write their responses (see `_streaming`)."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -127,20 +133,10 @@ def _guarded(
         return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
     if handler.unary_stream is not None:
         unary_stream: Any = handler.unary_stream
-        # Responses may be yielded or written with context.write (which lets
-        # the handler bound each write); the wrapper keeps the kind.
-        if not inspect.isasyncgenfunction(unary_stream):
 
-            async def guarded_unary_stream_writes(request: Any, context: Context) -> None:
-                async with guarding(context):
-                    await unary_stream(read(request, context), context)
-
-            return grpc.unary_stream_rpc_method_handler(guarded_unary_stream_writes, **serializers)
-
-        async def guarded_unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def guarded_unary_stream(request: Any, context: Context) -> None:
             async with guarding(context):
-                async for response in unary_stream(read(request, context), context):
-                    yield response
+                await _streaming(path, unary_stream(read(request, context), context))
 
         return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, **serializers)
     if handler.stream_unary is not None:
@@ -155,12 +151,31 @@ def _guarded(
         raise TypeError("a method handler without a behavior")
     stream_stream: Any = handler.stream_stream
 
-    async def guarded_stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+    async def guarded_stream_stream(requests: Any, context: Context) -> None:
         async with guarding(context):
-            async for response in stream_stream(requests, context):
-                yield response
+            await _streaming(path, stream_stream(requests, context))
 
     return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, **serializers)
+
+
+async def _streaming(path: str, writing: Awaitable[None]) -> None:
+    """Runs a streaming method, which writes its responses itself
+    (`context.write`, see streams.py), in the call's own task.
+
+    Streaming methods are writers, not generators for grpc to iterate: were
+    they, a client leaving while a response is being sent would cancel
+    grpc's loop but not the generator, which the garbage collector would
+    close later in a task of its own, where the guards could not reset their
+    context variables and the call's end would be logged as an error. Here
+    the cancellation reaches the writer, which closes its generators in this
+    task, and the guards leave in the task and context that entered them.
+    """
+    try:
+        await writing
+    except asyncio.CancelledError:
+        # A client that goes away (a closed tab, a resume) is no fault.
+        log.debug("%s cancelled: its client left or its deadline passed", path)
+        raise
 
 
 @asynccontextmanager

@@ -87,8 +87,10 @@ def test_reads_keep_succeeding_while_one_of_two_workers_is_killed_and_restarted(
         with load(stack, read_by(token), process_ids, clients=READERS) as running:
             running.wait_for(ANSWERS, RECOVERY_TIMEOUT_SECONDS)
             # Reads in flight on the worker when it dies, for sure: a table
-            # lock held here makes every read wait inside a worker. Held for
-            # a second or two only: the server's lock_timeout is 5 s.
+            # lock held here makes every read wait inside a worker, and the
+            # worker killed is the one Envoy says holds the most of them
+            # (Envoy may have sent them all to one). Held for a second or two
+            # only: the server's lock_timeout is 5 s.
             with psycopg.connect(stack.database_url) as locker:
                 locker.execute("LOCK TABLE steps IN ACCESS EXCLUSIVE MODE")
                 wait_until(
@@ -96,24 +98,27 @@ def test_reads_keep_succeeding_while_one_of_two_workers_is_killed_and_restarted(
                     LOCK_WAIT_SECONDS,
                     "reads to wait for the table lock",
                 )
-                killed = kill_worker(stack, 0)
+                in_flight = stack.requests_in_flight()
+                index = max(in_flight, key=in_flight.__getitem__)
+                assert in_flight[index] > 0, in_flight
+                killed = kill_worker(stack, index)
                 killed_at = time.monotonic()
             # Envoy takes it out of rotation: it failed a health check or a
             # connection (outlier detection).
             seen_unhealthy = wait_until(
-                lambda: None if (flags := stack.worker_health()[0]) == "healthy" else flags,
+                lambda: None if (flags := stack.worker_health()[index]) == "healthy" else flags,
                 RECOVERY_TIMEOUT_SECONDS,
-                "Envoy to mark worker 0 unhealthy",
+                f"Envoy to mark worker {index} unhealthy",
             )
             replacement = wait_until(
-                lambda: restarted_worker(stack, 0, killed),
+                lambda: restarted_worker(stack, index, killed),
                 RECOVERY_TIMEOUT_SECONDS,
-                "the supervisor to restart worker 0",
+                f"the supervisor to restart worker {index}",
             )
             wait_until(
-                lambda: stack.worker_health()[0] == "healthy" or None,
+                lambda: stack.worker_health()[index] == "healthy" or None,
                 RECOVERY_TIMEOUT_SECONDS,
-                "Envoy to route to the restarted worker 0 again",
+                f"Envoy to route to the restarted worker {index} again",
             )
             healthy_at = time.monotonic()
             running.wait_for(ANSWERS, RECOVERY_TIMEOUT_SECONDS, since=healthy_at)
@@ -124,7 +129,8 @@ def test_reads_keep_succeeding_while_one_of_two_workers_is_killed_and_restarted(
     during = [o for o in outcomes if killed_at <= o.sent_at <= healthy_at]
     print(
         f"\n{len(outcomes)} reads, {len(during)} of them between the kill of worker"
-        f" {killed.pid} and Envoy routing to its replacement {replacement.pid}"
+        f" {index} ({killed.pid}, {in_flight[index]} reads in flight) and Envoy routing to"
+        f" its replacement {replacement.pid}"
         f" ({healthy_at - killed_at:.1f} s); Envoy flagged it {seen_unhealthy!r} and"
         f" retried {retried} requests on the other worker; {len(failed)} failed."
     )

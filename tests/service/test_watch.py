@@ -97,6 +97,47 @@ async def test_a_watch_sends_the_process_then_its_events_and_ends_with_the_finis
     assert await call.code() == grpc.StatusCode.OK
 
 
+async def test_a_stream_whose_client_leaves_is_logged_at_debug_never_as_an_error(
+    processes: Stub, org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client leaving mid-stream, replaying or waiting, is normal."""
+    process = await create(processes, org, "build")
+    await update(processes, org, process.process_id, "step_started", step="build")
+    for percent in range(50):
+        await update(processes, org, process.process_id, "progress", step="build", percent=percent)
+    caplog.set_level(logging.DEBUG, logger="server")
+    cancelled = Cancelled(expected=5)
+    logging.getLogger("server").addHandler(cancelled)
+    try:
+        replaying = [watch(processes, org, process.process_id, after_seq=0) for _ in range(3)]
+        waiting = [watch(processes, org, process.process_id, after_seq=51) for _ in range(2)]
+        for call in replaying + waiting:
+            await read(call)
+            call.cancel()
+        await asyncio.wait_for(cancelled.all_logged.wait(), HANG_SECONDS)
+    finally:
+        logging.getLogger("server").removeHandler(cancelled)
+
+    assert {record.levelno for record in cancelled.records} == {logging.DEBUG}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class Cancelled(logging.Handler):
+    """The server's records of cancelled streams, until `expected` came."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.expected = expected
+        self.records: list[logging.LogRecord] = []
+        self.all_logged = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().endswith("its deadline passed"):
+            self.records.append(record)
+            if len(self.records) >= self.expected:
+                self.all_logged.set()
+
+
 async def test_resuming_with_after_seq_has_no_gap_and_no_duplicate_at_the_seam(
     processes: Stub, org: Org
 ) -> None:

@@ -131,6 +131,20 @@ class Stack:
                 health[int(host.rsplit("-", 1)[1])] = flags
         return health
 
+    def requests_in_flight(self) -> dict[int, int]:
+        """How many requests (streams included) Envoy has open to each worker,
+        by index, over every cluster the worker is in: where Envoy placed the
+        calls and streams is its choice, so a test that needs a worker to hold
+        some asks rather than assumes."""
+        clusters = httpx.get(f"{self.envoy_admin_url}/clusters", timeout=10).text
+        in_flight: dict[int, int] = {}
+        for line in clusters.splitlines():
+            host, marker, count = line.partition("::rq_active::")
+            if marker and "-worker-" in host:
+                index = int(host.rsplit("-", 1)[1])
+                in_flight[index] = in_flight.get(index, 0) + int(count)
+        return in_flight
+
     def serves_on_every_worker(self) -> bool:
         """Whether Envoy routes to every worker: each passed its health check."""
         try:
