@@ -30,8 +30,9 @@ async def _unary(request: bytes, context: Any) -> bytes:
     return current_caller().org_id.encode()
 
 
-async def _stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
-    yield current_caller().org_id.encode()
+# Streaming methods write their responses (the guards await them).
+async def _stream(request: bytes, context: Any) -> None:
+    await context.write(current_caller().org_id.encode())
     if request == b"fail":
         raise FailedPrecondition("the probe failed mid-stream")
 
@@ -40,9 +41,9 @@ async def _client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
     return b"".join([request async for request in requests])
 
 
-async def _bidi_stream(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+async def _bidi_stream(requests: AsyncIterator[bytes], context: Any) -> None:
     async for request in requests:
-        yield request
+        await context.write(request)
 
 
 @pytest.fixture(scope="module")
