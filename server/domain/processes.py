@@ -83,6 +83,33 @@ class EventType(enum.StrEnum):
     STEP_TIMED_OUT = "step_timed_out"
 
 
+# For each type: (the fields it requires, the fields it also accepts).
+_FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
+    UpdateType.STEP_STARTED: (frozenset({"step"}), frozenset({"detail"})),
+    UpdateType.STEP_COMPLETED: (frozenset({"step"}), frozenset({"detail", "data"})),
+    UpdateType.STEP_FAILED: (frozenset({"step", "error"}), frozenset()),
+    UpdateType.PROGRESS: (frozenset({"step"}), frozenset({"message", "percent"})),
+    UpdateType.COMPLETED: (frozenset(), frozenset({"summary"})),
+    UpdateType.FAILED: (frozenset({"error"}), frozenset()),
+}
+
+
+# The payload keys each type of event may carry, besides its step: what an
+# update carried (but its step), or what htk records of its own events. Every
+# key has a field of its own in the API's ProcessEvent, which transport fills
+# explicitly; a key that is not listed here would never be shown.
+EVENT_FIELDS: dict["UpdateType | EventType", frozenset[str]] = {
+    **{
+        update_type: (required | optional) - {"step"}
+        for update_type, (required, optional) in _FIELDS.items()
+    },
+    EventType.TASK_COMPLETED: frozenset(
+        {"task_id", "outcome", "comment", "completed_by", "completed_by_token_id"}
+    ),
+    EventType.STEP_TIMED_OUT: frozenset({"error", "timeout_seconds"}),
+}
+
+
 def event_type(name: str) -> "UpdateType | EventType":
     """The type of a logged event, by its name: a client's update, or htk's own."""
     return UpdateType(name) if name in UpdateType.__members__.values() else EventType(name)
@@ -438,17 +465,6 @@ class Update:
             for name, value in vars(self).items()
             if name != "type" and value is not None
         }
-
-
-# For each type: (the fields it requires, the fields it also accepts).
-_FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
-    UpdateType.STEP_STARTED: (frozenset({"step"}), frozenset({"detail"})),
-    UpdateType.STEP_COMPLETED: (frozenset({"step"}), frozenset({"detail", "data"})),
-    UpdateType.STEP_FAILED: (frozenset({"step", "error"}), frozenset()),
-    UpdateType.PROGRESS: (frozenset({"step"}), frozenset({"message", "percent"})),
-    UpdateType.COMPLETED: (frozenset(), frozenset({"summary"})),
-    UpdateType.FAILED: (frozenset({"error"}), frozenset()),
-}
 
 
 def validate_update(update: Update) -> UpdateType:

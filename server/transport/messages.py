@@ -206,16 +206,27 @@ def completion(request: tasks_pb.CompleteTaskRequest) -> Completion:
 
 
 def event(event: Event) -> pb.ProcessEvent:
-    # The payload holds the fields the update carried, by their names.
-    fields = dict(event.payload)
-    data = fields.pop("data", None)
+    # Field by field: a stored key the message lacks must not fail the read
+    # of every page and stream that holds the event (domain EVENT_FIELDS
+    # lists the keys; tests/unit hold this mapping to that list).
+    payload = event.payload
     return pb.ProcessEvent(
         seq=event.seq,
         type=event.type.value,
         timestamp=_timestamp(event.recorded_at),
         step=event.step,
-        data=_struct(data),
-        **fields,
+        detail=payload.get("detail"),
+        data=_struct(payload.get("data")),
+        error=payload.get("error"),
+        message=payload.get("message"),
+        percent=payload.get("percent"),
+        summary=payload.get("summary"),
+        outcome=payload.get("outcome"),
+        comment=payload.get("comment"),
+        completed_by=payload.get("completed_by"),
+        completed_by_token_id=payload.get("completed_by_token_id"),
+        task_id=payload.get("task_id"),
+        timeout_seconds=payload.get("timeout_seconds"),
     )
 
 
