@@ -116,6 +116,7 @@ def process(process: Process) -> pb.Process:
         finished_at=_timestamp(process.finished_at),
         summary=process.summary,
         error=process.error,
+        seq=process.update_count,
     )
 
 
@@ -167,6 +168,7 @@ def acknowledgement(process_id: str, event: Event) -> pb.UpdateProcessResponse:
         process_id=process_id,
         update_type=event.type.value,
         timestamp=_timestamp(event.recorded_at),
+        seq=event.seq,
     )
 
 

@@ -35,6 +35,7 @@ PROCESS_KEYS = {
     "timeline",
     "task_ids",
     "started_at",
+    "seq",
 }
 SUMMARY_KEYS = {
     "process_id",
@@ -45,7 +46,7 @@ SUMMARY_KEYS = {
     "step_count",
     "task_ids",
 }
-ACK_KEYS = {"process_id", "update_type", "timestamp"}
+ACK_KEYS = {"process_id", "update_type", "timestamp", "seq"}
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 _GRPC_HEADERS = ("grpc-status", "grpc-message")
 
