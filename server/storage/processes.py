@@ -62,6 +62,8 @@ _STEP_STATE = (
     "started_seq",
     "changed_seq",
     "completed_by",
+    "completed_by_token_id",
+    "started_by_token_id",
     "deadline_at",
 )
 
@@ -113,6 +115,7 @@ _PROCESS_COLUMNS = (
     "summary",
     "error",
     "update_count",
+    "created_by_token_id",
 )
 # The process, and its steps in order with their tasks: each step a JSON
 # array of its columns and its task's (NULL for a step without a task).
@@ -377,6 +380,7 @@ def _process_values(process: Process) -> dict[str, Any]:
         "summary": process.summary,
         "error": process.error,
         "update_count": process.update_count,
+        "created_by_token_id": process.created_by_token_id,
     }
 
 

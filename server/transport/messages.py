@@ -1,5 +1,6 @@
 """Conversions between protobuf messages and domain objects."""
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,10 @@ def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def _text(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def _struct(data: JsonObject | None) -> struct_pb2.Struct | None:
@@ -137,6 +142,7 @@ def _timeline_entry(step: Step) -> pb.TimelineEntry:
         progress_percent=step.progress_percent,
         error=step.error,
         completed_by=step.completed_by,
+        completed_by_token_id=_text(step.completed_by_token_id),
     )
 
 
@@ -187,6 +193,7 @@ def task(task: Task) -> tasks_pb.Task:
         outcome=task.outcome.value if task.outcome is not None else None,
         comment=task.comment,
         completed_by=task.completed_by,
+        completed_by_token_id=_text(task.completed_by_token_id),
     )
 
 

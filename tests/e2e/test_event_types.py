@@ -150,7 +150,7 @@ def org_streams(
         for stream in streams:
             assert stream.done.wait(STREAM_SECONDS)
     finally:
-        call.cancel()
+        call.cancel()  # type: ignore[no-untyped-call] # grpc leaves it untyped
 
 
 def wait_for_timeout(rest: httpx.Client, org: Org, process_id: str) -> None:
