@@ -51,6 +51,18 @@ _STEP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DEFAULT_EVENTS_PAGE_SIZE = 100
 MAX_EVENTS_PAGE_SIZE = 1000
+# What one read of the event log returns at most, besides its first event
+# (which always comes, so that paging makes progress): the events' payloads
+# as PostgreSQL writes them in JSON, plus EVENT_OVERHEAD_BYTES each. JSON
+# through Envoy escapes a character into at most 6 bytes, and protobuf
+# encodes a one-byte JSON number in at most 11, so a page reads back in
+# under 3 MiB either way: inside gRPC's default 4 MiB message limit and
+# Envoy's response buffer (envoy/envoy.yaml, max_response_body_size). A
+# single event holds far less (its texts and `data` are bounded).
+MAX_EVENTS_PAGE_BYTES = 256 * 1024
+# An event's own fields beside its payload (seq, type, step, timestamp), as
+# the page's byte budget counts them.
+EVENT_OVERHEAD_BYTES = 128
 
 JsonObject = dict[str, Any]
 
@@ -535,6 +547,16 @@ class Event:
                 return ProcessStatus.FAILED
             case _:
                 return ProcessStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events read from the log in seq order, cut at a count or at
+    MAX_EVENTS_PAGE_BYTES, whichever comes first."""
+
+    events: list[Event]
+    # Whether the log holds more events after these.
+    more: bool
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ class ProcessService:
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             if not await processes.summaries(connection, org_id, [process_id]):
                 raise NotFound(f"process {process_id} not found")
-            return await processes.events_after(connection, process_id, page.after_seq, page.limit)
+            batch = await processes.events_after(connection, process_id, page.after_seq, page.limit)
+            return batch.events
 
     async def create(
         self,
