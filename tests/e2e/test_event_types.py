@@ -348,3 +348,41 @@ def watch_grpc_from_start(
         timeout=STREAM_SECONDS,
     )
     return [grpc_json(message) for message in call]
+
+
+def test_large_events_page_by_size_through_envoy_over_rest_and_grpc(
+    rest: httpx.Client, stub: pb_grpc.ProcessServiceStub, org: Org
+) -> None:
+    """110 events of 10,000 four-byte characters: 4.4 MB, past gRPC's default
+    4 MiB message limit, had they come as one page."""
+    events = 110
+    process_id = create_process(rest, org)["process_id"]
+    update(rest, org, process_id, {"type": "step_started", "step": "build"})
+    for _ in range(events):
+        body = {"type": "progress", "step": "build", "message": "\U0001d11e" * 10_000}
+        ok(rest.post(f"{PROCESSES}/{process_id}/update", headers=org.auth(), json=body))
+    over_rest: list[int] = []
+    over_grpc: list[int] = []
+    for seqs, read in ((over_rest, _rest_page), (over_grpc, _grpc_page)):
+        for _ in range(events + 2):
+            page = read(rest, stub, org, process_id, seqs[-1] if seqs else 0)
+            if not page:
+                break
+            assert len(page) < events  # cut by size, not by `limit`
+            seqs.extend(page)
+    assert over_rest == over_grpc == list(range(1, events + 2))
+
+
+def _rest_page(
+    rest: httpx.Client, stub: pb_grpc.ProcessServiceStub, org: Org, process_id: str, after: int
+) -> list[int]:
+    params = {"after_seq": after, "limit": 1000}
+    response = rest.get(f"{PROCESSES}/{process_id}/events", params=params, headers=org.auth())
+    return [event["seq"] for event in ok(response)["events"]]
+
+
+def _grpc_page(
+    rest: httpx.Client, stub: pb_grpc.ProcessServiceStub, org: Org, process_id: str, after: int
+) -> list[int]:
+    request = pb.ListProcessEventsRequest(process_id=process_id, after_seq=after, limit=1000)
+    return [event.seq for event in stub.ListProcessEvents(request, metadata=org.metadata()).events]
