@@ -1080,7 +1080,7 @@ class ListProcessEventsResponse(_message.Message):
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessEvent]:
         """The events after `after_seq`, oldest first; fewer than `limit` when no
         more have been logged, or when more would make the page too large (a
-        page holds about 1 MiB of events, but always at least one event): page
+        page holds about 256 KiB of events, but always at least one event): page
         on with the last `seq` until a page is empty.
         """
 

@@ -1748,7 +1748,7 @@ type ListProcessEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events after `after_seq`, oldest first; fewer than `limit` when no
 	// more have been logged, or when more would make the page too large (a
-	// page holds about 1 MiB of events, but always at least one event): page
+	// page holds about 256 KiB of events, but always at least one event): page
 	// on with the last `seq` until a page is empty.
 	Events        []*ProcessEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -159,7 +159,7 @@ type ProcessServiceClient interface {
 	//
 	// The first accepted update is event 1 and each one after it the next
 	// `seq`, without gaps. A page holds the events after `after_seq`, oldest
-	// first, up to `limit` of them and about 1 MiB (at least one event); pass
+	// first, up to `limit` of them and about 256 KiB (at least one event); pass
 	// the last `seq` of a page as `after_seq` for the next, until a page
 	// comes back empty.
 	//
@@ -433,7 +433,7 @@ type ProcessServiceServer interface {
 	//
 	// The first accepted update is event 1 and each one after it the next
 	// `seq`, without gaps. A page holds the events after `after_seq`, oldest
-	// first, up to `limit` of them and about 1 MiB (at least one event); pass
+	// first, up to `limit` of them and about 256 KiB (at least one event); pass
 	// the last `seq` of a page as `after_seq` for the next, until a page
 	// comes back empty.
 	//

@@ -978,7 +978,7 @@ export type ListProcessEventsResponse = Message<"htk.processes.v1.ListProcessEve
   /**
    * The events after `after_seq`, oldest first; fewer than `limit` when no
    * more have been logged, or when more would make the page too large (a
-   * page holds about 1 MiB of events, but always at least one event): page
+   * page holds about 256 KiB of events, but always at least one event): page
    * on with the last `seq` until a page is empty.
    *
    * @generated from field: repeated htk.processes.v1.ProcessEvent events = 1;
@@ -1483,7 +1483,7 @@ export const ProcessService: GenService<{
    *
    * The first accepted update is event 1 and each one after it the next
    * `seq`, without gaps. A page holds the events after `after_seq`, oldest
-   * first, up to `limit` of them and about 1 MiB (at least one event); pass
+   * first, up to `limit` of them and about 256 KiB (at least one event); pass
    * the last `seq` of a page as `after_seq` for the next, until a page
    * comes back empty.
    *
