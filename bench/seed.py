@@ -34,6 +34,7 @@ from server.domain.processes import (
     complete_task,
 )
 from server.domain.tasks import Completion, Outcome, Task
+from server.domain.tokens import Caller
 from server.storage.migrate import upgrade_to_latest
 
 # The organization the benchmark reads and writes, and smaller ones beside it
@@ -286,13 +287,24 @@ def _random_process(
     for offset_ms, action in history.actions:
         now = _at(started_ms + offset_ms)
         if isinstance(action, Update):
-            change = apply_update(process, action, now)
+            change = apply_update(process, action, now, by=_PIPELINE_TOKEN)
         else:
             task_id = process.step(action.step).task_id
             assert task_id is not None  # only human steps are decided
-            change = complete_task(process, task_id, action.completion, action.completed_by, now)
+            person = Caller(
+                org_id, frozenset(), action.completed_by, _token_id(action.completed_by)
+            )
+            change = complete_task(process, task_id, action.completion, person, now)
         events.append(change.event)
     return process, events
+
+
+# Seeded histories name their people, not tokens: ids made up from the names.
+_PIPELINE_TOKEN = uuid.uuid5(uuid.NAMESPACE_URL, "htk-bench:pipeline")
+
+
+def _token_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"htk-bench:{name}")
 
 
 def _copy_text(value: Any) -> str:

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,12 +24,14 @@ import (
 	processesv1 "htk.dev/client/go/gen/htk/processes/v1"
 )
 
-var serverURL, token string
+// approverToken is a person's (tasks:complete): the token that drives a
+// process may not decide its tasks.
+var serverURL, token, approverToken string
 
 func TestMain(m *testing.M) {
-	serverURL, token = os.Getenv("HTK_URL"), os.Getenv("HTK_TOKEN")
-	if serverURL == "" || token == "" {
-		fmt.Fprintln(os.Stderr, "set HTK_URL and HTK_TOKEN (a token with processes:write,tasks:complete) to run these tests against a running htk")
+	serverURL, token, approverToken = os.Getenv("HTK_URL"), os.Getenv("HTK_TOKEN"), os.Getenv("HTK_APPROVER_TOKEN")
+	if serverURL == "" || token == "" || approverToken == "" {
+		fmt.Fprintln(os.Stderr, "set HTK_URL, HTK_TOKEN (a token with processes:write,tasks:complete) and HTK_APPROVER_TOKEN (another with tasks:complete) to run these tests against a running htk")
 		os.Exit(1)
 	}
 	os.Exit(m.Run())
@@ -191,7 +194,13 @@ func TestATaskIsApproved(t *testing.T) {
 	if len(open.Tasks) != 1 || open.Tasks[0].TaskId != created.TaskIds[0] {
 		t.Fatalf("the review task is open, got %v", open)
 	}
-	task, err := client.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{
+	// The token that drives the process cannot approve its gate, whatever its scopes.
+	_, err = client.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{TaskId: open.Tasks[0].TaskId, Outcome: "approved"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "separation of duties") {
+		t.Fatalf("the pipeline's token cannot approve its own gate, got %v", err)
+	}
+	person := dial(t, approverToken)
+	task, err := person.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{
 		TaskId: open.Tasks[0].TaskId, Outcome: "approved", Comment: ptr("LGTM"),
 	})
 	if err != nil {
@@ -207,7 +216,7 @@ func TestATaskIsApproved(t *testing.T) {
 	if process.Timeline[0].Status != "completed" || process.Timeline[0].GetCompletedBy() != task.GetCompletedBy() {
 		t.Fatalf("the review step is completed by the approver, got %v", process.Timeline[0])
 	}
-	_, err = client.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{TaskId: task.TaskId, Outcome: "rejected"})
+	_, err = person.Tasks.CompleteTask(ctx, &processesv1.CompleteTaskRequest{TaskId: task.TaskId, Outcome: "rejected"})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a completed task cannot be completed again, got %v", err)
 	}

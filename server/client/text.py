@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Characters that reorder what a terminal shows (bidirectional overrides and
-# isolates, as in "Trojan Source"), besides the control characters.
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# isolates, as in "Trojan Source"), and the line and paragraph separators,
+# which break lines like a newline in many terminals and viewers, besides
+# the control characters.
+_ESCAPED = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
 )
 
 
@@ -16,10 +18,10 @@ def safe(value: Any) -> str:
     """`value` as text that prints as itself: control characters (escape
     sequences start with one), and bidirectional controls, are shown as
     escapes (`\\x1b`, `\\u202e`) instead of acting on the terminal. Line
-    breaks too: one value, one line."""
+    breaks too (U+2028 and U+2029 included): one value, one line."""
     text = "" if value is None else str(value)
     return "".join(
-        ascii(char)[1:-1] if unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS else char
+        ascii(char)[1:-1] if unicodedata.category(char) == "Cc" or char in _ESCAPED else char
         for char in text
     )
 

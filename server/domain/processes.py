@@ -27,6 +27,7 @@ from server.domain.paging import (
     split_page,
 )
 from server.domain.tasks import Completion, Outcome, Task, validate_completion
+from server.domain.tokens import Caller
 
 # Text lengths count characters (Unicode code points); byte sizes count UTF-8.
 MAX_NAME_LENGTH = 200
@@ -50,6 +51,18 @@ _STEP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DEFAULT_EVENTS_PAGE_SIZE = 100
 MAX_EVENTS_PAGE_SIZE = 1000
+# What one read of the event log returns at most, besides its first event
+# (which always comes, so that paging makes progress): the events' payloads
+# as PostgreSQL writes them in JSON, plus EVENT_OVERHEAD_BYTES each. JSON
+# through Envoy escapes a character into at most 6 bytes, and protobuf
+# encodes a one-byte JSON number in at most 11, so a page reads back in
+# under 3 MiB either way: inside gRPC's default 4 MiB message limit and
+# Envoy's response buffer (envoy/envoy.yaml, max_response_body_size). A
+# single event holds far less (its texts and `data` are bounded).
+MAX_EVENTS_PAGE_BYTES = 256 * 1024
+# An event's own fields beside its payload (seq, type, step, timestamp), as
+# the page's byte budget counts them.
+EVENT_OVERHEAD_BYTES = 128
 
 JsonObject = dict[str, Any]
 
@@ -81,6 +94,33 @@ class EventType(enum.StrEnum):
 
     TASK_COMPLETED = "task_completed"
     STEP_TIMED_OUT = "step_timed_out"
+
+
+# For each type: (the fields it requires, the fields it also accepts).
+_FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
+    UpdateType.STEP_STARTED: (frozenset({"step"}), frozenset({"detail"})),
+    UpdateType.STEP_COMPLETED: (frozenset({"step"}), frozenset({"detail", "data"})),
+    UpdateType.STEP_FAILED: (frozenset({"step", "error"}), frozenset()),
+    UpdateType.PROGRESS: (frozenset({"step"}), frozenset({"message", "percent"})),
+    UpdateType.COMPLETED: (frozenset(), frozenset({"summary"})),
+    UpdateType.FAILED: (frozenset({"error"}), frozenset()),
+}
+
+
+# The payload keys each type of event may carry, besides its step: what an
+# update carried (but its step), or what htk records of its own events. Every
+# key has a field of its own in the API's ProcessEvent, which transport fills
+# explicitly; a key that is not listed here would never be shown.
+EVENT_FIELDS: dict["UpdateType | EventType", frozenset[str]] = {
+    **{
+        update_type: (required | optional) - {"step"}
+        for update_type, (required, optional) in _FIELDS.items()
+    },
+    EventType.TASK_COMPLETED: frozenset(
+        {"task_id", "outcome", "comment", "completed_by", "completed_by_token_id"}
+    ),
+    EventType.STEP_TIMED_OUT: frozenset({"error", "timeout_seconds"}),
+}
 
 
 def event_type(name: str) -> "UpdateType | EventType":
@@ -245,8 +285,13 @@ class Step:
     # step: they order steps for `current_step` without comparing clocks.
     started_seq: int | None = None
     changed_seq: int | None = None
-    # The name of the token that completed the step's task, if that decided the run.
+    # The name and id of the token that completed the step's task, if that
+    # decided the run.
     completed_by: str | None = None
+    completed_by_token_id: uuid.UUID | None = None
+    # The token whose update started the step's latest run: it may not decide
+    # the run's task (separation of duties). None before htk recorded it.
+    started_by_token_id: uuid.UUID | None = None
     # When the step times out unless an update comes first: set while a step
     # with a timeout runs in a running process, None otherwise, so that
     # storage can index the steps due.
@@ -278,6 +323,10 @@ class Process:
     error: str | None = None
     # How many updates have been accepted; the next one gets this + 1.
     update_count: int = 0
+    # The token that created the process: it may not decide the process's
+    # tasks (separation of duties). None for processes created before htk
+    # recorded it.
+    created_by_token_id: uuid.UUID | None = None
 
     @property
     def current_step(self) -> str | None:
@@ -356,7 +405,13 @@ def utc_now() -> datetime:
 
 
 def new_process(
-    *, org_id: str, namespace: str, name: str, step_defs: Sequence[StepDef], now: datetime
+    *,
+    org_id: str,
+    namespace: str,
+    name: str,
+    step_defs: Sequence[StepDef],
+    now: datetime,
+    created_by: uuid.UUID,
 ) -> Process:
     """Validates a creation request and returns the new, running process."""
     if not name.strip():
@@ -394,6 +449,7 @@ def new_process(
         namespace=qualified,
         name=name,
         started_at=now,
+        created_by_token_id=created_by,
         steps=[
             Step(
                 key=step_def.key,
@@ -438,17 +494,6 @@ class Update:
             for name, value in vars(self).items()
             if name != "type" and value is not None
         }
-
-
-# For each type: (the fields it requires, the fields it also accepts).
-_FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
-    UpdateType.STEP_STARTED: (frozenset({"step"}), frozenset({"detail"})),
-    UpdateType.STEP_COMPLETED: (frozenset({"step"}), frozenset({"detail", "data"})),
-    UpdateType.STEP_FAILED: (frozenset({"step", "error"}), frozenset()),
-    UpdateType.PROGRESS: (frozenset({"step"}), frozenset({"message", "percent"})),
-    UpdateType.COMPLETED: (frozenset(), frozenset({"summary"})),
-    UpdateType.FAILED: (frozenset({"error"}), frozenset()),
-}
 
 
 def validate_update(update: Update) -> UpdateType:
@@ -505,6 +550,16 @@ class Event:
 
 
 @dataclass(frozen=True)
+class EventBatch:
+    """Events read from the log in seq order, cut at a count or at
+    MAX_EVENTS_PAGE_BYTES, whichever comes first."""
+
+    events: list[Event]
+    # Whether the log holds more events after these.
+    more: bool
+
+
+@dataclass(frozen=True)
 class EventsPage:
     """A validated ListProcessEvents request: up to `limit` events after `after_seq`."""
 
@@ -542,8 +597,9 @@ class Change:
     tasks: tuple[Task, ...] = ()
 
 
-def apply_update(process: Process, update: Update, now: datetime) -> Change:
-    """Applies one update to the process, or raises and leaves it unchanged."""
+def apply_update(process: Process, update: Update, now: datetime, *, by: uuid.UUID) -> Change:
+    """Applies one update, sent with the token `by`, to the process, or raises
+    and leaves it unchanged."""
     update_type = validate_update(update)
     if process.status is not ProcessStatus.RUNNING:
         raise FailedPrecondition(
@@ -559,14 +615,16 @@ def apply_update(process: Process, update: Update, now: datetime) -> Change:
         # Applied to copies first, so that a refusal leaves the process as it was.
         changed = replace(step, task=replace(step.task) if step.task is not None else None)
         _apply_to_step(changed, update_type, update, now, seq)
-        _check_budget(process, _step_bytes(changed) - _step_bytes(step), update)
+        if update_type is UpdateType.STEP_STARTED:
+            changed.started_by_token_id = by
+        _check_budget(process, _step_bytes(changed) - _step_bytes(step), _largest_field(update))
         vars(step).update(vars(changed))
         positions = (position,)
         # Progress leaves a task as it is; every other step update moves it.
         if step.task is not None and update_type is not UpdateType.PROGRESS:
             tasks = (step.task,)
     else:
-        _check_budget(process, _text_bytes(update.summary, update.error), update)
+        _check_budget(process, _text_bytes(update.summary, update.error), _largest_field(update))
         _finish_process(process, update_type, update, now)
         positions, tasks = _stop_waiting(process)
     process.update_count = seq
@@ -580,31 +638,43 @@ def apply_update(process: Process, update: Update, now: datetime) -> Change:
 
 
 def complete_task(
-    process: Process, task_id: uuid.UUID, completion: Completion, completed_by: str, now: datetime
+    process: Process, task_id: uuid.UUID, completion: Completion, by: Caller, now: datetime
 ) -> Change:
     """A person decides an open task: `approved` completes its step, `rejected`
-    fails it. Raises, leaving the process unchanged, if the task is not open:
-    then an update or a timeout has ended its step first."""
+    fails it. Raises, leaving the process unchanged, if the task is not open
+    (an update or a timeout has ended its step first), if `by` created the
+    process or started the step, or if the comment does not fit the process."""
     outcome = validate_completion(completion)
     step = process.step_of_task(task_id)
     task = step.task
     assert task is not None  # step_of_task found the step by its task
     # An open task's step is running in a running process (finishing cancels
-    # the open tasks), so the task's status is the one precondition.
-    task.complete(outcome, completion.comment, completed_by, now)
+    # the open tasks), so the task's status is the first precondition.
+    task.require_open()
+    if by.token_id in (process.created_by_token_id, step.started_by_token_id):
+        raise FailedPrecondition(
+            "separation of duties: the token that created the process or started the step"
+            f" cannot complete its task; the step {step.key!r} needs another person's token"
+        )
     seq = process.update_count + 1
+    decided = replace(step)
     if outcome is Outcome.APPROVED:
-        _complete_step(step, now, seq, detail=completion.comment, data=None)
+        _complete_step(decided, now, seq, detail=completion.comment, data=None)
     else:
         reason = f"rejected: {completion.comment}" if completion.comment else "rejected"
-        _fail_step(step, now, seq, error=reason)
-    step.completed_by = completed_by
+        _fail_step(decided, now, seq, error=reason)
+    _check_budget(process, _step_bytes(decided) - _step_bytes(step), "comment")
+    vars(step).update(vars(decided))
+    task.complete(outcome, completion.comment, by, now)
+    step.completed_by = by.token_name
+    step.completed_by_token_id = by.token_id
     step.changed_seq = seq
     process.update_count = seq
     payload: JsonObject = {"task_id": str(task_id), "outcome": outcome.value}
     if completion.comment is not None:
         payload["comment"] = completion.comment
-    payload["completed_by"] = completed_by
+    payload["completed_by"] = by.token_name
+    payload["completed_by_token_id"] = str(by.token_id)
     return Change(
         event=Event(seq, EventType.TASK_COMPLETED, step.key, payload, recorded_at=now),
         step_positions=(process.steps.index(step),),
@@ -624,7 +694,7 @@ def time_out(process: Process, step_key: str, now: datetime) -> Change | None:
     if step.deadline_at is None or step.deadline_at > now:
         return None
     seq = process.update_count + 1
-    error = f"timed out after {step.timeout_seconds} s without an update"
+    error = _timeout_error(step)
     _fail_step(step, now, seq, error=error)
     step.changed_seq = seq
     tasks: tuple[Task, ...] = ()
@@ -648,31 +718,49 @@ def stored_bytes(process: Process) -> int:
 
 
 def _step_bytes(step: Step) -> int:
-    texts = _text_bytes(step.key, step.label, step.detail, step.error, step.progress_message)
+    # A step with a timeout counts the error its timeout would set even
+    # before it is set: a timeout is htk's own write, which cannot be
+    # refused, so it must never take a full process past its budget.
+    error = _text_bytes(step.error)
+    if step.timeout_seconds is not None:
+        error = max(error, _text_bytes(_timeout_error(step)))
+    texts = _text_bytes(step.key, step.label, step.detail, step.progress_message) + error
     return texts + (_json_bytes(step.data) if step.data is not None else 0)
+
+
+def _timeout_error(step: Step) -> str:
+    return f"timed out after {step.timeout_seconds} s without an update"
 
 
 def _text_bytes(*texts: str | None) -> int:
     return sum(len(text.encode()) for text in texts if text is not None)
 
 
-def _check_budget(process: Process, growth: int, update: Update) -> None:
-    """Refuses an update that would take the process past MAX_PROCESS_BYTES.
+def _largest_field(update: Update) -> str:
+    """The update's field that adds the most to its process: the one a refusal names."""
+    sent = update.sent_fields()
+    for not_stored in ("step", "percent"):
+        sent.pop(not_stored, None)
+    return max(
+        sent, key=lambda name: len(json.dumps(sent[name], ensure_ascii=False)), default="type"
+    )
 
-    An update that does not grow the process is always taken, so that a
-    process can still finish when it is full.
+
+def _check_budget(process: Process, growth: int, field: str) -> None:
+    """Refuses a change that would take the process past MAX_PROCESS_BYTES,
+    naming `field` as what to send less of.
+
+    A change that does not grow the process is always taken, so that a
+    process can still finish when it is full; no accepted change takes it
+    past the budget (timeouts have their room reserved, see _step_bytes).
     """
     if growth <= 0:
         return
     size = stored_bytes(process) + growth
     if size <= MAX_PROCESS_BYTES:
         return
-    sent = update.sent_fields()
-    for not_stored in ("step", "percent"):
-        sent.pop(not_stored, None)
-    largest = max(sent, key=lambda name: len(json.dumps(sent[name], ensure_ascii=False)))
     raise FailedPrecondition(
-        f"{largest}: the process would hold {size} bytes of text and data, over its limit"
+        f"{field}: the process would hold {size} bytes of text and data, over its limit"
         f" of {MAX_PROCESS_BYTES}; send less, or track the rest in a new process"
     )
 
@@ -699,6 +787,7 @@ def _apply_to_step(
             step.progress_message = None
             step.progress_percent = None
             step.completed_by = None
+            step.completed_by_token_id = None
             step.deadline_at = _deadline(step, now)
             if step.task is not None:
                 step.task.open(now)

@@ -28,6 +28,7 @@ from server.domain.paging import (
     read_page_token,
     split_page,
 )
+from server.domain.tokens import Caller
 
 
 class TaskStatus(enum.StrEnum):
@@ -71,7 +72,10 @@ class Task:
     completed_at: datetime | None = None
     outcome: Outcome | None = None
     comment: str | None = None
+    # Who decided: the token's name, and its id, which stays unique after
+    # the token is revoked and its name given to another.
     completed_by: str | None = None
+    completed_by_token_id: uuid.UUID | None = None
 
     def open(self, now: datetime) -> None:
         """Its step started: the task waits for a person, having forgotten any
@@ -82,6 +86,7 @@ class Task:
         self.outcome = None
         self.comment = None
         self.completed_by = None
+        self.completed_by_token_id = None
 
     def cancel(self) -> None:
         """Its step ended without it, or its process finished first."""
@@ -91,19 +96,22 @@ class Task:
         """Its step timed out."""
         self._move(TaskStatus.EXPIRED)
 
-    def complete(
-        self, outcome: Outcome, comment: str | None, completed_by: str, now: datetime
-    ) -> None:
-        """A person decided."""
+    def require_open(self) -> None:
+        """Refuses to decide a task that does not wait for a person."""
         if self.status is not TaskStatus.OPEN:
             raise FailedPrecondition(
                 f"task {self.task_id} is {self.status.value}; only an open task can be completed"
             )
+
+    def complete(self, outcome: Outcome, comment: str | None, by: Caller, now: datetime) -> None:
+        """A person decided."""
+        self.require_open()
         self._move(TaskStatus.COMPLETED)
         self.completed_at = now
         self.outcome = outcome
         self.comment = comment
-        self.completed_by = completed_by
+        self.completed_by = by.token_name
+        self.completed_by_token_id = by.token_id
 
     @property
     def is_active(self) -> bool:

@@ -10,6 +10,7 @@ import enum
 import hashlib
 import secrets
 import string
+import unicodedata
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -89,17 +90,49 @@ def digest(token: str) -> bytes:
 MAX_TOKEN_NAME_LENGTH = 100
 
 
+# Scripts that write one language together, and so may mix in one name.
+_SCRIPT_FAMILIES = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK"}
+
+
 def token_name(text: str) -> str:
-    """A token's name, checked: it is who `completed_by` says decided a task,
-    and what the dashboard shows, so it must name someone."""
-    name = text.strip()
+    """A token's name, checked and in Unicode NFKC form: it is who
+    `completed_by` says decided a task, and what the dashboard shows, so it
+    must name someone, and not look like another's name. Names that differ
+    only in case or width (`Alice`, and `alice` in fullwidth letters) have
+    one `name_key`; a name that mixes scripts (a Cyrillic `a` in a Latin
+    `alice`) is refused, as is one with invisible characters."""
+    name = unicodedata.normalize("NFKC", text).strip()
     if not name:
         raise InvalidArgument("name", "must not be blank: tasks record it as completed_by")
     if len(name) > MAX_TOKEN_NAME_LENGTH:
         raise InvalidArgument("name", f"must be at most {MAX_TOKEN_NAME_LENGTH} characters")
     if not name.isprintable():
-        raise InvalidArgument("name", "must not contain control characters")
+        raise InvalidArgument("name", "must not contain control characters (nor invisible ones)")
+    if len(scripts := _letter_scripts(name)) > 1:
+        raise InvalidArgument(
+            "name",
+            f"mixes the scripts {', '.join(sorted(scripts))}; letters that look alike across"
+            " scripts would let one name pass for another",
+        )
     return name
+
+
+def _letter_scripts(name: str) -> set[str]:
+    """The scripts of the name's letters, as the first word of their Unicode
+    names tells them (`LATIN`, `CYRILLIC`, `GREEK`, ...)."""
+    scripts = set()
+    for char in name:
+        if unicodedata.category(char).startswith("L"):
+            script = unicodedata.name(char, "UNKNOWN").split(" ")[0]
+            scripts.add(_SCRIPT_FAMILIES.get(script, script))
+    return scripts
+
+
+def name_key(name: str) -> str:
+    """What token names compare by: unique among an organization's active
+    tokens. Case-folded after NFKC, and normalized again, since folding can
+    undo the normal form."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def parse_scopes(text: str) -> frozenset[Scope]:

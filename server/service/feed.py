@@ -18,7 +18,8 @@ from server.storage.database import Database
 
 # Events kept: plenty for watchers that are a little behind.
 KEPT_EVENTS = 256
-# Events read from the log at a time.
+# Events read from the log at a time (fewer if they are large: see
+# MAX_EVENTS_PAGE_BYTES).
 READ_BATCH = 500
 
 
@@ -64,13 +65,13 @@ class ProcessFeed:
         read_seq = seq if self._read_seq is None else self._read_seq
         while True:
             async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-                events = await processes.events_after(
+                batch = await processes.events_after(
                     connection, self.process_id, read_seq, READ_BATCH
                 )
-            self._kept.extend(events)
-            read_seq = events[-1].seq if events else read_seq
+            self._kept.extend(batch.events)
+            read_seq = batch.events[-1].seq if batch.events else read_seq
             self._read_seq = read_seq
-            if len(events) < READ_BATCH:
+            if not batch.more:
                 break
         # Whatever was announced before the read began was committed before
         # it, so the read found it.

@@ -21,6 +21,7 @@ from server.domain.processes import (
     process_page,
     validate_update,
 )
+from server.domain.tokens import Caller
 from server.service.writes import Clock, Writes
 from server.storage import processes
 from server.storage.database import Database
@@ -54,11 +55,12 @@ class ProcessService:
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             if not await processes.summaries(connection, org_id, [process_id]):
                 raise NotFound(f"process {process_id} not found")
-            return await processes.events_after(connection, process_id, page.after_seq, page.limit)
+            batch = await processes.events_after(connection, process_id, page.after_seq, page.limit)
+            return batch.events
 
     async def create(
         self,
-        org_id: str,
+        caller: Caller,
         *,
         namespace: str,
         name: str,
@@ -69,7 +71,12 @@ class ProcessService:
         """Starts tracking a new process; returns `respond(process)`, or the
         response remembered under `key` when this is a retry."""
         process = new_process(
-            org_id=org_id, namespace=namespace, name=name, step_defs=step_defs, now=self._clock()
+            org_id=caller.org_id,
+            namespace=namespace,
+            name=name,
+            step_defs=step_defs,
+            now=self._clock(),
+            created_by=caller.token_id,
         )
 
         async def write(connection: AsyncConnection) -> bytes:
@@ -80,7 +87,7 @@ class ProcessService:
 
     async def update(
         self,
-        org_id: str,
+        caller: Caller,
         process_id: uuid.UUID,
         change: Update,
         *,
@@ -99,9 +106,9 @@ class ProcessService:
         validate_update(change)
 
         async def write(connection: AsyncConnection) -> bytes:
-            process = await load_locked(connection, org_id, process_id)
+            process = await load_locked(connection, caller.org_id, process_id)
             # Read under the lock, so recorded times follow the log's order.
-            applied = apply_update(process, change, self._clock())
+            applied = apply_update(process, change, self._clock(), by=caller.token_id)
             await record(connection, process, applied)
             return respond(applied.event)
 

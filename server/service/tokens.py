@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Callable
 
 from server.domain import tokens
+from server.domain.errors import AlreadyExists
 from server.domain.token_cache import CallerCache
 from server.domain.tokens import Caller, Scope
 from server.service.writes import Clock
@@ -59,14 +60,20 @@ class TokenService:
         token = tokens.generate_token()
         token_id = uuid.uuid4()
         async with self._database.transaction() as connection:
-            await token_rows.insert_token(
+            created = await token_rows.insert_token(
                 connection,
                 token_id=token_id,
                 org_id=org_id,
                 name=name,
+                name_key=tokens.name_key(name),
                 digest=tokens.digest(token),
                 scopes=sorted(scope.value for scope in scopes),
                 now=self._clock(),
+            )
+        if not created:
+            raise AlreadyExists(
+                f"name: an active token of {org_id} is already named {name!r} (names compare"
+                " ignoring case and width); pick another name, or revoke that token first"
             )
         return token_id, token
 

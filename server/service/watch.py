@@ -97,14 +97,14 @@ class WatchService:
             return
         while True:
             async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-                events = await processes.events_after(
+                batch = await processes.events_after(
                     connection, watcher.process_id, watcher.seen_seq, READ_BATCH
                 )
-            if events:
-                watcher.seen_seq = events[-1].seq
-            for event in events:
+            if batch.events:
+                watcher.seen_seq = batch.events[-1].seq
+            for event in batch.events:
                 yield event
-            if len(events) < READ_BATCH:
+            if not batch.more:
                 return
 
     async def organization(

@@ -23,8 +23,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.processes import (
+    EVENT_OVERHEAD_BYTES,
+    MAX_EVENTS_PAGE_BYTES,
     Change,
     Event,
+    EventBatch,
     ListQuery,
     Process,
     ProcessStatus,
@@ -62,6 +65,8 @@ _STEP_STATE = (
     "started_seq",
     "changed_seq",
     "completed_by",
+    "completed_by_token_id",
+    "started_by_token_id",
     "deadline_at",
 )
 
@@ -84,15 +89,24 @@ def _notifying(row: Any) -> Select[Any]:
 
 
 _INSERT_PROCESS = _notifying(ProcessRow)
-_EVENTS_AFTER = (
-    select(*ProcessEvent.__table__.columns)
-    .where(
-        ProcessEvent.process_id == bindparam("process_id"),
-        ProcessEvent.seq > bindparam("after_seq"),
-    )
-    .order_by(ProcessEvent.seq)
-    .limit(bindparam("limit"))
-)
+# Up to `limit` events after `after_seq`, cut where their sizes (see
+# MAX_EVENTS_PAGE_BYTES) pass `max_bytes`, but never before the first; one
+# more is read (not returned), and `found` counts them, to tell if more follow.
+_EVENTS_AFTER = """
+SELECT process_id, seq, type, step, payload, recorded_at, found FROM (
+  SELECT *, count(*) OVER () AS found,
+    row_number() OVER (ORDER BY seq) AS position,
+    sum(octet_length(payload::text) + octet_length(coalesce(step, '')) + %(overhead)s)
+      OVER (ORDER BY seq) AS bytes
+  FROM (
+    SELECT * FROM process_events
+    WHERE process_id = %(process_id)s AND seq > %(after_seq)s
+    ORDER BY seq LIMIT %(limit)s + 1
+  ) AS next_events
+) AS sized
+WHERE position <= %(limit)s AND (position = 1 OR bytes <= %(max_bytes)s)
+ORDER BY seq
+"""
 
 # Get and Update in SQL for psycopg itself, which prepares them: a Get is one
 # statement, an Update one to load and one to write. Through SQLAlchemy and a
@@ -113,6 +127,7 @@ _PROCESS_COLUMNS = (
     "summary",
     "error",
     "update_count",
+    "created_by_token_id",
 )
 # The process, and its steps in order with their tasks: each step a JSON
 # array of its columns and its task's (NULL for a step without a task).
@@ -200,12 +215,23 @@ async def record_change(connection: AsyncConnection, process: Process, change: C
 
 async def events_after(
     connection: AsyncConnection, process_id: uuid.UUID, after_seq: int, limit: int
-) -> list[Event]:
-    """Up to `limit` events of the process after `after_seq`, in seq order."""
-    rows = await connection.execute(
-        _EVENTS_AFTER, {"process_id": process_id, "after_seq": after_seq, "limit": limit}
-    )
-    return [_event(row) for row in rows]
+) -> EventBatch:
+    """Up to `limit` events of the process after `after_seq`, in seq order, and
+    no more than MAX_EVENTS_PAGE_BYTES of them but the first."""
+    parameters = {
+        "process_id": process_id,
+        "after_seq": after_seq,
+        "limit": limit,
+        "max_bytes": MAX_EVENTS_PAGE_BYTES,
+        "overhead": EVENT_OVERHEAD_BYTES,
+    }
+    cursor = await in_one_round_trip(connection, (_EVENTS_AFTER, parameters))
+    rows = await cursor.fetchall()
+    events = [
+        Event(seq=seq, type=event_type(kind), step=step, payload=payload, recorded_at=recorded_at)
+        for _, seq, kind, step, payload, recorded_at, _ in rows
+    ]
+    return EventBatch(events=events, more=bool(rows) and rows[0][-1] > len(rows))
 
 
 async def events(
@@ -377,6 +403,7 @@ def _process_values(process: Process) -> dict[str, Any]:
         "summary": process.summary,
         "error": process.error,
         "update_count": process.update_count,
+        "created_by_token_id": process.created_by_token_id,
     }
 
 

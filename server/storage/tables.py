@@ -57,11 +57,24 @@ class ApiToken(Base):
     token_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.org_id"))
     name: Mapped[str] = mapped_column(Text)
+    # The name as names compare (server.domain.tokens.name_key): unique among
+    # an organization's active tokens, so `completed_by` names one person.
+    name_key: Mapped[str] = mapped_column(Text)
     # SHA-256 of the token; the token itself is never stored.
     digest: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "api_tokens_active_name",
+            "org_id",
+            "name_key",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
 
 
 class ProcessRow(Base):
@@ -82,6 +95,9 @@ class ProcessRow(Base):
     summary: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     update_count: Mapped[int] = mapped_column(Integer)
+    # The token that created the process (no foreign key: tokens' rows may
+    # go while processes stay). NULL for processes created before 0007.
+    created_by_token_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         # Each List filter and both sort orders (scanned backwards for
@@ -130,6 +146,8 @@ class StepRow(Base):
     changed_seq: Mapped[int | None] = mapped_column(Integer)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     completed_by: Mapped[str | None] = mapped_column(Text)
+    completed_by_token_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    started_by_token_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     deadline_at: Mapped[datetime | None]
 
     __table_args__ = (
@@ -172,6 +190,7 @@ class TaskRow(Base):
     outcome: Mapped[str | None] = mapped_column(Text)
     comment: Mapped[str | None] = mapped_column(Text)
     completed_by: Mapped[str | None] = mapped_column(Text)
+    completed_by_token_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (
         # Each ListTasks filter walks one of these, newest first; task_id

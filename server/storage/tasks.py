@@ -31,7 +31,15 @@ from server.storage.tables import ProcessRow, StepRow, TaskCount, TaskRow
 # TaskRow's columns carry the names of Task's fields.
 _TASK_FIELDS = [field.name for field in dataclasses.fields(Task)]
 # The columns that change as a task moves (all but what it copies).
-TASK_STATE = ("status", "opened_at", "completed_at", "outcome", "comment", "completed_by")
+TASK_STATE = (
+    "status",
+    "opened_at",
+    "completed_at",
+    "outcome",
+    "comment",
+    "completed_by",
+    "completed_by_token_id",
+)
 # A task's columns as storage reads them in JSON (server/storage/processes.py).
 TASK_JSON = Reader(TaskRow.__table__, _TASK_FIELDS)
 

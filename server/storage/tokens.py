@@ -73,27 +73,36 @@ async def insert_token(
     token_id: uuid.UUID,
     org_id: str,
     name: str,
+    name_key: str,
     digest: bytes,
     scopes: list[str],
     now: datetime,
-) -> None:
-    """Stores a token, and its organization if that is new."""
+) -> bool:
+    """Stores a token, and its organization if that is new; False (storing
+    nothing) if an active token of the organization has the same name_key."""
     await connection.execute(
         insert(Organization)
         .values(org_id=org_id, created_at=now)
         .on_conflict_do_nothing(index_elements=[Organization.org_id])
     )
-    await connection.execute(
-        insert(ApiToken).values(
+    inserted = await connection.execute(
+        insert(ApiToken)
+        .values(
             token_id=token_id,
             org_id=org_id,
             name=name,
+            name_key=name_key,
             digest=digest,
             scopes=scopes,
             created_at=now,
             revoked_at=None,
         )
+        .on_conflict_do_nothing(
+            index_elements=[ApiToken.org_id, ApiToken.name_key], index_where=_ACTIVE
+        )
+        .returning(ApiToken.token_id)
     )
+    return inserted.first() is not None
 
 
 async def list_tokens(connection: AsyncConnection, org_id: str) -> list[TokenInfo]:

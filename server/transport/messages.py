@@ -1,5 +1,6 @@
 """Conversions between protobuf messages and domain objects."""
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,10 @@ def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def _text(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def _struct(data: JsonObject | None) -> struct_pb2.Struct | None:
@@ -116,6 +121,7 @@ def process(process: Process) -> pb.Process:
         finished_at=_timestamp(process.finished_at),
         summary=process.summary,
         error=process.error,
+        seq=process.update_count,
     )
 
 
@@ -136,6 +142,7 @@ def _timeline_entry(step: Step) -> pb.TimelineEntry:
         progress_percent=step.progress_percent,
         error=step.error,
         completed_by=step.completed_by,
+        completed_by_token_id=_text(step.completed_by_token_id),
     )
 
 
@@ -167,6 +174,7 @@ def acknowledgement(process_id: str, event: Event) -> pb.UpdateProcessResponse:
         process_id=process_id,
         update_type=event.type.value,
         timestamp=_timestamp(event.recorded_at),
+        seq=event.seq,
     )
 
 
@@ -185,6 +193,7 @@ def task(task: Task) -> tasks_pb.Task:
         outcome=task.outcome.value if task.outcome is not None else None,
         comment=task.comment,
         completed_by=task.completed_by,
+        completed_by_token_id=_text(task.completed_by_token_id),
     )
 
 
@@ -206,16 +215,27 @@ def completion(request: tasks_pb.CompleteTaskRequest) -> Completion:
 
 
 def event(event: Event) -> pb.ProcessEvent:
-    # The payload holds the fields the update carried, by their names.
-    fields = dict(event.payload)
-    data = fields.pop("data", None)
+    # Field by field: a stored key the message lacks must not fail the read
+    # of every page and stream that holds the event (domain EVENT_FIELDS
+    # lists the keys; tests/unit hold this mapping to that list).
+    payload = event.payload
     return pb.ProcessEvent(
         seq=event.seq,
         type=event.type.value,
         timestamp=_timestamp(event.recorded_at),
         step=event.step,
-        data=_struct(data),
-        **fields,
+        detail=payload.get("detail"),
+        data=_struct(payload.get("data")),
+        error=payload.get("error"),
+        message=payload.get("message"),
+        percent=payload.get("percent"),
+        summary=payload.get("summary"),
+        outcome=payload.get("outcome"),
+        comment=payload.get("comment"),
+        completed_by=payload.get("completed_by"),
+        completed_by_token_id=payload.get("completed_by_token_id"),
+        task_id=payload.get("task_id"),
+        timeout_seconds=payload.get("timeout_seconds"),
     )
 
 

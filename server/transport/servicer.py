@@ -53,7 +53,7 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         self, request: pb.CreateProcessRequest, context: Context
     ) -> pb.Process:
         response = await self._service.create(
-            current_caller().org_id,
+            current_caller(),
             namespace=request.namespace,
             name=request.name,
             step_defs=messages.step_defs(request),
@@ -67,7 +67,7 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
     ) -> pb.UpdateProcessResponse:
         process_id = parse_process_id(request.process_id)
         response = await self._service.update(
-            current_caller().org_id,
+            current_caller(),
             process_id,
             messages.update(request),
             key=idempotency_key(context, "UpdateProcess", request),

@@ -1,6 +1,7 @@
 """The generated TypeScript and Go clients' own tests (clients/*/), run against
 the test stack through Envoy: each as its own runner, with HTK_URL and
-HTK_TOKEN (a token with processes:write and tasks:complete) naming the stack,
+HTK_TOKEN (a token with processes:write and tasks:complete) and
+HTK_APPROVER_TOKEN (another with tasks:complete) naming the stack,
 as anyone would run them against theirs."""
 
 import shutil
@@ -22,6 +23,7 @@ def client_env(stack: Stack, org: Org) -> dict[str, str]:
         **stack.env,
         "HTK_URL": stack.http_url,
         "HTK_TOKEN": stack.token(org.org_id, scopes="processes:write,tasks:complete"),
+        "HTK_APPROVER_TOKEN": stack.token(org.org_id, scopes="tasks:complete"),
         "HTK_READ_ONLY_TOKEN": org.reader,
     }
 

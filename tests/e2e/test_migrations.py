@@ -137,3 +137,58 @@ def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_clean
     finally:
         with psycopg.connect(stack.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_token_names_migration_keeps_active_duplicates_working_under_unique_names(
+    stack: Stack,
+) -> None:
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    (migration,) = [
+        script
+        for script in scripts.walk_revisions()
+        if (script.doc or "").startswith("who did what:")
+    ]
+    assert isinstance(migration.down_revision, str)
+    name = f"htk_names_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(stack.database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = stack.database_url.replace("/postgres?", f"/{name}?")
+    config = alembic_config(url)
+    try:
+        command.upgrade(config, migration.down_revision)
+        with psycopg.connect(url) as connection:
+            connection.execute("INSERT INTO organizations (org_id, created_at) VALUES ('a', now())")
+            connection.execute(
+                "INSERT INTO api_tokens (token_id, org_id, name, digest, scopes, created_at,"
+                " revoked_at)"
+                " SELECT id::uuid, 'a', name, decode(md5(id), 'hex'), '{}',"
+                "   now() + make_interval(secs => position), revoked"
+                " FROM (VALUES"
+                "   ('00000000-0000-0000-0000-000000000001', 'alice', 1, NULL::timestamptz),"
+                "   ('00000000-0000-0000-0000-000000000002', 'Alice', 2, NULL),"
+                "   ('00000000-0000-0000-0000-000000000003', 'ALICE', 3, now()),"
+                "   ('00000000-0000-0000-0000-000000000004', 'bob', 4, NULL))"
+                " AS given (id, name, position, revoked)"
+            )
+
+        command.upgrade(config, migration.revision)
+
+        with psycopg.connect(url) as connection:
+            names = connection.execute(
+                "SELECT name, name_key FROM api_tokens ORDER BY created_at"
+            ).fetchall()
+            assert names == [
+                ("alice", "alice"),
+                ("Alice (00000000)", "alice (00000000)"),
+                ("ALICE", "alice"),  # revoked: its name stays
+                ("bob", "bob"),
+            ]
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                connection.execute(
+                    "INSERT INTO api_tokens (token_id, org_id, name, name_key, digest, scopes,"
+                    " created_at) VALUES (gen_random_uuid(), 'a', 'BOB', 'bob', 'x', '{}', now())"
+                )
+        command.downgrade(config, migration.down_revision)
+    finally:
+        with psycopg.connect(stack.database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -91,6 +91,13 @@ def _client_env(stack: Stack, token: str | None = None) -> dict[str, str]:
     return env
 
 
+def _pipeline_and_person(stack: Stack, org: Org) -> dict[str, str]:
+    """The examples' environment: a pipeline's token, and a person's to approve
+    its gate (the pipeline's may not)."""
+    env = _client_env(stack, stack.token(org.org_id, "processes:write"))
+    return env | {"HTK_APPROVER_TOKEN": stack.token(org.org_id, "tasks:complete")}
+
+
 def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
@@ -121,7 +128,7 @@ def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) ->
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "example.mts").write_text(_readme_block("readme-typescript", "ts"))
     tsc = str(package / "node_modules" / ".bin" / "tsc")
-    env = _client_env(stack, stack.token(org.org_id, "processes:write,tasks:complete"))
+    env = _pipeline_and_person(stack, org)
     _run([tsc, "--module", "nodenext", "--target", "es2022", "example.mts"], folder, env)
     output = _run(["node", "example.mjs"], folder, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
@@ -147,7 +154,7 @@ def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: 
     go = shutil.which("go")
     assert go, "Go is not on PATH (`make test` adds /usr/local/go/bin)"
     (tmp_path / "main.go").write_text(_readme_block("readme-go", "go"))
-    env = _client_env(stack, stack.token(org.org_id, "processes:write,tasks:complete"))
+    env = _pipeline_and_person(stack, org)
     _run([go, "mod", "init", "example"], tmp_path, env)
     _run(
         [go, "mod", "edit", f"-replace=htk.dev/client/go={CHECKOUT / 'clients' / 'go'}"],

@@ -35,6 +35,7 @@ PROCESS_KEYS = {
     "timeline",
     "task_ids",
     "started_at",
+    "seq",
 }
 SUMMARY_KEYS = {
     "process_id",
@@ -45,7 +46,7 @@ SUMMARY_KEYS = {
     "step_count",
     "task_ids",
 }
-ACK_KEYS = {"process_id", "update_type", "timestamp"}
+ACK_KEYS = {"process_id", "update_type", "timestamp", "seq"}
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 _GRPC_HEADERS = ("grpc-status", "grpc-message")
 
@@ -176,6 +177,7 @@ def test_a_new_process_is_running_with_all_steps_pending(rest: httpx.Client, org
         ],
         "task_ids": task_ids,
         "started_at": created["started_at"],
+        "seq": 0,
     }
     started_at = moment(created["started_at"])
     assert before - timedelta(seconds=5) <= started_at <= datetime.now(UTC) + timedelta(seconds=5)
@@ -331,6 +333,7 @@ def test_the_documented_typical_workflow(rest: httpx.Client, org: Org) -> None:
         "status": "completed",
         "finished_at": final["finished_at"],
         "summary": "All done!",
+        "seq": current["seq"] + 1,
     }
     assert moment(final["finished_at"]) == finished
 
@@ -351,6 +354,7 @@ def test_update_with_a_json_content_type_as_in_the_request_example(
         "process_id": process_id,
         "update_type": "step_started",
         "timestamp": ack["timestamp"],
+        "seq": 1,
     }
     assert entry(get_process(rest, org, process_id), "build")["started_at"] == ack["timestamp"]
 
@@ -508,7 +512,7 @@ def test_finishing_a_process(rest: httpx.Client, org: Org, finish: Json, expecte
     finished_at = update(rest, org, process_id, finish)
 
     final = get_process(rest, org, process_id)
-    assert final == process | expected | {"finished_at": final["finished_at"]}
+    assert final == process | expected | {"finished_at": final["finished_at"], "seq": 1}
     assert moment(final["finished_at"]) == finished_at
     (listed,) = list_processes(rest, org)["processes"]
     assert listed["status"] == expected["status"]

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -147,6 +148,29 @@ def test_token_create_rejects_bad_input_with_a_clear_message(stack: Stack) -> No
         assert unnamed.returncode == 2
         assert "name:" in unnamed.stderr
         assert unnamed.stdout == ""
+
+
+def test_token_names_are_unique_among_an_organizations_active_tokens(stack: Stack) -> None:
+    org_id = f"names-{uuid.uuid4().hex[:12]}"
+
+    def create(name: str, org: str = org_id) -> subprocess.CompletedProcess[str]:
+        return stack.htk("token", "create", "--org", org, "--name", name)
+
+    assert create("Alice").returncode == 0
+    for twin in ("alice", "ALICE ", "\uff41\uff4c\uff49\uff43\uff45"):  # fullwidth last
+        taken = create(twin)
+        assert (taken.returncode, taken.stdout) == (2, "")
+        assert "name: an active token of" in taken.stderr and "already named" in taken.stderr
+    mixed = create("\u0430lice")  # a Cyrillic a
+    assert mixed.returncode == 2 and "mixes the scripts CYRILLIC, LATIN" in mixed.stderr
+    assert create("alice", org=f"other-{org_id}").returncode == 0  # another organization's
+    (token_id,) = [
+        line.split()[0]
+        for line in stack.htk("token", "list", "--org", org_id).stdout.splitlines()
+        if line.endswith("Alice")
+    ]
+    assert stack.htk("token", "revoke", token_id).returncode == 0
+    assert create("alice").returncode == 0  # a revoked token's name is free again
 
 
 def test_serve_alone_needs_a_database_url() -> None:

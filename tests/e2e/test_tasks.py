@@ -82,6 +82,7 @@ def test_a_person_approves_a_human_step_and_the_process_goes_on(
         "outcome",
         "comment",
         "completed_by",
+        "completed_by_token_id",
     }
     assert (done["status"], done["outcome"], done["comment"], done["completed_by"]) == (
         "completed", "approved", "LGTM", APPROVER,
@@ -91,10 +92,18 @@ def test_a_person_approves_a_human_step_and_the_process_goes_on(
     assert (review["status"], review["detail"], review["completed_by"]) == (
         "completed", "LGTM", APPROVER,
     )  # fmt: skip
-    assert _events(stack, process_id)[-1] == (
-        "task_completed",
-        {"task_id": task_id, "outcome": "approved", "comment": "LGTM", "completed_by": APPROVER},
-    )
+    # Read back as users read it: through the API.
+    events = ok(rest.get(f"{PROCESSES}/{process_id}/events", headers=org.auth(org.reader)))
+    last = events["events"][-1]
+    assert {key: value for key, value in last.items() if key not in ("seq", "timestamp")} == {
+        "type": "task_completed",
+        "step": "review",
+        "task_id": task_id,
+        "outcome": "approved",
+        "comment": "LGTM",
+        "completed_by": APPROVER,
+        "completed_by_token_id": done["completed_by_token_id"],
+    }
     # The pipeline carries on.
     update(rest, org, process_id, {"type": "step_started", "step": "deploy"})
     update(rest, org, process_id, {"type": "completed"})
@@ -157,6 +166,37 @@ def test_a_pipelines_token_cannot_approve_its_own_gate(rest: httpx.Client, org: 
         refused = _complete(rest, org, token, task_id, {"outcome": "approved"})
         assert refused.status_code == 403, refused.text
         assert "tasks:complete" in refused.json()["message"]
+
+
+def test_no_token_completes_the_task_of_a_process_it_created_or_a_step_it_started(
+    rest: httpx.Client, stack: Stack, org: Org, approver: str, grpc_channel: grpc.Channel
+) -> None:
+    """Separation of duties: holding both scopes does not let a pipeline approve its own gate."""
+    both = "processes:write,tasks:complete"
+    creator = create_token(stack.env, org.org_id, both)
+    starter = create_token(stack.env, org.org_id, both)
+    process = create_process(rest, org, creator, steps=REVIEW_STEPS)
+    process_id, (task_id,) = process["process_id"], process["task_ids"]
+    update(rest, org, process_id, {"type": "step_started", "step": "review"}, starter)
+    for token in (creator, starter):
+        refused = _complete(rest, org, token, task_id, {"outcome": "approved"})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        assert "separation of duties" in refused.json()["message"]
+        with pytest.raises(grpc.RpcError) as refused_grpc:
+            tasks_grpc.TaskServiceStub(grpc_channel).CompleteTask(
+                tasks_pb.CompleteTaskRequest(task_id=task_id, outcome="rejected"),
+                metadata=org.metadata(token),
+            )
+        assert refused_grpc.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "separation of duties" in (refused_grpc.value.details() or "")
+    assert ok(rest.get(f"{TASKS}/{task_id}", headers=org.auth()))["status"] == "open"
+    done = ok(_complete(rest, org, approver, task_id, {"outcome": "approved"}))
+    approver_id = done["completed_by_token_id"]
+    assert (done["completed_by"], done["status"]) == (APPROVER, "completed")
+    review = get_process(rest, org, process_id)["timeline"][1]
+    assert (review["completed_by"], review["completed_by_token_id"]) == (APPROVER, approver_id)
+    assert approver_id in stack.htk("token", "list", "--org", org.org_id).stdout
 
 
 def test_another_organizations_task_is_not_found(

@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from htk.processes.v1 import process_service_pb2 as pb
+from server.domain.processes import MAX_EVENTS_PAGE_BYTES
+from server.storage import processes as storage_processes
 from tests.service.calls import Stub, create, update
 from tests.support.in_process import InProcessServer
 from tests.support.orgs import Org
@@ -88,3 +90,57 @@ async def test_another_organizations_process_is_not_found(
             pb.GetProcessRequest(process_id=process.process_id), metadata=stranger.metadata()
         )
     assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _progress_log(processes: Stub, org: Org, count: int, message: str) -> str:
+    """A finished process whose log holds a start, `count` progress events
+    carrying `message`, and its completion."""
+    process = await create(processes, org, "build")
+    await update(processes, org, process.process_id, "step_started", step="build")
+    for _ in range(count):
+        await update(processes, org, process.process_id, "progress", step="build", message=message)
+    await update(processes, org, process.process_id, "completed")
+    return process.process_id
+
+
+async def _pages(processes: Stub, org: Org, process_id: str) -> list[list[int]]:
+    """The seqs of each page of the log, paged on `after_seq` until a page is empty."""
+    pages: list[list[int]] = []
+    after_seq = 0
+    for _ in range(100):
+        page = await processes.ListProcessEvents(
+            pb.ListProcessEventsRequest(process_id=process_id, after_seq=after_seq, limit=1000),
+            metadata=org.metadata(org.reader),
+        )
+        assert page.ByteSize() < MAX_EVENTS_PAGE_BYTES + 64 * 1024
+        if not page.events:
+            return pages
+        pages.append([event.seq for event in page.events])
+        after_seq = page.events[-1].seq
+    raise AssertionError("paging did not end")
+
+
+async def test_an_event_page_is_cut_at_its_byte_budget_and_paging_gets_every_event_once(
+    processes: Stub, org: Org
+) -> None:
+    # 40 events of 20,000 bytes each (10,000 two-byte characters): about 800 KB.
+    process_id = await _progress_log(processes, org, 40, "é" * 10_000)
+    pages = await _pages(processes, org, process_id)
+    assert len(pages) > 1
+    assert all(len(page) < 42 for page in pages)
+    assert [seq for page in pages for seq in page] == list(range(1, 43))
+
+
+async def test_a_page_always_holds_its_first_event_and_watch_catch_up_reads_on(
+    processes: Stub, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even an event larger than the budget alone makes progress: a budget of
+    one byte makes one event a page, and a watch catching up reads page after page."""
+    monkeypatch.setattr(storage_processes, "MAX_EVENTS_PAGE_BYTES", 1)
+    process_id = await _progress_log(processes, org, 5, "half way")
+    assert await _pages(processes, org, process_id) == [[seq] for seq in range(1, 8)]
+    watched = processes.WatchProcess(
+        pb.WatchProcessRequest(process_id=process_id, after_seq=0),
+        metadata=org.metadata(org.reader),
+    )
+    assert [message.event.seq async for message in watched] == list(range(1, 8))

@@ -147,3 +147,45 @@ async def test_an_update_refreshes_a_machine_steps_deadline(
     server.clock.now += timedelta(seconds=11)
     await DeadlineService(server.database, server.clock).enforce()
     assert (await _events(server, process.process_id))[-1] == "step_timed_out"
+
+
+async def test_a_completion_whose_comment_would_overfill_the_process_is_refused(
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    approver: str,
+) -> None:
+    """100 human steps, each approved with a 10,000-character comment of
+    four-byte characters, once took a process to 4.8 MB (issue 18)."""
+    comment = "\U0001d11e" * 10_000  # 40,000 bytes
+    process = await processes.CreateProcess(
+        pb.CreateProcessRequest(
+            namespace="deployments",
+            name="Many gates",
+            step_defs=[pb.StepDef(key=f"g{n}", label=f"Gate {n}", human=True) for n in range(20)],
+        ),
+        metadata=org.metadata(),
+    )
+    refused = None
+    for step, task_id in zip(process.step_defs, process.task_ids, strict=True):
+        await processes.UpdateProcess(
+            pb.UpdateProcessRequest(
+                process_id=process.process_id, type="step_started", step=step.key
+            ),
+            metadata=org.metadata(),
+        )
+        request = tasks_pb.CompleteTaskRequest(task_id=task_id, outcome="approved", comment=comment)
+        try:
+            await tasks.CompleteTask(request, metadata=org.metadata(approver))
+        except grpc.aio.AioRpcError as error:
+            refused = error
+            break
+    assert refused is not None, "20 comments of 40,000 bytes fit in 512 KiB"
+    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (refused.details() or "").startswith("comment: the process would hold")
+    task = await tasks.GetTask(tasks_pb.GetTaskRequest(task_id=task_id), metadata=org.metadata())
+    assert task.status == "open"
+    stored = await processes.GetProcess(
+        pb.GetProcessRequest(process_id=process.process_id), metadata=org.metadata()
+    )
+    assert stored.ByteSize() < 600 * 1024

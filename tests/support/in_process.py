@@ -55,9 +55,11 @@ class InProcessServer:
     clock: SettableClock
     server: Server
 
-    async def token(self, org_id: str, scopes: str = "processes:write", name: str = "test") -> str:
+    async def token(self, org_id: str, scopes: str = "processes:write", name: str = "") -> str:
+        """A new token; named `name`, else a name of its own (names are unique
+        among an organization's active tokens)."""
         _, token = await TokenService(self.database, self.clock).create(
-            org_id, name, parse_scopes(scopes)
+            org_id, name or f"test-{uuid.uuid4().hex[:8]}", parse_scopes(scopes)
         )
         return token
 

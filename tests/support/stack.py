@@ -37,9 +37,11 @@ def htk(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def create_token(
-    env: Mapping[str, str], org_id: str, scopes: str = "processes:write", name: str = "tests"
+    env: Mapping[str, str], org_id: str, scopes: str = "processes:write", name: str = ""
 ) -> str:
-    """A new token of `org_id` (created if new), made by `htk token create`."""
+    """A new token of `org_id` (created if new), made by `htk token create`;
+    named `name`, else a name of its own (names are unique among active tokens)."""
+    name = name or f"tests-{uuid.uuid4().hex[:8]}"
     result = htk(env, "token", "create", "--org", org_id, "--scopes", scopes, "--name", name)
     if result.returncode != 0:
         raise RuntimeError(f"htk token create failed: {result.stderr}")

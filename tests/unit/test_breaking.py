@@ -53,7 +53,7 @@ ADDITIVE = [
     # A new response field.
     (
         r"message UpdateProcessResponse \{\n",
-        "message UpdateProcessResponse {\n  google.protobuf.Timestamp finished_at = 4;\n",
+        "message UpdateProcessResponse {\n  google.protobuf.Timestamp finished_at = 99;\n",
     ),
     # A new word of `status`.
     (

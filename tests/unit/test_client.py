@@ -29,6 +29,7 @@ from server.client.views import WatchView, event_line
         ("one\r\ntwo", "one\\r\\ntwo"),
         ("\x9b31m", "\\x9b31m"),
         ("exe.\u202etxt", "exe.\\u202etxt"),
+        ("one\u2028two\u2029three", "one\\u2028two\\u2029three"),
         (None, ""),
         (42, "42"),
     ],

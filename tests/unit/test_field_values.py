@@ -8,6 +8,7 @@ is an InvalidArgument naming the field. The words a string takes are the
 values of the domain's enum of the same name.
 """
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ VALIDATE: dict[str, Callable[[Any], object]] = {
         name=request.name,
         step_defs=messages.step_defs(request),
         now=NOW,
+        created_by=uuid.uuid4(),
     ),
     "UpdateProcessRequest": lambda request: domain.validate_update(messages.update(request)),
     "ListProcessEventsRequest": lambda request: domain.events_page(

@@ -35,7 +35,8 @@ from server.domain.processes import (
 from server.domain.tasks import TaskStatus
 
 ORG = "acme"
-T0 = datetime(2026, 2, 24, 12, 0, tzinfo=UTC)  # UTC is timezone.utc (ruff UP017)
+T0 = datetime(2026, 2, 24, 12, 0, tzinfo=UTC)
+PIPELINE = uuid.uuid4()  # UTC is timezone.utc (ruff UP017)
 STEP_DEFS = (
     StepDef("build", "Build", human=False),
     StepDef("test", "Test", human=False),
@@ -53,7 +54,9 @@ def create(
     namespace: str = "deployments",
     step_defs: Sequence[StepDef] = STEP_DEFS,
 ) -> Process:
-    return new_process(org_id=ORG, namespace=namespace, name=name, step_defs=step_defs, now=T0)
+    return new_process(
+        org_id=ORG, namespace=namespace, name=name, step_defs=step_defs, now=T0, created_by=PIPELINE
+    )
 
 
 def steps(count: int) -> list[StepDef]:
@@ -63,7 +66,7 @@ def steps(count: int) -> list[StepDef]:
 def apply(process: Process, type_: str, now: datetime | None = None, **fields: Any) -> Change:
     """Applies an update; unless told otherwise, each update comes one second after the last."""
     when = now if now is not None else at(process.update_count + 1)
-    return apply_update(process, Update(type_, **fields), when)
+    return apply_update(process, Update(type_, **fields), when, by=PIPELINE)
 
 
 def drive(process: Process, key: str, status: StepStatus) -> None:
@@ -80,7 +83,7 @@ def reject(process: Process, update: Update, error: type[Exception]) -> Exceptio
     """Asserts the update is rejected with `error` and leaves the process exactly as it was."""
     before = deepcopy(process)
     with pytest.raises(error) as excinfo:
-        apply_update(process, update, at(60))
+        apply_update(process, update, at(60), by=PIPELINE)
     assert process == before
     return excinfo.value
 
@@ -553,7 +556,7 @@ def test_completed_and_failed_finish_the_process(
     drive(process, "build", StepStatus.RUNNING)
     steps_before = deepcopy(process.steps)
 
-    change = apply_update(process, update, at(90))
+    change = apply_update(process, update, at(90), by=PIPELINE)
 
     review = process.step("review").task
     assert review is not None
@@ -594,7 +597,7 @@ def test_finished_process_accepts_no_more_updates(
     process: Process, finisher: Update, update: Update
 ) -> None:
     drive(process, "build", StepStatus.RUNNING)
-    apply_update(process, finisher, at(10))
+    apply_update(process, finisher, at(10), by=PIPELINE)
 
     reject(process, update, FailedPrecondition)
 

@@ -14,6 +14,9 @@ import pytest
 
 from server.domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from server.domain.processes import (
+    EVENT_FIELDS,
+    MAX_DATA_BYTES,
+    MAX_PROCESS_BYTES,
     Change,
     Event,
     EventType,
@@ -25,6 +28,7 @@ from server.domain.processes import (
     apply_update,
     complete_task,
     new_process,
+    stored_bytes,
     time_out,
 )
 from server.domain.tasks import (
@@ -38,6 +42,7 @@ from server.domain.tasks import (
     task_page_token,
     task_query,
 )
+from server.domain.tokens import Caller, Scope
 
 ORG = "acme"
 T0 = datetime(2026, 2, 24, 12, 0, tzinfo=UTC)
@@ -47,7 +52,8 @@ STEP_DEFS = (
     StepDef("deploy", "Deploy", human=False),
 )
 APPROVE = Completion("approved", "Looks good")
-REVIEWER = "release-managers"
+REVIEWER = Caller(ORG, frozenset({Scope.TASKS_COMPLETE}), "release-managers", uuid.uuid4())
+PIPELINE = uuid.uuid4()
 
 
 def at(seconds: float) -> datetime:
@@ -56,12 +62,17 @@ def at(seconds: float) -> datetime:
 
 def create(step_defs: tuple[StepDef, ...] = STEP_DEFS) -> Process:
     return new_process(
-        org_id=ORG, namespace="deployments", name="Deploy v2.1.0", step_defs=step_defs, now=T0
+        org_id=ORG,
+        namespace="deployments",
+        name="Deploy v2.1.0",
+        step_defs=step_defs,
+        now=T0,
+        created_by=PIPELINE,
     )
 
 
 def update(process: Process, type_: str, now: datetime, **fields: Any) -> Change:
-    return apply_update(process, Update(type_, **fields), now)
+    return apply_update(process, Update(type_, **fields), now, by=PIPELINE)
 
 
 def task(process: Process, key: str = "review") -> Task:
@@ -209,7 +220,7 @@ def test_a_finished_process_cancels_the_tasks_still_waiting(finish: Update) -> N
     complete_task(process, decide_on, APPROVE, REVIEWER, at(2))
     update(process, "step_started", at(3), step="review")
 
-    change = apply_update(process, finish, at(4))
+    change = apply_update(process, finish, at(4), by=PIPELINE)
 
     approve, review, sign_off = process.tasks
     assert approve.status is TaskStatus.COMPLETED
@@ -275,7 +286,8 @@ def test_approving_completes_the_step_with_the_comment_as_detail(opened: Process
                 "task_id": str(review.task_id),
                 "outcome": "approved",
                 "comment": "Looks good",
-                "completed_by": REVIEWER,
+                "completed_by": REVIEWER.token_name,
+                "completed_by_token_id": str(REVIEWER.token_id),
             },
             recorded_at=at(100),
         ),
@@ -287,13 +299,15 @@ def test_approving_completes_the_step_with_the_comment_as_detail(opened: Process
     assert (review.outcome, review.comment, review.completed_by) == (
         Outcome.APPROVED,
         "Looks good",
-        REVIEWER,
+        REVIEWER.token_name,
     )
+    assert review.completed_by_token_id == REVIEWER.token_id
     assert review.opened_at == at(10)
     step = opened.step("review")
     assert step.status is StepStatus.COMPLETED
     assert (step.started_at, step.completed_at, step.duration_ms) == (at(10), at(100), 90_000)
-    assert (step.detail, step.error, step.completed_by) == ("Looks good", None, REVIEWER)
+    assert (step.detail, step.error, step.completed_by) == ("Looks good", None, "release-managers")
+    assert step.completed_by_token_id == REVIEWER.token_id
     assert step.deadline_at is None
     assert opened.current_step == "review"
     assert opened.status is ProcessStatus.RUNNING
@@ -324,7 +338,11 @@ def test_rejecting_fails_the_step(opened: Process, comment: str | None, error: s
         comment,
     )
     step = opened.step("review")
-    assert (step.status, step.error, step.completed_by) == (StepStatus.FAILED, error, REVIEWER)
+    assert (step.status, step.error, step.completed_by) == (
+        StepStatus.FAILED,
+        error,
+        REVIEWER.token_name,
+    )
     assert step.completed_at is None
     assert step.progress_message == "Reading the diff"  # how far it got, as for step_failed
     assert step.deadline_at is None
@@ -443,7 +461,7 @@ def test_a_step_that_ends_has_no_deadline(
 def test_a_finished_process_has_no_deadlines(opened: Process, finish: Update) -> None:
     update(opened, "step_started", at(20), step="build")
 
-    change = apply_update(opened, finish, at(30))
+    change = apply_update(opened, finish, at(30), by=PIPELINE)
 
     assert change.step_positions == (0, 1)
     assert all(step.deadline_at is None for step in opened.steps)
@@ -618,7 +636,7 @@ ACTIONS: list[tuple[str, Any]] = [
 def _act(process: Process, action: tuple[str, Any], now: datetime) -> Change | None:
     kind, argument = action
     if kind == "update":
-        return apply_update(process, argument, now)
+        return apply_update(process, argument, now, by=PIPELINE)
     if kind == "decide":
         return complete_task(process, task(process).task_id, argument, REVIEWER, now)
     return time_out(process, argument, now)
@@ -780,3 +798,116 @@ def test_a_task_moves_only_along_its_diagram(
         # No change to a process asks this of a task: it would be a bug.
         with pytest.raises(AssertionError):
             act(subject)
+
+
+# --- separation of duties ---------------------------------------------------------------------
+
+
+def _caller(token_id: uuid.UUID) -> Caller:
+    """A token with both a pipeline's and a person's scopes."""
+    scopes = frozenset({Scope.PROCESSES_WRITE, Scope.TASKS_COMPLETE})
+    return Caller(ORG, scopes, "ci-and-approver", token_id)
+
+
+def test_the_token_that_created_the_process_cannot_complete_its_task(opened: Process) -> None:
+    error = unchanged(
+        opened,
+        FailedPrecondition,
+        lambda: complete_task(opened, task(opened).task_id, APPROVE, _caller(PIPELINE), at(100)),
+    )
+    assert "separation of duties" in str(error)
+    assert task(opened).status is TaskStatus.OPEN
+
+
+def test_the_token_that_started_the_step_cannot_complete_its_task(process: Process) -> None:
+    starter = uuid.uuid4()
+    apply_update(process, Update("step_started", step="review"), at(10), by=starter)
+    assert process.step("review").started_by_token_id == starter
+    error = unchanged(
+        process,
+        FailedPrecondition,
+        lambda: complete_task(process, task(process).task_id, APPROVE, _caller(starter), at(100)),
+    )
+    assert "separation of duties" in str(error)
+
+
+def test_a_token_with_both_scopes_completes_a_task_it_did_not_drive(opened: Process) -> None:
+    other = _caller(uuid.uuid4())
+    complete_task(opened, task(opened).task_id, APPROVE, other, at(100))
+    assert (task(opened).completed_by_token_id, opened.step("review").completed_by_token_id) == (
+        other.token_id,
+        other.token_id,
+    )
+
+
+def test_starting_the_step_again_forgets_who_decided_its_last_run(opened: Process) -> None:
+    decide(opened, Completion("rejected", "no"))
+    update(opened, "step_started", at(200), step="review")
+    review = opened.step("review")
+    assert (review.completed_by, review.completed_by_token_id) == (None, None)
+    assert task(opened).completed_by_token_id is None
+
+
+# --- the process's budget ---------------------------------------------------------------------
+
+
+def _full(leave: int) -> Process:
+    """A process with an open review task and `leave` bytes of room."""
+    process = create(
+        step_defs=(
+            *(StepDef(f"s{index}", f"S{index}", human=False) for index in range(12)),
+            StepDef("review", "Review", human=True, timeout_seconds=3600),
+        )
+    )
+    update(process, "step_started", at(1), step="review")
+    for index in range(12):
+        room = MAX_PROCESS_BYTES - stored_bytes(process) - leave
+        if room <= 0:
+            break
+        size = min(room, MAX_DATA_BYTES) - len('{"log":""}')
+        update(process, "step_completed", at(2), step=f"s{index}", data={"log": "x" * size})
+    assert stored_bytes(process) == MAX_PROCESS_BYTES - leave
+    return process
+
+
+@pytest.mark.parametrize("outcome", ["approved", "rejected"])
+def test_a_completion_whose_comment_does_not_fit_is_refused_naming_comment(outcome: str) -> None:
+    process = _full(leave=100)
+    completion = Completion(outcome, "é" * 100)
+    error = unchanged(
+        process,
+        FailedPrecondition,
+        lambda: complete_task(process, task(process).task_id, completion, REVIEWER, at(100)),
+    )
+    assert str(error).startswith("comment: ")
+    assert str(MAX_PROCESS_BYTES) in str(error)
+
+
+def test_a_completion_that_fits_the_last_bytes_is_taken() -> None:
+    # The review's error already has room for its timeout's 40 bytes
+    # ("timed out after 3600 s without an update"): a rejection grows past them.
+    process = _full(leave=10)
+    rejection = Completion("rejected", "n" * 40)  # "rejected: " + 40 = 50 bytes
+    complete_task(process, task(process).task_id, rejection, REVIEWER, at(9))
+    assert stored_bytes(process) == MAX_PROCESS_BYTES
+
+
+def test_a_timeout_never_takes_a_full_process_past_its_budget() -> None:
+    process = _full(leave=0)
+    change = time_out(process, "review", at(1 + 3600))
+    assert change is not None and process.step("review").status is StepStatus.FAILED
+    assert stored_bytes(process) == MAX_PROCESS_BYTES
+
+
+def test_every_event_payload_carries_only_the_keys_its_type_lists(opened: Process) -> None:
+    changes = [
+        update(opened, "progress", at(11), step="review", message="m", percent=5),
+        decide(opened, Completion("rejected", "no")),
+        update(opened, "step_started", at(200), step="build", detail="go"),
+        time_out(opened, "build", at(200 + 600)),
+        update(opened, "step_completed", at(900), step="deploy", detail="d", data={"a": 1}),
+        update(opened, "completed", at(901), summary="ok"),
+    ]
+    for change in changes:
+        assert change is not None
+        assert change.event.payload.keys() <= EVENT_FIELDS[change.event.type], change.event

@@ -17,6 +17,7 @@ from server.domain.tokens import (
     digest,
     generate_token,
     is_well_formed,
+    name_key,
     parse_scopes,
     token_name,
 )
@@ -180,9 +181,39 @@ def test_a_token_name_is_kept_trimmed() -> None:
         ("x" * (MAX_TOKEN_NAME_LENGTH + 1), f"at most {MAX_TOKEN_NAME_LENGTH} characters"),
         ("alice\nbob", "control characters"),
         ("alice\x00", "control characters"),
+        ("al\u200bice", "control characters"),  # a zero-width space
+        ("\u0430lice", "mixes the scripts CYRILLIC, LATIN"),  # a Cyrillic a
+        ("p\u0430yp\u0430l", "mixes the scripts CYRILLIC, LATIN"),
+        ("\u03bfscar", "mixes the scripts GREEK, LATIN"),  # a Greek omicron
     ],
 )
 def test_a_token_name_that_names_no_one_is_refused(name: str, problem: str) -> None:
     with pytest.raises(InvalidArgument, match=problem) as refused:
         token_name(name)
     assert refused.value.field == "name"
+
+
+@pytest.mark.parametrize(
+    "twin",
+    [
+        "Alice",
+        "ALICE",
+        "\uff41\uff4c\uff49\uff43\uff45",
+        " alice ",
+    ],
+)
+def test_names_that_differ_in_case_or_width_have_one_key(twin: str) -> None:
+    assert name_key(token_name(twin)) == name_key(token_name("alice"))
+
+
+def test_a_name_is_kept_in_its_normal_form_so_that_it_shows_as_it_compares() -> None:
+    assert token_name("\uff41lice") == "alice"  # a fullwidth a
+    assert token_name("e\u0301mile") == "\u00e9mile"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Ren\u00e9", "\u0410\u043b\u0438\u0441\u0430", "\u5c71\u7530 \u305f\u308d\u3046", "ci-bot 2"],
+)
+def test_names_in_one_script_are_taken(name: str) -> None:
+    assert token_name(name) == name

@@ -1,8 +1,46 @@
 """Pure helpers of the transport and storage layers."""
 
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from server.domain.processes import EVENT_FIELDS, Event, EventType, UpdateType
 from server.storage.processes import _STEP_FIELDS
 from server.storage.tables import StepRow
+from server.transport import messages
 
 
 def test_every_step_field_has_a_column_of_the_same_name() -> None:
     assert set(_STEP_FIELDS) <= set(StepRow.__table__.columns.keys())
+
+
+def test_every_event_type_lists_its_payload_keys() -> None:
+    assert set(EVENT_FIELDS) == set(UpdateType) | set(EventType)
+
+
+# A value of each payload key's kind; a key missing here fails the test below.
+_SAMPLES: dict[str, Any] = {"data": {"image": "v2"}, "percent": 30, "timeout_seconds": 60}
+
+
+@pytest.mark.parametrize("kind", list(EVENT_FIELDS), ids=str)
+def test_every_payload_key_of_every_event_type_shows_in_the_message(
+    kind: UpdateType | EventType,
+) -> None:
+    payload = {key: _SAMPLES.get(key, f"{key} text") for key in EVENT_FIELDS[kind]}
+    event = Event(1, kind, "build", payload, datetime(2026, 2, 24, tzinfo=UTC))
+    message = messages.event(event)
+    assert {field.name for field, _ in message.ListFields()} == {
+        "seq", "type", "timestamp", "step", *payload,
+    }  # fmt: skip
+    for key, value in payload.items():
+        shown = getattr(message, key)
+        assert (dict(shown) if key == "data" else shown) == value
+
+
+def test_a_stored_key_the_message_lacks_is_left_out_not_a_failure() -> None:
+    """Events logged by an older server must read back whatever they hold."""
+    event = Event(
+        3, EventType.STEP_TIMED_OUT, "build", {"error": "late", "gone": 1}, datetime.now(UTC)
+    )
+    assert messages.event(event).error == "late"

@@ -1,5 +1,6 @@
-// The htk these tests call: HTK_URL and HTK_TOKEN (a token with the scopes
-// processes:write and tasks:complete) name it, and HTK_READ_ONLY_TOKEN, when set, a token of the
+// The htk these tests call: HTK_URL, HTK_TOKEN (a token with the scopes
+// processes:write and tasks:complete) and HTK_APPROVER_TOKEN (another, with
+// tasks:complete) name it, and HTK_READ_ONLY_TOKEN, when set, a token of the
 // same organization without scopes. `make test` starts a stack and sets them
 // (tests/e2e/test_clients.py).
 import { randomBytes } from "node:crypto";
@@ -19,6 +20,8 @@ function required(name: string): string {
 
 export const url = required("HTK_URL");
 export const token = required("HTK_TOKEN");
+/** A person's token (tasks:complete): the one that drives a process may not approve its gates. */
+export const approverToken = required("HTK_APPROVER_TOKEN");
 export const readOnlyToken = process.env.HTK_READ_ONLY_TOKEN;
 
 /** A name no other test run uses, so lists can be filtered down to one test's processes. */

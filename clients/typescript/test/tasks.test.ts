@@ -4,9 +4,11 @@ import { test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createHtkClient } from "@htk/client";
 
-import { readOnlyToken, token, uniqueName, url } from "./stack.js";
+import { approverToken, readOnlyToken, token, uniqueName, url } from "./stack.js";
 
 const htk = createHtkClient({ url, token });
+// Whoever drives a process cannot decide its tasks (separation of duties).
+const person = createHtkClient({ url, token: approverToken });
 
 /** A process waiting on a person: its human step `review` has started. */
 async function waitingForReview(): Promise<string> {
@@ -31,7 +33,7 @@ test("a person finds the open task and approves it; the step completes", async (
   assert.deepEqual([task.step, task.label, task.status], ["review", "Review", "open"]);
   assert.equal((await htk.tasks.getTask({ taskId: task.taskId })).status, "open");
 
-  const approved = await htk.tasks.completeTask({
+  const approved = await person.tasks.completeTask({
     taskId: task.taskId,
     outcome: "approved",
     comment: "LGTM",
@@ -44,7 +46,7 @@ test("a person finds the open task and approves it; the step completes", async (
 
   let again: unknown;
   try {
-    await htk.tasks.completeTask({ taskId: task.taskId, outcome: "rejected" });
+    await person.tasks.completeTask({ taskId: task.taskId, outcome: "rejected" });
   } catch (error) {
     again = error;
   }
@@ -55,7 +57,7 @@ test("a person finds the open task and approves it; the step completes", async (
 test("a rejection fails the step", async () => {
   const processId = await waitingForReview();
   const [task] = (await htk.tasks.listTasks({ processId })).tasks;
-  await htk.tasks.completeTask({ taskId: task.taskId, outcome: "rejected", comment: "wrong image" });
+  await person.tasks.completeTask({ taskId: task.taskId, outcome: "rejected", comment: "wrong image" });
   const review = (await htk.processes.getProcess({ processId })).timeline[1];
   assert.deepEqual([review.status, review.error], ["failed", "rejected: wrong image"]);
 });
@@ -73,3 +75,15 @@ test(
     );
   },
 );
+
+test("the token that drives the process cannot approve its gate, whatever its scopes", async () => {
+  const processId = await waitingForReview();
+  const [task] = (await htk.tasks.listTasks({ processId })).tasks;
+  await assert.rejects(
+    htk.tasks.completeTask({ taskId: task.taskId, outcome: "approved" }),
+    (error) =>
+      error instanceof ConnectError &&
+      error.code === Code.FailedPrecondition &&
+      error.rawMessage.includes("separation of duties"),
+  );
+});

@@ -201,6 +201,7 @@ class Process(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's unique identifier, a UUID."""
     namespace: _builtins.str
@@ -217,6 +218,11 @@ class Process(_message.Message):
     """The summary sent with the `completed` update."""
     error: _builtins.str
     """The error sent with the `failed` update."""
+    seq: _builtins.int
+    """The `seq` of the last event the process has logged (0 before the
+    first): what this snapshot includes, so that a client can resume a
+    watch or page the events from exactly here.
+    """
     @_builtins.property
     def step_defs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepDef]:
         """The steps, in the order they were defined at creation."""
@@ -252,10 +258,11 @@ class Process(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         summary: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__current_step: _TypeAlias = _typing.Literal["current_step"]  # noqa: Y015
     _WhichOneofArgType__current_step: _TypeAlias = _typing.Literal["_current_step", b"_current_step"]  # noqa: Y015
@@ -397,6 +404,7 @@ class TimelineEntry(_message.Message):
     PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     COMPLETED_BY_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_TOKEN_ID_FIELD_NUMBER: _builtins.int
     step: _builtins.str
     """The step's key."""
     label: _builtins.str
@@ -426,6 +434,11 @@ class TimelineEntry(_message.Message):
     completed_by: _builtins.str
     """The name of the token whose TaskService.CompleteTask completed or failed
     this human step. Absent unless a person decided the step's current run.
+    """
+    completed_by_token_id: _builtins.str
+    """The id of the token named by `completed_by`, which stays unique after
+    the token is revoked and its name is given to another. Absent when
+    `completed_by` is.
     """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
@@ -458,13 +471,16 @@ class TimelineEntry(_message.Message):
         progress_percent: _builtins.int | None = ...,
         error: _builtins.str | None = ...,
         completed_by: _builtins.str | None = ...,
+        completed_by_token_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "task_id", b"task_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "task_id", b"task_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "human", b"human", "label", b"label", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_duration_ms", b"_duration_ms", "_error", b"_error", "_progress_message", b"_progress_message", "_progress_percent", b"_progress_percent", "_task_id", b"_task_id", "completed_at", b"completed_at", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "duration_ms", b"duration_ms", "error", b"error", "human", b"human", "label", b"label", "progress_message", b"progress_message", "progress_percent", b"progress_percent", "started_at", b"started_at", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
     _WhichOneofArgType__completed_by: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by"]  # noqa: Y015
+    _WhichOneofReturnType__completed_by_token_id: _TypeAlias = _typing.Literal["completed_by_token_id"]  # noqa: Y015
+    _WhichOneofArgType__completed_by_token_id: _TypeAlias = _typing.Literal["_completed_by_token_id", b"_completed_by_token_id"]  # noqa: Y015
     _WhichOneofReturnType__detail: _TypeAlias = _typing.Literal["detail"]  # noqa: Y015
     _WhichOneofArgType__detail: _TypeAlias = _typing.Literal["_detail", b"_detail"]  # noqa: Y015
     _WhichOneofReturnType__duration_ms: _TypeAlias = _typing.Literal["duration_ms"]  # noqa: Y015
@@ -479,6 +495,8 @@ class TimelineEntry(_message.Message):
     _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by) -> _WhichOneofReturnType__completed_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by_token_id) -> _WhichOneofReturnType__completed_by_token_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__detail) -> _WhichOneofReturnType__detail | None: ...
     @_typing.overload
@@ -821,10 +839,15 @@ class UpdateProcessResponse(_message.Message):
     PROCESS_ID_FIELD_NUMBER: _builtins.int
     UPDATE_TYPE_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's identifier."""
     update_type: _builtins.str
     """The `type` of the accepted update."""
+    seq: _builtins.int
+    """The `seq` of the event the update was logged as, and so the process's
+    latest: a client can watch from it without missing or repeating an event.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the change was recorded."""
@@ -835,10 +858,11 @@ class UpdateProcessResponse(_message.Message):
         process_id: _builtins.str = ...,
         update_type: _builtins.str = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_id", b"process_id", "timestamp", b"timestamp", "update_type", b"update_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["process_id", b"process_id", "seq", b"seq", "timestamp", b"timestamp", "update_type", b"update_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -867,6 +891,8 @@ class ProcessEvent(_message.Message):
     COMMENT_FIELD_NUMBER: _builtins.int
     COMPLETED_BY_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_TOKEN_ID_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's place in the process's log: 1 for the first accepted
     update, then one more for each, without gaps.
@@ -896,6 +922,14 @@ class ProcessEvent(_message.Message):
     """For `task_completed`: the name of the token that completed the task."""
     task_id: _builtins.str
     """For `task_completed`: the task that was completed."""
+    timeout_seconds: _builtins.int
+    """For `step_timed_out`: the step's timeout, in seconds, that passed
+    without an update.
+    """
+    completed_by_token_id: _builtins.str
+    """For `task_completed`: the id of the token that completed the task; it
+    tells apart tokens that had the same name at different times.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the update was applied."""
@@ -921,15 +955,19 @@ class ProcessEvent(_message.Message):
         comment: _builtins.str | None = ...,
         completed_by: _builtins.str | None = ...,
         task_id: _builtins.str | None = ...,
+        timeout_seconds: _builtins.int | None = ...,
+        completed_by_token_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "comment", b"comment", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "comment", b"comment", "completed_by", b"completed_by", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comment: _TypeAlias = _typing.Literal["comment"]  # noqa: Y015
     _WhichOneofArgType__comment: _TypeAlias = _typing.Literal["_comment", b"_comment"]  # noqa: Y015
     _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
     _WhichOneofArgType__completed_by: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by"]  # noqa: Y015
+    _WhichOneofReturnType__completed_by_token_id: _TypeAlias = _typing.Literal["completed_by_token_id"]  # noqa: Y015
+    _WhichOneofArgType__completed_by_token_id: _TypeAlias = _typing.Literal["_completed_by_token_id", b"_completed_by_token_id"]  # noqa: Y015
     _WhichOneofReturnType__detail: _TypeAlias = _typing.Literal["detail"]  # noqa: Y015
     _WhichOneofArgType__detail: _TypeAlias = _typing.Literal["_detail", b"_detail"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
@@ -946,10 +984,14 @@ class ProcessEvent(_message.Message):
     _WhichOneofArgType__summary: _TypeAlias = _typing.Literal["_summary", b"_summary"]  # noqa: Y015
     _WhichOneofReturnType__task_id: _TypeAlias = _typing.Literal["task_id"]  # noqa: Y015
     _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__comment) -> _WhichOneofReturnType__comment | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by) -> _WhichOneofReturnType__completed_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by_token_id) -> _WhichOneofReturnType__completed_by_token_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__detail) -> _WhichOneofReturnType__detail | None: ...
     @_typing.overload
@@ -966,6 +1008,8 @@ class ProcessEvent(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__summary) -> _WhichOneofReturnType__summary | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__task_id) -> _WhichOneofReturnType__task_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 
 Global___ProcessEvent: _TypeAlias = ProcessEvent  # noqa: Y015
 
@@ -1035,7 +1079,9 @@ class ListProcessEventsResponse(_message.Message):
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessEvent]:
         """The events after `after_seq`, oldest first; fewer than `limit` when no
-        more have been logged.
+        more have been logged, or when more would make the page too large (a
+        page holds about 256 KiB of events, but always at least one event): page
+        on with the last `seq` until a page is empty.
         """
 
     def __init__(

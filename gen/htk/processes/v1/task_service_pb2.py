@@ -29,7 +29,7 @@ from htk.processes.v1 import access_pb2 as htk_dot_processes_dot_v1_dot_access__
 from htk.processes.v1 import values_pb2 as htk_dot_processes_dot_v1_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#htk/processes/v1/task_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\"\x8f\x04\n\x04Task\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nprocess_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tnamespace\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cprocess_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04step\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05label\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x06status\x18\x07 \x01(\tB%\xe2\x41\x01\x03\x9a\x82\x19\x1d\n\x1bhtk.processes.v1.TaskStatus\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\topened_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x07outcome\x18\x0b \x01(\tB\"\xe2\x41\x01\x03\x9a\x82\x19\x1a\n\x18htk.processes.v1.OutcomeH\x00\x88\x01\x01\x12\x1a\n\x07\x63omment\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x1f\n\x0c\x63ompleted_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x42\n\n\x08_outcomeB\n\n\x08_commentB\x0f\n\r_completed_by\"\xef\x01\n\x10ListTasksRequest\x12\x35\n\x06status\x18\x01 \x01(\tB%\xe2\x41\x01\x01\x9a\x82\x19\x1d\n\x1bhtk.processes.v1.TaskStatus\x12\x17\n\tnamespace\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nprocess_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12!\n\x05limit\x18\x04 \x01(\x05\x42\r\xe2\x41\x01\x01\x9a\x82\x19\x05\x10\x01\x18\xc8\x01H\x00\x88\x01\x01\x12\x1f\n\x06offset\x18\x05 \x01(\x05\x42\n\xe2\x41\x01\x01\x9a\x82\x19\x02\x10\x00H\x01\x88\x01\x01\x12\x18\n\npage_token\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x42\x08\n\x06_limitB\t\n\x07_offset\"\x81\x01\n\x11ListTasksResponse\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.htk.processes.v1.Task\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\"\'\n\x0eGetTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x90\x01\n\x13\x43ompleteTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x07outcome\x18\x02 \x01(\tB\"\xe2\x41\x01\x02\x9a\x82\x19\x1a\n\x18htk.processes.v1.Outcome\x12!\n\x07\x63omment\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\x9a\x82\x19\x03 \x90NH\x00\x88\x01\x01\x42\n\n\x08_comment*\xa7\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x14\n\x10TASK_STATUS_OPEN\x10\x02\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x03\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x04\x12\x17\n\x13TASK_STATUS_EXPIRED\x10\x05*N\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_APPROVED\x10\x01\x12\x14\n\x10OUTCOME_REJECTED\x10\x02\x32\x83\x03\n\x0bTaskService\x12t\n\tListTasks\x12\".htk.processes.v1.ListTasksRequest\x1a#.htk.processes.v1.ListTasksResponse\"\x1e\x90\x02\x01\x92\x82\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x12m\n\x07GetTask\x12 .htk.processes.v1.GetTaskRequest\x1a\x16.htk.processes.v1.Task\"(\x90\x02\x01\x92\x82\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/tasks/{task_id}\x12\x8e\x01\n\x0c\x43ompleteTask\x12%.htk.processes.v1.CompleteTaskRequest\x1a\x16.htk.processes.v1.Task\"?\x92\x82\x19\x10\x12\x0etasks:complete\x82\xd3\xe4\x93\x02%\" /api/v1/tasks/{task_id}/complete:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#htk/processes/v1/task_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\"\xd3\x04\n\x04Task\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nprocess_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tnamespace\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cprocess_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04step\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05label\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x06status\x18\x07 \x01(\tB%\xe2\x41\x01\x03\x9a\x82\x19\x1d\n\x1bhtk.processes.v1.TaskStatus\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\topened_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x07outcome\x18\x0b \x01(\tB\"\xe2\x41\x01\x03\x9a\x82\x19\x1a\n\x18htk.processes.v1.OutcomeH\x00\x88\x01\x01\x12\x1a\n\x07\x63omment\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x1f\n\x0c\x63ompleted_by\x18\r \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x12(\n\x15\x63ompleted_by_token_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03H\x03\x88\x01\x01\x42\n\n\x08_outcomeB\n\n\x08_commentB\x0f\n\r_completed_byB\x18\n\x16_completed_by_token_id\"\xef\x01\n\x10ListTasksRequest\x12\x35\n\x06status\x18\x01 \x01(\tB%\xe2\x41\x01\x01\x9a\x82\x19\x1d\n\x1bhtk.processes.v1.TaskStatus\x12\x17\n\tnamespace\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nprocess_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12!\n\x05limit\x18\x04 \x01(\x05\x42\r\xe2\x41\x01\x01\x9a\x82\x19\x05\x10\x01\x18\xc8\x01H\x00\x88\x01\x01\x12\x1f\n\x06offset\x18\x05 \x01(\x05\x42\n\xe2\x41\x01\x01\x9a\x82\x19\x02\x10\x00H\x01\x88\x01\x01\x12\x18\n\npage_token\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x42\x08\n\x06_limitB\t\n\x07_offset\"\x81\x01\n\x11ListTasksResponse\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.htk.processes.v1.Task\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\"\'\n\x0eGetTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x90\x01\n\x13\x43ompleteTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x07outcome\x18\x02 \x01(\tB\"\xe2\x41\x01\x02\x9a\x82\x19\x1a\n\x18htk.processes.v1.Outcome\x12!\n\x07\x63omment\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\x9a\x82\x19\x03 \x90NH\x00\x88\x01\x01\x42\n\n\x08_comment*\xa7\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x14\n\x10TASK_STATUS_OPEN\x10\x02\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x03\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x04\x12\x17\n\x13TASK_STATUS_EXPIRED\x10\x05*N\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_APPROVED\x10\x01\x12\x14\n\x10OUTCOME_REJECTED\x10\x02\x32\x83\x03\n\x0bTaskService\x12t\n\tListTasks\x12\".htk.processes.v1.ListTasksRequest\x1a#.htk.processes.v1.ListTasksResponse\"\x1e\x90\x02\x01\x92\x82\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x12m\n\x07GetTask\x12 .htk.processes.v1.GetTaskRequest\x1a\x16.htk.processes.v1.Task\"(\x90\x02\x01\x92\x82\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/tasks/{task_id}\x12\x8e\x01\n\x0c\x43ompleteTask\x12%.htk.processes.v1.CompleteTaskRequest\x1a\x16.htk.processes.v1.Task\"?\x92\x82\x19\x10\x12\x0etasks:complete\x82\xd3\xe4\x93\x02%\" /api/v1/tasks/{task_id}/complete:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,6 +62,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['comment']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['completed_by']._loaded_options = None
   _globals['_TASK'].fields_by_name['completed_by']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['completed_by_token_id']._loaded_options = None
+  _globals['_TASK'].fields_by_name['completed_by_token_id']._serialized_options = b'\342A\001\003'
   _globals['_LISTTASKSREQUEST'].fields_by_name['status']._loaded_options = None
   _globals['_LISTTASKSREQUEST'].fields_by_name['status']._serialized_options = b'\342A\001\001\232\202\031\035\n\033htk.processes.v1.TaskStatus'
   _globals['_LISTTASKSREQUEST'].fields_by_name['namespace']._loaded_options = None
@@ -88,20 +90,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['GetTask']._serialized_options = b'\220\002\001\222\202\031\002\010\001\202\323\344\223\002\031\022\027/api/v1/tasks/{task_id}'
   _globals['_TASKSERVICE'].methods_by_name['CompleteTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['CompleteTask']._serialized_options = b'\222\202\031\020\022\016tasks:complete\202\323\344\223\002%\" /api/v1/tasks/{task_id}/complete:\001*'
-  _globals['_TASKSTATUS']._serialized_start=1308
-  _globals['_TASKSTATUS']._serialized_end=1475
-  _globals['_OUTCOME']._serialized_start=1477
-  _globals['_OUTCOME']._serialized_end=1555
+  _globals['_TASKSTATUS']._serialized_start=1376
+  _globals['_TASKSTATUS']._serialized_end=1543
+  _globals['_OUTCOME']._serialized_start=1545
+  _globals['_OUTCOME']._serialized_end=1623
   _globals['_TASK']._serialized_start=216
-  _globals['_TASK']._serialized_end=743
-  _globals['_LISTTASKSREQUEST']._serialized_start=746
-  _globals['_LISTTASKSREQUEST']._serialized_end=985
-  _globals['_LISTTASKSRESPONSE']._serialized_start=988
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1117
-  _globals['_GETTASKREQUEST']._serialized_start=1119
-  _globals['_GETTASKREQUEST']._serialized_end=1158
-  _globals['_COMPLETETASKREQUEST']._serialized_start=1161
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1305
-  _globals['_TASKSERVICE']._serialized_start=1558
-  _globals['_TASKSERVICE']._serialized_end=1945
+  _globals['_TASK']._serialized_end=811
+  _globals['_LISTTASKSREQUEST']._serialized_start=814
+  _globals['_LISTTASKSREQUEST']._serialized_end=1053
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1056
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1185
+  _globals['_GETTASKREQUEST']._serialized_start=1187
+  _globals['_GETTASKREQUEST']._serialized_end=1226
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1229
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1373
+  _globals['_TASKSERVICE']._serialized_start=1626
+  _globals['_TASKSERVICE']._serialized_end=2013
 # @@protoc_insertion_point(module_scope)

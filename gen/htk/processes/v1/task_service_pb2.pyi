@@ -111,6 +111,7 @@ class Task(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     COMPLETED_BY_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_TOKEN_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's unique identifier, a UUID; listed in its process's `task_ids`
     and on its step's timeline entry.
@@ -135,6 +136,12 @@ class Task(_message.Message):
     """The comment sent with the decision. Absent unless one was sent."""
     completed_by: _builtins.str
     """The name of the token that completed the task. Absent unless
+    `completed`.
+    """
+    completed_by_token_id: _builtins.str
+    """The id of the token that completed the task (as `htk token list` shows
+    it): names are unique only among active tokens, so this is who decided
+    even after the token is revoked and its name reused. Absent unless
     `completed`.
     """
     @_builtins.property
@@ -167,21 +174,26 @@ class Task(_message.Message):
         outcome: _builtins.str | None = ...,
         comment: _builtins.str | None = ...,
         completed_by: _builtins.str | None = ...,
+        completed_by_token_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_outcome", b"_outcome", "comment", b"comment", "completed_at", b"completed_at", "completed_by", b"completed_by", "created_at", b"created_at", "opened_at", b"opened_at", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_outcome", b"_outcome", "comment", b"comment", "completed_at", b"completed_at", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "created_at", b"created_at", "opened_at", b"opened_at", "outcome", b"outcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_outcome", b"_outcome", "comment", b"comment", "completed_at", b"completed_at", "completed_by", b"completed_by", "created_at", b"created_at", "label", b"label", "namespace", b"namespace", "opened_at", b"opened_at", "outcome", b"outcome", "process_id", b"process_id", "process_name", b"process_name", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_outcome", b"_outcome", "comment", b"comment", "completed_at", b"completed_at", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "created_at", b"created_at", "label", b"label", "namespace", b"namespace", "opened_at", b"opened_at", "outcome", b"outcome", "process_id", b"process_id", "process_name", b"process_name", "status", b"status", "step", b"step", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comment: _TypeAlias = _typing.Literal["comment"]  # noqa: Y015
     _WhichOneofArgType__comment: _TypeAlias = _typing.Literal["_comment", b"_comment"]  # noqa: Y015
     _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
     _WhichOneofArgType__completed_by: _TypeAlias = _typing.Literal["_completed_by", b"_completed_by"]  # noqa: Y015
+    _WhichOneofReturnType__completed_by_token_id: _TypeAlias = _typing.Literal["completed_by_token_id"]  # noqa: Y015
+    _WhichOneofArgType__completed_by_token_id: _TypeAlias = _typing.Literal["_completed_by_token_id", b"_completed_by_token_id"]  # noqa: Y015
     _WhichOneofReturnType__outcome: _TypeAlias = _typing.Literal["outcome"]  # noqa: Y015
     _WhichOneofArgType__outcome: _TypeAlias = _typing.Literal["_outcome", b"_outcome"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__comment) -> _WhichOneofReturnType__comment | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by) -> _WhichOneofReturnType__completed_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_by_token_id) -> _WhichOneofReturnType__completed_by_token_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__outcome) -> _WhichOneofReturnType__outcome | None: ...
 

@@ -111,7 +111,11 @@ class TaskServiceStub:
       * INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
         comment that is too long.
       * FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-        names its status). Nothing is written.
+        names its status); or the caller's token created the process or
+        started the step (separation of duties: whoever drives a process
+        does not approve its gates); or the comment would take the process
+        past its 512 KiB of text and data (the message names `comment`).
+        Nothing is written.
       * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
         request.
     """
@@ -187,7 +191,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
       * INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
         comment that is too long.
       * FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-        names its status). Nothing is written.
+        names its status); or the caller's token created the process or
+        started the step (separation of duties: whoever drives a process
+        does not approve its gates); or the comment would take the process
+        past its 512 KiB of text and data (the message names `comment`).
+        Nothing is written.
       * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
         request.
     """
@@ -278,7 +286,11 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
           * INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
             comment that is too long.
           * FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-            names its status). Nothing is written.
+            names its status); or the caller's token created the process or
+            started the step (separation of duties: whoever drives a process
+            does not approve its gates); or the comment would take the process
+            past its 512 KiB of text and data (the message names `comment`).
+            Nothing is written.
           * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
             request.
         """

@@ -328,7 +328,11 @@ type Process struct {
 	// The summary sent with the `completed` update.
 	Summary *string `protobuf:"bytes,11,opt,name=summary,proto3,oneof" json:"summary,omitempty"`
 	// The error sent with the `failed` update.
-	Error         *string `protobuf:"bytes,12,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	Error *string `protobuf:"bytes,12,opt,name=error,proto3,oneof" json:"error,omitempty"`
+	// The `seq` of the last event the process has logged (0 before the
+	// first): what this snapshot includes, so that a client can resume a
+	// watch or page the events from exactly here.
+	Seq           int32 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,6 +449,13 @@ func (x *Process) GetError() string {
 		return *x.Error
 	}
 	return ""
+}
+
+func (x *Process) GetSeq() int32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // A process as it appears in a list: the summary fields only, without step
@@ -673,9 +684,13 @@ type TimelineEntry struct {
 	Error *string `protobuf:"bytes,13,opt,name=error,proto3,oneof" json:"error,omitempty"`
 	// The name of the token whose TaskService.CompleteTask completed or failed
 	// this human step. Absent unless a person decided the step's current run.
-	CompletedBy   *string `protobuf:"bytes,14,opt,name=completed_by,json=completedBy,proto3,oneof" json:"completed_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CompletedBy *string `protobuf:"bytes,14,opt,name=completed_by,json=completedBy,proto3,oneof" json:"completed_by,omitempty"`
+	// The id of the token named by `completed_by`, which stays unique after
+	// the token is revoked and its name is given to another. Absent when
+	// `completed_by` is.
+	CompletedByTokenId *string `protobuf:"bytes,15,opt,name=completed_by_token_id,json=completedByTokenId,proto3,oneof" json:"completed_by_token_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TimelineEntry) Reset() {
@@ -802,6 +817,13 @@ func (x *TimelineEntry) GetError() string {
 func (x *TimelineEntry) GetCompletedBy() string {
 	if x != nil && x.CompletedBy != nil {
 		return *x.CompletedBy
+	}
+	return ""
+}
+
+func (x *TimelineEntry) GetCompletedByTokenId() string {
+	if x != nil && x.CompletedByTokenId != nil {
+		return *x.CompletedByTokenId
 	}
 	return ""
 }
@@ -1357,7 +1379,10 @@ type UpdateProcessResponse struct {
 	// The `type` of the accepted update.
 	UpdateType string `protobuf:"bytes,2,opt,name=update_type,json=updateType,proto3" json:"update_type,omitempty"`
 	// When the change was recorded.
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// The `seq` of the event the update was logged as, and so the process's
+	// latest: a client can watch from it without missing or repeating an event.
+	Seq           int32 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1413,6 +1438,13 @@ func (x *UpdateProcessResponse) GetTimestamp() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *UpdateProcessResponse) GetSeq() int32 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // One accepted update of a process, as its event log keeps it: the update's
 // fields, its place in the log and when it was applied. Fields the update
 // did not carry are absent.
@@ -1448,9 +1480,15 @@ type ProcessEvent struct {
 	// For `task_completed`: the name of the token that completed the task.
 	CompletedBy *string `protobuf:"bytes,13,opt,name=completed_by,json=completedBy,proto3,oneof" json:"completed_by,omitempty"`
 	// For `task_completed`: the task that was completed.
-	TaskId        *string `protobuf:"bytes,14,opt,name=task_id,json=taskId,proto3,oneof" json:"task_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TaskId *string `protobuf:"bytes,14,opt,name=task_id,json=taskId,proto3,oneof" json:"task_id,omitempty"`
+	// For `step_timed_out`: the step's timeout, in seconds, that passed
+	// without an update.
+	TimeoutSeconds *int32 `protobuf:"varint,15,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	// For `task_completed`: the id of the token that completed the task; it
+	// tells apart tokens that had the same name at different times.
+	CompletedByTokenId *string `protobuf:"bytes,16,opt,name=completed_by_token_id,json=completedByTokenId,proto3,oneof" json:"completed_by_token_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ProcessEvent) Reset() {
@@ -1581,6 +1619,20 @@ func (x *ProcessEvent) GetTaskId() string {
 	return ""
 }
 
+func (x *ProcessEvent) GetTimeoutSeconds() int32 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ProcessEvent) GetCompletedByTokenId() string {
+	if x != nil && x.CompletedByTokenId != nil {
+		return *x.CompletedByTokenId
+	}
+	return ""
+}
+
 // A sign of life on a stream with nothing else to send.
 type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1695,7 +1747,9 @@ func (x *ListProcessEventsRequest) GetLimit() int32 {
 type ListProcessEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events after `after_seq`, oldest first; fewer than `limit` when no
-	// more have been logged.
+	// more have been logged, or when more would make the page too large (a
+	// page holds about 256 KiB of events, but always at least one event): page
+	// on with the last `seq` until a page is empty.
 	Events        []*ProcessEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2060,7 +2114,7 @@ var File_htk_processes_v1_process_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
-	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xef\x04\n" +
+	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x87\x05\n" +
 	"\aProcess\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2078,7 +2132,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
 	"finishedAt\x12#\n" +
 	"\asummary\x18\v \x01(\tB\x04\xe2A\x01\x03H\x01R\asummary\x88\x01\x01\x12\x1f\n" +
-	"\x05error\x18\f \x01(\tB\x04\xe2A\x01\x03H\x02R\x05error\x88\x01\x01B\x0f\n" +
+	"\x05error\x18\f \x01(\tB\x04\xe2A\x01\x03H\x02R\x05error\x88\x01\x01\x12\x16\n" +
+	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seqB\x0f\n" +
 	"\r_current_stepB\n" +
 	"\n" +
 	"\b_summaryB\b\n" +
@@ -2103,7 +2158,7 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x05label\x18\x02 \x01(\tB\v\xe2A\x01\x02\x9a\x82\x19\x03 \xc8\x01R\x05label\x12\x1a\n" +
 	"\x05human\x18\x03 \x01(\bB\x04\xe2A\x01\x01R\x05human\x12=\n" +
 	"\x0ftimeout_seconds\x18\x04 \x01(\x05B\x0f\xe2A\x01\x01\x9a\x82\x19\a\x10\x01\x18\x80\x9a\x9e\x01H\x00R\x0etimeoutSeconds\x88\x01\x01B\x12\n" +
-	"\x10_timeout_seconds\"\xfb\x05\n" +
+	"\x10_timeout_seconds\"\xd3\x06\n" +
 	"\rTimelineEntry\x12\x18\n" +
 	"\x04step\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x04step\x12\x1a\n" +
 	"\x05label\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x05label\x12=\n" +
@@ -2122,7 +2177,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x10progress_message\x18\v \x01(\tB\x04\xe2A\x01\x03H\x03R\x0fprogressMessage\x88\x01\x01\x12<\n" +
 	"\x10progress_percent\x18\f \x01(\x05B\f\xe2A\x01\x03\x9a\x82\x19\x04\x10\x00\x18dH\x04R\x0fprogressPercent\x88\x01\x01\x12\x1f\n" +
 	"\x05error\x18\r \x01(\tB\x04\xe2A\x01\x03H\x05R\x05error\x88\x01\x01\x12,\n" +
-	"\fcompleted_by\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\x06R\vcompletedBy\x88\x01\x01B\n" +
+	"\fcompleted_by\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\x06R\vcompletedBy\x88\x01\x01\x12<\n" +
+	"\x15completed_by_token_id\x18\x0f \x01(\tB\x04\xe2A\x01\x03H\aR\x12completedByTokenId\x88\x01\x01B\n" +
 	"\n" +
 	"\b_task_idB\x0e\n" +
 	"\f_duration_msB\t\n" +
@@ -2130,7 +2186,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x11_progress_messageB\x13\n" +
 	"\x11_progress_percentB\b\n" +
 	"\x06_errorB\x0f\n" +
-	"\r_completed_by\"\xe8\x02\n" +
+	"\r_completed_byB\x18\n" +
+	"\x16_completed_by_token_id\"\xe8\x02\n" +
 	"\x14ListProcessesRequest\x12@\n" +
 	"\x06status\x18\x01 \x01(\tB(\xe2A\x01\x01\x9a\x82\x19 \n" +
 	"\x1ehtk.processes.v1.ProcessStatusR\x06status\x12\"\n" +
@@ -2185,14 +2242,15 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
 	"\b_percentB\n" +
 	"\n" +
-	"\b_summary\"\xb4\x01\n" +
+	"\b_summary\"\xc6\x01\n" +
 	"\x15UpdateProcessResponse\x12\x1d\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tR\tprocessId\x12B\n" +
 	"\vupdate_type\x18\x02 \x01(\tB!\x9a\x82\x19\x1d\n" +
 	"\x1bhtk.processes.v1.UpdateTypeR\n" +
 	"updateType\x128\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\xa0\x05\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x05R\x03seq\"\xcb\x06\n" +
 	"\fProcessEvent\x12\x16\n" +
 	"\x03seq\x18\x01 \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12\x18\n" +
 	"\x04type\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x04type\x12>\n" +
@@ -2208,7 +2266,10 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\aoutcome\x18\v \x01(\tB\x04\xe2A\x01\x03H\x06R\aoutcome\x88\x01\x01\x12#\n" +
 	"\acomment\x18\f \x01(\tB\x04\xe2A\x01\x03H\aR\acomment\x88\x01\x01\x12,\n" +
 	"\fcompleted_by\x18\r \x01(\tB\x04\xe2A\x01\x03H\bR\vcompletedBy\x88\x01\x01\x12\"\n" +
-	"\atask_id\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\tR\x06taskId\x88\x01\x01B\a\n" +
+	"\atask_id\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\tR\x06taskId\x88\x01\x01\x12=\n" +
+	"\x0ftimeout_seconds\x18\x0f \x01(\x05B\x0f\xe2A\x01\x03\x9a\x82\x19\a\x10\x01\x18\x80\x9a\x9e\x01H\n" +
+	"R\x0etimeoutSeconds\x88\x01\x01\x12<\n" +
+	"\x15completed_by_token_id\x18\x10 \x01(\tB\x04\xe2A\x01\x03H\vR\x12completedByTokenId\x88\x01\x01B\a\n" +
 	"\x05_stepB\t\n" +
 	"\a_detailB\b\n" +
 	"\x06_errorB\n" +
@@ -2224,7 +2285,9 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\b_commentB\x0f\n" +
 	"\r_completed_byB\n" +
 	"\n" +
-	"\b_task_id\"A\n" +
+	"\b_task_idB\x12\n" +
+	"\x10_timeout_secondsB\x18\n" +
+	"\x16_completed_by_token_id\"A\n" +
 	"\tHeartbeat\x124\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\x04time\"\x9c\x01\n" +
 	"\x18ListProcessEventsRequest\x12#\n" +

@@ -159,7 +159,9 @@ type ProcessServiceClient interface {
 	//
 	// The first accepted update is event 1 and each one after it the next
 	// `seq`, without gaps. A page holds the events after `after_seq`, oldest
-	// first; pass the last `seq` of a full page as `after_seq` for the next.
+	// first, up to `limit` of them and about 256 KiB (at least one event); pass
+	// the last `seq` of a page as `after_seq` for the next, until a page
+	// comes back empty.
 	//
 	// Any valid token of the organization may read. Errors:
 	//   - NOT_FOUND (HTTP 404): no such process in the caller's organization.
@@ -431,7 +433,9 @@ type ProcessServiceServer interface {
 	//
 	// The first accepted update is event 1 and each one after it the next
 	// `seq`, without gaps. A page holds the events after `after_seq`, oldest
-	// first; pass the last `seq` of a full page as `after_seq` for the next.
+	// first, up to `limit` of them and about 256 KiB (at least one event); pass
+	// the last `seq` of a page as `after_seq` for the next, until a page
+	// comes back empty.
 	//
 	// Any valid token of the organization may read. Errors:
 	//   - NOT_FOUND (HTTP 404): no such process in the caller's organization.

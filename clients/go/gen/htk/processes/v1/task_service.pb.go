@@ -186,9 +186,14 @@ type Task struct {
 	Comment *string `protobuf:"bytes,12,opt,name=comment,proto3,oneof" json:"comment,omitempty"`
 	// The name of the token that completed the task. Absent unless
 	// `completed`.
-	CompletedBy   *string `protobuf:"bytes,13,opt,name=completed_by,json=completedBy,proto3,oneof" json:"completed_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CompletedBy *string `protobuf:"bytes,13,opt,name=completed_by,json=completedBy,proto3,oneof" json:"completed_by,omitempty"`
+	// The id of the token that completed the task (as `htk token list` shows
+	// it): names are unique only among active tokens, so this is who decided
+	// even after the token is revoked and its name reused. Absent unless
+	// `completed`.
+	CompletedByTokenId *string `protobuf:"bytes,14,opt,name=completed_by_token_id,json=completedByTokenId,proto3,oneof" json:"completed_by_token_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
@@ -308,6 +313,13 @@ func (x *Task) GetComment() string {
 func (x *Task) GetCompletedBy() string {
 	if x != nil && x.CompletedBy != nil {
 		return *x.CompletedBy
+	}
+	return ""
+}
+
+func (x *Task) GetCompletedByTokenId() string {
+	if x != nil && x.CompletedByTokenId != nil {
+		return *x.CompletedByTokenId
 	}
 	return ""
 }
@@ -604,7 +616,7 @@ var File_htk_processes_v1_task_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_task_service_proto_rawDesc = "" +
 	"\n" +
-	"#htk/processes/v1/task_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\"\x90\x05\n" +
+	"#htk/processes/v1/task_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\"\xe8\x05\n" +
 	"\x04Task\x12\x1d\n" +
 	"\atask_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x06taskId\x12#\n" +
 	"\n" +
@@ -623,12 +635,14 @@ const file_htk_processes_v1_task_service_proto_rawDesc = "" +
 	"\aoutcome\x18\v \x01(\tB\"\xe2A\x01\x03\x9a\x82\x19\x1a\n" +
 	"\x18htk.processes.v1.OutcomeH\x00R\aoutcome\x88\x01\x01\x12#\n" +
 	"\acomment\x18\f \x01(\tB\x04\xe2A\x01\x03H\x01R\acomment\x88\x01\x01\x12,\n" +
-	"\fcompleted_by\x18\r \x01(\tB\x04\xe2A\x01\x03H\x02R\vcompletedBy\x88\x01\x01B\n" +
+	"\fcompleted_by\x18\r \x01(\tB\x04\xe2A\x01\x03H\x02R\vcompletedBy\x88\x01\x01\x12<\n" +
+	"\x15completed_by_token_id\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\x03R\x12completedByTokenId\x88\x01\x01B\n" +
 	"\n" +
 	"\b_outcomeB\n" +
 	"\n" +
 	"\b_commentB\x0f\n" +
-	"\r_completed_by\"\xa7\x02\n" +
+	"\r_completed_byB\x18\n" +
+	"\x16_completed_by_token_id\"\xa7\x02\n" +
 	"\x10ListTasksRequest\x12=\n" +
 	"\x06status\x18\x01 \x01(\tB%\xe2A\x01\x01\x9a\x82\x19\x1d\n" +
 	"\x1bhtk.processes.v1.TaskStatusR\x06status\x12\"\n" +

@@ -106,7 +106,11 @@ type TaskServiceClient interface {
 	//   - INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
 	//     comment that is too long.
 	//   - FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-	//     names its status). Nothing is written.
+	//     names its status); or the caller's token created the process or
+	//     started the step (separation of duties: whoever drives a process
+	//     does not approve its gates); or the comment would take the process
+	//     past its 512 KiB of text and data (the message names `comment`).
+	//     Nothing is written.
 	//   - ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
 	//     request.
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*Task, error)
@@ -219,7 +223,11 @@ type TaskServiceServer interface {
 	//   - INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
 	//     comment that is too long.
 	//   - FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-	//     names its status). Nothing is written.
+	//     names its status); or the caller's token created the process or
+	//     started the step (separation of duties: whoever drives a process
+	//     does not approve its gates); or the comment would take the process
+	//     past its 512 KiB of text and data (the message names `comment`).
+	//     Nothing is written.
 	//   - ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
 	//     request.
 	CompleteTask(context.Context, *CompleteTaskRequest) (*Task, error)
