@@ -41,7 +41,10 @@ ANONYMOUS_PER_SECOND = 10
 HEADERS_TIMEOUT_SECONDS = 2
 REQUEST_TIMEOUT_SECONDS = 3
 SLOW_READERS = 24
-PAYLOAD_EVENTS = 40
+PAYLOAD_EVENTS = 700
+# Health checks and the like: a connection that carries less in a second is quiet.
+QUIET_BYTES_PER_POLL = 1_000_000
+STALL_WAIT_SECONDS = 120
 HALF_SENT_REQUESTS = 40
 MADE_UP_TOKENS = 400
 # The last of half_sent_requests' kinds.
@@ -139,6 +142,28 @@ def read_until_closed(sock: socket.socket, limit_seconds: float) -> bytes:
     return received
 
 
+def wait_until_streams_stall(stack: Stack) -> None:
+    """Returns once the workers' connections carry (nearly) nothing more: the
+    stalled streams have filled every window and buffer between the workers
+    and their clients, however large those are."""
+    deadline = time.monotonic() + STALL_WAIT_SECONDS
+    previous = None
+    while (received := upstream_bytes_received(stack)) - (previous or 0) > QUIET_BYTES_PER_POLL:
+        assert time.monotonic() < deadline, f"the streams still flow: {received} bytes"
+        previous = received
+        time.sleep(1)
+
+
+def upstream_bytes_received(stack: Stack) -> int:
+    """What Envoy has received from the workers, over every cluster."""
+    stats = httpx.get(
+        f"{stack.envoy_admin_url}/stats",
+        params={"filter": "upstream_cx_rx_bytes_total"},
+        timeout=10,
+    ).text
+    return sum(int(line.rsplit(":", 1)[1]) for line in stats.splitlines() if ":" in line)
+
+
 @contextmanager
 def running(attack: Callable[[threading.Event], None]) -> Iterator[None]:
     """Runs `attack` in a thread for the duration of the block; it is given an
@@ -164,20 +189,29 @@ def running(attack: Callable[[threading.Event], None]) -> Iterator[None]:
 
 
 def test_watchers_that_never_read_do_not_delay_other_tenants_calls(guarded: Stack) -> None:
-    # A process whose history is large: each watch replays it all, far more
-    # than a stream's buffers hold, to clients that read none of it.
+    # A process whose history is large (28 MB): each watch replays it all to
+    # clients that read none of it. Together the streams on one upstream
+    # connection would hold more than Envoy's default HTTP/2 windows
+    # (256 MiB), which stalled every call sharing it for minutes.
     attacker = guarded.new_org("slow")
     process_id = create_process(guarded, attacker)
-    with httpx.Client(base_url=guarded.http_url, timeout=30) as client:
-        path = f"{PROCESSES}/{process_id}/update"
-        started = client.post(
-            path, headers=attacker.auth(), json={"type": "step_started", "step": "s0"}
-        )
-        assert started.status_code == 200, started.text
-        for percent in range(PAYLOAD_EVENTS):
-            update = {"type": "progress", "step": "s0", "message": "x" * 10_000, "percent": percent}
-            sent = client.post(path, headers=attacker.auth(), json=update)
-            assert sent.status_code == 200, sent.text
+    # Written to the workers directly, past the per-address budget.
+    with grpc.insecure_channel(guarded.server_target) as channel:
+        stub = pb_grpc.ProcessServiceStub(channel)
+        updates = [pb.UpdateProcessRequest(process_id=process_id, type="step_started", step="s0")]
+        updates += [
+            pb.UpdateProcessRequest(
+                process_id=process_id,
+                type="progress",
+                step="s0",
+                # The longest message, in characters of 4 bytes each.
+                message="\U0001f600" * 10_000,
+                percent=percent % 100,
+            )
+            for percent in range(PAYLOAD_EVENTS)
+        ]
+        for update in updates:
+            stub.UpdateProcess(update, metadata=attacker.metadata(), timeout=30)
     request = (
         f"GET {PROCESSES}/{process_id}/watch?after_seq=0 HTTP/1.1\r\nHost: htk\r\n"
         f"Authorization: Bearer {attacker.reader}\r\n\r\n"
@@ -190,6 +224,7 @@ def test_watchers_that_never_read_do_not_delay_other_tenants_calls(guarded: Stac
         readers.append(sock)
 
     try:
+        wait_until_streams_stall(guarded)
         # The streams stall while the calls are measured.
         p95 = other_tenant_p95(guarded, nullcontext())
     finally:
