@@ -397,6 +397,28 @@ def test_grpc_streams_through_envoy(live: Stack, http: httpx.Client, tenant: Org
     assert (completions.process.process_id, completions.event.seq) == (process_id, 3)
 
 
+# Enough calls that a race between two timers, lost now and then, shows.
+DEADLINE_CALLS = 20
+
+
+def test_a_grpc_streams_deadline_through_envoy_ends_it_with_deadline_exceeded(
+    live: Stack, tenant: Org
+) -> None:
+    # The worker ends the stream at the caller's deadline; Envoy must not race
+    # it with a timer of its own, whose reset of a begun response a client
+    # reads as INTERNAL.
+    with grpc.insecure_channel(live.envoy_target) as channel:
+        stub = pb_grpc.ProcessServiceStub(channel)
+        for _ in range(DEADLINE_CALLS):
+            stream: Any = stub.WatchProcesses(
+                pb.WatchProcessesRequest(), metadata=tenant.metadata(tenant.reader), timeout=0.5
+            )
+            with pytest.raises(grpc.RpcError) as ended:
+                for _message in stream:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, ended.value
+
+
 def test_a_watcher_on_one_worker_sees_updates_made_through_the_other(
     live: Stack, http: httpx.Client, tenant: Org
 ) -> None:
