@@ -185,14 +185,23 @@ class ProcessServiceStub:
 
     To resume after a broken connection, watch again with the `seq` of the
     last event received as `after_seq` (without it, if none came after the
-    snapshot): the stream goes on exactly where it stopped.
+    snapshot): the stream goes on exactly where it stopped. Over REST each
+    event's Server-Sent Event carries its `seq` as its `id:` line, and a
+    `Last-Event-ID` request header (what a browser's EventSource sends when
+    it reconnects) resumes like `after_seq`, and wins over it: the browser
+    reconnects to the address it first opened.
 
     Any valid token of the organization may watch. Errors:
       * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
-        process's last event.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
-        streams as it may (HTK_MAX_WATCHERS); retry later.
+      * INVALID_ARGUMENT (HTTP 400): `after_seq` or `Last-Event-ID` below 0,
+        not a number, or past the process's last event.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
+        it may, in all (HTK_MAX_WATCHERS), for the caller's token
+        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
+        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
+        at the end of a stream whose client read nothing for
+        HTK_WATCH_STALL_SECONDS while a message waited: resume with
+        `after_seq`.
       * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
         server is shutting down or lost its database: resume with
         `after_seq`.
@@ -210,10 +219,14 @@ class ProcessServiceStub:
     Any valid token of the organization may watch. Errors:
       * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
         ListProcesses.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
-        streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
-        the last message, when the client reads changes more slowly than
-        they come and falls too far behind.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
+        it may, in all (HTK_MAX_WATCHERS), for the caller's token
+        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
+        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
+        in-band, as the last message, when the client reads changes more
+        slowly than they come and falls too far behind, and at the end of a
+        stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a
+        message waited.
       * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
         Also in-band, as the last message, when the server is shutting down
         or lost its database: changes may have been missed, so list again.
@@ -360,14 +373,23 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
 
     To resume after a broken connection, watch again with the `seq` of the
     last event received as `after_seq` (without it, if none came after the
-    snapshot): the stream goes on exactly where it stopped.
+    snapshot): the stream goes on exactly where it stopped. Over REST each
+    event's Server-Sent Event carries its `seq` as its `id:` line, and a
+    `Last-Event-ID` request header (what a browser's EventSource sends when
+    it reconnects) resumes like `after_seq`, and wins over it: the browser
+    reconnects to the address it first opened.
 
     Any valid token of the organization may watch. Errors:
       * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
-        process's last event.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
-        streams as it may (HTK_MAX_WATCHERS); retry later.
+      * INVALID_ARGUMENT (HTTP 400): `after_seq` or `Last-Event-ID` below 0,
+        not a number, or past the process's last event.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
+        it may, in all (HTK_MAX_WATCHERS), for the caller's token
+        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
+        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
+        at the end of a stream whose client read nothing for
+        HTK_WATCH_STALL_SECONDS while a message waited: resume with
+        `after_seq`.
       * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
         server is shutting down or lost its database: resume with
         `after_seq`.
@@ -385,10 +407,14 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     Any valid token of the organization may watch. Errors:
       * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
         ListProcesses.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
-        streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
-        the last message, when the client reads changes more slowly than
-        they come and falls too far behind.
+      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
+        it may, in all (HTK_MAX_WATCHERS), for the caller's token
+        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
+        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
+        in-band, as the last message, when the client reads changes more
+        slowly than they come and falls too far behind, and at the end of a
+        stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a
+        message waited.
       * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
         Also in-band, as the last message, when the server is shutting down
         or lost its database: changes may have been missed, so list again.
@@ -568,14 +594,23 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
 
         To resume after a broken connection, watch again with the `seq` of the
         last event received as `after_seq` (without it, if none came after the
-        snapshot): the stream goes on exactly where it stopped.
+        snapshot): the stream goes on exactly where it stopped. Over REST each
+        event's Server-Sent Event carries its `seq` as its `id:` line, and a
+        `Last-Event-ID` request header (what a browser's EventSource sends when
+        it reconnects) resumes like `after_seq`, and wins over it: the browser
+        reconnects to the address it first opened.
 
         Any valid token of the organization may watch. Errors:
           * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-          * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0 or past the
-            process's last event.
-          * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
-            streams as it may (HTK_MAX_WATCHERS); retry later.
+          * INVALID_ARGUMENT (HTTP 400): `after_seq` or `Last-Event-ID` below 0,
+            not a number, or past the process's last event.
+          * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
+            it may, in all (HTK_MAX_WATCHERS), for the caller's token
+            (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
+            (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
+            at the end of a stream whose client read nothing for
+            HTK_WATCH_STALL_SECONDS while a message waited: resume with
+            `after_seq`.
           * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
             server is shutting down or lost its database: resume with
             `after_seq`.
@@ -599,10 +634,14 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         Any valid token of the organization may watch. Errors:
           * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
             ListProcesses.
-          * RESOURCE_EXHAUSTED (HTTP 429): the server process serves as many
-            streams as it may (HTK_MAX_WATCHERS); retry later. Also in-band, as
-            the last message, when the client reads changes more slowly than
-            they come and falls too far behind.
+          * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
+            it may, in all (HTK_MAX_WATCHERS), for the caller's token
+            (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
+            (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
+            in-band, as the last message, when the client reads changes more
+            slowly than they come and falls too far behind, and at the end of a
+            stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a
+            message waited.
           * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
             Also in-band, as the last message, when the server is shutting down
             or lost its database: changes may have been missed, so list again.
