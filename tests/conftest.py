@@ -27,4 +27,3 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if (own := config.stash.get(_OWN_BASETEMP, None)) is not None:
         shutil.rmtree(own, ignore_errors=True)
-
