@@ -95,7 +95,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         openapi=OPENAPI_DOCUMENT,
         request_timeout=f"{settings.request_timeout_seconds}s",
         request_headers_timeout=f"{settings.request_headers_timeout_seconds}s",
-        max_upstream_streams=settings.workers * settings.max_watchers,
+        max_upstream_streams=2 * settings.workers * settings.max_watchers,
         upstream_stream_window=UPSTREAM_STREAM_WINDOW,
         upstream_connection_window=upstream_connection_window(settings),
         max_streams_per_connection=settings.max_streams_per_connection,

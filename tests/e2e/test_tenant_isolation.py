@@ -375,7 +375,8 @@ def test_a_watch_outlives_the_request_timeout(guarded: Stack) -> None:
             "GET", f"{PROCESSES}/{process_id}/watch", headers=org.auth(org.reader)
         ) as stream,
     ):
-        lines = (line for line in stream.iter_lines() if line)
+        # Each message's data (an event's is preceded by its `id:` line).
+        lines = (line for line in stream.iter_lines() if line.startswith("data: "))
         assert next(lines).startswith('data: {"process"')
         deadline = time.monotonic() + 2 * REQUEST_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
