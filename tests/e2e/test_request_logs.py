@@ -84,13 +84,14 @@ def test_every_response_carries_a_request_id(json_stack: Stack, caller: tuple[st
 
     with grpc.insecure_channel(json_stack.envoy_target) as channel:
         stub = pb_grpc.ProcessServiceStub(channel)
-        metadata = [("authorization", f"Bearer {token}")]
+        metadata = (("authorization", f"Bearer {token}"),)
         _, call = stub.ListProcesses.with_call(pb.ListProcessesRequest(), metadata=metadata)
         assert dict(call.initial_metadata())["x-request-id"]
         with pytest.raises(grpc.RpcError) as failed:
             stub.GetProcess(pb.GetProcessRequest(process_id=MISSING), metadata=metadata)
-        error_metadata = dict((*failed.value.initial_metadata(), *failed.value.trailing_metadata()))
-        assert error_metadata["x-request-id"]
+        error = failed.value
+        assert isinstance(error, grpc.Call)  # a failed call's error is the call
+        assert dict((*error.initial_metadata(), *error.trailing_metadata()))["x-request-id"]
 
 
 def test_a_malformed_request_id_is_refused_naming_it(json_stack: Stack) -> None:
@@ -104,7 +105,7 @@ def test_a_malformed_request_id_is_refused_naming_it(json_stack: Stack) -> None:
         pytest.raises(grpc.RpcError) as failed,
     ):
         pb_grpc.ProcessServiceStub(channel).ListProcesses(
-            pb.ListProcessesRequest(), metadata=[("x-request-id", "x" * 201)]
+            pb.ListProcessesRequest(), metadata=(("x-request-id", "x" * 201),)
         )
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x-request-id" in (failed.value.details() or "")
@@ -133,7 +134,7 @@ def test_one_line_per_request_without_the_query_values_or_the_token(
     with grpc.insecure_channel(json_stack.envoy_target) as channel, pytest.raises(grpc.RpcError):
         pb_grpc.ProcessServiceStub(channel).GetProcess(
             pb.GetProcessRequest(process_id=MISSING),
-            metadata=[("authorization", f"Bearer {token}"), ("x-request-id", grpc_id)],
+            metadata=(("authorization", f"Bearer {token}"), ("x-request-id", grpc_id)),
         )
 
     logged = _access_entries(json_stack, rest_id, missing_id, grpc_id)
