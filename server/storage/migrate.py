@@ -29,7 +29,7 @@ def alembic_config(database_url: str, migrations: Path = MIGRATIONS) -> Config:
 def upgrade_to_latest(database_url: str, migrations: Path = MIGRATIONS) -> None:
     """Brings the schema up to the newest migration; a no-op when it is current."""
     command.upgrade(alembic_config(database_url, migrations), "head")
-    log.info("database schema is current")
+    log.debug("database schema is current")
 
 
 def next_revision_id(migrations: Path = MIGRATIONS) -> str:
