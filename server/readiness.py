@@ -85,8 +85,13 @@ class Checker:
         if target not in self._channels:
             self._channels[target] = grpc.insecure_channel(target)
         health = health_pb2_grpc.HealthStub(self._channels[target])
+        # Waiting for the connection (within the timeout) rather than failing
+        # at once: a channel's first call, or one after a worker restarted,
+        # would otherwise read a connection still being made as a dead worker.
         future: Future[Any] = health.Check.future(
-            health_pb2.HealthCheckRequest(service=service), timeout=CHECK_TIMEOUT_SECONDS
+            health_pb2.HealthCheckRequest(service=service),
+            timeout=CHECK_TIMEOUT_SECONDS,
+            wait_for_ready=True,
         )
         return future
 
