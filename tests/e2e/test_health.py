@@ -4,7 +4,6 @@ health service beside them."""
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.probes import readiness_until
 from tests.support.stack import Stack, running_stack
 
 # Every budget that counts anonymous requests from one address, at its floor.
@@ -23,7 +23,6 @@ TIGHT_BUDGETS = {
     "HTK_RATE_LIMIT_PER_ADDRESS_PER_SECOND": "1",
     "HTK_RATE_LIMIT_ANONYMOUS_PER_SECOND": "1",
 }
-WAIT_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +30,6 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("health")
     with running_stack(data_dir, env=TIGHT_BUDGETS) as stack:
         yield stack
-
-
-def readiness_until(stack: Stack, status: int) -> dict[str, object]:
-    """The /readyz body once it answers `status` (bounded: fails after WAIT_SECONDS)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        response = httpx.get(f"{stack.http_url}/readyz", timeout=30)
-        if response.status_code == status:
-            assert response.headers["content-type"] == "application/json"
-            body: dict[str, object] = response.json()
-            return body
-        assert time.monotonic() < deadline, f"/readyz still {response.status_code}: {response.text}"
-        time.sleep(0.2)
 
 
 def test_healthz_and_readyz_answer_json_without_a_token(probed: Stack) -> None:
