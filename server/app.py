@@ -30,6 +30,7 @@ from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
 from server.storage.notifications import Listener
 from server.transport import interceptors
 from server.transport.decoding import DecodingInterceptor
+from server.transport.health import Health
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 from server.transport.task_servicer import TaskServicer
@@ -169,7 +170,7 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server
     )
-    health_servicer = HealthServicer()
+    health_servicer = Health(lambda: listener.listening)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
         [

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib.metadata
 import sys
+import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -20,7 +21,7 @@ from server.client.text import safe
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
 from server.domain.tokens import Scope, parse_scopes
-from server.settings import Settings, SettingsError
+from server.settings import Settings, SettingsError, documented
 
 T = TypeVar("T")
 
@@ -33,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         "--version", action="version", version=f"htk {importlib.metadata.version('htk')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run PostgreSQL, the gRPC server and Envoy until stopped")
+    commands.add_parser(
+        "run",
+        help="run PostgreSQL, the gRPC server and Envoy until stopped",
+        description="Runs PostgreSQL (embedded unless DATABASE_URL is set), the gRPC server"
+        " workers and Envoy in front of them, until stopped (Ctrl-C, SIGTERM).",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve_command = commands.add_parser(
         "serve", help="run one gRPC server process alone (needs DATABASE_URL)"
     )
@@ -103,6 +111,23 @@ def _log_level(settings: Settings, args: argparse.Namespace) -> str:
     if args.command != "token" or "log_level" in settings.model_fields_set:
         return settings.log_level
     return "INFO" if args.verbose else "WARNING"
+
+
+def settings_help() -> str:
+    """Every setting with its variable, default, values and meaning: the
+    declarations the README's configuration table is rendered from."""
+    lines = ["settings (environment variables; an empty one means its default):"]
+    for setting in documented():
+        default = setting.default.replace("`", "").replace("(unset)", "unset")
+        lines.append(f"  {setting.variable} (default: {default}; {setting.values})")
+        lines += textwrap.wrap(
+            setting.meaning.replace("`", ""),
+            width=88,
+            initial_indent=" " * 6,
+            subsequent_indent=" " * 6,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
 
 
 def _token_command(settings: Settings, args: argparse.Namespace) -> int:

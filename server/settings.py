@@ -6,8 +6,11 @@ these fields (`make generate`; `make check-generated` fails when it is
 stale), so a new setting is a new field here and its regenerated row.
 """
 
+import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
@@ -26,6 +29,14 @@ LogLevel = Annotated[
 ]
 
 LogFormat = Literal["text", "json"]
+
+
+def _ip_address(value: str) -> str:
+    """An IP address as Envoy takes it (no host names: Envoy would not resolve one)."""
+    return str(ipaddress.ip_address(value))
+
+
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
 
 
 class SettingsError(ValueError):
@@ -215,6 +226,27 @@ class Settings(BaseSettings):
         " the access log of every request) one JSON object",
     )
 
+    # Where the HTTP port listens, and TLS on it. The workers and Envoy's
+    # admin interface stay on loopback whatever these say.
+    bind_address: IPAddress = Field(
+        "127.0.0.1",
+        validation_alias="HTK_BIND_ADDRESS",
+        description="the address `HTK_HTTP_PORT` listens on: `0.0.0.0` (IPv4) or `::` (IPv6"
+        " and IPv4) to serve other machines",
+        json_schema_extra={"values": "an IP address"},
+    )
+    tls_cert_file: Path | None = Field(
+        None,
+        validation_alias="HTK_TLS_CERT_FILE",
+        description="a PEM certificate (chain): with `HTK_TLS_KEY_FILE`, `HTK_HTTP_PORT` serves"
+        " HTTPS and gRPC over TLS only (HTTP/2 or HTTP/1.1, by ALPN)",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        validation_alias="HTK_TLS_KEY_FILE",
+        description="the PEM private key of `HTK_TLS_CERT_FILE`",
+    )
+
     @model_validator(mode="after")
     def _burst_covers_the_rate(self) -> Self:
         if self.rate_limit_burst < self.rate_limit_per_second:
@@ -223,6 +255,50 @@ class Settings(BaseSettings):
                 f" ({self.rate_limit_per_second}), got {self.rate_limit_burst}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Self:
+        # Every setting whose variable ends in _PORT is a port the stack
+        # listens on (None or 0: off), so a new one is checked by declaring it.
+        holders: dict[int, list[str]] = {}
+        for name, field in type(self).model_fields.items():
+            if variable(field).endswith("_PORT") and (port := getattr(self, name)):
+                holders.setdefault(port, []).append(variable(field))
+        clashes = [
+            f"{' and '.join(names)} are {'both' if len(names) == 2 else 'all'} {port}"
+            for port, names in holders.items()
+            if len(names) > 1
+        ]
+        if clashes:
+            raise ValueError(f"{'; '.join(clashes)}: each port must differ from the others")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_is_whole(self) -> Self:
+        """Both files or neither; and they must load, so that a mistake stops
+        `htk run` with its reason before Envoy starts (and would keep exiting)."""
+        if self.tls_cert_file is None and self.tls_key_file is None:
+            return self
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            given = "HTK_TLS_CERT_FILE" if self.tls_cert_file else "HTK_TLS_KEY_FILE"
+            raise ValueError(
+                "HTK_TLS_CERT_FILE and HTK_TLS_KEY_FILE go together (set both for TLS, or"
+                f" neither); only {given} is set"
+            )
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                self.tls_cert_file, self.tls_key_file
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(
+                f"HTK_TLS_CERT_FILE ({self.tls_cert_file}) and HTK_TLS_KEY_FILE"
+                f" ({self.tls_key_file}) do not load as a certificate and its key: {error}"
+            ) from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
@@ -248,8 +324,8 @@ def variable(field: FieldInfo) -> str:
 
 def allowed_values(field: FieldInfo) -> str | None:
     """What a setting accepts, in words; None when any text will do."""
-    if field.annotation is Path:
-        return "a path"
+    if isinstance(field.json_schema_extra, dict) and "values" in field.json_schema_extra:
+        return str(field.json_schema_extra["values"])
     if get_origin(field.annotation) is Literal:
         return "one of " + ", ".join(get_args(field.annotation))
     # An optional setting (None: off) takes what its type takes.
@@ -257,6 +333,8 @@ def allowed_values(field: FieldInfo) -> str | None:
     kind = (
         kind if kind is not None and type(None) in get_args(field.annotation) else field.annotation
     )
+    if kind is Path:
+        return "a path"
     if kind not in _NUMBERS:
         return None
     number = _NUMBERS[kind]
@@ -276,6 +354,41 @@ _BOUNDS = (
     (annotated_types.Le, "at most", "le"),
     (annotated_types.Lt, "less than", "lt"),
 )
+
+
+def shown_default(field: FieldInfo) -> str:
+    """A setting's default as the README and `htk run --help` show it."""
+    if isinstance(field.json_schema_extra, dict) and "shown_default" in field.json_schema_extra:
+        return str(field.json_schema_extra["shown_default"])
+    if field.default is None:
+        return "(unset)"
+    if isinstance(field.default, Path):
+        return f"`{field.default.relative_to(CHECKOUT)}/`"
+    return f"`{field.default}`"
+
+
+@dataclass(frozen=True)
+class Documented:
+    """One setting as its documentation shows it (Markdown: `code` spans)."""
+
+    variable: str
+    default: str
+    values: str
+    meaning: str
+
+
+def documented() -> list[Documented]:
+    """Every setting, in declaration order: the README's configuration table
+    and `htk run --help` both render these."""
+    return [
+        Documented(
+            variable(field),
+            shown_default(field),
+            allowed_values(field) or "text",
+            field.description or "",
+        )
+        for field in Settings.model_fields.values()
+    ]
 
 
 class _Environment(EnvSettingsSource):

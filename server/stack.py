@@ -3,6 +3,7 @@ run by a `Supervisor`."""
 
 import ctypes
 import importlib.metadata
+import ipaddress
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
 
+from server.readiness import Checker, ReadinessServer
 from server.settings import CHECKOUT, LogFormat, Settings
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
@@ -78,6 +80,37 @@ def worker_socket(stack_id: int, worker: int) -> str:
     return f"htk-{stack_id}-worker-{worker}"
 
 
+def readiness_socket(stack_id: int) -> str:
+    """Where Envoy reaches the supervisor's readiness check (/readyz)."""
+    return f"htk-{stack_id}-readiness"
+
+
+def tls_transport_socket(settings: Settings) -> str:
+    """The HTTP port's TLS, as a key of its filter chain; nothing without TLS."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return ""
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".DownstreamTlsContext",
+            "common_tls_context": {
+                # gRPC needs HTTP/2, which it gets by ALPN; browsers and curl
+                # may take either.
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(settings.tls_cert_file)},
+                        "private_key": {"filename": str(settings.tls_key_file)},
+                    }
+                ],
+            },
+        },
+    }
+    return f"transport_socket: {json.dumps(tls)}"
+
+
 def render_envoy_config(settings: Settings, stack_id: int) -> Path:
     endpoints = [
         {"endpoint": {"address": {"pipe": {"path": "@" + worker_socket(stack_id, worker)}}}}
@@ -91,6 +124,10 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
     assert route_indent, f"{ENVOY_TEMPLATE} has no ${{dashboard_routes}} line"
     config = string.Template(template).substitute(
         http_port=settings.http_port,
+        bind_address=settings.bind_address,
+        ipv4_compat=json.dumps(ipaddress.ip_address(settings.bind_address).version == 6),
+        tls_transport_socket=tls_transport_socket(settings),
+        readiness_socket="@" + readiness_socket(stack_id),
         admin_port=settings.envoy_admin_port,
         worker_endpoints=json.dumps(endpoints),
         descriptor=ENVOY_DESCRIPTOR,
@@ -308,15 +345,24 @@ def describe_database(settings: Settings, url: str) -> str:
 
 
 def wait_until_serving(
-    address: str, timeout: float, keep_waiting: Callable[[], bool] = lambda: True
+    address: str,
+    timeout: float,
+    keep_waiting: Callable[[], bool] = lambda: True,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> bool:
-    """Waits until a gRPC health check through `address` reports SERVING.
+    """Waits until a gRPC health check through `address` reports SERVING
+    (over TLS with `credentials`).
 
     Returns False as soon as `keep_waiting()` turns false (the stack died or
     was asked to stop); raises TimeoutError after `timeout` seconds.
     """
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.insecure_channel(address)
+        if credentials is None
+        else grpc.secure_channel(address, credentials)
+    )
+    with channel:
         health = health_pb2_grpc.HealthStub(channel)
         while keep_waiting():
             try:
@@ -367,17 +413,18 @@ def ports_in_use(settings: Settings) -> list[str]:
     bind, as here, fails on a port in use.
     """
     taken = []
-    for name, port in (
-        ("HTK_HTTP_PORT", settings.http_port),
-        ("HTK_GRPC_PORT", settings.grpc_port),
-        ("HTK_ENVOY_ADMIN_PORT", settings.envoy_admin_port),
+    for name, address, port in (
+        ("HTK_HTTP_PORT", settings.bind_address, settings.http_port),
+        ("HTK_GRPC_PORT", "127.0.0.1", settings.grpc_port),
+        ("HTK_ENVOY_ADMIN_PORT", "127.0.0.1", settings.envoy_admin_port),
     ):
         if port is None:
             continue
-        with socket.socket() as probe:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        with socket.socket(family) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(("127.0.0.1", port))
+                probe.bind((address, port))
             except OSError:
                 taken.append(f"{name}={port}")
     return taken
@@ -416,15 +463,20 @@ class Supervisor:
         # behind the stack's back.
         with database_url(self.settings) as url:
             upgrade_to_latest(url)
+            readiness = ReadinessServer(
+                readiness_socket(self.stack_id),
+                Checker(url, [*map(self._worker_address, range(self.settings.workers))]),
+            )
+            readiness.start()
             try:
                 self._start_workers(url)
                 self._start_envoy()
                 if self._wait_until_ready():
                     log.info(
-                        "htk %s is ready: the dashboard at http://%s/, REST and gRPC on the same"
+                        "htk %s is ready: the dashboard at %s/, REST and gRPC on the same"
                         " port, %d workers, database %s (Ctrl-C stops it)",
                         importlib.metadata.version("htk"),
-                        self._envoy_address,
+                        self._public_url,
                         self.settings.workers,
                         describe_database(self.settings, url),
                     )
@@ -432,6 +484,7 @@ class Supervisor:
                     time.sleep(0.2)
             finally:
                 self._stop_children()
+                readiness.stop()
         if self.failed:
             log.error("stopped: %s kept exiting", self.failed)
             return 1
@@ -449,8 +502,17 @@ class Supervisor:
         return "unix-abstract:" + worker_socket(self.stack_id, worker)
 
     @property
-    def _envoy_address(self) -> str:
-        return f"127.0.0.1:{self.settings.http_port}"
+    def _public_url(self) -> str:
+        """Where people reach the stack: a loopback or unspecified bind
+        address is reached as localhost (matching a certificate for it)."""
+        address = ipaddress.ip_address(self.settings.bind_address)
+        host = (
+            "localhost"
+            if address.is_loopback or address.is_unspecified
+            else (f"[{address}]" if address.version == 6 else str(address))
+        )
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{host}:{self.settings.http_port}"
 
     @property
     def _children(self) -> list[_Child]:
@@ -476,11 +538,32 @@ class Supervisor:
         """Waits until every worker, then Envoy, serves; restarts children that
         die meanwhile. False when the stack must stop before it is ready."""
         # Workers first: Envoy serving means one worker is up, not all.
-        targets = [*map(self._worker_address, range(self.settings.workers)), self._envoy_address]
-        return all(
-            wait_until_serving(target, READY_TIMEOUT_SECONDS, keep_waiting=self._restart_exited)
-            for target in targets
+        workers = map(self._worker_address, range(self.settings.workers))
+        return (
+            all(
+                wait_until_serving(target, READY_TIMEOUT_SECONDS, keep_waiting=self._restart_exited)
+                for target in workers
+            )
+            and self._wait_until_envoy_is_live()
         )
+
+    def _wait_until_envoy_is_live(self) -> bool:
+        """Asks Envoy's admin interface, whatever the HTTP port's address
+        and TLS: Envoy is live once its listeners are up and its first
+        health checks of the workers done."""
+        url = f"http://127.0.0.1:{self.settings.envoy_admin_port}/ready"
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while self._restart_exited():
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return True
+            except OSError:  # not up yet, or 503 while it initializes
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Envoy did not become ready ({url})")
+            time.sleep(0.1)
+        return False
 
     def _restart_exited(self) -> bool:
         """Restarts children that died; False once the stack must stop."""
