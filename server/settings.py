@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         validation_alias="HTK_ENVOY_ADMIN_PORT",
         description="Envoy's admin interface (stats)",
     )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        validation_alias="HTK_METRICS_PORT",
+        description="Prometheus metrics at `/metrics`: every worker's together, and Envoy's"
+        " statistics (`0`: off)",
+    )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
