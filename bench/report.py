@@ -29,6 +29,9 @@ REST_OVER_GRPC_GOAL = 0.85
 # REST through Envoy against pgbench running the same work (medians of the rounds).
 PGBENCH_GOALS = {pgbench.GET: 0.15, pgbench.UPDATE: 0.5}
 GRPC, REST = "gRPC direct", "REST via Envoy"
+# Get and Update with metrics on (HTK_METRICS_PORT set) against off (0).
+METRICS_ON, METRICS_OFF = "metrics on", "metrics off"
+METRICS_COST_GOAL = 0.97
 
 
 def _percentile(values: list[float], percent: float) -> float:
@@ -339,6 +342,7 @@ def render(
             rest_over_grpc = _rest_over_grpc(results, name, workers)
             if rest_over_grpc:
                 goals.append(rest_over_grpc)
+    goals += metrics_cost(results)
     peak = max((m.server_rss_mb or 0.0 for m in results), default=0.0)
     goals.append(
         f"| Server RSS per process (peak over all phases) | <= {RSS_GOAL_MB:.0f} MB "
@@ -382,6 +386,28 @@ def render(
 
     out += _statements(captured)
     return "\n".join(out)
+
+
+def metrics_cost(results: list[Measurement]) -> list[str]:
+    """The goal rows of Get and Update with metrics on against off (the same
+    workers, c16), round by round: two stacks up at once, measured in turns."""
+    rows = []
+    for name in PGBENCH_GOALS:
+        for transport in (REST, GRPC):
+            on, off = (
+                [m for m in results if m.name == f"{name}, {state}" and m.transport == transport]
+                for state in (METRICS_ON, METRICS_OFF)
+            )
+            ratios = _ratios(on, off) if len(on) == len(off) else []
+            if not ratios:
+                continue
+            ratio = statistics.median(ratios)
+            rows.append(
+                f"| {name}: {METRICS_ON} / {METRICS_OFF}, {transport}, c16, {on[0].workers} "
+                f"workers (median of {len(ratios)}) | >= {METRICS_COST_GOAL:.2f}x "
+                f"| {_median_of(ratios)} | {_verdict(ratio >= METRICS_COST_GOAL)} |"
+            )
+    return rows
 
 
 def _beside_pgbench(results: list[Measurement]) -> list[str]:

@@ -1,7 +1,8 @@
 """`make bench`: seed (or reuse) the bench database, measure, print and write the report.
 
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
-prints its section and writes nothing).
+prints its section and writes nothing); `--only metrics` the comparison of
+metrics on and off alone (seeding if needed; it prints its goal rows).
 """
 
 import argparse
@@ -78,9 +79,13 @@ BENCH_STREAM_CAP = 1_000_000
 
 
 def bench_stack(
-    database_url: str, workers: int, data_dir: Path = DATA_DIR
+    database_url: str,
+    workers: int,
+    data_dir: Path = DATA_DIR,
+    settings: dict[str, str] | None = None,
 ) -> AbstractContextManager[Stack]:
-    """`htk run` on the bench database with `workers` workers, logging warnings only."""
+    """`htk run` on the bench database with `workers` workers, logging
+    warnings only; `settings` adds or overrides variables."""
     env = {
         "HTK_WORKERS": str(workers),
         "HTK_LOG_LEVEL": "WARNING",
@@ -88,6 +93,7 @@ def bench_stack(
         # caps that keep one tenant from taking every stream must not cut it short.
         "HTK_MAX_WATCHERS_PER_TOKEN": str(BENCH_STREAM_CAP),
         "HTK_MAX_WATCHERS_PER_ORG": str(BENCH_STREAM_CAP),
+        **(settings or {}),
     }
     return running_stack(data_dir, database_url, env)
 
@@ -354,6 +360,23 @@ class Runner:
             path = f"/api/v1/{case.collection.name}" + (f"?{query}" if query else "")
             self.rest(stack, case.name, path, 1, workers, lua, goal)
 
+    def metrics_cost(self, workers: int) -> None:
+        """Get and Update (c16) on a stack with metrics on and one with them
+        off, both up at once and measured in turns, ROUNDS times."""
+        with (
+            bench_stack(self.database_url, workers, DATA_DIR / "metrics-on") as on,
+            bench_stack(
+                self.database_url,
+                workers,
+                DATA_DIR / "metrics-off",
+                {"HTK_METRICS_PORT": "0"},
+            ) as off,
+        ):
+            for _ in range(ROUNDS):
+                for name in (GET, UPDATE):
+                    for stack, state in ((on, report.METRICS_ON), (off, report.METRICS_OFF)):
+                        self.calls(stack, f"{name}, {state}", workers, 16, beside_pgbench=False)
+
     def _total_is_exact(self, stack: Stack, case: ListCase, params: dict[str, Any]) -> bool:
         """Whether the response's `total` is the true count of matches."""
         with grpc.insecure_channel(stack.server_target) as channel:
@@ -387,7 +410,7 @@ class Runner:
     ) -> None:
         """The Get or the Update phase (`name`) at `concurrency`, over gRPC and
         REST; beside pgbench, ROUNDS times interleaved with it."""
-        if name == GET:
+        if name.startswith(GET):
             method, lua = "get", wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
         else:
             updates = self.fixtures.update_targets
@@ -492,7 +515,7 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["watch"], help="run this phase alone")
+    parser.add_argument("--only", choices=["watch", "metrics"], help="run this phase alone")
     only = parser.parse_args(argv).only
     config = Config.from_env()
     if only == "watch":
@@ -509,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = pick_fixtures(database_url)
         pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
         runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        if only == "metrics":
+            runner.metrics_cost(config.workers[0])
+            print("\n".join(report.metrics_cost(runner.results)))
+            return 0
         log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
         main_workers, *other_workers = config.workers
@@ -519,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
             for concurrency in (1, 64):
                 runner.calls(stack, UPDATE, main_workers, concurrency, beside_pgbench=False)
+        log("metrics on against off")
+        runner.metrics_cost(main_workers)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
             with bench_stack(database_url, workers) as stack:

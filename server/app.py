@@ -15,6 +15,7 @@ from grpc_health.v1._async import HealthServicer  # health.aio's, named so for t
 from grpc_reflection.v1alpha import reflection
 
 from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
+from server import metrics
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.token_cache import CallerCache
@@ -48,6 +49,9 @@ MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 # Step deadlines are enforced within this (plus a round's work) of passing.
 DEADLINE_SCAN_INTERVAL_SECONDS = 1.0
+# The gauges read from the worker's state (not kept up on every call) are
+# this old at most; a scrape comes every few seconds.
+METRICS_SAMPLE_INTERVAL_SECONDS = 1.0
 
 
 class Server:
@@ -188,8 +192,36 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             writes.forget_expired_keys,
             IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
         ),
+        PeriodicJob(
+            "sample metrics",
+            gauge_sampler(settings, database, listener, watch_hub, deadlines),
+            METRICS_SAMPLE_INTERVAL_SECONDS,
+        ),
     ]
     return Server(grpc_server, health_servicer, draining, upkeep, watch_hub, listener)
+
+
+def gauge_sampler(
+    settings: Settings,
+    database: Database,
+    listener: Listener,
+    watch_hub: WatchHub,
+    deadlines: DeadlineService,
+) -> Callable[[], Awaitable[int]]:
+    """Sets the worker's gauges from its state; nothing on the calls' path
+    keeps them up."""
+    metrics.DB_POOL_MAX_CONNECTIONS.set(settings.db_pool_size)
+
+    async def sample() -> int:
+        in_use, idle = database.pool_connections()
+        metrics.DB_POOL_IN_USE.set(in_use)
+        metrics.DB_POOL_IDLE.set(idle)
+        metrics.WATCH_STREAMS.set(watch_hub.streams)
+        metrics.NOTIFICATION_LISTENER_UP.set(listener.backend_pid is not None)
+        metrics.DEADLINE_SCAN_LAG.set(deadlines.lag_seconds())
+        return 0
+
+    return sample
 
 
 def watch_limits(settings: Settings) -> WatchLimits:

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         validation_alias="HTK_ENVOY_ADMIN_PORT",
         description="Envoy's admin interface (stats)",
     )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        validation_alias="HTK_METRICS_PORT",
+        description="Prometheus metrics at `/metrics`: every worker's together, and Envoy's"
+        " statistics (`0`: off)",
+    )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
@@ -231,8 +239,8 @@ class Settings(BaseSettings):
     bind_address: IPAddress = Field(
         "127.0.0.1",
         validation_alias="HTK_BIND_ADDRESS",
-        description="the address `HTK_HTTP_PORT` listens on: `0.0.0.0` (IPv4) or `::` (IPv6"
-        " and IPv4) to serve other machines",
+        description="the address `HTK_HTTP_PORT` and `HTK_METRICS_PORT` listen on: `0.0.0.0`"
+        " (IPv4) or `::` (IPv6 and IPv4) to serve other machines",
         json_schema_extra={"values": "an IP address"},
     )
     tls_cert_file: Path | None = Field(

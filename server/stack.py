@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -25,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import make_url
 
+from server import metrics
 from server.readiness import Checker, ReadinessServer
 from server.settings import CHECKOUT, LogFormat, Settings
 from server.storage.embedded import database_url
@@ -417,8 +419,9 @@ def ports_in_use(settings: Settings) -> list[str]:
         ("HTK_HTTP_PORT", settings.bind_address, settings.http_port),
         ("HTK_GRPC_PORT", "127.0.0.1", settings.grpc_port),
         ("HTK_ENVOY_ADMIN_PORT", "127.0.0.1", settings.envoy_admin_port),
+        ("HTK_METRICS_PORT", settings.bind_address, settings.metrics_port),
     ):
-        if port is None:
+        if not port:  # None or 0: off
             continue
         family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
         with socket.socket(family) as probe:
@@ -461,7 +464,7 @@ class Supervisor:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # Leaving this block stops the embedded PostgreSQL, even one restarted
         # behind the stack's back.
-        with database_url(self.settings) as url:
+        with database_url(self.settings) as url, self._metrics_endpoint():
             upgrade_to_latest(url)
             readiness = ReadinessServer(
                 readiness_socket(self.stack_id),
@@ -489,6 +492,27 @@ class Supervisor:
             log.error("stopped: %s kept exiting", self.failed)
             return 1
         return 0
+
+    @property
+    def _metrics_directory(self) -> Path | None:
+        """Where the workers write their metrics (named after the port, as
+        Envoy's config is); None when metrics are off."""
+        if not self.settings.metrics_port:
+            return None
+        return self.settings.data_dir / f"metrics-{self.settings.http_port}"
+
+    @contextmanager
+    def _metrics_endpoint(self) -> Iterator[None]:
+        directory = self._metrics_directory
+        if directory is None:
+            yield
+            return
+        metrics.prepare_directory(directory)
+        admin = f"http://127.0.0.1:{self.settings.envoy_admin_port}"
+        with metrics.Endpoint(
+            self.settings.bind_address, self.settings.metrics_port, directory, admin
+        ):
+            yield
 
     def _stop_on_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -519,12 +543,15 @@ class Supervisor:
         return [*self.workers, *([self.envoy] if self.envoy else [])]
 
     def _start_workers(self, database: str) -> None:
+        env = os.environ | {"DATABASE_URL": database}
+        if self._metrics_directory is not None:
+            env[metrics.DIRECTORY_VARIABLE] = str(self._metrics_directory)
         for worker in range(self.settings.workers):
             listen = ["--listen", self._worker_address(worker)]
             child = _Child(
                 f"gRPC worker {worker}",
                 [sys.executable, "-m", "server.cli", "serve", *listen],
-                env=os.environ | {"DATABASE_URL": database},
+                env=env,
             )
             self.workers.append(child)
             child.start()
@@ -578,6 +605,8 @@ class Supervisor:
                 log.warning(
                     "%s exited (status %s); restarting it", child.name, child.process.returncode
                 )
+                if self._metrics_directory is not None:
+                    metrics.mark_worker_dead(self._metrics_directory, child.process.pid)
                 child.start()
         return True
 

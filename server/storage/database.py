@@ -13,8 +13,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from server.domain.errors import DeadlineExceeded, Unavailable
+from server.metrics import DB_QUERY_DURATION
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -72,6 +74,13 @@ class Database:
             },
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_first)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _time_statement)
+        event.listen(self.engine.sync_engine, "after_cursor_execute", _observe_statement)
+
+    def pool_connections(self) -> tuple[int, int]:
+        """The pool's connections now: in use by a call, and idle."""
+        pool = cast(QueuePool, self.engine.pool)
+        return pool.checkedout(), pool.checkedin()
 
     @asynccontextmanager
     async def transaction(
@@ -157,6 +166,24 @@ def _begin_first(
         cursor.execute(begin)
 
 
+# On a statement's execution context: when it was sent.
+_SENT_AT = "_htk_sent_at"
+
+
+def _time_statement(
+    connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+) -> None:
+    setattr(context, _SENT_AT, time.perf_counter())
+
+
+def _observe_statement(
+    connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+) -> None:
+    sent_at = getattr(context, _SENT_AT, None)
+    if sent_at is not None:
+        DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
+
+
 async def in_one_round_trip(
     connection: AsyncConnection, *statements: Statement
 ) -> psycopg.AsyncCursor[Any]:
@@ -171,14 +198,18 @@ async def in_one_round_trip(
     pooled = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
     begin = connection.info.pop(_DUE_BEGIN, None)
-    if begin is None and len(statements) == 1:
-        return await driver.execute(*statements[0])
-    async with driver.pipeline():
-        if begin is not None:
-            await driver.execute(begin, prepare=False)
-        for query, parameters in statements:
-            cursor = await driver.execute(query, parameters)
-    return cursor
+    sent_at = time.perf_counter()
+    try:
+        if begin is None and len(statements) == 1:
+            return await driver.execute(*statements[0])
+        async with driver.pipeline():
+            if begin is not None:
+                await driver.execute(begin, prepare=False)
+            for query, parameters in statements:
+                cursor = await driver.execute(query, parameters)
+        return cursor
+    finally:
+        DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:

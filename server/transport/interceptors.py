@@ -11,6 +11,7 @@ reflection, which need no token, pass untouched.
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -20,6 +21,7 @@ import grpc
 
 from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
+from server.metrics import MethodMetrics
 from server.service.tokens import TokenService
 from server.storage.database import deadline_in
 from server.transport.decoding import WrappedHandlers
@@ -109,19 +111,36 @@ class GuardInterceptor(ServerInterceptor):
 
     def _guarded_handler(self, path: str, handler: Handler) -> Handler:
         method = self._methods[path]
+        metrics = MethodMetrics(path)
         return _guarded(
             path,
             handler,
-            lambda context: self._guarding(method, context),
+            lambda context: self._guarding(method, metrics, context),
             lambda request, context: self._read_request(method, request, context),
         )
 
     @asynccontextmanager
-    async def _guarding(self, method: Method, context: Context) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for guard in self._guards:
-                await stack.enter_async_context(guard(method, context))
-            yield
+    async def _guarding(
+        self, method: Method, metrics: MethodMetrics, context: Context
+    ) -> AsyncIterator[None]:
+        # Measured here, around every guard, so that refused calls count too.
+        metrics.started()
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            async with AsyncExitStack() as stack:
+                for guard in self._guards:
+                    await stack.enter_async_context(guard(method, context))
+                yield
+            code = "OK"
+        except grpc.aio.AbortError:
+            code = _status_name(context)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            metrics.ended(code, time.perf_counter() - started)
 
 
 def _guarded(
@@ -182,6 +201,12 @@ async def _send_headers(context: Context) -> None:
     worker died, and an error before it still goes as trailers alone."""
     if metadata := caller_metadata():
         await context.send_initial_metadata(metadata)
+
+
+def _status_name(context: Context) -> str:
+    """The status a call was aborted with, as gRPC names it (NOT_FOUND)."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 async def _streaming(path: str, writing: Awaitable[None]) -> None:

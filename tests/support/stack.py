@@ -91,6 +91,10 @@ class Stack:
         return f"http://127.0.0.1:{self.env['HTK_ENVOY_ADMIN_PORT']}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['HTK_METRICS_PORT']}/metrics"
+
+    @property
     def database_url(self) -> str:
         """The stack's database, for tests that inspect what was stored."""
         embedded = f"postgresql://postgres@/postgres?host={self.data_dir / 'postgres'}"
@@ -188,6 +192,7 @@ def running_stack(
         "HTK_HTTP_PORT": str(free_port()),
         "HTK_GRPC_PORT": str(free_port()),
         "HTK_ENVOY_ADMIN_PORT": str(free_port()),
+        "HTK_METRICS_PORT": str(free_port()),
         "HTK_RATE_LIMIT_PER_SECOND": "0",
         **(env or {}),
     }

@@ -86,6 +86,7 @@ def test_settings_cannot_change_once_read() -> None:
         ("HTK_HTTP_PORT", 1, 65535),
         ("HTK_GRPC_PORT", 1, 65535),
         ("HTK_ENVOY_ADMIN_PORT", 1, 65535),
+        ("HTK_METRICS_PORT", 0, 65535),
         ("HTK_WORKERS", 1, None),
         ("HTK_DB_POOL_SIZE", 1, None),
         ("HTK_RATE_LIMIT_PER_SECOND", 0, None),
