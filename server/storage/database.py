@@ -2,7 +2,7 @@
 
 import contextvars
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, LiteralString, cast
 
@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from server import tracing
 from server.domain.errors import DeadlineExceeded, Unavailable
 
 
@@ -50,7 +51,8 @@ def deadline_in(seconds: float | None) -> Iterator[None]:
 class Database:
     """A connection pool and the sessions drawn from it."""
 
-    def __init__(self, database_url: str, *, pool_size: int) -> None:
+    def __init__(self, database_url: str, *, pool_size: int, traced: bool = False) -> None:
+        """`traced`: each statement of a traced call gets a span (server/tracing.py)."""
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(database_url),
             pool_size=pool_size,
@@ -72,6 +74,9 @@ class Database:
             },
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_first)
+        if traced:
+            for name, listener in _STATEMENT_SPAN_LISTENERS.items():
+                event.listen(self.engine.sync_engine, name, listener)
 
     @asynccontextmanager
     async def transaction(
@@ -157,6 +162,33 @@ def _begin_first(
         cursor.execute(begin)
 
 
+# In a connection's `info`: the spans of its statements under way (a stack,
+# since a statement's listener may run one of its own).
+_STATEMENT_SPANS = "htk_statement_spans"
+
+
+def _start_statement_span(connection: Connection, cursor: Any, statement: str, *args: Any) -> None:
+    span = tracing.statement_span(statement)
+    connection.info.setdefault(_STATEMENT_SPANS, []).append(span)
+
+
+def _end_statement_span(connection: Connection, *args: Any) -> None:
+    tracing.end_statement_span(connection.info[_STATEMENT_SPANS].pop())
+
+
+def _fail_statement_span(context: Any) -> None:
+    spans = context.connection.info.get(_STATEMENT_SPANS) if context.connection else None
+    if spans:
+        tracing.end_statement_span(spans.pop(), context.original_exception)
+
+
+_STATEMENT_SPAN_LISTENERS: dict[str, Callable[..., None]] = {
+    "before_cursor_execute": _start_statement_span,
+    "after_cursor_execute": _end_statement_span,
+    "handle_error": _fail_statement_span,
+}
+
+
 async def in_one_round_trip(
     connection: AsyncConnection, *statements: Statement
 ) -> psycopg.AsyncCursor[Any]:
@@ -171,14 +203,24 @@ async def in_one_round_trip(
     pooled = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
     begin = connection.info.pop(_DUE_BEGIN, None)
-    if begin is None and len(statements) == 1:
-        return await driver.execute(*statements[0])
-    async with driver.pipeline():
-        if begin is not None:
-            await driver.execute(begin, prepare=False)
-        for query, parameters in statements:
-            cursor = await driver.execute(query, parameters)
-    return cursor
+    # Each statement's span lasts until its result is in: the round trip's end.
+    spans = [tracing.statement_span(query) for query, _ in statements]
+    error: BaseException | None = None
+    try:
+        if begin is None and len(statements) == 1:
+            return await driver.execute(*statements[0])
+        async with driver.pipeline():
+            if begin is not None:
+                await driver.execute(begin, prepare=False)
+            for query, parameters in statements:
+                cursor = await driver.execute(query, parameters)
+        return cursor
+    except BaseException as failure:
+        error = failure
+        raise
+    finally:
+        for span in spans:
+            tracing.end_statement_span(span, error)
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:
