@@ -284,6 +284,7 @@ def render(
     main_workers: int,
     beside: list[tuple[str, str]],
     watch: list[str],
+    tracing: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -373,7 +374,7 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += [*watch, *_dashboard(), "## All phases", "", *_table(results), ""]
+    out += [*tracing, *watch, *_dashboard(), "## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]
@@ -412,6 +413,42 @@ def _beside_pgbench(results: list[Measurement]) -> list[str]:
             f"| {_rates(b.grpc)} | {_rates(b.rest)} | {_median_of(_ratios(b.grpc, b.pgbench))} "
             f"| {_median_of(rest_ratios)} | {f'>= {goal:.2f}x' if goal else ''} "
             f"| {_verdict(met)} |"
+        )
+    return [*lines, ""]
+
+
+def tracing_section(results: list[Measurement]) -> list[str]:
+    """Get and Update with tracing on (every request) against off, round by round."""
+    lines = [
+        "## Tracing on against off",
+        "",
+        "Two instances on the same database, one with `OTEL_EXPORTER_OTLP_ENDPOINT` set and "
+        "`OTEL_TRACES_SAMPLER=parentbased_always_on` (every request traced: Envoy's span, the "
+        "worker's RPC span and a span per SQL statement), one without; their spans go to an "
+        "OTLP receiver in the bench's process (`tests/support/otlp.py`), on the same cores, "
+        "as a collector beside htk would be. Measured in rounds, interleaved (off, on, "
+        "again); a cell shows the median, then each round's figure; ratios are taken round "
+        "by round. gRPC direct calls bypass Envoy: there the worker starts each trace.",
+        "",
+        "| phase | transport | workers | conc | off /s | on /s | on / off | p50 off, on ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    phases = dict.fromkeys(
+        (m.name.removesuffix(", tracing on"), m.transport, m.workers, m.concurrency)
+        for m in results
+        if m.name.endswith(", tracing on")
+    )
+    for name, transport, workers, concurrency in phases:
+        off, on = (
+            _rounds(results, f"{name}, tracing {state}", transport, workers, concurrency)
+            for state in ("off", "on")
+        )
+        if not off or len(off) != len(on):
+            continue
+        p50 = (statistics.median(m.p50_ms for m in rounds) for rounds in (off, on))
+        lines.append(
+            f"| {name} | {transport} | {workers} | {concurrency} | {_rates(off)} | {_rates(on)} "
+            f"| {_median_of(_ratios(on, off))} | {', '.join(f'{ms:.2f}' for ms in p50)} |"
         )
     return [*lines, ""]
 

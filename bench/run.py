@@ -1,7 +1,8 @@
 """`make bench`: seed (or reuse) the bench database, measure, print and write the report.
 
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
-prints its section and writes nothing).
+prints its section and writes nothing); `--only tracing` the tracing phases
+alone (on the seeded data; likewise).
 """
 
 import argparse
@@ -13,8 +14,8 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
 from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
+from tests.support.otlp import otlp_receiver
 from tests.support.stack import Stack, create_token, running_stack
 
 DATA_DIR = CHECKOUT / ".bench-data"
@@ -78,9 +80,13 @@ BENCH_STREAM_CAP = 1_000_000
 
 
 def bench_stack(
-    database_url: str, workers: int, data_dir: Path = DATA_DIR
+    database_url: str,
+    workers: int,
+    data_dir: Path = DATA_DIR,
+    settings: Mapping[str, str] | None = None,
 ) -> AbstractContextManager[Stack]:
-    """`htk run` on the bench database with `workers` workers, logging warnings only."""
+    """`htk run` on the bench database with `workers` workers, logging
+    warnings only; `settings` adds to its environment."""
     env = {
         "HTK_WORKERS": str(workers),
         "HTK_LOG_LEVEL": "WARNING",
@@ -88,6 +94,7 @@ def bench_stack(
         # caps that keep one tenant from taking every stream must not cut it short.
         "HTK_MAX_WATCHERS_PER_TOKEN": str(BENCH_STREAM_CAP),
         "HTK_MAX_WATCHERS_PER_ORG": str(BENCH_STREAM_CAP),
+        **(settings or {}),
     }
     return running_stack(data_dir, database_url, env)
 
@@ -383,10 +390,18 @@ class Runner:
         return (("authorization", f"Bearer {self.fixtures.token}"),)
 
     def calls(
-        self, stack: Stack, name: str, workers: int, concurrency: int, *, beside_pgbench: bool
+        self,
+        stack: Stack,
+        name: str,
+        workers: int,
+        concurrency: int,
+        *,
+        beside_pgbench: bool,
+        recorded_as: str = "",
     ) -> None:
         """The Get or the Update phase (`name`) at `concurrency`, over gRPC and
-        REST; beside pgbench, ROUNDS times interleaved with it."""
+        REST, recorded under `recorded_as` if given; beside pgbench, ROUNDS
+        times interleaved with it."""
         if name == GET:
             method, lua = "get", wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
         else:
@@ -395,9 +410,40 @@ class Runner:
         for round_ in range(ROUNDS if beside_pgbench else 1):
             if beside_pgbench:
                 self.pgbench(name, concurrency, workers)
-            self.grpc(stack, name, method, concurrency, workers)
+            self.grpc(stack, recorded_as or name, method, concurrency, workers)
             with profiled(stack, method, round_ == 0 and beside_pgbench):
-                self.rest(stack, name, "/", concurrency, workers, lua)
+                self.rest(stack, recorded_as or name, "/", concurrency, workers, lua)
+
+    def tracing(self, workers: int) -> None:
+        """Get and Update at concurrency 16 on two instances, tracing off and
+        on (every request traced, exported to a receiver in this process,
+        as a collector beside htk would be), ROUNDS times interleaved, each
+        instance idle while the other is measured."""
+        traced = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+        with ExitStack() as stacks:
+            receiver = stacks.enter_context(otlp_receiver())
+            traced["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+            instances = {
+                label: stacks.enter_context(
+                    bench_stack(self.database_url, workers, DATA_DIR / label.replace(" ", "-"), env)
+                )
+                for label, env in ((TRACING_OFF, {}), (TRACING_ON, traced))
+            }
+            for name in (GET, UPDATE):
+                for _ in range(ROUNDS):
+                    for label, stack in instances.items():
+                        self.calls(
+                            stack,
+                            name,
+                            workers,
+                            16,
+                            beside_pgbench=False,
+                            recorded_as=f"{name}, {label}",
+                        )
+            log(f"tracing: the receiver got {len(receiver.spans):,} spans")
+
+
+TRACING_OFF, TRACING_ON = "tracing off", "tracing on"
 
 
 def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
@@ -492,7 +538,7 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["watch"], help="run this phase alone")
+    parser.add_argument("--only", choices=["watch", "tracing"], help="run this phase alone")
     only = parser.parse_args(argv).only
     config = Config.from_env()
     if only == "watch":
@@ -509,9 +555,13 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = pick_fixtures(database_url)
         pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
         runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        main_workers, *other_workers = config.workers
+        if only == "tracing":
+            runner.tracing(main_workers)
+            print("\n".join(report.tracing_section(runner.results)))
+            return 0
         log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
-        main_workers, *other_workers = config.workers
         log(f"main run: HTK_WORKERS={main_workers}")
         with bench_stack(database_url, main_workers) as stack:
             runner.lists(stack, main_workers, list_cases() + task_cases())
@@ -525,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner.lists(stack, workers, short_list_cases())
                 runner.calls(stack, GET, workers, 16, beside_pgbench=False)
                 runner.calls(stack, UPDATE, workers, 16, beside_pgbench=False)
+        log(f"tracing off and on: HTK_WORKERS={main_workers}")
+        runner.tracing(main_workers)
         watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
@@ -540,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         main_workers=main_workers,
         beside=[(case.name, f"{PROCESSES.phase} {case.beside}") for case in task_cases()],
         watch=report.watch_section(watched, config.watch),
+        tracing=report.tracing_section(runner.results),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -70,11 +70,15 @@ def is_envoys(span: ReceivedSpan) -> bool:
 
 
 def one_request(
-    receiver: Receiver, envoys_span: Callable[[ReceivedSpan], bool], method: str
+    receiver: Receiver,
+    envoys_span: Callable[[ReceivedSpan], bool],
+    method: str,
+    code: grpc.StatusCode = grpc.StatusCode.OK,
 ) -> tuple[ReceivedSpan, ReceivedSpan, list[ReceivedSpan]]:
     """Envoy's span of the one request `envoys_span` picks, the worker's RPC
-    span under it, and the SQL spans under that, once all have arrived;
-    fails unless every span of the trace is one of them, rightly parented."""
+    span under it (ending with `code`), and the SQL spans under that, once
+    all have arrived; fails unless every span of the trace is one of them,
+    rightly parented."""
 
     def layers(spans: list[ReceivedSpan]) -> tuple[ReceivedSpan, ReceivedSpan] | None:
         envoy = [span for span in spans if is_envoys(span) and envoys_span(span)]
@@ -91,7 +95,7 @@ def one_request(
     envoy, rpc = found
     assert rpc.span.name == f"{SERVICE}/{method}"
     assert rpc.attributes["rpc.method"] == method
-    assert rpc.attributes["rpc.grpc.status_code"] == 0
+    assert rpc.attributes["rpc.grpc.status_code"] == code.value[0]
     assert {envoy.service, rpc.service} == {"htk-under-test"}
     statements = [span for span in spans if span.parent_span_id == rpc.span_id]
     assert statements, f"no SQL span under {rpc}"
@@ -167,6 +171,23 @@ def test_a_grpc_call_without_a_traceparent_is_a_trace_of_its_own(
         "ListProcessEvents",
     )
     assert envoy.parent_span_id == ""
+
+
+def test_a_callers_mistake_is_in_the_rpc_span_and_no_error_of_the_server(
+    traced: Stack, receiver: Receiver, org: Org
+) -> None:
+    traceparent, trace_id, _ = caller_traceparent()
+    with grpc.insecure_channel(traced.envoy_target) as channel, pytest.raises(grpc.RpcError):
+        pb_grpc.ProcessServiceStub(channel).GetProcess(
+            pb.GetProcessRequest(process_id="00000000-0000-4000-8000-000000000000"),
+            metadata=(*org.metadata(), ("traceparent", traceparent)),
+        )
+
+    _, rpc, _ = one_request(
+        receiver, lambda span: span.trace_id == trace_id, "GetProcess", grpc.StatusCode.NOT_FOUND
+    )
+    # OpenTelemetry's status stays unset: only the server's faults are errors.
+    assert rpc.span.status.code == rpc.span.status.STATUS_CODE_UNSET
 
 
 def test_a_watch_stream_is_one_span_however_many_messages_it_sends(
