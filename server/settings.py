@@ -242,9 +242,9 @@ class Settings(BaseSettings):
     ] = Field(
         "parentbased_always_on",
         validation_alias="OTEL_TRACES_SAMPLER",
-        description="tracing: which requests are traced. A caller's `traceparent` decides for"
-        " its request; without one, all, none, or the fraction `OTEL_TRACES_SAMPLER_ARG`"
-        " of them (Envoy decides, the workers follow)",
+        description="tracing: which requests Envoy traces: all, none, or the fraction"
+        " `OTEL_TRACES_SAMPLER_ARG` of them (the workers follow Envoy's decision); a request"
+        " whose caller's `traceparent` says it is not sampled never is",
     )
     otel_traces_sampler_arg: float = Field(
         1.0,

@@ -59,10 +59,10 @@ def process_id(traced: Stack, org: Org) -> str:
     return str(response.json()["process_id"])
 
 
-def caller_traceparent() -> tuple[str, str, str]:
-    """A sampled W3C `traceparent` of a caller's own span: (header, trace id, span id)."""
+def caller_traceparent(*, sampled: bool = True) -> tuple[str, str, str]:
+    """A W3C `traceparent` of a caller's own span: (header, trace id, span id)."""
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}", trace_id, span_id
 
 
 def is_envoys(span: ReceivedSpan) -> bool:
@@ -171,6 +171,20 @@ def test_a_grpc_call_without_a_traceparent_is_a_trace_of_its_own(
         "ListProcessEvents",
     )
     assert envoy.parent_span_id == ""
+
+
+def test_a_request_its_caller_did_not_sample_is_not_traced(
+    traced: Stack, receiver: Receiver, org: Org, process_id: str
+) -> None:
+    unsampled, unsampled_trace, _ = caller_traceparent(sampled=False)
+    sampled, sampled_trace, _ = caller_traceparent()
+    url = f"{traced.http_url}/api/v1/processes/{process_id}"
+    for traceparent in (unsampled, sampled):
+        response = httpx.get(url, headers=org.auth() | {"traceparent": traceparent})
+        assert response.status_code == 200
+    # The request after it is traced; by then none of its own spans has come.
+    one_request(receiver, lambda span: span.trace_id == sampled_trace, "GetProcess")
+    assert [span for span in receiver.spans if span.trace_id == unsampled_trace] == []
 
 
 def test_a_callers_mistake_is_in_the_rpc_span_and_no_error_of_the_server(
