@@ -424,14 +424,17 @@ def tracing_section(results: list[Measurement]) -> list[str]:
         "",
         "Two instances on the same database, one with `OTEL_EXPORTER_OTLP_ENDPOINT` set and "
         "`OTEL_TRACES_SAMPLER=parentbased_always_on` (every request traced: Envoy's span, the "
-        "worker's RPC span and a span per SQL statement), one without; their spans go to an "
-        "OTLP receiver in the bench's process (`tests/support/otlp.py`), on the same cores, "
-        "as a collector beside htk would be. Measured in rounds, interleaved (off, on, "
-        "again); a cell shows the median, then each round's figure; ratios are taken round "
-        "by round. gRPC direct calls bypass Envoy: there the worker starts each trace.",
+        "worker's RPC span and a span per SQL statement), one without. Their spans go to a "
+        "sink in the bench's process that takes each export without decoding it "
+        "(`tests/support/otlp.py`), as a collector on another machine would. Measured in "
+        "rounds, interleaved (off, on, again); a cell shows the median, then each round's "
+        "figure; ratios are taken round by round. CPU per call (median of the rounds, "
+        "microseconds) is steadier than throughput on a shared machine. gRPC direct calls "
+        "bypass Envoy: there the worker starts each trace.",
         "",
-        "| phase | transport | workers | conc | off /s | on /s | on / off | p50 off, on ms |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
+        "| phase | transport | workers | conc | off /s | on /s | on / off | p50 off, on ms "
+        "| worker CPU/call off, on us | Envoy CPU/call off, on us |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     phases = dict.fromkeys(
         (m.name.removesuffix(", tracing on"), m.transport, m.workers, m.concurrency)
@@ -448,9 +451,19 @@ def tracing_section(results: list[Measurement]) -> list[str]:
         p50 = (statistics.median(m.p50_ms for m in rounds) for rounds in (off, on))
         lines.append(
             f"| {name} | {transport} | {workers} | {concurrency} | {_rates(off)} | {_rates(on)} "
-            f"| {_median_of(_ratios(on, off))} | {', '.join(f'{ms:.2f}' for ms in p50)} |"
+            f"| {_median_of(_ratios(on, off))} | {', '.join(f'{ms:.2f}' for ms in p50)} "
+            f"| {_per_call(off, 'server_cores')}, {_per_call(on, 'server_cores')} "
+            f"| {_per_call(off, 'envoy_cores')}, {_per_call(on, 'envoy_cores')} |"
         )
     return [*lines, ""]
+
+
+def _per_call(rounds: list[Measurement], cores: str) -> str:
+    """The median over the rounds of CPU microseconds per call, of the
+    workers (`server_cores`) or of Envoy (`envoy_cores`)."""
+    used = [(getattr(m, cores), m.rate) for m in rounds]
+    per_call = [busy / rate * 1e6 for busy, rate in used if busy is not None and rate]
+    return f"{statistics.median(per_call):,.0f}" if per_call else ""
 
 
 def _dashboard() -> list[str]:

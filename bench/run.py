@@ -35,7 +35,7 @@ from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
 from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
-from tests.support.otlp import otlp_receiver
+from tests.support.otlp import otlp_sink
 from tests.support.stack import Stack, create_token, running_stack
 
 DATA_DIR = CHECKOUT / ".bench-data"
@@ -148,7 +148,9 @@ def pick_fixtures(database_url: str) -> Fixtures:
     if not get_ids or not targets:
         raise RuntimeError("the seeded data lacks 10-step or running processes")
     env = os.environ | {"DATABASE_URL": database_url}
-    token = create_token(env, seed.BENCH_ORG, name="bench")
+    # A name of its own each run: names are unique among active tokens, and a
+    # rerun reuses the seeded data with the last run's token.
+    token = create_token(env, seed.BENCH_ORG, name=f"bench-{uuid.uuid4().hex[:8]}")
     return Fixtures(token, get_ids, targets)
 
 
@@ -416,13 +418,13 @@ class Runner:
 
     def tracing(self, workers: int) -> None:
         """Get and Update at concurrency 16 on two instances, tracing off and
-        on (every request traced, exported to a receiver in this process,
-        as a collector beside htk would be), ROUNDS times interleaved, each
+        on (every request traced, exported to a sink in this process that
+        takes the spans without reading them), ROUNDS times interleaved, each
         instance idle while the other is measured."""
         traced = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
         with ExitStack() as stacks:
-            receiver = stacks.enter_context(otlp_receiver())
-            traced["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+            sink = stacks.enter_context(otlp_sink())
+            traced["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
             instances = {
                 label: stacks.enter_context(
                     bench_stack(self.database_url, workers, DATA_DIR / label.replace(" ", "-"), env)
@@ -440,7 +442,7 @@ class Runner:
                             beside_pgbench=False,
                             recorded_as=f"{name}, {label}",
                         )
-            log(f"tracing: the receiver got {len(receiver.spans):,} spans")
+            log(f"tracing: the sink took {sink.exports:,} exports, {sink.bytes / 1e6:.1f} MB")
 
 
 TRACING_OFF, TRACING_ON = "tracing off", "tracing on"

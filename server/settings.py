@@ -251,8 +251,7 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         validation_alias="OTEL_TRACES_SAMPLER_ARG",
-        description="tracing: the fraction of requests without a `traceparent` that"
-        " `parentbased_traceidratio` traces",
+        description="tracing: the fraction of requests `parentbased_traceidratio` traces",
     )
 
     @model_validator(mode="after")
@@ -280,7 +279,7 @@ class Settings(BaseSettings):
 
     @property
     def trace_sampling_percent(self) -> float:
-        """The share of requests without a caller's decision that are traced."""
+        """The share of requests Envoy's sampler picks to trace."""
         return {
             "parentbased_always_on": 100.0,
             "parentbased_always_off": 0.0,

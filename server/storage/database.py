@@ -162,24 +162,22 @@ def _begin_first(
         cursor.execute(begin)
 
 
-# In a connection's `info`: the spans of its statements under way (a stack,
-# since a statement's listener may run one of its own).
-_STATEMENT_SPANS = "htk_statement_spans"
+# In a connection's `info`: the span of its statement under way, if traced.
+_STATEMENT_SPAN = "htk_statement_span"
 
 
 def _start_statement_span(connection: Connection, cursor: Any, statement: str, *args: Any) -> None:
-    span = tracing.statement_span(statement)
-    connection.info.setdefault(_STATEMENT_SPANS, []).append(span)
+    connection.info[_STATEMENT_SPAN] = tracing.statement_span(statement)
 
 
 def _end_statement_span(connection: Connection, *args: Any) -> None:
-    tracing.end_statement_span(connection.info[_STATEMENT_SPANS].pop())
+    tracing.end_statement_span(connection.info.pop(_STATEMENT_SPAN, None))
 
 
 def _fail_statement_span(context: Any) -> None:
-    spans = context.connection.info.get(_STATEMENT_SPANS) if context.connection else None
-    if spans:
-        tracing.end_statement_span(spans.pop(), context.original_exception)
+    if context.connection is not None:
+        span = context.connection.info.pop(_STATEMENT_SPAN, None)
+        tracing.end_statement_span(span, context.original_exception)
 
 
 _STATEMENT_SPAN_LISTENERS: dict[str, Callable[..., None]] = {

@@ -82,6 +82,48 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         return spans
 
 
+@dataclass
+class Sink:
+    """What an `otlp_sink` took: export requests and their bytes."""
+
+    endpoint: str = ""
+    exports: int = 0
+    bytes: int = 0
+
+
+@contextmanager
+def otlp_sink() -> Iterator[Sink]:
+    """An OTLP/gRPC trace endpoint that takes every export and reads none
+    (no decoding): for the benchmark, where a receiver's own work would
+    take the cores from what is measured."""
+    sink = Sink()
+    lock = threading.Lock()
+    empty = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+
+    def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        with lock:
+            sink.exports += 1
+            sink.bytes += len(request)
+        return empty
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.trace.v1.TraceService",
+                {"Export": grpc.unary_unary_rpc_method_handler(export)},
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    sink.endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield sink
+    finally:
+        server.stop(grace=None)
+
+
 @contextmanager
 def otlp_receiver() -> Iterator[Receiver]:
     receiver = Receiver()
