@@ -14,7 +14,7 @@ from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from tests.support.orgs import Org
 from tests.support.otlp import ReceivedSpan, Receiver, otlp_receiver
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack, free_port, running_stack
 
 SERVICE = "htk.processes.v1.ProcessService"
 
@@ -249,3 +249,28 @@ def test_health_probes_make_no_traces(traced: Stack, receiver: Receiver, org: Or
     receiver.wait_for(lambda spans: any(span.trace_id == trace_id for span in spans))
     probes = [span for span in receiver.spans if "grpc.health" in str(span.attributes)]
     assert probes == []
+
+
+def test_requests_are_served_while_the_collector_is_down(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Spans are sent in the background: a collector that is down (nothing
+    listens at the endpoint) loses them, never a request."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    with running_stack(tmp_path_factory.mktemp("collector-down"), env=env) as stack:
+        org = stack.new_org()
+        traceparent, _, _ = caller_traceparent()
+        with httpx.Client(base_url=stack.http_url, headers=org.auth(), timeout=30) as rest:
+            for headers in ({}, {"traceparent": traceparent}):
+                response = rest.post(
+                    "/api/v1/processes",
+                    headers=headers,
+                    json={
+                        "namespace": "traces",
+                        "name": "Untraced",
+                        "step_defs": [{"key": "build", "label": "Build"}],
+                    },
+                )
+                assert response.status_code == 200, response.text
+                process_id = response.json()["process_id"]
+                assert rest.get(f"/api/v1/processes/{process_id}").status_code == 200
