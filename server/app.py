@@ -244,7 +244,7 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     await server.stop(notice_seconds=ENVOY_NOTICE_SECONDS)
     await database.close()
     if traces is not None:
-        traces.shutdown()  # sends the spans still batched
+        tracing.stop(traces)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ make none, so they never fill the traces with roots of their own.
 """
 
 import contextvars
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -28,11 +29,15 @@ _call_tracer: contextvars.ContextVar[trace.Tracer | None] = contextvars.ContextV
 
 # OpenTelemetry's semantic conventions for database client spans.
 DB_SYSTEM = "postgresql"
+# How long a stopping worker waits for its last spans to go out: a
+# collector that is down would otherwise hold it for the exporter's retries
+# (10 s), past the time `htk run` gives a worker to stop.
+FLUSH_ON_STOP_SECONDS = 2.0
 
 
 def start(settings: Settings) -> "TracerProvider | None":
     """The worker's tracer provider, exporting to OTEL_EXPORTER_OTLP_ENDPOINT
-    in batches; None when tracing is off. Shut it down to send the last spans."""
+    in batches; None when tracing is off. `stop` sends its last spans."""
     if settings.otel_exporter_otlp_endpoint is None:
         return None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -47,6 +52,8 @@ def start(settings: Settings) -> "TracerProvider | None":
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: settings.otel_service_name}),
         sampler=ParentBased(root),
+        # `stop` does, within a bound; at exit it would wait on the exporter.
+        shutdown_on_exit=False,
     )
     provider.add_span_processor(
         BatchSpanProcessor(
@@ -54,6 +61,14 @@ def start(settings: Settings) -> "TracerProvider | None":
         )
     )
     return provider
+
+
+def stop(provider: "TracerProvider") -> None:
+    """Sends the spans still batched, waiting at most FLUSH_ON_STOP_SECONDS;
+    the SDK's threads are daemons, so what is left then dies with the process."""
+    flushing = threading.Thread(target=provider.shutdown, name="flush spans", daemon=True)
+    flushing.start()
+    flushing.join(FLUSH_ON_STOP_SECONDS)
 
 
 @contextmanager
