@@ -2,7 +2,8 @@
 
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
 prints its section and writes nothing); `--only metrics` the comparison of
-metrics on and off alone (seeding if needed; it prints its goal rows).
+metrics on and off alone (seeding if needed; it prints its goal rows), and
+`--only tracing` the tracing phases alone (on the seeded data; likewise).
 """
 
 import argparse
@@ -14,8 +15,8 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
 from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
+from tests.support.otlp import otlp_sink
 from tests.support.stack import Stack, create_token, running_stack
 
 DATA_DIR = CHECKOUT / ".bench-data"
@@ -82,7 +84,7 @@ def bench_stack(
     database_url: str,
     workers: int,
     data_dir: Path = DATA_DIR,
-    settings: dict[str, str] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> AbstractContextManager[Stack]:
     """`htk run` on the bench database with `workers` workers, logging
     warnings only; `settings` adds or overrides variables."""
@@ -147,7 +149,9 @@ def pick_fixtures(database_url: str) -> Fixtures:
     if not get_ids or not targets:
         raise RuntimeError("the seeded data lacks 10-step or running processes")
     env = os.environ | {"DATABASE_URL": database_url}
-    token = create_token(env, seed.BENCH_ORG, name="bench")
+    # A name of its own each run: names are unique among active tokens, and a
+    # rerun reuses the seeded data with the last run's token.
+    token = create_token(env, seed.BENCH_ORG, name=f"bench-{uuid.uuid4().hex[:8]}")
     return Fixtures(token, get_ids, targets)
 
 
@@ -406,10 +410,18 @@ class Runner:
         return (("authorization", f"Bearer {self.fixtures.token}"),)
 
     def calls(
-        self, stack: Stack, name: str, workers: int, concurrency: int, *, beside_pgbench: bool
+        self,
+        stack: Stack,
+        name: str,
+        workers: int,
+        concurrency: int,
+        *,
+        beside_pgbench: bool,
+        recorded_as: str = "",
     ) -> None:
         """The Get or the Update phase (`name`) at `concurrency`, over gRPC and
-        REST; beside pgbench, ROUNDS times interleaved with it."""
+        REST, recorded under `recorded_as` if given; beside pgbench, ROUNDS
+        times interleaved with it."""
         if name.startswith(GET):
             method, lua = "get", wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
         else:
@@ -418,9 +430,40 @@ class Runner:
         for round_ in range(ROUNDS if beside_pgbench else 1):
             if beside_pgbench:
                 self.pgbench(name, concurrency, workers)
-            self.grpc(stack, name, method, concurrency, workers)
+            self.grpc(stack, recorded_as or name, method, concurrency, workers)
             with profiled(stack, method, round_ == 0 and beside_pgbench):
-                self.rest(stack, name, "/", concurrency, workers, lua)
+                self.rest(stack, recorded_as or name, "/", concurrency, workers, lua)
+
+    def tracing(self, workers: int) -> None:
+        """Get and Update at concurrency 16 on two instances, tracing off and
+        on (every request traced, exported to a sink in this process that
+        takes the spans without reading them), ROUNDS times interleaved, each
+        instance idle while the other is measured."""
+        traced = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+        with ExitStack() as stacks:
+            sink = stacks.enter_context(otlp_sink())
+            traced["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
+            instances = {
+                label: stacks.enter_context(
+                    bench_stack(self.database_url, workers, DATA_DIR / label.replace(" ", "-"), env)
+                )
+                for label, env in ((TRACING_OFF, {}), (TRACING_ON, traced))
+            }
+            for name in (GET, UPDATE):
+                for _ in range(ROUNDS):
+                    for label, stack in instances.items():
+                        self.calls(
+                            stack,
+                            name,
+                            workers,
+                            16,
+                            beside_pgbench=False,
+                            recorded_as=f"{name}, {label}",
+                        )
+            log(f"tracing: the sink took {sink.exports:,} exports, {sink.bytes / 1e6:.1f} MB")
+
+
+TRACING_OFF, TRACING_ON = "tracing off", "tracing on"
 
 
 def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
@@ -515,7 +558,9 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["watch", "metrics"], help="run this phase alone")
+    parser.add_argument(
+        "--only", choices=["watch", "metrics", "tracing"], help="run this phase alone"
+    )
     only = parser.parse_args(argv).only
     config = Config.from_env()
     if only == "watch":
@@ -532,13 +577,17 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = pick_fixtures(database_url)
         pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
         runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        main_workers, *other_workers = config.workers
         if only == "metrics":
-            runner.metrics_cost(config.workers[0])
+            runner.metrics_cost(main_workers)
             print("\n".join(report.metrics_cost(runner.results)))
+            return 0
+        if only == "tracing":
+            runner.tracing(main_workers)
+            print("\n".join(report.tracing_section(runner.results)))
             return 0
         log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
-        main_workers, *other_workers = config.workers
         log(f"main run: HTK_WORKERS={main_workers}")
         with bench_stack(database_url, main_workers) as stack:
             runner.lists(stack, main_workers, list_cases() + task_cases())
@@ -554,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                 runner.lists(stack, workers, short_list_cases())
                 runner.calls(stack, GET, workers, 16, beside_pgbench=False)
                 runner.calls(stack, UPDATE, workers, 16, beside_pgbench=False)
+        log(f"tracing off and on: HTK_WORKERS={main_workers}")
+        runner.tracing(main_workers)
         watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
@@ -569,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         main_workers=main_workers,
         beside=[(case.name, f"{PROCESSES.phase} {case.beside}") for case in task_cases()],
         watch=report.watch_section(watched, config.watch),
+        tracing=report.tracing_section(runner.results),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -13,9 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # health.aio's, named so for the type stubs
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
-from server import metrics
+from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.token_cache import CallerCache
@@ -35,6 +36,7 @@ from server.transport.health import Health
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 from server.transport.task_servicer import TaskServicer
+from server.transport.tracing import RpcSpans
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,15 @@ class Server:
                 await self._listening
 
 
-def build_server(settings: Settings, database: Database, *, clock: Clock = utc_now) -> Server:
-    """htk's services over `database`, guarded, with health checking and reflection.
+def build_server(
+    settings: Settings,
+    database: Database,
+    *,
+    clock: Clock = utc_now,
+    tracer: trace.Tracer | None = None,
+) -> Server:
+    """htk's services over `database`, guarded, with health checking and reflection;
+    each call gets a span of `tracer`, if given.
 
     Refuses to build (UndeclaredAccess) if any RPC of the API lacks its access rule.
     """
@@ -139,6 +148,9 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             interceptors.GuardInterceptor(
                 methods,
                 [
+                    # Outermost: the span covers the other guards' work (the
+                    # token's lookup) and sees the status they end a call with.
+                    *([RpcSpans(tracer).guard] if tracer is not None else []),
                     interceptors.map_errors,
                     draining.guard,
                     interceptors.bound_by_deadline,
@@ -244,8 +256,10 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     the kernel spreads direct callers over the workers). `own_addresses`
     reach this worker alone: Envoy health-checks and balances over them.
     """
-    database = Database(database_url, pool_size=settings.db_pool_size)
-    server = build_server(settings, database)
+    traces = tracing.start(settings)
+    database = Database(database_url, pool_size=settings.db_pool_size, traced=traces is not None)
+    tracer = traces.get_tracer("htk") if traces is not None else None
+    server = build_server(settings, database, tracer=tracer)
     addresses = [*settings.grpc_addresses, *own_addresses]
     for address in addresses:
         server.add_address(address)
@@ -261,6 +275,8 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     log.info("shutting down: refusing new calls, finishing in-flight ones")
     await server.stop(notice_seconds=ENVOY_NOTICE_SECONDS)
     await database.close()
+    if traces is not None:
+        tracing.stop(traces)
 
 
 @dataclass(frozen=True)

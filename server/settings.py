@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from urllib.parse import urlsplit
 
 import annotated_types
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
@@ -37,6 +38,26 @@ def _ip_address(value: str) -> str:
 
 
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
+
+
+OTLP_GRPC_PORT = 4317
+
+
+def _otlp_endpoint(value: str) -> str:
+    """An OTLP/gRPC endpoint Envoy and the workers can both export to:
+    `http://host:port`, plaintext (a collector or agent beside htk)."""
+    url = urlsplit(value)
+    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+        raise ValueError(
+            "must be http://host:port, the plaintext OTLP/gRPC endpoint of a collector"
+            " (https is not supported)"
+        )
+    try:
+        port = url.port
+    except ValueError as error:
+        raise ValueError(f"has a bad port ({error})") from None
+    # Both exporters need the port: OTLP/gRPC's own when none is named.
+    return f"http://{url.netloc}:{OTLP_GRPC_PORT}" if port is None else f"http://{url.netloc}"
 
 
 class SettingsError(ValueError):
@@ -255,6 +276,37 @@ class Settings(BaseSettings):
         description="the PEM private key of `HTK_TLS_CERT_FILE`",
     )
 
+    # Traces: OpenTelemetry's own variables, under their standard names.
+    otel_exporter_otlp_endpoint: Annotated[str, AfterValidator(_otlp_endpoint)] | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="tracing: Envoy and the workers send spans to this OTLP/gRPC collector"
+        " (`http://host:port`, e.g. `http://127.0.0.1:4317`); tracing is off (and costs"
+        " nothing) unless set",
+    )
+    otel_service_name: str = Field(
+        "htk",
+        min_length=1,
+        validation_alias="OTEL_SERVICE_NAME",
+        description="tracing: the `service.name` of Envoy's and the workers' spans",
+    )
+    otel_traces_sampler: Literal[
+        "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"
+    ] = Field(
+        "parentbased_always_on",
+        validation_alias="OTEL_TRACES_SAMPLER",
+        description="tracing: which requests Envoy traces: all, none, or the fraction"
+        " `OTEL_TRACES_SAMPLER_ARG` of them (the workers follow Envoy's decision); a request"
+        " whose caller's `traceparent` says it is not sampled never is",
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias="OTEL_TRACES_SAMPLER_ARG",
+        description="tracing: the fraction of requests `parentbased_traceidratio` traces",
+    )
+
     @model_validator(mode="after")
     def _burst_covers_the_rate(self) -> Self:
         if self.rate_limit_burst < self.rate_limit_per_second:
@@ -317,6 +369,19 @@ class Settings(BaseSettings):
             fields = {variable(field): field for field in cls.model_fields.values()}
             problems = [_explain(problem, fields, env) for problem in error.errors()]
             raise SettingsError("; ".join(problems)) from None
+
+    @property
+    def tracing(self) -> bool:
+        return self.otel_exporter_otlp_endpoint is not None
+
+    @property
+    def trace_sampling_percent(self) -> float:
+        """The share of requests Envoy's sampler picks to trace."""
+        return {
+            "parentbased_always_on": 100.0,
+            "parentbased_always_off": 0.0,
+            "parentbased_traceidratio": 100.0 * self.otel_traces_sampler_arg,
+        }[self.otel_traces_sampler]
 
     @property
     def grpc_addresses(self) -> list[str]:

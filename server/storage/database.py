@@ -2,7 +2,7 @@
 
 import contextvars
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, LiteralString, cast
 
@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from server import tracing
 from server.domain.errors import DeadlineExceeded, Unavailable
 from server.metrics import DB_QUERY_DURATION
 
@@ -52,7 +53,8 @@ def deadline_in(seconds: float | None) -> Iterator[None]:
 class Database:
     """A connection pool and the sessions drawn from it."""
 
-    def __init__(self, database_url: str, *, pool_size: int) -> None:
+    def __init__(self, database_url: str, *, pool_size: int, traced: bool = False) -> None:
+        """`traced`: each statement of a traced call gets a span (server/tracing.py)."""
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(database_url),
             pool_size=pool_size,
@@ -76,6 +78,9 @@ class Database:
         event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_first)
         event.listen(self.engine.sync_engine, "before_cursor_execute", _time_statement)
         event.listen(self.engine.sync_engine, "after_cursor_execute", _observe_statement)
+        if traced:
+            for name, listener in _STATEMENT_SPAN_LISTENERS.items():
+                event.listen(self.engine.sync_engine, name, listener)
 
     def pool_connections(self) -> tuple[int, int]:
         """The pool's connections now: in use by a call, and idle."""
@@ -184,6 +189,31 @@ def _observe_statement(
         DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
 
 
+# In a connection's `info`: the span of its statement under way, if traced.
+_STATEMENT_SPAN = "htk_statement_span"
+
+
+def _start_statement_span(connection: Connection, cursor: Any, statement: str, *args: Any) -> None:
+    connection.info[_STATEMENT_SPAN] = tracing.statement_span(statement)
+
+
+def _end_statement_span(connection: Connection, *args: Any) -> None:
+    tracing.end_statement_span(connection.info.pop(_STATEMENT_SPAN, None))
+
+
+def _fail_statement_span(context: Any) -> None:
+    if context.connection is not None:
+        span = context.connection.info.pop(_STATEMENT_SPAN, None)
+        tracing.end_statement_span(span, context.original_exception)
+
+
+_STATEMENT_SPAN_LISTENERS: dict[str, Callable[..., None]] = {
+    "before_cursor_execute": _start_statement_span,
+    "after_cursor_execute": _end_statement_span,
+    "handle_error": _fail_statement_span,
+}
+
+
 async def in_one_round_trip(
     connection: AsyncConnection, *statements: Statement
 ) -> psycopg.AsyncCursor[Any]:
@@ -199,6 +229,9 @@ async def in_one_round_trip(
     driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
     begin = connection.info.pop(_DUE_BEGIN, None)
     sent_at = time.perf_counter()
+    # Each statement's span lasts until its result is in: the round trip's end.
+    spans = [tracing.statement_span(query) for query, _ in statements]
+    error: BaseException | None = None
     try:
         if begin is None and len(statements) == 1:
             return await driver.execute(*statements[0])
@@ -208,8 +241,13 @@ async def in_one_round_trip(
             for query, parameters in statements:
                 cursor = await driver.execute(query, parameters)
         return cursor
+    except BaseException as failure:
+        error = failure
+        raise
     finally:
         DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
+        for span in spans:
+            tracing.end_statement_span(span, error)
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:
