@@ -189,7 +189,7 @@ def test_the_start_says_what_a_person_needs_and_nothing_else(json_stack: Stack) 
     ]
     [ready] = own[:1]
     assert ready["message"].startswith("htk ")
-    assert f"http://127.0.0.1:{json_stack.env['HTK_HTTP_PORT']}/" in ready["message"]
+    assert f"http://localhost:{json_stack.env['HTK_HTTP_PORT']}/" in ready["message"]
     assert "database embedded in" in ready["message"]
     assert "deprecated" not in json_stack.log.lower()
 
