@@ -14,7 +14,7 @@ GOBIN := $(CURDIR)/build/bin
 # (CI's, cron's) still finds it.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: run test setup chromium lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
+.PHONY: run test setup chromium prometheus lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
 
 # Running needs Python only; buf (Node) is for linting the protos.
 run: $(VENV)/.installed
@@ -24,7 +24,7 @@ test: setup lint typecheck check-generated
 	$(BIN)/pytest
 
 setup: $(VENV)/.installed $(BUF) $(TS_CLIENT)/node_modules/.installed $(DASHBOARD)/node_modules/.installed \
-	$(GOBIN)/.installed chromium
+	$(GOBIN)/.installed chromium prometheus
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ $(DASHBOARD)/node_modules/.installed: $(DASHBOARD)/package.json $(DASHBOARD)/pac
 chromium:
 	@command -v chromium >/dev/null || apt-get install -y chromium || \
 		{ apt-get update && apt-get install -y chromium; }
+
+# Debian's Prometheus server, which the metrics test runs to scrape a stack
+# and query a rate, as an operator's Prometheus would.
+prometheus:
+	@command -v prometheus >/dev/null || apt-get install -y --no-install-recommends prometheus || \
+		{ apt-get update && apt-get install -y --no-install-recommends prometheus; }
 
 # The code generators, and every module the Go client and its tests need.
 $(GOBIN)/.installed: $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum

@@ -29,6 +29,9 @@ REST_OVER_GRPC_GOAL = 0.85
 # REST through Envoy against pgbench running the same work (medians of the rounds).
 PGBENCH_GOALS = {pgbench.GET: 0.15, pgbench.UPDATE: 0.5}
 GRPC, REST = "gRPC direct", "REST via Envoy"
+# Get and Update with metrics on (HTK_METRICS_PORT set) against off (0).
+METRICS_ON, METRICS_OFF = "metrics on", "metrics off"
+METRICS_COST_GOAL = 0.97
 
 
 def _percentile(values: list[float], percent: float) -> float:
@@ -284,6 +287,7 @@ def render(
     main_workers: int,
     beside: list[tuple[str, str]],
     watch: list[str],
+    tracing: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -339,6 +343,7 @@ def render(
             rest_over_grpc = _rest_over_grpc(results, name, workers)
             if rest_over_grpc:
                 goals.append(rest_over_grpc)
+    goals += metrics_cost(results)
     peak = max((m.server_rss_mb or 0.0 for m in results), default=0.0)
     goals.append(
         f"| Server RSS per process (peak over all phases) | <= {RSS_GOAL_MB:.0f} MB "
@@ -373,7 +378,7 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += [*watch, *_dashboard(), "## All phases", "", *_table(results), ""]
+    out += [*tracing, *watch, *_dashboard(), "## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]
@@ -382,6 +387,28 @@ def render(
 
     out += _statements(captured)
     return "\n".join(out)
+
+
+def metrics_cost(results: list[Measurement]) -> list[str]:
+    """The goal rows of Get and Update with metrics on against off (the same
+    workers, c16), round by round: two stacks up at once, measured in turns."""
+    rows = []
+    for name in PGBENCH_GOALS:
+        for transport in (REST, GRPC):
+            on, off = (
+                [m for m in results if m.name == f"{name}, {state}" and m.transport == transport]
+                for state in (METRICS_ON, METRICS_OFF)
+            )
+            ratios = _ratios(on, off) if len(on) == len(off) else []
+            if not ratios:
+                continue
+            ratio = statistics.median(ratios)
+            rows.append(
+                f"| {name}: {METRICS_ON} / {METRICS_OFF}, {transport}, c16, {on[0].workers} "
+                f"workers (median of {len(ratios)}) | >= {METRICS_COST_GOAL:.2f}x "
+                f"| {_median_of(ratios)} | {_verdict(ratio >= METRICS_COST_GOAL)} |"
+            )
+    return rows
 
 
 def _beside_pgbench(results: list[Measurement]) -> list[str]:
@@ -414,6 +441,55 @@ def _beside_pgbench(results: list[Measurement]) -> list[str]:
             f"| {_verdict(met)} |"
         )
     return [*lines, ""]
+
+
+def tracing_section(results: list[Measurement]) -> list[str]:
+    """Get and Update with tracing on (every request) against off, round by round."""
+    lines = [
+        "## Tracing on against off",
+        "",
+        "Two instances on the same database, one with `OTEL_EXPORTER_OTLP_ENDPOINT` set and "
+        "`OTEL_TRACES_SAMPLER=parentbased_always_on` (every request traced: Envoy's span, the "
+        "worker's RPC span and a span per SQL statement), one without. Their spans go to a "
+        "sink in the bench's process that takes each export without decoding it "
+        "(`tests/support/otlp.py`), as a collector on another machine would. Measured in "
+        "rounds, interleaved (off, on, again); a cell shows the median, then each round's "
+        "figure; ratios are taken round by round. CPU per call (median of the rounds, "
+        "microseconds) is steadier than throughput on a shared machine. gRPC direct calls "
+        "bypass Envoy: there the worker starts each trace.",
+        "",
+        "| phase | transport | workers | conc | off /s | on /s | on / off | p50 off, on ms "
+        "| worker CPU/call off, on us | Envoy CPU/call off, on us |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    phases = dict.fromkeys(
+        (m.name.removesuffix(", tracing on"), m.transport, m.workers, m.concurrency)
+        for m in results
+        if m.name.endswith(", tracing on")
+    )
+    for name, transport, workers, concurrency in phases:
+        off, on = (
+            _rounds(results, f"{name}, tracing {state}", transport, workers, concurrency)
+            for state in ("off", "on")
+        )
+        if not off or len(off) != len(on):
+            continue
+        p50 = (statistics.median(m.p50_ms for m in rounds) for rounds in (off, on))
+        lines.append(
+            f"| {name} | {transport} | {workers} | {concurrency} | {_rates(off)} | {_rates(on)} "
+            f"| {_median_of(_ratios(on, off))} | {', '.join(f'{ms:.2f}' for ms in p50)} "
+            f"| {_per_call(off, 'server_cores')}, {_per_call(on, 'server_cores')} "
+            f"| {_per_call(off, 'envoy_cores')}, {_per_call(on, 'envoy_cores')} |"
+        )
+    return [*lines, ""]
+
+
+def _per_call(rounds: list[Measurement], cores: str) -> str:
+    """The median over the rounds of CPU microseconds per call, of the
+    workers (`server_cores`) or of Envoy (`envoy_cores`)."""
+    used = [(getattr(m, cores), m.rate) for m in rounds]
+    per_call = [busy / rate * 1e6 for busy, rate in used if busy is not None and rate]
+    return f"{statistics.median(per_call):,.0f}" if per_call else ""
 
 
 def _dashboard() -> list[str]:

@@ -1,7 +1,9 @@
 """`make bench`: seed (or reuse) the bench database, measure, print and write the report.
 
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
-prints its section and writes nothing).
+prints its section and writes nothing); `--only metrics` the comparison of
+metrics on and off alone (seeding if needed; it prints its goal rows), and
+`--only tracing` the tracing phases alone (on the seeded data; likewise).
 """
 
 import argparse
@@ -13,8 +15,8 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from htk.processes.v1 import task_service_pb2_grpc as tasks_pb_grpc
 from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
+from tests.support.otlp import otlp_sink
 from tests.support.stack import Stack, create_token, running_stack
 
 DATA_DIR = CHECKOUT / ".bench-data"
@@ -78,9 +81,13 @@ BENCH_STREAM_CAP = 1_000_000
 
 
 def bench_stack(
-    database_url: str, workers: int, data_dir: Path = DATA_DIR
+    database_url: str,
+    workers: int,
+    data_dir: Path = DATA_DIR,
+    settings: Mapping[str, str] | None = None,
 ) -> AbstractContextManager[Stack]:
-    """`htk run` on the bench database with `workers` workers, logging warnings only."""
+    """`htk run` on the bench database with `workers` workers, logging
+    warnings only; `settings` adds or overrides variables."""
     env = {
         "HTK_WORKERS": str(workers),
         "HTK_LOG_LEVEL": "WARNING",
@@ -88,6 +95,7 @@ def bench_stack(
         # caps that keep one tenant from taking every stream must not cut it short.
         "HTK_MAX_WATCHERS_PER_TOKEN": str(BENCH_STREAM_CAP),
         "HTK_MAX_WATCHERS_PER_ORG": str(BENCH_STREAM_CAP),
+        **(settings or {}),
     }
     return running_stack(data_dir, database_url, env)
 
@@ -141,7 +149,9 @@ def pick_fixtures(database_url: str) -> Fixtures:
     if not get_ids or not targets:
         raise RuntimeError("the seeded data lacks 10-step or running processes")
     env = os.environ | {"DATABASE_URL": database_url}
-    token = create_token(env, seed.BENCH_ORG, name="bench")
+    # A name of its own each run: names are unique among active tokens, and a
+    # rerun reuses the seeded data with the last run's token.
+    token = create_token(env, seed.BENCH_ORG, name=f"bench-{uuid.uuid4().hex[:8]}")
     return Fixtures(token, get_ids, targets)
 
 
@@ -354,6 +364,23 @@ class Runner:
             path = f"/api/v1/{case.collection.name}" + (f"?{query}" if query else "")
             self.rest(stack, case.name, path, 1, workers, lua, goal)
 
+    def metrics_cost(self, workers: int) -> None:
+        """Get and Update (c16) on a stack with metrics on and one with them
+        off, both up at once and measured in turns, ROUNDS times."""
+        with (
+            bench_stack(self.database_url, workers, DATA_DIR / "metrics-on") as on,
+            bench_stack(
+                self.database_url,
+                workers,
+                DATA_DIR / "metrics-off",
+                {"HTK_METRICS_PORT": "0"},
+            ) as off,
+        ):
+            for _ in range(ROUNDS):
+                for name in (GET, UPDATE):
+                    for stack, state in ((on, report.METRICS_ON), (off, report.METRICS_OFF)):
+                        self.calls(stack, f"{name}, {state}", workers, 16, beside_pgbench=False)
+
     def _total_is_exact(self, stack: Stack, case: ListCase, params: dict[str, Any]) -> bool:
         """Whether the response's `total` is the true count of matches."""
         with grpc.insecure_channel(stack.server_target) as channel:
@@ -383,11 +410,19 @@ class Runner:
         return (("authorization", f"Bearer {self.fixtures.token}"),)
 
     def calls(
-        self, stack: Stack, name: str, workers: int, concurrency: int, *, beside_pgbench: bool
+        self,
+        stack: Stack,
+        name: str,
+        workers: int,
+        concurrency: int,
+        *,
+        beside_pgbench: bool,
+        recorded_as: str = "",
     ) -> None:
         """The Get or the Update phase (`name`) at `concurrency`, over gRPC and
-        REST; beside pgbench, ROUNDS times interleaved with it."""
-        if name == GET:
+        REST, recorded under `recorded_as` if given; beside pgbench, ROUNDS
+        times interleaved with it."""
+        if name.startswith(GET):
             method, lua = "get", wrk.script(self.fixtures.token, get_ids=self.fixtures.get_ids)
         else:
             updates = self.fixtures.update_targets
@@ -395,9 +430,40 @@ class Runner:
         for round_ in range(ROUNDS if beside_pgbench else 1):
             if beside_pgbench:
                 self.pgbench(name, concurrency, workers)
-            self.grpc(stack, name, method, concurrency, workers)
+            self.grpc(stack, recorded_as or name, method, concurrency, workers)
             with profiled(stack, method, round_ == 0 and beside_pgbench):
-                self.rest(stack, name, "/", concurrency, workers, lua)
+                self.rest(stack, recorded_as or name, "/", concurrency, workers, lua)
+
+    def tracing(self, workers: int) -> None:
+        """Get and Update at concurrency 16 on two instances, tracing off and
+        on (every request traced, exported to a sink in this process that
+        takes the spans without reading them), ROUNDS times interleaved, each
+        instance idle while the other is measured."""
+        traced = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+        with ExitStack() as stacks:
+            sink = stacks.enter_context(otlp_sink())
+            traced["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
+            instances = {
+                label: stacks.enter_context(
+                    bench_stack(self.database_url, workers, DATA_DIR / label.replace(" ", "-"), env)
+                )
+                for label, env in ((TRACING_OFF, {}), (TRACING_ON, traced))
+            }
+            for name in (GET, UPDATE):
+                for _ in range(ROUNDS):
+                    for label, stack in instances.items():
+                        self.calls(
+                            stack,
+                            name,
+                            workers,
+                            16,
+                            beside_pgbench=False,
+                            recorded_as=f"{name}, {label}",
+                        )
+            log(f"tracing: the sink took {sink.exports:,} exports, {sink.bytes / 1e6:.1f} MB")
+
+
+TRACING_OFF, TRACING_ON = "tracing off", "tracing on"
 
 
 def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
@@ -492,7 +558,9 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", choices=["watch"], help="run this phase alone")
+    parser.add_argument(
+        "--only", choices=["watch", "metrics", "tracing"], help="run this phase alone"
+    )
     only = parser.parse_args(argv).only
     config = Config.from_env()
     if only == "watch":
@@ -509,9 +577,17 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = pick_fixtures(database_url)
         pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
         runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        main_workers, *other_workers = config.workers
+        if only == "metrics":
+            runner.metrics_cost(main_workers)
+            print("\n".join(report.metrics_cost(runner.results)))
+            return 0
+        if only == "tracing":
+            runner.tracing(main_workers)
+            print("\n".join(report.tracing_section(runner.results)))
+            return 0
         log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
-        main_workers, *other_workers = config.workers
         log(f"main run: HTK_WORKERS={main_workers}")
         with bench_stack(database_url, main_workers) as stack:
             runner.lists(stack, main_workers, list_cases() + task_cases())
@@ -519,12 +595,16 @@ def main(argv: list[str] | None = None) -> int:
             runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
             for concurrency in (1, 64):
                 runner.calls(stack, UPDATE, main_workers, concurrency, beside_pgbench=False)
+        log("metrics on against off")
+        runner.metrics_cost(main_workers)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
             with bench_stack(database_url, workers) as stack:
                 runner.lists(stack, workers, short_list_cases())
                 runner.calls(stack, GET, workers, 16, beside_pgbench=False)
                 runner.calls(stack, UPDATE, workers, 16, beside_pgbench=False)
+        log(f"tracing off and on: HTK_WORKERS={main_workers}")
+        runner.tracing(main_workers)
         watched = watch_phases(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
@@ -540,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         main_workers=main_workers,
         beside=[(case.name, f"{PROCESSES.phase} {case.beside}") for case in task_cases()],
         watch=report.watch_section(watched, config.watch),
+        tracing=report.tracing_section(runner.results),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -9,30 +9,17 @@ else in the file stays as it is.
 import sys
 from pathlib import Path
 
-from pydantic.fields import FieldInfo
-
-from server.settings import CHECKOUT, Settings, allowed_values, variable
+from server.settings import documented
 
 BEGIN = "<!-- configuration table: generated from server/settings.py by `make generate` -->"
 END = "<!-- end of configuration table -->"
 
 
-def shown_default(field: FieldInfo) -> str:
-    if isinstance(field.json_schema_extra, dict) and "shown_default" in field.json_schema_extra:
-        return str(field.json_schema_extra["shown_default"])
-    if field.default is None:
-        return "(unset)"
-    if isinstance(field.default, Path):
-        return f"`{field.default.relative_to(CHECKOUT)}/`"
-    return f"`{field.default}`"
-
-
 def table() -> str:
     rows = ["| variable | default | values | meaning |", "| --- | --- | --- | --- |"]
     rows += [
-        f"| `{variable(field)}` | {shown_default(field)} | {allowed_values(field) or 'text'}"
-        f" | {field.description} |"
-        for field in Settings.model_fields.values()
+        f"| `{setting.variable}` | {setting.default} | {setting.values} | {setting.meaning} |"
+        for setting in documented()
     ]
     return "\n".join(rows)
 

@@ -13,8 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # health.aio's, named so for the type stubs
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
+from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.token_cache import CallerCache
@@ -30,9 +32,11 @@ from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
 from server.storage.notifications import Listener
 from server.transport import interceptors
 from server.transport.decoding import DecodingInterceptor
+from server.transport.health import Health
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 from server.transport.task_servicer import TaskServicer
+from server.transport.tracing import RpcSpans
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,9 @@ MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 # Step deadlines are enforced within this (plus a round's work) of passing.
 DEADLINE_SCAN_INTERVAL_SECONDS = 1.0
+# The gauges read from the worker's state (not kept up on every call) are
+# this old at most; a scrape comes every few seconds.
+METRICS_SAMPLE_INTERVAL_SECONDS = 1.0
 
 
 class Server:
@@ -111,8 +118,15 @@ class Server:
                 await self._listening
 
 
-def build_server(settings: Settings, database: Database, *, clock: Clock = utc_now) -> Server:
-    """htk's services over `database`, guarded, with health checking and reflection.
+def build_server(
+    settings: Settings,
+    database: Database,
+    *,
+    clock: Clock = utc_now,
+    tracer: trace.Tracer | None = None,
+) -> Server:
+    """htk's services over `database`, guarded, with health checking and reflection;
+    each call gets a span of `tracer`, if given.
 
     Refuses to build (UndeclaredAccess) if any RPC of the API lacks its access rule.
     """
@@ -134,6 +148,9 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             interceptors.GuardInterceptor(
                 methods,
                 [
+                    # Outermost: the span covers the other guards' work (the
+                    # token's lookup) and sees the status they end a call with.
+                    *([RpcSpans(tracer).guard] if tracer is not None else []),
                     interceptors.map_errors,
                     draining.guard,
                     interceptors.bound_by_deadline,
@@ -169,7 +186,7 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server
     )
-    health_servicer = HealthServicer()
+    health_servicer = Health(lambda: listener.listening)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
         [
@@ -187,8 +204,36 @@ def build_server(settings: Settings, database: Database, *, clock: Clock = utc_n
             writes.forget_expired_keys,
             IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
         ),
+        PeriodicJob(
+            "sample metrics",
+            gauge_sampler(settings, database, listener, watch_hub, deadlines),
+            METRICS_SAMPLE_INTERVAL_SECONDS,
+        ),
     ]
     return Server(grpc_server, health_servicer, draining, upkeep, watch_hub, listener)
+
+
+def gauge_sampler(
+    settings: Settings,
+    database: Database,
+    listener: Listener,
+    watch_hub: WatchHub,
+    deadlines: DeadlineService,
+) -> Callable[[], Awaitable[int]]:
+    """Sets the worker's gauges from its state; nothing on the calls' path
+    keeps them up."""
+    metrics.DB_POOL_MAX_CONNECTIONS.set(settings.db_pool_size)
+
+    async def sample() -> int:
+        in_use, idle = database.pool_connections()
+        metrics.DB_POOL_IN_USE.set(in_use)
+        metrics.DB_POOL_IDLE.set(idle)
+        metrics.WATCH_STREAMS.set(watch_hub.streams)
+        metrics.NOTIFICATION_LISTENER_UP.set(listener.backend_pid is not None)
+        metrics.DEADLINE_SCAN_LAG.set(deadlines.lag_seconds())
+        return 0
+
+    return sample
 
 
 def watch_limits(settings: Settings) -> WatchLimits:
@@ -211,13 +256,15 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     the kernel spreads direct callers over the workers). `own_addresses`
     reach this worker alone: Envoy health-checks and balances over them.
     """
-    database = Database(database_url, pool_size=settings.db_pool_size)
-    server = build_server(settings, database)
+    traces = tracing.start(settings)
+    database = Database(database_url, pool_size=settings.db_pool_size, traced=traces is not None)
+    tracer = traces.get_tracer("htk") if traces is not None else None
+    server = build_server(settings, database, tracer=tracer)
     addresses = [*settings.grpc_addresses, *own_addresses]
     for address in addresses:
         server.add_address(address)
     await server.start()
-    log.info("gRPC server listening on %s", ", ".join(addresses))
+    log.debug("gRPC server listening on %s", ", ".join(addresses))
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -228,6 +275,8 @@ async def serve(settings: Settings, database_url: str, own_addresses: Sequence[s
     log.info("shutting down: refusing new calls, finishing in-flight ones")
     await server.stop(notice_seconds=ENVOY_NOTICE_SECONDS)
     await database.close()
+    if traces is not None:
+        tracing.stop(traces)
 
 
 @dataclass(frozen=True)

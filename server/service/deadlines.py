@@ -14,6 +14,13 @@ class DeadlineService:
     def __init__(self, database: Database, clock: Clock) -> None:
         self._database = database
         self._clock = clock
+        # Every step due before this has been timed out (or a worker of
+        # another scan holds it); counted from the start until a scan says so.
+        self.enforced_until = clock()
+
+    def lag_seconds(self) -> float:
+        """How long ago the deadline of a step that may still run past it passed."""
+        return max(0.0, (self._clock() - self.enforced_until).total_seconds())
 
     async def enforce(self) -> int:
         """Times out the steps now due (up to BATCH); returns how many.
@@ -27,10 +34,14 @@ class DeadlineService:
         now = self._clock()
         timed_out = 0
         async with self._database.transaction() as connection:
-            for due in await tasks.lock_due_steps(connection, now, BATCH):
+            due_steps = await tasks.lock_due_steps(connection, now, BATCH)
+            for due in due_steps:
                 process = await load_locked(connection, due.org_id, due.process_id)
                 change = time_out(process, due.step, now)
                 if change is not None:
                     await record(connection, process, change)
                     timed_out += 1
+        # A full batch may have left due steps for the next round.
+        if len(due_steps) < BATCH:
+            self.enforced_until = now
         return timed_out

@@ -169,6 +169,11 @@ class WatchHub:
         self._delivering: asyncio.Task[None] | None = None
         self._checking_tokens: asyncio.Task[None] | None = None
 
+    @property
+    def streams(self) -> int:
+        """How many watch streams are open."""
+        return self._watchers
+
     def start(self) -> None:
         self._delivering = asyncio.create_task(self._deliver_org_changes())
 

@@ -8,6 +8,7 @@ from server.domain import tokens
 from server.domain.errors import AlreadyExists
 from server.domain.token_cache import CallerCache
 from server.domain.tokens import Caller, Scope
+from server.metrics import TOKEN_CACHE_HIT, TOKEN_CACHE_MISS, TOKEN_CACHE_REFUSED
 from server.service.writes import Clock
 from server.storage import tokens as token_rows
 from server.storage.database import Database
@@ -28,10 +29,14 @@ class TokenService:
         """The caller a well-formed token stands for, or None if it is unknown or revoked."""
         presented = tokens.digest(token)
         # The cache finds the caller by the token's SHA-256 too (see below).
-        if self._cache is not None and (caller := self._cache.get(presented)) is not None:
-            return caller
-        if self._cache is not None and self._cache.is_unknown(presented):
-            return None
+        if self._cache is not None:
+            if (caller := self._cache.get(presented)) is not None:
+                TOKEN_CACHE_HIT.inc()
+                return caller
+            if self._cache.is_unknown(presented):
+                TOKEN_CACHE_REFUSED.inc()
+                return None
+            TOKEN_CACHE_MISS.inc()
         generation = self._cache.generation if self._cache is not None else 0
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             row = await token_rows.find_active(connection, presented)

@@ -2,7 +2,7 @@
 
 import contextvars
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, LiteralString, cast
 
@@ -13,8 +13,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
+from server import tracing
 from server.domain.errors import DeadlineExceeded, Unavailable
+from server.metrics import DB_QUERY_DURATION
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -50,7 +53,8 @@ def deadline_in(seconds: float | None) -> Iterator[None]:
 class Database:
     """A connection pool and the sessions drawn from it."""
 
-    def __init__(self, database_url: str, *, pool_size: int) -> None:
+    def __init__(self, database_url: str, *, pool_size: int, traced: bool = False) -> None:
+        """`traced`: each statement of a traced call gets a span (server/tracing.py)."""
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(database_url),
             pool_size=pool_size,
@@ -72,6 +76,16 @@ class Database:
             },
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_first)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _time_statement)
+        event.listen(self.engine.sync_engine, "after_cursor_execute", _observe_statement)
+        if traced:
+            for name, listener in _STATEMENT_SPAN_LISTENERS.items():
+                event.listen(self.engine.sync_engine, name, listener)
+
+    def pool_connections(self) -> tuple[int, int]:
+        """The pool's connections now: in use by a call, and idle."""
+        pool = cast(QueuePool, self.engine.pool)
+        return pool.checkedout(), pool.checkedin()
 
     @asynccontextmanager
     async def transaction(
@@ -157,6 +171,49 @@ def _begin_first(
         cursor.execute(begin)
 
 
+# On a statement's execution context: when it was sent.
+_SENT_AT = "_htk_sent_at"
+
+
+def _time_statement(
+    connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+) -> None:
+    setattr(context, _SENT_AT, time.perf_counter())
+
+
+def _observe_statement(
+    connection: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+) -> None:
+    sent_at = getattr(context, _SENT_AT, None)
+    if sent_at is not None:
+        DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
+
+
+# In a connection's `info`: the span of its statement under way, if traced.
+_STATEMENT_SPAN = "htk_statement_span"
+
+
+def _start_statement_span(connection: Connection, cursor: Any, statement: str, *args: Any) -> None:
+    connection.info[_STATEMENT_SPAN] = tracing.statement_span(statement)
+
+
+def _end_statement_span(connection: Connection, *args: Any) -> None:
+    tracing.end_statement_span(connection.info.pop(_STATEMENT_SPAN, None))
+
+
+def _fail_statement_span(context: Any) -> None:
+    if context.connection is not None:
+        span = context.connection.info.pop(_STATEMENT_SPAN, None)
+        tracing.end_statement_span(span, context.original_exception)
+
+
+_STATEMENT_SPAN_LISTENERS: dict[str, Callable[..., None]] = {
+    "before_cursor_execute": _start_statement_span,
+    "after_cursor_execute": _end_statement_span,
+    "handle_error": _fail_statement_span,
+}
+
+
 async def in_one_round_trip(
     connection: AsyncConnection, *statements: Statement
 ) -> psycopg.AsyncCursor[Any]:
@@ -171,14 +228,26 @@ async def in_one_round_trip(
     pooled = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
     begin = connection.info.pop(_DUE_BEGIN, None)
-    if begin is None and len(statements) == 1:
-        return await driver.execute(*statements[0])
-    async with driver.pipeline():
-        if begin is not None:
-            await driver.execute(begin, prepare=False)
-        for query, parameters in statements:
-            cursor = await driver.execute(query, parameters)
-    return cursor
+    sent_at = time.perf_counter()
+    # Each statement's span lasts until its result is in: the round trip's end.
+    spans = [tracing.statement_span(query) for query, _ in statements]
+    error: BaseException | None = None
+    try:
+        if begin is None and len(statements) == 1:
+            return await driver.execute(*statements[0])
+        async with driver.pipeline():
+            if begin is not None:
+                await driver.execute(begin, prepare=False)
+            for query, parameters in statements:
+                cursor = await driver.execute(query, parameters)
+        return cursor
+    except BaseException as failure:
+        error = failure
+        raise
+    finally:
+        DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
+        for span in spans:
+            tracing.end_statement_span(span, error)
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:

@@ -39,7 +39,7 @@ def embedded_database(data_dir: Path) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_users(data_dir / "postgres")
     server = get_server(data_dir / "postgres", cleanup_mode="stop")
-    log.info("embedded PostgreSQL running in %s", data_dir / "postgres")
+    log.debug("embedded PostgreSQL running in %s", data_dir / "postgres")
     try:
         yield str(server.get_uri())
     finally:

@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -29,7 +30,34 @@ def alembic_config(database_url: str, migrations: Path = MIGRATIONS) -> Config:
 def upgrade_to_latest(database_url: str, migrations: Path = MIGRATIONS) -> None:
     """Brings the schema up to the newest migration; a no-op when it is current."""
     command.upgrade(alembic_config(database_url, migrations), "head")
-    log.info("database schema is current")
+    log.debug("database schema is current")
+
+
+def head_revision(migrations: Path = MIGRATIONS) -> str:
+    """The newest migration's revision: the schema this code needs."""
+    head = ScriptDirectory(str(migrations)).get_current_head()
+    assert head is not None, f"{migrations} has no migrations"
+    return head
+
+
+def current_revision(database_url: str, timeout_seconds: float) -> str | None:
+    """The revision the database's schema is at (None: never migrated),
+    within `timeout_seconds` to connect and as long again to answer.
+
+    Raises psycopg.Error or OSError when the database cannot answer.
+    """
+    milliseconds = int(timeout_seconds * 1000)
+    with psycopg.connect(
+        database_url,
+        connect_timeout=max(1, round(timeout_seconds)),
+        options=f"-c statement_timeout={milliseconds}",
+        autocommit=True,
+    ) as connection:
+        try:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return None if row is None else str(row[0])
 
 
 def next_revision_id(migrations: Path = MIGRATIONS) -> str:

@@ -93,6 +93,11 @@ class Listener:
         # The backend serving the connection, while there is one (tests end it).
         self.backend_pid: int | None = None
 
+    @property
+    def listening(self) -> bool:
+        """Whether the connection is up and listening on every channel."""
+        return self.backend_pid is not None
+
     async def run(self) -> None:
         """Listens until cancelled, reconnecting whenever the connection is lost."""
         retry = FIRST_RETRY_SECONDS

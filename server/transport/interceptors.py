@@ -11,14 +11,17 @@ reflection, which need no token, pass untouched.
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+from urllib.parse import quote
 
 import grpc
 
 from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
+from server.metrics import MethodMetrics
 from server.service.tokens import TokenService
 from server.storage.database import deadline_in
 from server.transport.decoding import WrappedHandlers
@@ -54,10 +57,23 @@ RequestReader: TypeAlias = Callable[[Method, Any, Context], Any]
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
+# The response header in which a call names its token for Envoy's access log,
+# which takes it out of the response (envoy/envoy.yaml). Percent-encoded:
+# names are Unicode where metadata is ASCII, and an encoded name has no space
+# to break a log line. Only the server sets it; Envoy drops `x-htk-*` headers
+# of requests.
+CALLER_NAME_HEADER = "x-htk-token-name"
+
 
 def current_caller() -> Caller:
     """The authenticated caller of the RPC being served."""
     return _caller.get()
+
+
+def caller_metadata() -> tuple[tuple[str, str], ...]:
+    """The metadata naming the caller's token, none before it is known."""
+    caller = _caller.get(None)
+    return () if caller is None else ((CALLER_NAME_HEADER, quote(caller.token_name, safe="")),)
 
 
 def metadata_value(context: Context, key: str) -> str | None:
@@ -95,19 +111,36 @@ class GuardInterceptor(ServerInterceptor):
 
     def _guarded_handler(self, path: str, handler: Handler) -> Handler:
         method = self._methods[path]
+        metrics = MethodMetrics(path)
         return _guarded(
             path,
             handler,
-            lambda context: self._guarding(method, context),
+            lambda context: self._guarding(method, metrics, context),
             lambda request, context: self._read_request(method, request, context),
         )
 
     @asynccontextmanager
-    async def _guarding(self, method: Method, context: Context) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for guard in self._guards:
-                await stack.enter_async_context(guard(method, context))
-            yield
+    async def _guarding(
+        self, method: Method, metrics: MethodMetrics, context: Context
+    ) -> AsyncIterator[None]:
+        # Measured here, around every guard, so that refused calls count too.
+        metrics.started()
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            async with AsyncExitStack() as stack:
+                for guard in self._guards:
+                    await stack.enter_async_context(guard(method, context))
+                yield
+            code = "OK"
+        except grpc.aio.AbortError:
+            code = _status_name(context)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            metrics.ended(code, time.perf_counter() - started)
 
 
 def _guarded(
@@ -128,7 +161,9 @@ def _guarded(
 
         async def guarded_unary_unary(request: Any, context: Context) -> Any:
             async with guarding(context):
-                return await unary_unary(read(request, context), context)
+                response = await unary_unary(read(request, context), context)
+                await _send_headers(context)
+                return response
 
         return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
     if handler.unary_stream is not None:
@@ -144,7 +179,9 @@ def _guarded(
 
         async def guarded_stream_unary(requests: Any, context: Context) -> Any:
             async with guarding(context):
-                return await stream_unary(requests, context)
+                response = await stream_unary(requests, context)
+                await _send_headers(context)
+                return response
 
         return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, **serializers)
     if handler.stream_stream is None:
@@ -156,6 +193,20 @@ def _guarded(
             await _streaming(path, stream_stream(requests, context))
 
     return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, **serializers)
+
+
+async def _send_headers(context: Context) -> None:
+    """Sends a unary call's headers with its caller's token name, just before
+    its response: no earlier, so that Envoy may still retry a call whose
+    worker died, and an error before it still goes as trailers alone."""
+    if metadata := caller_metadata():
+        await context.send_initial_metadata(metadata)
+
+
+def _status_name(context: Context) -> str:
+    """The status a call was aborted with, as gRPC names it (NOT_FOUND)."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 async def _streaming(path: str, writing: Awaitable[None]) -> None:
@@ -191,8 +242,9 @@ async def map_errors(method: Method, context: Context) -> AsyncIterator[None]:
 
 async def abort_with(context: Context, status: grpc.Status) -> NoReturn:
     """Ends the call with `status`, details included."""
-    # What context.abort_with_status does; the type stubs lack it.
-    context.set_trailing_metadata(status.trailing_metadata)
+    # What context.abort_with_status does (the type stubs lack it), keeping
+    # what the guards set (the caller's token name).
+    context.set_trailing_metadata((*context.trailing_metadata(), *status.trailing_metadata))
     await context.abort(status.code, status.details)
 
 
@@ -228,10 +280,15 @@ class Authentication:
     @asynccontextmanager
     async def guard(self, method: Method, context: Context) -> AsyncIterator[None]:
         caller = await self._authenticate(metadata_value(context, "authorization"))
-        caller.require_any(method.scopes)
         token = _caller.set(caller)
         try:
+            caller.require_any(method.scopes)
             yield
+        except BaseException:
+            # The error's status goes as trailers, the response's headers
+            # too when nothing was sent before it: they name the token.
+            context.set_trailing_metadata(caller_metadata())
+            raise
         finally:
             _caller.reset(token)
 

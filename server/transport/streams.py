@@ -29,7 +29,7 @@ from grpc_status import rpc_status
 
 from server.domain.errors import ResourceExhausted
 from server.transport.errors import to_rpc_status
-from server.transport.interceptors import Context, abort_with
+from server.transport.interceptors import Context, abort_with, caller_metadata
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ async def write_stream(
                     # grpc nothing but the status to send after a first
                     # message the client does not read (it refuses a second
                     # operation of a kind still pending).
-                    await context.send_initial_metadata(())
+                    await context.send_initial_metadata(caller_metadata())
                     begun = True
                 await _write(context, message(item), stall_seconds)
         return

@@ -497,5 +497,5 @@ def test_an_instance_on_ports_in_use_refuses_to_start(
     a, _ = two_instances
     clash = subprocess.run([HTK, "run"], env=a.env, capture_output=True, text=True, timeout=60)
     assert clash.returncode == 1
-    for name in ("HTK_HTTP_PORT", "HTK_GRPC_PORT", "HTK_ENVOY_ADMIN_PORT"):
+    for name in ("HTK_HTTP_PORT", "HTK_GRPC_PORT", "HTK_ENVOY_ADMIN_PORT", "HTK_METRICS_PORT"):
         assert f"{name}={a.env[name]}" in clash.stderr

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import psutil
 
@@ -58,7 +59,22 @@ class Stack:
 
     @property
     def http_url(self) -> str:
+        # With TLS, the name the test certificate is for (tests/support/tls.py).
+        if self.tls_ca:
+            return f"https://localhost:{self.env['HTK_HTTP_PORT']}"
         return f"http://127.0.0.1:{self.env['HTK_HTTP_PORT']}"
+
+    @property
+    def tls_ca(self) -> Path | None:
+        """The certificate to trust when the stack serves TLS (self-signed in tests)."""
+        cert_file = self.env.get("HTK_TLS_CERT_FILE")
+        return Path(cert_file) if cert_file else None
+
+    def grpc_credentials(self) -> grpc.ChannelCredentials | None:
+        """What a gRPC client of `envoy_target` needs: None without TLS."""
+        if self.tls_ca is None:
+            return None
+        return grpc.ssl_channel_credentials(root_certificates=self.tls_ca.read_bytes())
 
     @property
     def envoy_target(self) -> str:
@@ -73,6 +89,10 @@ class Stack:
     @property
     def envoy_admin_url(self) -> str:
         return f"http://127.0.0.1:{self.env['HTK_ENVOY_ADMIN_PORT']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['HTK_METRICS_PORT']}/metrics"
 
     @property
     def database_url(self) -> str:
@@ -172,6 +192,7 @@ def running_stack(
         "HTK_HTTP_PORT": str(free_port()),
         "HTK_GRPC_PORT": str(free_port()),
         "HTK_ENVOY_ADMIN_PORT": str(free_port()),
+        "HTK_METRICS_PORT": str(free_port()),
         "HTK_RATE_LIMIT_PER_SECOND": "0",
         **(env or {}),
     }
@@ -199,7 +220,9 @@ def _wait_until_started(stack: Stack) -> None:
         return stack.process.poll() is None
 
     try:
-        started = wait_until_serving(stack.envoy_target, START_TIMEOUT_SECONDS, running)
+        started = wait_until_serving(
+            stack.envoy_target, START_TIMEOUT_SECONDS, running, stack.grpc_credentials()
+        )
     except TimeoutError:
         started = False
     # Serving through Envoy means one worker is up; tests and measurements
