@@ -7,7 +7,7 @@ import httpx
 
 from tests.chaos.helpers import kill_worker, restarted_worker, wait_until
 from tests.support.metrics import Scrape
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import running_stack
 
 CALLS = 40
 RECOVERY_TIMEOUT_SECONDS = 60.0
@@ -26,7 +26,7 @@ def test_metrics_are_summed_over_workers_and_survive_a_killed_worker(tmp_path: P
             assert response.status_code == 200
         assert Scrape(stack).value("htk_rpc_requests_total", **LIST) - before == CALLS
         # Both workers served some: the count is their sum.
-        assert all(served > 0 for served in _served_by_worker(stack).values())
+        assert all(served > 0 for served in stack.requests_served().values())
         # A stream on a worker, so that the worker's gauges are not all zero.
         created = httpx.post(
             f"{stack.http_url}/api/v1/processes",
@@ -79,15 +79,3 @@ def test_metrics_are_summed_over_workers_and_survive_a_killed_worker(tmp_path: P
             SETTLE_SECONDS,
             "every listener to be up",
         )
-
-
-def _served_by_worker(stack: Stack) -> dict[int, int]:
-    """How many requests Envoy sent each worker, by index, over its clusters."""
-    clusters = httpx.get(f"{stack.envoy_admin_url}/clusters", timeout=10).text
-    served: dict[int, int] = {}
-    for line in clusters.splitlines():
-        host, marker, count = line.partition("::rq_total::")
-        if marker and "-worker-" in host:
-            index = int(host.rsplit("-", 1)[1])
-            served[index] = served.get(index, 0) + int(count)
-    return served

@@ -5,12 +5,15 @@ import importlib.util
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect
@@ -19,6 +22,39 @@ from server.storage.database import sqlalchemy_url
 from server.storage.migrate import MIGRATIONS, alembic_config, write_migration
 from server.storage.tables import Base
 from tests.support.stack import Stack
+
+
+@dataclass
+class BeforeMigration:
+    """A database of its own, migrated to just before one migration."""
+
+    revision: str
+    down_revision: str
+    url: str
+    config: Config
+
+
+@contextmanager
+def before_migration(stack: Stack, doc: str) -> Iterator[BeforeMigration]:
+    """A new database on the stack's server, at the revision before the
+    migration whose description starts with `doc`; dropped afterwards.
+    Found by what it does, not by number: revisions are renumbered at merges."""
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    (migration,) = [
+        script for script in scripts.walk_revisions() if (script.doc or "").startswith(doc)
+    ]
+    assert isinstance(migration.down_revision, str)
+    name = f"htk_migration_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(stack.database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = stack.database_url.replace("/postgres?", f"/{name}?")
+    config = alembic_config(url)
+    try:
+        command.upgrade(config, migration.down_revision)
+        yield BeforeMigration(migration.revision, migration.down_revision, url, config)
+    finally:
+        with psycopg.connect(stack.database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -83,21 +119,8 @@ def test_a_new_migration_is_numbered_after_the_head_and_empty_when_the_models_ag
 def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_cleanly(
     stack: Stack,
 ) -> None:
-    # Found by what it creates, not by number: revisions are renumbered at merges.
-    scripts = ScriptDirectory(str(MIGRATIONS))
-    (migration,) = [
-        script
-        for script in scripts.walk_revisions()
-        if (script.doc or "").startswith("process_name_counts:")
-    ]
-    assert isinstance(migration.down_revision, str)
-    name = f"htk_backfill_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(stack.database_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = stack.database_url.replace("/postgres?", f"/{name}?")
-    config = alembic_config(url)
-    try:
-        command.upgrade(config, migration.down_revision)
+    with before_migration(stack, "process_name_counts:") as before:
+        url, config = before.url, before.config
         with psycopg.connect(url) as connection:
             connection.execute(
                 "INSERT INTO organizations (org_id, created_at) VALUES ('a', now()), ('b', now())"
@@ -112,7 +135,7 @@ def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_clean
                 " AS given (org_id, name, status)"
             )
 
-        command.upgrade(config, migration.revision)
+        command.upgrade(config, before.revision)
 
         with psycopg.connect(url) as connection:
             counted = connection.execute(
@@ -124,7 +147,7 @@ def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_clean
                 ("a", "a.ns", "failed", "ärger", 1),
                 ("b", "b.ns", "completed", "deploy web", 1),
             ]
-        command.downgrade(config, migration.down_revision)
+        command.downgrade(config, before.down_revision)
         with psycopg.connect(url) as connection:
             row = connection.execute("SELECT to_regclass('process_name_counts')").fetchone()
             assert row == (None,)
@@ -134,28 +157,13 @@ def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_clean
                 " step_count, task_ids, started_at, update_count)"
                 " VALUES (gen_random_uuid(), 'a', 'a.ns', 'x', 'running', 1, '{}', now(), 0)"
             )
-    finally:
-        with psycopg.connect(stack.database_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_token_names_migration_keeps_active_duplicates_working_under_unique_names(
     stack: Stack,
 ) -> None:
-    scripts = ScriptDirectory(str(MIGRATIONS))
-    (migration,) = [
-        script
-        for script in scripts.walk_revisions()
-        if (script.doc or "").startswith("who did what:")
-    ]
-    assert isinstance(migration.down_revision, str)
-    name = f"htk_names_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(stack.database_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = stack.database_url.replace("/postgres?", f"/{name}?")
-    config = alembic_config(url)
-    try:
-        command.upgrade(config, migration.down_revision)
+    with before_migration(stack, "who did what:") as before:
+        url, config = before.url, before.config
         with psycopg.connect(url) as connection:
             connection.execute("INSERT INTO organizations (org_id, created_at) VALUES ('a', now())")
             connection.execute(
@@ -171,7 +179,7 @@ def test_the_token_names_migration_keeps_active_duplicates_working_under_unique_
                 " AS given (id, name, position, revoked)"
             )
 
-        command.upgrade(config, migration.revision)
+        command.upgrade(config, before.revision)
 
         with psycopg.connect(url) as connection:
             names = connection.execute(
@@ -188,7 +196,4 @@ def test_the_token_names_migration_keeps_active_duplicates_working_under_unique_
                     "INSERT INTO api_tokens (token_id, org_id, name, name_key, digest, scopes,"
                     " created_at) VALUES (gen_random_uuid(), 'a', 'BOB', 'bob', 'x', '{}', now())"
                 )
-        command.downgrade(config, migration.down_revision)
-    finally:
-        with psycopg.connect(stack.database_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        command.downgrade(config, before.down_revision)

@@ -155,17 +155,25 @@ class Stack:
 
     def requests_in_flight(self) -> dict[int, int]:
         """How many requests (streams included) Envoy has open to each worker,
-        by index, over every cluster the worker is in: where Envoy placed the
-        calls and streams is its choice, so a test that needs a worker to hold
-        some asks rather than assumes."""
+        by index: where Envoy placed the calls and streams is its choice, so a
+        test that needs a worker to hold some asks rather than assumes."""
+        return self._per_worker("rq_active")
+
+    def requests_served(self) -> dict[int, int]:
+        """How many requests Envoy has sent each worker, by index."""
+        return self._per_worker("rq_total")
+
+    def _per_worker(self, statistic: str) -> dict[int, int]:
+        """One of Envoy's host statistics for each worker, by index, summed
+        over every cluster the worker is in."""
         clusters = httpx.get(f"{self.envoy_admin_url}/clusters", timeout=10).text
-        in_flight: dict[int, int] = {}
+        totals: dict[int, int] = {}
         for line in clusters.splitlines():
-            host, marker, count = line.partition("::rq_active::")
+            host, marker, count = line.partition(f"::{statistic}::")
             if marker and "-worker-" in host:
                 index = int(host.rsplit("-", 1)[1])
-                in_flight[index] = in_flight.get(index, 0) + int(count)
-        return in_flight
+                totals[index] = totals.get(index, 0) + int(count)
+        return totals
 
     def serves_on_every_worker(self) -> bool:
         """Whether Envoy routes to every worker: each passed its health check."""
