@@ -300,8 +300,13 @@ def read_sse(
         *complete, buffer = (buffer + piece).split(b"\n\n")
         for raw in complete:
             messages += 1
-            assert raw.startswith(DATA.encode()), raw[:200]
-            message = json.loads(raw[len(DATA) :])
+            event_id, _, data = raw.rpartition(b"\n")
+            assert data.startswith(DATA.encode()), raw[:200]
+            message = json.loads(data[len(DATA) :])
+            # A process's event comes with its seq as the SSE id; nothing else has one.
+            is_event = "event" in message and of_process is None
+            expected = f"id: {message['event']['seq']}" if is_event else ""
+            assert event_id == expected.encode(), raw[:200]
             if "error" in message:
                 assert message["error"]["code"] in RESUMABLE_CODES, message
                 stream.ending = f"resumable {message['error']['code']}"
