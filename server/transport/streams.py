@@ -19,7 +19,7 @@ sees its stream end, and resumes as after any break).
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from typing import TypeVar
 
@@ -47,6 +47,11 @@ class _Unread(Exception):
     """A message could not be written within the stream's bound."""
 
 
+class _CallEnded(Exception):
+    """grpc refused to send on the call: it ended meanwhile (its client left
+    while a message was on its way, before grpc cancelled the handler)."""
+
+
 async def write_stream(
     stream: AsyncGenerator[Item, None],
     message: Callable[[Item], Message],
@@ -71,9 +76,13 @@ async def write_stream(
                     # grpc nothing but the status to send after a first
                     # message the client does not read (it refuses a second
                     # operation of a kind still pending).
-                    await context.send_initial_metadata(caller_metadata())
+                    await _sending(context.send_initial_metadata(caller_metadata()))
                     begun = True
                 await _write(context, message(item), stall_seconds)
+        return
+    except _CallEnded:
+        # No fault of anyone's, and nobody left to tell.
+        log.debug("a stream's call ended while a message was on its way")
         return
     except _Unread:
         status = to_rpc_status(
@@ -87,7 +96,7 @@ async def write_stream(
             raise
         status = to_rpc_status(error)
         # A client too far behind for this gets the status alone.
-        with suppress(_Unread):
+        with suppress(_Unread, _CallEnded):
             await _write(context, error_message(status), stall_seconds)
     try:
         async with asyncio.timeout(STATUS_GRACE_SECONDS):
@@ -104,6 +113,15 @@ async def write_stream(
 async def _write(context: Context, message: object, stall_seconds: float) -> None:
     try:
         async with asyncio.timeout(stall_seconds):
-            await context.write(message)
+            await _sending(context.write(message))
     except TimeoutError:
         raise _Unread from None
+
+
+async def _sending(operation: Awaitable[None]) -> None:
+    """Awaits one of the call's send operations; a batch grpc fails (its
+    InternalError) means the call has ended under the stream."""
+    try:
+        await operation
+    except grpc.aio.InternalError as error:
+        raise _CallEnded from error
