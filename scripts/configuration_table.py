@@ -1,6 +1,7 @@
-"""Renders the README's configuration table from the settings' declarations.
+"""Renders the configuration table of docs/operating.md from the settings'
+declarations.
 
-    python scripts/configuration_table.py README.md
+    python scripts/configuration_table.py docs/operating.md
 
 rewrites, in place, the table between the two markers below; everything
 else in the file stays as it is.

@@ -115,7 +115,7 @@ def _log_level(settings: Settings, args: argparse.Namespace) -> str:
 
 def settings_help() -> str:
     """Every setting with its variable, default, values and meaning: the
-    declarations the README's configuration table is rendered from."""
+    declarations docs/operating.md's configuration table is rendered from."""
     lines = ["settings (environment variables; an empty one means its default):"]
     for setting in documented():
         default = setting.default.replace("`", "").replace("(unset)", "unset")

@@ -1,9 +1,9 @@
 """The service's configuration: one typed object, read from the environment.
 
 Each setting is one field below: its environment variable, type, default,
-bounds and description. The README's configuration table is rendered from
-these fields (`make generate`; `make check-generated` fails when it is
-stale), so a new setting is a new field here and its regenerated row.
+bounds and description. The configuration table of docs/operating.md is
+rendered from these fields (`make generate`; `make check-generated` fails when
+it is stale), so a new setting is a new field here and its regenerated row.
 """
 
 import ipaddress
@@ -430,7 +430,7 @@ _BOUNDS = (
 
 
 def shown_default(field: FieldInfo) -> str:
-    """A setting's default as the README and `htk run --help` show it."""
+    """A setting's default as docs/operating.md and `htk run --help` show it."""
     if isinstance(field.json_schema_extra, dict) and "shown_default" in field.json_schema_extra:
         return str(field.json_schema_extra["shown_default"])
     if field.default is None:
@@ -451,8 +451,8 @@ class Documented:
 
 
 def documented() -> list[Documented]:
-    """Every setting, in declaration order: the README's configuration table
-    and `htk run --help` both render these."""
+    """Every setting, in declaration order: the configuration table of
+    docs/operating.md and `htk run --help` both render these."""
     return [
         Documented(
             variable(field),

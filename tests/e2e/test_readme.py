@@ -1,5 +1,5 @@
-"""The README's sessions (curl, htk) and client examples (TypeScript, Go) work as
-pasted, against the test stack."""
+"""The README's session (htk), the clients guide's (curl) and the client examples
+(TypeScript, Go) work as pasted, against the test stack."""
 
 import json
 import re
@@ -28,8 +28,8 @@ def _json_documents(output: str) -> list[dict[str, Any]]:
     return documents
 
 
-def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
-    script = _readme_block("readme-session", "bash").replace(
+def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
+    script = _readme_block("readme-session", "bash", "docs/clients.md").replace(
         "localhost:8080", f"127.0.0.1:{stack.env['HTK_HTTP_PORT']}"
     )
     result = subprocess.run(
@@ -77,10 +77,10 @@ def test_the_readme_session_runs_as_pasted(stack: Stack) -> None:
     assert approved["task_id"] == process["task_ids"][0]
 
 
-def _readme_block(marker: str, language: str) -> str:
-    readme = (CHECKOUT / "README.md").read_text()
-    match = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", readme, re.DOTALL)
-    assert match, f"the README lost its block marked {marker}"
+def _readme_block(marker: str, language: str, document: str = "README.md") -> str:
+    text = (CHECKOUT / document).read_text()
+    match = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", text, re.DOTALL)
+    assert match, f"{document} lost its block marked {marker}"
     return match.group(1)
 
 
