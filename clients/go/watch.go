@@ -71,7 +71,8 @@ var refusals = map[codes.Code]bool{
 // restarting, a worker killed, the network lost): after one it watches
 // again from the last seq it delivered, so every event arrives exactly
 // once, in order. It yields the snapshot (the whole process) first unless
-// request.AfterSeq is set, then the events; heartbeats are not yielded.
+// request.AfterSeq is set (or the process has finished with no event after
+// it: then the snapshot alone), then the events; heartbeats are not yielded.
 // A refused watch (NotFound, InvalidArgument, Unauthenticated, ...), ctx
 // ending, or the attempts running out yields the error last.
 //
@@ -157,7 +158,8 @@ func (w *watch) connect(ctx context.Context, live func()) (answered bool, err er
 			answered = true
 			live()
 		}
-		if !w.deliver(message) {
+		// Whatever follows the finish (an error on its way) changes nothing.
+		if !w.deliver(message) || w.finished {
 			return answered, nil
 		}
 		if failure := message.GetError(); failure != nil {

@@ -96,6 +96,8 @@ async function* reconnecting<M, Out>(connection: Connection<M, Out>, options: Wa
         const taken = connection.take(message);
         if (taken instanceof Error) throw taken;
         if (taken !== undefined) yield taken;
+        // Whatever follows the finish (an error on its way) changes nothing.
+        if (connection.finished()) return;
       }
       if (connection.finished()) return;
     } catch (error) {
@@ -113,12 +115,14 @@ async function* reconnecting<M, Out>(connection: Connection<M, Out>, options: Wa
     }
     onState("reconnecting");
     await sleep(pause, signal);
+    if (signal?.aborted) return;
     pause = Math.min(pause * 2, maxDelayMs);
   }
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
     const done = () => {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
@@ -133,7 +137,8 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
  * Follows one process until it finishes, through breaks: after one it
  * watches again from the last `seq` delivered, so every event arrives once,
  * in order. The snapshot (the whole process) comes first unless `afterSeq`
- * is given; heartbeats are not delivered. Throws the API's error when the
+ * is given (or the process has finished with no event after it: then the
+ * snapshot alone); heartbeats are not delivered. Throws the API's error when the
  * watch is refused (a process that is not there, a bad `afterSeq`, a token
  * refused), or the last one once `attempts` reconnections failed in a row.
  */
