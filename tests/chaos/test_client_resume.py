@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.chaos.helpers import wait_until
@@ -27,11 +28,11 @@ def lone_worker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
 
 def _env(stack: Stack) -> dict[str, str]:
     """The clients' test environment, naming the worker serving right now."""
-    worker = wait_until(
-        lambda: stack.serves_on_every_worker() and stack.workers().get(0),
-        RECOVERY_TIMEOUT_SECONDS,
-        "the stack's worker to serve",
-    )
+
+    def serving() -> psutil.Process | None:
+        return stack.workers().get(0) if stack.serves_on_every_worker() else None
+
+    worker = wait_until(serving, RECOVERY_TIMEOUT_SECONDS, "the stack's worker to serve")
     return {
         **stack.env,
         "HTK_URL": stack.http_url,
