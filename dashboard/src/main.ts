@@ -4,19 +4,12 @@
 import "./style.css";
 
 import { h } from "./dom.js";
+import { onSignOut, refusesToken, signInProblem } from "./errors.js";
 import { processView } from "./process.js";
 import { processesView } from "./processes.js";
-import {
-  forgetToken,
-  onSignOut,
-  refusesToken,
-  type Session,
-  signIn,
-  signInProblem,
-  storedToken,
-  type StreamState,
-} from "./session.js";
+import type { StreamState } from "./streams.js";
 import { inboxView } from "./tasks.js";
+import { forgetToken, type Session, signIn, storedToken } from "./token.js";
 
 const STATE_TEXT: Record<StreamState, string> = {
   connecting: "Connecting…",

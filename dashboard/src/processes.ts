@@ -3,8 +3,10 @@
 import type { ListProcessesResponse, ProcessSummary } from "@htk/client/web";
 
 import { chip, formatTime, h, millis, problemsIn } from "./dom.js";
+import { call, describe } from "./errors.js";
 import { offsetOf, showPage } from "./pages.js";
-import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
+import { coalesced, followChanges, type StreamState } from "./streams.js";
+import type { Session } from "./token.js";
 
 export const PAGE_SIZE = 50;
 // Changes come in bursts (a pipeline's steps): one listing per burst.

@@ -3,8 +3,10 @@
 import type { Task } from "@htk/client/web";
 
 import { chip, formatTime, h, keepingFocus, millis, problemsIn } from "./dom.js";
+import { call, describe } from "./errors.js";
 import { offsetOf, showPage } from "./pages.js";
-import { call, coalesced, describe, followChanges, type Session, type StreamState } from "./session.js";
+import { coalesced, followChanges, type StreamState } from "./streams.js";
+import type { Session } from "./token.js";
 
 const INBOX_SIZE = 100;
 const REFRESH_DELAY_MS = 150;

@@ -1,5 +1,5 @@
-"""The README's session (htk), the clients guide's (curl) and the client examples
-(TypeScript, Go) work as pasted, against the test stack."""
+"""The README's session (htk), the clients guide's (curl) and the client guides'
+examples (TypeScript, Go, in docs/) work as pasted, against the test stack."""
 
 import json
 import re
@@ -78,6 +78,7 @@ def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
 
 
 def _readme_block(marker: str, language: str, document: str = "README.md") -> str:
+    """The code block marked `marker` in `document` (the README, or a guide in docs/)."""
     text = (CHECKOUT / document).read_text()
     match = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", text, re.DOTALL)
     assert match, f"{document} lost its block marked {marker}"
@@ -122,15 +123,30 @@ def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
     assert re.search(finished, output, re.M)
 
 
-def test_the_readme_typescript_example_runs_as_pasted(stack: Stack, org: Org) -> None:
-    package = CHECKOUT / "clients" / "typescript"
-    folder = package / "build" / "readme"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "example.mts").write_text(_readme_block("readme-typescript", "ts"))
-    tsc = str(package / "node_modules" / ".bin" / "tsc")
+def _as_pasted(block: str, checkout: Path) -> list[str]:
+    """A guide's shell block as a reader pastes it, with their checkout for /path/to/htk."""
+    return ["bash", "-euo", "pipefail", "-c", block.replace("/path/to/htk", str(checkout))]
+
+
+def test_the_typescript_guide_runs_as_pasted_in_an_empty_folder(
+    stack: Stack, org: Org, tmp_path: Path
+) -> None:
+    guide = "docs/clients-typescript.md"
+    # The client as a fresh clone has it: nothing installed or built in it
+    # (and the checkout's own installation stays untouched).
+    clone = tmp_path / "htk"
+    shutil.copytree(
+        CHECKOUT / "clients" / "typescript",
+        clone / "clients" / "typescript",
+        ignore=shutil.ignore_patterns("node_modules", "build", "dist"),
+    )
+    own = tmp_path / "own"
+    own.mkdir()
     env = _pipeline_and_person(stack, org)
-    _run([tsc, "--module", "nodenext", "--target", "es2022", "example.mts"], folder, env)
-    output = _run(["node", "example.mjs"], folder, env)
+    _run(_as_pasted(_readme_block("typescript-install", "bash", guide), clone), own, env)
+    folder = own / "htk-example"
+    (folder / "example.mts").write_text(_readme_block("typescript-example", "ts", guide))
+    output = _run(_as_pasted(_readme_block("typescript-run", "bash", guide), clone), folder, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed { image_tag: 'v2.1.0-abc123' }" in output
     assert "review approved by" in output
@@ -150,21 +166,19 @@ def _watched_events(output: str) -> list[str]:
     return [line.rstrip() for line in output.splitlines() if line.startswith("event ")]
 
 
-def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: Path) -> None:
+def test_the_go_guide_runs_as_pasted_in_an_empty_folder(
+    stack: Stack, org: Org, tmp_path: Path
+) -> None:
+    guide = "docs/clients-go.md"
     go = shutil.which("go")
     assert go, "Go is not on PATH (`make test` adds /usr/local/go/bin)"
-    (tmp_path / "main.go").write_text(_readme_block("readme-go", "go"))
     env = _pipeline_and_person(stack, org)
-    _run([go, "mod", "init", "example"], tmp_path, env)
-    _run(
-        [go, "mod", "edit", f"-replace=htk.dev/client/go={CHECKOUT / 'clients' / 'go'}"],
-        tmp_path,
-        env,
-    )
-    _run([go, "mod", "tidy"], tmp_path, env)
+    _run(_as_pasted(_readme_block("go-install", "bash", guide), CHECKOUT), tmp_path, env)
+    folder = tmp_path / "htk-example"
+    (folder / "main.go").write_text(_readme_block("go-example", "go", guide))
     gofmt = shutil.which("gofmt") or str(Path(go).parent / "gofmt")
-    assert _run([gofmt, "-l", "."], tmp_path, env) == "", "the example is not gofmt-formatted"
-    output = _run([go, "run", "."], tmp_path, env)
+    assert _run([gofmt, "-l", "."], folder, env) == "", "the example is not gofmt-formatted"
+    output = _run(_as_pasted(_readme_block("go-run", "bash", guide), CHECKOUT), folder, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed map[image_tag:v2.1.0-abc123]" in output
     assert "review approved by" in output

@@ -4,11 +4,13 @@ import { type Client, createClient, type Interceptor, type Transport } from "@co
 
 import { ProcessService } from "./gen/htk/processes/v1/process_service_pb.js";
 import { TaskService } from "./gen/htk/processes/v1/task_service_pb.js";
+import { type WatchOptions, watchProcess, watchProcesses } from "./watch.js";
 
 // Errors are ConnectErrors with a gRPC status code: callers need both to tell them apart.
 export { Code, ConnectError } from "@connectrpc/connect";
 export * from "./gen/htk/processes/v1/process_service_pb.js";
 export * from "./gen/htk/processes/v1/task_service_pb.js";
+export * from "./watch.js";
 
 /** htk's services, by the name each has on an HtkClient. */
 const services = {
@@ -22,6 +24,16 @@ export type HtkClient = {
 } & {
   /** The transport the clients share, for calling through it directly. */
   readonly transport: Transport;
+  /**
+   * Follows one process until it finishes, reconnecting after a break and
+   * resuming after the last event delivered (see `watchProcess`).
+   */
+  watch(request: Parameters<typeof watchProcess>[1], options?: WatchOptions): ReturnType<typeof watchProcess>;
+  /** Follows the organization's changes, reconnecting after a break (see `watchProcesses`). */
+  watchChanges(
+    request: Parameters<typeof watchProcesses>[1],
+    options?: WatchOptions,
+  ): ReturnType<typeof watchProcesses>;
 };
 
 /** Where htk is and who calls it. */
@@ -45,5 +57,11 @@ export function clientsOver(transport: Transport): HtkClient {
   const clients = Object.fromEntries(
     Object.entries(services).map(([name, service]) => [name, createClient(service, transport)]),
   );
-  return { ...clients, transport } as HtkClient;
+  const processes = clients.processes as HtkClient["processes"];
+  return {
+    ...clients,
+    transport,
+    watch: (request, options) => watchProcess(processes, request, options),
+    watchChanges: (request, options) => watchProcesses(processes, request, options),
+  } as HtkClient;
 }
