@@ -1,5 +1,5 @@
-"""The README's sessions (curl, htk) and client examples (TypeScript, Go) work as
-pasted, against the test stack."""
+"""The README's sessions (curl, htk) and the client examples (TypeScript, Go,
+and Python in docs/clients-python.md) work as pasted, against the test stack."""
 
 import json
 import re
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from server.settings import CHECKOUT
+from tests.e2e.conftest import doc_block, outside_env
 from tests.support.orgs import Org
 from tests.support.stack import Stack
 
@@ -176,3 +177,23 @@ def test_the_readme_go_example_runs_as_pasted(stack: Stack, org: Org, tmp_path: 
         "event 5 completed",
     ]
     assert output.endswith("watched until it finished\n")
+
+
+def test_the_python_client_example_runs_as_pasted(
+    python_client: Path, stack: Stack, org: Org
+) -> None:
+    """In the folder where the guide's install block ran, outside the checkout."""
+    example = doc_block(CHECKOUT / "docs" / "clients-python.md", "python-client-example", "python")
+    (python_client / "example.py").write_text(example)
+    env = outside_env(HTK_URL=stack.http_url, HTK_TOKEN=org.writer)
+    python = str(python_client / ".venv" / "bin" / "python")
+    output = _run([python, "example.py"], python_client, env)
+    assert re.match(r"created [0-9a-f-]{36} running\n", output)
+    assert "refused: percent: must be between 0 and 100, got 101" in output
+    assert _watched_events(output) == [
+        "event 1 step_started build",
+        "event 2 progress build",
+        "event 3 step_completed build",
+        "event 4 completed",
+    ]
+    assert output.endswith("finished: completed\n")
