@@ -26,10 +26,12 @@ test: setup lint typecheck check-generated
 setup: $(VENV)/.installed $(BUF) $(TS_CLIENT)/node_modules/.installed $(DASHBOARD)/node_modules/.installed \
 	$(GOBIN)/.installed chromium prometheus
 
-$(VENV)/.installed: pyproject.toml
+# The server, and the Python client that owns the `htk` command (the server
+# adds `htk run` and `htk token` to it).
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./clients/python -e '.[dev]'
 	touch $@
 
 # `npm ci` rejects the lock file over the other platforms' optional buf binaries.
@@ -94,6 +96,7 @@ check-generated: setup
 	rm -rf build/generated && mkdir -p build/generated
 	scripts/generate.sh build/generated
 	diff -r -x __pycache__ gen build/generated/gen
+	diff -r -x __pycache__ clients/python/src/htk build/generated/clients/python/src/htk
 	diff -r $(TS_CLIENT)/src/gen build/generated/$(TS_CLIENT)/src/gen
 	diff -r $(GO_CLIENT)/gen build/generated/$(GO_CLIENT)/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb

@@ -21,6 +21,12 @@ mkdir -p "$out/gen" "$out/envoy"
   --python_out="$out/gen" --grpc_python_out="$out/gen" \
   --mypy_out="$out/gen" --mypy_grpc_out="$out/gen" \
   "${protos[@]}"
+# The Python client's copy of the messages (not the gRPC stubs: it speaks REST,
+# and installs without grpcio); pip installs it from clients/python alone.
+client_messages="$out/clients/python/src/htk/processes/v1"
+rm -rf "$out/clients/python/src/htk"
+mkdir -p "$client_messages"
+cp "$out"/gen/htk/processes/v1/*_pb2.py "$out"/gen/htk/processes/v1/*_pb2.pyi "$client_messages"
 # error_details.proto is in the descriptor so that Envoy can print the
 # google.rpc.BadRequest details of an error; without it the body is empty.
 "$python" -m grpc_tools.protoc -I protos -I third_party/protos \

@@ -1,23 +1,21 @@
-"""htk: track multi-step processes (CI/CD pipelines, deploy scripts, agents).
-
-`htk run` runs the whole service here; `htk token` manages API tokens in its
-database. `htk processes` and `htk tasks` talk to a running htk over the
-network, as any client does (configured by HTK_URL and HTK_TOKEN); see
-`htk processes --help`.
+"""The server's commands of `htk`: `htk run` runs the whole service here,
+`htk serve` one gRPC worker, and `htk token` manages API tokens in its
+database. The `htk` command itself, and its network commands, are the Python
+client's (clients/python); it finds these through the entry point
+"htk.commands" that pyproject.toml declares.
 """
 
 import argparse
 import asyncio
-import importlib.metadata
 import sys
 import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from htk_client.cli import UsageError, main
+from htk_client.text import safe
 from server import logs
-from server.client import commands as client_commands
-from server.client.text import safe
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now, validate_org_id
 from server.domain.tokens import Scope, parse_scopes
@@ -26,15 +24,9 @@ from server.settings import Settings, SettingsError, documented
 T = TypeVar("T")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="htk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"htk {importlib.metadata.version('htk')}"
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Adds `run`, `serve` and `token` to the htk command."""
+    run = commands.add_parser(
         "run",
         help="run PostgreSQL, the gRPC server and Envoy until stopped",
         description="Runs PostgreSQL (embedded unless DATABASE_URL is set), the gRPC server"
@@ -74,18 +66,18 @@ def main(argv: list[str] | None = None) -> int:
             action="store_true",
             help="log what it does on stderr (database, migrations), as HTK_LOG_LEVEL would",
         )
-    client_commands.add_commands(commands)
-    args = parser.parse_args(argv)
-    if "client_handler" in args:
-        return client_commands.run(args)
+    for parser in (run, serve_command, create, listing, revoke):
+        parser.set_defaults(run=_run)
 
+
+def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
     except SettingsError as error:
-        parser.error(str(error))
+        raise UsageError(str(error)) from None
     logs.configure(_log_level(settings, args), settings.log_format)
     # The server's modules are imported only here, by the commands that use
-    # them: the network commands above start in a fraction of the time.
+    # them: the network commands start in a fraction of the time.
     from server import stack
     from server.app import serve
 
@@ -95,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 return stack.Supervisor(settings).run()
             case "serve":
                 if not settings.database_url:
-                    parser.error("htk serve needs DATABASE_URL (htk run sets it)")
+                    raise UsageError("htk serve needs DATABASE_URL (htk run sets it)")
                 asyncio.run(serve(settings, settings.database_url, args.listen))
                 return 0
             case _:

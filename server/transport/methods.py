@@ -40,14 +40,19 @@ def api_services() -> list[descriptor.ServiceDescriptor]:
     """Every service the protos define: one per service in each generated `*_pb2` module.
 
     Found rather than listed, so that a new proto file needs no edit here.
+    A module is counted once however many folders hold it (the Python
+    client's copy of the messages, clients/python, is one more).
     """
-    services: list[descriptor.ServiceDescriptor] = []
-    for root in htk.__path__:
-        for module_file in sorted(Path(root).rglob("*_pb2.py")):
-            relative = module_file.relative_to(root).with_suffix("")
-            module = importlib.import_module(".".join(("htk", *relative.parts)))
-            services.extend(module.DESCRIPTOR.services_by_name.values())
-    return services
+    modules = {
+        ".".join(("htk", *module_file.relative_to(root).with_suffix("").parts))
+        for root in htk.__path__
+        for module_file in Path(root).rglob("*_pb2.py")
+    }
+    return [
+        service
+        for module in sorted(modules)
+        for service in importlib.import_module(module).DESCRIPTOR.services_by_name.values()
+    ]
 
 
 def method_table(services: Iterable[descriptor.ServiceDescriptor]) -> dict[str, Method]:

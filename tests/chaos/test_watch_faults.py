@@ -20,9 +20,13 @@ import psutil
 import psycopg
 import pytest
 
+from htk.processes.v1 import process_service_pb2 as pb
+from htk_client import ApiError, HtkClient, Unreachable
 from tests.chaos.helpers import (
     CLIENT_TIMEOUT_SECONDS,
+    STEP,
     create_running_processes,
+    kill_worker,
     load,
     progress_by,
     restarted_worker,
@@ -235,3 +239,55 @@ def test_a_workers_watchers_resume_on_the_other_and_lose_nothing(
         # Ended cleanly, every one.
         assert "cut" not in endings, (endings, breaks)
     assert not problems, "\n".join(problems[:20])
+
+
+def test_the_python_clients_watch_delivers_every_event_once_across_a_killed_worker(
+    two_workers: Stack,
+) -> None:
+    """HtkClient's watch, its stream's worker killed -9 mid-stream: the client
+    resumes by itself, and the caller sees each event once, in order."""
+    stack = two_workers
+    wait_until(stack.serves_on_every_worker, RECOVERY_TIMEOUT_SECONDS, "every worker in rotation")
+    [process_id] = create_running_processes(stack, stack.token("chaos"), 1)
+    with HtkClient(stack.http_url, stack.token("chaos")) as htk:
+        before = [_progress(htk, process_id, f"before {number}") for number in range(3)]
+        watch = htk.processes.watch(process_id, after_seq=0)
+        events = (message.event.seq for message in watch if message.HasField("event"))
+        seen = [next(events) for _ in range(len(before) + 1)]  # the log's replay
+        assert seen == [1, *before]
+        # The watch is the only call in flight: the worker it holds is the one to kill.
+        in_flight = wait_until(
+            lambda: {i: n for i, n in stack.requests_in_flight().items() if n} or None,
+            RECOVERY_TIMEOUT_SECONDS,
+            "the watch in flight on a worker",
+        )
+        [index] = in_flight
+        victim = kill_worker(stack, index)
+        after = [_progress(htk, process_id, f"after {number}") for number in range(3)]
+        last = _progress(htk, process_id, "", update_type="completed")
+        seen += events
+        logged = htk.processes.events(pb.ListProcessEventsRequest(process_id=process_id))
+    assert seen == [event.seq for event in logged.events] == [1, *before, *after, last]
+    wait_until(
+        lambda: restarted_worker(stack, index, victim),
+        RECOVERY_TIMEOUT_SECONDS,
+        f"the supervisor to restart worker {index}",
+    )
+
+
+def _progress(htk: HtkClient, process_id: str, message: str, update_type: str = "progress") -> int:
+    """Sends one update, retried with its idempotency key while a worker is
+    down (a retry that reaches the server twice is logged once); returns its seq."""
+    request = pb.UpdateProcessRequest(process_id=process_id, type=update_type)
+    if update_type == "progress":
+        request.step, request.message = STEP, message
+    key = f"{process_id}-{update_type}-{message.replace(' ', '-')}"
+    for _ in range(ANSWERS):
+        try:
+            return htk.processes.update(request, idempotency_key=key).seq
+        except (ApiError, Unreachable) as error:
+            if isinstance(error, ApiError) and not error.resumable:
+                raise
+            failure = error
+            time.sleep(RETRY_SECONDS)
+    raise AssertionError(f"the update never went through: {failure}")

@@ -1,13 +1,19 @@
 """The fixtures of the end-to-end tests: one stack for the session (see
 tests/support/stack.py), clients of it, and an organization per test."""
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 
 from htk.processes.v1 import process_service_pb2_grpc
+from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from tests.support.orgs import Org
 from tests.support.stack import Stack, running_stack
@@ -60,3 +66,35 @@ def tenant(stack: Stack) -> Org:
 @pytest.fixture
 def org(stack: Stack) -> Org:
     return stack.new_org()
+
+
+@pytest.fixture(scope="session")
+def python_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty folder outside the checkout where the Python client's guide
+    (docs/clients-python.md) installed it as it says: a virtualenv of its own
+    and `pip install` of clients/python. Made once: a virtualenv takes a while."""
+    folder = tmp_path_factory.mktemp("python-client")
+    install = doc_block(CHECKOUT / "docs" / "clients-python.md", "python-client-install", "bash")
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", install],
+        cwd=folder,
+        env=outside_env(HTK_CHECKOUT=str(CHECKOUT)),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return folder
+
+
+def outside_env(**variables: str) -> dict[str, str]:
+    """A newcomer's shell: their PATH and HOME, without the tests' virtualenv."""
+    ours = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != ours)
+    return {"PATH": path, "HOME": os.environ["HOME"], **variables}
+
+
+def doc_block(document: Path, marker: str, language: str) -> str:
+    """The code block of `document` that the comment `<!-- marker -->` precedes."""
+    match = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", document.read_text(), re.S)
+    assert match, f"{document.name} lost its block marked {marker}"
+    return match.group(1)

@@ -1,5 +1,5 @@
 """The README's session (htk), the clients guide's (curl) and the client guides'
-examples (TypeScript, Go, in docs/) work as pasted, against the test stack."""
+examples (Python, TypeScript, Go, in docs/) work as pasted, against the test stack."""
 
 import json
 import re
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from server.settings import CHECKOUT
+from tests.e2e.conftest import doc_block, outside_env
 from tests.support.orgs import Org
 from tests.support.stack import Stack
 
@@ -29,7 +30,7 @@ def _json_documents(output: str) -> list[dict[str, Any]]:
 
 
 def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
-    script = _readme_block("readme-session", "bash", "docs/clients.md").replace(
+    script = doc_block(CHECKOUT / "docs" / "clients.md", "readme-session", "bash").replace(
         "localhost:8080", f"127.0.0.1:{stack.env['HTK_HTTP_PORT']}"
     )
     result = subprocess.run(
@@ -77,14 +78,6 @@ def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
     assert approved["task_id"] == process["task_ids"][0]
 
 
-def _readme_block(marker: str, language: str, document: str = "README.md") -> str:
-    """The code block marked `marker` in `document` (the README, or a guide in docs/)."""
-    text = (CHECKOUT / document).read_text()
-    match = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", text, re.DOTALL)
-    assert match, f"{document} lost its block marked {marker}"
-    return match.group(1)
-
-
 def _client_env(stack: Stack, token: str | None = None) -> dict[str, str]:
     env = {**stack.env, "HTK_URL": stack.http_url}
     if token:
@@ -106,7 +99,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
-    script = _readme_block("readme-htk-session", "bash")
+    script = doc_block(CHECKOUT / "README.md", "readme-htk-session", "bash")
     output = _run(["bash", "-euo", "pipefail", "-c", script], CHECKOUT, _client_env(stack))
     process = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
     assert process["current_step"] == "test"
@@ -131,7 +124,7 @@ def _as_pasted(block: str, checkout: Path) -> list[str]:
 def test_the_typescript_guide_runs_as_pasted_in_an_empty_folder(
     stack: Stack, org: Org, tmp_path: Path
 ) -> None:
-    guide = "docs/clients-typescript.md"
+    guide = CHECKOUT / "docs" / "clients-typescript.md"
     # The client as a fresh clone has it: nothing installed or built in it
     # (and the checkout's own installation stays untouched).
     clone = tmp_path / "htk"
@@ -143,10 +136,10 @@ def test_the_typescript_guide_runs_as_pasted_in_an_empty_folder(
     own = tmp_path / "own"
     own.mkdir()
     env = _pipeline_and_person(stack, org)
-    _run(_as_pasted(_readme_block("typescript-install", "bash", guide), clone), own, env)
+    _run(_as_pasted(doc_block(guide, "typescript-install", "bash"), clone), own, env)
     folder = own / "htk-example"
-    (folder / "example.mts").write_text(_readme_block("typescript-example", "ts", guide))
-    output = _run(_as_pasted(_readme_block("typescript-run", "bash", guide), clone), folder, env)
+    (folder / "example.mts").write_text(doc_block(guide, "typescript-example", "ts"))
+    output = _run(_as_pasted(doc_block(guide, "typescript-run", "bash"), clone), folder, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed { image_tag: 'v2.1.0-abc123' }" in output
     assert "review approved by" in output
@@ -169,16 +162,16 @@ def _watched_events(output: str) -> list[str]:
 def test_the_go_guide_runs_as_pasted_in_an_empty_folder(
     stack: Stack, org: Org, tmp_path: Path
 ) -> None:
-    guide = "docs/clients-go.md"
+    guide = CHECKOUT / "docs" / "clients-go.md"
     go = shutil.which("go")
     assert go, "Go is not on PATH (`make test` adds /usr/local/go/bin)"
     env = _pipeline_and_person(stack, org)
-    _run(_as_pasted(_readme_block("go-install", "bash", guide), CHECKOUT), tmp_path, env)
+    _run(_as_pasted(doc_block(guide, "go-install", "bash"), CHECKOUT), tmp_path, env)
     folder = tmp_path / "htk-example"
-    (folder / "main.go").write_text(_readme_block("go-example", "go", guide))
+    (folder / "main.go").write_text(doc_block(guide, "go-example", "go"))
     gofmt = shutil.which("gofmt") or str(Path(go).parent / "gofmt")
     assert _run([gofmt, "-l", "."], folder, env) == "", "the example is not gofmt-formatted"
-    output = _run(_as_pasted(_readme_block("go-run", "bash", guide), CHECKOUT), folder, env)
+    output = _run(_as_pasted(doc_block(guide, "go-run", "bash"), CHECKOUT), folder, env)
     assert "refused: percent: must be between 0 and 100, got 101" in output
     assert "build completed map[image_tag:v2.1.0-abc123]" in output
     assert "review approved by" in output
@@ -190,3 +183,23 @@ def test_the_go_guide_runs_as_pasted_in_an_empty_folder(
         "event 5 completed",
     ]
     assert output.endswith("watched until it finished\n")
+
+
+def test_the_python_client_example_runs_as_pasted(
+    python_client: Path, stack: Stack, org: Org
+) -> None:
+    """In the folder where the guide's install block ran, outside the checkout."""
+    example = doc_block(CHECKOUT / "docs" / "clients-python.md", "python-client-example", "python")
+    (python_client / "example.py").write_text(example)
+    env = outside_env(HTK_URL=stack.http_url, HTK_TOKEN=org.writer)
+    python = str(python_client / ".venv" / "bin" / "python")
+    output = _run([python, "example.py"], python_client, env)
+    assert re.match(r"created [0-9a-f-]{36} running\n", output)
+    assert "refused: percent: must be between 0 and 100, got 101" in output
+    assert _watched_events(output) == [
+        "event 1 step_started build",
+        "event 2 progress build",
+        "event 3 step_completed build",
+        "event 4 completed",
+    ]
+    assert output.endswith("finished: completed\n")

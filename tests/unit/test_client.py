@@ -1,22 +1,27 @@
-"""The network commands' pure parts: safe text, option parsing, the SSE
-reader, and the watch output, on made-up API messages (the end-to-end tests
-of `htk processes watch` need the watch stream of the API)."""
+"""The Python client's pure parts: safe text, option parsing, the SSE reader,
+the watch output, the watch's resuming and the typed client's messages, on
+made-up API answers (the end-to-end tests of `htk processes watch` need the
+watch stream of the API)."""
 
 import argparse
 import io
 import json
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
 from rich.console import Console
 
-from server.client import api
-from server.client.api import server_sent_events
-from server.client.commands import _step_def, _watch_lines
-from server.client.text import safe, show_duration
-from server.client.views import WatchView, event_line
+from htk.processes.v1 import process_service_pb2 as pb
+from htk_client import HtkClient, rest
+from htk_client.cli.options import step_def
+from htk_client.cli.watch import lines
+from htk_client.rest import server_sent_events
+from htk_client.text import safe, show_duration
+from htk_client.views import WatchView, event_line
+from htk_client.words import FINISHED, PROCESS_STATUSES, UPDATE_TYPES
 
 
 @pytest.mark.parametrize(
@@ -49,12 +54,12 @@ def test_safe_text_cannot_act_on_a_terminal(raw: object, shown: str) -> None:
     ],
 )
 def test_step_options(spec: str, step: dict[str, object]) -> None:
-    assert _step_def(spec) == step
+    assert step_def(spec) == step
 
 
 def test_a_step_needs_a_key() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="KEY"):
-        _step_def(":Build")
+        step_def(":Build")
 
 
 def test_server_sent_events_are_the_data_lines_of_each_event() -> None:
@@ -98,7 +103,7 @@ PROCESS = {
 def test_without_a_terminal_watch_prints_a_line_per_event_and_returns_the_final_status(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    stream = [
+    stream: list[dict[str, Any]] = [
         {"process": PROCESS},
         {"heartbeat": {}},
         {
@@ -119,7 +124,7 @@ def test_without_a_terminal_watch_prints_a_line_per_event_and_returns_the_final_
             }
         },
     ]
-    assert _watch_lines(iter(stream)) == "failed"
+    assert lines(iter(stream)) == "failed"
     assert capsys.readouterr().out.splitlines() == [
         "process p-1 (Deploy \\x1b[31mv2): running",
         "2026-01-01 00:00:05Z  progress  test  percent=60",
@@ -146,17 +151,15 @@ def test_the_live_view_shows_each_steps_status_elapsed_time_progress_and_message
     assert event_line(view.last_event) in shown
 
 
-def test_the_network_commands_load_nothing_of_the_server() -> None:
+def test_the_client_loads_nothing_of_the_server() -> None:
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, server.client.commands; print(' '.join(sys.modules))"],
+        [sys.executable, "-c", "import sys, htk_client.cli; print(' '.join(sys.modules))"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     server_side = (
-        "server.storage",
-        "server.service",
-        "server.transport",
+        "server",
         "sqlalchemy",
         "grpc",
         "psycopg",
@@ -171,7 +174,7 @@ def _sse(*messages: dict[str, object]) -> bytes:
 def test_a_watch_that_ends_early_resumes_after_the_last_event_it_saw(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api, "RESUME_PAUSE_SECONDS", 0)
+    monkeypatch.setattr(rest, "RESUME_FIRST_PAUSE_SECONDS", 0)
     running = {"process_id": "p-1", "status": "running"}
     streams = {
         None: _sse({"process": running}, {"event": {"seq": 3, "type": "step_started"}}),
@@ -184,7 +187,7 @@ def test_a_watch_that_ends_early_resumes_after_the_last_event_it_saw(
         requested.append(after_seq)
         return httpx.Response(200, content=streams[after_seq])
 
-    client = api.HtkApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
+    client = rest.RestApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
     messages = list(client.watch_process("p-1"))
     assert requested == [None, "3"]
     assert messages == [
@@ -196,13 +199,12 @@ def test_a_watch_that_ends_early_resumes_after_the_last_event_it_saw(
 
 
 def test_a_watch_error_sent_in_band_is_an_api_error() -> None:
+    # INTERNAL: not one the protos say to resume after (see the next tests).
     def serve(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, content=_sse({"error": {"code": 14, "message": "shutting down"}})
-        )
+        return httpx.Response(200, content=_sse({"error": {"code": 13, "message": "broken"}}))
 
-    client = api.HtkApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
-    with pytest.raises(api.ApiError, match="shutting down"):
+    client = rest.RestApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
+    with pytest.raises(rest.ApiError, match="broken"):
         list(client.watch_process("p-1"))
 
 
@@ -210,6 +212,97 @@ def test_a_watch_that_cannot_connect_fails_at_once() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
 
-    client = api.HtkApi("http://htk.test", "token", transport=httpx.MockTransport(refuse))
-    with pytest.raises(api.Unreachable, match=r"http://htk\.test: connection refused"):
+    client = rest.RestApi("http://htk.test", "token", transport=httpx.MockTransport(refuse))
+    with pytest.raises(rest.Unreachable, match=r"http://htk\.test: connection refused"):
         list(client.watch_process("p-1"))
+
+
+def test_the_words_come_from_the_protos_enums() -> None:
+    assert PROCESS_STATUSES == ["running", "completed", "failed"]
+    assert sorted(FINISHED) == ["completed", "failed"]
+    assert UPDATE_TYPES[:2] == ["step_started", "step_completed"]
+
+
+def test_a_watch_resumes_after_an_in_band_unavailable_and_a_refusal_for_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("htk_client.rest.time.sleep", pauses.append)
+    answers = iter(
+        [
+            httpx.Response(200, content=_sse({"event": {"seq": 1, "type": "step_started"}})),
+            httpx.Response(200, content=_sse({"error": {"code": 14, "message": "stopping"}})),
+            httpx.Response(503, json={"code": 14, "message": "no worker"}),
+            httpx.Response(503, text="upstream connect error"),
+            httpx.Response(200, content=_sse({"event": {"seq": 2, "type": "completed"}})),
+        ]
+    )
+    requested: list[str | None] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        requested.append(request.url.params.get("after_seq"))
+        return next(answers)
+
+    client = rest.RestApi("http://htk.test", "token", transport=httpx.MockTransport(serve))
+    events = [message["event"]["seq"] for message in client.watch_process("p-1")]
+    assert events == [1, 2]
+    assert requested == [None, "1", "1", "1", "1"]
+    # Each attempt in a row that brings nothing waits longer before the next.
+    assert pauses == [rest.resume_pause(failures) for failures in (1, 2, 3, 4)]
+    assert pauses == sorted(set(pauses))
+
+
+def test_a_watch_gives_up_after_its_attempts_and_never_retries_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("htk_client.rest.time.sleep", lambda seconds: None)
+    running = _sse({"process": {"process_id": "p-1", "status": "running"}})
+
+    def end_early(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=running)
+
+    client = rest.RestApi("http://htk.test", "token", transport=httpx.MockTransport(end_early))
+    with pytest.raises(rest.Unreachable, match="keeps ending"):
+        list(client.watch_process("p-1"))
+
+    def not_found(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"code": 5, "message": "no process p-1"})
+
+    client = rest.RestApi("http://htk.test", "token", transport=httpx.MockTransport(not_found))
+    with pytest.raises(rest.ApiError, match="no process p-1"):
+        list(client.watch_process("p-1"))
+
+
+def test_the_typed_client_sends_the_rest_call_and_reads_past_fields_it_does_not_know() -> None:
+    sent: list[httpx.Request] = []
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"process_id": "p/1", "seq": 4, "added_later": True})
+
+    with HtkClient("http://htk.test", "t0k", transport=httpx.MockTransport(serve)) as htk:
+        update = pb.UpdateProcessRequest(process_id="p/1", type="progress", step="build")
+        update.percent = 50
+        acknowledged = htk.processes.update(update, idempotency_key="k-1")
+    assert isinstance(acknowledged, pb.UpdateProcessResponse) and acknowledged.seq == 4
+    request = sent[0]
+    assert (request.method, request.url.raw_path) == ("POST", b"/api/v1/processes/p%2F1/update")
+    assert request.headers["authorization"] == "Bearer t0k"
+    assert request.headers["idempotency-key"] == "k-1"
+    assert json.loads(request.content) == {"type": "progress", "step": "build", "percent": 50}
+
+
+def test_the_typed_watch_yields_the_protos_messages() -> None:
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            content=_sse(
+                {"heartbeat": {}},
+                {"event": {"seq": 1, "type": "completed", "summary": "done"}},
+            ),
+        )
+
+    with HtkClient("http://htk.test", "token", transport=httpx.MockTransport(serve)) as htk:
+        messages = list(htk.processes.watch("p-1"))
+    assert [message.WhichOneof("kind") for message in messages] == ["heartbeat", "event"]
+    assert (messages[1].event.seq, messages[1].event.summary) == (1, "done")

@@ -14,10 +14,7 @@ DOCUMENTS = [README, *sorted((CHECKOUT / "docs").glob("*.md"))]
 
 # Guides written on other branches of the same change (the API's, and the client
 # libraries'); the README already links to them. Empty this once they are merged.
-NOT_YET_MERGED = {
-    CHECKOUT / "docs" / name
-    for name in ("api.md", "clients-python.md")
-}
+NOT_YET_MERGED = {CHECKOUT / "docs" / name for name in ("api.md", "clients-python.md")}
 
 # A front page is read in one sitting.
 FRONT_PAGE_LINES = 200

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from server import cli
+from htk_client import cli
 from server.app import watch_limits
 from server.service.hub import WatchLimits
 from server.settings import CHECKOUT, Settings, SettingsError, documented, variable

@@ -1,5 +1,7 @@
-"""htk's REST API, as the CLI calls it: JSON in, the API's JSON out, and its
-errors as exceptions that carry the server's own message."""
+"""htk's REST API as JSON: the API's JSON in and out, its errors as exceptions
+that carry the server's own message, and a process's watch stream that
+resumes by itself. The CLI prints this JSON; `HtkClient` parses it into the
+messages generated from the protos."""
 
 import json
 import queue
@@ -12,26 +14,43 @@ from typing import Any
 
 import httpx
 
-from server.domain.processes import ProcessStatus
+from htk_client.words import FINISHED
 
 JsonObject = dict[str, Any]
 
-# A process's final statuses, and the update types that set them.
-FINISHED = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED})
 # A watch stream carries a heartbeat at least every 15 s; four missed ones
 # mean the connection is gone.
 STREAM_READ_TIMEOUT_SECONDS = 60.0
-# A watch that loses its stream resumes after the last event it saw.
-RESUME_ATTEMPTS = 5
-RESUME_PAUSE_SECONDS = 1.0
+# A watch that loses its stream resumes after the last event it delivered,
+# waiting longer after each attempt in a row that brings nothing (a restarting
+# server, a full one), and gives up after this many.
+RESUME_ATTEMPTS = 8
+RESUME_FIRST_PAUSE_SECONDS = 0.2
+RESUME_LONGEST_PAUSE_SECONDS = 5.0
+# What the API says of a stream that may be resumed with `after_seq` (the
+# protos' WatchProcess errors): the server is full or stopping (gRPC codes
+# RESOURCE_EXHAUSTED and UNAVAILABLE, HTTP 429 and 503).
+RESUMABLE_CODES = frozenset({8, 14})
+RESUMABLE_HTTP_STATUSES = frozenset(
+    {httpx.codes.TOO_MANY_REQUESTS, httpx.codes.SERVICE_UNAVAILABLE}
+)
 
 
 class ApiError(Exception):
     """The API refused the call; the message is the server's."""
 
-    def __init__(self, message: str, http_status: int) -> None:
+    def __init__(self, message: str, http_status: int, code: int | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
+        # The gRPC status code, when the API's error body gave one.
+        self.code = code
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a watch stream may try again after this error."""
+        if self.code is not None:
+            return self.code in RESUMABLE_CODES
+        return self.http_status in RESUMABLE_HTTP_STATUSES
 
 
 class Unreachable(Exception):
@@ -49,7 +68,7 @@ class Response:
     text: str
 
 
-class HtkApi:
+class RestApi:
     """One htk, called over REST with one token."""
 
     def __init__(
@@ -91,40 +110,51 @@ class HtkApi:
     def list_tasks(self, query: Mapping[str, str | int]) -> Response:
         return self._call("GET", "/api/v1/tasks", query=query)
 
+    def get_task(self, task_id: str) -> Response:
+        return self._call("GET", f"/api/v1/tasks/{_segment(task_id)}")
+
     def complete_task(
         self, task_id: str, body: JsonObject, idempotency_key: str | None
     ) -> Response:
         path = f"/api/v1/tasks/{_segment(task_id)}/complete"
         return self._call("POST", path, body=body, idempotency_key=idempotency_key)
 
-    def watch_process(self, process_id: str) -> Iterator[JsonObject]:
-        """The process's watch stream until the process finishes. A stream that
-        drops or ends before then (a server restarting) is resumed after the
-        last event seen, so no event is missed or repeated."""
-        after_seq: str | None = None
-        connected, attempts = False, 0
+    def watch_process(self, process_id: str, after_seq: int | None = None) -> Iterator[JsonObject]:
+        """The process's watch stream (after event `after_seq`, if given) until
+        the process finishes. A stream that drops, ends early or is refused
+        for now (a server restarting or full) is resumed after the last event
+        delivered, with a growing pause, so no event is missed or repeated.
+        A first connection that fails is not retried: the URL is wrong."""
+        path = f"/api/v1/processes/{_segment(process_id)}/watch"
+        connected, failures = False, 0
         while True:
-            query = {} if after_seq is None else {"after_seq": after_seq}
+            query = {} if after_seq is None else {"after_seq": str(after_seq)}
             try:
-                for message in self._stream(
-                    f"/api/v1/processes/{_segment(process_id)}/watch", query
-                ):
-                    connected, attempts = True, 0
+                for received, message in enumerate(self._stream(path, query), 1):
+                    connected = True
                     yield message
                     if finishes(message):
                         return
                     event = message.get("event")
                     if isinstance(event, dict) and "seq" in event:
-                        after_seq = str(event["seq"])
+                        after_seq = int(event["seq"])
+                    # A stream that brings an event, or anything past its opening
+                    # message (a snapshot or heartbeat), works: the next break is a
+                    # first failure again. One that only opens and ends does not.
+                    if event is not None or received > 1:
+                        failures = 0
             except Unreachable:
                 if not connected:
                     raise
-            attempts += 1
-            if attempts > RESUME_ATTEMPTS:
+            except ApiError as error:
+                if not error.resumable:
+                    raise
+            failures += 1
+            if failures > RESUME_ATTEMPTS:
                 raise Unreachable(
                     self.url, "the watch stream keeps ending before the process finishes"
                 )
-            time.sleep(RESUME_PAUSE_SECONDS)
+            time.sleep(resume_pause(failures))
 
     def _stream(self, path: str, query: Mapping[str, str]) -> Iterator[JsonObject]:
         timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT_SECONDS)
@@ -137,7 +167,11 @@ class HtkApi:
                     failure = message.get("error")
                     if isinstance(failure, dict):
                         # An error after the stream started comes in-band.
-                        raise ApiError(str(failure.get("message", failure)), response.status_code)
+                        raise ApiError(
+                            str(failure.get("message", failure)),
+                            response.status_code,
+                            _code(failure),
+                        )
                     yield message
         except httpx.TransportError as error:
             raise Unreachable(self.url, _reason(error)) from None
@@ -166,6 +200,11 @@ class HtkApi:
                 response.status_code,
             ) from None
         return Response(json=document, text=response.text)
+
+
+def resume_pause(failures: int) -> float:
+    """The pause before the next attempt after `failures` in a row: doubling."""
+    return min(RESUME_FIRST_PAUSE_SECONDS * 2.0 ** (failures - 1), RESUME_LONGEST_PAUSE_SECONDS)
 
 
 def finishes(message: JsonObject) -> bool:
@@ -212,10 +251,16 @@ def in_background(
 def _api_error(response: httpx.Response) -> ApiError:
     """The server's message from an error body `{"code", "message", "details"}`."""
     try:
-        message = response.json()["message"]
+        body = response.json()
+        message, code = body["message"], _code(body)
     except (ValueError, KeyError, TypeError):
-        message = response.text.strip() or response.reason_phrase
-    return ApiError(str(message), response.status_code)
+        message, code = response.text.strip() or response.reason_phrase, None
+    return ApiError(str(message), response.status_code, code)
+
+
+def _code(status: JsonObject) -> int | None:
+    code = status.get("code")
+    return code if isinstance(code, int) else None
 
 
 def _reason(error: httpx.TransportError) -> str:

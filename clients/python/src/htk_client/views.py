@@ -12,8 +12,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from server.client.api import JsonObject
-from server.client.text import parse_time, safe, show_duration, show_time
+from htk_client.rest import JsonObject
+from htk_client.text import parse_time, safe, show_duration, show_time
 
 STATUS_STYLES = {
     "pending": "dim",
