@@ -9,6 +9,7 @@ merely matches the schema may well be a 400: schemathesis's
 """
 
 import json
+import uuid
 import zlib
 from typing import Any
 
@@ -116,7 +117,9 @@ def _pick(options: tuple[str, ...], seed: Any) -> str:
     return options[digest % len(options)]
 
 
-STEP_KEYS = ("build", "test", "deploy")
+STEP_KEYS = ("build", "test", "review", "deploy")
+# Starting a human step opens its task, so that chains reach the task operations.
+HUMAN_STEP_KEYS = {"review"}
 UPDATE_TYPES = ("step_started", "step_completed", "step_failed", "progress", "completed", "failed")
 
 
@@ -128,20 +131,39 @@ def test_stateful_chains(api_schema: BaseSchema, tenant: Org) -> None:
     stop at the first call. The machine therefore completes create bodies into
     valid ones and, for half of the updates, fills in a real type and step; the
     rest of each body stays as generated.
+
+    Each chain sees only its own processes and tasks. Hypothesis replays a
+    chain's calls and expects the same answers, which a chain meeting another's
+    state would not get: an Idempotency-Key drawn again in a later chain would
+    replay that chain's process (by then in another state), and a listing of
+    the organization's tasks would offer other chains' tasks. So each chain
+    prefixes its keys, and creates and lists in a namespace of its own.
     """
 
     class Chains(api_schema.as_state_machine()):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.namespace = f"fuzz-{uuid.uuid4().hex[:8]}"
+
         def before_call(self, case: Case[Any]) -> None:
-            body = case.body if isinstance(case.body, dict) else None
             negative = case.meta is not None and case.meta.generation.mode.is_negative
+            key = case.headers.get("Idempotency-Key") if case.headers else None
+            if isinstance(key, str) and not negative:
+                case.headers["Idempotency-Key"] = f"{self.namespace}-{key}"[:200]
+            if case.operation.label == "GET /api/v1/tasks" and not negative:
+                case.query = {**(case.query or {}), "namespace": self.namespace}
+            body = case.body if isinstance(case.body, dict) else None
             if body is None or negative:
                 return
             if case.operation.label == "POST /api/v1/processes":
                 name = body.get("name")
                 valid_name = isinstance(name, str) and 0 < len(name) <= 200 and "\0" not in name
                 body["name"] = name if valid_name else "fuzzed process"
-                body["namespace"] = "fuzz"
-                body["step_defs"] = [{"key": key, "label": key.title()} for key in STEP_KEYS]
+                body["namespace"] = self.namespace
+                body["step_defs"] = [
+                    {"key": key, "label": key.title(), "human": key in HUMAN_STEP_KEYS}
+                    for key in STEP_KEYS
+                ]
             elif case.operation.label.endswith("/update") and _pick(("keep", "fix"), body) == "fix":
                 body["type"] = _pick(UPDATE_TYPES, body)
                 body["step"] = _pick(STEP_KEYS, body)
