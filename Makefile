@@ -98,6 +98,7 @@ check-generated: setup
 	diff -r $(GO_CLIENT)/gen build/generated/$(GO_CLIENT)/gen
 	cmp envoy/process_service.binpb build/generated/envoy/process_service.binpb
 	cmp docs/openapi.json build/generated/docs/openapi.json
+	cmp server/domain/declared.py build/generated/server/domain/declared.py
 	node $(DASHBOARD)/build.mjs build/generated/$(DASHBOARD)/dist
 	diff -r $(DASHBOARD)/dist build/generated/$(DASHBOARD)/dist
 	cp README.md build/generated/README.md
