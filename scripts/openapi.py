@@ -33,6 +33,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
+from server.domain.idempotency import MAX_KEY_LENGTH
 from server.transport.http_rules import HttpBinding, http_binding
 
 FDP = descriptor_pb2.FieldDescriptorProto
@@ -155,7 +156,12 @@ IDEMPOTENCY_KEY = {
     "one gets the original response without applying the change again; the same key "
     "with another body is a 409.",
     # What server/domain/idempotency.py accepts: printable ASCII without spaces.
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": "^[!-~]+$",
+    },
 }
 # A server-streaming RPC, as the transcoder serves it (envoy/envoy.yaml).
 STREAM_DESCRIPTION = (
@@ -532,21 +538,24 @@ class ErrorCase:
     when: str
 
 
-def errors(protos: Protos, rpc: Rpc) -> list[ErrorCase]:
-    """The errors the RPC's service declares for every RPC, then its own."""
-    declared = [
-        *(protos.option(rpc.service.options, SERVICE_ERRORS_OPTION) or []),
-        *(protos.option(rpc.method.options, ERRORS_OPTION) or []),
-    ]
+def error_cases(protos: Protos, options: Message, option: str) -> list[ErrorCase]:
+    """The error cases the repeated `option` declares in `options`."""
     cases = []
-    for case in declared:
+    for case in protos.option(options, option) or []:
         # Found only here: a set that declares no errors need not hold the enum.
         code = protos.pool.FindEnumTypeByName("google.rpc.Code").values_by_number[case.code].name
         if code not in HTTP_STATUS:
-            raise ValueError(f"{rpc.method.name}: {code} is no error")
-        when = " ".join(case.when.split())
-        cases.append(ErrorCase(code, HTTP_STATUS[code], when))
+            raise ValueError(f"{option}: {code} is no error")
+        cases.append(ErrorCase(code, HTTP_STATUS[code], " ".join(case.when.split())))
     return cases
+
+
+def errors(protos: Protos, rpc: Rpc) -> list[ErrorCase]:
+    """The errors the RPC's service declares for every RPC, then its own."""
+    return [
+        *error_cases(protos, rpc.service.options, SERVICE_ERRORS_OPTION),
+        *error_cases(protos, rpc.method.options, ERRORS_OPTION),
+    ]
 
 
 def responses(builder: Builder, rpc: Rpc, has_body: bool) -> Schema:
