@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
-from openapi import DEFAULT_DESCRIPTOR, VALUES_OPTION, Protos, rpcs
+from openapi import ACCESS_OPTION, DEFAULT_DESCRIPTOR, VALUES_OPTION, Protos, rpcs
 
 DEFAULT_OUTPUT = Path("server/domain/declared.py")
 # ruff's line length, which the generated module keeps.
 WIDTH = 100
 # The rules of (htk.processes.v1.values) that are numbers, by the suffix of their constant.
 NUMBER_RULES = ("minimum", "maximum", "max_length", "max_items")
-HEADER = '''"""What the protos declare of request values: their words and limits.
+HEADER = '''"""What the protos declare of request values and callers: words, scopes, limits.
 
 Generated from protos/ by scripts/declared.py (`make generate`); `make
 check-generated` fails when it is stale. Change the protos' enums and their
@@ -90,11 +90,34 @@ def enums(protos: Protos) -> Iterator[str]:
         yield "\n".join(lines)
 
 
+def scopes(protos: Protos, files: list[descriptor_pb2.FileDescriptorProto]) -> str:
+    """The scopes the RPCs' access rules name, as a StrEnum, in the order they come."""
+    named: dict[str, None] = {}
+    for file in files:
+        for service in file.service:
+            for method in service.method:
+                access = protos.option(method.options, ACCESS_OPTION)
+                named.update(dict.fromkeys(access.any_of_scopes if access else []))
+    lines = [
+        "class Scope(enum.StrEnum):",
+        '    """A permission beyond reading, which every token of an organization has: each',
+        '    scope an RPC\'s `(htk.processes.v1.access)` names."""',
+        "",
+    ]
+    lines += [f'    {re.sub(r"[^A-Za-z0-9]", "_", scope).upper()} = "{scope}"' for scope in named]
+    return "\n".join(lines)
+
+
 def render(descriptor_set: bytes) -> str:
     files = list(descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file)
     protos = Protos.load(files)
     messages = request_messages(protos, files)
-    sections = [HEADER, *enums(protos), "\n\n".join(limits(protos, messages))]
+    sections = [
+        HEADER,
+        *enums(protos),
+        scopes(protos, files),
+        "\n\n".join(limits(protos, messages)),
+    ]
     return "\n\n\n".join(section.rstrip("\n") for section in sections) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""What the protos declare of request values: their words and limits.
+"""What the protos declare of request values and callers: words, scopes, limits.
 
 Generated from protos/ by scripts/declared.py (`make generate`); `make
 check-generated` fails when it is stale. Change the protos' enums and their
@@ -60,6 +60,15 @@ class Outcome(enum.StrEnum):
 
     APPROVED = "approved"
     REJECTED = "rejected"
+
+
+class Scope(enum.StrEnum):
+    """A permission beyond reading, which every token of an organization has: each
+    scope an RPC's `(htk.processes.v1.access)` names."""
+
+    PROCESSES_WRITE = "processes:write"
+    TASKS_CREATE = "tasks:create"
+    TASKS_COMPLETE = "tasks:complete"
 
 
 # htk.processes.v1.ListProcessesRequest
