@@ -18,17 +18,11 @@ from server.domain.declared import ProcessStatus, SortOrder, StepStatus, UpdateT
 from server.domain.processes.lifecycle import Change, apply_update, stored_bytes, time_out
 from server.domain.processes.limits import (
     DATA_TOO_DEEP,
-    DEFAULT_EVENTS_PAGE_SIZE,
     EVENT_OVERHEAD_BYTES,
     MAX_DATA_BYTES,
     MAX_DATA_DEPTH,
     MAX_EVENTS_PAGE_BYTES,
-    MAX_EVENTS_PAGE_SIZE,
-    MAX_LABEL_LENGTH,
-    MAX_NAME_LENGTH,
     MAX_PROCESS_BYTES,
-    MAX_STEPS,
-    MAX_TIMEOUT_SECONDS,
     JsonObject,
     validate_org_id,
 )
@@ -63,18 +57,12 @@ from server.domain.processes.updates import (
 
 __all__ = [
     "DATA_TOO_DEEP",
-    "DEFAULT_EVENTS_PAGE_SIZE",
     "EVENT_FIELDS",
     "EVENT_OVERHEAD_BYTES",
     "MAX_DATA_BYTES",
     "MAX_DATA_DEPTH",
     "MAX_EVENTS_PAGE_BYTES",
-    "MAX_EVENTS_PAGE_SIZE",
-    "MAX_LABEL_LENGTH",
-    "MAX_NAME_LENGTH",
     "MAX_PROCESS_BYTES",
-    "MAX_STEPS",
-    "MAX_TIMEOUT_SECONDS",
     "Change",
     "Event",
     "EventBatch",
