@@ -2,7 +2,8 @@
 # Generates everything derived from protos/ into the folder given (default: the
 # checkout): gen/ (Python messages, gRPC stubs and their type stubs),
 # envoy/process_service.binpb (the descriptor set Envoy's transcoder reads),
-# and the TypeScript and Go clients' code (buf.gen.yaml).
+# the TypeScript and Go clients' code (buf.gen.yaml), and
+# server/domain/declared.py (the protos' words and limits for the domain).
 # `make check-generated` runs it into a scratch folder and diffs the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,8 @@ cp "$out"/gen/htk/processes/v1/*_pb2.py "$out"/gen/htk/processes/v1/*_pb2.pyi "$
   "${protos[@]}" google/rpc/error_details.proto
 # The OpenAPI document of the REST API, from the same descriptor set Envoy reads.
 "$python" scripts/openapi.py "$out/envoy/process_service.binpb" "$out/docs/openapi.json"
+# The words and limits the protos declare, as plain Python for the domain.
+"$python" scripts/declared.py "$out/envoy/process_service.binpb" "$out/server/domain/declared.py"
 # The TypeScript and Go clients' code, by buf with the local plugins that
 # buf.gen.yaml names (`make setup` installs them).
 rm -rf "$out/clients/typescript/src/gen" "$out/clients/go/gen"

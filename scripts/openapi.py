@@ -11,16 +11,18 @@ what the options declare:
     in requests; OUTPUT_ONLY ones are read-only and left out of requests.
   * `(htk.processes.v1.values)`: the words a string takes, bounds, lengths.
   * `(htk.processes.v1.access)`: who may call each operation (`x-htk-access`).
+  * `(htk.processes.v1.service_errors)` and `(htk.processes.v1.errors)`: the
+    error responses, each at the HTTP status Envoy maps its code to.
   * `idempotency_level = NO_SIDE_EFFECTS`: reads (`x-htk-read-only`); every
     other operation takes an Idempotency-Key.
-What the protos cannot say (Envoy's own replies, the bearer token, the
-Idempotency-Key header) is stated once below.
+The REST binding of each RPC is read as the server reads it
+(server/transport/http_rules.py). What the protos cannot say (Envoy's own
+replies, the bearer token, the Idempotency-Key header) is stated once below.
 
     python scripts/openapi.py [DESCRIPTOR_SET [OUTPUT]]
 """
 
 import json
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,16 +33,20 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
+from server.domain.idempotency import MAX_KEY_LENGTH
+from server.transport.http_rules import HttpBinding, http_binding
+
 FDP = descriptor_pb2.FieldDescriptorProto
 Schema = dict[str, Any]
 
 DEFAULT_DESCRIPTOR = Path("envoy/process_service.binpb")
 DEFAULT_OUTPUT = Path("docs/openapi.json")
 # The options the document is derived from, by their full names.
-HTTP_OPTION = "google.api.http"
 FIELD_BEHAVIOR_OPTION = "google.api.field_behavior"
 VALUES_OPTION = "htk.processes.v1.values"
 ACCESS_OPTION = "htk.processes.v1.access"
+SERVICE_ERRORS_OPTION = "htk.processes.v1.service_errors"
+ERRORS_OPTION = "htk.processes.v1.errors"
 READ_ONLY = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 # Fields of (htk.processes.v1.values) and the JSON Schema keywords they become.
 BOUNDS = {"minimum": "minimum", "maximum": "maximum", "max_length": "maxLength"}
@@ -110,16 +116,33 @@ STATUS_SCHEMA: Schema = {
     },
     "additionalProperties": False,
 }
-# Replies Envoy produces itself (envoy/envoy.yaml), which no proto comment
-# mentions: to every operation, or to those with a request body.
+# Replies Envoy produces itself (envoy/envoy.yaml), before any service could
+# declare them: to every operation, or to those with a request body.
 ENVOY_ERRORS = {
     400: "INVALID_ARGUMENT: Envoy could not read the request (malformed JSON, a value "
     "of the wrong type, an unknown query parameter).",
-    429: "RESOURCE_EXHAUSTED: the token made too many requests; retry later.",
-    503: "UNAVAILABLE: the server is down or overloaded; retry later.",
-    504: "DEADLINE_EXCEEDED: the call took longer than the route timeout.",
 }
 BODY_ERRORS = {413: "INVALID_ARGUMENT: the request body is too large."}
+# The HTTP status of each gRPC code, as Envoy's transcoder maps it
+# (convert_grpc_status).
+HTTP_STATUS = {
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
 IDEMPOTENCY_ERRORS = {
     409: "ALREADY_EXISTS: the Idempotency-Key was used before for a different request."
 }
@@ -133,7 +156,12 @@ IDEMPOTENCY_KEY = {
     "one gets the original response without applying the change again; the same key "
     "with another body is a 409.",
     # What server/domain/idempotency.py accepts: printable ASCII without spaces.
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": "^[!-~]+$",
+    },
 }
 # A server-streaming RPC, as the transcoder serves it (envoy/envoy.yaml).
 STREAM_DESCRIPTION = (
@@ -144,10 +172,6 @@ STREAM_DESCRIPTION = (
 
 def media_type(method: descriptor_pb2.MethodDescriptorProto) -> str:
     return "text/event-stream" if method.server_streaming else "application/json"
-
-
-# Bullets like "* NOT_FOUND (HTTP 404): no such process ..." in RPC comments.
-ERROR_BULLET = re.compile(r"\*\s+([A-Z_]+) \(HTTP (\d{3})\):?\s*(.*?)(?=\n\s*\*|\n\s*\n|\Z)", re.S)
 
 
 def comment(text: str) -> str:
@@ -427,19 +451,6 @@ class Builder:
         return schema
 
 
-def http_rule(protos: Protos, method: descriptor_pb2.MethodDescriptorProto) -> tuple[str, str, Any]:
-    rule = protos.option(method.options, HTTP_OPTION)
-    verb = rule.WhichOneof("pattern") if rule is not None else None
-    if verb is None or verb == "custom":
-        raise ValueError(f"{method.name}: no google.api.http get/put/post/delete/patch rule")
-    return verb, getattr(rule, verb), rule
-
-
-def path_fields(template: str) -> list[str]:
-    """The fields a template binds, e.g. `process_id` of `/processes/{process_id}`."""
-    return [name.split("=")[0] for name in re.findall(r"\{([^}]+)\}", template)]
-
-
 def parameter(builder: Builder, type_name: str, path: str, where: str) -> Schema:
     """The request field at `path` as a path or query parameter."""
     scope, member = builder.protos.member(type_name, path)
@@ -472,21 +483,21 @@ def query_fields(protos: Protos, type_name: str, skip: set[str]) -> Iterator[str
 
 
 def request(
-    builder: Builder, type_name: str, template: str, rule: Any
+    builder: Builder, type_name: str, binding: HttpBinding
 ) -> tuple[list[Schema], Schema | None]:
-    """The request message as the rule binds it: path and query parameters and
-    the JSON body (None without one)."""
+    """The request message as the binding takes it: path and query parameters
+    and the JSON body (None without one)."""
     protos = builder.protos
-    bound = path_fields(template)
+    bound = binding.path_variables
     parameters = [parameter(builder, type_name, name, "path") for name in bound]
-    if rule.body != "*":
+    if binding.body != "*":
         parameters += [
             parameter(builder, type_name, name, "query")
-            for name in query_fields(protos, type_name, {*bound, rule.body} - {""})
+            for name in query_fields(protos, type_name, {*bound, binding.body} - {""})
         ]
-    if not rule.body:
+    if not binding.body:
         return parameters, None
-    if rule.body == "*":
+    if binding.body == "*":
         skip = frozenset(bound)
         schema = (
             builder.message(type_name, response=False, skip=skip)
@@ -496,19 +507,10 @@ def request(
         members = builder.members(type_name, response=False, skip=skip)
         required = any(protos.facts(type_name, member).required for member in members)
     else:
-        scope, member = protos.member(type_name, rule.body)
+        scope, member = protos.member(type_name, binding.body)
         schema = builder.field(scope, member, response=False)
         required = protos.facts(scope, member).required
     return parameters, {"required": required, "content": {"application/json": {"schema": schema}}}
-
-
-def errors(service_doc: str, method_doc: str) -> dict[int, list[str]]:
-    """Status codes the comments name, with what each means."""
-    found: dict[int, list[str]] = {}
-    for text in (service_doc, method_doc):
-        for code, status, meaning in ERROR_BULLET.findall(text):
-            found.setdefault(int(status), []).append(f"{code}: {' '.join(meaning.split())}")
-    return found
 
 
 @dataclass(frozen=True)
@@ -520,20 +522,48 @@ class Rpc:
     method: descriptor_pb2.MethodDescriptorProto
     service_doc: str
     method_doc: str
+    binding: HttpBinding
 
     @property
     def read_only(self) -> bool:
         return self.method.options.idempotency_level == READ_ONLY
 
 
-def responses(builder: Builder, rpc: Rpc, rule: Any, has_body: bool) -> Schema:
-    """The 200 response and every error status the comments or Envoy give."""
-    if rule.response_body:
-        scope, member = builder.protos.member(rpc.method.output_type, rule.response_body)
-        success = builder.field(scope, member, response=True)
-    else:
-        success = builder.ref(rpc.method.output_type, response=True)
-    codes = errors(rpc.service_doc, rpc.method_doc)
+@dataclass(frozen=True)
+class ErrorCase:
+    """One error an RPC declares: its gRPC code, HTTP status and when it happens."""
+
+    code: str
+    http_status: int
+    when: str
+
+
+def error_cases(protos: Protos, options: Message, option: str) -> list[ErrorCase]:
+    """The error cases the repeated `option` declares in `options`."""
+    cases = []
+    for case in protos.option(options, option) or []:
+        # Found only here: a set that declares no errors need not hold the enum.
+        code = protos.pool.FindEnumTypeByName("google.rpc.Code").values_by_number[case.code].name
+        if code not in HTTP_STATUS:
+            raise ValueError(f"{option}: {code} is no error")
+        cases.append(ErrorCase(code, HTTP_STATUS[code], " ".join(case.when.split())))
+    return cases
+
+
+def errors(protos: Protos, rpc: Rpc) -> list[ErrorCase]:
+    """The errors the RPC's service declares for every RPC, then its own."""
+    return [
+        *error_cases(protos, rpc.service.options, SERVICE_ERRORS_OPTION),
+        *error_cases(protos, rpc.method.options, ERRORS_OPTION),
+    ]
+
+
+def responses(builder: Builder, rpc: Rpc, has_body: bool) -> Schema:
+    """The 200 response and every error status the protos declare or Envoy gives."""
+    success = builder.ref(rpc.method.output_type, response=True)
+    codes: dict[int, list[str]] = {}
+    for case in errors(builder.protos, rpc):
+        codes.setdefault(case.http_status, []).append(f"{case.code}: {case.when}")
     for extra in (
         ENVOY_ERRORS,
         BODY_ERRORS if has_body else {},
@@ -565,8 +595,10 @@ def access(protos: Protos, method: descriptor_pb2.MethodDescriptorProto) -> Sche
 
 
 def operation(builder: Builder, rpc: Rpc) -> tuple[str, str, Schema]:
-    verb, template, rule = http_rule(builder.protos, rpc.method)
-    parameters, body = request(builder, rpc.method.input_type, template, rule)
+    verb = rpc.binding.method.lower()
+    if verb not in {"get", "put", "post", "delete", "patch"}:
+        raise ValueError(f"{rpc.method.name}: no google.api.http get/put/post/delete/patch rule")
+    parameters, body = request(builder, rpc.method.input_type, rpc.binding)
     if not rpc.read_only:
         parameters.append(IDEMPOTENCY_KEY)
     result: Schema = {
@@ -575,15 +607,13 @@ def operation(builder: Builder, rpc: Rpc) -> tuple[str, str, Schema]:
         "summary": rpc.method_doc.split("\n\n")[0].replace("\n", " "),
         "description": rpc.method_doc,
         "parameters": parameters,
-        "responses": responses(builder, rpc, rule, has_body=body is not None),
+        "responses": responses(builder, rpc, has_body=body is not None),
         "x-htk-access": access(builder.protos, rpc.method),
         "x-htk-read-only": rpc.read_only,
     }
     if body is not None:
         result["requestBody"] = body
-    # A dotted template like {name=projects/*} is a plain parameter to OpenAPI.
-    path = re.sub(r"\{([^}=]+)=[^}]*\}", r"{\1}", template)
-    return path, verb, result
+    return rpc.binding.plain_template, verb, result
 
 
 def add_links(
@@ -617,12 +647,16 @@ def rpcs(protos: Protos, files: list[descriptor_pb2.FileDescriptorProto]) -> Ite
     """Every method of every service that REST serves, in declaration order."""
     for file in files:
         for index, service in enumerate(file.service):
-            if all(protos.option(m.options, HTTP_OPTION) is None for m in service.method):
+            found = protos.pool.FindServiceByName(f"{file.package}.{service.name}")
+            bindings = [http_binding(method) for method in found.methods]
+            if all(binding is None for binding in bindings):
                 continue
             service_doc = protos.comments.get((file.name, (6, index)), "")
-            for number, method in enumerate(service.method):
+            for number, (method, binding) in enumerate(zip(service.method, bindings, strict=True)):
+                if binding is None:
+                    raise ValueError(f"{method.name}: no google.api.http rule")
                 method_doc = protos.comments.get((file.name, (6, index, 2, number)), "")
-                yield Rpc(file, service, method, service_doc, method_doc)
+                yield Rpc(file, service, method, service_doc, method_doc, binding)
 
 
 def title_and_version(packages: list[str]) -> tuple[str, str]:

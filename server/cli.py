@@ -129,7 +129,7 @@ def _token_command(settings: Settings, args: argparse.Namespace) -> int:
     from server.storage.migrate import upgrade_to_latest
 
     def with_tokens(action: Callable[[TokenService], Awaitable[T]]) -> T:
-        with database_url(settings) as url:
+        with database_url(settings.database_url, settings.data_dir) as url:
             upgrade_to_latest(url)
 
             async def go() -> T:

@@ -19,8 +19,7 @@ import annotated_types
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -67,14 +66,7 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     """Build with `Settings.from_env()`: its errors read as plain sentences."""
 
-    model_config = SettingsConfigDict(
-        frozen=True,
-        case_sensitive=True,
-        # An empty variable means the default, as if it were unset.
-        env_ignore_empty=True,
-        # Other variables (PATH, HTK_FUZZ_EXAMPLES, ...) are not settings.
-        extra="ignore",
-    )
+    model_config = SettingsConfigDict(frozen=True)
 
     # Each field names its variable in full (validation_alias), so that a
     # search for HTK_WORKERS finds its declaration.
@@ -361,10 +353,30 @@ class Settings(BaseSettings):
         return self.tls_cert_file is not None
 
     @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the values `from_env` passes: it reads the environment itself,
+        # from a mapping that tests can give.
+        return (init_settings,)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Self:
-        """The settings in `env`; raises SettingsError naming each bad variable."""
+        """The settings in `env`; raises SettingsError naming each bad variable.
+
+        Variables are matched by their exact names; other variables (PATH,
+        HTK_FUZZ_EXAMPLES, ...) are not settings, and an empty one means the
+        default, as if it were unset.
+        """
+        names = [variable(field) for field in cls.model_fields.values()]
+        values = {name: env[name] for name in names if env.get(name)}
         try:
-            return cls(_build_sources=((_Environment(cls, env),), {}))
+            return cls.model_validate(values)
         except ValidationError as error:
             fields = {variable(field): field for field in cls.model_fields.values()}
             problems = [_explain(problem, fields, env) for problem in error.errors()]
@@ -462,18 +474,6 @@ def documented() -> list[Documented]:
         )
         for field in Settings.model_fields.values()
     ]
-
-
-class _Environment(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping instead of
-    os.environ, so that tests can pass their own variables."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        self._env = env
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._env, self.case_sensitive, self.env_ignore_empty)
 
 
 def _explain(error: ErrorDetails, fields: Mapping[str, FieldInfo], env: Mapping[str, str]) -> str:

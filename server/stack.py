@@ -531,7 +531,10 @@ class Supervisor:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # Leaving this block stops the embedded PostgreSQL, even one restarted
         # behind the stack's back.
-        with database_url(self.settings) as url, self._metrics_endpoint():
+        with (
+            database_url(self.settings.database_url, self.settings.data_dir) as url,
+            self._metrics_endpoint(),
+        ):
             upgrade_to_latest(url)
             readiness = ReadinessServer(
                 readiness_socket(self.stack_id),

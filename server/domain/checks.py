@@ -7,7 +7,6 @@ from typing import TypeVar
 
 from server.domain.errors import InvalidArgument
 
-MAX_TEXT_LENGTH = 10_000  # detail, error, message, summary, comment
 _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?")
 # Halves of UTF-16 surrogate pairs: no text of valid Unicode holds one alone.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -28,7 +27,7 @@ def parse_choice(enum_type: type[E], field_name: str, value: str) -> E:
         ) from None
 
 
-def check_text(field_name: str, value: str | None, max_length: int = MAX_TEXT_LENGTH) -> None:
+def check_text(field_name: str, value: str | None, max_length: int) -> None:
     if value is None:
         return
     if len(value) > max_length:

@@ -10,8 +10,9 @@ from datetime import timedelta
 
 from server.domain.errors import AlreadyExists, InvalidArgument
 
+MAX_KEY_LENGTH = 200
 # Printable ASCII without spaces, as in HTTP header values people copy around.
-_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class IdempotencyKey:
 def idempotency_key(org_id: str, key: str, request_fingerprint: bytes) -> IdempotencyKey:
     if not _KEY.fullmatch(key):
         raise InvalidArgument(
-            "idempotency-key", "must be 1-200 printable ASCII characters without spaces"
+            "idempotency-key",
+            f"must be 1-{MAX_KEY_LENGTH} printable ASCII characters without spaces",
         )
     return IdempotencyKey(org_id, key, request_fingerprint)
 

@@ -18,7 +18,6 @@ from typing import TypeVar
 from server.domain.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
 MAX_PAGE_TOKEN_LENGTH = 200
 
 T = TypeVar("T")
@@ -31,12 +30,13 @@ def split_page(matches: Sequence[T], limit: int) -> tuple[list[T], T | None]:
     return shown, (shown[-1] if len(matches) > limit else None)
 
 
-def check_window(limit: int | None, offset: int | None) -> tuple[int, int]:
-    """The page size and offset of a list request; None means "not given"."""
+def check_window(limit: int | None, offset: int | None, max_limit: int) -> tuple[int, int]:
+    """The page size (1 to `max_limit`) and offset of a list request; None
+    means "not given"."""
     if limit is None:
         limit = DEFAULT_PAGE_SIZE
-    elif not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidArgument("limit", f"must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    elif not 1 <= limit <= max_limit:
+        raise InvalidArgument("limit", f"must be between 1 and {max_limit}, got {limit}")
     if offset is None:
         offset = 0
     elif offset < 0:

@@ -13,12 +13,20 @@ keep the task's own fields right:
     completed, cancelled, expired --open--> open   (the failed step started again)
 """
 
-import enum
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from server.domain.checks import check_text, one_of, parse_choice, qualify_namespace
+from server.domain.declared import (
+    COMPLETE_TASK_REQUEST_COMMENT_MAX_LENGTH,
+    LIST_TASKS_REQUEST_LIMIT_MAXIMUM,
+)
+
+# The words of a task's status and outcome, declared by the protos; offered
+# here beside the task they describe.
+from server.domain.declared import Outcome as Outcome
+from server.domain.declared import TaskStatus as TaskStatus
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.domain.paging import (
     DEFAULT_PAGE_SIZE,
@@ -29,20 +37,6 @@ from server.domain.paging import (
     split_page,
 )
 from server.domain.tokens import Caller
-
-
-class TaskStatus(enum.StrEnum):
-    PENDING = "pending"
-    OPEN = "open"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-class Outcome(enum.StrEnum):
-    APPROVED = "approved"
-    REJECTED = "rejected"
-
 
 # The statuses each status may move to.
 _TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
@@ -139,7 +133,7 @@ def validate_completion(completion: Completion) -> Outcome:
     if not completion.outcome:
         raise InvalidArgument("outcome", f"is required; one of: {one_of(Outcome)}")
     outcome = parse_choice(Outcome, "outcome", completion.outcome)
-    check_text("comment", completion.comment)
+    check_text("comment", completion.comment, COMPLETE_TASK_REQUEST_COMMENT_MAX_LENGTH)
     return outcome
 
 
@@ -196,7 +190,7 @@ def task_query(
     page_token: str = "",
 ) -> TaskQuery:
     """Validates ListTasks parameters; empty strings and None mean "not given"."""
-    limit, offset = check_window(limit, offset)
+    limit, offset = check_window(limit, offset, LIST_TASKS_REQUEST_LIMIT_MAXIMUM)
     query = TaskQuery(
         org_id=org_id,
         status=parse_choice(TaskStatus, "status", status) if status else None,

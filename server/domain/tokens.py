@@ -6,7 +6,6 @@ truncated token without touching the database. Only the SHA-256 digest of a
 token is ever stored.
 """
 
-import enum
 import hashlib
 import secrets
 import string
@@ -15,6 +14,10 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
+# The scopes the protos name (deciding human steps, `tasks:complete`, is a
+# person's, never implied by a pipeline's); offered here beside the tokens
+# that hold them.
+from server.domain.declared import Scope as Scope
 from server.domain.errors import InvalidArgument, PermissionDenied
 
 PREFIX = "htk_"
@@ -22,15 +25,6 @@ _ALPHABET = string.digits + string.ascii_letters
 _RANDOM_LENGTH = 30
 _CHECKSUM_LENGTH = 6
 TOKEN_LENGTH = len(PREFIX) + _RANDOM_LENGTH + _CHECKSUM_LENGTH
-
-
-class Scope(enum.StrEnum):
-    """A permission beyond reading, which every token of an organization has."""
-
-    PROCESSES_WRITE = "processes:write"
-    TASKS_CREATE = "tasks:create"
-    # Deciding human steps is a person's, never implied by a pipeline's scopes.
-    TASKS_COMPLETE = "tasks:complete"
 
 
 # Creating and updating processes needs any one of these (per the API docs).

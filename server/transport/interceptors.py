@@ -22,8 +22,8 @@ import grpc
 from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
 from server.metrics import MethodMetrics
+from server.service.call_deadline import caller_deadline
 from server.service.tokens import TokenService
-from server.storage.database import deadline_in
 from server.transport.decoding import WrappedHandlers
 from server.transport.errors import to_status
 from server.transport.methods import Method
@@ -267,7 +267,7 @@ class Draining:
 @asynccontextmanager
 async def bound_by_deadline(method: Method, context: Context) -> AsyncIterator[None]:
     """Holds the database work of a call to the caller's deadline, if it set one."""
-    with deadline_in(context.time_remaining()):
+    with caller_deadline(context.time_remaining()):
         yield
 
 

@@ -18,8 +18,9 @@ from google.api import (
     http_pb2,
 )
 from google.protobuf import descriptor, descriptor_pb2
+from google.rpc import code_pb2
 
-from htk.processes.v1 import access_pb2, values_pb2
+from htk.processes.v1 import access_pb2, errors_pb2, values_pb2
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import task_service_pb2 as task_pb
 
@@ -535,3 +536,19 @@ def test_declarations_the_document_cannot_honour_are_errors() -> None:
     ]:
         with pytest.raises(ValueError, match=re.escape(problem)):
             render_synthetic(files)
+
+
+def test_errors_come_from_the_declared_options() -> None:
+    """Each RPC's error responses are its service's `service_errors` and its own
+    `errors` options, at the HTTP status of their code: none is read from prose."""
+    for method in METHODS:
+        declared = [
+            *method.containing_service.GetOptions().Extensions[errors_pb2.service_errors],
+            *method.GetOptions().Extensions[errors_pb2.errors],
+        ]
+        responses = operation(method)["responses"]
+        for case in declared:
+            code = code_pb2.Code.Name(case.code)
+            line = f"* {code}: {' '.join(case.when.split())}"
+            status = openapi.HTTP_STATUS[code]
+            assert line in responses[str(status)]["description"].split("\n"), (method.name, code)

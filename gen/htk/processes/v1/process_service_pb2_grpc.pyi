@@ -53,31 +53,8 @@ class ProcessServiceStub:
     """Tracks multi-step processes and their step timelines.
 
     Every call needs `Authorization: Bearer htk_...` (gRPC metadata
-    `authorization`). Errors common to every RPC:
-      * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-        revoked.
-      * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field, and a `google.rpc.BadRequest` detail names it
-        too. Over native gRPC, also a payload that is no valid message (a
-        string that is not UTF-8, messages nested past 100 levels). REST input
-        is read strictly, and anything else is this error: a body that is not
-        JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
-        in an object; a value of the wrong JSON type for its field (`"yes"`
-        for a boolean, an object for an array, `"50"` for a number) or `null`
-        (leave the field out instead; `data` may hold nulls); a field the
-        message lacks; a path field (`process_id`) repeated in the body or
-        the query; a query parameter given twice, without a value, unknown to
-        the method, or not UTF-8 once percent-decoded (`+` reads as a space);
-        a query string on a method that takes a body, or a body on a GET.
-        A request body over 1 MiB is HTTP 413 with this code.
-      * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-        requests than its rate limit allows (Envoy's per-token limit).
-      * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-        caller's gRPC deadline or the server's request timeout (15 s by
-        default). A write that times out is either fully applied or not at
-        all: retry it with the same `Idempotency-Key`.
-      * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-        right now; retry later.
+    `authorization`). Every RPC may end with the errors of the service's
+    `service_errors` options below, and with those of its own `errors`.
 
     Over REST, a method a path does not take is HTTP 405 with `Allow` (code
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
@@ -113,29 +90,19 @@ class ProcessServiceStub:
     Pages are read either by `offset` or, at a cost that does not grow with
     depth, by following `next_page_token`. `total` is exact either way.
 
-    Any valid token of the organization may list. Errors:
-      * INVALID_ARGUMENT (HTTP 400): also for a `page_token` that is
-        malformed, was issued for other filters or sort order, or comes with
-        a non-zero `offset`.
+    Any valid token of the organization may list.
     """
     GetProcess: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.GetProcessRequest, _process_service_pb2.Process]
     """Returns one process with its step definitions and timeline.
 
-    Any valid token of the organization may read. Errors:
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization;
-        another organization's process is indistinguishable from a missing one.
+    Any valid token of the organization may read.
     """
     CreateProcess: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.CreateProcessRequest, _process_service_pb2.Process]
     """Starts tracking a new process: it is `running` from now on and all of its
     steps are `pending`. Every human step gets a task.
 
     Requires the scope `processes:write` or `tasks:create`. Takes an
-    idempotency key (see the service). Errors:
-      * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
-      * INVALID_ARGUMENT (HTTP 400): a bad name, namespace or step list, or a
-        namespace of another organization, or a malformed idempotency key.
-      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-        request.
+    idempotency key (see the service).
     """
     UpdateProcess: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.UpdateProcessRequest, _process_service_pb2.UpdateProcessResponse]
     """Pushes one state change to a process: a step transition, progress, or the
@@ -143,18 +110,7 @@ class ProcessServiceStub:
     process's event log in the same transaction as the state change.
 
     Requires the scope `processes:write` or `tasks:create`. Takes an
-    idempotency key (see the service). Errors:
-      * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-        request.
-      * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
-        inapplicable field for the type, an unknown step, `percent` outside
-        0-100, a text or `data` past its limit.
-      * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
-        current state, e.g. the process has already finished or the step is
-        not running, or it would take the process past its 512 KiB of text
-        and data (see `Process`). Nothing is written.
+    idempotency key (see the service).
     """
     ListProcessEvents: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessEventsRequest, _process_service_pb2.ListProcessEventsResponse]
     """Lists a process's events: the updates it accepted, in the order they
@@ -166,10 +122,7 @@ class ProcessServiceStub:
     the last `seq` of a page as `after_seq` for the next, until a page
     comes back empty.
 
-    Any valid token of the organization may read. Errors:
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
-        1-1000.
+    Any valid token of the organization may read.
     """
     WatchProcess: _grpc.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessRequest, _process_service_pb2.WatchProcessResponse]
     """Streams one process as it runs: where it stands, then every event as it
@@ -191,20 +144,7 @@ class ProcessServiceStub:
     it reconnects) resumes like `after_seq`, and wins over it: the browser
     reconnects to the address it first opened.
 
-    Any valid token of the organization may watch. Errors:
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * INVALID_ARGUMENT (HTTP 400): `after_seq` or `Last-Event-ID` below 0,
-        not a number, or past the process's last event.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
-        it may, in all (HTK_MAX_WATCHERS), for the caller's token
-        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
-        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
-        at the end of a stream whose client read nothing for
-        HTK_WATCH_STALL_SECONDS while a message waited: resume with
-        `after_seq`.
-      * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
-        server is shutting down or lost its database: resume with
-        `after_seq`.
+    Any valid token of the organization may watch.
     """
     WatchProcesses: _grpc.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessesRequest, _process_service_pb2.WatchProcessesResponse]
     """Streams every change to the organization's processes that matches the
@@ -216,27 +156,14 @@ class ProcessServiceStub:
     with ListProcesses; after a broken connection, do both again. The
     stream does not end by itself.
 
-    Any valid token of the organization may watch. Errors:
-      * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
-        ListProcesses.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
-        it may, in all (HTK_MAX_WATCHERS), for the caller's token
-        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
-        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
-        in-band, as the last message, when the client reads changes more
-        slowly than they come and falls too far behind, and at the end of a
-        stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a
-        message waited.
-      * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
-        Also in-band, as the last message, when the server is shutting down
-        or lost its database: changes may have been missed, so list again.
+    Any valid token of the organization may watch.
     """
     GetCaller: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.GetCallerRequest, _process_service_pb2.Caller]
     """Tells who the caller is: the organization, name and scopes of the token
     the call carries, so that a client (the web dashboard) can show whom it
     acts as and offer only what the token may do.
 
-    Any valid token may ask. Errors: only those common to every RPC.
+    Any valid token may ask; it ends with no errors but the service's.
     """
 
 @_typing.type_check_only
@@ -244,31 +171,8 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     """Tracks multi-step processes and their step timelines.
 
     Every call needs `Authorization: Bearer htk_...` (gRPC metadata
-    `authorization`). Errors common to every RPC:
-      * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-        revoked.
-      * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field, and a `google.rpc.BadRequest` detail names it
-        too. Over native gRPC, also a payload that is no valid message (a
-        string that is not UTF-8, messages nested past 100 levels). REST input
-        is read strictly, and anything else is this error: a body that is not
-        JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
-        in an object; a value of the wrong JSON type for its field (`"yes"`
-        for a boolean, an object for an array, `"50"` for a number) or `null`
-        (leave the field out instead; `data` may hold nulls); a field the
-        message lacks; a path field (`process_id`) repeated in the body or
-        the query; a query parameter given twice, without a value, unknown to
-        the method, or not UTF-8 once percent-decoded (`+` reads as a space);
-        a query string on a method that takes a body, or a body on a GET.
-        A request body over 1 MiB is HTTP 413 with this code.
-      * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-        requests than its rate limit allows (Envoy's per-token limit).
-      * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-        caller's gRPC deadline or the server's request timeout (15 s by
-        default). A write that times out is either fully applied or not at
-        all: retry it with the same `Idempotency-Key`.
-      * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-        right now; retry later.
+    `authorization`). Every RPC may end with the errors of the service's
+    `service_errors` options below, and with those of its own `errors`.
 
     Over REST, a method a path does not take is HTTP 405 with `Allow` (code
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
@@ -301,29 +205,19 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     Pages are read either by `offset` or, at a cost that does not grow with
     depth, by following `next_page_token`. `total` is exact either way.
 
-    Any valid token of the organization may list. Errors:
-      * INVALID_ARGUMENT (HTTP 400): also for a `page_token` that is
-        malformed, was issued for other filters or sort order, or comes with
-        a non-zero `offset`.
+    Any valid token of the organization may list.
     """
     GetProcess: _aio.UnaryUnaryMultiCallable[_process_service_pb2.GetProcessRequest, _process_service_pb2.Process]  # type: ignore[assignment]
     """Returns one process with its step definitions and timeline.
 
-    Any valid token of the organization may read. Errors:
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization;
-        another organization's process is indistinguishable from a missing one.
+    Any valid token of the organization may read.
     """
     CreateProcess: _aio.UnaryUnaryMultiCallable[_process_service_pb2.CreateProcessRequest, _process_service_pb2.Process]  # type: ignore[assignment]
     """Starts tracking a new process: it is `running` from now on and all of its
     steps are `pending`. Every human step gets a task.
 
     Requires the scope `processes:write` or `tasks:create`. Takes an
-    idempotency key (see the service). Errors:
-      * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
-      * INVALID_ARGUMENT (HTTP 400): a bad name, namespace or step list, or a
-        namespace of another organization, or a malformed idempotency key.
-      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-        request.
+    idempotency key (see the service).
     """
     UpdateProcess: _aio.UnaryUnaryMultiCallable[_process_service_pb2.UpdateProcessRequest, _process_service_pb2.UpdateProcessResponse]  # type: ignore[assignment]
     """Pushes one state change to a process: a step transition, progress, or the
@@ -331,18 +225,7 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     process's event log in the same transaction as the state change.
 
     Requires the scope `processes:write` or `tasks:create`. Takes an
-    idempotency key (see the service). Errors:
-      * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-        request.
-      * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
-        inapplicable field for the type, an unknown step, `percent` outside
-        0-100, a text or `data` past its limit.
-      * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
-        current state, e.g. the process has already finished or the step is
-        not running, or it would take the process past its 512 KiB of text
-        and data (see `Process`). Nothing is written.
+    idempotency key (see the service).
     """
     ListProcessEvents: _aio.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessEventsRequest, _process_service_pb2.ListProcessEventsResponse]  # type: ignore[assignment]
     """Lists a process's events: the updates it accepted, in the order they
@@ -354,10 +237,7 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     the last `seq` of a page as `after_seq` for the next, until a page
     comes back empty.
 
-    Any valid token of the organization may read. Errors:
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
-        1-1000.
+    Any valid token of the organization may read.
     """
     WatchProcess: _aio.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessRequest, _process_service_pb2.WatchProcessResponse]  # type: ignore[assignment]
     """Streams one process as it runs: where it stands, then every event as it
@@ -379,20 +259,7 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     it reconnects) resumes like `after_seq`, and wins over it: the browser
     reconnects to the address it first opened.
 
-    Any valid token of the organization may watch. Errors:
-      * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-      * INVALID_ARGUMENT (HTTP 400): `after_seq` or `Last-Event-ID` below 0,
-        not a number, or past the process's last event.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
-        it may, in all (HTK_MAX_WATCHERS), for the caller's token
-        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
-        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
-        at the end of a stream whose client read nothing for
-        HTK_WATCH_STALL_SECONDS while a message waited: resume with
-        `after_seq`.
-      * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
-        server is shutting down or lost its database: resume with
-        `after_seq`.
+    Any valid token of the organization may watch.
     """
     WatchProcesses: _aio.UnaryStreamMultiCallable[_process_service_pb2.WatchProcessesRequest, _process_service_pb2.WatchProcessesResponse]  # type: ignore[assignment]
     """Streams every change to the organization's processes that matches the
@@ -404,58 +271,22 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     with ListProcesses; after a broken connection, do both again. The
     stream does not end by itself.
 
-    Any valid token of the organization may watch. Errors:
-      * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
-        ListProcesses.
-      * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
-        it may, in all (HTK_MAX_WATCHERS), for the caller's token
-        (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
-        (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
-        in-band, as the last message, when the client reads changes more
-        slowly than they come and falls too far behind, and at the end of a
-        stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a
-        message waited.
-      * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
-        Also in-band, as the last message, when the server is shutting down
-        or lost its database: changes may have been missed, so list again.
+    Any valid token of the organization may watch.
     """
     GetCaller: _aio.UnaryUnaryMultiCallable[_process_service_pb2.GetCallerRequest, _process_service_pb2.Caller]  # type: ignore[assignment]
     """Tells who the caller is: the organization, name and scopes of the token
     the call carries, so that a client (the web dashboard) can show whom it
     acts as and offer only what the token may do.
 
-    Any valid token may ask. Errors: only those common to every RPC.
+    Any valid token may ask; it ends with no errors but the service's.
     """
 
 class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tracks multi-step processes and their step timelines.
 
     Every call needs `Authorization: Bearer htk_...` (gRPC metadata
-    `authorization`). Errors common to every RPC:
-      * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-        revoked.
-      * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-        message names the field, and a `google.rpc.BadRequest` detail names it
-        too. Over native gRPC, also a payload that is no valid message (a
-        string that is not UTF-8, messages nested past 100 levels). REST input
-        is read strictly, and anything else is this error: a body that is not
-        JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice
-        in an object; a value of the wrong JSON type for its field (`"yes"`
-        for a boolean, an object for an array, `"50"` for a number) or `null`
-        (leave the field out instead; `data` may hold nulls); a field the
-        message lacks; a path field (`process_id`) repeated in the body or
-        the query; a query parameter given twice, without a value, unknown to
-        the method, or not UTF-8 once percent-decoded (`+` reads as a space);
-        a query string on a method that takes a body, or a body on a GET.
-        A request body over 1 MiB is HTTP 413 with this code.
-      * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-        requests than its rate limit allows (Envoy's per-token limit).
-      * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-        caller's gRPC deadline or the server's request timeout (15 s by
-        default). A write that times out is either fully applied or not at
-        all: retry it with the same `Idempotency-Key`.
-      * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-        right now; retry later.
+    `authorization`). Every RPC may end with the errors of the service's
+    `service_errors` options below, and with those of its own `errors`.
 
     Over REST, a method a path does not take is HTTP 405 with `Allow` (code
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
@@ -492,10 +323,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         Pages are read either by `offset` or, at a cost that does not grow with
         depth, by following `next_page_token`. `total` is exact either way.
 
-        Any valid token of the organization may list. Errors:
-          * INVALID_ARGUMENT (HTTP 400): also for a `page_token` that is
-            malformed, was issued for other filters or sort order, or comes with
-            a non-zero `offset`.
+        Any valid token of the organization may list.
         """
 
     @_abc_1.abstractmethod
@@ -506,9 +334,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_process_service_pb2.Process, _abc.Awaitable[_process_service_pb2.Process]]:
         """Returns one process with its step definitions and timeline.
 
-        Any valid token of the organization may read. Errors:
-          * NOT_FOUND (HTTP 404): no such process in the caller's organization;
-            another organization's process is indistinguishable from a missing one.
+        Any valid token of the organization may read.
         """
 
     @_abc_1.abstractmethod
@@ -521,12 +347,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         steps are `pending`. Every human step gets a task.
 
         Requires the scope `processes:write` or `tasks:create`. Takes an
-        idempotency key (see the service). Errors:
-          * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
-          * INVALID_ARGUMENT (HTTP 400): a bad name, namespace or step list, or a
-            namespace of another organization, or a malformed idempotency key.
-          * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-            request.
+        idempotency key (see the service).
         """
 
     @_abc_1.abstractmethod
@@ -540,18 +361,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         process's event log in the same transaction as the state change.
 
         Requires the scope `processes:write` or `tasks:create`. Takes an
-        idempotency key (see the service). Errors:
-          * PERMISSION_DENIED (HTTP 403): the token lacks both scopes.
-          * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-          * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-            request.
-          * INVALID_ARGUMENT (HTTP 400): an unknown `type`, a missing, blank or
-            inapplicable field for the type, an unknown step, `percent` outside
-            0-100, a text or `data` past its limit.
-          * FAILED_PRECONDITION (HTTP 400): the change is not allowed in the
-            current state, e.g. the process has already finished or the step is
-            not running, or it would take the process past its 512 KiB of text
-            and data (see `Process`). Nothing is written.
+        idempotency key (see the service).
         """
 
     @_abc_1.abstractmethod
@@ -569,10 +379,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         the last `seq` of a page as `after_seq` for the next, until a page
         comes back empty.
 
-        Any valid token of the organization may read. Errors:
-          * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-          * INVALID_ARGUMENT (HTTP 400): `after_seq` below 0, or `limit` outside
-            1-1000.
+        Any valid token of the organization may read.
         """
 
     @_abc_1.abstractmethod
@@ -600,20 +407,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         it reconnects) resumes like `after_seq`, and wins over it: the browser
         reconnects to the address it first opened.
 
-        Any valid token of the organization may watch. Errors:
-          * NOT_FOUND (HTTP 404): no such process in the caller's organization.
-          * INVALID_ARGUMENT (HTTP 400): `after_seq` or `Last-Event-ID` below 0,
-            not a number, or past the process's last event.
-          * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
-            it may, in all (HTK_MAX_WATCHERS), for the caller's token
-            (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
-            (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
-            at the end of a stream whose client read nothing for
-            HTK_WATCH_STALL_SECONDS while a message waited: resume with
-            `after_seq`.
-          * UNAVAILABLE (HTTP 503): also in-band, as the last message, when the
-            server is shutting down or lost its database: resume with
-            `after_seq`.
+        Any valid token of the organization may watch.
         """
 
     @_abc_1.abstractmethod
@@ -631,20 +425,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         with ListProcesses; after a broken connection, do both again. The
         stream does not end by itself.
 
-        Any valid token of the organization may watch. Errors:
-          * INVALID_ARGUMENT (HTTP 400): a bad `status` or `namespace`, as for
-            ListProcesses.
-          * RESOURCE_EXHAUSTED (HTTP 429): the server serves as many streams as
-            it may, in all (HTK_MAX_WATCHERS), for the caller's token
-            (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization
-            (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also
-            in-band, as the last message, when the client reads changes more
-            slowly than they come and falls too far behind, and at the end of a
-            stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a
-            message waited.
-          * UNAVAILABLE (HTTP 503): the server cannot follow changes right now.
-            Also in-band, as the last message, when the server is shutting down
-            or lost its database: changes may have been missed, so list again.
+        Any valid token of the organization may watch.
         """
 
     @_abc_1.abstractmethod
@@ -657,7 +438,7 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         the call carries, so that a client (the web dashboard) can show whom it
         acts as and offer only what the token may do.
 
-        Any valid token may ask. Errors: only those common to every RPC.
+        Any valid token may ask; it ends with no errors but the service's.
         """
 
 def add_ProcessServiceServicer_to_server(servicer: ProcessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

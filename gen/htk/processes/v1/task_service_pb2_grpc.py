@@ -29,19 +29,8 @@ class TaskServiceStub:
     """Lists, reads and completes the tasks of human steps.
 
     Authentication, rate limits, deadlines and idempotency keys work as in
-    ProcessService. Errors common to every RPC:
-    * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-    revoked.
-    * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-    message names the field.
-    * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-    requests than its rate limit allows.
-    * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-    caller's gRPC deadline or the server's request timeout. A completion
-    that times out is either fully applied or not at all: retry it with
-    the same `Idempotency-Key`.
-    * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-    right now; retry later.
+    ProcessService. Every RPC may end with the errors of the service's
+    `service_errors` options below, and with those of its own `errors`.
 
     A task's `status` moves as its step does:
     * `pending`: its step has not started.
@@ -84,19 +73,8 @@ class TaskServiceServicer:
     """Lists, reads and completes the tasks of human steps.
 
     Authentication, rate limits, deadlines and idempotency keys work as in
-    ProcessService. Errors common to every RPC:
-    * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-    revoked.
-    * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-    message names the field.
-    * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-    requests than its rate limit allows.
-    * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-    caller's gRPC deadline or the server's request timeout. A completion
-    that times out is either fully applied or not at all: retry it with
-    the same `Idempotency-Key`.
-    * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-    right now; retry later.
+    ProcessService. Every RPC may end with the errors of the service's
+    `service_errors` options below, and with those of its own `errors`.
 
     A task's `status` moves as its step does:
     * `pending`: its step has not started.
@@ -120,11 +98,7 @@ class TaskServiceServicer:
         grow with depth, by following `next_page_token`. `total` is exact either
         way.
 
-        Any valid token of the organization may list. Errors:
-        * INVALID_ARGUMENT (HTTP 400): also for an unknown `status`, a
-        `process_id` that is not a UUID, and a `page_token` that is
-        malformed, was issued for other filters, or comes with a non-zero
-        `offset`.
+        Any valid token of the organization may list.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,9 +107,7 @@ class TaskServiceServicer:
     def GetTask(self, request, context):
         """Returns one task.
 
-        Any valid token of the organization may read. Errors:
-        * NOT_FOUND (HTTP 404): no such task in the caller's organization;
-        another organization's task is indistinguishable from a missing one.
+        Any valid token of the organization may read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,19 +123,7 @@ class TaskServiceServicer:
 
         Requires the scope `tasks:complete`; `processes:write` is not enough, so
         that a pipeline's token cannot approve its own gate. Takes an
-        idempotency key (see ProcessService). Errors:
-        * PERMISSION_DENIED (HTTP 403): the token lacks the scope.
-        * NOT_FOUND (HTTP 404): no such task in the caller's organization.
-        * INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
-        comment that is too long.
-        * FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-        names its status); or the caller's token created the process or
-        started the step (separation of duties: whoever drives a process
-        does not approve its gates); or the comment would take the process
-        past its 512 KiB of text and data (the message names `comment`).
-        Nothing is written.
-        * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-        request.
+        idempotency key (see ProcessService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,19 +159,8 @@ class TaskService:
     """Lists, reads and completes the tasks of human steps.
 
     Authentication, rate limits, deadlines and idempotency keys work as in
-    ProcessService. Errors common to every RPC:
-    * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-    revoked.
-    * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-    message names the field.
-    * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-    requests than its rate limit allows.
-    * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-    caller's gRPC deadline or the server's request timeout. A completion
-    that times out is either fully applied or not at all: retry it with
-    the same `Idempotency-Key`.
-    * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-    right now; retry later.
+    ProcessService. Every RPC may end with the errors of the service's
+    `service_errors` options below, and with those of its own `errors`.
 
     A task's `status` moves as its step does:
     * `pending`: its step has not started.

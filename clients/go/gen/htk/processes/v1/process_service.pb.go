@@ -2114,7 +2114,7 @@ var File_htk_processes_v1_process_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
-	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x87\x05\n" +
+	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x87\x05\n" +
 	"\aProcess\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2221,13 +2221,13 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tnamespace\x12\x1f\n" +
 	"\x04name\x18\x02 \x01(\tB\v\xe2A\x01\x02\x9a\x82\x19\x03 \xc8\x01R\x04name\x12B\n" +
 	"\tstep_defs\x18\x03 \x03(\v2\x19.htk.processes.v1.StepDefB\n" +
-	"\xe2A\x01\x02\x9a\x82\x19\x02(dR\bstepDefs\"\xe1\x03\n" +
+	"\xe2A\x01\x02\x9a\x82\x19\x02(dR\bstepDefs\"\xe8\x03\n" +
 	"\x14UpdateProcessRequest\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\x129\n" +
 	"\x04type\x18\x02 \x01(\tB%\xe2A\x01\x02\x9a\x82\x19\x1d\n" +
-	"\x1bhtk.processes.v1.UpdateTypeR\x04type\x12\x1d\n" +
-	"\x04step\x18\x03 \x01(\tB\x04\xe2A\x01\x01H\x00R\x04step\x88\x01\x01\x12(\n" +
+	"\x1bhtk.processes.v1.UpdateTypeR\x04type\x12$\n" +
+	"\x04step\x18\x03 \x01(\tB\v\xe2A\x01\x01\x9a\x82\x19\x03 \x90NH\x00R\x04step\x88\x01\x01\x12(\n" +
 	"\x06detail\x18\x04 \x01(\tB\v\xe2A\x01\x01\x9a\x82\x19\x03 \x90NH\x01R\x06detail\x88\x01\x01\x121\n" +
 	"\x04data\x18\x05 \x01(\v2\x17.google.protobuf.StructB\x04\xe2A\x01\x01R\x04data\x12&\n" +
 	"\x05error\x18\x06 \x01(\tB\v\xe2A\x01\x01\x9a\x82\x19\x03 \x90NH\x02R\x05error\x88\x01\x01\x12*\n" +
@@ -2345,17 +2345,17 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x17UPDATE_TYPE_STEP_FAILED\x10\x03\x12\x18\n" +
 	"\x14UPDATE_TYPE_PROGRESS\x10\x04\x12\x19\n" +
 	"\x15UPDATE_TYPE_COMPLETED\x10\x05\x12\x16\n" +
-	"\x12UPDATE_TYPE_FAILED\x10\x062\xa1\t\n" +
-	"\x0eProcessService\x12\x84\x01\n" +
-	"\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a'.htk.processes.v1.ListProcessesResponse\"\"\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x90\x02\x01\x12}\n" +
+	"\x12UPDATE_TYPE_FAILED\x10\x062\x97'\n" +
+	"\x0eProcessService\x12\x86\x02\n" +
+	"\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a'.htk.processes.v1.ListProcessesResponse\"\xa3\x01\x92\x82\x19\x02\b\x01\xaa\x82\x19}\b\x03\x12yalso for a `page_token` that is malformed, was issued for other filters or sort order, or comes with a non-zero `offset`.\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x90\x02\x01\x12\xfb\x01\n" +
 	"\n" +
-	"GetProcess\x12#.htk.processes.v1.GetProcessRequest\x1a\x19.htk.processes.v1.Process\"/\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/processes/{process_id}\x90\x02\x01\x12\x93\x01\n" +
-	"\rCreateProcess\x12&.htk.processes.v1.CreateProcessRequest\x1a\x19.htk.processes.v1.Process\"?\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/api/v1/processes\x12\xb5\x01\n" +
-	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"S\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/update\x12\xa4\x01\n" +
-	"\x11ListProcessEvents\x12*.htk.processes.v1.ListProcessEventsRequest\x1a+.htk.processes.v1.ListProcessEventsResponse\"6\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02'\x12%/api/v1/processes/{process_id}/events\x90\x02\x01\x12\x96\x01\n" +
-	"\fWatchProcess\x12%.htk.processes.v1.WatchProcessRequest\x1a&.htk.processes.v1.WatchProcessResponse\"5\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02&\x12$/api/v1/processes/{process_id}/watch\x90\x02\x010\x01\x12\x8e\x01\n" +
-	"\x0eWatchProcesses\x12'.htk.processes.v1.WatchProcessesRequest\x1a(.htk.processes.v1.WatchProcessesResponse\"'\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/process-events\x90\x02\x010\x01\x12j\n" +
-	"\tGetCaller\x12\".htk.processes.v1.GetCallerRequest\x1a\x18.htk.processes.v1.Caller\"\x1f\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/caller\x90\x02\x01B\xc1\x01\n" +
+	"GetProcess\x12#.htk.processes.v1.GetProcessRequest\x1a\x19.htk.processes.v1.Process\"\xac\x01\x92\x82\x19\x02\b\x01\xaa\x82\x19y\b\x05\x12uno such process in the caller's organization; another organization's process is indistinguishable from a missing one.\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/processes/{process_id}\x90\x02\x01\x12\xe4\x02\n" +
+	"\rCreateProcess\x12&.htk.processes.v1.CreateProcessRequest\x1a\x19.htk.processes.v1.Process\"\x8f\x02\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\xaa\x82\x19 \b\a\x12\x1cthe token lacks both scopes.\xaa\x82\x19o\b\x03\x12ka bad name, namespace or step list, or a namespace of another organization, or a malformed idempotency key.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/api/v1/processes\x12\xc3\x05\n" +
+	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"\xe0\x04\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\xaa\x82\x19 \b\a\x12\x1cthe token lacks both scopes.\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\xaa\x82\x19\x97\x01\b\x03\x12\x92\x01an unknown `type`, a missing, blank or inapplicable field for the type, an unknown step, `percent` outside 0-100, a text or `data` past its limit.\xaa\x82\x19\xda\x01\b\t\x12\xd5\x01the change is not allowed in the current state, e.g. the process has already finished or the step is not running, or it would take the process past its 512 KiB of text and data (see `Process`). Nothing is written.\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/update\x12\x91\x02\n" +
+	"\x11ListProcessEvents\x12*.htk.processes.v1.ListProcessEventsRequest\x1a+.htk.processes.v1.ListProcessEventsResponse\"\xa2\x01\x92\x82\x19\x02\b\x01\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x193\b\x03\x12/`after_seq` below 0, or `limit` outside 1-1000.\x82\xd3\xe4\x93\x02'\x12%/api/v1/processes/{process_id}/events\x90\x02\x01\x12\x83\x06\n" +
+	"\fWatchProcess\x12%.htk.processes.v1.WatchProcessRequest\x1a&.htk.processes.v1.WatchProcessResponse\"\xa1\x05\x92\x82\x19\x02\b\x01\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x19[\b\x03\x12W`after_seq` or `Last-Event-ID` below 0, not a number, or past the process's last event.\xaa\x82\x19\xd9\x02\b\b\x12\xd4\x02the server serves as many streams as it may, in all (HTK_MAX_WATCHERS), for the caller's token (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also at the end of a stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a message waited: resume with `after_seq`.\xaa\x82\x19v\b\x0e\x12ralso in-band, as the last message, when the server is shutting down or lost its database: resume with `after_seq`.\x82\xd3\xe4\x93\x02&\x12$/api/v1/processes/{process_id}/watch\x90\x02\x010\x01\x12\xc1\x06\n" +
+	"\x0eWatchProcesses\x12'.htk.processes.v1.WatchProcessesRequest\x1a(.htk.processes.v1.WatchProcessesResponse\"\xd9\x05\x92\x82\x19\x02\b\x01\xaa\x82\x198\b\x03\x124a bad `status` or `namespace`, as for ListProcesses.\xaa\x82\x19\xb5\x03\b\b\x12\xb0\x03the server serves as many streams as it may, in all (HTK_MAX_WATCHERS), for the caller's token (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also in-band, as the last message, when the client reads changes more slowly than they come and falls too far behind, and at the end of a stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a message waited.\xaa\x82\x19\xb7\x01\b\x0e\x12\xb2\x01the server cannot follow changes right now. Also in-band, as the last message, when the server is shutting down or lost its database: changes may have been missed, so list again.\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/process-events\x90\x02\x010\x01\x12j\n" +
+	"\tGetCaller\x12\".htk.processes.v1.GetCallerRequest\x1a\x18.htk.processes.v1.Caller\"\x1f\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/caller\x90\x02\x01\x1a\x86\v\xa2\x82\x198\b\x10\x124the token is missing, malformed, unknown or revoked.\xa2\x82\x19\x9d\a\b\x03\x12\x98\aa field is malformed or out of range; the message names the field, and a `google.rpc.BadRequest` detail names it too. Over native gRPC, also a payload that is no valid message (a string that is not UTF-8, messages nested past 100 levels). REST input is read strictly, and anything else is this error: a body that is not JSON (RFC 8259, UTF-8) or not a JSON object; a key that appears twice in an object; a value of the wrong JSON type for its field (`\"yes\"` for a boolean, an object for an array, `\"50\"` for a number) or `null` (leave the field out instead; `data` may hold nulls); a field the message lacks; a path field (`process_id`) repeated in the body or the query; a query parameter given twice, without a value, unknown to the method, or not UTF-8 once percent-decoded (`+` reads as a space); a query string on a method that takes a body, or a body on a GET. A request body over 1 MiB is HTTP 413 with this code.\xa2\x82\x19z\b\b\x12vthe token sent more requests than its rate limit allows (Envoy's per-token limit). The response carries `Retry-After`.\xa2\x82\x19\xd9\x01\b\x04\x12\xd4\x01the call did not finish within the caller's gRPC deadline or the server's request timeout (15 s by default). A write that times out is either fully applied or not at all: retry it with the same `Idempotency-Key`.\xa2\x82\x19H\b\x0e\x12Dthe server or its database cannot be reached right now; retry later.B\xc1\x01\n" +
 	"\x14com.htk.processes.v1B\x13ProcessServiceProtoP\x01Z2htk.dev/client/go/gen/htk/processes/v1;processesv1\xa2\x02\x03HPX\xaa\x02\x10Htk.Processes.V1\xca\x02\x10Htk\\Processes\\V1\xe2\x02\x1cHtk\\Processes\\V1\\GPBMetadata\xea\x02\x12Htk::Processes::V1b\x06proto3"
 
 var (
@@ -2455,6 +2455,7 @@ func file_htk_processes_v1_process_service_proto_init() {
 		return
 	}
 	file_htk_processes_v1_access_proto_init()
+	file_htk_processes_v1_errors_proto_init()
 	file_htk_processes_v1_values_proto_init()
 	file_htk_processes_v1_process_service_proto_msgTypes[0].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[1].OneofWrappers = []any{}

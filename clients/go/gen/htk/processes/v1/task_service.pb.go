@@ -616,7 +616,7 @@ var File_htk_processes_v1_task_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_task_service_proto_rawDesc = "" +
 	"\n" +
-	"#htk/processes/v1/task_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/values.proto\"\xe8\x05\n" +
+	"#htk/processes/v1/task_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\"\xe8\x05\n" +
 	"\x04Task\x12\x1d\n" +
 	"\atask_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\x06taskId\x12#\n" +
 	"\n" +
@@ -682,11 +682,11 @@ const file_htk_processes_v1_task_service_proto_rawDesc = "" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OUTCOME_APPROVED\x10\x01\x12\x14\n" +
-	"\x10OUTCOME_REJECTED\x10\x022\x83\x03\n" +
-	"\vTaskService\x12t\n" +
-	"\tListTasks\x12\".htk.processes.v1.ListTasksRequest\x1a#.htk.processes.v1.ListTasksResponse\"\x1e\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x90\x02\x01\x12m\n" +
-	"\aGetTask\x12 .htk.processes.v1.GetTaskRequest\x1a\x16.htk.processes.v1.Task\"(\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/tasks/{task_id}\x90\x02\x01\x12\x8e\x01\n" +
-	"\fCompleteTask\x12%.htk.processes.v1.CompleteTaskRequest\x1a\x16.htk.processes.v1.Task\"?\x92\x82\x19\x10\x12\x0etasks:complete\x82\xd3\xe4\x93\x02%:\x01*\" /api/v1/tasks/{task_id}/completeB\xbe\x01\n" +
+	"\x10OUTCOME_REJECTED\x10\x022\xce\r\n" +
+	"\vTaskService\x12\xa6\x02\n" +
+	"\tListTasks\x12\".htk.processes.v1.ListTasksRequest\x1a#.htk.processes.v1.ListTasksResponse\"\xcf\x01\x92\x82\x19\x02\b\x01\xaa\x82\x19\xac\x01\b\x03\x12\xa7\x01also for an unknown `status`, a `process_id` that is not a UUID, and a `page_token` that is malformed, was issued for other filters, or comes with a non-zero `offset`.\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x90\x02\x01\x12\xe5\x01\n" +
+	"\aGetTask\x12 .htk.processes.v1.GetTaskRequest\x1a\x16.htk.processes.v1.Task\"\x9f\x01\x92\x82\x19\x02\b\x01\xaa\x82\x19s\b\x05\x12ono such task in the caller's organization; another organization's task is indistinguishable from a missing one.\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/tasks/{task_id}\x90\x02\x01\x12\xa3\x05\n" +
+	"\fCompleteTask\x12%.htk.processes.v1.CompleteTaskRequest\x1a\x16.htk.processes.v1.Task\"\xd3\x04\x92\x82\x19\x10\x12\x0etasks:complete\xaa\x82\x19\x1e\b\a\x12\x1athe token lacks the scope.\xaa\x82\x19.\b\x05\x12*no such task in the caller's organization.\xaa\x82\x19?\b\x03\x12;a missing or unknown `outcome`, a comment that is too long.\xaa\x82\x19\xbf\x02\b\t\x12\xba\x02the task is not open (the message names its status); or the caller's token created the process or started the step (separation of duties: whoever drives a process does not approve its gates); or the comment would take the process past its 512 KiB of text and data (the message names `comment`). Nothing is written.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\x82\xd3\xe4\x93\x02%:\x01*\" /api/v1/tasks/{task_id}/complete\x1a\x87\x04\xa2\x82\x198\b\x10\x124the token is missing, malformed, unknown or revoked.\xa2\x82\x19F\b\x03\x12Ba field is malformed or out of range; the message names the field.\xa2\x82\x19`\b\b\x12\\the token sent more requests than its rate limit allows. The response carries `Retry-After`.\xa2\x82\x19\xcc\x01\b\x04\x12\xc7\x01the call did not finish within the caller's gRPC deadline or the server's request timeout. A completion that times out is either fully applied or not at all: retry it with the same `Idempotency-Key`.\xa2\x82\x19H\b\x0e\x12Dthe server or its database cannot be reached right now; retry later.B\xbe\x01\n" +
 	"\x14com.htk.processes.v1B\x10TaskServiceProtoP\x01Z2htk.dev/client/go/gen/htk/processes/v1;processesv1\xa2\x02\x03HPX\xaa\x02\x10Htk.Processes.V1\xca\x02\x10Htk\\Processes\\V1\xe2\x02\x1cHtk\\Processes\\V1\\GPBMetadata\xea\x02\x12Htk::Processes::V1b\x06proto3"
 
 var (
@@ -737,6 +737,7 @@ func file_htk_processes_v1_task_service_proto_init() {
 		return
 	}
 	file_htk_processes_v1_access_proto_init()
+	file_htk_processes_v1_errors_proto_init()
 	file_htk_processes_v1_values_proto_init()
 	file_htk_processes_v1_task_service_proto_msgTypes[0].OneofWrappers = []any{}
 	file_htk_processes_v1_task_service_proto_msgTypes[1].OneofWrappers = []any{}

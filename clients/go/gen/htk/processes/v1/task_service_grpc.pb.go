@@ -44,19 +44,8 @@ const (
 // Lists, reads and completes the tasks of human steps.
 //
 // Authentication, rate limits, deadlines and idempotency keys work as in
-// ProcessService. Errors common to every RPC:
-//   - UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-//     revoked.
-//   - INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-//     message names the field.
-//   - RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-//     requests than its rate limit allows.
-//   - DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-//     caller's gRPC deadline or the server's request timeout. A completion
-//     that times out is either fully applied or not at all: retry it with
-//     the same `Idempotency-Key`.
-//   - UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-//     right now; retry later.
+// ProcessService. Every RPC may end with the errors of the service's
+// `service_errors` options below, and with those of its own `errors`.
 //
 // A task's `status` moves as its step does:
 //   - `pending`: its step has not started.
@@ -79,17 +68,11 @@ type TaskServiceClient interface {
 	// grow with depth, by following `next_page_token`. `total` is exact either
 	// way.
 	//
-	// Any valid token of the organization may list. Errors:
-	//   - INVALID_ARGUMENT (HTTP 400): also for an unknown `status`, a
-	//     `process_id` that is not a UUID, and a `page_token` that is
-	//     malformed, was issued for other filters, or comes with a non-zero
-	//     `offset`.
+	// Any valid token of the organization may list.
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// Returns one task.
 	//
-	// Any valid token of the organization may read. Errors:
-	//   - NOT_FOUND (HTTP 404): no such task in the caller's organization;
-	//     another organization's task is indistinguishable from a missing one.
+	// Any valid token of the organization may read.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// Decides an open task: `approved` completes its step (with the comment as
 	// the step's `detail`), `rejected` fails it (with the `error`
@@ -100,19 +83,7 @@ type TaskServiceClient interface {
 	//
 	// Requires the scope `tasks:complete`; `processes:write` is not enough, so
 	// that a pipeline's token cannot approve its own gate. Takes an
-	// idempotency key (see ProcessService). Errors:
-	//   - PERMISSION_DENIED (HTTP 403): the token lacks the scope.
-	//   - NOT_FOUND (HTTP 404): no such task in the caller's organization.
-	//   - INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
-	//     comment that is too long.
-	//   - FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-	//     names its status); or the caller's token created the process or
-	//     started the step (separation of duties: whoever drives a process
-	//     does not approve its gates); or the comment would take the process
-	//     past its 512 KiB of text and data (the message names `comment`).
-	//     Nothing is written.
-	//   - ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-	//     request.
+	// idempotency key (see ProcessService).
 	CompleteTask(ctx context.Context, in *CompleteTaskRequest, opts ...grpc.CallOption) (*Task, error)
 }
 
@@ -161,19 +132,8 @@ func (c *taskServiceClient) CompleteTask(ctx context.Context, in *CompleteTaskRe
 // Lists, reads and completes the tasks of human steps.
 //
 // Authentication, rate limits, deadlines and idempotency keys work as in
-// ProcessService. Errors common to every RPC:
-//   - UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
-//     revoked.
-//   - INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
-//     message names the field.
-//   - RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
-//     requests than its rate limit allows.
-//   - DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
-//     caller's gRPC deadline or the server's request timeout. A completion
-//     that times out is either fully applied or not at all: retry it with
-//     the same `Idempotency-Key`.
-//   - UNAVAILABLE (HTTP 503): the server or its database cannot be reached
-//     right now; retry later.
+// ProcessService. Every RPC may end with the errors of the service's
+// `service_errors` options below, and with those of its own `errors`.
 //
 // A task's `status` moves as its step does:
 //   - `pending`: its step has not started.
@@ -196,17 +156,11 @@ type TaskServiceServer interface {
 	// grow with depth, by following `next_page_token`. `total` is exact either
 	// way.
 	//
-	// Any valid token of the organization may list. Errors:
-	//   - INVALID_ARGUMENT (HTTP 400): also for an unknown `status`, a
-	//     `process_id` that is not a UUID, and a `page_token` that is
-	//     malformed, was issued for other filters, or comes with a non-zero
-	//     `offset`.
+	// Any valid token of the organization may list.
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// Returns one task.
 	//
-	// Any valid token of the organization may read. Errors:
-	//   - NOT_FOUND (HTTP 404): no such task in the caller's organization;
-	//     another organization's task is indistinguishable from a missing one.
+	// Any valid token of the organization may read.
 	GetTask(context.Context, *GetTaskRequest) (*Task, error)
 	// Decides an open task: `approved` completes its step (with the comment as
 	// the step's `detail`), `rejected` fails it (with the `error`
@@ -217,19 +171,7 @@ type TaskServiceServer interface {
 	//
 	// Requires the scope `tasks:complete`; `processes:write` is not enough, so
 	// that a pipeline's token cannot approve its own gate. Takes an
-	// idempotency key (see ProcessService). Errors:
-	//   - PERMISSION_DENIED (HTTP 403): the token lacks the scope.
-	//   - NOT_FOUND (HTTP 404): no such task in the caller's organization.
-	//   - INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
-	//     comment that is too long.
-	//   - FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-	//     names its status); or the caller's token created the process or
-	//     started the step (separation of duties: whoever drives a process
-	//     does not approve its gates); or the comment would take the process
-	//     past its 512 KiB of text and data (the message names `comment`).
-	//     Nothing is written.
-	//   - ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-	//     request.
+	// idempotency key (see ProcessService).
 	CompleteTask(context.Context, *CompleteTaskRequest) (*Task, error)
 	mustEmbedUnimplementedTaskServiceServer()
 }

@@ -22,6 +22,7 @@ import { file_google_api_field_behavior } from "../../../google/api/field_behavi
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_htk_processes_v1_access } from "./access_pb.js";
+import { file_htk_processes_v1_errors } from "./errors_pb.js";
 import { file_htk_processes_v1_values } from "./values_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -29,7 +30,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file htk/processes/v1/task_service.proto.
  */
 export const file_htk_processes_v1_task_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNodGsvcHJvY2Vzc2VzL3YxL3Rhc2tfc2VydmljZS5wcm90bxIQaHRrLnByb2Nlc3Nlcy52MSLTBAoEVGFzaxIVCgd0YXNrX2lkGAEgASgJQgTiQQEDEhgKCnByb2Nlc3NfaWQYAiABKAlCBOJBAQMSFwoJbmFtZXNwYWNlGAMgASgJQgTiQQEDEhoKDHByb2Nlc3NfbmFtZRgEIAEoCUIE4kEBAxISCgRzdGVwGAUgASgJQgTiQQEDEhMKBWxhYmVsGAYgASgJQgTiQQEDEjUKBnN0YXR1cxgHIAEoCUIl4kEBA5qCGR0KG2h0ay5wcm9jZXNzZXMudjEuVGFza1N0YXR1cxI0CgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIzCglvcGVuZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjYKDGNvbXBsZXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSOAoHb3V0Y29tZRgLIAEoCUIi4kEBA5qCGRoKGGh0ay5wcm9jZXNzZXMudjEuT3V0Y29tZUgAiAEBEhoKB2NvbW1lbnQYDCABKAlCBOJBAQNIAYgBARIfCgxjb21wbGV0ZWRfYnkYDSABKAlCBOJBAQNIAogBARIoChVjb21wbGV0ZWRfYnlfdG9rZW5faWQYDiABKAlCBOJBAQNIA4gBAUIKCghfb3V0Y29tZUIKCghfY29tbWVudEIPCg1fY29tcGxldGVkX2J5QhgKFl9jb21wbGV0ZWRfYnlfdG9rZW5faWQi7wEKEExpc3RUYXNrc1JlcXVlc3QSNQoGc3RhdHVzGAEgASgJQiXiQQEBmoIZHQobaHRrLnByb2Nlc3Nlcy52MS5UYXNrU3RhdHVzEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBARIYCgpwcm9jZXNzX2lkGAMgASgJQgTiQQEBEiEKBWxpbWl0GAQgASgFQg3iQQEBmoIZBRABGMgBSACIAQESHwoGb2Zmc2V0GAUgASgFQgriQQEBmoIZAhAASAGIAQESGAoKcGFnZV90b2tlbhgGIAEoCUIE4kEBAUIICgZfbGltaXRCCQoHX29mZnNldCKBAQoRTGlzdFRhc2tzUmVzcG9uc2USJQoFdGFza3MYASADKAsyFi5odGsucHJvY2Vzc2VzLnYxLlRhc2sSDQoFdG90YWwYAiABKAUSDQoFbGltaXQYAyABKAUSDgoGb2Zmc2V0GAQgASgFEhcKD25leHRfcGFnZV90b2tlbhgFIAEoCSInCg5HZXRUYXNrUmVxdWVzdBIVCgd0YXNrX2lkGAEgASgJQgTiQQECIpABChNDb21wbGV0ZVRhc2tSZXF1ZXN0EhUKB3Rhc2tfaWQYASABKAlCBOJBAQISMwoHb3V0Y29tZRgCIAEoCUIi4kEBApqCGRoKGGh0ay5wcm9jZXNzZXMudjEuT3V0Y29tZRIhCgdjb21tZW50GAMgASgJQgviQQEBmoIZAyCQTkgAiAEBQgoKCF9jb21tZW50KqcBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTVEFTS19TVEFUVVNfUEVORElORxABEhQKEFRBU0tfU1RBVFVTX09QRU4QAhIZChVUQVNLX1NUQVRVU19DT01QTEVURUQQAxIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBBIXChNUQVNLX1NUQVRVU19FWFBJUkVEEAUqTgoHT3V0Y29tZRIXChNPVVRDT01FX1VOU1BFQ0lGSUVEEAASFAoQT1VUQ09NRV9BUFBST1ZFRBABEhQKEE9VVENPTUVfUkVKRUNURUQQAjKDAwoLVGFza1NlcnZpY2USdAoJTGlzdFRhc2tzEiIuaHRrLnByb2Nlc3Nlcy52MS5MaXN0VGFza3NSZXF1ZXN0GiMuaHRrLnByb2Nlc3Nlcy52MS5MaXN0VGFza3NSZXNwb25zZSIekAIBkoIZAggBgtPkkwIPEg0vYXBpL3YxL3Rhc2tzEm0KB0dldFRhc2sSIC5odGsucHJvY2Vzc2VzLnYxLkdldFRhc2tSZXF1ZXN0GhYuaHRrLnByb2Nlc3Nlcy52MS5UYXNrIiiQAgGSghkCCAGC0+STAhkSFy9hcGkvdjEvdGFza3Mve3Rhc2tfaWR9Eo4BCgxDb21wbGV0ZVRhc2sSJS5odGsucHJvY2Vzc2VzLnYxLkNvbXBsZXRlVGFza1JlcXVlc3QaFi5odGsucHJvY2Vzc2VzLnYxLlRhc2siP5KCGRASDnRhc2tzOmNvbXBsZXRlgtPkkwIlOgEqIiAvYXBpL3YxL3Rhc2tzL3t0YXNrX2lkfS9jb21wbGV0ZUK+AQoUY29tLmh0ay5wcm9jZXNzZXMudjFCEFRhc2tTZXJ2aWNlUHJvdG9QAVoyaHRrLmRldi9jbGllbnQvZ28vZ2VuL2h0ay9wcm9jZXNzZXMvdjE7cHJvY2Vzc2VzdjGiAgNIUFiqAhBIdGsuUHJvY2Vzc2VzLlYxygIQSHRrXFByb2Nlc3Nlc1xWMeICHEh0a1xQcm9jZXNzZXNcVjFcR1BCTWV0YWRhdGHqAhJIdGs6OlByb2Nlc3Nlczo6VjFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_timestamp, file_htk_processes_v1_access, file_htk_processes_v1_values]);
+  fileDesc("CiNodGsvcHJvY2Vzc2VzL3YxL3Rhc2tfc2VydmljZS5wcm90bxIQaHRrLnByb2Nlc3Nlcy52MSLTBAoEVGFzaxIVCgd0YXNrX2lkGAEgASgJQgTiQQEDEhgKCnByb2Nlc3NfaWQYAiABKAlCBOJBAQMSFwoJbmFtZXNwYWNlGAMgASgJQgTiQQEDEhoKDHByb2Nlc3NfbmFtZRgEIAEoCUIE4kEBAxISCgRzdGVwGAUgASgJQgTiQQEDEhMKBWxhYmVsGAYgASgJQgTiQQEDEjUKBnN0YXR1cxgHIAEoCUIl4kEBA5qCGR0KG2h0ay5wcm9jZXNzZXMudjEuVGFza1N0YXR1cxI0CgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIzCglvcGVuZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjYKDGNvbXBsZXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSOAoHb3V0Y29tZRgLIAEoCUIi4kEBA5qCGRoKGGh0ay5wcm9jZXNzZXMudjEuT3V0Y29tZUgAiAEBEhoKB2NvbW1lbnQYDCABKAlCBOJBAQNIAYgBARIfCgxjb21wbGV0ZWRfYnkYDSABKAlCBOJBAQNIAogBARIoChVjb21wbGV0ZWRfYnlfdG9rZW5faWQYDiABKAlCBOJBAQNIA4gBAUIKCghfb3V0Y29tZUIKCghfY29tbWVudEIPCg1fY29tcGxldGVkX2J5QhgKFl9jb21wbGV0ZWRfYnlfdG9rZW5faWQi7wEKEExpc3RUYXNrc1JlcXVlc3QSNQoGc3RhdHVzGAEgASgJQiXiQQEBmoIZHQobaHRrLnByb2Nlc3Nlcy52MS5UYXNrU3RhdHVzEhcKCW5hbWVzcGFjZRgCIAEoCUIE4kEBARIYCgpwcm9jZXNzX2lkGAMgASgJQgTiQQEBEiEKBWxpbWl0GAQgASgFQg3iQQEBmoIZBRABGMgBSACIAQESHwoGb2Zmc2V0GAUgASgFQgriQQEBmoIZAhAASAGIAQESGAoKcGFnZV90b2tlbhgGIAEoCUIE4kEBAUIICgZfbGltaXRCCQoHX29mZnNldCKBAQoRTGlzdFRhc2tzUmVzcG9uc2USJQoFdGFza3MYASADKAsyFi5odGsucHJvY2Vzc2VzLnYxLlRhc2sSDQoFdG90YWwYAiABKAUSDQoFbGltaXQYAyABKAUSDgoGb2Zmc2V0GAQgASgFEhcKD25leHRfcGFnZV90b2tlbhgFIAEoCSInCg5HZXRUYXNrUmVxdWVzdBIVCgd0YXNrX2lkGAEgASgJQgTiQQECIpABChNDb21wbGV0ZVRhc2tSZXF1ZXN0EhUKB3Rhc2tfaWQYASABKAlCBOJBAQISMwoHb3V0Y29tZRgCIAEoCUIi4kEBApqCGRoKGGh0ay5wcm9jZXNzZXMudjEuT3V0Y29tZRIhCgdjb21tZW50GAMgASgJQgviQQEBmoIZAyCQTkgAiAEBQgoKCF9jb21tZW50KqcBCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTVEFTS19TVEFUVVNfUEVORElORxABEhQKEFRBU0tfU1RBVFVTX09QRU4QAhIZChVUQVNLX1NUQVRVU19DT01QTEVURUQQAxIZChVUQVNLX1NUQVRVU19DQU5DRUxMRUQQBBIXChNUQVNLX1NUQVRVU19FWFBJUkVEEAUqTgoHT3V0Y29tZRIXChNPVVRDT01FX1VOU1BFQ0lGSUVEEAASFAoQT1VUQ09NRV9BUFBST1ZFRBABEhQKEE9VVENPTUVfUkVKRUNURUQQAjLODQoLVGFza1NlcnZpY2USpgIKCUxpc3RUYXNrcxIiLmh0ay5wcm9jZXNzZXMudjEuTGlzdFRhc2tzUmVxdWVzdBojLmh0ay5wcm9jZXNzZXMudjEuTGlzdFRhc2tzUmVzcG9uc2UizwGQAgGSghkCCAGqghmsAQgDEqcBYWxzbyBmb3IgYW4gdW5rbm93biBgc3RhdHVzYCwgYSBgcHJvY2Vzc19pZGAgdGhhdCBpcyBub3QgYSBVVUlELCBhbmQgYSBgcGFnZV90b2tlbmAgdGhhdCBpcyBtYWxmb3JtZWQsIHdhcyBpc3N1ZWQgZm9yIG90aGVyIGZpbHRlcnMsIG9yIGNvbWVzIHdpdGggYSBub24temVybyBgb2Zmc2V0YC6C0+STAg8SDS9hcGkvdjEvdGFza3MS5QEKB0dldFRhc2sSIC5odGsucHJvY2Vzc2VzLnYxLkdldFRhc2tSZXF1ZXN0GhYuaHRrLnByb2Nlc3Nlcy52MS5UYXNrIp8BkAIBkoIZAggBqoIZcwgFEm9ubyBzdWNoIHRhc2sgaW4gdGhlIGNhbGxlcidzIG9yZ2FuaXphdGlvbjsgYW5vdGhlciBvcmdhbml6YXRpb24ncyB0YXNrIGlzIGluZGlzdGluZ3Vpc2hhYmxlIGZyb20gYSBtaXNzaW5nIG9uZS6C0+STAhkSFy9hcGkvdjEvdGFza3Mve3Rhc2tfaWR9EqMFCgxDb21wbGV0ZVRhc2sSJS5odGsucHJvY2Vzc2VzLnYxLkNvbXBsZXRlVGFza1JlcXVlc3QaFi5odGsucHJvY2Vzc2VzLnYxLlRhc2si0wSSghkQEg50YXNrczpjb21wbGV0ZaqCGR4IBxIadGhlIHRva2VuIGxhY2tzIHRoZSBzY29wZS6qghkuCAUSKm5vIHN1Y2ggdGFzayBpbiB0aGUgY2FsbGVyJ3Mgb3JnYW5pemF0aW9uLqqCGT8IAxI7YSBtaXNzaW5nIG9yIHVua25vd24gYG91dGNvbWVgLCBhIGNvbW1lbnQgdGhhdCBpcyB0b28gbG9uZy6qghm/AggJEroCdGhlIHRhc2sgaXMgbm90IG9wZW4gKHRoZSBtZXNzYWdlIG5hbWVzIGl0cyBzdGF0dXMpOyBvciB0aGUgY2FsbGVyJ3MgdG9rZW4gY3JlYXRlZCB0aGUgcHJvY2VzcyBvciBzdGFydGVkIHRoZSBzdGVwIChzZXBhcmF0aW9uIG9mIGR1dGllczogd2hvZXZlciBkcml2ZXMgYSBwcm9jZXNzIGRvZXMgbm90IGFwcHJvdmUgaXRzIGdhdGVzKTsgb3IgdGhlIGNvbW1lbnQgd291bGQgdGFrZSB0aGUgcHJvY2VzcyBwYXN0IGl0cyA1MTIgS2lCIG9mIHRleHQgYW5kIGRhdGEgKHRoZSBtZXNzYWdlIG5hbWVzIGBjb21tZW50YCkuIE5vdGhpbmcgaXMgd3JpdHRlbi6qghk1CAYSMXRoZSBpZGVtcG90ZW5jeSBrZXkgd2FzIHVzZWQgZm9yIGFub3RoZXIgcmVxdWVzdC6C0+STAiU6ASoiIC9hcGkvdjEvdGFza3Mve3Rhc2tfaWR9L2NvbXBsZXRlGocEooIZOAgQEjR0aGUgdG9rZW4gaXMgbWlzc2luZywgbWFsZm9ybWVkLCB1bmtub3duIG9yIHJldm9rZWQuooIZRggDEkJhIGZpZWxkIGlzIG1hbGZvcm1lZCBvciBvdXQgb2YgcmFuZ2U7IHRoZSBtZXNzYWdlIG5hbWVzIHRoZSBmaWVsZC6ighlgCAgSXHRoZSB0b2tlbiBzZW50IG1vcmUgcmVxdWVzdHMgdGhhbiBpdHMgcmF0ZSBsaW1pdCBhbGxvd3MuIFRoZSByZXNwb25zZSBjYXJyaWVzIGBSZXRyeS1BZnRlcmAuooIZzAEIBBLHAXRoZSBjYWxsIGRpZCBub3QgZmluaXNoIHdpdGhpbiB0aGUgY2FsbGVyJ3MgZ1JQQyBkZWFkbGluZSBvciB0aGUgc2VydmVyJ3MgcmVxdWVzdCB0aW1lb3V0LiBBIGNvbXBsZXRpb24gdGhhdCB0aW1lcyBvdXQgaXMgZWl0aGVyIGZ1bGx5IGFwcGxpZWQgb3Igbm90IGF0IGFsbDogcmV0cnkgaXQgd2l0aCB0aGUgc2FtZSBgSWRlbXBvdGVuY3ktS2V5YC6ighlICA4SRHRoZSBzZXJ2ZXIgb3IgaXRzIGRhdGFiYXNlIGNhbm5vdCBiZSByZWFjaGVkIHJpZ2h0IG5vdzsgcmV0cnkgbGF0ZXIuQr4BChRjb20uaHRrLnByb2Nlc3Nlcy52MUIQVGFza1NlcnZpY2VQcm90b1ABWjJodGsuZGV2L2NsaWVudC9nby9nZW4vaHRrL3Byb2Nlc3Nlcy92MTtwcm9jZXNzZXN2MaICA0hQWKoCEEh0ay5Qcm9jZXNzZXMuVjHKAhBIdGtcUHJvY2Vzc2VzXFYx4gIcSHRrXFByb2Nlc3Nlc1xWMVxHUEJNZXRhZGF0YeoCEkh0azo6UHJvY2Vzc2VzOjpWMWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_protobuf_timestamp, file_htk_processes_v1_access, file_htk_processes_v1_errors, file_htk_processes_v1_values]);
 
 /**
  * The task of one human step: what waits for a person, and what they decided.
@@ -409,19 +410,8 @@ export const OutcomeSchema: GenEnum<Outcome> = /*@__PURE__*/
  * Lists, reads and completes the tasks of human steps.
  *
  * Authentication, rate limits, deadlines and idempotency keys work as in
- * ProcessService. Errors common to every RPC:
- *   * UNAUTHENTICATED (HTTP 401): the token is missing, malformed, unknown or
- *     revoked.
- *   * INVALID_ARGUMENT (HTTP 400): a field is malformed or out of range; the
- *     message names the field.
- *   * RESOURCE_EXHAUSTED (HTTP 429, with `Retry-After`): the token sent more
- *     requests than its rate limit allows.
- *   * DEADLINE_EXCEEDED (HTTP 504): the call did not finish within the
- *     caller's gRPC deadline or the server's request timeout. A completion
- *     that times out is either fully applied or not at all: retry it with
- *     the same `Idempotency-Key`.
- *   * UNAVAILABLE (HTTP 503): the server or its database cannot be reached
- *     right now; retry later.
+ * ProcessService. Every RPC may end with the errors of the service's
+ * `service_errors` options below, and with those of its own `errors`.
  *
  * A task's `status` moves as its step does:
  *   * `pending`: its step has not started.
@@ -447,11 +437,7 @@ export const TaskService: GenService<{
    * grow with depth, by following `next_page_token`. `total` is exact either
    * way.
    *
-   * Any valid token of the organization may list. Errors:
-   *   * INVALID_ARGUMENT (HTTP 400): also for an unknown `status`, a
-   *     `process_id` that is not a UUID, and a `page_token` that is
-   *     malformed, was issued for other filters, or comes with a non-zero
-   *     `offset`.
+   * Any valid token of the organization may list.
    *
    * @generated from rpc htk.processes.v1.TaskService.ListTasks
    */
@@ -463,9 +449,7 @@ export const TaskService: GenService<{
   /**
    * Returns one task.
    *
-   * Any valid token of the organization may read. Errors:
-   *   * NOT_FOUND (HTTP 404): no such task in the caller's organization;
-   *     another organization's task is indistinguishable from a missing one.
+   * Any valid token of the organization may read.
    *
    * @generated from rpc htk.processes.v1.TaskService.GetTask
    */
@@ -484,19 +468,7 @@ export const TaskService: GenService<{
    *
    * Requires the scope `tasks:complete`; `processes:write` is not enough, so
    * that a pipeline's token cannot approve its own gate. Takes an
-   * idempotency key (see ProcessService). Errors:
-   *   * PERMISSION_DENIED (HTTP 403): the token lacks the scope.
-   *   * NOT_FOUND (HTTP 404): no such task in the caller's organization.
-   *   * INVALID_ARGUMENT (HTTP 400): a missing or unknown `outcome`, a
-   *     comment that is too long.
-   *   * FAILED_PRECONDITION (HTTP 400): the task is not open (the message
-   *     names its status); or the caller's token created the process or
-   *     started the step (separation of duties: whoever drives a process
-   *     does not approve its gates); or the comment would take the process
-   *     past its 512 KiB of text and data (the message names `comment`).
-   *     Nothing is written.
-   *   * ALREADY_EXISTS (HTTP 409): the idempotency key was used for another
-   *     request.
+   * idempotency key (see ProcessService).
    *
    * @generated from rpc htk.processes.v1.TaskService.CompleteTask
    */

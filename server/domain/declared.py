@@ -1,0 +1,113 @@
+"""What the protos declare of request values and callers: words, scopes, limits.
+
+Generated from protos/ by scripts/declared.py (`make generate`); `make
+check-generated` fails when it is stale. Change the protos' enums and their
+`(htk.processes.v1.values)` options, not this file.
+"""
+
+import enum
+
+
+class ProcessStatus(enum.StrEnum):
+    """The words of `Process.status` (see `htk.processes.v1.values`)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class StepStatus(enum.StrEnum):
+    """The words of `TimelineEntry.status`. A step goes `pending`, `running`, then `completed` or
+    `failed`, and a failed step may be started again.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class SortOrder(enum.StrEnum):
+    """The words of `ListProcessesRequest.sort`."""
+
+    NEWEST = "newest"
+    OLDEST = "oldest"
+
+
+class UpdateType(enum.StrEnum):
+    """The words of `UpdateProcessRequest.type`: the kinds of change."""
+
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class TaskStatus(enum.StrEnum):
+    """The words a task's `status` takes (see the service)."""
+
+    PENDING = "pending"
+    OPEN = "open"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class Outcome(enum.StrEnum):
+    """The words of a person's decision on a task."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Scope(enum.StrEnum):
+    """A permission beyond reading, which every token of an organization has: each
+    scope an RPC's `(htk.processes.v1.access)` names."""
+
+    PROCESSES_WRITE = "processes:write"
+    TASKS_CREATE = "tasks:create"
+    TASKS_COMPLETE = "tasks:complete"
+
+
+# htk.processes.v1.ListProcessesRequest
+LIST_PROCESSES_REQUEST_SEARCH_MAX_LENGTH = 200
+LIST_PROCESSES_REQUEST_LIMIT_MINIMUM = 1
+LIST_PROCESSES_REQUEST_LIMIT_MAXIMUM = 200
+LIST_PROCESSES_REQUEST_OFFSET_MINIMUM = 0
+
+# htk.processes.v1.CreateProcessRequest
+CREATE_PROCESS_REQUEST_NAME_MAX_LENGTH = 200
+CREATE_PROCESS_REQUEST_STEP_DEFS_MAX_ITEMS = 100
+
+# htk.processes.v1.UpdateProcessRequest
+UPDATE_PROCESS_REQUEST_STEP_MAX_LENGTH = 10000
+UPDATE_PROCESS_REQUEST_DETAIL_MAX_LENGTH = 10000
+UPDATE_PROCESS_REQUEST_ERROR_MAX_LENGTH = 10000
+UPDATE_PROCESS_REQUEST_MESSAGE_MAX_LENGTH = 10000
+UPDATE_PROCESS_REQUEST_PERCENT_MINIMUM = 0
+UPDATE_PROCESS_REQUEST_PERCENT_MAXIMUM = 100
+UPDATE_PROCESS_REQUEST_SUMMARY_MAX_LENGTH = 10000
+
+# htk.processes.v1.ListProcessEventsRequest
+LIST_PROCESS_EVENTS_REQUEST_AFTER_SEQ_MINIMUM = 0
+LIST_PROCESS_EVENTS_REQUEST_LIMIT_MINIMUM = 1
+LIST_PROCESS_EVENTS_REQUEST_LIMIT_MAXIMUM = 1000
+
+# htk.processes.v1.WatchProcessRequest
+WATCH_PROCESS_REQUEST_AFTER_SEQ_MINIMUM = 0
+
+# htk.processes.v1.ListTasksRequest
+LIST_TASKS_REQUEST_LIMIT_MINIMUM = 1
+LIST_TASKS_REQUEST_LIMIT_MAXIMUM = 200
+LIST_TASKS_REQUEST_OFFSET_MINIMUM = 0
+
+# htk.processes.v1.CompleteTaskRequest
+COMPLETE_TASK_REQUEST_COMMENT_MAX_LENGTH = 10000
+
+# htk.processes.v1.StepDef
+STEP_DEF_KEY_MAX_LENGTH = 64
+STEP_DEF_LABEL_MAX_LENGTH = 200
+STEP_DEF_TIMEOUT_SECONDS_MINIMUM = 1
+STEP_DEF_TIMEOUT_SECONDS_MAXIMUM = 2592000
