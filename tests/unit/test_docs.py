@@ -12,10 +12,6 @@ from server.settings import CHECKOUT
 README = CHECKOUT / "README.md"
 DOCUMENTS = [README, *sorted((CHECKOUT / "docs").glob("*.md"))]
 
-# Guides written on other branches of the same change (the API's, and the client
-# libraries'); the README already links to them. Empty this once they are merged.
-NOT_YET_MERGED = {CHECKOUT / "docs" / name for name in ("api.md", "clients-python.md")}
-
 # A front page is read in one sitting.
 FRONT_PAGE_LINES = 200
 
@@ -58,8 +54,6 @@ def test_every_relative_link_leads_to_a_file_and_heading(document: Path) -> None
     broken = []
     for link in _relative_links(document.read_text()):
         target, anchor = _target(document, link)
-        if target in NOT_YET_MERGED:
-            continue
         if not target.exists():
             broken.append(f"{link}: no such file")
         elif anchor and anchor not in _anchors(target.read_text()):
@@ -69,13 +63,9 @@ def test_every_relative_link_leads_to_a_file_and_heading(document: Path) -> None
 
 def test_the_readme_links_to_every_guide() -> None:
     linked = {_target(README, link)[0] for link in _relative_links(README.read_text())}
-    guides = set(DOCUMENTS[1:]) | NOT_YET_MERGED
+    guides = set(DOCUMENTS[1:])
     assert sorted(path.name for path in guides - linked) == []
 
 
 def test_the_readme_is_a_front_page() -> None:
-    readme = README.read_text()
-    # The API's section moves to docs/api.md, and its client sections to the
-    # clients' guides, on other branches: stop excluding it once they are merged.
-    front = re.sub(r"^## The API\n.*?(?=^## |\Z)", "", readme, flags=re.MULTILINE | re.DOTALL)
-    assert len(front.splitlines()) < FRONT_PAGE_LINES
+    assert len(README.read_text().splitlines()) < FRONT_PAGE_LINES

@@ -5,9 +5,10 @@ Which values a field of htk's messages takes, beyond what its type allows.
 
 The server's limits are declared here once, next to the fields, so that
 clients read them from the protos and the OpenAPI document
-(scripts/openapi.py) carries them as JSON Schema. The server enforces
-them in its validation (server/domain/); tests/unit/test_field_values.py
-holds the two in step.
+(scripts/openapi.py) carries them as JSON Schema. The server's domain
+enforces them from server/domain/declared.py, which scripts/declared.py
+generates from these options; tests/unit/test_field_values.py checks that
+each is enforced at its bound.
 """
 
 from google.protobuf import descriptor as _descriptor
