@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generates everything derived from protos/ into the folder given (default: the
-# checkout): gen/ (Python messages, gRPC stubs and their type stubs),
+# checkout): the Python messages (clients/python/src/htk) and gRPC stubs
+# (gen/), with their type stubs,
 # envoy/process_service.binpb (the descriptor set Envoy's transcoder reads),
 # the TypeScript and Go clients' code (buf.gen.yaml), and
 # server/domain/declared.py (the protos' words and limits for the domain).
@@ -12,22 +13,20 @@ python=".venv/bin/python"
 # Every proto of the API, found rather than listed: a new file needs no edit here.
 mapfile -t protos < <(cd protos && find htk -name '*.proto' | sort)
 
-rm -rf "$out/gen"
-mkdir -p "$out/gen" "$out/envoy"
-# Only our own files go to gen/: generating google/... would shadow the
-# installed googleapis-common-protos package.
+rm -rf "$out/gen" "$out/clients/python/src/htk"
+mkdir -p "$out/gen" "$out/envoy" "$out/clients/python/src"
+# The messages go to the Python client's package, which pip installs from
+# clients/python alone (it speaks REST, so it needs no gRPC); the server, which
+# installs that package beside itself, finds the gRPC stubs in gen/. One copy
+# of each module, in the one namespace package `htk.processes.v1`.
+# Only our own files are generated: google/... would shadow the installed
+# googleapis-common-protos package.
 "$python" -m grpc_tools.protoc -I protos -I third_party/protos \
   --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy \
   --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc \
-  --python_out="$out/gen" --grpc_python_out="$out/gen" \
-  --mypy_out="$out/gen" --mypy_grpc_out="$out/gen" \
+  --python_out="$out/clients/python/src" --mypy_out="$out/clients/python/src" \
+  --grpc_python_out="$out/gen" --mypy_grpc_out="$out/gen" \
   "${protos[@]}"
-# The Python client's copy of the messages (not the gRPC stubs: it speaks REST,
-# and installs without grpcio); pip installs it from clients/python alone.
-client_messages="$out/clients/python/src/htk/processes/v1"
-rm -rf "$out/clients/python/src/htk"
-mkdir -p "$client_messages"
-cp "$out"/gen/htk/processes/v1/*_pb2.py "$out"/gen/htk/processes/v1/*_pb2.pyi "$client_messages"
 # error_details.proto is in the descriptor so that Envoy can print the
 # google.rpc.BadRequest details of an error; without it the body is empty.
 "$python" -m grpc_tools.protoc -I protos -I third_party/protos \
