@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # In-flight calls get this long to finish once a shutdown begins.
 SHUTDOWN_GRACE_SECONDS = 10.0
 # Longer than the two failed health checks (1 s apart) after which Envoy takes
-# a worker out of rotation (envoy/envoy.yaml).
+# a worker out of rotation (server/edge/envoy.yaml).
 ENVOY_NOTICE_SECONDS = 2.5
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 # Step deadlines are enforced within this (plus a round's work) of passing.
