@@ -23,8 +23,9 @@ from server.edge.constants import (
     worker_socket,
 )
 from server.edge.dashboard import DASHBOARD_METHODS, dashboard_routes
-from server.edge.lua import route_table, with_constants
+from server.edge.lua import path_pattern, route_table, with_constants
 from server.settings import CHECKOUT, LogFormat, Settings
+from server.transport.http_rules import http_binding
 from server.transport.methods import api_services, method_table
 
 EDGE = Path(__file__).parent
@@ -105,7 +106,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         metadata_namespace=METADATA_NAMESPACE,
         max_request_body_bytes=MAX_REQUEST_BODY_BYTES,
         rest_filter_lua=json.dumps(rest_filter_lua(dashboard)),
-        sse_event_ids_lua=json.dumps(SSE_EVENT_IDS_LUA.read_text()),
+        sse_event_ids_lua=json.dumps(sse_event_ids_lua()),
         **_api_routing(),
         **tracing_config(settings),
     )
@@ -145,6 +146,17 @@ def rest_filter_lua(dashboard: list[dict[str, Any]]) -> str:
             "METADATA_NAMESPACE": METADATA_NAMESPACE,
         },
     )
+
+
+# The one stream whose events carry a seq, which the SSE filter writes as ids.
+WATCH_PROCESS = "/htk.processes.v1.ProcessService/WatchProcess"
+
+
+def sse_event_ids_lua() -> str:
+    """The SSE filter (server/edge/sse_event_ids.lua), told WatchProcess's REST path."""
+    binding = http_binding(method_table(api_services())[WATCH_PROCESS].descriptor)
+    assert binding is not None, f"{WATCH_PROCESS} has no REST binding"
+    return with_constants(SSE_EVENT_IDS_LUA, {"WATCH_PATH": path_pattern(binding.template)})
 
 
 # What the access log records of each request, as the client made it (the

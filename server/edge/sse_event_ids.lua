@@ -6,7 +6,10 @@
 -- buffer), and holds whole messages: the transcoder writes one per message,
 -- and a JSON text has no raw newline, so "\ndata: " starts a message.
 --
--- The renderer (server/edge/envoy.py) puts it into Envoy's config as it is.
+-- The renderer (server/edge/envoy.py) puts it into Envoy's config after a
+-- preamble of `local` constants:
+--   WATCH_PATH  WatchProcess's REST path (its google.api.http rule), as a
+--               Lua pattern
 
 -- This filter's own mark on a request whose response it rewrites.
 local WATCH = "htk.sse_event_ids"
@@ -15,7 +18,7 @@ function envoy_on_request(request)
   local headers = request:headers()
   -- The first filter has taken the query off REST paths.
   if headers:get(":method") == "GET"
-      and string.find(headers:get(":path"), "^/api/v1/processes/[^/]+/watch$")
+      and string.find(headers:get(":path"), WATCH_PATH)
       and not string.find(headers:get("content-type") or "", "^application/grpc") then
     request:streamInfo():dynamicMetadata():set(WATCH, "watch", true)
   end

@@ -13,6 +13,7 @@ from server.edge.envoy import (
     SSE_EVENT_IDS_LUA,
     render_envoy_config,
     rest_filter_lua,
+    sse_event_ids_lua,
 )
 from server.edge.lua import LuaSource, with_constants
 from server.settings import Settings
@@ -33,9 +34,10 @@ def test_the_rest_filter_uses_only_constants_its_preamble_defines() -> None:
     assert _used_constants(REST_FILTER_LUA.read_text()) == defined
 
 
-def test_the_sse_filter_defines_what_it_uses() -> None:
-    source = SSE_EVENT_IDS_LUA.read_text()
-    assert _used_constants(source) <= set(_DEFINED.findall(source))
+def test_the_sse_filter_uses_only_constants_its_preamble_and_itself_define() -> None:
+    rendered = sse_event_ids_lua()
+    assert _used_constants(SSE_EVENT_IDS_LUA.read_text()) == set(_DEFINED.findall(rendered))
+    assert 'local WATCH_PATH = "^/api/v1/processes/[^/]+/watch$"\n' in rendered
 
 
 def test_the_preamble_says_what_the_constants_module_says() -> None:
