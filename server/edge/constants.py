@@ -3,19 +3,19 @@ into Envoy's config and Lua filters (server/edge/envoy.py), and the workers
 read requests (server/edge/rest_input.py) and answer (the caller's name) by
 the same names."""
 
-# Headers only Envoy and the server set: Envoy's first Lua filter drops any a
-# client sends, before it sets its own.
+# Headers only Envoy and the server set, all named with this prefix: Envoy's
+# first Lua filter drops any a client sends, before it sets its own.
 INTERNAL_HEADER_PREFIX = "x-htk-"
 # A REST call's query string, maybe empty: set on every REST call.
-QUERY_HEADER = INTERNAL_HEADER_PREFIX + "query"
+QUERY_HEADER = "x-htk-query"
 # A REST call's body, base64-encoded: set on calls with a body.
-JSON_BODY_HEADER = INTERNAL_HEADER_PREFIX + "json-body"
+JSON_BODY_HEADER = "x-htk-json-body"
 # Marks a call of the API without a token: such calls share one rate budget.
-ANONYMOUS_HEADER = INTERNAL_HEADER_PREFIX + "anonymous"
+ANONYMOUS_HEADER = "x-htk-anonymous"
 # The response header in which a call names its token for Envoy's access
 # log; Envoy takes it out of the response. Percent-encoded: names are Unicode
 # where metadata is ASCII, and an encoded name has no space to break a line.
-CALLER_NAME_HEADER = INTERNAL_HEADER_PREFIX + "token-name"
+CALLER_NAME_HEADER = "x-htk-token-name"
 
 # Where Envoy's filters leave what its access log records of a request.
 METADATA_NAMESPACE = "htk"

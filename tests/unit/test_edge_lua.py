@@ -64,3 +64,9 @@ def test_the_rendered_config_takes_the_names_and_the_body_limit_from_the_constan
     assert f"request_body_buffer_limit: {constants.MAX_REQUEST_BODY_BYTES}\n" in config
     assert f"header_name: {constants.ANONYMOUS_HEADER}," in config
     assert f"- header: {constants.CALLER_NAME_HEADER}\n" in config
+
+
+def test_every_internal_header_has_the_prefix_envoy_drops_from_clients() -> None:
+    headers = [value for name, value in vars(constants).items() if name.endswith("_HEADER")]
+    assert len(headers) == 4
+    assert all(header.startswith(constants.INTERNAL_HEADER_PREFIX) for header in headers)
