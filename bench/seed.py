@@ -1,7 +1,7 @@
 """The bench database: a million processes, seeded with COPY and reused across runs.
 
 Each process is a random run of updates and task decisions that the domain
-applies, exactly as the server does (server/domain/processes.py), and its
+applies, exactly as the server does (server/domain/processes/), and its
 rows are the resulting state and events: the steps' timelines, the tasks of
 human steps, `current_step`, `update_count` and the event log (seq 1..n) all
 agree, so a Get of any seeded process works and an update of a running one

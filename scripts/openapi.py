@@ -103,7 +103,7 @@ WELL_KNOWN: dict[str, Schema] = {
 }
 
 # Every error body, from the server (convert_grpc_status) or from Envoy itself
-# (local_reply_config in envoy/envoy.yaml).
+# (local_reply_config in server/edge/envoy.yaml).
 STATUS_SCHEMA: Schema = {
     "type": "object",
     "description": "A google.rpc.Status: the gRPC code, a message naming the field and "
@@ -116,7 +116,7 @@ STATUS_SCHEMA: Schema = {
     },
     "additionalProperties": False,
 }
-# Replies Envoy produces itself (envoy/envoy.yaml), before any service could
+# Replies Envoy produces itself (server/edge/envoy.yaml), before any service could
 # declare them: to every operation, or to those with a request body.
 ENVOY_ERRORS = {
     400: "INVALID_ARGUMENT: Envoy could not read the request (malformed JSON, a value "
@@ -163,7 +163,7 @@ IDEMPOTENCY_KEY = {
         "pattern": "^[!-~]+$",
     },
 }
-# A server-streaming RPC, as the transcoder serves it (envoy/envoy.yaml).
+# A server-streaming RPC, as the transcoder serves it (server/edge/envoy.yaml).
 STREAM_DESCRIPTION = (
     "OK: a stream of Server-Sent Events, each `data: <JSON>` and a blank line, sent as it"
     " happens; each event's JSON is one message of this schema."

@@ -20,6 +20,8 @@ from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.token_cache import CallerCache
+from server.edge.constants import MAX_METADATA_BYTES
+from server.edge.rest_input import read_rest_input
 from server.service.deadlines import DeadlineService
 from server.service.hub import WatchHub, WatchLimits
 from server.service.processes import ProcessService
@@ -43,11 +45,8 @@ log = logging.getLogger(__name__)
 # In-flight calls get this long to finish once a shutdown begins.
 SHUTDOWN_GRACE_SECONDS = 10.0
 # Longer than the two failed health checks (1 s apart) after which Envoy takes
-# a worker out of rotation (envoy/envoy.yaml).
+# a worker out of rotation (server/edge/envoy.yaml).
 ENVOY_NOTICE_SECONDS = 2.5
-# Envoy hands REST bodies over in a header (server/transport/rest_input.py);
-# Envoy buffers at most 1 MiB of body, which base64 grows to 1.34 MiB.
-MAX_METADATA_BYTES = 2 * 1024 * 1024
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 # Step deadlines are enforced within this (plus a round's work) of passing.
 DEADLINE_SCAN_INTERVAL_SECONDS = 1.0
@@ -156,7 +155,7 @@ def build_server(
                     interceptors.bound_by_deadline,
                     authentication.guard,
                 ],
-                read_request=interceptors.read_rest_input,
+                read_request=read_rest_input,
             ),
         ],
         options=[

@@ -1,6 +1,6 @@
 """How htk's processes log: one format for the supervisor, the workers and
-the token commands (Envoy's lines follow it too, see server/stack.py), either
-readable lines or one JSON object per line for log shippers."""
+the token commands (Envoy's lines follow it too, see server/edge/envoy.py),
+either readable lines or one JSON object per line for log shippers."""
 
 import json
 import logging

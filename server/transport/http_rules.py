@@ -1,21 +1,19 @@
 """The REST shape of each RPC, as its `google.api.http` rule in the protos states it.
 
-The server reads it to judge REST input (rest_input.py), `htk run` to tell
-Envoy which methods each REST path takes (server/stack.py), and
+The server reads it to judge REST input (server/edge/rest_input.py), `htk run`
+to tell Envoy which methods each REST path takes (server/edge/lua.py), and
 scripts/openapi.py to describe each operation.
 """
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor
 
 # A variable of a path template, `{name}` or `{name=pattern}`, or a wildcard.
-_TEMPLATE_PART = re.compile(r"\{(?P<name>[^}=]+)(?:=(?P<pattern>[^}]*))?\}|\*\*|\*")
-_LUA_MAGIC = re.compile(r"([\^$()%.\[\]*+\-?])")
+TEMPLATE_PART = re.compile(r"\{(?P<name>[^}=]+)(?:=(?P<pattern>[^}]*))?\}|\*\*|\*")
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class HttpBinding:
         """The request fields the path template binds, by their full (dotted)
         names, in the template's order."""
         return tuple(
-            match["name"] for match in _TEMPLATE_PART.finditer(self.template) if match["name"]
+            match["name"] for match in TEMPLATE_PART.finditer(self.template) if match["name"]
         )
 
     @functools.cached_property
@@ -46,13 +44,9 @@ class HttpBinding:
     def plain_template(self) -> str:
         """The template with its variables' patterns left out (`{name=*}` reads
         `{name}`), as OpenAPI writes paths."""
-        return _TEMPLATE_PART.sub(
+        return TEMPLATE_PART.sub(
             lambda match: f"{{{match['name']}}}" if match["name"] else match[0], self.template
         )
-
-    def lua_pattern(self) -> str:
-        """A Lua pattern matching the paths of this binding."""
-        return "^" + _lua_pattern(self.template) + "$"
 
 
 @functools.cache  # read on every REST call; the protos do not change while running
@@ -74,48 +68,3 @@ def http_binding(method: descriptor.MethodDescriptor) -> HttpBinding | None:
     if kind is None:
         raise ValueError(f"{method.full_name}: its google.api.http rule has no path")
     return HttpBinding(kind.upper(), getattr(rule, kind), rule.body)
-
-
-def lua_route_table(
-    services: list[descriptor.ServiceDescriptor],
-    fixed_paths: Mapping[str, Sequence[str]] | None = None,
-) -> str:
-    """A Lua table of `{path pattern, allowed methods}` pairs, one per REST
-    path, and one per path of `fixed_paths` (files Envoy serves itself).
-
-    Envoy's Lua filter answers a known path called with another method with
-    405 and these methods in `Allow` (envoy/envoy.yaml).
-    """
-    allowed: dict[str, list[str]] = {
-        "^" + _LUA_MAGIC.sub(r"%\1", path) + "$": list(methods)
-        for path, methods in (fixed_paths or {}).items()
-    }
-    for service in services:
-        for method in service.methods:
-            binding = http_binding(method)
-            if binding is not None:
-                allowed.setdefault(binding.lua_pattern(), []).append(binding.method)
-    rows = ", ".join(
-        f"{{{_lua_string(pattern)}, {_lua_string(', '.join(methods))}}}"
-        for pattern, methods in allowed.items()
-    )
-    return "{" + rows + "}"
-
-
-def _lua_pattern(template: str) -> str:
-    pattern, position = "", 0
-    for match in _TEMPLATE_PART.finditer(template):
-        pattern += _LUA_MAGIC.sub(r"%\1", template[position : match.start()])
-        wildcard = match["pattern"] if match["name"] else match[0]
-        if wildcard in (None, "*"):
-            pattern += "[^/]+"
-        elif wildcard == "**":
-            pattern += ".+"
-        else:
-            pattern += _lua_pattern(wildcard)
-        position = match.end()
-    return pattern + _LUA_MAGIC.sub(r"%\1", template[position:])
-
-
-def _lua_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

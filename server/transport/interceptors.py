@@ -21,13 +21,13 @@ import grpc
 
 from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
+from server.edge.constants import CALLER_NAME_HEADER
 from server.metrics import MethodMetrics
 from server.service.call_deadline import caller_deadline
 from server.service.tokens import TokenService
 from server.transport.decoding import WrappedHandlers
 from server.transport.errors import to_status
 from server.transport.methods import Method
-from server.transport.rest_input import rest_request
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,6 @@ RequestReader: TypeAlias = Callable[[Method, Any, Context], Any]
 
 _caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
 
-# The response header in which a call names its token for Envoy's access log,
-# which takes it out of the response (envoy/envoy.yaml). Percent-encoded:
-# names are Unicode where metadata is ASCII, and an encoded name has no space
-# to break a log line. Only the server sets it; Envoy drops `x-htk-*` headers
-# of requests.
-CALLER_NAME_HEADER = "x-htk-token-name"
-
 
 def current_caller() -> Caller:
     """The authenticated caller of the RPC being served."""
@@ -71,7 +64,8 @@ def current_caller() -> Caller:
 
 
 def caller_metadata() -> tuple[tuple[str, str], ...]:
-    """The metadata naming the caller's token, none before it is known."""
+    """The metadata naming the caller's token for Envoy's access log, none
+    before it is known."""
     caller = _caller.get(None)
     return () if caller is None else ((CALLER_NAME_HEADER, quote(caller.token_name, safe="")),)
 
@@ -306,11 +300,3 @@ class Authentication:
         if caller is None:
             raise Unauthenticated("invalid token: unknown or revoked")
         return caller
-
-
-def read_rest_input(method: Method, request: Any, context: Context) -> Any:
-    """The request with a REST call's query string and JSON body read into it,
-    strictly (server/transport/rest_input.py); a gRPC call's request as it came."""
-    return rest_request(
-        method.descriptor, request, context.invocation_metadata() or (), context.peer()
-    )

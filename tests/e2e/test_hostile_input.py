@@ -18,6 +18,7 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from server.domain.processes import MAX_DATA_BYTES, MAX_DATA_DEPTH, MAX_PROCESS_BYTES
+from server.edge.constants import JSON_BODY_HEADER, QUERY_HEADER
 from tests.e2e.test_grpc import (
     Stub,
     assert_invalid_argument,
@@ -547,19 +548,19 @@ def test_internal_metadata_is_refused_on_the_direct_port(stack: Stack, tenant: O
             grpc.StatusCode.INVALID_ARGUMENT,
             lambda: Stub(channel).ListProcesses(
                 pb.ListProcessesRequest(),
-                metadata=(*tenant.metadata(), ("x-htk-json-body", "not base64!")),
+                metadata=(*tenant.metadata(), (JSON_BODY_HEADER, "not base64!")),
             ),
         )
 
-    assert_invalid_argument(error, "x-htk-json-body")
+    assert_invalid_argument(error, JSON_BODY_HEADER)
 
 
 def test_internal_metadata_a_client_sends_through_envoy_is_dropped(
     rest: httpx.Client, grpc_stub: Stub, tenant: Org
 ) -> None:
     spoofed = {
-        "x-htk-query": "limit=0",
-        "x-htk-json-body": base64.b64encode(b'{"status": "bogus"}').decode(),
+        QUERY_HEADER: "limit=0",
+        JSON_BODY_HEADER: base64.b64encode(b'{"status": "bogus"}').decode(),
     }
 
     listed = grpc_stub.ListProcesses(

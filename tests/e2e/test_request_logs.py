@@ -15,6 +15,7 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from server.edge.constants import INTERNAL_HEADER_PREFIX
 from tests.support.stack import Stack, running_stack
 
 # Generous: Envoy writes its access log out at least once a second.
@@ -167,7 +168,7 @@ def test_the_token_name_stays_out_of_responses(json_stack: Stack, caller: tuple[
         timeout=30,
     )
     assert response.status_code == 200
-    assert not [header for header in response.headers if header.startswith("x-htk-")]
+    assert not [header for header in response.headers if header.startswith(INTERNAL_HEADER_PREFIX)]
 
 
 def test_json_logs_parse_line_by_line(json_stack: Stack, caller: tuple[str, str]) -> None:

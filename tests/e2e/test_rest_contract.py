@@ -521,7 +521,7 @@ def test_finishing_a_process(rest: httpx.Client, org: Org, finish: Json, expecte
 def test_long_texts_and_large_data_within_the_limits_are_stored(
     rest: httpx.Client, org: Org
 ) -> None:
-    # server/domain/processes.py: texts up to 10,000 characters, data up to 64 KiB of JSON.
+    # server/domain/processes/limits.py: texts up to 10,000 characters, data up to 64 KiB of JSON.
     process_id = create_process(rest, org)["process_id"]
     detail = "d" * 10_000
     data = {"log": "x" * 60_000}

@@ -12,8 +12,8 @@ import httpx
 import psutil
 import psycopg
 
+from server.edge.envoy import envoy_command, render_envoy_config
 from server.settings import Settings
-from server.stack import envoy_command, render_envoy_config
 from server.storage.embedded import embedded_database
 from tests.support.orgs import Org
 from tests.support.stack import Stack, free_port, running_stack

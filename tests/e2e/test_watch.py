@@ -17,7 +17,7 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from server.stack import worker_socket
+from server.edge.constants import worker_socket
 from tests.support.orgs import Org
 from tests.support.sse import kind, messages
 from tests.support.stack import HTK, Stack, running_stack

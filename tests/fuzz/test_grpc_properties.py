@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
+from server.edge.constants import INTERNAL_HEADER_PREFIX, JSON_BODY_HEADER, QUERY_HEADER
 from tests.e2e.test_hostile_input import PYTHON_NAMES
 from tests.fuzz.conftest import EXAMPLES, fuzz_settings
 from tests.support.orgs import Org
@@ -400,8 +401,10 @@ def test_payloads_that_are_no_valid_message(
 
 internal_metadata = st.lists(
     st.tuples(
-        st.sampled_from(["x-htk-query", "x-htk-json-body"])
-        | st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=10).map("x-htk-{}".format),
+        st.sampled_from([QUERY_HEADER, JSON_BODY_HEADER])
+        | st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=10).map(
+            INTERNAL_HEADER_PREFIX.__add__
+        ),
         st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip),
     ),
     min_size=1,
@@ -427,12 +430,12 @@ def test_spoofed_internal_metadata(
     spoofed: list[tuple[str, str]],
     limit: int,
 ) -> None:
-    """Through Envoy a client's `x-htk-*` metadata is dropped; on the direct
+    """Through Envoy a client's internal metadata is dropped; on the direct
     port it is refused, naming it."""
     through_envoy, direct = through_envoy_and_direct
     event(
         "Envoy's own names"
-        if {"x-htk-query", "x-htk-json-body"} & dict(spoofed).keys()
+        if {QUERY_HEADER, JSON_BODY_HEADER} & dict(spoofed).keys()
         else "other names"
     )
     request = pb.ListProcessesRequest(limit=limit)

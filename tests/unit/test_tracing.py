@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from server import tracing
+from server.edge.envoy import TRACING_CLUSTER, envoy_command, render_envoy_config
 from server.settings import Settings, SettingsError
-from server.stack import TRACING_CLUSTER, envoy_command, render_envoy_config
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
 

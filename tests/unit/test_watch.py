@@ -18,7 +18,7 @@ from server.domain.processes import (
     events_page,
 )
 from server.domain.watch import ProcessChange, ResumePoint, change_filter, resume_point
-from server.stack import _api_routing
+from server.edge.envoy import _api_routing
 from server.transport.methods import api_services
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -41,7 +41,7 @@ MAX_DATA_DEPTH = 20
 # bytes, and protobuf encodes a one-byte JSON number in at most 11, so a
 # process within this budget reads back in about 3 MiB either way, inside
 # gRPC's default 4 MiB message limit and Envoy's response buffer
-# (envoy/envoy.yaml, max_response_body_size).
+# (server/edge/envoy.yaml, max_response_body_size).
 MAX_PROCESS_BYTES = 512 * 1024
 STEP_KEY = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_STEP_KEY_LENGTH - 1}}}")
 _ORG_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -53,7 +53,7 @@ MAX_EVENTS_PAGE_SIZE = declared.LIST_PROCESS_EVENTS_REQUEST_LIMIT_MAXIMUM
 # through Envoy escapes a character into at most 6 bytes, and protobuf
 # encodes a one-byte JSON number in at most 11, so a page reads back in
 # under 3 MiB either way: inside gRPC's default 4 MiB message limit and
-# Envoy's response buffer (envoy/envoy.yaml, max_response_body_size). A
+# Envoy's response buffer (server/edge/envoy.yaml, max_response_body_size). A
 # single event holds far less (its texts and `data` are bounded).
 MAX_EVENTS_PAGE_BYTES = 256 * 1024
 # An event's own fields beside its payload (seq, type, step, timestamp), as

@@ -1,5 +1,6 @@
-"""Strict reading of REST input (server/transport/rest_input.py) and the REST
-bindings it follows (server/transport/http_rules.py)."""
+"""Strict reading of REST input (server/edge/rest_input.py), the REST
+bindings it follows (server/transport/http_rules.py), and those bindings as
+Envoy's Lua filter matches them (server/edge/lua.py)."""
 
 import base64
 from typing import Any
@@ -10,10 +11,13 @@ from google.protobuf import json_format, message_factory
 from htk.processes.v1 import process_service_pb2 as pb
 from server.domain.errors import InvalidArgument
 from server.domain.processes import MAX_DATA_DEPTH
-from server.transport.http_rules import HttpBinding, lua_route_table
-from server.transport.rest_input import JSON_BODY_METADATA, QUERY_METADATA, rest_request
+from server.edge.constants import INTERNAL_HEADER_PREFIX, JSON_BODY_HEADER, QUERY_HEADER
+from server.edge.lua import path_pattern, route_table
+from server.edge.rest_input import rest_request
+from server.transport.http_rules import HttpBinding
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ProcessService"]
+# How gRPC names a caller on a Unix socket, as Envoy is to the workers.
 ENVOY = "unix:"
 
 
@@ -25,9 +29,9 @@ def read(
     request = message_factory.GetMessageClass(descriptor.input_type)()
     if "process_id" in descriptor.input_type.fields_by_name:
         request.process_id = "P"  # type: ignore[attr-defined]
-    metadata = [(QUERY_METADATA, query)]
+    metadata = [(QUERY_HEADER, query)]
     if body is not None:
-        metadata.append((JSON_BODY_METADATA, base64.b64encode(body).decode()))
+        metadata.append((JSON_BODY_HEADER, base64.b64encode(body).decode()))
     read = rest_request(descriptor, request, metadata, peer)
     return json_format.MessageToDict(read, preserving_proto_field_name=True)
 
@@ -241,7 +245,7 @@ def test_a_body_on_a_get_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "metadata",
-    [[(QUERY_METADATA, "")], [(JSON_BODY_METADATA, "e30=")], [("x-htk-other", "1")]],
+    [[(QUERY_HEADER, "")], [(JSON_BODY_HEADER, "e30=")], [(INTERNAL_HEADER_PREFIX + "other", "1")]],
     ids=["query", "body", "other"],
 )
 def test_internal_metadata_from_a_grpc_client_is_refused(metadata: list[tuple[str, str]]) -> None:
@@ -254,8 +258,8 @@ def test_internal_metadata_from_a_grpc_client_is_refused(metadata: list[tuple[st
 def test_a_body_that_is_not_base64_is_refused() -> None:
     method = SERVICE.methods_by_name["UpdateProcess"]
     with pytest.raises(InvalidArgument) as refusal:
-        rest_request(method, pb.UpdateProcessRequest(), [(JSON_BODY_METADATA, "!!")], ENVOY)
-    assert refusal.value.field == JSON_BODY_METADATA
+        rest_request(method, pb.UpdateProcessRequest(), [(JSON_BODY_HEADER, "!!")], ENVOY)
+    assert refusal.value.field == JSON_BODY_HEADER
 
 
 # --- bindings ----------------------------------------------------------------------------
@@ -263,17 +267,17 @@ def test_a_body_that_is_not_base64_is_refused() -> None:
 
 def test_bindings_name_their_path_fields_and_body() -> None:
     update = HttpBinding("POST", "/api/v1/processes/{process_id}/update", "*")
-    assert (update.path_fields, update.lua_pattern()) == (
+    assert (update.path_fields, path_pattern(update.template)) == (
         frozenset({"process_id"}),
         "^/api/v1/processes/[^/]+/update$",
     )
     nested_template = HttpBinding("GET", "/v1/{name=shelves/*/books/**}:get.x", "")
     assert nested_template.path_fields == frozenset({"name"})
-    assert nested_template.lua_pattern() == "^/v1/shelves/[^/]+/books/.+:get%.x$"
+    assert path_pattern(nested_template.template) == "^/v1/shelves/[^/]+/books/.+:get%.x$"
 
 
 def test_the_lua_route_table_lists_each_path_with_its_methods() -> None:
-    assert lua_route_table([SERVICE]) == (
+    assert route_table([SERVICE], {}) == (
         '{{"^/api/v1/processes$", "GET, POST"}, {"^/api/v1/processes/[^/]+$", "GET"},'
         ' {"^/api/v1/processes/[^/]+/update$", "POST"},'
         ' {"^/api/v1/processes/[^/]+/events$", "GET"},'

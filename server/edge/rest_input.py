@@ -4,8 +4,8 @@ Envoy's transcoder is lenient with both: it takes JSON that is not JSON
 (trailing commas, raw control characters, single quotes), reads `"yes"` as
 true and an object as a one-element list, drops nulls from lists, and lets
 the last of repeated keys or parameters win. So Envoy's Lua filter
-(envoy/envoy.yaml) hands the server the raw query string and body in
-internal metadata, and the transcoder binds only the path. Here they are read
+(server/edge/rest_filter.lua) hands the server the raw query string and body
+in internal headers, and the transcoder binds only the path. Here they are read
 against the request message's descriptor: anything but exactly one value of
 the right type per field is INVALID_ARGUMENT naming the field.
 """
@@ -24,14 +24,16 @@ from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
 from server.domain.processes import DATA_TOO_DEEP, MAX_DATA_DEPTH
+from server.edge.constants import (
+    INTERNAL_HEADER_PREFIX,
+    JSON_BODY_HEADER,
+    QUERY_HEADER,
+    trusted_peer,
+)
 from server.transport.http_rules import HttpBinding, http_binding
+from server.transport.interceptors import Context
+from server.transport.methods import Method
 
-# Set by Envoy's Lua filter on every REST call (the query string, maybe
-# empty) and on those with a body (the body, base64-encoded). Envoy drops any
-# `x-htk-*` header a client sends.
-QUERY_METADATA = "x-htk-query"
-JSON_BODY_METADATA = "x-htk-json-body"
-_INTERNAL_PREFIX = "x-htk-"
 # More levels than any request message needs besides its Structs, which have
 # their own limit: a bound on the recursion that reads a body.
 _MAX_MESSAGE_DEPTH = 32
@@ -70,6 +72,15 @@ _PERCENT_ENCODED = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def read_rest_input(method: Method, request: Any, context: Context) -> Any:
+    """The servicers' request reader (server/transport/interceptors.py): a
+    REST call's request with its query string and JSON body read into it,
+    strictly; a gRPC call's request as it came."""
+    return rest_request(
+        method.descriptor, request, context.invocation_metadata() or (), context.peer()
+    )
+
+
 def rest_request(
     method: descriptor.MethodDescriptor,
     request: Message,
@@ -78,21 +89,19 @@ def rest_request(
 ) -> Message:
     """The request with a REST call's query parameters and JSON body read into
     it; a native gRPC call's request as it came."""
-    internal = {name: value for name, value in metadata if name.startswith(_INTERNAL_PREFIX)}
+    internal = {name: value for name, value in metadata if name.startswith(INTERNAL_HEADER_PREFIX)}
     if not internal:
         return request
     for name, value in internal.items():
-        # Envoy reaches the workers over Unix sockets of their own
-        # (server/stack.py); a TCP caller is a gRPC client, not Envoy.
-        if not peer.startswith("unix:") or name not in (QUERY_METADATA, JSON_BODY_METADATA):
+        if not trusted_peer(peer) or name not in (QUERY_HEADER, JSON_BODY_HEADER):
             raise InvalidArgument(name, "belongs to Envoy's REST gateway; send the message alone")
         if not isinstance(value, str):
             raise InvalidArgument(name, "must be text")
     binding = http_binding(method)
     if binding is None:
-        raise InvalidArgument(JSON_BODY_METADATA, f"{method.name} has no REST binding")
-    _read_query(binding, request, str(internal.get(QUERY_METADATA, "")))
-    if (body := internal.get(JSON_BODY_METADATA)) is not None:
+        raise InvalidArgument(JSON_BODY_HEADER, f"{method.name} has no REST binding")
+    _read_query(binding, request, str(internal.get(QUERY_HEADER, "")))
+    if (body := internal.get(JSON_BODY_HEADER)) is not None:
         _read_body(binding, request, str(body))
     return request
 
@@ -174,7 +183,7 @@ def _read_body(binding: HttpBinding, request: Message, encoded: str) -> None:
     try:
         raw = base64.b64decode(encoded, validate=True)
     except binascii.Error:
-        raise InvalidArgument(JSON_BODY_METADATA, "must be base64") from None
+        raise InvalidArgument(JSON_BODY_HEADER, "must be base64") from None
     body = _parsed(raw)
     if binding.body != "*":
         body = {binding.body: body}

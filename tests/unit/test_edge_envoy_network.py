@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from server.edge.envoy import render_envoy_config
 from server.settings import Settings
-from server.stack import render_envoy_config
 from tests.support.tls import make_certificate
 
 

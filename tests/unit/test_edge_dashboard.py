@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from server.edge.dashboard import DASHBOARD, dashboard_routes
+from server.edge.envoy import render_envoy_config, rest_filter_lua
+from server.edge.lua import route_table
 from server.settings import Settings
-from server.stack import DASHBOARD, dashboard_routes, render_envoy_config
-from server.transport.http_rules import lua_route_table
 
 
 def _headers(route: dict[str, object]) -> dict[str, str]:
@@ -69,7 +70,7 @@ def test_a_file_of_unknown_type_fails_the_start(tmp_path: Path) -> None:
 
 
 def test_other_methods_on_the_dashboards_files_are_answered_405_like_the_apis() -> None:
-    table = lua_route_table([], {"/": ("GET", "HEAD"), "/assets/main-AB12.js": ("GET", "HEAD")})
+    table = route_table([], {"/": ("GET", "HEAD"), "/assets/main-AB12.js": ("GET", "HEAD")})
     assert table == '{{"^/$", "GET, HEAD"}, {"^/assets/main%-AB12%.js$", "GET, HEAD"}}'
 
 
@@ -82,4 +83,5 @@ def test_the_rendered_config_lists_every_built_file_among_the_routes(tmp_path: P
     assert catch_all
     items = "".join(f"{catch_all[1]}- {json.dumps(route)}\n" for route in dashboard_routes())
     assert items + catch_all[0] in config
-    assert '{"^/$", "GET, HEAD"}' in config
+    assert '{"^/$", "GET, HEAD"}' in rest_filter_lua(dashboard_routes())
+    assert json.dumps(rest_filter_lua(dashboard_routes())) in config
