@@ -14,7 +14,8 @@ from htk.processes.v1 import task_service_pb2 as tasks_pb
 from htk.processes.v1 import task_service_pb2_grpc as tasks_grpc
 from tests.e2e.test_rest_contract import PROCESSES, create_process, get_process, ok, update
 from tests.support.orgs import Org
-from tests.support.stack import Stack, create_token
+from tests.support.stack import Stack
+from tests.support.tokens import create_token
 
 TASKS = "/api/v1/tasks"
 APPROVER = "alice@acme"
