@@ -25,6 +25,7 @@ from tests.e2e.test_rest_contract import (
 )
 from tests.support.orgs import Org
 from tests.support.stack import Stack
+from tests.support.tokens import created_token, revoke_token
 
 INVALID_ARGUMENT = 3
 NOT_FOUND = 5
@@ -92,16 +93,9 @@ def snapshot(rest: httpx.Client, org: Org, process_id: str) -> tuple[Json, Json]
 @pytest.fixture(scope="module")
 def revoked_token(rest: httpx.Client, stack: Stack, tenant: Org) -> str:
     """A token of `tenant` that worked until it was revoked."""
-    created = stack.htk(
-        "token", "create", "--org", tenant.org_id, "--scopes", "processes:write", "--name", "gone"
-    )
-    assert created.returncode == 0, created.stderr
-    token = created.stdout.strip()
+    token_id, token = created_token(stack.env, tenant.org_id, name="gone")
     assert rest.get(PROCESSES, headers=tenant.auth(token)).status_code == 200
-    listing = stack.htk("token", "list", "--org", tenant.org_id)
-    (token_id,) = [line.split()[0] for line in listing.stdout.splitlines() if line.endswith("gone")]
-    revoked = stack.htk("token", "revoke", token_id)
-    assert revoked.returncode == 0, revoked.stderr
+    revoke_token(stack.env, token_id)
     return token
 
 
