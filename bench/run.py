@@ -37,7 +37,8 @@ from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
 from tests.support.otlp import otlp_sink
-from tests.support.stack import Stack, create_token, running_stack
+from tests.support.stack import Stack, running_stack
+from tests.support.tokens import create_token
 
 DATA_DIR = CHECKOUT / ".bench-data"
 DEFAULT_PROCESSES = 1_000_000

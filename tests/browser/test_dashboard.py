@@ -24,7 +24,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from htk.processes.v1 import process_service_pb2
 from server.settings import CHECKOUT
 from tests.chaos.helpers import kill_worker, wait_until
-from tests.support.stack import Stack, create_token, running_stack
+from tests.support.stack import Stack, running_stack
+from tests.support.tokens import create_token
 
 CHROMIUM = shutil.which("chromium")
 SCREENSHOTS = CHECKOUT / "build" / "screenshots"

@@ -1,5 +1,5 @@
-"""The fixtures of the end-to-end tests: one stack for the session (see
-tests/support/stack.py), clients of it, and an organization per test."""
+"""The fixtures of the end-to-end tests: clients of the session's stack (see
+tests/conftest.py), a second pair of instances, and an organization per test."""
 
 import os
 import re
@@ -17,12 +17,6 @@ from server.settings import CHECKOUT
 from server.storage.embedded import embedded_database
 from tests.support.orgs import Org
 from tests.support.stack import Stack, running_stack
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack")) as running:
-        yield running
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from google.protobuf import descriptor_pb2
 
 from server.settings import CHECKOUT
 from tests.support.orgs import Org
-from tests.support.stack import Stack, create_token
+from tests.support.stack import Stack
+from tests.support.tokens import create_token
 
 DESCRIPTOR_SET = CHECKOUT / "envoy" / "process_service.binpb"
 UNAUTHENTICATED = 16

@@ -27,7 +27,8 @@ from server.domain.processes import EventType, UpdateType
 from tests.e2e.test_rest_contract import PROCESSES, create_process, ok, update
 from tests.support.orgs import Org
 from tests.support.sse import kind, messages
-from tests.support.stack import Stack, create_token
+from tests.support.stack import Stack
+from tests.support.tokens import create_token
 
 Json = dict[str, Any]
 APPROVER = "event-types approver"

@@ -24,6 +24,7 @@ from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from server.domain.tokens import generate_token
 from tests.support.orgs import Org
 from tests.support.stack import Stack
+from tests.support.tokens import created_token, revoke_token
 
 Stub = pb_grpc.ProcessServiceStub
 UpdateReq = pb.UpdateProcessRequest
@@ -420,11 +421,10 @@ def test_every_method_needs_a_valid_token(
 
 def test_a_revoked_token_is_refused(grpc_stub: Stub, stack: Stack) -> None:
     org_id = f"org-{uuid.uuid4().hex[:12]}"
-    org = Org(org_id=org_id, writer=stack.token(org_id), reader="")
+    token_id, token = created_token(stack.env, org_id)
+    org = Org(org_id=org_id, writer=token, reader="")
     assert create(grpc_stub, org).status == "running"
-    listing = stack.htk("token", "list", "--org", org_id).stdout
-    (token_id,) = [line.split()[0] for line in listing.splitlines()[1:]]  # under the header
-    assert stack.htk("token", "revoke", token_id).returncode == 0
+    revoke_token(stack.env, token_id)
 
     error = rpc_error(grpc.StatusCode.UNAUTHENTICATED, lambda: create(grpc_stub, org))
     assert error.details() == "invalid token: unknown or revoked"

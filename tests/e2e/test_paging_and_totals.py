@@ -2,20 +2,18 @@
 checked against a model kept by the test and against PostgreSQL itself.
 
 A page token must visit every matching process exactly once, in sort order,
-whatever the page sizes; `total` is read from `process_counts`, which triggers
-keep in step with every insert and status change (migration 0002), so it is
-compared with `SELECT count(*)` after creates, status changes and concurrent
-status changes. A search's total sums `process_name_counts`, which triggers
-keep per name too (migration 0005): it is held to what ILIKE on the
-processes' names counts.
+whatever the page sizes (over REST here, for every filter combination; over
+gRPC in process, tests/service/test_paging.py); `total` is read from
+`process_counts`, which triggers keep in step with every insert and status
+change (migration 0002), so it is compared with `SELECT count(*)` after
+creates, status changes and concurrent status changes. A search's total sums
+`process_name_counts`, which triggers keep per name too (migration 0005): it
+is held to what ILIKE on the processes' names counts.
 """
 
 import asyncio
 import itertools
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -29,97 +27,26 @@ from tests.e2e.test_grpc import Stub, assert_invalid_argument, rpc_error
 from tests.e2e.test_rest_contract import PROCESSES, Json, list_processes, listed_ids
 from tests.e2e.test_rest_errors import assert_invalid_field
 from tests.support.orgs import Org
+from tests.support.paging import (
+    CATALOG_SIZE,
+    FILTER_CASES,
+    LIMITS,
+    STEPS,
+    Catalog,
+    Filters,
+    Known,
+    catalog_ending,
+    creating,
+    finishing,
+    model_of,
+    tie_start_times,
+)
 from tests.support.stack import Stack
 
 if TYPE_CHECKING:
     from htk.processes.v1.process_service_pb2_grpc import (
         ProcessServiceAsyncStub as AsyncStub,
     )
-
-NAMESPACES = ("alpha", "beta", "gamma")
-# Names for the searches: "deploy" in two spellings, and LIKE's wildcards taken literally.
-NAMES = ("Deploy web", "deploy API", "Build 50% done", "Nightly_backup")
-STEPS = (pb.StepDef(key="build", label="Build"),)
-# Page sizes a client might switch between while following tokens.
-LIMITS = (3, 1, 5, 2)
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the test knows of one process: enough to filter and sort it."""
-
-    process_id: str
-    namespace: str  # qualified, "<org>.<name>"
-    name: str
-    status: str
-    started_at: datetime
-
-
-@dataclass(frozen=True)
-class Filters:
-    status: str = ""
-    namespace: str = ""  # bare, as a client sends it
-    search: str = ""
-    sort: str = ""
-
-    def params(self) -> dict[str, str]:
-        return {name: value for name, value in vars(self).items() if value}
-
-    def request(self, limit: int, page_token: str = "") -> pb.ListProcessesRequest:
-        return pb.ListProcessesRequest(
-            status=self.status,
-            namespace=self.namespace,
-            search=self.search,
-            sort=self.sort,
-            limit=limit,
-            page_token=page_token,
-        )
-
-    def matches(self, org_id: str, process: Known) -> bool:
-        return (
-            (not self.status or process.status == self.status)
-            and (not self.namespace or process.namespace == f"{org_id}.{self.namespace}")
-            and (not self.search or self.search.lower() in process.name.lower())
-        )
-
-    def expected(self, org_id: str, processes: list[Known]) -> list[str]:
-        """The matching process ids in sort order: start time, ties broken by id."""
-        matching = [process for process in processes if self.matches(org_id, process)]
-        matching.sort(key=lambda p: (p.started_at, uuid.UUID(p.process_id)))
-        if self.sort != "oldest":
-            matching.reverse()
-        return [process.process_id for process in matching]
-
-
-# Every filter combination List has, both sort orders for some.
-FILTER_CASES = [
-    Filters(),
-    Filters(sort="oldest"),
-    Filters(status="running"),
-    Filters(status="completed", sort="oldest"),
-    Filters(status="failed"),
-    Filters(namespace="alpha"),
-    Filters(namespace="beta", sort="oldest"),
-    Filters(namespace="alpha", status="running"),
-    Filters(namespace="gamma", status="completed", sort="oldest"),
-    Filters(search="deploy"),
-    Filters(search="DEPLOY", sort="oldest"),
-    Filters(search="50%"),
-    Filters(search="deploy", status="running"),
-    Filters(search="y_b", status="completed", sort="oldest"),
-    Filters(search="deploy", namespace="beta", status="running"),
-]
-
-
-def model_of(stack: Stack, org_id: str) -> list[Known]:
-    """The organization's processes as stored (started_at to the microsecond)."""
-    with psycopg.connect(stack.database_url) as connection:
-        rows = connection.execute(
-            "SELECT process_id, namespace, name, status, started_at FROM processes"
-            " WHERE org_id = %s",
-            (org_id,),
-        ).fetchall()
-    return [Known(str(row[0]), row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def sql_count(stack: Stack, org_id: str, filters: Filters) -> int:
@@ -147,22 +74,10 @@ def sql_count(stack: Stack, org_id: str, filters: Filters) -> int:
 
 def create_many(stub: Stub, org: Org, count: int) -> list[str]:
     """Creates `count` processes, cycling through the namespaces and names."""
-    ids = []
-    for index in range(count):
-        request = pb.CreateProcessRequest(
-            namespace=NAMESPACES[index % len(NAMESPACES)],
-            name=f"{NAMES[index % len(NAMES)]} #{index}",
-            step_defs=STEPS,
-        )
-        ids.append(stub.CreateProcess(request, metadata=org.metadata()).process_id)
-    return ids
-
-
-def finishing(process_id: str, status: str) -> pb.UpdateProcessRequest:
-    """The update that ends a process as `completed` or `failed`."""
-    if status == "failed":
-        return pb.UpdateProcessRequest(process_id=process_id, type="failed", error="boom")
-    return pb.UpdateProcessRequest(process_id=process_id, type="completed")
+    return [
+        stub.CreateProcess(creating(index), metadata=org.metadata()).process_id
+        for index in range(count)
+    ]
 
 
 def finish(stub: Stub, org: Org, process_id: str, status: str) -> None:
@@ -187,53 +102,17 @@ def rest_walk(rest: httpx.Client, org: Org, filters: Filters) -> Iterator[Json]:
             return
 
 
-def grpc_walk(stub: Stub, org: Org, filters: Filters) -> Iterator[pb.ListProcessesResponse]:
-    token = ""
-    for limit in itertools.cycle(LIMITS):
-        request = filters.request(limit, token)
-        page = stub.ListProcesses(request, metadata=org.metadata(org.reader))
-        assert (page.limit, page.offset) == (limit, 0), page
-        yield page
-        token = page.next_page_token
-        if not token:
-            return
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """An organization with processes to page through, and what the test knows of them."""
-
-    org: Org
-    processes: list[Known]
-
-
 @pytest.fixture(scope="module")
 def catalog(stack: Stack, grpc_stub: Stub) -> Catalog:
-    """30 processes over 3 namespaces and 3 statuses, with ties in started_at.
-
-    Nine processes share one start time and three more start one microsecond
-    later: only process_id orders the first nine, and a page token that kept
-    less than microseconds would skip or repeat the three.
-    """
+    """The catalog (tests/support/paging.py) in an organization of its own."""
     org = stack.new_org("paging")
-    ids = create_many(grpc_stub, org, 30)
+    ids = create_many(grpc_stub, org, CATALOG_SIZE)
     for index, process_id in enumerate(ids):
-        if index % 5 == 1:
-            finish(grpc_stub, org, process_id, "completed")
-        elif index % 5 == 3:
-            finish(grpc_stub, org, process_id, "failed")
-    tie = datetime(2026, 2, 24, 12, 0, 0, 123456, tzinfo=UTC)
-    with psycopg.connect(stack.database_url) as connection:
-        connection.execute(
-            "UPDATE processes SET started_at = %s WHERE process_id = ANY(%s::uuid[])",
-            (tie, ids[2:11]),
-        )
-        connection.execute(
-            "UPDATE processes SET started_at = %s WHERE process_id = ANY(%s::uuid[])",
-            (tie + timedelta(microseconds=1), ids[20:23]),
-        )
-    processes = model_of(stack, org.org_id)
-    assert len(processes) == 30
+        if ending := catalog_ending(index):
+            finish(grpc_stub, org, process_id, ending)
+    tie_start_times(stack.database_url, ids)
+    processes = model_of(stack.database_url, org.org_id)
+    assert len(processes) == CATALOG_SIZE
     return Catalog(org, processes)
 
 
@@ -253,21 +132,6 @@ def test_rest_page_tokens_visit_every_match_once_in_sort_order(
     assert [page["next_page_token"] == "" for page in pages] == [False] * (len(pages) - 1) + [True]
     for page, limit in zip(pages[:-1], itertools.cycle(LIMITS), strict=False):
         assert len(page["processes"]) == limit
-
-
-@pytest.mark.parametrize("filters", FILTER_CASES, ids=lambda f: repr(f.params()))
-def test_grpc_page_tokens_visit_every_match_once_in_sort_order(
-    grpc_stub: Stub, catalog: Catalog, filters: Filters
-) -> None:
-    expected = filters.expected(catalog.org.org_id, catalog.processes)
-
-    pages = list(grpc_walk(grpc_stub, catalog.org, filters))
-
-    visited = [process.process_id for page in pages for process in page.processes]
-    assert visited == expected
-    assert {page.total for page in pages} == {len(expected)}
-    assert [page.next_page_token == "" for page in pages][-1]
-    assert all(page.next_page_token for page in pages[:-1])
 
 
 def test_tokens_of_rest_and_grpc_are_interchangeable(
@@ -454,7 +318,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
     stack: Stack, rest: httpx.Client, grpc_stub: Stub, org: Org
 ) -> None:
     ids = create_many(grpc_stub, org, 16)
-    processes = model_of(stack, org.org_id)
+    processes = model_of(stack.database_url, org.org_id)
     assert_totals_exact(stack, rest, grpc_stub, org, processes)
     assert_counters_match(stack, org.org_id)
     assert_name_counters_match(stack, org.org_id)
@@ -466,7 +330,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
             finish(grpc_stub, org, process_id, "completed")
         elif index % 4 == 1:
             finish(grpc_stub, org, process_id, "failed")
-    processes = model_of(stack, org.org_id)
+    processes = model_of(stack.database_url, org.org_id)
     statuses = sorted(process.status for process in processes)
     assert (statuses.count("completed"), statuses.count("failed")) == (6, 3)
     assert_totals_exact(stack, rest, grpc_stub, org, processes)
@@ -484,7 +348,7 @@ def test_total_is_exact_for_every_filter_and_follows_status_changes(
     rpc_error(
         grpc.StatusCode.FAILED_PRECONDITION, lambda: finish(grpc_stub, org, finished, "failed")
     )
-    assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
+    assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack.database_url, org.org_id))
     assert_counters_match(stack, org.org_id)
     assert_name_counters_match(stack, org.org_id)
 
@@ -502,7 +366,7 @@ def test_totals_of_one_organization_ignore_the_others(
     page = list_processes(rest, org, search="deploy")
     assert page["total"] == 2
     assert {process["process_id"] for process in page["processes"]} <= {
-        known.process_id for known in model_of(stack, org.org_id)
+        known.process_id for known in model_of(stack.database_url, org.org_id)
     }
     assert list_processes(rest, org, search="deploy", status="running")["total"] == 2
     assert list_processes(rest, other, search="deploy", namespace="alpha")["total"] == 1
@@ -613,7 +477,7 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
         assert list_processes(rest, org, **params)["total"] == count
 
     # And a second wave over the newcomers, in both directions of the counters' key order.
-    processes = model_of(stack, org.org_id)
+    processes = model_of(stack.database_url, org.org_id)
     running = [p.process_id for p in processes if p.status == "running"]
     async with grpc.aio.insecure_channel(stack.envoy_target) as channel:
         stub = pb_grpc.ProcessServiceStub(channel)
@@ -621,4 +485,4 @@ async def test_counters_stay_exact_under_concurrent_status_changes_and_creates(
     assert_counters_match(stack, org.org_id)
     assert_name_counters_match(stack, org.org_id)
     assert list_processes(rest, org, namespace="busy", status="running")["total"] == 0
-    assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack, org.org_id))
+    assert_totals_exact(stack, rest, grpc_stub, org, model_of(stack.database_url, org.org_id))

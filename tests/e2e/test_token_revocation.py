@@ -17,6 +17,7 @@ from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from tests.e2e.test_rest_contract import PROCESSES, create_body
 from tests.support.stack import Stack
+from tests.support.tokens import created_token
 
 # What the README promises.
 REVOCATION_SECONDS = 1.0
@@ -64,11 +65,7 @@ def paths_and_token(two_instances: tuple[Stack, Stack]) -> Iterator[tuple[list[P
     assert len(a.workers()) >= 2 and len(b.workers()) >= 2
     org_id = f"revoke-{uuid.uuid4().hex[:12]}"
     writer = a.token(org_id)
-    created = a.htk("token", "create", "--org", org_id, "--scopes", "", "--name", "to-revoke")
-    assert created.returncode == 0, created.stderr
-    token = created.stdout.strip()
-    listing = a.htk("token", "list", "--org", org_id)
-    (token_id,) = [line.split()[0] for line in listing.stdout.splitlines() if "to-revoke" in line]
+    token_id, token = created_token(a.env, org_id, scopes="", name="to-revoke")
 
     with ExitStack() as stack:
         paths = []
@@ -82,7 +79,7 @@ def paths_and_token(two_instances: tuple[Stack, Stack]) -> Iterator[tuple[list[P
         for path in paths:
             for _ in range(CALLS_PER_PATH):
                 assert not path()
-        yield paths, token_id
+        yield paths, str(token_id)
 
 
 def revoke_by_sql(stack: Stack, token_id: str) -> None:

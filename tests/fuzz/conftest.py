@@ -1,5 +1,6 @@
-"""Fixtures of the fuzz tests: a stack of their own, an organization with a
-writer and a reader token, and the OpenAPI document loaded for schemathesis.
+"""Fixtures of the fuzz tests: an organization of their own (on the session's
+stack, tests/conftest.py) with a writer and a reader token, and the OpenAPI
+document loaded for schemathesis.
 
 HTK_FUZZ_EXAMPLES sets how many cases each operation or property gets:
 `make fuzz` runs 1000, a plain `pytest` (and so `make test`) a quick 50.
@@ -7,7 +8,6 @@ HTK_FUZZ_EXAMPLES sets how many cases each operation or property gets:
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from schemathesis import BaseSchema, GenerationMode
 
 from tests.support.orgs import Org
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = ROOT / "docs" / "openapi.json"
@@ -40,12 +40,6 @@ def fuzz_settings(**overrides: Any) -> hypothesis.settings:
         "suppress_health_check": list(hypothesis.HealthCheck),
     }
     return hypothesis.settings(**(options | overrides))
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("fuzz-stack")) as running:
-        yield running
 
 
 @pytest.fixture(scope="session")

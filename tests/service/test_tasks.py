@@ -1,8 +1,10 @@
 """Tasks and step deadlines in process, with the clock under the test's control:
-the races between completions, updates and timeouts have exactly one winner."""
+the races between completions, updates and timeouts have exactly one winner;
+and the rules of completing and listing tasks, which need no Envoy to check."""
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -189,3 +191,142 @@ async def test_a_completion_whose_comment_would_overfill_the_process_is_refused(
         pb.GetProcessRequest(process_id=process.process_id), metadata=org.metadata()
     )
     assert stored.ByteSize() < 600 * 1024
+
+
+# --- the rules of completing and listing tasks (moved here from tests/e2e/test_tasks.py,
+# which keeps one test per path and shape through Envoy) ---
+
+APPROVER = "alice@acme"
+REVIEW_STEPS = [
+    pb.StepDef(key="build", label="Build"),
+    pb.StepDef(key="review", label="Review", human=True),
+    pb.StepDef(key="deploy", label="Deploy"),
+]
+
+
+@pytest.fixture
+async def person(server: InProcessServer, org: Org) -> str:
+    """A person's token: it may complete tasks, and nothing else beyond reading."""
+    return await server.token(org.org_id, "tasks:complete", name=APPROVER)
+
+
+async def _created(
+    processes: "pb_grpc.ProcessServiceAsyncStub", org: Org, namespace: str = "deployments"
+) -> pb.Process:
+    return await processes.CreateProcess(
+        pb.CreateProcessRequest(namespace=namespace, name="Release", step_defs=REVIEW_STEPS),
+        metadata=org.metadata(),
+    )
+
+
+async def _reviewed(
+    processes: "pb_grpc.ProcessServiceAsyncStub", org: Org, namespace: str = "deployments"
+) -> tuple[str, str]:
+    """A process whose human step `review` is open; its id and its task's."""
+    process = await _created(processes, org, namespace)
+    await processes.UpdateProcess(
+        pb.UpdateProcessRequest(process_id=process.process_id, type="step_started", step="review"),
+        metadata=org.metadata(),
+    )
+    return process.process_id, process.task_ids[0]
+
+
+async def _refusal(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    return refused.value
+
+
+async def test_a_rejection_fails_the_step_with_the_comment(
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    person: str,
+) -> None:
+    process_id, task_id = await _reviewed(processes, org)
+    done = await tasks.CompleteTask(
+        tasks_pb.CompleteTaskRequest(task_id=task_id, outcome="rejected", comment="tests are red"),
+        metadata=org.metadata(person),
+    )
+    assert (done.status, done.outcome) == ("completed", "rejected")
+    get = pb.GetProcessRequest(process_id=process_id)
+    review = (await processes.GetProcess(get, metadata=org.metadata())).timeline[1]
+    assert (review.status, review.error, review.completed_by) == (
+        "failed", "rejected: tests are red", APPROVER,
+    )  # fmt: skip
+
+    other_id, other_task = await _reviewed(processes, org)
+    await tasks.CompleteTask(
+        tasks_pb.CompleteTaskRequest(task_id=other_task, outcome="rejected"),
+        metadata=org.metadata(person),
+    )
+    get = pb.GetProcessRequest(process_id=other_id)
+    assert (await processes.GetProcess(get, metadata=org.metadata())).timeline[1].error == (
+        "rejected"
+    )
+
+
+async def test_a_task_that_is_not_open_cannot_be_completed(
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    person: str,
+) -> None:
+    process = await _created(processes, org)
+    (task_id,) = process.task_ids
+    approve = tasks_pb.CompleteTaskRequest(task_id=task_id, outcome="approved")
+    refused = await _refusal(tasks.CompleteTask(approve, metadata=org.metadata(person)))
+    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "pending" in (refused.details() or "")
+
+    # The pipeline completing the step itself cancels the task.
+    await processes.UpdateProcess(
+        pb.UpdateProcessRequest(
+            process_id=process.process_id, type="step_completed", step="review"
+        ),
+        metadata=org.metadata(),
+    )
+    cancelled = await tasks.GetTask(
+        tasks_pb.GetTaskRequest(task_id=task_id), metadata=org.metadata()
+    )
+    assert cancelled.status == "cancelled"
+    refused = await _refusal(tasks.CompleteTask(approve, metadata=org.metadata(person)))
+    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "cancelled" in (refused.details() or "")
+
+
+async def test_tasks_list_by_status_namespace_and_process_with_exact_totals_and_pages(
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+) -> None:
+    opened = [await _reviewed(processes, org, namespace="releases") for _ in range(3)]
+    pending = await _created(processes, org, namespace="hotfixes")
+
+    async def listed(**fields: Any) -> tasks_pb.ListTasksResponse:
+        request = tasks_pb.ListTasksRequest(**fields)
+        return await tasks.ListTasks(request, metadata=org.metadata(org.reader))
+
+    assert (await listed()).total == 4
+    assert (await listed(status="open")).total == 3
+    assert (await listed(status="pending")).tasks[0].task_id == pending.task_ids[0]
+    assert (await listed(namespace="hotfixes")).total == 1
+    assert (await listed(namespace=f"{org.org_id}.releases", status="open")).total == 3
+    only = await listed(process_id=opened[0][0])
+    assert [task.task_id for task in only.tasks] == [opened[0][1]]
+
+    # Newest first, page by page, without repeats or gaps.
+    seen: list[str] = []
+    page = await listed(limit=2)
+    while True:
+        seen += [task.task_id for task in page.tasks]
+        if not page.next_page_token:
+            break
+        page = await listed(limit=2, page_token=page.next_page_token)
+    assert seen == [pending.task_ids[0], *(task for _, task in reversed(opened))]
+
+    refused = await _refusal(
+        tasks.ListTasks(tasks_pb.ListTasksRequest(status="done"), metadata=org.metadata())
+    )
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.details() or "").startswith("status: ")

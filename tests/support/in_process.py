@@ -15,14 +15,13 @@ from pathlib import Path
 
 from server.app import Server, build_server
 from server.domain.processes import utc_now
-from server.domain.tokens import parse_scopes
-from server.service.tokens import TokenService
 from server.service.writes import Clock
 from server.settings import Settings
 from server.storage.database import Database
 from server.storage.embedded import embedded_database
 from server.storage.migrate import upgrade_to_latest
 from tests.support.orgs import Org
+from tests.support.tokens import new_token
 
 
 @contextmanager
@@ -56,12 +55,8 @@ class InProcessServer:
     server: Server
 
     async def token(self, org_id: str, scopes: str = "processes:write", name: str = "") -> str:
-        """A new token; named `name`, else a name of its own (names are unique
-        among an organization's active tokens)."""
-        _, token = await TokenService(self.database, self.clock).create(
-            org_id, name or f"test-{uuid.uuid4().hex[:8]}", parse_scopes(scopes)
-        )
-        return token
+        """A new token; named `name`, else a name of its own."""
+        return await new_token(self.database, self.clock, org_id, scopes, name)
 
     async def new_org(self, prefix: str = "org") -> Org:
         org_id = f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,6 +1,6 @@
 """The real stack for tests and the benchmark: `htk run` (PostgreSQL, the gRPC
 workers, Envoy) in a data folder of its own, on free ports, and tokens made
-by the `htk` CLI."""
+in its database (tests/support/tokens.py)."""
 
 import os
 import signal
@@ -20,6 +20,7 @@ import psutil
 
 from server.stack import wait_until_serving
 from tests.support.orgs import Org
+from tests.support.tokens import create_token, stack_database_url
 
 HTK = str(Path(sys.executable).parent / "htk")
 # Generous: a loaded machine, or the benchmark's database of a million rows.
@@ -35,18 +36,6 @@ def free_port() -> int:
 def htk(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Runs the htk CLI with `env`, which names the database (DATABASE_URL or HTK_DATA_DIR)."""
     return subprocess.run([HTK, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
-def create_token(
-    env: Mapping[str, str], org_id: str, scopes: str = "processes:write", name: str = ""
-) -> str:
-    """A new token of `org_id` (created if new), made by `htk token create`;
-    named `name`, else a name of its own (names are unique among active tokens)."""
-    name = name or f"tests-{uuid.uuid4().hex[:8]}"
-    result = htk(env, "token", "create", "--org", org_id, "--scopes", scopes, "--name", name)
-    if result.returncode != 0:
-        raise RuntimeError(f"htk token create failed: {result.stderr}")
-    return result.stdout.strip()
 
 
 @dataclass
@@ -97,8 +86,7 @@ class Stack:
     @property
     def database_url(self) -> str:
         """The stack's database, for tests that inspect what was stored."""
-        embedded = f"postgresql://postgres@/postgres?host={self.data_dir / 'postgres'}"
-        return self.env.get("DATABASE_URL") or embedded
+        return stack_database_url(self.env)
 
     @property
     def log_path(self) -> Path:
