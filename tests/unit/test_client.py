@@ -50,11 +50,21 @@ def test_safe_text_cannot_act_on_a_terminal(raw: object, shown: str) -> None:
         ("build:Build", {"key": "build", "label": "Build", "human": False}),
         ("review:Review:human", {"key": "review", "label": "Review", "human": True}),
         ("review:human", {"key": "review", "label": "review", "human": True}),
-        ("deploy:Deploy: prod", {"key": "deploy", "label": "Deploy: prod", "human": False}),
+        ("review::human", {"key": "review", "label": "review", "human": True}),
     ],
 )
 def test_step_options(spec: str, step: dict[str, object]) -> None:
     assert step_def(spec) == step
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["review:Review:Human", "review:Review:humna", "review:Review:", "review:Review:human:x",
+     "deploy:Deploy: prod"],
+)  # fmt: skip
+def test_a_third_part_other_than_human_is_refused_not_dropped(spec: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="only the word 'human'"):
+        step_def(spec)
 
 
 def test_a_step_needs_a_key() -> None:

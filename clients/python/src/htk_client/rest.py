@@ -24,7 +24,8 @@ STREAM_READ_TIMEOUT_SECONDS = 60.0
 # A watch that loses its stream resumes after the last event it delivered,
 # waiting longer after each attempt in a row that brings nothing (a restarting
 # server, a full one), and gives up after this many.
-RESUME_ATTEMPTS = 8
+# About 80 s in all: long enough for a whole server to restart on a busy machine.
+RESUME_ATTEMPTS = 20
 RESUME_FIRST_PAUSE_SECONDS = 0.2
 RESUME_LONGEST_PAUSE_SECONDS = 5.0
 # What the API says of a stream that may be resumed with `after_seq` (the
