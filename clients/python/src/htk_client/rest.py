@@ -137,8 +137,8 @@ class RestApi:
                     if finishes(message):
                         return
                     event = message.get("event")
-                    if isinstance(event, dict) and "seq" in event:
-                        after_seq = int(event["seq"])
+                    if (seq := last_seq(message)) is not None:
+                        after_seq = seq
                     # A stream that brings an event, or anything past its opening
                     # message (a snapshot or heartbeat), works: the next break is a
                     # first failure again. One that only opens and ends does not.
@@ -206,6 +206,17 @@ class RestApi:
 def resume_pause(failures: int) -> float:
     """The pause before the next attempt after `failures` in a row: doubling."""
     return min(RESUME_FIRST_PAUSE_SECONDS * 2.0 ** (failures - 1), RESUME_LONGEST_PAUSE_SECONDS)
+
+
+def last_seq(message: JsonObject) -> int | None:
+    """The seq a watch message brings the client up to: an event's, or the
+    snapshot's (so that a break right after it resumes with the events logged
+    since, not with a second snapshot that would skip them)."""
+    for kind in ("event", "process"):
+        item = message.get(kind)
+        if isinstance(item, dict) and "seq" in item:
+            return int(item["seq"])
+    return None
 
 
 def finishes(message: JsonObject) -> bool:

@@ -11,7 +11,14 @@ from rich.live import Live
 from rich.text import Text
 
 from htk_client.cli.options import command
-from htk_client.rest import ApiError, JsonObject, RestApi, Unreachable, in_background
+from htk_client.rest import (
+    ApiError,
+    JsonObject,
+    RestApi,
+    Unreachable,
+    in_background,
+    last_seq,
+)
 from htk_client.text import safe
 from htk_client.views import WatchView, event_line
 from htk_client.words import FINISHED
@@ -71,9 +78,8 @@ class Seen:
 
     def follow(self, stream: Iterable[JsonObject]) -> Iterator[JsonObject]:
         for message in stream:
-            event = message.get("event")
-            if isinstance(event, dict) and "seq" in event:
-                self.seq = int(event["seq"])
+            if (seq := last_seq(message)) is not None:
+                self.seq = seq
             yield message
 
 
