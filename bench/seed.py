@@ -284,10 +284,11 @@ def _random_process(
         steps=steps,
     )
     events = []
+    pipeline = Caller(org_id, frozenset(), "pipeline", _token_id("pipeline"))
     for offset_ms, action in history.actions:
         now = _at(started_ms + offset_ms)
         if isinstance(action, Update):
-            change = apply_update(process, action, now, by=_PIPELINE_TOKEN)
+            change = apply_update(process, action, now, by=pipeline)
         else:
             task_id = process.step(action.step).task_id
             assert task_id is not None  # only human steps are decided
@@ -300,9 +301,6 @@ def _random_process(
 
 
 # Seeded histories name their people, not tokens: ids made up from the names.
-_PIPELINE_TOKEN = uuid.uuid5(uuid.NAMESPACE_URL, "htk-bench:pipeline")
-
-
 def _token_id(name: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"htk-bench:{name}")
 

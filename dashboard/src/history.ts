@@ -15,7 +15,7 @@ export function historyTable(rows: HTMLElement): HTMLElement {
   return h(
     "table",
     { class: "events" },
-    h("thead", {}, h("tr", {}, ...["#", "Time", "Type", "Step", "What"].map((title) => h("th", { scope: "col" }, title)))),
+    h("thead", {}, h("tr", {}, ...["#", "Time", "Type", "Step", "By", "What"].map((title) => h("th", { scope: "col" }, title)))),
     rows,
   );
 }
@@ -89,6 +89,8 @@ function eventRow(event: ProcessEvent): HTMLElement {
     h("td", {}, formatTime(millis(event.timestamp))),
     h("td", {}, event.type),
     h("td", {}, event.step ?? ""),
+    // Who caused it: a token's name, or htk for a timeout; events logged before htk recorded it have none.
+    h("td", { class: "actor" }, event.actor ?? ""),
     h("td", {}, what),
   );
 }

@@ -82,6 +82,10 @@ def digest(token: str) -> bytes:
 
 
 MAX_TOKEN_NAME_LENGTH = 100
+# The actor of what htk does by itself (a step's timeout), beside the token
+# names that are the actors of calls: no token may take it, so that an
+# event's actor tells htk from a person or pipeline.
+SYSTEM_ACTOR = "htk"
 
 
 # Scripts that write one language together, and so may mix in one name.
@@ -102,6 +106,10 @@ def token_name(text: str) -> str:
         raise InvalidArgument("name", f"must be at most {MAX_TOKEN_NAME_LENGTH} characters")
     if not name.isprintable():
         raise InvalidArgument("name", "must not contain control characters (nor invisible ones)")
+    if name_key(name) == name_key(SYSTEM_ACTOR):
+        raise InvalidArgument(
+            "name", f"{SYSTEM_ACTOR!r} is htk's own name, the actor of what it does by itself"
+        )
     if len(scripts := _letter_scripts(name)) > 1:
         raise InvalidArgument(
             "name",

@@ -76,7 +76,7 @@ class ProcessService:
             name=name,
             step_defs=step_defs,
             now=self._clock(),
-            created_by=caller.token_id,
+            created_by=caller,
         )
 
         async def write(connection: AsyncConnection) -> bytes:
@@ -108,7 +108,7 @@ class ProcessService:
         async def write(connection: AsyncConnection) -> bytes:
             process = await load_locked(connection, caller.org_id, process_id)
             # Read under the lock, so recorded times follow the log's order.
-            applied = apply_update(process, change, self._clock(), by=caller.token_id)
+            applied = apply_update(process, change, self._clock(), by=caller)
             await record(connection, process, applied)
             return respond(applied.event)
 

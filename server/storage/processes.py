@@ -93,10 +93,11 @@ _INSERT_PROCESS = _notifying(ProcessRow)
 # MAX_EVENTS_PAGE_BYTES) pass `max_bytes`, but never before the first; one
 # more is read (not returned), and `found` counts them, to tell if more follow.
 _EVENTS_AFTER = """
-SELECT process_id, seq, type, step, payload, recorded_at, found FROM (
+SELECT process_id, seq, type, step, payload, recorded_at, actor, found FROM (
   SELECT *, count(*) OVER () AS found,
     row_number() OVER (ORDER BY seq) AS position,
-    sum(octet_length(payload::text) + octet_length(coalesce(step, '')) + %(overhead)s)
+    sum(octet_length(payload::text) + octet_length(coalesce(step, ''))
+        + octet_length(coalesce(actor, '')) + %(overhead)s)
       OVER (ORDER BY seq) AS bytes
   FROM (
     SELECT * FROM process_events
@@ -128,6 +129,7 @@ _PROCESS_COLUMNS = (
     "error",
     "update_count",
     "created_by_token_id",
+    "created_by",
 )
 # The process, and its steps in order with their tasks: each step a JSON
 # array of its columns and its task's (NULL for a step without a task).
@@ -168,8 +170,8 @@ WITH process AS (
     AS u({recordset(TaskRow.__table__, ("task_id", *TASK_STATE))})
   WHERE t.task_id = u.task_id
 ), event AS (
-  INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at)
-  VALUES (%(process_id)s, %(seq)s, %(type)s, %(step)s, %(payload)s, %(recorded_at)s)
+  INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at, actor)
+  VALUES (%(process_id)s, %(seq)s, %(type)s, %(step)s, %(payload)s, %(recorded_at)s, %(actor)s)
 )
 SELECT pg_notify(%(channel)s, %(notification)s)
 """  # noqa: S608
@@ -207,6 +209,7 @@ async def record_change(connection: AsyncConnection, process: Process, change: C
         "step": event.step,
         "payload": Jsonb(event.payload),
         "recorded_at": event.recorded_at,
+        "actor": event.actor,
         "channel": CHANNEL,
         "notification": Notification(process.org_id, process.process_id, event.seq).encode(),
     }
@@ -228,8 +231,15 @@ async def events_after(
     cursor = await in_one_round_trip(connection, (_EVENTS_AFTER, parameters))
     rows = await cursor.fetchall()
     events = [
-        Event(seq=seq, type=event_type(kind), step=step, payload=payload, recorded_at=recorded_at)
-        for _, seq, kind, step, payload, recorded_at, _ in rows
+        Event(
+            seq=seq,
+            type=event_type(kind),
+            step=step,
+            payload=payload,
+            recorded_at=recorded_at,
+            actor=actor,
+        )
+        for _, seq, kind, step, payload, recorded_at, actor, _ in rows
     ]
     return EventBatch(events=events, more=bool(rows) and rows[0][-1] > len(rows))
 
@@ -252,6 +262,7 @@ def _event(row: Row[Any]) -> Event:
         step=row.step,
         payload=row.payload,
         recorded_at=row.recorded_at,
+        actor=row.actor,
     )
 
 
@@ -281,6 +292,7 @@ def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
         started_at=row.started_at,
         step_count=row.step_count,
         task_ids=list(row.task_ids),
+        created_by=row.created_by,
     )
 
 
@@ -298,6 +310,7 @@ _SUMMARY_COLUMNS = (
     ProcessRow.started_at,
     ProcessRow.step_count,
     ProcessRow.task_ids,
+    ProcessRow.created_by,
 )
 
 
@@ -404,6 +417,7 @@ def _process_values(process: Process) -> dict[str, Any]:
         "error": process.error,
         "update_count": process.update_count,
         "created_by_token_id": process.created_by_token_id,
+        "created_by": process.created_by,
     }
 
 

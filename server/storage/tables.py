@@ -98,6 +98,9 @@ class ProcessRow(Base):
     # The token that created the process (no foreign key: tokens' rows may
     # go while processes stay). NULL for processes created before 0007.
     created_by_token_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # That token's name when it created the process. NULL before 0007, and
+    # where the token's row was gone by 0008.
+    created_by: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # Each List filter and both sort orders (scanned backwards for
@@ -219,6 +222,9 @@ class ProcessEvent(Base):
     step: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]]
     recorded_at: Mapped[datetime]
+    # The name of the token whose call logged the event, or `htk`; NULL for
+    # updates logged before 0008.
+    actor: Mapped[str | None] = mapped_column(Text)
 
 
 class Counts:

@@ -122,6 +122,7 @@ def process(process: Process) -> pb.Process:
         summary=process.summary,
         error=process.error,
         seq=process.update_count,
+        created_by=process.created_by,
     )
 
 
@@ -156,6 +157,7 @@ def _summary(summary: ProcessSummary) -> pb.ProcessSummary:
         started_at=_timestamp(summary.started_at),
         step_count=summary.step_count,
         task_ids=[str(task_id) for task_id in summary.task_ids],
+        created_by=summary.created_by,
     )
 
 
@@ -236,6 +238,7 @@ def event(event: Event) -> pb.ProcessEvent:
         completed_by_token_id=payload.get("completed_by_token_id"),
         task_id=payload.get("task_id"),
         timeout_seconds=payload.get("timeout_seconds"),
+        actor=event.actor,
     )
 
 

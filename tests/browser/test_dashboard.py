@@ -274,6 +274,8 @@ def test_a_process_shows_its_timeline_and_follows_updates(
     expect(build.locator(".chip")).to_have_text("completed")
     expect(build.locator(".data")).to_contain_text('"image_tag": "v2.1.0-abc123"')
     expect(page.locator(".events tbody tr")).to_have_count(3)
+    # Who did it: the pipeline's token, by name.
+    expect(page.locator(".events tbody tr").last.locator(".actor")).to_have_text("pipeline")
     assert page.evaluate("window.notReloaded")
     report(live_update_layout_shift=page.evaluate(LAYOUT_SHIFT))
 

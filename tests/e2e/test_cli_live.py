@@ -67,8 +67,9 @@ def test_events_lists_the_log_in_order_and_after_a_sequence_number(
     assert [event["type"] for event in events] == ["step_started", "progress"]
 
     table = htk(env, "processes", "events", process_id)
-    assert re.search(r"^SEQ\s+TIME\s+TYPE", table.stdout, re.M)
-    assert re.search(r"progress\s+build\s+message=half percent=40", table.stdout)
+    assert re.search(r"^SEQ\s+TIME\s+TYPE\s+STEP\s+BY", table.stdout, re.M)
+    writer = rest.get("/api/v1/caller", headers=org.auth()).json()["token_name"]
+    assert re.search(rf"progress\s+build\s+{writer}\s+message=half percent=40", table.stdout)
     later = htk(env, "processes", "events", process_id, "--after-seq", str(events[0]["seq"]))
     assert "step_started" not in later.stdout and "progress" in later.stdout
 

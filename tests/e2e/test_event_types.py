@@ -39,11 +39,22 @@ STEPS = [
     {"key": "cleanup", "label": "Clean up"},
 ]
 # What each type of event shows, beside its seq, type and timestamp: one row
-# per type. "<task>" and "<approver>" stand for the ids only known at run time.
+# per type. "<task>" and "<approver>" stand for the ids only known at run
+# time, "<writer>" for the name of the organization's writer token.
 EXPECTED: dict[str, Json] = {
-    "step_started": {"step": "build", "detail": "from main"},
-    "progress": {"step": "build", "message": "compiling", "percent": 50},
-    "step_completed": {"step": "build", "detail": "built", "data": {"image": "v2", "layers": 3}},
+    "step_started": {"step": "build", "detail": "from main", "actor": "<writer>"},
+    "progress": {
+        "step": "build",
+        "message": "compiling",
+        "percent": 50,
+        "actor": "<writer>",
+    },
+    "step_completed": {
+        "step": "build",
+        "detail": "built",
+        "data": {"image": "v2", "layers": 3},
+        "actor": "<writer>",
+    },
     "task_completed": {
         "step": "review",
         "task_id": "<task>",
@@ -51,15 +62,17 @@ EXPECTED: dict[str, Json] = {
         "comment": "looks right",
         "completed_by": APPROVER,
         "completed_by_token_id": "<approver>",
+        "actor": APPROVER,
     },
     "step_timed_out": {
         "step": "deploy",
         "error": "timed out after 1 s without an update",
         "timeout_seconds": 1,
+        "actor": "htk",
     },
-    "step_failed": {"step": "cleanup", "error": "disk full"},
-    "failed": {"error": "gave up"},
-    "completed": {"summary": "all done"},
+    "step_failed": {"step": "cleanup", "error": "disk full", "actor": "<writer>"},
+    "failed": {"error": "gave up", "actor": "<writer>"},
+    "completed": {"summary": "all done", "actor": "<writer>"},
 }
 # The fields an event may show; any other would be new and untested here.
 EVENT_KEYS = {"seq", "type", "timestamp"} | {key for row in EXPECTED.values() for key in row}
@@ -212,7 +225,8 @@ def logged(
         update(rest, org, first, {"type": "failed", "error": "gave up"})
         second = create_process(rest, org)["process_id"]
         update(rest, org, second, {"type": "completed", "summary": "all done"})
-    placeholders = {"<task>": task_id, "<approver>": token_id}
+    writer = ok(rest.get("/api/v1/caller", headers=org.auth()))["token_name"]
+    placeholders = {"<task>": task_id, "<approver>": token_id, "<writer>": writer}
     return {
         "placeholders": placeholders,
         "processes": [first, second],

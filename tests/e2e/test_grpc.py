@@ -149,7 +149,7 @@ def test_create_get_and_list_round_trip(any_stub: Stub, org: Org) -> None:
     # No current_step, finished_at, summary or error yet.
     assert set_fields(created) == [
         "process_id", "namespace", "name", "status", "step_defs", "timeline", "task_ids",
-        "started_at",
+        "started_at", "created_by",
     ]  # fmt: skip
     assert before - 1 <= created.started_at.ToDatetime().timestamp() <= time.time() + 1
     assert list(created.step_defs) == list(STEPS)
@@ -170,6 +170,7 @@ def test_create_get_and_list_round_trip(any_stub: Stub, org: Org) -> None:
         started_at=created.started_at,
         step_count=3,
         task_ids=created.task_ids,
+        created_by=created.created_by,
     )
     assert listed == pb.ListProcessesResponse(processes=[summary], total=1, limit=50, offset=0)
     assert not listed.processes[0].HasField("current_step")

@@ -36,6 +36,7 @@ PROCESS_KEYS = {
     "task_ids",
     "started_at",
     "seq",
+    "created_by",
 }
 SUMMARY_KEYS = {
     "process_id",
@@ -45,6 +46,7 @@ SUMMARY_KEYS = {
     "started_at",
     "step_count",
     "task_ids",
+    "created_by",
 }
 ACK_KEYS = {"process_id", "update_type", "timestamp", "seq"}
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -178,6 +180,7 @@ def test_a_new_process_is_running_with_all_steps_pending(rest: httpx.Client, org
         "task_ids": task_ids,
         "started_at": created["started_at"],
         "seq": 0,
+        "created_by": created["created_by"],  # the token's name: tests/e2e/test_actors.py
     }
     started_at = moment(created["started_at"])
     assert before - timedelta(seconds=5) <= started_at <= datetime.now(UTC) + timedelta(seconds=5)

@@ -105,6 +105,7 @@ def test_a_person_approves_a_human_step_and_the_process_goes_on(
         "comment": "LGTM",
         "completed_by": APPROVER,
         "completed_by_token_id": done["completed_by_token_id"],
+        "actor": APPROVER,
     }
     # The pipeline carries on.
     update(rest, org, process_id, {"type": "step_started", "step": "deploy"})

@@ -88,6 +88,9 @@ async def test_a_watch_sends_the_process_then_its_events_and_ends_with_the_finis
         "timestamp": progress.timestamp.ToJsonString(),
         "step": "build",
         "percent": 40,
+        "actor": (
+            await processes.GetCaller(pb.GetCallerRequest(), metadata=org.metadata())
+        ).token_name,
     }
     assert (completed.type, completed.summary, completed.HasField("step")) == (
         "completed",

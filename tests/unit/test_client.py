@@ -20,7 +20,7 @@ from htk_client.cli.options import step_def
 from htk_client.cli.watch import lines
 from htk_client.rest import server_sent_events
 from htk_client.text import safe, show_duration
-from htk_client.views import WatchView, event_line
+from htk_client.views import WatchView, event_line, event_text
 from htk_client.words import FINISHED, PROCESS_STATUSES, UPDATE_TYPES
 
 
@@ -50,11 +50,31 @@ def test_safe_text_cannot_act_on_a_terminal(raw: object, shown: str) -> None:
         ("build:Build", {"key": "build", "label": "Build", "human": False}),
         ("review:Review:human", {"key": "review", "label": "Review", "human": True}),
         ("review:human", {"key": "review", "label": "review", "human": True}),
-        ("deploy:Deploy: prod", {"key": "deploy", "label": "Deploy: prod", "human": False}),
+        ("review::human", {"key": "review", "label": "review", "human": True}),
     ],
 )
 def test_step_options(spec: str, step: dict[str, object]) -> None:
     assert step_def(spec) == step
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["review:Review:Human", "review:Review:humna", "review:Review:", "review:Review:human:x",
+     "deploy:Deploy: prod"],
+)  # fmt: skip
+def test_a_third_part_other_than_human_is_refused_not_dropped(spec: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="only the word 'human'"):
+        step_def(spec)
+
+
+def test_an_events_data_prints_as_json_and_its_actor_as_who() -> None:
+    event = {"seq": 3, "type": "step_completed", "step": "build", "actor": "ci-pipeline",
+             "data": {"image_tag": "v2", "ok": True, "layers": None}}  # fmt: skip
+    assert event_text(event) == 'data={"image_tag": "v2", "ok": true, "layers": null}'
+    assert event_line(event) == (
+        "step_completed  build  by ci-pipeline  "
+        'data={"image_tag": "v2", "ok": true, "layers": null}'
+    )
 
 
 def test_a_step_needs_a_key() -> None:

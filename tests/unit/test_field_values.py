@@ -23,6 +23,7 @@ import server.domain.processes as domain
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import values_pb2
 from server.domain.errors import InvalidArgument
+from server.domain.tokens import Caller
 from server.domain.watch import change_filter
 from server.transport import messages
 
@@ -49,7 +50,7 @@ VALIDATE: dict[str, Callable[[Any], object]] = {
         name=request.name,
         step_defs=messages.step_defs(request),
         now=NOW,
-        created_by=uuid.uuid4(),
+        created_by=Caller(ORG, frozenset(), "ci", uuid.uuid4()),
     ),
     "UpdateProcessRequest": lambda request: domain.validate_update(messages.update(request)),
     "ListProcessEventsRequest": lambda request: domain.events_page(

@@ -54,6 +54,7 @@ def summary(
         started_at=started_at,
         step_count=3,
         task_ids=[],
+        created_by="ci-pipeline",
     )
 
 

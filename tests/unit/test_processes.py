@@ -33,10 +33,12 @@ from server.domain.processes import (
     validate_update,
 )
 from server.domain.tasks import TaskStatus
+from server.domain.tokens import Caller, Scope
 
 ORG = "acme"
 T0 = datetime(2026, 2, 24, 12, 0, tzinfo=UTC)
-PIPELINE = uuid.uuid4()  # UTC is timezone.utc (ruff UP017)
+# UTC is timezone.utc (ruff UP017)
+PIPELINE = Caller(ORG, frozenset({Scope.PROCESSES_WRITE}), "ci-pipeline", uuid.uuid4())
 STEP_DEFS = (
     StepDef("build", "Build", human=False),
     StepDef("test", "Test", human=False),
@@ -339,6 +341,7 @@ def test_step_started_runs_a_pending_step(process: Process) -> None:
             step="test",
             payload={"detail": "Running tests"},
             recorded_at=at(5),
+            actor="ci-pipeline",
         ),
         step_positions=(1,),
     )
@@ -382,6 +385,7 @@ def test_step_completed_finishes_a_running_step(process: Process) -> None:
             step="build",
             payload={"detail": "Built", "data": {"tag": "v2"}},
             recorded_at=at(120),
+            actor="ci-pipeline",
         ),
         step_positions=(0,),
     )
@@ -442,6 +446,7 @@ def test_step_failed_records_the_error(process: Process, prior: StepStatus) -> N
         step="test",
         payload={"error": "3 tests failed"},
         recorded_at=now,
+        actor="ci-pipeline",
     )
     assert change.step_positions == (1,)
     step = process.step("test")
@@ -567,6 +572,7 @@ def test_completed_and_failed_finish_the_process(
             step=None,
             payload=update.sent_fields(),
             recorded_at=at(90),
+            actor="ci-pipeline",
         ),
         step_positions=(),
         # The human step's task waits for nothing any more (tests/unit/test_tasks.py).

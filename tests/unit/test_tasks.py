@@ -53,7 +53,7 @@ STEP_DEFS = (
 )
 APPROVE = Completion("approved", "Looks good")
 REVIEWER = Caller(ORG, frozenset({Scope.TASKS_COMPLETE}), "release-managers", uuid.uuid4())
-PIPELINE = uuid.uuid4()
+PIPELINE = Caller(ORG, frozenset({Scope.PROCESSES_WRITE}), "ci-pipeline", uuid.uuid4())
 
 
 def at(seconds: float) -> datetime:
@@ -290,6 +290,7 @@ def test_approving_completes_the_step_with_the_comment_as_detail(opened: Process
                 "completed_by_token_id": str(REVIEWER.token_id),
             },
             recorded_at=at(100),
+            actor=REVIEWER.token_name,
         ),
         step_positions=(1,),
         tasks=(review,),
@@ -493,6 +494,7 @@ def test_a_machine_step_times_out_at_its_deadline(process: Process) -> None:
             step="build",
             payload={"error": error, "timeout_seconds": 600},
             recorded_at=at(620),
+            actor="htk",
         ),
         step_positions=(0,),
         tasks=(),
@@ -813,20 +815,22 @@ def test_the_token_that_created_the_process_cannot_complete_its_task(opened: Pro
     error = unchanged(
         opened,
         FailedPrecondition,
-        lambda: complete_task(opened, task(opened).task_id, APPROVE, _caller(PIPELINE), at(100)),
+        lambda: complete_task(
+            opened, task(opened).task_id, APPROVE, _caller(PIPELINE.token_id), at(100)
+        ),
     )
     assert "separation of duties" in str(error)
     assert task(opened).status is TaskStatus.OPEN
 
 
 def test_the_token_that_started_the_step_cannot_complete_its_task(process: Process) -> None:
-    starter = uuid.uuid4()
+    starter = _caller(uuid.uuid4())
     apply_update(process, Update("step_started", step="review"), at(10), by=starter)
-    assert process.step("review").started_by_token_id == starter
+    assert process.step("review").started_by_token_id == starter.token_id
     error = unchanged(
         process,
         FailedPrecondition,
-        lambda: complete_task(process, task(process).task_id, APPROVE, _caller(starter), at(100)),
+        lambda: complete_task(process, task(process).task_id, APPROVE, starter, at(100)),
     )
     assert "separation of duties" in str(error)
 

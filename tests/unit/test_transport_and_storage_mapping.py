@@ -28,11 +28,12 @@ def test_every_payload_key_of_every_event_type_shows_in_the_message(
     kind: UpdateType | EventType,
 ) -> None:
     payload = {key: _SAMPLES.get(key, f"{key} text") for key in EVENT_FIELDS[kind]}
-    event = Event(1, kind, "build", payload, datetime(2026, 2, 24, tzinfo=UTC))
+    event = Event(1, kind, "build", payload, datetime(2026, 2, 24, tzinfo=UTC), "ci-pipeline")
     message = messages.event(event)
     assert {field.name for field, _ in message.ListFields()} == {
-        "seq", "type", "timestamp", "step", *payload,
+        "seq", "type", "timestamp", "step", "actor", *payload,
     }  # fmt: skip
+    assert message.actor == "ci-pipeline"
     for key, value in payload.items():
         shown = getattr(message, key)
         assert (dict(shown) if key == "data" else shown) == value
@@ -41,6 +42,11 @@ def test_every_payload_key_of_every_event_type_shows_in_the_message(
 def test_a_stored_key_the_message_lacks_is_left_out_not_a_failure() -> None:
     """Events logged by an older server must read back whatever they hold."""
     event = Event(
-        3, EventType.STEP_TIMED_OUT, "build", {"error": "late", "gone": 1}, datetime.now(UTC)
+        3, EventType.STEP_TIMED_OUT, "build", {"error": "late", "gone": 1}, datetime.now(UTC), None
     )
     assert messages.event(event).error == "late"
+
+
+def test_an_event_logged_before_actors_were_recorded_has_none() -> None:
+    event = Event(1, UpdateType.PROGRESS, "build", {"percent": 5}, datetime.now(UTC), None)
+    assert not messages.event(event).HasField("actor")

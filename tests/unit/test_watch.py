@@ -34,8 +34,9 @@ def _change(namespace: str, event_type: UpdateType | None) -> ProcessChange:
         started_at=NOW,
         step_count=1,
         task_ids=[],
+        created_by="ci-pipeline",
     )
-    event = None if event_type is None else Event(1, event_type, None, {}, NOW)
+    event = None if event_type is None else Event(1, event_type, None, {}, NOW, "ci-pipeline")
     return ProcessChange(summary, event)
 
 

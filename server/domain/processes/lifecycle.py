@@ -6,7 +6,6 @@ the event to log. No accepted change takes a process past MAX_PROCESS_BYTES.
 """
 
 import json
-import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -16,6 +15,7 @@ from server.domain.processes.limits import MAX_PROCESS_BYTES, JsonObject, json_b
 from server.domain.processes.model import Process, Step
 from server.domain.processes.updates import Event, EventType, Update, validate_update
 from server.domain.tasks import Task
+from server.domain.tokens import SYSTEM_ACTOR, Caller
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,9 @@ class Change:
     tasks: tuple[Task, ...] = ()
 
 
-def apply_update(process: Process, update: Update, now: datetime, *, by: uuid.UUID) -> Change:
-    """Applies one update, sent with the token `by`, to the process, or raises
-    and leaves it unchanged."""
+def apply_update(process: Process, update: Update, now: datetime, *, by: Caller) -> Change:
+    """Applies one update, sent with the token of `by`, to the process, or
+    raises and leaves it unchanged."""
     update_type = validate_update(update)
     if process.status is not ProcessStatus.RUNNING:
         raise FailedPrecondition(
@@ -47,7 +47,7 @@ def apply_update(process: Process, update: Update, now: datetime, *, by: uuid.UU
         changed = replace(step, task=replace(step.task) if step.task is not None else None)
         _apply_to_step(changed, update_type, update, now, seq)
         if update_type is UpdateType.STEP_STARTED:
-            changed.started_by_token_id = by
+            changed.started_by_token_id = by.token_id
         check_budget(process, step_bytes(changed) - step_bytes(step), _largest_field(update))
         vars(step).update(vars(changed))
         positions = (position,)
@@ -62,7 +62,14 @@ def apply_update(process: Process, update: Update, now: datetime, *, by: uuid.UU
     payload = update.sent_fields()
     payload.pop("step", None)
     return Change(
-        event=Event(seq=seq, type=update_type, step=update.step, payload=payload, recorded_at=now),
+        event=Event(
+            seq=seq,
+            type=update_type,
+            step=update.step,
+            payload=payload,
+            recorded_at=now,
+            actor=by.token_name,
+        ),
         step_positions=positions,
         tasks=tasks,
     )
@@ -90,7 +97,9 @@ def time_out(process: Process, step_key: str, now: datetime) -> Change | None:
     process.update_count = seq
     payload: JsonObject = {"error": error, "timeout_seconds": step.timeout_seconds}
     return Change(
-        event=Event(seq, EventType.STEP_TIMED_OUT, step.key, payload, recorded_at=now),
+        event=Event(
+            seq, EventType.STEP_TIMED_OUT, step.key, payload, recorded_at=now, actor=SYSTEM_ACTOR
+        ),
         step_positions=(process.steps.index(step),),
         tasks=tasks,
     )

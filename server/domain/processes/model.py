@@ -30,6 +30,7 @@ from server.domain.processes.limits import (
     JsonObject,
 )
 from server.domain.tasks import Task
+from server.domain.tokens import Caller
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,9 @@ class Process:
     # tasks (separation of duties). None for processes created before htk
     # recorded it.
     created_by_token_id: uuid.UUID | None = None
+    # That token's name, as it was then; None for processes created before
+    # htk recorded it.
+    created_by: str | None = None
 
     @property
     def current_step(self) -> str | None:
@@ -216,6 +220,8 @@ class ProcessSummary:
     started_at: datetime
     step_count: int
     task_ids: list[uuid.UUID]
+    # See Process.created_by.
+    created_by: str | None
 
 
 @dataclass(frozen=True)
@@ -254,7 +260,7 @@ def new_process(
     name: str,
     step_defs: Sequence[StepDef],
     now: datetime,
-    created_by: uuid.UUID,
+    created_by: Caller,
 ) -> Process:
     """Validates a creation request and returns the new, running process."""
     if not name.strip():
@@ -294,7 +300,8 @@ def new_process(
         namespace=qualified,
         name=name,
         started_at=now,
-        created_by_token_id=created_by,
+        created_by_token_id=created_by.token_id,
+        created_by=created_by.token_name,
         steps=[
             Step(
                 key=step_def.key,

@@ -60,7 +60,9 @@ def complete_task(
     payload["completed_by"] = by.token_name
     payload["completed_by_token_id"] = str(by.token_id)
     return Change(
-        event=Event(seq, EventType.TASK_COMPLETED, step.key, payload, recorded_at=now),
+        event=Event(
+            seq, EventType.TASK_COMPLETED, step.key, payload, recorded_at=now, actor=by.token_name
+        ),
         step_positions=(process.steps.index(step),),
         tasks=(task,),
     )

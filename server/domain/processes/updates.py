@@ -118,6 +118,9 @@ class Event:
     step: str | None
     payload: JsonObject
     recorded_at: datetime
+    # Who caused it: the name of the calling token, or SYSTEM_ACTOR for what
+    # htk does by itself. None only for events logged before htk recorded it.
+    actor: str | None
 
     @property
     def finishes_process(self) -> bool:

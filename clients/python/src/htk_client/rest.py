@@ -24,7 +24,8 @@ STREAM_READ_TIMEOUT_SECONDS = 60.0
 # A watch that loses its stream resumes after the last event it delivered,
 # waiting longer after each attempt in a row that brings nothing (a restarting
 # server, a full one), and gives up after this many.
-RESUME_ATTEMPTS = 8
+# About 80 s in all: long enough for a whole server to restart on a busy machine.
+RESUME_ATTEMPTS = 20
 RESUME_FIRST_PAUSE_SECONDS = 0.2
 RESUME_LONGEST_PAUSE_SECONDS = 5.0
 # What the API says of a stream that may be resumed with `after_seq` (the
@@ -136,8 +137,8 @@ class RestApi:
                     if finishes(message):
                         return
                     event = message.get("event")
-                    if isinstance(event, dict) and "seq" in event:
-                        after_seq = int(event["seq"])
+                    if (seq := last_seq(message)) is not None:
+                        after_seq = seq
                     # A stream that brings an event, or anything past its opening
                     # message (a snapshot or heartbeat), works: the next break is a
                     # first failure again. One that only opens and ends does not.
@@ -205,6 +206,17 @@ class RestApi:
 def resume_pause(failures: int) -> float:
     """The pause before the next attempt after `failures` in a row: doubling."""
     return min(RESUME_FIRST_PAUSE_SECONDS * 2.0 ** (failures - 1), RESUME_LONGEST_PAUSE_SECONDS)
+
+
+def last_seq(message: JsonObject) -> int | None:
+    """The seq a watch message brings the client up to: an event's, or the
+    snapshot's (so that a break right after it resumes with the events logged
+    since, not with a second snapshot that would skip them)."""
+    for kind in ("event", "process"):
+        item = message.get(kind)
+        if isinstance(item, dict) and "seq" in item:
+            return int(item["seq"])
+    return None
 
 
 def finishes(message: JsonObject) -> bool:

@@ -3,6 +3,7 @@ the live watch view, and one line per event where there is no terminal.
 Every string from the server goes through `safe` into a rich `Text`, which
 never interprets markup."""
 
+import json
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -97,6 +98,8 @@ def process_view(process: JsonObject) -> Group:
     facts.add_row("namespace", cell(process.get("namespace")))
     facts.add_row("status", status_cell(process.get("status")))
     facts.add_row("started", cell(show_time(process.get("started_at"))))
+    if process.get("created_by"):
+        facts.add_row("created by", cell(process["created_by"]))
     for label, key in (("finished", "finished_at"), ("summary", "summary"), ("error", "error")):
         if process.get(key):
             value = show_time(process[key]) if key == "finished_at" else process[key]
@@ -128,13 +131,14 @@ def step_note(entry: JsonObject) -> str:
 
 
 def events_table(events: list[JsonObject]) -> Table:
-    table = _table("SEQ", "TIME", "TYPE", "STEP", "DETAILS")
+    table = _table("SEQ", "TIME", "TYPE", "STEP", "BY", "DETAILS")
     for event in events:
         table.add_row(
             cell(event.get("seq")),
             cell(show_time(event.get("timestamp"))),
             cell(event.get("type")),
             cell(event.get("step")),
+            cell(event.get("actor")),
             cell(event_text(event)),
         )
     return table
@@ -144,7 +148,8 @@ def event_text(event: JsonObject) -> str:
     """An event's own fields, `key=value`, e.g. `message=Compiling... percent=50`."""
     parts = [f"{key}={event[key]}" for key in EVENT_TEXT_FIELDS if event.get(key) is not None]
     if event.get("data"):
-        parts.append(f"data={event['data']}")
+        # As JSON, so that a script can take it as it is.
+        parts.append(f"data={json.dumps(event['data'], ensure_ascii=False)}")
     return " ".join(parts)
 
 
@@ -154,6 +159,7 @@ def event_line(event: JsonObject) -> str:
         show_time(event.get("timestamp")),
         str(event.get("type", "")),
         str(event.get("step", "")),
+        f"by {event['actor']}" if event.get("actor") else "",
     ]
     return safe("  ".join(field for field in [*fields, event_text(event)] if field))
 

@@ -142,12 +142,20 @@ def idempotency_key(parser: argparse.ArgumentParser) -> None:
 
 
 def step_def(text: str) -> JsonObject:
-    """`KEY[:LABEL[:human]]` as a step definition."""
-    key, _, rest = text.partition(":")
-    human = rest == "human" or rest.endswith(":human")
-    label = rest.removesuffix("human").removesuffix(":") if human else rest
+    """`KEY[:LABEL[:human]]` as a step definition, read strictly: a third part
+    that is not exactly `human` (`Human`, `humna`) is refused rather than read
+    as an ordinary step, which would silently drop an approval gate."""
+    key, *rest = text.split(":")
     if not key:
         raise argparse.ArgumentTypeError(f"a step needs a key, as KEY[:LABEL[:human]]: {text!r}")
+    if len(rest) > 2 or (len(rest) == 2 and rest[1] != "human"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY[:LABEL[:human]]: after the label, only the word"
+            " 'human' may follow (and a label cannot hold ':')"
+        )
+    # `KEY:human` is a human step labelled by its key, as it always was.
+    human = rest[-1:] == ["human"]
+    label = rest[0] if len(rest) == 2 or (rest and not human) else ""
     return {"key": key, "label": label or key, "human": human}
 
 

@@ -3,14 +3,22 @@ see RestApi.watch_process) as a live view on a terminal, else a line per
 message."""
 
 import argparse
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
 from htk_client.cli.options import command
-from htk_client.rest import JsonObject, RestApi, in_background
+from htk_client.rest import (
+    ApiError,
+    JsonObject,
+    RestApi,
+    Unreachable,
+    in_background,
+    last_seq,
+)
 from htk_client.text import safe
 from htk_client.views import WatchView, event_line
 from htk_client.words import FINISHED
@@ -24,13 +32,21 @@ def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
         "Follow a process live until it finishes",
         "On a terminal: one row per step with its status, elapsed time, progress bar\n"
         "and message, redrawn as events arrive. Otherwise: one line per event. Returns\n"
-        "when the process completes or fails, and resumes after the last event seen if\n"
-        "the connection drops.",
+        "when the process completes or fails. If the connection drops or the server\n"
+        "restarts, it reconnects with a growing pause and resumes after the last event\n"
+        "seen; if it gives up, it says which --after-seq to resume from.",
         "  htk processes watch $PROCESS\n"
-        "  htk processes watch $PROCESS --exit-status && echo deployed",
+        "  htk processes watch $PROCESS --exit-status && echo deployed\n"
+        "  htk processes watch $PROCESS --after-seq 12",
         json_output=False,
     )
     watch.add_argument("process_id", metavar="ID")
+    watch.add_argument(
+        "--after-seq",
+        type=int,
+        metavar="N",
+        help="start after event N, with the events logged since (no snapshot)",
+    )
     watch.add_argument(
         "--exit-status",
         action="store_true",
@@ -39,9 +55,32 @@ def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
 
 
 def _watch(api: RestApi, args: argparse.Namespace, out: Console) -> int:
-    stream = api.watch_process(args.process_id)
-    status = live(api, args.process_id, stream, out) if out.is_terminal else lines(stream)
+    seen = Seen(args.after_seq)
+    stream = seen.follow(api.watch_process(args.process_id, args.after_seq))
+    try:
+        status = live(api, args.process_id, stream, out) if out.is_terminal else lines(stream)
+    except (ApiError, Unreachable):
+        if seen.seq is not None:
+            print(
+                f"htk: to resume: htk processes watch {safe(args.process_id)}"
+                f" --after-seq {seen.seq}",
+                file=sys.stderr,
+            )
+        raise
     return 1 if args.exit_status and status == "failed" else 0
+
+
+class Seen:
+    """The seq of the last event a watch passed on, to resume from if it gives up."""
+
+    def __init__(self, after_seq: int | None) -> None:
+        self.seq = after_seq
+
+    def follow(self, stream: Iterable[JsonObject]) -> Iterator[JsonObject]:
+        for message in stream:
+            if (seq := last_seq(message)) is not None:
+                self.seq = seq
+            yield message
 
 
 def lines(stream: Iterable[JsonObject]) -> str | None:

@@ -332,7 +332,12 @@ type Process struct {
 	// The `seq` of the last event the process has logged (0 before the
 	// first): what this snapshot includes, so that a client can resume a
 	// watch or page the events from exactly here.
-	Seq           int32 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq int32 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The name of the token that created the process, so that a team sees
+	// which pipeline or person started a run. Names are unique among an
+	// organization's active tokens. Absent for processes created before htk
+	// recorded it, and for those whose token was deleted before then.
+	CreatedBy     *string `protobuf:"bytes,60,opt,name=created_by,json=createdBy,proto3,oneof" json:"created_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +463,13 @@ func (x *Process) GetSeq() int32 {
 	return 0
 }
 
+func (x *Process) GetCreatedBy() string {
+	if x != nil && x.CreatedBy != nil {
+		return *x.CreatedBy
+	}
+	return ""
+}
+
 // A process as it appears in a list: the summary fields only, without step
 // definitions or timeline.
 type ProcessSummary struct {
@@ -477,7 +489,9 @@ type ProcessSummary struct {
 	// How many steps the process defines.
 	StepCount int32 `protobuf:"varint,7,opt,name=step_count,json=stepCount,proto3" json:"step_count,omitempty"`
 	// The tasks of the human steps, in step order.
-	TaskIds       []string `protobuf:"bytes,8,rep,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
+	TaskIds []string `protobuf:"bytes,8,rep,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
+	// See `Process.created_by`.
+	CreatedBy     *string `protobuf:"bytes,60,opt,name=created_by,json=createdBy,proto3,oneof" json:"created_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +580,13 @@ func (x *ProcessSummary) GetTaskIds() []string {
 		return x.TaskIds
 	}
 	return nil
+}
+
+func (x *ProcessSummary) GetCreatedBy() string {
+	if x != nil && x.CreatedBy != nil {
+		return *x.CreatedBy
+	}
+	return ""
 }
 
 // The definition of one step.
@@ -1487,8 +1508,15 @@ type ProcessEvent struct {
 	// For `task_completed`: the id of the token that completed the task; it
 	// tells apart tokens that had the same name at different times.
 	CompletedByTokenId *string `protobuf:"bytes,16,opt,name=completed_by_token_id,json=completedByTokenId,proto3,oneof" json:"completed_by_token_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Who caused the event, so that a run's history says who did what: the
+	// name of the token whose call logged it (the pipeline's for its updates,
+	// the person's for `task_completed`), or `htk` for what htk does by itself
+	// (`step_timed_out`); no token may take that name. Events logged before
+	// htk recorded actors carry it only where the event itself told who
+	// (`task_completed`, `step_timed_out`); on the others it is absent.
+	Actor         *string `protobuf:"bytes,60,opt,name=actor,proto3,oneof" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProcessEvent) Reset() {
@@ -1629,6 +1657,13 @@ func (x *ProcessEvent) GetTimeoutSeconds() int32 {
 func (x *ProcessEvent) GetCompletedByTokenId() string {
 	if x != nil && x.CompletedByTokenId != nil {
 		return *x.CompletedByTokenId
+	}
+	return ""
+}
+
+func (x *ProcessEvent) GetActor() string {
+	if x != nil && x.Actor != nil {
+		return *x.Actor
 	}
 	return ""
 }
@@ -2114,7 +2149,7 @@ var File_htk_processes_v1_process_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
-	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x87\x05\n" +
+	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc0\x05\n" +
 	"\aProcess\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2133,11 +2168,14 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"finishedAt\x12#\n" +
 	"\asummary\x18\v \x01(\tB\x04\xe2A\x01\x03H\x01R\asummary\x88\x01\x01\x12\x1f\n" +
 	"\x05error\x18\f \x01(\tB\x04\xe2A\x01\x03H\x02R\x05error\x88\x01\x01\x12\x16\n" +
-	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seqB\x0f\n" +
+	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12(\n" +
+	"\n" +
+	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x03R\tcreatedBy\x88\x01\x01B\x0f\n" +
 	"\r_current_stepB\n" +
 	"\n" +
 	"\b_summaryB\b\n" +
-	"\x06_error\"\xfb\x02\n" +
+	"\x06_errorB\r\n" +
+	"\v_created_by\"\xb4\x03\n" +
 	"\x0eProcessSummary\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2150,8 +2188,11 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstartedAt\x12#\n" +
 	"\n" +
 	"step_count\x18\a \x01(\x05B\x04\xe2A\x01\x03R\tstepCount\x12\x1f\n" +
-	"\btask_ids\x18\b \x03(\tB\x04\xe2A\x01\x03R\ataskIdsB\x0f\n" +
-	"\r_current_step\"\xb9\x01\n" +
+	"\btask_ids\x18\b \x03(\tB\x04\xe2A\x01\x03R\ataskIds\x12(\n" +
+	"\n" +
+	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x01R\tcreatedBy\x88\x01\x01B\x0f\n" +
+	"\r_current_stepB\r\n" +
+	"\v_created_by\"\xb9\x01\n" +
 	"\aStepDef\x12\x1c\n" +
 	"\x03key\x18\x01 \x01(\tB\n" +
 	"\xe2A\x01\x02\x9a\x82\x19\x02 @R\x03key\x12!\n" +
@@ -2250,7 +2291,7 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x1bhtk.processes.v1.UpdateTypeR\n" +
 	"updateType\x128\n" +
 	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x05R\x03seq\"\xcb\x06\n" +
+	"\x03seq\x18\x04 \x01(\x05R\x03seq\"\xf6\x06\n" +
 	"\fProcessEvent\x12\x16\n" +
 	"\x03seq\x18\x01 \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12\x18\n" +
 	"\x04type\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x04type\x12>\n" +
@@ -2269,7 +2310,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\atask_id\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\tR\x06taskId\x88\x01\x01\x12=\n" +
 	"\x0ftimeout_seconds\x18\x0f \x01(\x05B\x0f\xe2A\x01\x03\x9a\x82\x19\a\x10\x01\x18\x80\x9a\x9e\x01H\n" +
 	"R\x0etimeoutSeconds\x88\x01\x01\x12<\n" +
-	"\x15completed_by_token_id\x18\x10 \x01(\tB\x04\xe2A\x01\x03H\vR\x12completedByTokenId\x88\x01\x01B\a\n" +
+	"\x15completed_by_token_id\x18\x10 \x01(\tB\x04\xe2A\x01\x03H\vR\x12completedByTokenId\x88\x01\x01\x12\x1f\n" +
+	"\x05actor\x18< \x01(\tB\x04\xe2A\x01\x03H\fR\x05actor\x88\x01\x01B\a\n" +
 	"\x05_stepB\t\n" +
 	"\a_detailB\b\n" +
 	"\x06_errorB\n" +
@@ -2287,7 +2329,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
 	"\b_task_idB\x12\n" +
 	"\x10_timeout_secondsB\x18\n" +
-	"\x16_completed_by_token_id\"A\n" +
+	"\x16_completed_by_token_idB\b\n" +
+	"\x06_actor\"A\n" +
 	"\tHeartbeat\x124\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\x04time\"\x9c\x01\n" +
 	"\x18ListProcessEventsRequest\x12#\n" +

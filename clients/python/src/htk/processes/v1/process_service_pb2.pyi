@@ -202,6 +202,7 @@ class Process(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's unique identifier, a UUID."""
     namespace: _builtins.str
@@ -222,6 +223,12 @@ class Process(_message.Message):
     """The `seq` of the last event the process has logged (0 before the
     first): what this snapshot includes, so that a client can resume a
     watch or page the events from exactly here.
+    """
+    created_by: _builtins.str
+    """The name of the token that created the process, so that a team sees
+    which pipeline or person started a run. Names are unique among an
+    organization's active tokens. Absent for processes created before htk
+    recorded it, and for those whose token was deleted before then.
     """
     @_builtins.property
     def step_defs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepDef]:
@@ -259,17 +266,22 @@ class Process(_message.Message):
         summary: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
         seq: _builtins.int = ...,
+        created_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
+    _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
     _WhichOneofReturnType__current_step: _TypeAlias = _typing.Literal["current_step"]  # noqa: Y015
     _WhichOneofArgType__current_step: _TypeAlias = _typing.Literal["_current_step", b"_current_step"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__summary: _TypeAlias = _typing.Literal["summary"]  # noqa: Y015
     _WhichOneofArgType__summary: _TypeAlias = _typing.Literal["_summary", b"_summary"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__current_step) -> _WhichOneofReturnType__current_step | None: ...
     @_typing.overload
@@ -295,6 +307,7 @@ class ProcessSummary(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     STEP_COUNT_FIELD_NUMBER: _builtins.int
     TASK_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's unique identifier, a UUID."""
     namespace: _builtins.str
@@ -307,6 +320,8 @@ class ProcessSummary(_message.Message):
     """See `Process.current_step`."""
     step_count: _builtins.int
     """How many steps the process defines."""
+    created_by: _builtins.str
+    """See `Process.created_by`."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the process was created."""
@@ -326,13 +341,19 @@ class ProcessSummary(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         step_count: _builtins.int = ...,
         task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "current_step", b"current_step", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "created_by", b"created_by", "current_step", b"current_step", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_step", b"_current_step", "current_step", b"current_step", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_count", b"step_count", "task_ids", b"task_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "created_by", b"created_by", "current_step", b"current_step", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_count", b"step_count", "task_ids", b"task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
+    _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
     _WhichOneofReturnType__current_step: _TypeAlias = _typing.Literal["current_step"]  # noqa: Y015
     _WhichOneofArgType__current_step: _TypeAlias = _typing.Literal["_current_step", b"_current_step"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__current_step) -> _WhichOneofReturnType__current_step | None: ...
 
 Global___ProcessSummary: _TypeAlias = ProcessSummary  # noqa: Y015
@@ -893,6 +914,7 @@ class ProcessEvent(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     COMPLETED_BY_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's place in the process's log: 1 for the first accepted
     update, then one more for each, without gaps.
@@ -930,6 +952,14 @@ class ProcessEvent(_message.Message):
     """For `task_completed`: the id of the token that completed the task; it
     tells apart tokens that had the same name at different times.
     """
+    actor: _builtins.str
+    """Who caused the event, so that a run's history says who did what: the
+    name of the token whose call logged it (the pipeline's for its updates,
+    the person's for `task_completed`), or `htk` for what htk does by itself
+    (`step_timed_out`); no token may take that name. Events logged before
+    htk recorded actors carry it only where the event itself told who
+    (`task_completed`, `step_timed_out`); on the others it is absent.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the update was applied."""
@@ -957,11 +987,14 @@ class ProcessEvent(_message.Message):
         task_id: _builtins.str | None = ...,
         timeout_seconds: _builtins.int | None = ...,
         completed_by_token_id: _builtins.str | None = ...,
+        actor: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "actor", b"actor", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "actor", b"actor", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__actor: _TypeAlias = _typing.Literal["actor"]  # noqa: Y015
+    _WhichOneofArgType__actor: _TypeAlias = _typing.Literal["_actor", b"_actor"]  # noqa: Y015
     _WhichOneofReturnType__comment: _TypeAlias = _typing.Literal["comment"]  # noqa: Y015
     _WhichOneofArgType__comment: _TypeAlias = _typing.Literal["_comment", b"_comment"]  # noqa: Y015
     _WhichOneofReturnType__completed_by: _TypeAlias = _typing.Literal["completed_by"]  # noqa: Y015
@@ -986,6 +1019,8 @@ class ProcessEvent(_message.Message):
     _WhichOneofArgType__task_id: _TypeAlias = _typing.Literal["_task_id", b"_task_id"]  # noqa: Y015
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__actor) -> _WhichOneofReturnType__actor | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__comment) -> _WhichOneofReturnType__comment | None: ...
     @_typing.overload
