@@ -6,8 +6,10 @@ place that turns them into statuses (and Envoy turns those into HTTP codes).
 
 import re
 
-# How a field path reads in a message as it is: `step_defs[0].key`, `Idempotency-Key`.
-_PLAIN_FIELD = re.compile(r"[A-Za-z0-9_.\-\[\]]+")
+# How a field path reads in a message as it is: `step_defs[0].key`,
+# `Idempotency-Key`, `data.a.""` (an empty key), or a name still
+# percent-encoded because it is not UTF-8 (`%FF`).
+_PLAIN_FIELD = re.compile(r'[A-Za-z0-9_.\-\[\]%"]+')
 
 
 class DomainError(Exception):

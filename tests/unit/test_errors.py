@@ -5,7 +5,9 @@ import pytest
 from server.domain.errors import InvalidArgument
 
 
-@pytest.mark.parametrize("field", ["name", "step_defs[0].key", "Idempotency-Key", "data.a.b"])
+@pytest.mark.parametrize(
+    "field", ["name", "step_defs[0].key", "Idempotency-Key", "data.a.b", 'data.a.""', "%FF"]
+)
 def test_a_field_path_reads_as_it_is(field: str) -> None:
     assert str(InvalidArgument(field, "is required")) == f"{field}: is required"
 
