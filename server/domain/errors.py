@@ -4,13 +4,6 @@ Each class stands for one gRPC status; `server.transport.errors` is the one
 place that turns them into statuses (and Envoy turns those into HTTP codes).
 """
 
-import re
-
-# How a field path reads in a message as it is: `step_defs[0].key`,
-# `Idempotency-Key`, `data.a.""` (an empty key), or a name still
-# percent-encoded because it is not UTF-8 (`%FF`).
-_PLAIN_FIELD = re.compile(r'[A-Za-z0-9_.\-\[\]%"]+')
-
 
 class DomainError(Exception):
     """An error whose message is meant for the caller."""
@@ -20,10 +13,7 @@ class InvalidArgument(DomainError):
     """A request field is malformed or out of range (HTTP 400)."""
 
     def __init__(self, field: str, problem: str) -> None:
-        # A name the caller made up (an unknown query parameter or JSON key) is
-        # quoted, so that one like ":" or "" still reads as the name it is.
-        label = field if _PLAIN_FIELD.fullmatch(field) else repr(field)
-        super().__init__(f"{label}: {problem}")
+        super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
 

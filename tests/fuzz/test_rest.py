@@ -59,7 +59,17 @@ def error_is_status(ctx: CheckContext, response: Response, case: Case[Any]) -> b
     allowed = GRPC_CODES_BY_HTTP_STATUS.get(response.status_code, set())
     assert body["code"] in allowed, f"gRPC code {body['code']} with HTTP {response.status_code}"
     message = body["message"]
-    assert message.strip() and not message.startswith(":"), f"a message naming nothing: {message!r}"
+    # A message names its field first; a field the caller made up may itself
+    # begin with ":" (a query parameter named ":"), and then the details name it.
+    fields = [
+        violation["field"]
+        for detail in body["details"]
+        for violation in detail.get("field_violations", [])
+    ]
+    named = any(field and message.startswith(f"{field}: ") for field in fields)
+    assert message.strip() and (named or not message.startswith(":")), (
+        f"a message naming nothing: {message!r}"
+    )
     assert not PYTHON_NAMES.search(message), f"Python's internals in {message!r}"
     return True
 
