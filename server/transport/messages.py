@@ -122,6 +122,8 @@ def process(process: Process) -> pb.Process:
         summary=process.summary,
         error=process.error,
         seq=process.update_count,
+        labels=process.labels,
+        url=process.url,
     )
 
 
@@ -156,6 +158,8 @@ def _summary(summary: ProcessSummary) -> pb.ProcessSummary:
         started_at=_timestamp(summary.started_at),
         step_count=summary.step_count,
         task_ids=[str(task_id) for task_id in summary.task_ids],
+        labels=summary.labels,
+        url=summary.url,
     )
 
 

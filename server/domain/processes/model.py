@@ -1,9 +1,10 @@
 """A process and its steps as the domain holds them, how one is created, and
 how a list of them is asked for and paged."""
 
+import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from server.domain.checks import check_text, parse_choice, qualify_namespace
@@ -17,6 +18,7 @@ from server.domain.paging import (
     read_page_token,
     split_page,
 )
+from server.domain.processes.labels import check_labels, check_url, label_filters
 from server.domain.processes.limits import (
     MAX_LABEL_LENGTH,
     MAX_LIST_LIMIT,
@@ -53,10 +55,16 @@ class ListQuery:
     offset: int = 0
     # Set by a page token: the page starts right after this position.
     after: PagePosition | None = None
+    # (key, value) pairs, sorted by key, that a process must all carry.
+    labels: tuple[tuple[str, str], ...] = ()
 
     def filters_fingerprint(self) -> str:
         """Identifies the filters and sort order, which a page token must not change."""
-        return fingerprint([self.status, self.namespace, self.search, self.sort])
+        filters: list[str | None] = [self.status, self.namespace, self.search, self.sort]
+        # Appended only when given, so that tokens issued before labels existed still read.
+        if self.labels:
+            filters.append(json.dumps(self.labels))
+        return fingerprint(filters)
 
 
 def page_token(query: ListQuery, last: "ProcessSummary") -> str:
@@ -74,6 +82,7 @@ def list_query(
     limit: int | None = None,
     offset: int | None = None,
     page_token: str = "",
+    label: Sequence[str] = (),
 ) -> ListQuery:
     """Validates list parameters; empty strings and None mean "not given"."""
     limit, offset = check_window(limit, offset, MAX_LIST_LIMIT)
@@ -86,6 +95,7 @@ def list_query(
         sort=parse_choice(SortOrder, "sort", sort) if sort else SortOrder.NEWEST,
         limit=limit,
         offset=offset,
+        labels=label_filters(label),
     )
     if not page_token:
         return query
@@ -170,6 +180,8 @@ class Process:
     # tasks (separation of duties). None for processes created before htk
     # recorded it.
     created_by_token_id: uuid.UUID | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
 
     @property
     def current_step(self) -> str | None:
@@ -216,6 +228,8 @@ class ProcessSummary:
     started_at: datetime
     step_count: int
     task_ids: list[uuid.UUID]
+    labels: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +269,8 @@ def new_process(
     step_defs: Sequence[StepDef],
     now: datetime,
     created_by: uuid.UUID,
+    labels: Mapping[str, str] | None = None,
+    url: str | None = None,
 ) -> Process:
     """Validates a creation request and returns the new, running process."""
     if not name.strip():
@@ -287,6 +303,8 @@ def new_process(
                 f"must be between {MIN_TIMEOUT_SECONDS} and {MAX_TIMEOUT_SECONDS}"
                 f" ({MAX_TIMEOUT_SECONDS // 86400} days), got {timeout}",
             )
+    checked_labels = check_labels(labels or {})
+    checked_url = check_url(url)
     process_id = uuid.uuid4()
     return Process(
         process_id=process_id,
@@ -295,6 +313,8 @@ def new_process(
         name=name,
         started_at=now,
         created_by_token_id=created_by,
+        labels=checked_labels,
+        url=checked_url,
         steps=[
             Step(
                 key=step_def.key,
