@@ -36,6 +36,7 @@ PROCESS_KEYS = {
     "task_ids",
     "started_at",
     "seq",
+    "labels",
 }
 SUMMARY_KEYS = {
     "process_id",
@@ -45,6 +46,7 @@ SUMMARY_KEYS = {
     "started_at",
     "step_count",
     "task_ids",
+    "labels",
 }
 ACK_KEYS = {"process_id", "update_type", "timestamp", "seq"}
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -117,7 +119,7 @@ def list_processes(rest: httpx.Client, org: Org, **params: Any) -> Json:
     for number in ("total", "limit", "offset"):
         assert type(page[number]) is int, page
     for item in page["processes"]:
-        assert SUMMARY_KEYS <= item.keys() <= SUMMARY_KEYS | {"current_step"}, item
+        assert SUMMARY_KEYS <= item.keys() <= SUMMARY_KEYS | {"current_step", "url"}, item
         assert type(item["step_count"]) is int, item
     return page
 
