@@ -180,6 +180,7 @@ def test_a_new_process_is_running_with_all_steps_pending(rest: httpx.Client, org
         "task_ids": task_ids,
         "started_at": created["started_at"],
         "seq": 0,
+        "labels": {},
     }
     started_at = moment(created["started_at"])
     assert before - timedelta(seconds=5) <= started_at <= datetime.now(UTC) + timedelta(seconds=5)
