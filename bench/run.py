@@ -206,6 +206,7 @@ class ListCase:
 def list_cases() -> list[ListCase]:
     ns = f"{seed.BENCH_ORG}.deployments"
     sel, unsel = seed.SELECTIVE_TERM, seed.UNSELECTIVE_TERM
+    labels = [f"{key}={value}" for key, value in seed.LABEL_FILTER.items()]
     return [
         ListCase("no filter (limit 50, offset 0)", {}, 25),
         ListCase("status=running", {"status": "running"}, 25, "status = 'running'"),
@@ -216,6 +217,8 @@ def list_cases() -> list[ListCase]:
                  (f"%{sel}%",)),
         ListCase("status=failed + namespace", {"status": "failed", "namespace": ns}, 25,
                  "status = 'failed' AND namespace = %s", (ns,)),
+        ListCase("label env + label service", {"label": labels}, 25, "labels @> %s::jsonb",
+                 (json.dumps(seed.LABEL_FILTER),)),
         ListCase("sort=oldest", {"sort": "oldest"}, 25),
         ListCase("offset=1000", {"offset": 1000}, 25),
         ListCase("offset=10000", {"offset": 10000}, 50),
@@ -361,7 +364,7 @@ class Runner:
             goal = f"p95 <= {case.goal_ms:g} ms" + ("" if exact else "; total NOT exact")
             method = case.collection.loadgen_method
             self.grpc(stack, case.name, method, 1, workers, params, goal)
-            query = urllib.parse.urlencode(params)
+            query = urllib.parse.urlencode(params, doseq=True)
             path = f"/api/v1/{case.collection.name}" + (f"?{query}" if query else "")
             self.rest(stack, case.name, path, 1, workers, lua, goal)
 

@@ -45,7 +45,7 @@ OTHER_ORG_SHARE = 50  # each other org holds 1/50 of the bench org's count
 
 # Bumped whenever the generated data changes shape: the marker then differs
 # and the next run reseeds.
-SEED_VERSION = 6
+SEED_VERSION = 7
 SEED = 20260224
 
 # (template, namespace, weight). `{service}`, `{env}`, `{db}`, `{n}` are filled in.
@@ -73,6 +73,12 @@ SELECTIVE_TERM = "quasar"
 UNSELECTIVE_TERM = "deploy"
 ENVIRONMENTS = ("production", "staging", "qa", "dev", "eu-west", "us-east")
 DATABASES = ("billing", "orders", "users", "events", "ledger", "catalog")
+# Labels as a CI system sets them: the environment and service the run is
+# about (those of its name, or drawn for names without one) and its branch,
+# mostly main, else a release branch or one of many feature branches. The
+# bench's label filter asks for one service in one environment.
+LABEL_FILTER = {"env": "production", "service": "payments"}
+FEATURE_BRANCHES = 200
 # The pool of steps, in pipeline order; a process uses 3-10 of them, in order.
 # (key, label, human)
 STEP_POOL = (
@@ -130,17 +136,26 @@ def _at(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-def _random_name(rng: random.Random) -> tuple[str, str]:
-    """A process's name, and its namespace without the organization."""
+def _random_name(rng: random.Random) -> tuple[str, str, dict[str, str]]:
+    """A process's name, its namespace without the organization, and its labels."""
     template, namespace = rng.choices(_TEMPLATES, _TEMPLATE_WEIGHTS)[0]
+    service, env = rng.choices(_SERVICES, _SERVICE_WEIGHTS)[0], rng.choice(ENVIRONMENTS)
     name = template.format(
-        service=rng.choices(_SERVICES, _SERVICE_WEIGHTS)[0],
-        env=rng.choice(ENVIRONMENTS),
+        service=service,
+        env=env,
         db=rng.choice(DATABASES),
         n=rng.randrange(1, 10000),
         k=rng.randrange(2, 40),
     )
-    return name, namespace
+    roll = rng.random()
+    branch = (
+        "main"
+        if roll < 0.6
+        else f"release/{rng.randrange(1, 30)}"
+        if roll < 0.7
+        else f"feature/{rng.randrange(FEATURE_BRANCHES)}"
+    )
+    return name, namespace, {"env": env, "service": service, "branch": branch}
 
 
 def _random_outcome(
@@ -253,7 +268,7 @@ def _random_process(
 ) -> tuple[Process, list[Event]]:
     """A process as the server leaves it after the updates of a random run,
     and the events it logged: the domain applies every update."""
-    name, namespace = _random_name(rng)
+    name, namespace, labels = _random_name(rng)
     count = rng.randint(3, 10)
     step_defs = [STEP_POOL[index] for index in sorted(rng.sample(range(len(STEP_POOL)), count))]
     status, stop = _random_outcome(rng, step_defs, now_ms - started_ms)
@@ -282,6 +297,8 @@ def _random_process(
         name=name,
         started_at=_at(started_ms),
         steps=steps,
+        labels=labels,
+        url=f"https://ci.example.com/{namespace}/runs/{rng.randrange(1 << 32)}",
     )
     events = []
     pipeline = Caller(org_id, frozenset(), "pipeline", _token_id("pipeline"))
@@ -500,7 +517,7 @@ def stored_parameters(connection: psycopg.Connection[Any]) -> SeedParameters | N
 _SECONDARY_INDEXES = (
     "SELECT i.indexname FROM pg_indexes i"
     " WHERE i.schemaname = current_schema()"
-    " AND i.tablename IN ('processes', 'process_name_counts', 'tasks')"
+    " AND i.tablename IN ('processes', 'process_name_counts', 'process_label_counts', 'tasks')"
     " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
 )
 
@@ -611,6 +628,7 @@ def _counts(connection: psycopg.Connection[Any]) -> dict[str, int]:
         ("deployments", "processes", "namespace = %s", (deployments,)),
         ("selective search", "processes", "name ILIKE %s", (f"%{SELECTIVE_TERM}%",)),
         ("unselective search", "processes", "name ILIKE %s", (f"%{UNSELECTIVE_TERM}%",)),
+        ("label filter", "processes", "labels @> %s::jsonb", (json.dumps(LABEL_FILTER),)),
         ("tasks", "tasks", "TRUE", ()),
         ("open tasks", "tasks", "status = 'open'", ()),
         ("open deployment tasks", "tasks", "status = 'open' AND namespace = %s", (deployments,)),

@@ -403,6 +403,8 @@ class Builder:
                 "type": "object",
                 "additionalProperties": self.single(member.type_name, value, response),
             }
+            if facts.max_items is not None:
+                schema["maxProperties"] = facts.max_items
         elif member.label == FDP.LABEL_REPEATED:
             schema = {"type": "array", "items": self.single(scope, member, response)}
             if facts.required and not response:

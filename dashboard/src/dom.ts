@@ -52,6 +52,32 @@ export function formatDuration(ms?: number): string {
   return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} m`;
 }
 
+/**
+ * A process's labels as chips, sorted by key (a map's order is not kept on
+ * the wire), each a link to the list of processes that carry it (`href` makes the address of that list from `key=value`).
+ */
+export function labelChips(labels: { [key: string]: string }, href: (label: string) => string): HTMLElement {
+  return h(
+    "span",
+    { class: "labels" },
+    ...Object.entries(labels)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([key, value]) =>
+      h("a", { class: "chip label", href: href(`${key}=${value}`), title: `List the processes labelled ${key}=${value}` }, `${key}=${value}`),
+    ),
+  );
+}
+
+/**
+ * The link a process was created with, opening in a new tab without handing
+ * it this page (`noopener`) or its address (`noreferrer`). The API takes only
+ * http(s) URLs; anything else is not made a link all the same.
+ */
+export function runLink(url?: string): HTMLElement | null {
+  if (!url || !/^https?:\/\//i.test(url)) return null;
+  return h("a", { class: "run-link", href: url, target: "_blank", rel: "noopener noreferrer" }, "Open run ↗");
+}
+
 /** A status word as a coloured chip (the word itself stays, for those who do not see colour). */
 export function chip(status: string): HTMLElement {
   return h("span", { class: `chip status-${status}` }, status);

@@ -2,9 +2,10 @@
 // tasks of its human steps, and its event history, followed live.
 import type { Process, Task } from "@htk/client/web";
 
-import { chip, formatTime, h, keepingFocus, liveDuration, millis, problemsIn, tick } from "./dom.js";
+import { chip, formatTime, h, keepingFocus, labelChips, liveDuration, millis, problemsIn, runLink, tick } from "./dom.js";
 import { call, describe } from "./errors.js";
 import { historyTable, showHistory } from "./history.js";
+import { labelledHref } from "./processes.js";
 import { stepDetail } from "./steps.js";
 import { coalesced, type StreamState } from "./streams.js";
 import { drawTimeline } from "./timeline.js";
@@ -89,6 +90,9 @@ function facts(process: Process): HTMLElement {
   const dl = h("dl", { class: "facts" });
   const fact = (term: string, value: Node | string) => dl.append(h("dt", {}, term), h("dd", {}, value));
   fact("Namespace", process.namespace);
+  if (Object.keys(process.labels).length) fact("Labels", labelChips(process.labels, labelledHref));
+  const link = runLink(process.url);
+  if (link) fact("Link", link);
   fact("Status", chip(process.status));
   fact("Started", formatTime(start));
   fact("Duration", liveDuration(start, end ?? (process.status === "running" ? undefined : start)));

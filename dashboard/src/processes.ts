@@ -2,7 +2,7 @@
 // works), refreshed live from the organization's stream of changes.
 import type { ListProcessesResponse, ProcessSummary } from "@htk/client/web";
 
-import { chip, formatTime, h, millis, problemsIn } from "./dom.js";
+import { chip, formatTime, h, labelChips, millis, problemsIn, runLink } from "./dom.js";
 import { call, describe } from "./errors.js";
 import { offsetOf, showPage } from "./pages.js";
 import { coalesced, followChanges, type StreamState } from "./streams.js";
@@ -17,6 +17,8 @@ interface Filters {
   namespace: string;
   search: string;
   sort: string;
+  // `key=value` each; a process must carry all of them.
+  labels: string[];
   offset: number;
 }
 
@@ -26,15 +28,31 @@ function filtersOf(query: URLSearchParams): Filters {
     namespace: query.get("namespace") ?? "",
     search: query.get("search") ?? "",
     sort: query.get("sort") ?? "newest",
+    labels: query.getAll("label"),
     offset: offsetOf(query),
   };
+}
+
+/** The address of the processes that carry `label` too, from the first page. */
+export function withLabel(filters: Filters, label: string): string {
+  const labels = filters.labels.includes(label) ? filters.labels : [...filters.labels, label];
+  return hrefOf({ ...filters, labels, offset: 0 });
+}
+
+const NO_FILTERS: Filters = { status: "", namespace: "", search: "", sort: "newest", labels: [], offset: 0 };
+
+/** The address of the processes that carry `label`, whatever else was listed. */
+export function labelledHref(label: string): string {
+  return withLabel(NO_FILTERS, label);
 }
 
 function hrefOf(filters: Filters): string {
   const query = new URLSearchParams();
   for (const [name, value] of Object.entries(filters)) {
+    if (name === "labels") continue;
     if (value && !(name === "sort" && value === "newest")) query.set(name, String(value));
   }
+  for (const label of filters.labels) query.append("label", label);
   const text = query.toString();
   return text ? `#/?${text}` : "#/";
 }
@@ -67,6 +85,12 @@ export function processesView(
     ]),
     h("label", {}, "Namespace", h("input", { name: "namespace", value: filters.namespace, placeholder: "e.g. deployments" })),
     h("label", {}, "Search", h("input", { name: "search", type: "search", value: filters.search, placeholder: "name contains" })),
+    h(
+      "label",
+      {},
+      "Labels",
+      h("input", { name: "labels", value: filters.labels.join(" "), placeholder: "key=value …" }),
+    ),
     select("sort", "Sort", filters.sort, [
       ["newest", "newest first"],
       ["oldest", "oldest first"],
@@ -82,6 +106,7 @@ export function processesView(
       namespace: text("namespace"),
       search: text("search"),
       sort: text("sort"),
+      labels: text("labels").split(/\s+/).filter(Boolean),
       offset: 0,
     });
   });
@@ -107,6 +132,7 @@ export function processesView(
           h("th", { scope: "col", class: "wide" }, "Namespace"),
           h("th", { scope: "col" }, "Status"),
           h("th", { scope: "col" }, "Current step"),
+          h("th", { scope: "col", class: "wide" }, "Labels"),
           h("th", { scope: "col", class: "wide" }, "Started"),
         ),
       ),
@@ -117,7 +143,7 @@ export function processesView(
 
   const render = (page: ListProcessesResponse) => {
     performance.mark("process-list-render-start");
-    rows.replaceChildren(...page.processes.map(row));
+    rows.replaceChildren(...page.processes.map((process) => row(process, filters)));
     showPage(count, pager, { offset: page.offset, shown: page.processes.length, total: page.total }, {
       size: PAGE_SIZE,
       noun: "processes",
@@ -134,7 +160,15 @@ export function processesView(
       render(
         await call(
           session.htk.processes.listProcesses(
-            { status: filters.status, namespace: filters.namespace, search: filters.search, sort: filters.sort, limit: PAGE_SIZE, offset: filters.offset },
+            {
+              status: filters.status,
+              namespace: filters.namespace,
+              search: filters.search,
+              sort: filters.sort,
+              label: filters.labels,
+              limit: PAGE_SIZE,
+              offset: filters.offset,
+            },
             { signal },
           ),
         ),
@@ -156,14 +190,15 @@ export function processesView(
   );
 }
 
-function row(process: ProcessSummary): HTMLElement {
+function row(process: ProcessSummary, filters: Filters): HTMLElement {
   return h(
     "tr",
     { "data-process-id": process.processId },
-    h("td", {}, h("a", { href: `#/processes/${process.processId}` }, process.name)),
+    h("td", {}, h("a", { href: `#/processes/${process.processId}` }, process.name), " ", runLink(process.url)),
     h("td", { class: "wide" }, process.namespace),
     h("td", {}, chip(process.status)),
     h("td", {}, process.currentStep ?? "—"),
+    h("td", { class: "wide" }, labelChips(process.labels, (label) => withLabel(filters, label))),
     h("td", { class: "wide" }, formatTime(millis(process.startedAt))),
   );
 }

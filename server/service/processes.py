@@ -1,7 +1,7 @@
 """Processes: listing, reading, creating and updating them, each in one transaction."""
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -65,6 +65,8 @@ class ProcessService:
         namespace: str,
         name: str,
         step_defs: Sequence[StepDef],
+        labels: Mapping[str, str] | None = None,
+        url: str | None = None,
         key: IdempotencyKey | None,
         respond: Callable[[Process], bytes],
     ) -> bytes:
@@ -77,6 +79,8 @@ class ProcessService:
             step_defs=step_defs,
             now=self._clock(),
             created_by=caller,
+            labels=labels,
+            url=url,
         )
 
         async def write(connection: AsyncConnection) -> bytes:

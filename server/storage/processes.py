@@ -44,6 +44,7 @@ from server.storage.notifications import CHANNEL, NOTIFY, Notification
 from server.storage.tables import (
     ProcessCount,
     ProcessEvent,
+    ProcessLabelCount,
     ProcessNameCount,
     ProcessRow,
     StepRow,
@@ -130,6 +131,8 @@ _PROCESS_COLUMNS = (
     "update_count",
     "created_by_token_id",
     "created_by",
+    "labels",
+    "url",
 )
 # The process, and its steps in order with their tasks: each step a JSON
 # array of its columns and its task's (NULL for a step without a task).
@@ -293,6 +296,8 @@ def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
         step_count=row.step_count,
         task_ids=list(row.task_ids),
         created_by=row.created_by,
+        labels=row.labels,
+        url=row.url,
     )
 
 
@@ -311,6 +316,8 @@ _SUMMARY_COLUMNS = (
     ProcessRow.step_count,
     ProcessRow.task_ids,
     ProcessRow.created_by,
+    ProcessRow.labels,
+    ProcessRow.url,
 )
 
 
@@ -340,8 +347,16 @@ def list_page_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
 
 def list_total_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
     """How many processes match, read from counters that triggers keep: per
-    namespace and status, and with a search, per name too."""
+    namespace and status, with a search per name too, with labels per label
+    set too. Labels and a search together count the matching processes."""
     status = query.status.value if query.status is not None else None
+    if query.labels and query.search is not None:
+        return select(func.count()).select_from(ProcessRow).where(*_filters(query))
+    if query.labels:
+        labelled = counted_total(
+            ProcessLabelCount, query.org_id, status=status, namespace=query.namespace
+        )
+        return labelled.where(ProcessLabelCount.labels.contains(dict(query.labels)))
     if query.search is None:
         return counted_total(ProcessCount, query.org_id, status=status, namespace=query.namespace)
     named = counted_total(ProcessNameCount, query.org_id, status=status, namespace=query.namespace)
@@ -360,6 +375,8 @@ def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
         filters.append(ProcessRow.namespace == query.namespace)
     if query.search is not None:
         filters.append(ProcessRow.name.ilike(_search_pattern(query.search), escape="\\"))
+    if query.labels:
+        filters.append(ProcessRow.labels.contains(dict(query.labels)))
     return filters
 
 
@@ -418,6 +435,8 @@ def _process_values(process: Process) -> dict[str, Any]:
         "update_count": process.update_count,
         "created_by_token_id": process.created_by_token_id,
         "created_by": process.created_by,
+        "labels": process.labels,
+        "url": process.url,
     }
 
 

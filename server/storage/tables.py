@@ -101,6 +101,9 @@ class ProcessRow(Base):
     # That token's name when it created the process. NULL before 0007, and
     # where the token's row was gone by 0008.
     created_by: Mapped[str | None] = mapped_column(Text)
+    # Set at creation and never changed, like the definition.
+    labels: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # Each List filter and both sort orders (scanned backwards for
@@ -122,6 +125,13 @@ class ProcessRow(Base):
             "name",
             postgresql_using="gin",
             postgresql_ops={"name": "gin_trgm_ops"},
+        ),
+        # The label filter: `labels @> '{...}'` (migration 0008).
+        Index(
+            "processes_labels",
+            "labels",
+            postgresql_using="gin",
+            postgresql_ops={"labels": "jsonb_path_ops"},
         ),
     )
 
@@ -271,6 +281,31 @@ class ProcessNameCount(Counts, Base):
             "folded_name",
             postgresql_using="gin",
             postgresql_ops={"folded_name": "gin_trgm_ops"},
+        ),
+    )
+
+
+class ProcessLabelCount(Counts, Base):
+    """Counts of labelled `processes` per label set too: a label filter's
+    exact total (triggers of migration 0008).
+
+    A filter sums the rows whose label set contains the wanted labels: one
+    row per distinct label set, namespace and status, so a million runs of a
+    few pipelines labelled by environment and team sum a few hundred rows.
+    Labels unique to each run (a commit) make as many rows as processes,
+    which is still no more to read than the processes.
+    """
+
+    __tablename__ = "process_label_counts"
+
+    labels: Mapped[dict[str, Any]] = mapped_column(primary_key=True, sort_order=1)
+
+    __table_args__ = (
+        Index(
+            "process_label_counts_labels",
+            "labels",
+            postgresql_using="gin",
+            postgresql_ops={"labels": "jsonb_path_ops"},
         ),
     )
 

@@ -123,6 +123,8 @@ def process(process: Process) -> pb.Process:
         error=process.error,
         seq=process.update_count,
         created_by=process.created_by,
+        labels=process.labels,
+        url=process.url,
     )
 
 
@@ -158,6 +160,8 @@ def _summary(summary: ProcessSummary) -> pb.ProcessSummary:
         step_count=summary.step_count,
         task_ids=[str(task_id) for task_id in summary.task_ids],
         created_by=summary.created_by,
+        labels=summary.labels,
+        url=summary.url,
     )
 
 

@@ -40,6 +40,7 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
             limit=request.limit if request.HasField("limit") else None,
             offset=request.offset if request.HasField("offset") else None,
             page_token=request.page_token,
+            label=request.label,
         )
         return messages.process_page(await self._service.list(query), query)
 
@@ -57,6 +58,8 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
             namespace=request.namespace,
             name=request.name,
             step_defs=messages.step_defs(request),
+            labels=dict(request.labels),
+            url=request.url if request.HasField("url") else None,
             key=idempotency_key(context, "CreateProcess", request),
             respond=lambda created: messages.process(created).SerializeToString(),
         )

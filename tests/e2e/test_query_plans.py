@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from sqlalchemy import Select
 from sqlalchemy.dialects import postgresql
 
@@ -45,7 +46,7 @@ SELECT org_id, now() FROM unnest(%(orgs)s::text[]) AS org_id
     """
 INSERT INTO processes (process_id, org_id, namespace, name, status, current_step,
                        step_count, task_ids, started_at, finished_at, summary, error,
-                       update_count)
+                       update_count, labels)
 SELECT gen_random_uuid(),
        %(org)s,
        %(org)s || '.ns' || (i %% 20),
@@ -56,7 +57,10 @@ SELECT gen_random_uuid(),
        CASE WHEN i %% 20 = 0 THEN 'running' WHEN i %% 20 = 1 THEN 'failed' ELSE 'completed' END,
        'step-' || (i %% 4), 4, '{}'::uuid[],
        timestamptz '2025-01-01 00:00:00+00' + i * interval '37 seconds',
-       NULL, NULL, NULL, 3
+       NULL, NULL, NULL, 3,
+       jsonb_build_object('env', (ARRAY['prod', 'staging', 'qa', 'dev'])[1 + i %% 4],
+                          'team', 'team-' || (i %% 25), 'commit', md5(i::text))
+       || CASE WHEN i %% 4000 = 0 THEN '{"incident": "inc-7"}'::jsonb ELSE '{}' END
 FROM generate_series(1, %(count)s) AS i
 """,
     """
@@ -127,6 +131,7 @@ def plans_db(stack: Stack) -> Iterator[PlansDatabase]:
                 "processes",
                 "process_counts",
                 "process_name_counts",
+                "process_label_counts",
                 "steps",
                 "tasks",
                 "task_counts",
@@ -161,11 +166,12 @@ def explain(db: PlansDatabase, statement: Select[Any], *, generic: bool = False)
         if not generic:
             compiled = statement.compile(dialect=DIALECT)
             row = connection.execute(
-                f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params
+                f"EXPLAIN (FORMAT JSON) {compiled}", adapted(compiled.params)
             ).fetchone()
         else:
             compiled = statement.compile(dialect=PREPARED)
-            values = [compiled.params[name] for name in compiled.positiontup or ()]
+            params = adapted(compiled.params)
+            values = [params[name] for name in compiled.positiontup or ()]
             connection.execute(f"PREPARE list_statement AS {compiled}")
             connection.execute("SET plan_cache_mode = force_generic_plan")
             row = connection.execute(
@@ -178,6 +184,14 @@ def explain(db: PlansDatabase, statement: Select[Any], *, generic: bool = False)
     plan = document[0]["Plan"]
     assert isinstance(plan, dict)
     return plan
+
+
+def adapted(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as SQLAlchemy's JSONB type sends them: a label filter's
+    object as JSON."""
+    return {
+        name: Jsonb(value) if isinstance(value, dict) else value for name, value in params.items()
+    }
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -367,6 +381,56 @@ def test_a_search_total_sums_the_counters_of_matching_names(
     plan = explain(plans_db, list_total_statement(query), generic=generic)
     print(f"\ntotal {search!r} {filters}:\n{describe(plan)}")
     assert_sums_the_name_counters(plan, filters)
+
+
+# Labels: every process of ORG carries `env` (a quarter each), `team` (one
+# of 25) and a `commit` of its own, and ten of them an `incident`. Two
+# filters as a team lists its production runs match 1% (400); a rare label
+# 10. The page finds them by the labels' GIN index or walks an ordered index
+# and skips the others, whichever the planner judges cheaper; never a
+# sequential scan or a sort of every process. Each process's own `commit`
+# makes as many label sets as processes, the label counters' worst case: the
+# total still reads no process row.
+LABEL_FILTERS = {
+    "two-labels": ["env=prod", "team=team-5"],
+    "rare-label": ["incident=inc-7"],
+    "one-commit": ["commit=c4ca4238a0b923820dcc509a6f75849b"],
+}
+
+
+@pytest.mark.parametrize("status", ["", "running"])
+@pytest.mark.parametrize("labels", LABEL_FILTERS.values(), ids=LABEL_FILTERS.keys())
+def test_a_label_filter_uses_an_index(
+    plans_db: PlansDatabase, labels: list[str], status: str
+) -> None:
+    page = explain(plans_db, list_page_statement(list_query(ORG, label=labels, status=status)))
+    print(f"\npage {labels} status={status!r}:\n{describe(page)}")
+    assert_no_seq_scan(page)
+    assert index_names(page) & (ORDERED_INDEXES | {"processes_labels"}), describe(page)
+
+
+@pytest.mark.parametrize("labels", ["rare-label", "one-commit"])
+def test_a_selective_label_filter_finds_its_processes_by_the_label_index(
+    plans_db: PlansDatabase, labels: str
+) -> None:
+    query = list_query(ORG, label=LABEL_FILTERS[labels])
+    page = explain(plans_db, list_page_statement(query))
+    print(f"\npage {labels}:\n{describe(page)}")
+    assert "processes_labels" in index_names(page), describe(page)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize("status", ["", "running"])
+@pytest.mark.parametrize("labels", LABEL_FILTERS.values(), ids=LABEL_FILTERS.keys())
+def test_a_label_total_sums_the_counters_of_matching_label_sets(
+    plans_db: PlansDatabase, labels: list[str], status: str, generic: bool
+) -> None:
+    query = list_query(ORG, label=labels, status=status)
+    plan = explain(plans_db, list_total_statement(query), generic=generic)
+    print(f"\ntotal {labels} status={status!r}:\n{describe(plan)}")
+    assert_no_seq_scan(plan)
+    assert relations(plan) == {"process_label_counts"}, describe(plan)
+    assert "process_label_counts_labels" in index_names(plan), describe(plan)
 
 
 # Tasks: the same rules for ListTasks. Its statuses and namespaces are

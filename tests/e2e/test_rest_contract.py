@@ -37,6 +37,7 @@ PROCESS_KEYS = {
     "started_at",
     "seq",
     "created_by",
+    "labels",
 }
 SUMMARY_KEYS = {
     "process_id",
@@ -47,6 +48,7 @@ SUMMARY_KEYS = {
     "step_count",
     "task_ids",
     "created_by",
+    "labels",
 }
 ACK_KEYS = {"process_id", "update_type", "timestamp", "seq"}
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -119,7 +121,7 @@ def list_processes(rest: httpx.Client, org: Org, **params: Any) -> Json:
     for number in ("total", "limit", "offset"):
         assert type(page[number]) is int, page
     for item in page["processes"]:
-        assert SUMMARY_KEYS <= item.keys() <= SUMMARY_KEYS | {"current_step"}, item
+        assert SUMMARY_KEYS <= item.keys() <= SUMMARY_KEYS | {"current_step", "url"}, item
         assert type(item["step_count"]) is int, item
     return page
 
@@ -181,6 +183,7 @@ def test_a_new_process_is_running_with_all_steps_pending(rest: httpx.Client, org
         "started_at": created["started_at"],
         "seq": 0,
         "created_by": created["created_by"],  # the token's name: tests/e2e/test_actors.py
+        "labels": {},
     }
     started_at = moment(created["started_at"])
     assert before - timedelta(seconds=5) <= started_at <= datetime.now(UTC) + timedelta(seconds=5)

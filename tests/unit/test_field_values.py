@@ -9,7 +9,7 @@ values of the domain's enum of the same name.
 """
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,8 @@ VALIDATE: dict[str, Callable[[Any], object]] = {
         step_defs=messages.step_defs(request),
         now=NOW,
         created_by=Caller(ORG, frozenset(), "ci", uuid.uuid4()),
+        labels=dict(request.labels),
+        url=request.url if request.HasField("url") else None,
     ),
     "UpdateProcessRequest": lambda request: domain.validate_update(messages.update(request)),
     "ListProcessEventsRequest": lambda request: domain.events_page(
@@ -80,9 +82,19 @@ BASES: dict[str, list[Message]] = {
     "WatchProcessRequest": [pb.WatchProcessRequest()],
     "WatchProcessesRequest": [pb.WatchProcessesRequest()],
 }
-# Items of a repeated message field that may stand side by side (step keys are unique).
-DISTINCT_ITEMS: dict[str, Callable[[int], Message]] = {
+# Items of a repeated field (by its message type, or its own name if scalar)
+# that may stand side by side (step keys and label keys are unique); a map's
+# items are (key, value) pairs.
+DISTINCT_ITEMS: dict[str, Callable[[int], Any]] = {
     "htk.processes.v1.StepDef": lambda index: pb.StepDef(key=f"s{index}", label="Step"),
+    "htk.processes.v1.CreateProcessRequest.LabelsEntry": lambda index: (f"k{index}", "v"),
+    "htk.processes.v1.ListProcessesRequest.label": lambda index: f"k{index}=v",
+}
+# Texts of a given length that a field with more rules than a length takes.
+FILLERS: dict[str, Callable[[int], str]] = {
+    "htk.processes.v1.CreateProcessRequest.url": lambda length: (
+        "https://ci.example.com/" + "x" * length
+    )[:length],
 }
 REQUESTS = [
     method.input_type for method in pb.DESCRIPTOR.services_by_name["ProcessService"].methods
@@ -162,11 +174,13 @@ def cases_for(
             yield Case(request, path, rules.maximum, accepted=True)
             yield Case(request, path, rules.maximum + 1, accepted=False)
         if rules.HasField("max_length"):
-            yield Case(request, path, "x" * rules.max_length, accepted=True)
-            yield Case(request, path, "x" * (rules.max_length + 1), accepted=False)
+            filler = FILLERS.get(field.full_name, "x".__mul__)
+            yield Case(request, path, filler(rules.max_length), accepted=True)
+            yield Case(request, path, filler(rules.max_length + 1), accepted=False)
         if rules.HasField("max_items"):
-            assert field.message_type is not None, f"{field.full_name}: no items to make"
-            item = DISTINCT_ITEMS[field.message_type.full_name]
+            items = field.message_type.full_name if field.message_type else field.full_name
+            assert items in DISTINCT_ITEMS, f"{field.full_name}: no items to make"
+            item = DISTINCT_ITEMS[items]
             yield Case(request, path, [item(i) for i in range(rules.max_items)], accepted=True)
             yield Case(request, path, [item(i) for i in range(rules.max_items + 1)], accepted=False)
 
@@ -181,9 +195,13 @@ def with_value(base: Message, case: Case) -> Message:
     target: Any = request
     for part in parents:
         target = target[part] if isinstance(part, int) else getattr(target, part)
-    if isinstance(case.value, list):
-        del getattr(target, str(last))[:]
-        getattr(target, str(last)).extend(case.value)
+    container = getattr(target, str(last))
+    if isinstance(case.value, list) and isinstance(container, MutableMapping):  # a map
+        container.clear()
+        container.update(dict(case.value))
+    elif isinstance(case.value, list):
+        del container[:]
+        container.extend(case.value)
     else:
         setattr(target, str(last), case.value)
     return request

@@ -105,16 +105,29 @@ def expected_type(field: descriptor.FieldDescriptor) -> str:
     }[field.type]
 
 
+def assert_field_schema(
+    schema: dict[str, Any], field: descriptor.FieldDescriptor
+) -> dict[str, Any]:
+    """The field's JSON type, a map's (an object of its values) or a list's;
+    returns the schema of one value."""
+    schema = resolve(schema)
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        assert schema["type"] == "object", field.full_name
+        field = field.message_type.fields_by_name["value"]
+        schema = resolve(schema["additionalProperties"])
+    elif field.is_repeated:
+        assert schema["type"] == "array", field.full_name
+        schema = resolve(schema["items"])
+    assert schema["type"] == expected_type(field), field.full_name
+    return schema
+
+
 def assert_schema_matches(schema: dict[str, Any], message: descriptor.Descriptor) -> None:
     """Every field of the message, with its JSON type, and no others."""
     schema = resolve(schema)
     assert set(schema["properties"]) == set(message.fields_by_name), message.full_name
     for field in message.fields:
-        prop = resolve(schema["properties"][field.name])
-        if field.is_repeated:
-            assert prop["type"] == "array", field.full_name
-            prop = resolve(prop["items"])
-        assert prop["type"] == expected_type(field), field.full_name
+        prop = assert_field_schema(schema["properties"][field.name], field)
         if field.message_type is not None and field.message_type.full_name == (
             "google.protobuf.Timestamp"
         ):
@@ -172,7 +185,7 @@ def test_query_parameters_have_the_json_types(method: descriptor.MethodDescripto
     for parameter in operation(method)["parameters"]:
         if parameter["in"] == "query":
             field = method.input_type.fields_by_name[parameter["name"]]
-            assert parameter["schema"]["type"] == expected_type(field), field.full_name
+            assert_field_schema(parameter["schema"], field)
             assert parameter["required"] == (field_behavior_pb2.REQUIRED in behaviors(field))
 
 
@@ -185,11 +198,7 @@ def test_request_bodies_match_the_request_message(method: descriptor.MethodDescr
     path_fields = {p["name"] for p in op["parameters"] if p["in"] == "path"}
     for name, prop in schema["properties"].items():
         assert name not in path_fields
-        field = method.input_type.fields_by_name[name]
-        prop = resolve(prop)
-        if field.is_repeated:
-            prop = resolve(prop["items"])
-        assert prop["type"] == expected_type(field), field.full_name
+        assert_field_schema(prop, method.input_type.fields_by_name[name])
     # The server refuses unknown fields; proto3 requires none, the protos' REQUIRED do.
     assert schema["additionalProperties"] is False
     required = required_fields(method.input_type) - path_fields

@@ -108,7 +108,15 @@ def time_out(process: Process, step_key: str, now: datetime) -> Change | None:
 def stored_bytes(process: Process) -> int:
     """What a process holds, as MAX_PROCESS_BYTES counts it: its texts in UTF-8
     and the `data` of its steps as compact JSON."""
-    own = text_bytes(process.namespace, process.name, process.summary, process.error)
+    own = text_bytes(
+        process.namespace,
+        process.name,
+        process.summary,
+        process.error,
+        process.url,
+        *process.labels.keys(),
+        *process.labels.values(),
+    )
     return own + sum(step_bytes(step) for step in process.steps)
 
 

@@ -1,9 +1,10 @@
 """A process and its steps as the domain holds them, how one is created, and
 how a list of them is asked for and paged."""
 
+import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from server.domain.checks import check_text, parse_choice, qualify_namespace
@@ -17,6 +18,7 @@ from server.domain.paging import (
     read_page_token,
     split_page,
 )
+from server.domain.processes.labels import check_labels, check_url, label_filters
 from server.domain.processes.limits import (
     MAX_LABEL_LENGTH,
     MAX_LIST_LIMIT,
@@ -54,10 +56,16 @@ class ListQuery:
     offset: int = 0
     # Set by a page token: the page starts right after this position.
     after: PagePosition | None = None
+    # (key, value) pairs, sorted by key, that a process must all carry.
+    labels: tuple[tuple[str, str], ...] = ()
 
     def filters_fingerprint(self) -> str:
         """Identifies the filters and sort order, which a page token must not change."""
-        return fingerprint([self.status, self.namespace, self.search, self.sort])
+        filters: list[str | None] = [self.status, self.namespace, self.search, self.sort]
+        # Appended only when given, so that tokens issued before labels existed still read.
+        if self.labels:
+            filters.append(json.dumps(self.labels))
+        return fingerprint(filters)
 
 
 def page_token(query: ListQuery, last: "ProcessSummary") -> str:
@@ -75,6 +83,7 @@ def list_query(
     limit: int | None = None,
     offset: int | None = None,
     page_token: str = "",
+    label: Sequence[str] = (),
 ) -> ListQuery:
     """Validates list parameters; empty strings and None mean "not given"."""
     limit, offset = check_window(limit, offset, MAX_LIST_LIMIT)
@@ -87,6 +96,7 @@ def list_query(
         sort=parse_choice(SortOrder, "sort", sort) if sort else SortOrder.NEWEST,
         limit=limit,
         offset=offset,
+        labels=label_filters(label),
     )
     if not page_token:
         return query
@@ -174,6 +184,8 @@ class Process:
     # That token's name, as it was then; None for processes created before
     # htk recorded it.
     created_by: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
 
     @property
     def current_step(self) -> str | None:
@@ -222,6 +234,8 @@ class ProcessSummary:
     task_ids: list[uuid.UUID]
     # See Process.created_by.
     created_by: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +275,8 @@ def new_process(
     step_defs: Sequence[StepDef],
     now: datetime,
     created_by: Caller,
+    labels: Mapping[str, str] | None = None,
+    url: str | None = None,
 ) -> Process:
     """Validates a creation request and returns the new, running process."""
     if not name.strip():
@@ -293,6 +309,8 @@ def new_process(
                 f"must be between {MIN_TIMEOUT_SECONDS} and {MAX_TIMEOUT_SECONDS}"
                 f" ({MAX_TIMEOUT_SECONDS // 86400} days), got {timeout}",
             )
+    checked_labels = check_labels(labels or {})
+    checked_url = check_url(url)
     process_id = uuid.uuid4()
     return Process(
         process_id=process_id,
@@ -302,6 +320,8 @@ def new_process(
         started_at=now,
         created_by_token_id=created_by.token_id,
         created_by=created_by.token_name,
+        labels=checked_labels,
+        url=checked_url,
         steps=[
             Step(
                 key=step_def.key,

@@ -90,7 +90,7 @@ class RestApi:
     def close(self) -> None:
         self._http.close()
 
-    def list_processes(self, query: Mapping[str, str | int]) -> Response:
+    def list_processes(self, query: Mapping[str, str | int | list[str]]) -> Response:
         return self._call("GET", "/api/v1/processes", query=query)
 
     def get_process(self, process_id: str) -> Response:
@@ -182,7 +182,7 @@ class RestApi:
         method: str,
         path: str,
         *,
-        query: Mapping[str, str | int] | None = None,
+        query: Mapping[str, str | int | list[str]] | None = None,
         body: JsonObject | None = None,
         idempotency_key: str | None = None,
     ) -> Response:

@@ -159,6 +159,14 @@ def step_def(text: str) -> JsonObject:
     return {"key": key, "label": label or key, "human": human}
 
 
+def label(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` as a label (the value may hold `=`); the server checks the key."""
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"a label is KEY=VALUE, e.g. env=prod: {text!r}")
+    return key, value
+
+
 def json_object(text: str) -> JsonObject:
     try:
         value = json.loads(text)

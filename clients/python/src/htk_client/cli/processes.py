@@ -12,6 +12,7 @@ from htk_client.cli.options import (
     group,
     idempotency_key,
     json_object,
+    label,
     paging,
     print_json,
     query,
@@ -39,19 +40,29 @@ def _add_list(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "Prints a table of one page of processes and, on stderr, which ones of how\n"
         "many they are and the --page-token of the next page. All filters combine.",
         "  htk processes list --status running --search deploy\n"
+        "  htk processes list --label env=prod --label team=payments\n"
         "  htk processes list --namespace acme.deployments --sort oldest --limit 100 --json",
     )
     listing.add_argument("--status", choices=PROCESS_STATUSES)
     listing.add_argument("--namespace", help="e.g. acme.deployments")
     listing.add_argument("--search", help="text the name contains, ignoring case")
     listing.add_argument("--sort", choices=SORT_ORDERS, help="by start time")
+    listing.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        type=label,
+        metavar="KEY=VALUE",
+        help="only processes with this label; repeat for more, all must match",
+    )
     paging(listing, "processes")
 
 
 def _list(api: RestApi, args: argparse.Namespace, out: Console) -> int:
-    page = api.list_processes(
-        query(args, "status", "namespace", "search", "sort", "limit", "offset", "page_token")
-    )
+    filters = query(args, "status", "namespace", "search", "sort", "limit", "offset", "page_token")
+    if args.labels:
+        filters["label"] = [f"{key}={value}" for key, value in args.labels]
+    page = api.list_processes(filters)
     if not print_json(args, page):
         out.print(processes_table(page.json))
         print(page_footer(page.json, "processes", "processes"), file=sys.stderr)
@@ -87,7 +98,8 @@ def _add_create(processes: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "Prints the new process's id alone, so that a script can keep it; with --json,\n"
         "the whole process. A bare namespace gets your organization's prefix.",
         "  PROCESS=$(htk processes create --namespace deployments --name 'Deploy v2.1.0' \\\n"
-        "      --step build:Build --step test:Test --step review:Review:human)",
+        "      --step build:Build --step test:Test --step review:Review:human \\\n"
+        "      --label env=prod --link https://ci.example.com/runs/42)",
     )
     create.add_argument("--namespace", required=True, help="e.g. deployments")
     create.add_argument("--name", required=True, help="e.g. 'Deploy v2.1.0'")
@@ -100,11 +112,29 @@ def _add_create(processes: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="KEY[:LABEL[:human]]",
         help="a step, in order; repeat for each (the label defaults to the key)",
     )
+    create.add_argument(
+        "--label",
+        dest="labels",
+        action="append",
+        type=label,
+        metavar="KEY=VALUE",
+        help="a label to find the process by (htk processes list --label); repeat for more",
+    )
+    # Not --url, which every command takes for the API's address.
+    create.add_argument(
+        "--link",
+        metavar="URL",
+        help="the process's url: what drives it, e.g. the CI run's page (http or https)",
+    )
     idempotency_key(create)
 
 
 def _create(api: RestApi, args: argparse.Namespace, out: Console) -> int:
     body = {"namespace": args.namespace, "name": args.name, "step_defs": args.steps}
+    if args.labels:
+        body["labels"] = dict(args.labels)
+    if args.link is not None:
+        body["url"] = args.link
     process = api.create_process(body, args.idempotency_key)
     if not print_json(args, process):
         print(safe(process.json["process_id"]))

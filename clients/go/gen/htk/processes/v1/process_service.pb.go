@@ -296,9 +296,9 @@ func (UpdateType) EnumDescriptor() ([]byte, []int) {
 // updates, so every field here is set by the server.
 //
 // A process holds at most 512 KiB (524,288 bytes) of text and data: the UTF-8
-// bytes of its namespace, name, step keys and labels, of every `detail`,
-// `error`, progress message and `summary` it keeps, plus each step's `data`
-// as compact JSON. An update past that is refused, so every process can be
+// bytes of its namespace, name, step keys and labels, its own labels' keys
+// and values and its url, of every `detail`, `error`, progress message and
+// `summary` it keeps, plus each step's `data` as compact JSON. An update past that is refused, so every process can be
 // read back whole, as JSON through Envoy and by gRPC clients with their
 // default 4 MiB message limit. Updates that do not add text or data are
 // always taken, so a full process can still finish.
@@ -333,6 +333,12 @@ type Process struct {
 	// first): what this snapshot includes, so that a client can resume a
 	// watch or page the events from exactly here.
 	Seq int32 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The labels the process was created with, e.g. `{"env": "prod"}`: what
+	// ListProcesses filters by with `label`. Empty when it has none.
+	Labels map[string]string `protobuf:"bytes,50,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The link the process was created with, e.g. the CI run that drives it.
+	// Absent when it has none.
+	Url *string `protobuf:"bytes,51,opt,name=url,proto3,oneof" json:"url,omitempty"`
 	// The name of the token that created the process, so that a team sees
 	// which pipeline or person started a run. Names are unique among an
 	// organization's active tokens. Absent for processes created before htk
@@ -463,6 +469,20 @@ func (x *Process) GetSeq() int32 {
 	return 0
 }
 
+func (x *Process) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Process) GetUrl() string {
+	if x != nil && x.Url != nil {
+		return *x.Url
+	}
+	return ""
+}
+
 func (x *Process) GetCreatedBy() string {
 	if x != nil && x.CreatedBy != nil {
 		return *x.CreatedBy
@@ -490,6 +510,11 @@ type ProcessSummary struct {
 	StepCount int32 `protobuf:"varint,7,opt,name=step_count,json=stepCount,proto3" json:"step_count,omitempty"`
 	// The tasks of the human steps, in step order.
 	TaskIds []string `protobuf:"bytes,8,rep,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
+	// See `Process.labels`: a list shows them so that a page can be told
+	// apart and narrowed without a Get per process.
+	Labels map[string]string `protobuf:"bytes,50,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// See `Process.url`.
+	Url *string `protobuf:"bytes,51,opt,name=url,proto3,oneof" json:"url,omitempty"`
 	// See `Process.created_by`.
 	CreatedBy     *string `protobuf:"bytes,60,opt,name=created_by,json=createdBy,proto3,oneof" json:"created_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -580,6 +605,20 @@ func (x *ProcessSummary) GetTaskIds() []string {
 		return x.TaskIds
 	}
 	return nil
+}
+
+func (x *ProcessSummary) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ProcessSummary) GetUrl() string {
+	if x != nil && x.Url != nil {
+		return *x.Url
+	}
+	return ""
 }
 
 func (x *ProcessSummary) GetCreatedBy() string {
@@ -872,7 +911,13 @@ type ListProcessesRequest struct {
 	// filters and `sort` must equal that request's; `limit` may change, and
 	// `offset` must be absent or 0. Empty: the first page. At most 200
 	// characters.
-	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only processes with these labels, each given as `key=value` (split at
+	// the first `=`, so a value may hold more): a process must carry every one
+	// of them. Repeat the query parameter for more,
+	// `?label=env=prod&label=team=payments`. A key that is not a valid label
+	// key, or one given twice, is refused. `total` stays exact.
+	Label         []string `protobuf:"bytes,50,rep,name=label,proto3" json:"label,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -954,6 +999,13 @@ func (x *ListProcessesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListProcessesRequest) GetLabel() []string {
+	if x != nil {
+		return x.Label
+	}
+	return nil
 }
 
 // Response of ProcessService.ListProcesses.
@@ -1199,7 +1251,20 @@ type CreateProcessRequest struct {
 	// A human-readable name; not blank.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The steps, in order, with unique keys.
-	StepDefs      []*StepDef `protobuf:"bytes,3,rep,name=step_defs,json=stepDefs,proto3" json:"step_defs,omitempty"`
+	StepDefs []*StepDef `protobuf:"bytes,3,rep,name=step_defs,json=stepDefs,proto3" json:"step_defs,omitempty"`
+	// Labels to find the process by later (ListProcesses' `label` filter),
+	// such as the environment, team, branch or commit, as CI systems tag
+	// their runs. A key is 1-63 characters: lowercase letters, digits, `.`,
+	// `_`, `/` and `-`, starting and ending with a letter or digit (e.g.
+	// `env`, `app.kubernetes.io/name`); a value is at most 256 characters
+	// and may be empty. They count toward the process's 512 KiB (see
+	// `Process`) and never change.
+	Labels map[string]string `protobuf:"bytes,50,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A link to what drives the process, e.g. the CI run's page: an absolute
+	// `https://` or `http://` URL with a host, at most 2,048 characters. Any
+	// other scheme (`javascript:`, `data:`) and relative URLs are refused,
+	// since dashboards render it as a link.
+	Url           *string `protobuf:"bytes,51,opt,name=url,proto3,oneof" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1253,6 +1318,20 @@ func (x *CreateProcessRequest) GetStepDefs() []*StepDef {
 		return x.StepDefs
 	}
 	return nil
+}
+
+func (x *CreateProcessRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateProcessRequest) GetUrl() string {
+	if x != nil && x.Url != nil {
+		return *x.Url
+	}
+	return ""
 }
 
 // Request of ProcessService.UpdateProcess: one state change, flat as in the
@@ -2149,7 +2228,7 @@ var File_htk_processes_v1_process_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
-	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc0\x05\n" +
+	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe5\x06\n" +
 	"\aProcess\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2168,14 +2247,20 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"finishedAt\x12#\n" +
 	"\asummary\x18\v \x01(\tB\x04\xe2A\x01\x03H\x01R\asummary\x88\x01\x01\x12\x1f\n" +
 	"\x05error\x18\f \x01(\tB\x04\xe2A\x01\x03H\x02R\x05error\x88\x01\x01\x12\x16\n" +
-	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12(\n" +
+	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12C\n" +
+	"\x06labels\x182 \x03(\v2%.htk.processes.v1.Process.LabelsEntryB\x04\xe2A\x01\x03R\x06labels\x12\x1b\n" +
+	"\x03url\x183 \x01(\tB\x04\xe2A\x01\x03H\x03R\x03url\x88\x01\x01\x12(\n" +
 	"\n" +
-	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x03R\tcreatedBy\x88\x01\x01B\x0f\n" +
+	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x04R\tcreatedBy\x88\x01\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
 	"\r_current_stepB\n" +
 	"\n" +
 	"\b_summaryB\b\n" +
-	"\x06_errorB\r\n" +
-	"\v_created_by\"\xb4\x03\n" +
+	"\x06_errorB\x06\n" +
+	"\x04_urlB\r\n" +
+	"\v_created_by\"\xe0\x04\n" +
 	"\x0eProcessSummary\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2188,10 +2273,16 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\tstartedAt\x12#\n" +
 	"\n" +
 	"step_count\x18\a \x01(\x05B\x04\xe2A\x01\x03R\tstepCount\x12\x1f\n" +
-	"\btask_ids\x18\b \x03(\tB\x04\xe2A\x01\x03R\ataskIds\x12(\n" +
+	"\btask_ids\x18\b \x03(\tB\x04\xe2A\x01\x03R\ataskIds\x12J\n" +
+	"\x06labels\x182 \x03(\v2,.htk.processes.v1.ProcessSummary.LabelsEntryB\x04\xe2A\x01\x03R\x06labels\x12\x1b\n" +
+	"\x03url\x183 \x01(\tB\x04\xe2A\x01\x03H\x01R\x03url\x88\x01\x01\x12(\n" +
 	"\n" +
-	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x01R\tcreatedBy\x88\x01\x01B\x0f\n" +
-	"\r_current_stepB\r\n" +
+	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x02R\tcreatedBy\x88\x01\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
+	"\r_current_stepB\x06\n" +
+	"\x04_urlB\r\n" +
 	"\v_created_by\"\xb9\x01\n" +
 	"\aStepDef\x12\x1c\n" +
 	"\x03key\x18\x01 \x01(\tB\n" +
@@ -2228,7 +2319,7 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x11_progress_percentB\b\n" +
 	"\x06_errorB\x0f\n" +
 	"\r_completed_byB\x18\n" +
-	"\x16_completed_by_token_id\"\xe8\x02\n" +
+	"\x16_completed_by_token_id\"\x8a\x03\n" +
 	"\x14ListProcessesRequest\x12@\n" +
 	"\x06status\x18\x01 \x01(\tB(\xe2A\x01\x01\x9a\x82\x19 \n" +
 	"\x1ehtk.processes.v1.ProcessStatusR\x06status\x12\"\n" +
@@ -2240,7 +2331,9 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x06offset\x18\x06 \x01(\x05B\n" +
 	"\xe2A\x01\x01\x9a\x82\x19\x02\x10\x00H\x01R\x06offset\x88\x01\x01\x12#\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tB\x04\xe2A\x01\x01R\tpageTokenB\b\n" +
+	"page_token\x18\a \x01(\tB\x04\xe2A\x01\x01R\tpageToken\x12 \n" +
+	"\x05label\x182 \x03(\tB\n" +
+	"\xe2A\x01\x01\x9a\x82\x19\x02( R\x05labelB\b\n" +
 	"\x06_limitB\t\n" +
 	"\a_offset\"\xc3\x01\n" +
 	"\x15ListProcessesResponse\x12>\n" +
@@ -2257,12 +2350,19 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x06scopes\x18\x03 \x03(\tB\x04\xe2A\x01\x03R\x06scopes\"8\n" +
 	"\x11GetProcessRequest\x12#\n" +
 	"\n" +
-	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\"\x9f\x01\n" +
+	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\"\xde\x02\n" +
 	"\x14CreateProcessRequest\x12\"\n" +
 	"\tnamespace\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tnamespace\x12\x1f\n" +
 	"\x04name\x18\x02 \x01(\tB\v\xe2A\x01\x02\x9a\x82\x19\x03 \xc8\x01R\x04name\x12B\n" +
 	"\tstep_defs\x18\x03 \x03(\v2\x19.htk.processes.v1.StepDefB\n" +
-	"\xe2A\x01\x02\x9a\x82\x19\x02(dR\bstepDefs\"\xe8\x03\n" +
+	"\xe2A\x01\x02\x9a\x82\x19\x02(dR\bstepDefs\x12V\n" +
+	"\x06labels\x182 \x03(\v22.htk.processes.v1.CreateProcessRequest.LabelsEntryB\n" +
+	"\xe2A\x01\x01\x9a\x82\x19\x02( R\x06labels\x12\"\n" +
+	"\x03url\x183 \x01(\tB\v\xe2A\x01\x01\x9a\x82\x19\x03 \x80\x10H\x00R\x03url\x88\x01\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x06\n" +
+	"\x04_url\"\xe8\x03\n" +
 	"\x14UpdateProcessRequest\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\x129\n" +
@@ -2414,7 +2514,7 @@ func file_htk_processes_v1_process_service_proto_rawDescGZIP() []byte {
 }
 
 var file_htk_processes_v1_process_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_htk_processes_v1_process_service_proto_goTypes = []any{
 	(ProcessStatus)(0),                // 0: htk.processes.v1.ProcessStatus
 	(StepStatus)(0),                   // 1: htk.processes.v1.StepStatus
@@ -2440,56 +2540,62 @@ var file_htk_processes_v1_process_service_proto_goTypes = []any{
 	(*WatchProcessResponse)(nil),      // 21: htk.processes.v1.WatchProcessResponse
 	(*WatchProcessesRequest)(nil),     // 22: htk.processes.v1.WatchProcessesRequest
 	(*WatchProcessesResponse)(nil),    // 23: htk.processes.v1.WatchProcessesResponse
-	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 25: google.protobuf.Struct
-	(*status.Status)(nil),             // 26: google.rpc.Status
+	nil,                               // 24: htk.processes.v1.Process.LabelsEntry
+	nil,                               // 25: htk.processes.v1.ProcessSummary.LabelsEntry
+	nil,                               // 26: htk.processes.v1.CreateProcessRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 28: google.protobuf.Struct
+	(*status.Status)(nil),             // 29: google.rpc.Status
 }
 var file_htk_processes_v1_process_service_proto_depIdxs = []int32{
 	6,  // 0: htk.processes.v1.Process.step_defs:type_name -> htk.processes.v1.StepDef
 	7,  // 1: htk.processes.v1.Process.timeline:type_name -> htk.processes.v1.TimelineEntry
-	24, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	24, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 4: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
-	24, // 5: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
-	24, // 6: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
-	25, // 7: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
-	5,  // 8: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
-	6,  // 9: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
-	25, // 10: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
-	24, // 11: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
-	24, // 12: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
-	25, // 13: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
-	24, // 14: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	16, // 15: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
-	4,  // 16: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
-	16, // 17: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	17, // 18: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	26, // 19: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
-	5,  // 20: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
-	16, // 21: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	17, // 22: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	26, // 23: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
-	8,  // 24: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
-	12, // 25: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
-	13, // 26: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
-	14, // 27: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
-	18, // 28: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
-	20, // 29: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
-	22, // 30: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
-	10, // 31: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
-	9,  // 32: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
-	4,  // 33: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
-	4,  // 34: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
-	15, // 35: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
-	19, // 36: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
-	21, // 37: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
-	23, // 38: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
-	11, // 39: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	27, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	27, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
+	24, // 4: htk.processes.v1.Process.labels:type_name -> htk.processes.v1.Process.LabelsEntry
+	27, // 5: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
+	25, // 6: htk.processes.v1.ProcessSummary.labels:type_name -> htk.processes.v1.ProcessSummary.LabelsEntry
+	27, // 7: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
+	27, // 8: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
+	28, // 9: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
+	5,  // 10: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
+	6,  // 11: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
+	26, // 12: htk.processes.v1.CreateProcessRequest.labels:type_name -> htk.processes.v1.CreateProcessRequest.LabelsEntry
+	28, // 13: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
+	27, // 14: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
+	27, // 15: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
+	28, // 16: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
+	27, // 17: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	16, // 18: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
+	4,  // 19: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
+	16, // 20: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	17, // 21: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	29, // 22: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
+	5,  // 23: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
+	16, // 24: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	17, // 25: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	29, // 26: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
+	8,  // 27: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
+	12, // 28: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
+	13, // 29: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
+	14, // 30: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
+	18, // 31: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
+	20, // 32: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
+	22, // 33: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
+	10, // 34: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
+	9,  // 35: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
+	4,  // 36: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
+	4,  // 37: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
+	15, // 38: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
+	19, // 39: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
+	21, // 40: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
+	23, // 41: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
+	11, // 42: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_htk_processes_v1_process_service_proto_init() }
@@ -2505,6 +2611,7 @@ func file_htk_processes_v1_process_service_proto_init() {
 	file_htk_processes_v1_process_service_proto_msgTypes[2].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[3].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[4].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[9].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[10].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[12].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[14].OneofWrappers = []any{}
@@ -2521,7 +2628,7 @@ func file_htk_processes_v1_process_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_htk_processes_v1_process_service_proto_rawDesc), len(file_htk_processes_v1_process_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -179,15 +179,35 @@ class Process(_message.Message):
     updates, so every field here is set by the server.
 
     A process holds at most 512 KiB (524,288 bytes) of text and data: the UTF-8
-    bytes of its namespace, name, step keys and labels, of every `detail`,
-    `error`, progress message and `summary` it keeps, plus each step's `data`
-    as compact JSON. An update past that is refused, so every process can be
+    bytes of its namespace, name, step keys and labels, its own labels' keys
+    and values and its url, of every `detail`, `error`, progress message and
+    `summary` it keeps, plus each step's `data` as compact JSON. An update past that is refused, so every process can be
     read back whole, as JSON through Envoy and by gRPC clients with their
     default 4 MiB message limit. Updates that do not add text or data are
     always taken, so a full process can still finish.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     PROCESS_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
@@ -202,6 +222,8 @@ class Process(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's unique identifier, a UUID."""
@@ -223,6 +245,10 @@ class Process(_message.Message):
     """The `seq` of the last event the process has logged (0 before the
     first): what this snapshot includes, so that a client can resume a
     watch or page the events from exactly here.
+    """
+    url: _builtins.str
+    """The link the process was created with, e.g. the CI run that drives it.
+    Absent when it has none.
     """
     created_by: _builtins.str
     """The name of the token that created the process, so that a team sees
@@ -250,6 +276,12 @@ class Process(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When the process was marked `completed` or `failed`. Absent while running."""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels the process was created with, e.g. `{"env": "prod"}`: what
+        ListProcesses filters by with `label`. Empty when it has none.
+        """
+
     def __init__(
         self,
         *,
@@ -266,11 +298,13 @@ class Process(_message.Message):
         summary: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
         seq: _builtins.int = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        url: _builtins.str | None = ...,
         created_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "summary", b"summary", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "labels", b"labels", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
@@ -280,6 +314,8 @@ class Process(_message.Message):
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__summary: _TypeAlias = _typing.Literal["summary"]  # noqa: Y015
     _WhichOneofArgType__summary: _TypeAlias = _typing.Literal["_summary", b"_summary"]  # noqa: Y015
+    _WhichOneofReturnType__url: _TypeAlias = _typing.Literal["url"]  # noqa: Y015
+    _WhichOneofArgType__url: _TypeAlias = _typing.Literal["_url", b"_url"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
     @_typing.overload
@@ -288,6 +324,8 @@ class Process(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__summary) -> _WhichOneofReturnType__summary | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__url) -> _WhichOneofReturnType__url | None: ...
 
 Global___Process: _TypeAlias = Process  # noqa: Y015
 
@@ -299,6 +337,26 @@ class ProcessSummary(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROCESS_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
@@ -307,6 +365,8 @@ class ProcessSummary(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     STEP_COUNT_FIELD_NUMBER: _builtins.int
     TASK_IDS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's unique identifier, a UUID."""
@@ -320,6 +380,8 @@ class ProcessSummary(_message.Message):
     """See `Process.current_step`."""
     step_count: _builtins.int
     """How many steps the process defines."""
+    url: _builtins.str
+    """See `Process.url`."""
     created_by: _builtins.str
     """See `Process.created_by`."""
     @_builtins.property
@@ -329,6 +391,12 @@ class ProcessSummary(_message.Message):
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The tasks of the human steps, in step order."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """See `Process.labels`: a list shows them so that a page can be told
+        apart and narrowed without a Get per process.
+        """
 
     def __init__(
         self,
@@ -341,20 +409,26 @@ class ProcessSummary(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         step_count: _builtins.int = ...,
         task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        url: _builtins.str | None = ...,
         created_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "created_by", b"created_by", "current_step", b"current_step", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "started_at", b"started_at", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "created_by", b"created_by", "current_step", b"current_step", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_count", b"step_count", "task_ids", b"task_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "labels", b"labels", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_count", b"step_count", "task_ids", b"task_ids", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
     _WhichOneofReturnType__current_step: _TypeAlias = _typing.Literal["current_step"]  # noqa: Y015
     _WhichOneofArgType__current_step: _TypeAlias = _typing.Literal["_current_step", b"_current_step"]  # noqa: Y015
+    _WhichOneofReturnType__url: _TypeAlias = _typing.Literal["url"]  # noqa: Y015
+    _WhichOneofArgType__url: _TypeAlias = _typing.Literal["_url", b"_url"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__current_step) -> _WhichOneofReturnType__current_step | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__url) -> _WhichOneofReturnType__url | None: ...
 
 Global___ProcessSummary: _TypeAlias = ProcessSummary  # noqa: Y015
 
@@ -548,6 +622,7 @@ class ListProcessesRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """Only processes with this status, e.g. `running`."""
     namespace: _builtins.str
@@ -572,6 +647,15 @@ class ListProcessesRequest(_message.Message):
     `offset` must be absent or 0. Empty: the first page. At most 200
     characters.
     """
+    @_builtins.property
+    def label(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only processes with these labels, each given as `key=value` (split at
+        the first `=`, so a value may hold more): a process must carry every one
+        of them. Repeat the query parameter for more,
+        `?label=env=prod&label=team=payments`. A key that is not a valid label
+        key, or one given twice, is refused. `total` stays exact.
+        """
+
     def __init__(
         self,
         *,
@@ -582,10 +666,11 @@ class ListProcessesRequest(_message.Message):
         limit: _builtins.int | None = ...,
         offset: _builtins.int | None = ...,
         page_token: _builtins.str = ...,
+        label: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "namespace", b"namespace", "offset", b"offset", "page_token", b"page_token", "search", b"search", "sort", b"sort", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "label", b"label", "limit", b"limit", "namespace", b"namespace", "offset", b"offset", "page_token", b"page_token", "search", b"search", "sort", b"sort", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
     _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
@@ -721,9 +806,31 @@ class CreateProcessRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     STEP_DEFS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """The namespace: `<organization>.<name>`, or a bare `<name>` to which the
     caller's organization is prefixed. Another organization's namespace is
@@ -732,9 +839,26 @@ class CreateProcessRequest(_message.Message):
     """
     name: _builtins.str
     """A human-readable name; not blank."""
+    url: _builtins.str
+    """A link to what drives the process, e.g. the CI run's page: an absolute
+    `https://` or `http://` URL with a host, at most 2,048 characters. Any
+    other scheme (`javascript:`, `data:`) and relative URLs are refused,
+    since dashboards render it as a link.
+    """
     @_builtins.property
     def step_defs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepDef]:
         """The steps, in order, with unique keys."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Labels to find the process by later (ListProcesses' `label` filter),
+        such as the environment, team, branch or commit, as CI systems tag
+        their runs. A key is 1-63 characters: lowercase letters, digits, `.`,
+        `_`, `/` and `-`, starting and ending with a letter or digit (e.g.
+        `env`, `app.kubernetes.io/name`); a value is at most 256 characters
+        and may be empty. They count toward the process's 512 KiB (see
+        `Process`) and never change.
+        """
 
     def __init__(
         self,
@@ -742,12 +866,16 @@ class CreateProcessRequest(_message.Message):
         namespace: _builtins.str = ...,
         name: _builtins.str = ...,
         step_defs: _abc.Iterable[Global___StepDef] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        url: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_url", b"_url", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "step_defs", b"step_defs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_url", b"_url", "labels", b"labels", "name", b"name", "namespace", b"namespace", "step_defs", b"step_defs", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__url: _TypeAlias = _typing.Literal["url"]  # noqa: Y015
+    _WhichOneofArgType__url: _TypeAlias = _typing.Literal["_url", b"_url"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__url) -> _WhichOneofReturnType__url | None: ...
 
 Global___CreateProcessRequest: _TypeAlias = CreateProcessRequest  # noqa: Y015
 
