@@ -164,6 +164,8 @@ class Process:
     finished_at: datetime | None = None
     summary: str | None = None
     error: str | None = None
+    # The reason given with a cancel, if any.
+    reason: str | None = None
     # How many updates have been accepted; the next one gets this + 1.
     update_count: int = 0
     # The token that created the process: it may not decide the process's
