@@ -22,6 +22,7 @@ STATUS_STYLES = {
     "completed": "green",
     "failed": "red",
     "cancelled": "dim",
+    "skipped": "dim",
     "expired": "red",
 }
 # What an event says besides its type and step, in this order.
@@ -97,7 +98,12 @@ def process_view(process: JsonObject) -> Group:
     facts.add_row("namespace", cell(process.get("namespace")))
     facts.add_row("status", status_cell(process.get("status")))
     facts.add_row("started", cell(show_time(process.get("started_at"))))
-    for label, key in (("finished", "finished_at"), ("summary", "summary"), ("error", "error")):
+    for label, key in (
+        ("finished", "finished_at"),
+        ("summary", "summary"),
+        ("error", "error"),
+        ("reason", "reason"),
+    ):
         if process.get(key):
             value = show_time(process[key]) if key == "finished_at" else process[key]
             facts.add_row(label, cell(value))
