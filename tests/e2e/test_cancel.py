@@ -198,3 +198,6 @@ def test_htk_processes_cancel(stack: Stack, rest: httpx.Client, org: Org) -> Non
     assert get_process(rest, org, process_id)["reason"] == "superseded"
     assert again.returncode == 2
     assert "has already cancelled" in again.stderr
+    # A cancelled run did not succeed: a pipeline's `watch --exit-status && deploy` stops.
+    watched = htk("processes", "watch", process_id, "--exit-status")
+    assert watched.returncode == 1, watched.stderr

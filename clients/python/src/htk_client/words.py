@@ -35,5 +35,8 @@ FINISHED = frozenset(
         process_service_pb2.PROCESS_STATUS_CANCELLED,
     )
 )
+COMPLETED = word(
+    process_service_pb2.ProcessStatus.DESCRIPTOR, process_service_pb2.PROCESS_STATUS_COMPLETED
+)
 APPROVED = word(task_service_pb2.Outcome.DESCRIPTOR, task_service_pb2.OUTCOME_APPROVED)
 REJECTED = word(task_service_pb2.Outcome.DESCRIPTOR, task_service_pb2.OUTCOME_REJECTED)

@@ -13,7 +13,7 @@ from htk_client.cli.options import command
 from htk_client.rest import JsonObject, RestApi, in_background
 from htk_client.text import safe
 from htk_client.views import WatchView, event_line
-from htk_client.words import FINISHED
+from htk_client.words import COMPLETED, FINISHED
 
 
 def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -24,7 +24,7 @@ def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
         "Follow a process live until it finishes",
         "On a terminal: one row per step with its status, elapsed time, progress bar\n"
         "and message, redrawn as events arrive. Otherwise: one line per event. Returns\n"
-        "when the process completes or fails, and resumes after the last event seen if\n"
+        "when the process finishes, and resumes after the last event seen if\n"
         "the connection drops.",
         "  htk processes watch $PROCESS\n"
         "  htk processes watch $PROCESS --exit-status && echo deployed",
@@ -34,14 +34,14 @@ def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
     watch.add_argument(
         "--exit-status",
         action="store_true",
-        help="exit 1 if the process failed (0 if it completed)",
+        help="exit 1 if the process failed or was cancelled (0 if it completed)",
     )
 
 
 def _watch(api: RestApi, args: argparse.Namespace, out: Console) -> int:
     stream = api.watch_process(args.process_id)
     status = live(api, args.process_id, stream, out) if out.is_terminal else lines(stream)
-    return 1 if args.exit_status and status == "failed" else 0
+    return 1 if args.exit_status and status in FINISHED - {COMPLETED} else 0
 
 
 def lines(stream: Iterable[JsonObject]) -> str | None:
