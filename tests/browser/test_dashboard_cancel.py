@@ -38,7 +38,9 @@ def test_a_process_cancelled_in_the_page_ends_with_its_steps(
     build = page.locator('[data-step="build"]')
     expect(build.locator(".chip").first).to_have_text("cancelled")
     expect(page.locator('[data-step="test"] .chip').first).to_have_text("skipped")
-    expect(page.locator(".events tbody tr").last).to_contain_text("cancelled")
+    last_event = page.locator(".events tbody tr").last
+    expect(last_event).to_contain_text("cancelled")
+    expect(last_event).to_contain_text("superseded by 4.0.1")
     process = team.pipeline.get(f"/processes/{process_id}").json()
     assert (process["status"], process["reason"]) == ("cancelled", "superseded by 4.0.1")
     assert [entry["status"] for entry in process["timeline"]] == ["cancelled", "skipped", "skipped"]

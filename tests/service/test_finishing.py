@@ -209,6 +209,18 @@ async def test_a_finished_process_cannot_be_cancelled_and_the_status_is_named(
     assert await get(processes, org, process.process_id) == before
 
 
+async def test_a_cancelled_process_accepts_no_more_updates(
+    server: InProcessServer, processes: Stub, org: Org
+) -> None:
+    process = await started(server, processes, org)
+    await cancel(processes, org, process.process_id)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await update(processes, org, process.process_id, "completed")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "has already cancelled" in (refused.value.details() or "")
+
+
 async def test_cancel_needs_processes_write(
     server: InProcessServer, processes: Stub, org: Org
 ) -> None:

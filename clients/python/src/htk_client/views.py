@@ -32,6 +32,7 @@ EVENT_TEXT_FIELDS = (
     "percent",
     "error",
     "summary",
+    "reason",
     "outcome",
     "comment",
     "completed_by",
