@@ -1,5 +1,6 @@
-"""The state machine of a process and its steps: an update, or a step's
-timeout, applied in memory or refused, leaving the process untouched.
+"""The state machine of a process and its steps: an update, a step's timeout
+or a cancel, applied in memory or refused, leaving the process untouched.
+However a process finishes, every one of its steps has ended with it.
 
 Every change returns a `Change` that names what to write back, together with
 the event to log. No accepted change takes a process past MAX_PROCESS_BYTES.
@@ -12,19 +13,9 @@ from datetime import datetime, timedelta
 
 from server.domain.declared import EventType, ProcessStatus, StepStatus, UpdateType
 from server.domain.errors import FailedPrecondition
-from server.domain.processes.limits import (
-    MAX_PROCESS_BYTES,
-    JsonObject,
-    json_bytes,
-    text_bytes,
-)
+from server.domain.processes.limits import MAX_PROCESS_BYTES, JsonObject, json_bytes, text_bytes
 from server.domain.processes.model import Process, Step
-from server.domain.processes.updates import (
-    Event,
-    Update,
-    validate_reason,
-    validate_update,
-)
+from server.domain.processes.updates import Event, Update, validate_reason, validate_update
 from server.domain.tasks import Task
 
 
