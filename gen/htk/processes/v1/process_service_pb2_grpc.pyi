@@ -60,8 +60,9 @@ class ProcessServiceStub:
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -189,8 +190,9 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -314,8 +316,9 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and

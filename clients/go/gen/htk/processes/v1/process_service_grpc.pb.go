@@ -68,8 +68,9 @@ const (
 // UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
 // on a REST path gets grpc-status INVALID_ARGUMENT.
 //
-// CreateProcess and UpdateProcess take an optional idempotency key: the REST
-// header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+// CreateProcess, UpdateProcess and CancelProcess take an optional
+// idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+// `idempotency-key`), 1-200 printable
 // ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
 // the original response and writes nothing; the same key with a different
 // request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -302,8 +303,9 @@ func (c *processServiceClient) GetCaller(ctx context.Context, in *GetCallerReque
 // UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
 // on a REST path gets grpc-status INVALID_ARGUMENT.
 //
-// CreateProcess and UpdateProcess take an optional idempotency key: the REST
-// header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+// CreateProcess, UpdateProcess and CancelProcess take an optional
+// idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+// `idempotency-key`), 1-200 printable
 // ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
 // the original response and writes nothing; the same key with a different
 // request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
