@@ -209,3 +209,16 @@ def test_a_reason_counts_towards_the_process_budget(process: Process) -> None:
     assert process == before
     cancel(process, "r" * 100, FINISHED_AT)
     assert stored_bytes(process) == MAX_PROCESS_BYTES
+
+
+@pytest.mark.parametrize("finish", FINISHES, ids=str)
+def test_a_finish_leaves_current_step_where_the_process_stopped(
+    process: Process, finish: str
+) -> None:
+    # A step that changes after the running ones started: it does not become current.
+    apply_update(process, Update("step_completed", step="smoke"), at(80), by=PIPELINE)
+    assert process.current_step == "review"
+
+    FINISHES[finish][0](process)
+
+    assert process.current_step == "review"

@@ -152,6 +152,9 @@ class Step:
         return max(0, (self.completed_at - self.started_at) // timedelta(milliseconds=1))
 
 
+_RUNNING_OR_STOPPED = frozenset({StepStatus.RUNNING, StepStatus.CANCELLED})
+
+
 @dataclass
 class Process:
     process_id: uuid.UUID
@@ -175,7 +178,9 @@ class Process:
 
     @property
     def current_step(self) -> str | None:
-        running = [step for step in self.steps if step.status is StepStatus.RUNNING]
+        # A step cancelled by its process's finish was running when it ended,
+        # so a finish leaves `current_step` where the process stopped.
+        running = [step for step in self.steps if step.status in _RUNNING_OR_STOPPED]
         if running:
             return max(running, key=lambda step: step.started_seq or 0).key
         changed = [step for step in self.steps if step.changed_seq is not None]
