@@ -166,7 +166,9 @@ class Settings(BaseSettings):
         24,
         ge=24,
         validation_alias="HTK_IDEMPOTENCY_KEY_HOURS",
-        description="how long CreateProcess and UpdateProcess remember an Idempotency-Key",
+        description=(
+            "how long CreateProcess, UpdateProcess and CancelProcess remember an Idempotency-Key"
+        ),
     )
     heartbeat_seconds: int = Field(
         15,

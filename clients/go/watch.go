@@ -54,6 +54,9 @@ func WithStateFunc(onState func(WatchState)) WatchOption {
 	return func(c *watchConfig) { c.onState = onState }
 }
 
+// The types of the events that finish a process, after which its stream ends.
+var finishingEvents = map[string]bool{"completed": true, "failed": true, "cancelled": true}
+
 // What opening the stream again cannot mend: the request is wrong (a
 // process that is not there, a bad after_seq), not the caller's to make, or
 // the token is no good. Everything else (unavailable, overloaded, cut) is
@@ -183,7 +186,7 @@ func (w *watch) deliver(message *processesv1.WatchProcessResponse) bool {
 			return true
 		}
 		w.request.AfterSeq = proto.Int32(kind.Event.Seq)
-		w.finished = kind.Event.Type == "completed" || kind.Event.Type == "failed"
+		w.finished = finishingEvents[kind.Event.Type]
 	default:
 		return true
 	}

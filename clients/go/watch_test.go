@@ -119,20 +119,25 @@ func TestWatchResumesAfterTheLastEventItDelivered(t *testing.T) {
 }
 
 func TestWatchResumesFromTheSnapshotsSeqAndAfterAnInBandError(t *testing.T) {
-	inBand := &processesv1.WatchProcessResponse{Kind: &processesv1.WatchProcessResponse_Error{Error: &rpcstatus.Status{Code: int32(codes.Unavailable), Message: "shutting down"}}}
-	server := &scripted{scripts: []script{
-		{messages: []*processesv1.WatchProcessResponse{snapshot(5, "running"), inBand}},
-		{messages: []*processesv1.WatchProcessResponse{event(6, "failed")}},
-	}}
-	seen, err := watched(server, &processesv1.WatchProcessRequest{ProcessId: "p"}, fast)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"process", "event 6"}; !slices.Equal(seen, want) {
-		t.Fatalf("want %v, got %v", want, seen)
-	}
-	if want := []int32{-1, 5}; !slices.Equal(server.afterSeqs, want) {
-		t.Fatalf("after_seq of each connection: want %v, got %v", want, server.afterSeqs)
+	// Each event that finishes a process ends the watch: no connection follows it.
+	for _, finish := range []string{"completed", "failed", "cancelled"} {
+		t.Run(finish, func(t *testing.T) {
+			inBand := &processesv1.WatchProcessResponse{Kind: &processesv1.WatchProcessResponse_Error{Error: &rpcstatus.Status{Code: int32(codes.Unavailable), Message: "shutting down"}}}
+			server := &scripted{scripts: []script{
+				{messages: []*processesv1.WatchProcessResponse{snapshot(5, "running"), inBand}},
+				{messages: []*processesv1.WatchProcessResponse{event(6, finish)}},
+			}}
+			seen, err := watched(server, &processesv1.WatchProcessRequest{ProcessId: "p"}, fast)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"process", "event 6"}; !slices.Equal(seen, want) {
+				t.Fatalf("want %v, got %v", want, seen)
+			}
+			if want := []int32{-1, 5}; !slices.Equal(server.afterSeqs, want) {
+				t.Fatalf("after_seq of each connection: want %v, got %v", want, server.afterSeqs)
+			}
+		})
 	}
 }
 

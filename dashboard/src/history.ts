@@ -77,6 +77,7 @@ function eventRow(event: ProcessEvent): HTMLElement {
     event.percent !== undefined ? `${event.percent}%` : undefined,
     event.error,
     event.summary,
+    event.reason,
     event.outcome && `${event.outcome} by ${event.completedBy ?? "?"}`,
     event.comment && `“${event.comment}”`,
   ]

@@ -39,10 +39,19 @@ export function processView(
 
   const forms = new Map<string, HTMLElement>();
   let process: Process | undefined;
+  // Kept across re-renders, so that a live update never drops a reason being typed.
+  let cancelForm: HTMLElement | undefined;
 
   const render = (current: Process, tasks: Map<string, Task>) => {
     process = current;
-    header.replaceChildren(h("h1", {}, current.name), facts(current));
+    if (current.status === "running" && session.mayWriteProcesses) {
+      cancelForm ??= cancelControl(session, processId, refreshSoon);
+    } else {
+      cancelForm = undefined;
+    }
+    keepingFocus(() =>
+      header.replaceChildren(h("h1", {}, current.name), facts(current), ...(cancelForm ? [cancelForm] : [])),
+    );
     drawTimeline(axis, current);
     keepingFocus(() =>
       steps.replaceChildren(...current.timeline.map((entry) => stepDetail(session, entry, tasks, forms, refreshSoon))),
@@ -83,6 +92,38 @@ export function processView(
   });
 }
 
+/**
+ * Cancel, with an optional reason, for a running process and a token that
+ * may write processes: the process and its steps then end, as the live
+ * update that follows shows.
+ */
+function cancelControl(session: Session, processId: string, done: () => void): HTMLElement {
+  const reason = h("input", { id: "cancel-reason", name: "reason", maxlength: 10000 });
+  const message = h("p", { class: "error", role: "alert" });
+  const button = h("button", { type: "submit", class: "reject" }, "Cancel process");
+  const form = h(
+    "form",
+    { class: "process-actions", "aria-label": "Cancel the process" },
+    h("label", { for: "cancel-reason" }, "Reason (optional)"),
+    reason,
+    button,
+    message,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    try {
+      const text = reason.value.trim();
+      await call(session.htk.processes.cancelProcess({ processId, reason: text || undefined }));
+      done();
+    } catch (failure) {
+      message.textContent = `Could not cancel the process: ${describe(failure)}`;
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
 /** The process's facts under its name. */
 function facts(process: Process): HTMLElement {
   const start = millis(process.startedAt);
@@ -98,5 +139,6 @@ function facts(process: Process): HTMLElement {
   fact("Duration", liveDuration(start, end ?? (process.status === "running" ? undefined : start)));
   if (process.summary) fact("Summary", process.summary);
   if (process.error) fact("Error", process.error);
+  if (process.reason) fact("Reason", process.reason);
   return dl;
 }

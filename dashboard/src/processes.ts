@@ -82,6 +82,7 @@ export function processesView(
       ["running", "running"],
       ["completed", "completed"],
       ["failed", "failed"],
+      ["cancelled", "cancelled"],
     ]),
     h("label", {}, "Namespace", h("input", { name: "namespace", value: filters.namespace, placeholder: "e.g. deployments" })),
     h("label", {}, "Search", h("input", { name: "search", type: "search", value: filters.search, placeholder: "name contains" })),

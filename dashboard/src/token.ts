@@ -10,6 +10,8 @@ export interface Session {
   readonly caller: Caller;
   /** Whether the token may approve and reject tasks. */
   readonly mayCompleteTasks: boolean;
+  /** Whether the token may cancel processes. */
+  readonly mayWriteProcesses: boolean;
 }
 
 export function storedToken(): string | null {
@@ -25,5 +27,10 @@ export async function signIn(token: string): Promise<Session> {
   const htk = createHtkClient({ url: location.origin, token });
   const caller = await htk.processes.getCaller({});
   sessionStorage.setItem(TOKEN_KEY, token);
-  return { htk, caller, mayCompleteTasks: caller.scopes.includes("tasks:complete") };
+  return {
+    htk,
+    caller,
+    mayCompleteTasks: caller.scopes.includes("tasks:complete"),
+    mayWriteProcesses: caller.scopes.includes("processes:write"),
+  };
 }

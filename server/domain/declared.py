@@ -14,17 +14,21 @@ class ProcessStatus(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class StepStatus(enum.StrEnum):
     """The words of `TimelineEntry.status`. A step goes `pending`, `running`, then `completed` or
-    `failed`, and a failed step may be started again.
+    `failed`, and a failed step may be started again. When its process finishes, a step still
+    running ends `cancelled` and one never started ends `skipped`.
     """
 
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
 
 class SortOrder(enum.StrEnum):
@@ -43,6 +47,22 @@ class UpdateType(enum.StrEnum):
     PROGRESS = "progress"
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class EventType(enum.StrEnum):
+    """The words of `ProcessEvent.type`: each `UpdateType`, under the same word, and the events htk
+    records itself.
+    """
+
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TASK_COMPLETED = "task_completed"
+    STEP_TIMED_OUT = "step_timed_out"
+    CANCELLED = "cancelled"
 
 
 class TaskStatus(enum.StrEnum):
@@ -92,6 +112,9 @@ UPDATE_PROCESS_REQUEST_MESSAGE_MAX_LENGTH = 10000
 UPDATE_PROCESS_REQUEST_PERCENT_MINIMUM = 0
 UPDATE_PROCESS_REQUEST_PERCENT_MAXIMUM = 100
 UPDATE_PROCESS_REQUEST_SUMMARY_MAX_LENGTH = 10000
+
+# htk.processes.v1.CancelProcessRequest
+CANCEL_PROCESS_REQUEST_REASON_MAX_LENGTH = 10000
 
 # htk.processes.v1.ListProcessEventsRequest
 LIST_PROCESS_EVENTS_REQUEST_AFTER_SEQ_MINIMUM = 0

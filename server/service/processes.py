@@ -17,8 +17,10 @@ from server.domain.processes import (
     StepDef,
     Update,
     apply_update,
+    cancel,
     new_process,
     process_page,
+    validate_reason,
     validate_update,
 )
 from server.domain.tokens import Caller
@@ -115,6 +117,28 @@ class ProcessService:
             applied = apply_update(process, change, self._clock(), by=caller)
             await record(connection, process, applied)
             return respond(applied.event)
+
+        return await self._writes.run(key, write)
+
+    async def cancel(
+        self,
+        caller: Caller,
+        process_id: uuid.UUID,
+        reason: str | None,
+        *,
+        key: IdempotencyKey | None,
+        respond: Callable[[Process], bytes],
+    ) -> bytes:
+        """Cancels a running process under its row lock (the one updates,
+        task completions and timeouts take, so exactly one finish wins) and
+        logs the cancel, atomically. Returns `respond(process)`, or the
+        response remembered under `key` when this is a retry."""
+        validate_reason(reason)  # before a connection and a lock
+
+        async def write(connection: AsyncConnection) -> bytes:
+            process = await load_locked(connection, caller.org_id, process_id)
+            await record(connection, process, cancel(process, reason, self._clock(), by=caller))
+            return respond(process)
 
         return await self._writes.run(key, write)
 

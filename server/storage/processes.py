@@ -53,7 +53,15 @@ from server.storage.tables import (
 from server.storage.tasks import TASK_JSON, TASK_STATE, insert_tasks, task_of, task_state
 
 # The columns that change as a process runs (all but its definition).
-_PROCESS_STATE = ("status", "current_step", "finished_at", "summary", "error", "update_count")
+_PROCESS_STATE = (
+    "status",
+    "current_step",
+    "finished_at",
+    "summary",
+    "error",
+    "reason",
+    "update_count",
+)
 _STEP_STATE = (
     "status",
     "started_at",
@@ -128,6 +136,7 @@ _PROCESS_COLUMNS = (
     "finished_at",
     "summary",
     "error",
+    "reason",
     "update_count",
     "created_by_token_id",
     "created_by",
@@ -432,6 +441,7 @@ def _process_values(process: Process) -> dict[str, Any]:
         "finished_at": process.finished_at,
         "summary": process.summary,
         "error": process.error,
+        "reason": process.reason,
         "update_count": process.update_count,
         "created_by_token_id": process.created_by_token_id,
         "created_by": process.created_by,

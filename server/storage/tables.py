@@ -94,6 +94,8 @@ class ProcessRow(Base):
     finished_at: Mapped[datetime | None]
     summary: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # The reason given with a cancel, if any.
+    reason: Mapped[str | None] = mapped_column(Text)
     update_count: Mapped[int] = mapped_column(Integer)
     # The token that created the process (no foreign key: tokens' rows may
     # go while processes stay). NULL for processes created before 0007.

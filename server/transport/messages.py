@@ -122,6 +122,7 @@ def process(process: Process) -> pb.Process:
         summary=process.summary,
         error=process.error,
         seq=process.update_count,
+        reason=process.reason,
         created_by=process.created_by,
         labels=process.labels,
         url=process.url,
@@ -242,6 +243,7 @@ def event(event: Event) -> pb.ProcessEvent:
         completed_by_token_id=payload.get("completed_by_token_id"),
         task_id=payload.get("task_id"),
         timeout_seconds=payload.get("timeout_seconds"),
+        reason=payload.get("reason"),
         actor=event.actor,
     )
 

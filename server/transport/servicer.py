@@ -80,6 +80,19 @@ class ProcessServicer(pb_grpc.ProcessServiceServicer):
         )
         return pb.UpdateProcessResponse.FromString(response)
 
+    async def CancelProcess(  # noqa: N802
+        self, request: pb.CancelProcessRequest, context: Context
+    ) -> pb.Process:
+        process_id = parse_process_id(request.process_id)
+        response = await self._service.cancel(
+            current_caller(),
+            process_id,
+            request.reason if request.HasField("reason") else None,
+            key=idempotency_key(context, "CancelProcess", request),
+            respond=lambda cancelled: messages.process(cancelled).SerializeToString(),
+        )
+        return pb.Process.FromString(response)
+
     async def ListProcessEvents(  # noqa: N802
         self, request: pb.ListProcessEventsRequest, context: Context
     ) -> pb.ListProcessEventsResponse:

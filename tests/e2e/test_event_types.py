@@ -73,6 +73,7 @@ EXPECTED: dict[str, Json] = {
     "step_failed": {"step": "cleanup", "error": "disk full", "actor": "<writer>"},
     "failed": {"error": "gave up", "actor": "<writer>"},
     "completed": {"summary": "all done", "actor": "<writer>"},
+    "cancelled": {"reason": "superseded", "actor": "<writer>"},
 }
 # The fields an event may show; any other would be new and untested here.
 EVENT_KEYS = {"seq", "type", "timestamp"} | {key for row in EXPECTED.values() for key in row}
@@ -128,7 +129,7 @@ class OrgStream:
                     self.listening.set()
                 if "event" in message:
                     self.events.append((message["process"]["process_id"], message["event"]))
-                    finished += message["event"]["type"] in {"completed", "failed"}
+                    finished += message["event"]["type"] in {"completed", "failed", "cancelled"}
                     if finished == self._expected:
                         self.done.set()
                         return
@@ -186,11 +187,11 @@ def logged(
     org: Org,
     approver: tuple[str, str],
 ) -> Json:
-    """Two finished processes whose logs hold every type of event between
+    """Three finished processes whose logs hold every type of event between
     them, and what the organization's streams carried meanwhile: by process id,
     `events` (the log as REST pages it) and `org_sse` / `org_grpc`."""
     token, token_id = approver
-    with org_streams(rest, stub, org, expected=2) as (sse, over_grpc):
+    with org_streams(rest, stub, org, expected=3) as (sse, over_grpc):
         first = create_process(rest, org, steps=STEPS)["process_id"]
         update(rest, org, first, {"type": "step_started", "step": "build", "detail": "from main"})
         update(
@@ -225,11 +226,16 @@ def logged(
         update(rest, org, first, {"type": "failed", "error": "gave up"})
         second = create_process(rest, org)["process_id"]
         update(rest, org, second, {"type": "completed", "summary": "all done"})
+        third = create_process(rest, org)["process_id"]
+        stub.CancelProcess(
+            pb.CancelProcessRequest(process_id=third, reason="superseded"),
+            metadata=org.metadata(),
+        )
     writer = ok(rest.get("/api/v1/caller", headers=org.auth()))["token_name"]
     placeholders = {"<task>": task_id, "<approver>": token_id, "<writer>": writer}
     return {
         "placeholders": placeholders,
-        "processes": [first, second],
+        "processes": [first, second, third],
         "org_sse": sse.events,
         "org_grpc": over_grpc.events,
     }

@@ -215,9 +215,11 @@ def test_a_process_runs_to_completion(any_stub: Stub, org: Org) -> None:
     assert get(any_stub, org, process_id).current_step == "approve"
     approve = timeline(1)
     assert set_fields(approve) == [
-        "step", "label", "status", "human", "task_id", "started_at", "error"
+        "step", "label", "status", "human", "task_id", "started_at", "completed_at",
+        "duration_ms", "error",
     ]  # fmt: skip
     assert (approve.status, approve.started_at) == ("failed", failed.timestamp)
+    assert (approve.completed_at, approve.duration_ms) == (failed.timestamp, 0)
     assert approve.error == "rejected"
     restarted = update(any_stub, org, process_id, "step_started", step="approve")
     approve = timeline(1)
@@ -228,13 +230,15 @@ def test_a_process_runs_to_completion(any_stub: Stub, org: Org) -> None:
     deploying = update(any_stub, org, process_id, "step_started", step="deploy")
     assert get(any_stub, org, process_id).current_step == "deploy"  # the latest started
     update(any_stub, org, process_id, "progress", step="deploy", message="3/10", percent=30)
-    update(any_stub, org, process_id, "step_failed", step="deploy", error="timeout")
+    deploy_failed = update(any_stub, org, process_id, "step_failed", step="deploy", error="timeout")
     assert get(any_stub, org, process_id).current_step == "approve"  # the one still running
     assert timeline(2) == pb.TimelineEntry(
         step="deploy",
         label="Deploy",
         status="failed",
         started_at=deploying.timestamp,
+        completed_at=deploy_failed.timestamp,
+        duration_ms=deploy_failed.timestamp.ToMilliseconds() - deploying.timestamp.ToMilliseconds(),
         progress_message="3/10",
         progress_percent=30,
         error="timeout",
@@ -383,7 +387,7 @@ def test_reflection_describes_the_service(stack: Stack, target: str) -> None:
     )
     assert file.name == "htk/processes/v1/process_service.proto"
     assert [method.name for method in file.service[0].method] == [
-        "ListProcesses", "GetProcess", "CreateProcess", "UpdateProcess",
+        "ListProcesses", "GetProcess", "CreateProcess", "UpdateProcess", "CancelProcess",
         "ListProcessEvents", "WatchProcess", "WatchProcesses", "GetCaller",
     ]  # fmt: skip
 

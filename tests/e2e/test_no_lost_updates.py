@@ -286,7 +286,7 @@ def replay(events: list[LoggedEvent]) -> dict[str, Json]:
             case "step_failed":
                 if step["status"] == "pending":
                     step["started_at"] = at
-                step.update(status="failed", error=payload["error"])
+                step.update(status="failed", completed_at=at, error=payload["error"])
     return steps
 
 

@@ -112,7 +112,10 @@ def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
     assert re.search(
         rf"^process {process['process_id']} \(Deploy v2\.1\.0\): (running|completed)$", output, re.M
     )
-    finished = r"^(.*  completed  summary=All done!|process .*: completed)\ndeployed$"
+    # The closing event's line names the pipeline's token as its actor.
+    finished = (
+        r"^(.*  completed  by cli-pipeline  summary=All done!|process .*: completed)\ndeployed$"
+    )
     assert re.search(finished, output, re.M)
 
 

@@ -391,19 +391,27 @@ def test_a_failed_step_records_its_error_and_can_be_started_again(
     first_start = update(rest, org, process_id, {"type": "step_started", "step": "test"})
     error = "3 tests failed in auth module"
 
-    update(rest, org, process_id, {"type": "step_failed", "step": "test", "error": error})
+    failed_at = update(
+        rest, org, process_id, {"type": "step_failed", "step": "test", "error": error}
+    )
     failed = get_process(rest, org, process_id)
     assert failed["status"] == "running"
     assert failed["current_step"] == "test"
-    assert entry(failed, "test") == {
+    test = entry(failed, "test")
+    # A failed run ended, as a completed one does: the timeline shows how long it took.
+    assert test == {
         "step": "test",
         "label": "Test",
         "status": "failed",
         "human": False,
-        "started_at": entry(failed, "test")["started_at"],
+        "started_at": test["started_at"],
+        "completed_at": test["completed_at"],
+        "duration_ms": test["duration_ms"],
         "error": error,
     }
-    assert moment(entry(failed, "test")["started_at"]) == first_start
+    assert moment(test["started_at"]) == first_start
+    assert moment(test["completed_at"]) == failed_at
+    assert whole_number(test["duration_ms"]) == duration_ms(test) >= 0
 
     second_start = update(
         rest, org, process_id, {"type": "step_started", "step": "test", "detail": "Retrying"}
@@ -459,9 +467,11 @@ def test_a_step_failed_without_being_started_counts_as_started_then(
         "status": "failed",
         "human": False,
         "started_at": build["started_at"],
+        "completed_at": build["completed_at"],
+        "duration_ms": 0,
         "error": "no runner",
     }
-    assert moment(build["started_at"]) == failed
+    assert moment(build["started_at"]) == moment(build["completed_at"]) == failed
 
 
 def test_current_step_is_the_latest_started_running_step_else_the_latest_changed(
@@ -518,7 +528,16 @@ def test_finishing_a_process(rest: httpx.Client, org: Org, finish: Json, expecte
     finished_at = update(rest, org, process_id, finish)
 
     final = get_process(rest, org, process_id)
-    assert final == process | expected | {"finished_at": final["finished_at"], "seq": 1}
+    # No step of a finished process reads as still to come: none started, all are skipped.
+    skipped = [
+        entry | {"status": "skipped", "completed_at": final["finished_at"]}
+        for entry in process["timeline"]
+    ]
+    assert final == process | expected | {
+        "finished_at": final["finished_at"],
+        "seq": 1,
+        "timeline": skipped,
+    }
     assert moment(final["finished_at"]) == finished_at
     (listed,) = list_processes(rest, org)["processes"]
     assert listed["status"] == expected["status"]

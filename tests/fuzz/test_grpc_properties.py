@@ -273,6 +273,8 @@ def test_well_formed_updates_keep_the_process_readable(
             else:
                 assert after.status == update.type
                 assert after.HasField("finished_at")
+                # Every run ends cleanly: no step of a finished process is still to come.
+                assert not {entry.status for entry in after.timeline} & {"pending", "running"}
             process = after
 
     check()

@@ -58,7 +58,7 @@ ADDITIVE = [
     # A new word of `status`.
     (
         r"  PROCESS_STATUS_FAILED = 3;\n",
-        "  PROCESS_STATUS_FAILED = 3;\n  PROCESS_STATUS_HELD = 4;\n",
+        "  PROCESS_STATUS_FAILED = 3;\n  PROCESS_STATUS_HELD = 99;\n",
     ),
 ]
 

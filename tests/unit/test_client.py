@@ -238,8 +238,8 @@ def test_a_watch_that_cannot_connect_fails_at_once() -> None:
 
 
 def test_the_words_come_from_the_protos_enums() -> None:
-    assert PROCESS_STATUSES == ["running", "completed", "failed"]
-    assert sorted(FINISHED) == ["completed", "failed"]
+    assert PROCESS_STATUSES == ["running", "completed", "failed", "cancelled"]
+    assert sorted(FINISHED) == ["cancelled", "completed", "failed"]
     assert UPDATE_TYPES[:2] == ["step_started", "step_completed"]
 
 

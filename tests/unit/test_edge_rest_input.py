@@ -280,6 +280,7 @@ def test_the_lua_route_table_lists_each_path_with_its_methods() -> None:
     assert route_table([SERVICE], {}) == (
         '{{"^/api/v1/processes$", "GET, POST"}, {"^/api/v1/processes/[^/]+$", "GET"},'
         ' {"^/api/v1/processes/[^/]+/update$", "POST"},'
+        ' {"^/api/v1/processes/[^/]+/cancel$", "POST"},'
         ' {"^/api/v1/processes/[^/]+/events$", "GET"},'
         ' {"^/api/v1/processes/[^/]+/watch$", "GET"},'
         ' {"^/api/v1/process%-events$", "GET"},'

@@ -55,6 +55,9 @@ VALIDATE: dict[str, Callable[[Any], object]] = {
         url=request.url if request.HasField("url") else None,
     ),
     "UpdateProcessRequest": lambda request: domain.validate_update(messages.update(request)),
+    "CancelProcessRequest": lambda request: domain.validate_reason(
+        request.reason if request.HasField("reason") else None
+    ),
     "ListProcessEventsRequest": lambda request: domain.events_page(
         request.after_seq, request.limit if request.HasField("limit") else None
     ),
@@ -78,6 +81,7 @@ BASES: dict[str, list[Message]] = {
         pb.UpdateProcessRequest(type="completed"),
         pb.UpdateProcessRequest(type="failed", error="boom"),
     ],
+    "CancelProcessRequest": [pb.CancelProcessRequest()],
     "ListProcessEventsRequest": [pb.ListProcessEventsRequest()],
     "WatchProcessRequest": [pb.WatchProcessRequest()],
     "WatchProcessesRequest": [pb.WatchProcessesRequest()],

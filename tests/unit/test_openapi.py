@@ -299,7 +299,7 @@ def test_every_operation_needs_the_bearer_token() -> None:
 def test_created_processes_link_to_the_calls_on_a_process_but_streams() -> None:
     create = operation(METHOD_BY_NAME["CreateProcess"])
     links = create["responses"]["200"]["links"]
-    assert links.keys() == {"GetProcess", "UpdateProcess", "ListProcessEvents"}
+    assert links.keys() == {"GetProcess", "UpdateProcess", "CancelProcess", "ListProcessEvents"}
     for link in links.values():
         assert link["parameters"] == {"process_id": "$response.body#/process_id"}
 
@@ -320,7 +320,7 @@ def test_enumerated_words_and_bounds_are_the_contracts() -> None:
     )
     query = {p["name"]: p["schema"] for p in list_op["parameters"]}
     # A filter left empty is no filter: proto3 reads a missing string as "".
-    assert query["status"]["enum"] == ["", "running", "completed", "failed"]
+    assert query["status"]["enum"] == ["", "running", "completed", "failed", "cancelled"]
     assert query["sort"]["enum"] == ["", "newest", "oldest"]
     assert (query["limit"]["minimum"], query["limit"]["maximum"]) == (1, 200)
     assert (query["offset"]["minimum"], query["search"]["maxLength"]) == (0, 200)
@@ -341,9 +341,27 @@ def test_enumerated_words_and_bounds_are_the_contracts() -> None:
     assert update["summary"]["maxLength"] == 10_000
     assert schemas["UpdateProcessResponse"]["properties"]["update_type"]["enum"] == update_types
     for name in ("Process", "ProcessSummary"):
-        assert schemas[name]["properties"]["status"]["enum"] == ["running", "completed", "failed"]
+        assert schemas[name]["properties"]["status"]["enum"] == [
+            "running",
+            "completed",
+            "failed",
+            "cancelled",
+        ]
     timeline = schemas["TimelineEntry"]["properties"]
-    assert timeline["status"]["enum"] == ["pending", "running", "completed", "failed"]
+    assert timeline["status"]["enum"] == [
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+        "skipped",
+    ]
+    assert schemas["ProcessEvent"]["properties"]["type"]["enum"] == [
+        *update_types,
+        "task_completed",
+        "step_timed_out",
+        "cancelled",
+    ]
     create = schemas["CreateProcessRequest"]["properties"]
     assert (create["name"]["minLength"], create["name"]["maxLength"]) == (1, 200)
     assert (create["step_defs"]["minItems"], create["step_defs"]["maxItems"]) == (1, 100)

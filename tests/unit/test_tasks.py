@@ -344,7 +344,7 @@ def test_rejecting_fails_the_step(opened: Process, comment: str | None, error: s
         error,
         REVIEWER.token_name,
     )
-    assert step.completed_at is None
+    assert step.completed_at == at(100)
     assert step.progress_message == "Reading the diff"  # how far it got, as for step_failed
     assert step.deadline_at is None
 
@@ -464,10 +464,10 @@ def test_a_finished_process_has_no_deadlines(opened: Process, finish: Update) ->
 
     change = apply_update(opened, finish, at(30), by=PIPELINE)
 
-    assert change.step_positions == (0, 1)
+    assert change.step_positions == (0, 1, 2)
     assert all(step.deadline_at is None for step in opened.steps)
-    # Its steps stay as they were, running.
-    assert opened.step("build").status is StepStatus.RUNNING
+    # The running steps were stopped with it (tests/unit/test_finishing.py).
+    assert opened.step("build").status is StepStatus.CANCELLED
     assert time_out(opened, "build", at(10_000)) is None
     assert time_out(opened, "review", at(10_000)) is None
 
@@ -501,7 +501,7 @@ def test_a_machine_step_times_out_at_its_deadline(process: Process) -> None:
     )
     step = process.step("build")
     assert (step.status, step.error, step.deadline_at) == (StepStatus.FAILED, error, None)
-    assert (step.started_at, step.completed_at) == (at(10), None)
+    assert (step.started_at, step.completed_at) == (at(10), at(620))
     assert step.progress_percent == 30
     assert process.update_count == 3
     assert process.status is ProcessStatus.RUNNING

@@ -39,6 +39,9 @@ export type WatchedProcess = WatchProcessResponse & { kind: { case: "process" | 
 /** What the organization's watch delivers: its changes (`process`, `event`). */
 export type WatchedChange = WatchProcessesResponse;
 
+// The types of the events that finish a process, after which its stream ends.
+const FINISHING_EVENTS = new Set(["completed", "failed", "cancelled"]);
+
 // What opening the stream again cannot mend: the request is wrong (a filter,
 // a process that is not there), or not the caller's to make, or the token is
 // no good. Everything else (unavailable, overloaded, cut) is worth a retry.
@@ -164,7 +167,7 @@ export function watchProcess(
             // guard keeps the promise even against a server that did not.
             if (afterSeq !== undefined && kind.value.seq <= afterSeq) return undefined;
             afterSeq = kind.value.seq;
-            finished = kind.value.type === "completed" || kind.value.type === "failed";
+            finished = FINISHING_EVENTS.has(kind.value.type);
             return message as WatchedProcess;
           case "error":
             return inBandError(kind.value);

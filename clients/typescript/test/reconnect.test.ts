@@ -60,14 +60,17 @@ describe("watchProcess", () => {
     assert.deepEqual(afterSeqs, [undefined, 2, 3]);
   });
 
-  test("resumes from the snapshot's seq when no event came after it", async () => {
-    const { processes, afterSeqs } = scripted([
-      { messages: [snapshot(5)], end: unavailable() },
-      { messages: [event(6, "failed")] },
-    ]);
-    assert.deepEqual(await delivered(watchProcess(processes, { processId: "p" }, fast)), ["process", "event 6"]);
-    assert.deepEqual(afterSeqs, [undefined, 5]);
-  });
+  // Each event that finishes a process ends the watch: no connection follows it.
+  for (const finish of ["completed", "failed", "cancelled"]) {
+    test(`resumes from the snapshot's seq when no event came after it, until ${finish}`, async () => {
+      const { processes, afterSeqs } = scripted([
+        { messages: [snapshot(5)], end: unavailable() },
+        { messages: [event(6, finish)] },
+      ]);
+      assert.deepEqual(await delivered(watchProcess(processes, { processId: "p" }, fast)), ["process", "event 6"]);
+      assert.deepEqual(afterSeqs, [undefined, 5]);
+    });
+  }
 
   test("an in-band error breaks the stream, which resumes", async () => {
     const inBand = { case: "error", value: { code: Code.Unavailable, message: "shutting down" } } as Kind;

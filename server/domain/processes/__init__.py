@@ -4,7 +4,7 @@ without I/O, in one room per concept.
 - `limits`: validation and limits, the protos' declared bounds and the server's own;
 - `model`: a process and its steps, how one is created, how lists of them are asked for;
 - `updates`: the update record a client sends, and the events logged of it;
-- `lifecycle`: the state machine that applies an update or a timeout;
+- `lifecycle`: the state machine that applies an update, a timeout or a cancel;
 - `step_tasks`: a person's decision on the task of a human step.
 
 Storage loads a `Process` (with its steps and their tasks); `apply_update`,
@@ -14,8 +14,14 @@ with the event to log. The rest of the server imports from this package,
 which names what each room offers to it.
 """
 
-from server.domain.declared import ProcessStatus, SortOrder, StepStatus, UpdateType
-from server.domain.processes.lifecycle import Change, apply_update, stored_bytes, time_out
+from server.domain.declared import EventType, ProcessStatus, SortOrder, StepStatus, UpdateType
+from server.domain.processes.lifecycle import (
+    Change,
+    apply_update,
+    cancel,
+    stored_bytes,
+    time_out,
+)
 from server.domain.processes.limits import (
     DATA_TOO_DEEP,
     EVENT_OVERHEAD_BYTES,
@@ -47,11 +53,11 @@ from server.domain.processes.updates import (
     Event,
     EventBatch,
     EventsPage,
-    EventType,
     Update,
     check_after_seq,
     event_type,
     events_page,
+    validate_reason,
     validate_update,
 )
 
@@ -82,6 +88,7 @@ __all__ = [
     "Update",
     "UpdateType",
     "apply_update",
+    "cancel",
     "check_after_seq",
     "complete_task",
     "event_type",
@@ -95,5 +102,6 @@ __all__ = [
     "time_out",
     "utc_now",
     "validate_org_id",
+    "validate_reason",
     "validate_update",
 ]

@@ -1,5 +1,6 @@
-"""The state machine of a process and its steps: an update, or a step's
-timeout, applied in memory or refused, leaving the process untouched.
+"""The state machine of a process and its steps: an update, a step's timeout
+or a cancel, applied in memory or refused, leaving the process untouched.
+However a process finishes, every one of its steps has ended with it.
 
 Every change returns a `Change` that names what to write back, together with
 the event to log. No accepted change takes a process past MAX_PROCESS_BYTES.
@@ -9,11 +10,11 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from server.domain.declared import ProcessStatus, StepStatus, UpdateType
+from server.domain.declared import EventType, ProcessStatus, StepStatus, UpdateType
 from server.domain.errors import FailedPrecondition
 from server.domain.processes.limits import MAX_PROCESS_BYTES, JsonObject, json_bytes, text_bytes
 from server.domain.processes.model import Process, Step
-from server.domain.processes.updates import Event, EventType, Update, validate_update
+from server.domain.processes.updates import Event, Update, validate_reason, validate_update
 from server.domain.tasks import Task
 from server.domain.tokens import SYSTEM_ACTOR, Caller
 
@@ -32,11 +33,7 @@ def apply_update(process: Process, update: Update, now: datetime, *, by: Caller)
     """Applies one update, sent with the token of `by`, to the process, or
     raises and leaves it unchanged."""
     update_type = validate_update(update)
-    if process.status is not ProcessStatus.RUNNING:
-        raise FailedPrecondition(
-            f"process {process.process_id} has already {process.status.value}; "
-            "it accepts no more updates"
-        )
+    _require_running(process, "it accepts no more updates")
     seq = process.update_count + 1
     positions: tuple[int, ...]
     tasks: tuple[Task, ...] = ()
@@ -56,8 +53,12 @@ def apply_update(process: Process, update: Update, now: datetime, *, by: Caller)
             tasks = (step.task,)
     else:
         check_budget(process, text_bytes(update.summary, update.error), _largest_field(update))
-        _finish_process(process, update_type, update, now)
-        positions, tasks = _stop_waiting(process)
+        if update_type is UpdateType.COMPLETED:
+            process.summary = update.summary
+            positions, tasks = _finish(process, ProcessStatus.COMPLETED, now)
+        else:
+            process.error = update.error
+            positions, tasks = _finish(process, ProcessStatus.FAILED, now)
     process.update_count = seq
     payload = update.sent_fields()
     payload.pop("step", None)
@@ -73,6 +74,38 @@ def apply_update(process: Process, update: Update, now: datetime, *, by: Caller)
         step_positions=positions,
         tasks=tasks,
     )
+
+
+def cancel(process: Process, reason: str | None, now: datetime, *, by: Caller) -> Change:
+    """Stops a running process for good, on behalf of `by`, or raises and
+    leaves it unchanged: it ends `cancelled` as a finished one does, with the
+    reason given."""
+    validate_reason(reason)
+    _require_running(process, "it cannot be cancelled")
+    check_budget(process, text_bytes(reason), "reason")
+    process.reason = reason
+    positions, tasks = _finish(process, ProcessStatus.CANCELLED, now)
+    process.update_count += 1
+    payload: JsonObject = {"reason": reason} if reason is not None else {}
+    return Change(
+        event=Event(
+            process.update_count,
+            EventType.CANCELLED,
+            None,
+            payload,
+            recorded_at=now,
+            actor=by.token_name,
+        ),
+        step_positions=positions,
+        tasks=tasks,
+    )
+
+
+def _require_running(process: Process, consequence: str) -> None:
+    if process.status is not ProcessStatus.RUNNING:
+        raise FailedPrecondition(
+            f"process {process.process_id} has already {process.status.value}; {consequence}"
+        )
 
 
 def time_out(process: Process, step_key: str, now: datetime) -> Change | None:
@@ -113,6 +146,7 @@ def stored_bytes(process: Process) -> int:
         process.name,
         process.summary,
         process.error,
+        process.reason,
         process.url,
         *process.labels.keys(),
         *process.labels.values(),
@@ -239,6 +273,8 @@ def complete_step(
 def fail_step(step: Step, now: datetime, seq: int, *, error: str | None) -> None:
     _start_implicitly(step, now, seq)
     step.status = StepStatus.FAILED
+    # A failed run ended too: its timeline shows how long it took.
+    step.completed_at = now
     step.error = error
     step.deadline_at = None
 
@@ -250,27 +286,32 @@ def _start_implicitly(step: Step, now: datetime, seq: int) -> None:
         step.started_seq = seq
 
 
-def _stop_waiting(process: Process) -> tuple[tuple[int, ...], tuple[Task, ...]]:
-    """A finished process waits for nothing: its steps' deadlines go and its
-    tasks that still wait are cancelled. Returns the steps and tasks changed."""
+# How a step that had not ended ends when its process finishes.
+_ENDED_BY_FINISH = {
+    StepStatus.RUNNING: StepStatus.CANCELLED,
+    StepStatus.PENDING: StepStatus.SKIPPED,
+}
+
+
+def _finish(
+    process: Process, status: ProcessStatus, now: datetime
+) -> tuple[tuple[int, ...], tuple[Task, ...]]:
+    """Ends the process with `status` at `now`, and with it every step that
+    had not ended (nothing of a finished process may read as still going on):
+    a running step is cancelled and a pending one skipped, both ending now,
+    and the tasks that still wait are cancelled. The steps keep what they
+    showed (a cancelled step its progress, to show how far it got) and their
+    place for `current_step`. Returns the steps and tasks changed."""
+    process.status = status
+    process.finished_at = now
     positions = []
     for position, step in enumerate(process.steps):
-        if step.deadline_at is not None:
+        if (ended := _ENDED_BY_FINISH.get(step.status)) is not None:
+            step.status = ended
+            step.completed_at = now
             step.deadline_at = None
             positions.append(position)
     cancelled = tuple(task for task in process.tasks if task.is_active)
     for task in cancelled:
         task.cancel()
     return tuple(positions), cancelled
-
-
-def _finish_process(
-    process: Process, update_type: UpdateType, update: Update, now: datetime
-) -> None:
-    if update_type is UpdateType.COMPLETED:
-        process.status = ProcessStatus.COMPLETED
-        process.summary = update.summary
-    else:
-        process.status = ProcessStatus.FAILED
-        process.error = update.error
-    process.finished_at = now

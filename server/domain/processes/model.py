@@ -163,6 +163,9 @@ class Step:
         return max(0, (self.completed_at - self.started_at) // timedelta(milliseconds=1))
 
 
+_RUNNING_OR_STOPPED = frozenset({StepStatus.RUNNING, StepStatus.CANCELLED})
+
+
 @dataclass
 class Process:
     process_id: uuid.UUID
@@ -175,6 +178,8 @@ class Process:
     finished_at: datetime | None = None
     summary: str | None = None
     error: str | None = None
+    # The reason given with a cancel, if any.
+    reason: str | None = None
     # How many updates have been accepted; the next one gets this + 1.
     update_count: int = 0
     # The token that created the process: it may not decide the process's
@@ -189,7 +194,9 @@ class Process:
 
     @property
     def current_step(self) -> str | None:
-        running = [step for step in self.steps if step.status is StepStatus.RUNNING]
+        # A step cancelled by its process's finish was running when it ended,
+        # so a finish leaves `current_step` where the process stopped.
+        running = [step for step in self.steps if step.status in _RUNNING_OR_STOPPED]
         if running:
             return max(running, key=lambda step: step.started_seq or 0).key
         changed = [step for step in self.steps if step.changed_seq is not None]

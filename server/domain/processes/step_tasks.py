@@ -5,7 +5,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime
 
-from server.domain.declared import Outcome
+from server.domain.declared import EventType, Outcome
 from server.domain.errors import FailedPrecondition
 from server.domain.processes.lifecycle import (
     Change,
@@ -16,7 +16,7 @@ from server.domain.processes.lifecycle import (
 )
 from server.domain.processes.limits import JsonObject
 from server.domain.processes.model import Process
-from server.domain.processes.updates import Event, EventType
+from server.domain.processes.updates import Event
 from server.domain.tasks import Completion, validate_completion
 from server.domain.tokens import Caller
 

@@ -1,31 +1,23 @@
 """The update record and the event log: what a client sends to change a
 process, the shapes each type of update takes, and the events logged of it."""
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from server.domain.checks import check_text, one_of, parse_choice
-from server.domain.declared import ProcessStatus, UpdateType
+from server.domain.declared import EventType, ProcessStatus, UpdateType
 from server.domain.errors import InvalidArgument
 from server.domain.processes.limits import (
     DEFAULT_EVENTS_PAGE_SIZE,
     MAX_EVENTS_PAGE_SIZE,
     MAX_PERCENT,
+    MAX_REASON_LENGTH,
     MAX_UPDATE_TEXT_LENGTH,
     MIN_PERCENT,
     JsonObject,
     check_data,
 )
-
-
-class EventType(enum.StrEnum):
-    """What htk itself logs to a process's events, besides clients' updates."""
-
-    TASK_COMPLETED = "task_completed"
-    STEP_TIMED_OUT = "step_timed_out"
-
 
 # For each type: (the fields it requires, the fields it also accepts).
 _FIELDS: dict[UpdateType, tuple[frozenset[str], frozenset[str]]] = {
@@ -51,11 +43,21 @@ EVENT_FIELDS: dict["UpdateType | EventType", frozenset[str]] = {
         {"task_id", "outcome", "comment", "completed_by", "completed_by_token_id"}
     ),
     EventType.STEP_TIMED_OUT: frozenset({"error", "timeout_seconds"}),
+    EventType.CANCELLED: frozenset({"reason"}),
+}
+# How each event that finishes a process leaves it.
+_FINISHING: dict["UpdateType | EventType", ProcessStatus] = {
+    UpdateType.COMPLETED: ProcessStatus.COMPLETED,
+    UpdateType.FAILED: ProcessStatus.FAILED,
+    EventType.CANCELLED: ProcessStatus.CANCELLED,
 }
 
 
 def event_type(name: str) -> "UpdateType | EventType":
-    """The type of a logged event, by its name: a client's update, or htk's own."""
+    """The type of a logged event, by its name: a client's update, or htk's own.
+
+    (EventType declares every word of ProcessEvent.type, an update's too; a
+    logged update reads back as its UpdateType, which equals its EventType.)"""
     return UpdateType(name) if name in UpdateType.__members__.values() else EventType(name)
 
 
@@ -109,6 +111,13 @@ def validate_update(update: Update) -> UpdateType:
     return update_type
 
 
+def validate_reason(reason: str | None) -> None:
+    """Checks a cancel's optional reason, which is bounded like an update's `error`."""
+    if reason is not None and not reason.strip():
+        raise InvalidArgument("reason", "must not be blank; leave it out to give none")
+    check_text("reason", reason, MAX_REASON_LENGTH)
+
+
 @dataclass(frozen=True)
 class Event:
     """An accepted change, as appended to the process's event log."""
@@ -124,19 +133,13 @@ class Event:
 
     @property
     def finishes_process(self) -> bool:
-        return self.type in (UpdateType.COMPLETED, UpdateType.FAILED)
+        return self.type in _FINISHING
 
     @property
     def status_after(self) -> ProcessStatus:
         """The process's status once the event applied; only a running process
         takes events, so that was its status before."""
-        match self.type:
-            case UpdateType.COMPLETED:
-                return ProcessStatus.COMPLETED
-            case UpdateType.FAILED:
-                return ProcessStatus.FAILED
-            case _:
-                return ProcessStatus.RUNNING
+        return _FINISHING.get(self.type, ProcessStatus.RUNNING)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,13 @@ class Processes:
         response = self._rest.update_process(request.process_id, body, idempotency_key)
         return _parse(response, processes_pb.UpdateProcessResponse)
 
+    def cancel(
+        self, request: processes_pb.CancelProcessRequest, *, idempotency_key: str | None = None
+    ) -> processes_pb.Process:
+        body = _fields(request, without="process_id")
+        response = self._rest.cancel_process(request.process_id, body, idempotency_key)
+        return _parse(response, processes_pb.Process)
+
     def events(
         self, request: processes_pb.ListProcessEventsRequest
     ) -> processes_pb.ListProcessEventsResponse:

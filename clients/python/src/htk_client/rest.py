@@ -105,6 +105,12 @@ class RestApi:
         path = f"/api/v1/processes/{_segment(process_id)}/update"
         return self._call("POST", path, body=body, idempotency_key=idempotency_key)
 
+    def cancel_process(
+        self, process_id: str, body: JsonObject, idempotency_key: str | None
+    ) -> Response:
+        path = f"/api/v1/processes/{_segment(process_id)}/cancel"
+        return self._call("POST", path, body=body, idempotency_key=idempotency_key)
+
     def list_events(self, process_id: str, query: Mapping[str, str | int]) -> Response:
         return self._call("GET", f"/api/v1/processes/{_segment(process_id)}/events", query=query)
 

@@ -23,6 +23,7 @@ STATUS_STYLES = {
     "completed": "green",
     "failed": "red",
     "cancelled": "dim",
+    "skipped": "dim",
     "expired": "red",
 }
 # What an event says besides its type and step, in this order.
@@ -32,6 +33,7 @@ EVENT_TEXT_FIELDS = (
     "percent",
     "error",
     "summary",
+    "reason",
     "outcome",
     "comment",
     "completed_by",
@@ -100,7 +102,12 @@ def process_view(process: JsonObject) -> Group:
     facts.add_row("started", cell(show_time(process.get("started_at"))))
     if process.get("created_by"):
         facts.add_row("created by", cell(process["created_by"]))
-    for label, key in (("finished", "finished_at"), ("summary", "summary"), ("error", "error")):
+    for label, key in (
+        ("finished", "finished_at"),
+        ("summary", "summary"),
+        ("error", "error"),
+        ("reason", "reason"),
+    ):
         if process.get(key):
             value = show_time(process[key]) if key == "finished_at" else process[key]
             facts.add_row(label, cell(value))

@@ -26,13 +26,17 @@ SORT_ORDERS = words(process_service_pb2.SortOrder.DESCRIPTOR)
 UPDATE_TYPES = words(process_service_pb2.UpdateType.DESCRIPTOR)
 TASK_STATUSES = words(task_service_pb2.TaskStatus.DESCRIPTOR)
 OUTCOMES = words(task_service_pb2.Outcome.DESCRIPTOR)
-# A process's final statuses, which are also the update types that set them.
+# A process's final statuses, which are also the types of the events that set them.
 FINISHED = frozenset(
     word(process_service_pb2.ProcessStatus.DESCRIPTOR, number)
     for number in (
         process_service_pb2.PROCESS_STATUS_COMPLETED,
         process_service_pb2.PROCESS_STATUS_FAILED,
+        process_service_pb2.PROCESS_STATUS_CANCELLED,
     )
+)
+COMPLETED = word(
+    process_service_pb2.ProcessStatus.DESCRIPTOR, process_service_pb2.PROCESS_STATUS_COMPLETED
 )
 APPROVED = word(task_service_pb2.Outcome.DESCRIPTOR, task_service_pb2.OUTCOME_APPROVED)
 REJECTED = word(task_service_pb2.Outcome.DESCRIPTOR, task_service_pb2.OUTCOME_REJECTED)

@@ -36,8 +36,9 @@ class ProcessServiceStub:
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -82,6 +83,11 @@ class ProcessServiceStub:
                 request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessRequest.SerializeToString,
                 response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessResponse.FromString,
                 _registered_method=True)
+        self.CancelProcess = channel.unary_unary(
+                '/htk.processes.v1.ProcessService/CancelProcess',
+                request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.CancelProcessRequest.SerializeToString,
+                response_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.Process.FromString,
+                _registered_method=True)
         self.ListProcessEvents = channel.unary_unary(
                 '/htk.processes.v1.ProcessService/ListProcessEvents',
                 request_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsRequest.SerializeToString,
@@ -115,8 +121,9 @@ class ProcessServiceServicer:
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -179,6 +186,21 @@ class ProcessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelProcess(self, request, context):
+        """Stops a running process for good: it becomes `cancelled` and ends as
+        one that completed or failed does (see `Process.finished_at`). The
+        event `cancelled` is logged with the `reason`, and watches of the
+        process end after it. Returns the cancelled process.
+
+        Requires the scope `processes:write`: it is a person's or an operator's
+        decision, not a step of a pipeline's task. Takes an idempotency key (see
+        the service), so that a retry of a cancel whose answer was lost is not
+        refused as a cancel of a finished process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListProcessEvents(self, request, context):
         """Lists a process's events: the updates it accepted, in the order they
         were applied.
@@ -203,8 +225,8 @@ class ProcessServiceServicer:
         GetProcess returns it, and the events accepted after that follow. With
         `after_seq`, the events logged after it come first, then the new ones as
         they are accepted: none is missed and none is sent twice in between.
-        The stream ends after the event that finishes the process (`completed`
-        or `failed`); for a process that has already finished, right after the
+        The stream ends after the event that finishes the process (`completed`,
+        `failed` or `cancelled`); for a process that has already finished, right after the
         snapshot or the logged events.
 
         To resume after a broken connection, watch again with the `seq` of the
@@ -271,6 +293,11 @@ def add_ProcessServiceServicer_to_server(servicer, server):
                     request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessRequest.FromString,
                     response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessResponse.SerializeToString,
             ),
+            'CancelProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelProcess,
+                    request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.CancelProcessRequest.FromString,
+                    response_serializer=htk_dot_processes_dot_v1_dot_process__service__pb2.Process.SerializeToString,
+            ),
             'ListProcessEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProcessEvents,
                     request_deserializer=htk_dot_processes_dot_v1_dot_process__service__pb2.ListProcessEventsRequest.FromString,
@@ -310,8 +337,9 @@ class ProcessService:
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -428,6 +456,33 @@ class ProcessService:
             '/htk.processes.v1.ProcessService/UpdateProcess',
             htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessRequest.SerializeToString,
             htk_dot_processes_dot_v1_dot_process__service__pb2.UpdateProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/htk.processes.v1.ProcessService/CancelProcess',
+            htk_dot_processes_dot_v1_dot_process__service__pb2.CancelProcessRequest.SerializeToString,
+            htk_dot_processes_dot_v1_dot_process__service__pb2.Process.FromString,
             options,
             channel_credentials,
             insecure,

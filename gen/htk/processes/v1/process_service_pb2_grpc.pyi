@@ -60,8 +60,9 @@ class ProcessServiceStub:
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -112,6 +113,17 @@ class ProcessServiceStub:
     Requires the scope `processes:write` or `tasks:create`. Takes an
     idempotency key (see the service).
     """
+    CancelProcess: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.CancelProcessRequest, _process_service_pb2.Process]
+    """Stops a running process for good: it becomes `cancelled` and ends as
+    one that completed or failed does (see `Process.finished_at`). The
+    event `cancelled` is logged with the `reason`, and watches of the
+    process end after it. Returns the cancelled process.
+
+    Requires the scope `processes:write`: it is a person's or an operator's
+    decision, not a step of a pipeline's task. Takes an idempotency key (see
+    the service), so that a retry of a cancel whose answer was lost is not
+    refused as a cancel of a finished process.
+    """
     ListProcessEvents: _grpc.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessEventsRequest, _process_service_pb2.ListProcessEventsResponse]
     """Lists a process's events: the updates it accepted, in the order they
     were applied.
@@ -132,8 +144,8 @@ class ProcessServiceStub:
     GetProcess returns it, and the events accepted after that follow. With
     `after_seq`, the events logged after it come first, then the new ones as
     they are accepted: none is missed and none is sent twice in between.
-    The stream ends after the event that finishes the process (`completed`
-    or `failed`); for a process that has already finished, right after the
+    The stream ends after the event that finishes the process (`completed`,
+    `failed` or `cancelled`); for a process that has already finished, right after the
     snapshot or the logged events.
 
     To resume after a broken connection, watch again with the `seq` of the
@@ -178,8 +190,9 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -227,6 +240,17 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     Requires the scope `processes:write` or `tasks:create`. Takes an
     idempotency key (see the service).
     """
+    CancelProcess: _aio.UnaryUnaryMultiCallable[_process_service_pb2.CancelProcessRequest, _process_service_pb2.Process]  # type: ignore[assignment]
+    """Stops a running process for good: it becomes `cancelled` and ends as
+    one that completed or failed does (see `Process.finished_at`). The
+    event `cancelled` is logged with the `reason`, and watches of the
+    process end after it. Returns the cancelled process.
+
+    Requires the scope `processes:write`: it is a person's or an operator's
+    decision, not a step of a pipeline's task. Takes an idempotency key (see
+    the service), so that a retry of a cancel whose answer was lost is not
+    refused as a cancel of a finished process.
+    """
     ListProcessEvents: _aio.UnaryUnaryMultiCallable[_process_service_pb2.ListProcessEventsRequest, _process_service_pb2.ListProcessEventsResponse]  # type: ignore[assignment]
     """Lists a process's events: the updates it accepted, in the order they
     were applied.
@@ -247,8 +271,8 @@ class ProcessServiceAsyncStub(ProcessServiceStub):
     GetProcess returns it, and the events accepted after that follow. With
     `after_seq`, the events logged after it come first, then the new ones as
     they are accepted: none is missed and none is sent twice in between.
-    The stream ends after the event that finishes the process (`completed`
-    or `failed`); for a process that has already finished, right after the
+    The stream ends after the event that finishes the process (`completed`,
+    `failed` or `cancelled`); for a process that has already finished, right after the
     snapshot or the logged events.
 
     To resume after a broken connection, watch again with the `seq` of the
@@ -292,8 +316,9 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
     UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
     on a REST path gets grpc-status INVALID_ARGUMENT.
 
-    CreateProcess and UpdateProcess take an optional idempotency key: the REST
-    header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+    CreateProcess, UpdateProcess and CancelProcess take an optional
+    idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+    `idempotency-key`), 1-200 printable
     ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
     the original response and writes nothing; the same key with a different
     request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -365,6 +390,23 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def CancelProcess(
+        self,
+        request: _process_service_pb2.CancelProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_process_service_pb2.Process, _abc.Awaitable[_process_service_pb2.Process]]:
+        """Stops a running process for good: it becomes `cancelled` and ends as
+        one that completed or failed does (see `Process.finished_at`). The
+        event `cancelled` is logged with the `reason`, and watches of the
+        process end after it. Returns the cancelled process.
+
+        Requires the scope `processes:write`: it is a person's or an operator's
+        decision, not a step of a pipeline's task. Takes an idempotency key (see
+        the service), so that a retry of a cancel whose answer was lost is not
+        refused as a cancel of a finished process.
+        """
+
+    @_abc_1.abstractmethod
     def ListProcessEvents(
         self,
         request: _process_service_pb2.ListProcessEventsRequest,
@@ -395,8 +437,8 @@ class ProcessServiceServicer(metaclass=_abc_1.ABCMeta):
         GetProcess returns it, and the events accepted after that follow. With
         `after_seq`, the events logged after it come first, then the new ones as
         they are accepted: none is missed and none is sent twice in between.
-        The stream ends after the event that finishes the process (`completed`
-        or `failed`); for a process that has already finished, right after the
+        The stream ends after the event that finishes the process (`completed`,
+        `failed` or `cancelled`); for a process that has already finished, right after the
         snapshot or the logged events.
 
         To resume after a broken connection, watch again with the `seq` of the

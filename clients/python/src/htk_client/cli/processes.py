@@ -1,4 +1,4 @@
-"""`htk processes list|get|create|update|events` (and `watch`, in watch.py):
+"""`htk processes list|get|create|update|cancel|events` (and `watch`, in watch.py):
 one function declares each action's options, one handles it."""
 
 import argparse
@@ -26,8 +26,18 @@ from htk_client.words import PROCESS_STATUSES, SORT_ORDERS, UPDATE_TYPES
 
 def add(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Adds `processes` and its actions to the htk command."""
-    processes = group(commands, "processes", "list, inspect, create, update and watch processes")
-    for add_action in (_add_list, _add_get, _add_create, _add_update, _add_events, watch.add):
+    processes = group(
+        commands, "processes", "list, inspect, create, update, cancel and watch processes"
+    )
+    for add_action in (
+        _add_list,
+        _add_get,
+        _add_create,
+        _add_update,
+        _add_cancel,
+        _add_events,
+        watch.add,
+    ):
         add_action(processes)
 
 
@@ -174,6 +184,30 @@ def _update(api: RestApi, args: argparse.Namespace, out: Console) -> int:
         **query(args, "step", "detail", "data", "error", "message", "percent", "summary"),
     }
     print_json(args, api.update_process(args.process_id, body, args.idempotency_key))
+    return 0
+
+
+def _add_cancel(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    cancel = command(
+        processes,
+        "cancel",
+        _cancel,
+        "Stop a running process for good",
+        "The process becomes cancelled: a step still running ends cancelled, the steps\n"
+        "never started skipped, and waiting tasks are cancelled. Needs a token with\n"
+        "processes:write. Prints the cancelled process (with --json, as JSON); a process\n"
+        "that has already finished is refused, naming how it ended.",
+        "  htk processes cancel $PROCESS --reason 'superseded by v2.1.1'",
+    )
+    cancel.add_argument("process_id", metavar="ID")
+    cancel.add_argument("--reason", help="why, shown on the process and its cancelled event")
+    idempotency_key(cancel)
+
+
+def _cancel(api: RestApi, args: argparse.Namespace, out: Console) -> int:
+    process = api.cancel_process(args.process_id, query(args, "reason"), args.idempotency_key)
+    if not print_json(args, process):
+        out.print(process_view(process.json))
     return 0
 
 

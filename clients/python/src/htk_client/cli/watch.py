@@ -21,7 +21,7 @@ from htk_client.rest import (
 )
 from htk_client.text import safe
 from htk_client.views import WatchView, event_line
-from htk_client.words import FINISHED
+from htk_client.words import COMPLETED, FINISHED
 
 
 def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -32,9 +32,10 @@ def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
         "Follow a process live until it finishes",
         "On a terminal: one row per step with its status, elapsed time, progress bar\n"
         "and message, redrawn as events arrive. Otherwise: one line per event. Returns\n"
-        "when the process completes or fails. If the connection drops or the server\n"
-        "restarts, it reconnects with a growing pause and resumes after the last event\n"
-        "seen; if it gives up, it says which --after-seq to resume from.",
+        "when the process finishes (completes, fails or is cancelled). If the connection\n"
+        "drops or the server restarts, it reconnects with a growing pause and resumes\n"
+        "after the last event seen; if it gives up, it says which --after-seq to resume\n"
+        "from.",
         "  htk processes watch $PROCESS\n"
         "  htk processes watch $PROCESS --exit-status && echo deployed\n"
         "  htk processes watch $PROCESS --after-seq 12",
@@ -50,7 +51,7 @@ def add(processes: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
     watch.add_argument(
         "--exit-status",
         action="store_true",
-        help="exit 1 if the process failed (0 if it completed)",
+        help="exit 1 if the process failed or was cancelled (0 if it completed)",
     )
 
 
@@ -67,7 +68,7 @@ def _watch(api: RestApi, args: argparse.Namespace, out: Console) -> int:
                 file=sys.stderr,
             )
         raise
-    return 1 if args.exit_status and status == "failed" else 0
+    return 1 if args.exit_status and status in FINISHED - {COMPLETED} else 0
 
 
 class Seen:

@@ -61,6 +61,8 @@ const (
 	ProcessStatus_PROCESS_STATUS_COMPLETED ProcessStatus = 2
 	// Ended by a `failed` update; it accepts no more.
 	ProcessStatus_PROCESS_STATUS_FAILED ProcessStatus = 3
+	// Stopped by CancelProcess; it accepts no more.
+	ProcessStatus_PROCESS_STATUS_CANCELLED ProcessStatus = 4
 )
 
 // Enum value maps for ProcessStatus.
@@ -70,12 +72,14 @@ var (
 		1: "PROCESS_STATUS_RUNNING",
 		2: "PROCESS_STATUS_COMPLETED",
 		3: "PROCESS_STATUS_FAILED",
+		4: "PROCESS_STATUS_CANCELLED",
 	}
 	ProcessStatus_value = map[string]int32{
 		"PROCESS_STATUS_UNSPECIFIED": 0,
 		"PROCESS_STATUS_RUNNING":     1,
 		"PROCESS_STATUS_COMPLETED":   2,
 		"PROCESS_STATUS_FAILED":      3,
+		"PROCESS_STATUS_CANCELLED":   4,
 	}
 )
 
@@ -108,6 +112,8 @@ func (ProcessStatus) EnumDescriptor() ([]byte, []int) {
 
 // The words of `TimelineEntry.status`. A step goes `pending`, `running`,
 // then `completed` or `failed`, and a failed step may be started again.
+// When its process finishes, a step still running ends `cancelled` and one
+// never started ends `skipped`.
 type StepStatus int32
 
 const (
@@ -121,6 +127,11 @@ const (
 	StepStatus_STEP_STATUS_COMPLETED StepStatus = 3
 	// Ended by `step_failed`.
 	StepStatus_STEP_STATUS_FAILED StepStatus = 4
+	// Was running when its process finished (completed, failed or cancelled):
+	// the run was stopped, not finished.
+	StepStatus_STEP_STATUS_CANCELLED StepStatus = 5
+	// Never started before its process finished.
+	StepStatus_STEP_STATUS_SKIPPED StepStatus = 6
 )
 
 // Enum value maps for StepStatus.
@@ -131,6 +142,8 @@ var (
 		2: "STEP_STATUS_RUNNING",
 		3: "STEP_STATUS_COMPLETED",
 		4: "STEP_STATUS_FAILED",
+		5: "STEP_STATUS_CANCELLED",
+		6: "STEP_STATUS_SKIPPED",
 	}
 	StepStatus_value = map[string]int32{
 		"STEP_STATUS_UNSPECIFIED": 0,
@@ -138,6 +151,8 @@ var (
 		"STEP_STATUS_RUNNING":     2,
 		"STEP_STATUS_COMPLETED":   3,
 		"STEP_STATUS_FAILED":      4,
+		"STEP_STATUS_CANCELLED":   5,
+		"STEP_STATUS_SKIPPED":     6,
 	}
 )
 
@@ -290,6 +305,88 @@ func (UpdateType) EnumDescriptor() ([]byte, []int) {
 	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{3}
 }
 
+// The words of `ProcessEvent.type`: each `UpdateType`, under the same word,
+// and the events htk records itself.
+type EventType int32
+
+const (
+	// Not a type: every event has one of the others.
+	EventType_EVENT_TYPE_UNSPECIFIED EventType = 0
+	// The update `step_started`.
+	EventType_EVENT_TYPE_STEP_STARTED EventType = 1
+	// The update `step_completed`.
+	EventType_EVENT_TYPE_STEP_COMPLETED EventType = 2
+	// The update `step_failed`.
+	EventType_EVENT_TYPE_STEP_FAILED EventType = 3
+	// The update `progress`.
+	EventType_EVENT_TYPE_PROGRESS EventType = 4
+	// The update `completed`.
+	EventType_EVENT_TYPE_COMPLETED EventType = 5
+	// The update `failed`.
+	EventType_EVENT_TYPE_FAILED EventType = 6
+	// A person decided a human step's task (TaskService.CompleteTask).
+	EventType_EVENT_TYPE_TASK_COMPLETED EventType = 7
+	// A step's timeout passed without an update, and htk failed the step.
+	EventType_EVENT_TYPE_STEP_TIMED_OUT EventType = 8
+	// The process was stopped by CancelProcess.
+	EventType_EVENT_TYPE_CANCELLED EventType = 9
+)
+
+// Enum value maps for EventType.
+var (
+	EventType_name = map[int32]string{
+		0: "EVENT_TYPE_UNSPECIFIED",
+		1: "EVENT_TYPE_STEP_STARTED",
+		2: "EVENT_TYPE_STEP_COMPLETED",
+		3: "EVENT_TYPE_STEP_FAILED",
+		4: "EVENT_TYPE_PROGRESS",
+		5: "EVENT_TYPE_COMPLETED",
+		6: "EVENT_TYPE_FAILED",
+		7: "EVENT_TYPE_TASK_COMPLETED",
+		8: "EVENT_TYPE_STEP_TIMED_OUT",
+		9: "EVENT_TYPE_CANCELLED",
+	}
+	EventType_value = map[string]int32{
+		"EVENT_TYPE_UNSPECIFIED":    0,
+		"EVENT_TYPE_STEP_STARTED":   1,
+		"EVENT_TYPE_STEP_COMPLETED": 2,
+		"EVENT_TYPE_STEP_FAILED":    3,
+		"EVENT_TYPE_PROGRESS":       4,
+		"EVENT_TYPE_COMPLETED":      5,
+		"EVENT_TYPE_FAILED":         6,
+		"EVENT_TYPE_TASK_COMPLETED": 7,
+		"EVENT_TYPE_STEP_TIMED_OUT": 8,
+		"EVENT_TYPE_CANCELLED":      9,
+	}
+)
+
+func (x EventType) Enum() *EventType {
+	p := new(EventType)
+	*p = x
+	return p
+}
+
+func (x EventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_htk_processes_v1_process_service_proto_enumTypes[4].Descriptor()
+}
+
+func (EventType) Type() protoreflect.EnumType {
+	return &file_htk_processes_v1_process_service_proto_enumTypes[4]
+}
+
+func (x EventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventType.Descriptor instead.
+func (EventType) EnumDescriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{4}
+}
+
 // A tracked process: its definition, current state and step timeline.
 //
 // Processes are created from a CreateProcessRequest and change only through
@@ -323,7 +420,10 @@ type Process struct {
 	TaskIds []string `protobuf:"bytes,8,rep,name=task_ids,json=taskIds,proto3" json:"task_ids,omitempty"`
 	// When the process was created.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	// When the process was marked `completed` or `failed`. Absent while running.
+	// When the process was marked `completed` or `failed`, or was cancelled.
+	// Absent while running. Then every step has ended: a step still running
+	// ended `cancelled` and a step never started `skipped`, both at this time,
+	// and the tasks that still waited were cancelled.
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// The summary sent with the `completed` update.
 	Summary *string `protobuf:"bytes,11,opt,name=summary,proto3,oneof" json:"summary,omitempty"`
@@ -333,6 +433,8 @@ type Process struct {
 	// first): what this snapshot includes, so that a client can resume a
 	// watch or page the events from exactly here.
 	Seq int32 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The reason given with CancelProcess, if one was.
+	Reason *string `protobuf:"bytes,40,opt,name=reason,proto3,oneof" json:"reason,omitempty"`
 	// The labels the process was created with, e.g. `{"env": "prod"}`: what
 	// ListProcesses filters by with `label`. Empty when it has none.
 	Labels map[string]string `protobuf:"bytes,50,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -467,6 +569,13 @@ func (x *Process) GetSeq() int32 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *Process) GetReason() string {
+	if x != nil && x.Reason != nil {
+		return *x.Reason
+	}
+	return ""
 }
 
 func (x *Process) GetLabels() map[string]string {
@@ -725,10 +834,14 @@ type TimelineEntry struct {
 	// When the step was last started. A step completed or failed without
 	// having been started counts as started at that moment.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	// When the step completed. Absent unless `completed`.
+	// When the step's latest run ended: it completed, failed, or was
+	// cancelled or skipped as its process finished. Absent while the step is
+	// `pending` or `running`.
 	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
-	// Whole milliseconds from `started_at` to `completed_at`. A double so that
-	// JSON renders a number even past the 24 days an int32 could hold.
+	// Whole milliseconds from `started_at` to `completed_at`: how long the
+	// run took, however it ended. Absent for a `skipped` step, which never
+	// started. A double so that JSON renders a number even past the 24 days
+	// an int32 could hold.
 	DurationMs *float64 `protobuf:"fixed64,8,opt,name=duration_ms,json=durationMs,proto3,oneof" json:"duration_ms,omitempty"`
 	// The `detail` of the latest `step_started` or `step_completed` update.
 	Detail *string `protobuf:"bytes,9,opt,name=detail,proto3,oneof" json:"detail,omitempty"`
@@ -1545,6 +1658,63 @@ func (x *UpdateProcessResponse) GetSeq() int32 {
 	return 0
 }
 
+// Request of ProcessService.CancelProcess.
+type CancelProcessRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The process's identifier (from the URL path in REST).
+	ProcessId string `protobuf:"bytes,1,opt,name=process_id,json=processId,proto3" json:"process_id,omitempty"`
+	// Why the process is stopped, shown on the process and its `cancelled`
+	// event, e.g. `superseded by a newer release`: not blank, at most 10,000
+	// characters and no NUL, as an update's `error`.
+	Reason        *string `protobuf:"bytes,2,opt,name=reason,proto3,oneof" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelProcessRequest) Reset() {
+	*x = CancelProcessRequest{}
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelProcessRequest) ProtoMessage() {}
+
+func (x *CancelProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelProcessRequest.ProtoReflect.Descriptor instead.
+func (*CancelProcessRequest) Descriptor() ([]byte, []int) {
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CancelProcessRequest) GetProcessId() string {
+	if x != nil {
+		return x.ProcessId
+	}
+	return ""
+}
+
+func (x *CancelProcessRequest) GetReason() string {
+	if x != nil && x.Reason != nil {
+		return *x.Reason
+	}
+	return ""
+}
+
 // One accepted update of a process, as its event log keeps it: the update's
 // fields, its place in the log and when it was applied. Fields the update
 // did not carry are absent.
@@ -1555,7 +1725,7 @@ type ProcessEvent struct {
 	Seq int32 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// What happened: an update's `type` (`step_started`, `step_completed`,
 	// `step_failed`, `progress`, `completed`, `failed`), or one of the events
-	// htk itself records, such as `task_completed` and `step_timed_out`.
+	// htk itself records: `task_completed`, `step_timed_out`, `cancelled`.
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// When the update was applied.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
@@ -1587,6 +1757,8 @@ type ProcessEvent struct {
 	// For `task_completed`: the id of the token that completed the task; it
 	// tells apart tokens that had the same name at different times.
 	CompletedByTokenId *string `protobuf:"bytes,16,opt,name=completed_by_token_id,json=completedByTokenId,proto3,oneof" json:"completed_by_token_id,omitempty"`
+	// For `cancelled`: the reason given with CancelProcess, if one was.
+	Reason *string `protobuf:"bytes,40,opt,name=reason,proto3,oneof" json:"reason,omitempty"`
 	// Who caused the event, so that a run's history says who did what: the
 	// name of the token whose call logged it (the pipeline's for its updates,
 	// the person's for `task_completed`), or `htk` for what htk does by itself
@@ -1600,7 +1772,7 @@ type ProcessEvent struct {
 
 func (x *ProcessEvent) Reset() {
 	*x = ProcessEvent{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1784,7 @@ func (x *ProcessEvent) String() string {
 func (*ProcessEvent) ProtoMessage() {}
 
 func (x *ProcessEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[12]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1797,7 @@ func (x *ProcessEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessEvent.ProtoReflect.Descriptor instead.
 func (*ProcessEvent) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{12}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProcessEvent) GetSeq() int32 {
@@ -1740,6 +1912,13 @@ func (x *ProcessEvent) GetCompletedByTokenId() string {
 	return ""
 }
 
+func (x *ProcessEvent) GetReason() string {
+	if x != nil && x.Reason != nil {
+		return *x.Reason
+	}
+	return ""
+}
+
 func (x *ProcessEvent) GetActor() string {
 	if x != nil && x.Actor != nil {
 		return *x.Actor
@@ -1758,7 +1937,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1949,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[13]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1962,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{13}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -1808,7 +1987,7 @@ type ListProcessEventsRequest struct {
 
 func (x *ListProcessEventsRequest) Reset() {
 	*x = ListProcessEventsRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1999,7 @@ func (x *ListProcessEventsRequest) String() string {
 func (*ListProcessEventsRequest) ProtoMessage() {}
 
 func (x *ListProcessEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[14]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2012,7 @@ func (x *ListProcessEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListProcessEventsRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{14}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListProcessEventsRequest) GetProcessId() string {
@@ -1871,7 +2050,7 @@ type ListProcessEventsResponse struct {
 
 func (x *ListProcessEventsResponse) Reset() {
 	*x = ListProcessEventsResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +2062,7 @@ func (x *ListProcessEventsResponse) String() string {
 func (*ListProcessEventsResponse) ProtoMessage() {}
 
 func (x *ListProcessEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[15]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +2075,7 @@ func (x *ListProcessEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProcessEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListProcessEventsResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{15}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListProcessEventsResponse) GetEvents() []*ProcessEvent {
@@ -1921,7 +2100,7 @@ type WatchProcessRequest struct {
 
 func (x *WatchProcessRequest) Reset() {
 	*x = WatchProcessRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2112,7 @@ func (x *WatchProcessRequest) String() string {
 func (*WatchProcessRequest) ProtoMessage() {}
 
 func (x *WatchProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[16]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2125,7 @@ func (x *WatchProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessRequest.ProtoReflect.Descriptor instead.
 func (*WatchProcessRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{16}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchProcessRequest) GetProcessId() string {
@@ -1981,7 +2160,7 @@ type WatchProcessResponse struct {
 
 func (x *WatchProcessResponse) Reset() {
 	*x = WatchProcessResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2172,7 @@ func (x *WatchProcessResponse) String() string {
 func (*WatchProcessResponse) ProtoMessage() {}
 
 func (x *WatchProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[17]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2185,7 @@ func (x *WatchProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessResponse.ProtoReflect.Descriptor instead.
 func (*WatchProcessResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{17}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchProcessResponse) GetKind() isWatchProcessResponse_Kind {
@@ -2095,7 +2274,8 @@ type WatchProcessesRequest struct {
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// Only changes of processes with this status, before or after the change:
 	// `running` (every change, since only running processes change), or
-	// `completed` or `failed` (the event that finished a process so).
+	// `completed`, `failed` or `cancelled` (the event that finished a process
+	// so).
 	Status        string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2103,7 +2283,7 @@ type WatchProcessesRequest struct {
 
 func (x *WatchProcessesRequest) Reset() {
 	*x = WatchProcessesRequest{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[18]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2295,7 @@ func (x *WatchProcessesRequest) String() string {
 func (*WatchProcessesRequest) ProtoMessage() {}
 
 func (x *WatchProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[18]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2308,7 @@ func (x *WatchProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessesRequest.ProtoReflect.Descriptor instead.
 func (*WatchProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{18}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchProcessesRequest) GetNamespace() string {
@@ -2168,7 +2348,7 @@ type WatchProcessesResponse struct {
 
 func (x *WatchProcessesResponse) Reset() {
 	*x = WatchProcessesResponse{}
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[19]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2360,7 @@ func (x *WatchProcessesResponse) String() string {
 func (*WatchProcessesResponse) ProtoMessage() {}
 
 func (x *WatchProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_htk_processes_v1_process_service_proto_msgTypes[19]
+	mi := &file_htk_processes_v1_process_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2373,7 @@ func (x *WatchProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProcessesResponse.ProtoReflect.Descriptor instead.
 func (*WatchProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{19}
+	return file_htk_processes_v1_process_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchProcessesResponse) GetProcess() *ProcessSummary {
@@ -2228,7 +2408,7 @@ var File_htk_processes_v1_process_service_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
-	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xe5\x06\n" +
+	"&htk/processes/v1/process_service.proto\x12\x10htk.processes.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1dhtk/processes/v1/access.proto\x1a\x1dhtk/processes/v1/errors.proto\x1a\x1dhtk/processes/v1/values.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x93\a\n" +
 	"\aProcess\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2247,18 +2427,20 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"finishedAt\x12#\n" +
 	"\asummary\x18\v \x01(\tB\x04\xe2A\x01\x03H\x01R\asummary\x88\x01\x01\x12\x1f\n" +
 	"\x05error\x18\f \x01(\tB\x04\xe2A\x01\x03H\x02R\x05error\x88\x01\x01\x12\x16\n" +
-	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12C\n" +
+	"\x03seq\x18\r \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12!\n" +
+	"\x06reason\x18( \x01(\tB\x04\xe2A\x01\x03H\x03R\x06reason\x88\x01\x01\x12C\n" +
 	"\x06labels\x182 \x03(\v2%.htk.processes.v1.Process.LabelsEntryB\x04\xe2A\x01\x03R\x06labels\x12\x1b\n" +
-	"\x03url\x183 \x01(\tB\x04\xe2A\x01\x03H\x03R\x03url\x88\x01\x01\x12(\n" +
+	"\x03url\x183 \x01(\tB\x04\xe2A\x01\x03H\x04R\x03url\x88\x01\x01\x12(\n" +
 	"\n" +
-	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x04R\tcreatedBy\x88\x01\x01\x1a9\n" +
+	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x05R\tcreatedBy\x88\x01\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
 	"\r_current_stepB\n" +
 	"\n" +
 	"\b_summaryB\b\n" +
-	"\x06_errorB\x06\n" +
+	"\x06_errorB\t\n" +
+	"\a_reasonB\x06\n" +
 	"\x04_urlB\r\n" +
 	"\v_created_by\"\xe0\x04\n" +
 	"\x0eProcessSummary\x12#\n" +
@@ -2391,10 +2573,16 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x1bhtk.processes.v1.UpdateTypeR\n" +
 	"updateType\x128\n" +
 	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x05R\x03seq\"\xf6\x06\n" +
+	"\x03seq\x18\x04 \x01(\x05R\x03seq\"p\n" +
+	"\x14CancelProcessRequest\x12#\n" +
+	"\n" +
+	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\tprocessId\x12(\n" +
+	"\x06reason\x18\x02 \x01(\tB\v\xe2A\x01\x01\x9a\x82\x19\x03 \x90NH\x00R\x06reason\x88\x01\x01B\t\n" +
+	"\a_reason\"\xc4\a\n" +
 	"\fProcessEvent\x12\x16\n" +
-	"\x03seq\x18\x01 \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x12\x18\n" +
-	"\x04type\x18\x02 \x01(\tB\x04\xe2A\x01\x03R\x04type\x12>\n" +
+	"\x03seq\x18\x01 \x01(\x05B\x04\xe2A\x01\x03R\x03seq\x128\n" +
+	"\x04type\x18\x02 \x01(\tB$\xe2A\x01\x03\x9a\x82\x19\x1c\n" +
+	"\x1ahtk.processes.v1.EventTypeR\x04type\x12>\n" +
 	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\ttimestamp\x12\x1d\n" +
 	"\x04step\x18\x04 \x01(\tB\x04\xe2A\x01\x03H\x00R\x04step\x88\x01\x01\x12!\n" +
 	"\x06detail\x18\x05 \x01(\tB\x04\xe2A\x01\x03H\x01R\x06detail\x88\x01\x01\x121\n" +
@@ -2410,8 +2598,9 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\atask_id\x18\x0e \x01(\tB\x04\xe2A\x01\x03H\tR\x06taskId\x88\x01\x01\x12=\n" +
 	"\x0ftimeout_seconds\x18\x0f \x01(\x05B\x0f\xe2A\x01\x03\x9a\x82\x19\a\x10\x01\x18\x80\x9a\x9e\x01H\n" +
 	"R\x0etimeoutSeconds\x88\x01\x01\x12<\n" +
-	"\x15completed_by_token_id\x18\x10 \x01(\tB\x04\xe2A\x01\x03H\vR\x12completedByTokenId\x88\x01\x01\x12\x1f\n" +
-	"\x05actor\x18< \x01(\tB\x04\xe2A\x01\x03H\fR\x05actor\x88\x01\x01B\a\n" +
+	"\x15completed_by_token_id\x18\x10 \x01(\tB\x04\xe2A\x01\x03H\vR\x12completedByTokenId\x88\x01\x01\x12!\n" +
+	"\x06reason\x18( \x01(\tB\x04\xe2A\x01\x03H\fR\x06reason\x88\x01\x01\x12\x1f\n" +
+	"\x05actor\x18< \x01(\tB\x04\xe2A\x01\x03H\rR\x05actor\x88\x01\x01B\a\n" +
 	"\x05_stepB\t\n" +
 	"\a_detailB\b\n" +
 	"\x06_errorB\n" +
@@ -2429,7 +2618,8 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\n" +
 	"\b_task_idB\x12\n" +
 	"\x10_timeout_secondsB\x18\n" +
-	"\x16_completed_by_token_idB\b\n" +
+	"\x16_completed_by_token_idB\t\n" +
+	"\a_reasonB\b\n" +
 	"\x06_actor\"A\n" +
 	"\tHeartbeat\x124\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\x04time\"\x9c\x01\n" +
@@ -2463,19 +2653,22 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\aprocess\x18\x01 \x01(\v2 .htk.processes.v1.ProcessSummaryR\aprocess\x124\n" +
 	"\x05event\x18\x02 \x01(\v2\x1e.htk.processes.v1.ProcessEventR\x05event\x129\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x1b.htk.processes.v1.HeartbeatR\theartbeat\x12(\n" +
-	"\x05error\x18\x04 \x01(\v2\x12.google.rpc.StatusR\x05error*\x84\x01\n" +
+	"\x05error\x18\x04 \x01(\v2\x12.google.rpc.StatusR\x05error*\xa2\x01\n" +
 	"\rProcessStatus\x12\x1e\n" +
 	"\x1aPROCESS_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PROCESS_STATUS_RUNNING\x10\x01\x12\x1c\n" +
 	"\x18PROCESS_STATUS_COMPLETED\x10\x02\x12\x19\n" +
-	"\x15PROCESS_STATUS_FAILED\x10\x03*\x8e\x01\n" +
+	"\x15PROCESS_STATUS_FAILED\x10\x03\x12\x1c\n" +
+	"\x18PROCESS_STATUS_CANCELLED\x10\x04*\xc2\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n" +
 	"\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n" +
 	"\x15STEP_STATUS_COMPLETED\x10\x03\x12\x16\n" +
-	"\x12STEP_STATUS_FAILED\x10\x04*U\n" +
+	"\x12STEP_STATUS_FAILED\x10\x04\x12\x19\n" +
+	"\x15STEP_STATUS_CANCELLED\x10\x05\x12\x17\n" +
+	"\x13STEP_STATUS_SKIPPED\x10\x06*U\n" +
 	"\tSortOrder\x12\x1a\n" +
 	"\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11SORT_ORDER_NEWEST\x10\x01\x12\x15\n" +
@@ -2488,13 +2681,25 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x17UPDATE_TYPE_STEP_FAILED\x10\x03\x12\x18\n" +
 	"\x14UPDATE_TYPE_PROGRESS\x10\x04\x12\x19\n" +
 	"\x15UPDATE_TYPE_COMPLETED\x10\x05\x12\x16\n" +
-	"\x12UPDATE_TYPE_FAILED\x10\x062\x97'\n" +
+	"\x12UPDATE_TYPE_FAILED\x10\x06*\xa1\x02\n" +
+	"\tEventType\x12\x1a\n" +
+	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17EVENT_TYPE_STEP_STARTED\x10\x01\x12\x1d\n" +
+	"\x19EVENT_TYPE_STEP_COMPLETED\x10\x02\x12\x1a\n" +
+	"\x16EVENT_TYPE_STEP_FAILED\x10\x03\x12\x17\n" +
+	"\x13EVENT_TYPE_PROGRESS\x10\x04\x12\x18\n" +
+	"\x14EVENT_TYPE_COMPLETED\x10\x05\x12\x15\n" +
+	"\x11EVENT_TYPE_FAILED\x10\x06\x12\x1d\n" +
+	"\x19EVENT_TYPE_TASK_COMPLETED\x10\a\x12\x1d\n" +
+	"\x19EVENT_TYPE_STEP_TIMED_OUT\x10\b\x12\x18\n" +
+	"\x14EVENT_TYPE_CANCELLED\x10\t2\x93+\n" +
 	"\x0eProcessService\x12\x86\x02\n" +
 	"\rListProcesses\x12&.htk.processes.v1.ListProcessesRequest\x1a'.htk.processes.v1.ListProcessesResponse\"\xa3\x01\x92\x82\x19\x02\b\x01\xaa\x82\x19}\b\x03\x12yalso for a `page_token` that is malformed, was issued for other filters or sort order, or comes with a non-zero `offset`.\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/processes\x90\x02\x01\x12\xfb\x01\n" +
 	"\n" +
 	"GetProcess\x12#.htk.processes.v1.GetProcessRequest\x1a\x19.htk.processes.v1.Process\"\xac\x01\x92\x82\x19\x02\b\x01\xaa\x82\x19y\b\x05\x12uno such process in the caller's organization; another organization's process is indistinguishable from a missing one.\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/processes/{process_id}\x90\x02\x01\x12\xe4\x02\n" +
 	"\rCreateProcess\x12&.htk.processes.v1.CreateProcessRequest\x1a\x19.htk.processes.v1.Process\"\x8f\x02\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\xaa\x82\x19 \b\a\x12\x1cthe token lacks both scopes.\xaa\x82\x19o\b\x03\x12ka bad name, namespace or step list, or a namespace of another organization, or a malformed idempotency key.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/api/v1/processes\x12\xc3\x05\n" +
-	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"\xe0\x04\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\xaa\x82\x19 \b\a\x12\x1cthe token lacks both scopes.\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\xaa\x82\x19\x97\x01\b\x03\x12\x92\x01an unknown `type`, a missing, blank or inapplicable field for the type, an unknown step, `percent` outside 0-100, a text or `data` past its limit.\xaa\x82\x19\xda\x01\b\t\x12\xd5\x01the change is not allowed in the current state, e.g. the process has already finished or the step is not running, or it would take the process past its 512 KiB of text and data (see `Process`). Nothing is written.\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/update\x12\x91\x02\n" +
+	"\rUpdateProcess\x12&.htk.processes.v1.UpdateProcessRequest\x1a'.htk.processes.v1.UpdateProcessResponse\"\xe0\x04\x92\x82\x19\x1f\x12\x0fprocesses:write\x12\ftasks:create\xaa\x82\x19 \b\a\x12\x1cthe token lacks both scopes.\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\xaa\x82\x19\x97\x01\b\x03\x12\x92\x01an unknown `type`, a missing, blank or inapplicable field for the type, an unknown step, `percent` outside 0-100, a text or `data` past its limit.\xaa\x82\x19\xda\x01\b\t\x12\xd5\x01the change is not allowed in the current state, e.g. the process has already finished or the step is not running, or it would take the process past its 512 KiB of text and data (see `Process`). Nothing is written.\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/update\x12\xf9\x03\n" +
+	"\rCancelProcess\x12&.htk.processes.v1.CancelProcessRequest\x1a\x19.htk.processes.v1.Process\"\xa4\x03\x92\x82\x19\x11\x12\x0fprocesses:write\xaa\x82\x19\x1e\b\a\x12\x1athe token lacks the scope.\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x195\b\x06\x121the idempotency key was used for another request.\xaa\x82\x19,\b\x03\x12(a blank `reason`, or one past its limit.\xaa\x82\x19\x9a\x01\b\t\x12\x95\x01the process has already finished (the message names its status), or the `reason` would take it past its 512 KiB of text and data. Nothing is written.\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v1/processes/{process_id}/cancel\x12\x91\x02\n" +
 	"\x11ListProcessEvents\x12*.htk.processes.v1.ListProcessEventsRequest\x1a+.htk.processes.v1.ListProcessEventsResponse\"\xa2\x01\x92\x82\x19\x02\b\x01\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x193\b\x03\x12/`after_seq` below 0, or `limit` outside 1-1000.\x82\xd3\xe4\x93\x02'\x12%/api/v1/processes/{process_id}/events\x90\x02\x01\x12\x83\x06\n" +
 	"\fWatchProcess\x12%.htk.processes.v1.WatchProcessRequest\x1a&.htk.processes.v1.WatchProcessResponse\"\xa1\x05\x92\x82\x19\x02\b\x01\xaa\x82\x191\b\x05\x12-no such process in the caller's organization.\xaa\x82\x19[\b\x03\x12W`after_seq` or `Last-Event-ID` below 0, not a number, or past the process's last event.\xaa\x82\x19\xd9\x02\b\b\x12\xd4\x02the server serves as many streams as it may, in all (HTK_MAX_WATCHERS), for the caller's token (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also at the end of a stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a message waited: resume with `after_seq`.\xaa\x82\x19v\b\x0e\x12ralso in-band, as the last message, when the server is shutting down or lost its database: resume with `after_seq`.\x82\xd3\xe4\x93\x02&\x12$/api/v1/processes/{process_id}/watch\x90\x02\x010\x01\x12\xc1\x06\n" +
 	"\x0eWatchProcesses\x12'.htk.processes.v1.WatchProcessesRequest\x1a(.htk.processes.v1.WatchProcessesResponse\"\xd9\x05\x92\x82\x19\x02\b\x01\xaa\x82\x198\b\x03\x124a bad `status` or `namespace`, as for ListProcesses.\xaa\x82\x19\xb5\x03\b\b\x12\xb0\x03the server serves as many streams as it may, in all (HTK_MAX_WATCHERS), for the caller's token (HTK_MAX_WATCHERS_PER_TOKEN) or for its organization (HTK_MAX_WATCHERS_PER_ORG), as the message says; retry later. Also in-band, as the last message, when the client reads changes more slowly than they come and falls too far behind, and at the end of a stream whose client read nothing for HTK_WATCH_STALL_SECONDS while a message waited.\xaa\x82\x19\xb7\x01\b\x0e\x12\xb2\x01the server cannot follow changes right now. Also in-band, as the last message, when the server is shutting down or lost its database: changes may have been missed, so list again.\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/process-events\x90\x02\x010\x01\x12j\n" +
@@ -2513,86 +2718,90 @@ func file_htk_processes_v1_process_service_proto_rawDescGZIP() []byte {
 	return file_htk_processes_v1_process_service_proto_rawDescData
 }
 
-var file_htk_processes_v1_process_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_htk_processes_v1_process_service_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_htk_processes_v1_process_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_htk_processes_v1_process_service_proto_goTypes = []any{
 	(ProcessStatus)(0),                // 0: htk.processes.v1.ProcessStatus
 	(StepStatus)(0),                   // 1: htk.processes.v1.StepStatus
 	(SortOrder)(0),                    // 2: htk.processes.v1.SortOrder
 	(UpdateType)(0),                   // 3: htk.processes.v1.UpdateType
-	(*Process)(nil),                   // 4: htk.processes.v1.Process
-	(*ProcessSummary)(nil),            // 5: htk.processes.v1.ProcessSummary
-	(*StepDef)(nil),                   // 6: htk.processes.v1.StepDef
-	(*TimelineEntry)(nil),             // 7: htk.processes.v1.TimelineEntry
-	(*ListProcessesRequest)(nil),      // 8: htk.processes.v1.ListProcessesRequest
-	(*ListProcessesResponse)(nil),     // 9: htk.processes.v1.ListProcessesResponse
-	(*GetCallerRequest)(nil),          // 10: htk.processes.v1.GetCallerRequest
-	(*Caller)(nil),                    // 11: htk.processes.v1.Caller
-	(*GetProcessRequest)(nil),         // 12: htk.processes.v1.GetProcessRequest
-	(*CreateProcessRequest)(nil),      // 13: htk.processes.v1.CreateProcessRequest
-	(*UpdateProcessRequest)(nil),      // 14: htk.processes.v1.UpdateProcessRequest
-	(*UpdateProcessResponse)(nil),     // 15: htk.processes.v1.UpdateProcessResponse
-	(*ProcessEvent)(nil),              // 16: htk.processes.v1.ProcessEvent
-	(*Heartbeat)(nil),                 // 17: htk.processes.v1.Heartbeat
-	(*ListProcessEventsRequest)(nil),  // 18: htk.processes.v1.ListProcessEventsRequest
-	(*ListProcessEventsResponse)(nil), // 19: htk.processes.v1.ListProcessEventsResponse
-	(*WatchProcessRequest)(nil),       // 20: htk.processes.v1.WatchProcessRequest
-	(*WatchProcessResponse)(nil),      // 21: htk.processes.v1.WatchProcessResponse
-	(*WatchProcessesRequest)(nil),     // 22: htk.processes.v1.WatchProcessesRequest
-	(*WatchProcessesResponse)(nil),    // 23: htk.processes.v1.WatchProcessesResponse
-	nil,                               // 24: htk.processes.v1.Process.LabelsEntry
-	nil,                               // 25: htk.processes.v1.ProcessSummary.LabelsEntry
-	nil,                               // 26: htk.processes.v1.CreateProcessRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 28: google.protobuf.Struct
-	(*status.Status)(nil),             // 29: google.rpc.Status
+	(EventType)(0),                    // 4: htk.processes.v1.EventType
+	(*Process)(nil),                   // 5: htk.processes.v1.Process
+	(*ProcessSummary)(nil),            // 6: htk.processes.v1.ProcessSummary
+	(*StepDef)(nil),                   // 7: htk.processes.v1.StepDef
+	(*TimelineEntry)(nil),             // 8: htk.processes.v1.TimelineEntry
+	(*ListProcessesRequest)(nil),      // 9: htk.processes.v1.ListProcessesRequest
+	(*ListProcessesResponse)(nil),     // 10: htk.processes.v1.ListProcessesResponse
+	(*GetCallerRequest)(nil),          // 11: htk.processes.v1.GetCallerRequest
+	(*Caller)(nil),                    // 12: htk.processes.v1.Caller
+	(*GetProcessRequest)(nil),         // 13: htk.processes.v1.GetProcessRequest
+	(*CreateProcessRequest)(nil),      // 14: htk.processes.v1.CreateProcessRequest
+	(*UpdateProcessRequest)(nil),      // 15: htk.processes.v1.UpdateProcessRequest
+	(*UpdateProcessResponse)(nil),     // 16: htk.processes.v1.UpdateProcessResponse
+	(*CancelProcessRequest)(nil),      // 17: htk.processes.v1.CancelProcessRequest
+	(*ProcessEvent)(nil),              // 18: htk.processes.v1.ProcessEvent
+	(*Heartbeat)(nil),                 // 19: htk.processes.v1.Heartbeat
+	(*ListProcessEventsRequest)(nil),  // 20: htk.processes.v1.ListProcessEventsRequest
+	(*ListProcessEventsResponse)(nil), // 21: htk.processes.v1.ListProcessEventsResponse
+	(*WatchProcessRequest)(nil),       // 22: htk.processes.v1.WatchProcessRequest
+	(*WatchProcessResponse)(nil),      // 23: htk.processes.v1.WatchProcessResponse
+	(*WatchProcessesRequest)(nil),     // 24: htk.processes.v1.WatchProcessesRequest
+	(*WatchProcessesResponse)(nil),    // 25: htk.processes.v1.WatchProcessesResponse
+	nil,                               // 26: htk.processes.v1.Process.LabelsEntry
+	nil,                               // 27: htk.processes.v1.ProcessSummary.LabelsEntry
+	nil,                               // 28: htk.processes.v1.CreateProcessRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),     // 29: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 30: google.protobuf.Struct
+	(*status.Status)(nil),             // 31: google.rpc.Status
 }
 var file_htk_processes_v1_process_service_proto_depIdxs = []int32{
-	6,  // 0: htk.processes.v1.Process.step_defs:type_name -> htk.processes.v1.StepDef
-	7,  // 1: htk.processes.v1.Process.timeline:type_name -> htk.processes.v1.TimelineEntry
-	27, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
-	27, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 4: htk.processes.v1.Process.labels:type_name -> htk.processes.v1.Process.LabelsEntry
-	27, // 5: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
-	25, // 6: htk.processes.v1.ProcessSummary.labels:type_name -> htk.processes.v1.ProcessSummary.LabelsEntry
-	27, // 7: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
-	27, // 8: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
-	28, // 9: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
-	5,  // 10: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
-	6,  // 11: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
-	26, // 12: htk.processes.v1.CreateProcessRequest.labels:type_name -> htk.processes.v1.CreateProcessRequest.LabelsEntry
-	28, // 13: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
-	27, // 14: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
-	27, // 15: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
-	28, // 16: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
-	27, // 17: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	16, // 18: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
-	4,  // 19: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
-	16, // 20: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	17, // 21: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	29, // 22: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
-	5,  // 23: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
-	16, // 24: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	17, // 25: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	29, // 26: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
-	8,  // 27: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
-	12, // 28: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
-	13, // 29: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
-	14, // 30: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
-	18, // 31: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
-	20, // 32: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
-	22, // 33: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
-	10, // 34: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
-	9,  // 35: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
-	4,  // 36: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
-	4,  // 37: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
-	15, // 38: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
-	19, // 39: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
-	21, // 40: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
-	23, // 41: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
-	11, // 42: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
-	35, // [35:43] is the sub-list for method output_type
-	27, // [27:35] is the sub-list for method input_type
+	7,  // 0: htk.processes.v1.Process.step_defs:type_name -> htk.processes.v1.StepDef
+	8,  // 1: htk.processes.v1.Process.timeline:type_name -> htk.processes.v1.TimelineEntry
+	29, // 2: htk.processes.v1.Process.started_at:type_name -> google.protobuf.Timestamp
+	29, // 3: htk.processes.v1.Process.finished_at:type_name -> google.protobuf.Timestamp
+	26, // 4: htk.processes.v1.Process.labels:type_name -> htk.processes.v1.Process.LabelsEntry
+	29, // 5: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
+	27, // 6: htk.processes.v1.ProcessSummary.labels:type_name -> htk.processes.v1.ProcessSummary.LabelsEntry
+	29, // 7: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
+	29, // 8: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
+	30, // 9: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
+	6,  // 10: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
+	7,  // 11: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
+	28, // 12: htk.processes.v1.CreateProcessRequest.labels:type_name -> htk.processes.v1.CreateProcessRequest.LabelsEntry
+	30, // 13: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
+	29, // 14: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
+	29, // 15: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
+	30, // 16: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
+	29, // 17: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	18, // 18: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
+	5,  // 19: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
+	18, // 20: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	19, // 21: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	31, // 22: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
+	6,  // 23: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
+	18, // 24: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	19, // 25: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	31, // 26: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
+	9,  // 27: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
+	13, // 28: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
+	14, // 29: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
+	15, // 30: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
+	17, // 31: htk.processes.v1.ProcessService.CancelProcess:input_type -> htk.processes.v1.CancelProcessRequest
+	20, // 32: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
+	22, // 33: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
+	24, // 34: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
+	11, // 35: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
+	10, // 36: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
+	5,  // 37: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
+	5,  // 38: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
+	16, // 39: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
+	5,  // 40: htk.processes.v1.ProcessService.CancelProcess:output_type -> htk.processes.v1.Process
+	21, // 41: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
+	23, // 42: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
+	25, // 43: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
+	12, // 44: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
+	36, // [36:45] is the sub-list for method output_type
+	27, // [27:36] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
 	27, // [27:27] is the sub-list for extension extendee
 	0,  // [0:27] is the sub-list for field type_name
@@ -2614,9 +2823,10 @@ func file_htk_processes_v1_process_service_proto_init() {
 	file_htk_processes_v1_process_service_proto_msgTypes[9].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[10].OneofWrappers = []any{}
 	file_htk_processes_v1_process_service_proto_msgTypes[12].OneofWrappers = []any{}
-	file_htk_processes_v1_process_service_proto_msgTypes[14].OneofWrappers = []any{}
-	file_htk_processes_v1_process_service_proto_msgTypes[16].OneofWrappers = []any{}
-	file_htk_processes_v1_process_service_proto_msgTypes[17].OneofWrappers = []any{
+	file_htk_processes_v1_process_service_proto_msgTypes[13].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[15].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[17].OneofWrappers = []any{}
+	file_htk_processes_v1_process_service_proto_msgTypes[18].OneofWrappers = []any{
 		(*WatchProcessResponse_Process)(nil),
 		(*WatchProcessResponse_Event)(nil),
 		(*WatchProcessResponse_Heartbeat)(nil),
@@ -2627,8 +2837,8 @@ func file_htk_processes_v1_process_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_htk_processes_v1_process_service_proto_rawDesc), len(file_htk_processes_v1_process_service_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   23,
+			NumEnums:      5,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -47,6 +47,7 @@ const (
 	ProcessService_GetProcess_FullMethodName        = "/htk.processes.v1.ProcessService/GetProcess"
 	ProcessService_CreateProcess_FullMethodName     = "/htk.processes.v1.ProcessService/CreateProcess"
 	ProcessService_UpdateProcess_FullMethodName     = "/htk.processes.v1.ProcessService/UpdateProcess"
+	ProcessService_CancelProcess_FullMethodName     = "/htk.processes.v1.ProcessService/CancelProcess"
 	ProcessService_ListProcessEvents_FullMethodName = "/htk.processes.v1.ProcessService/ListProcessEvents"
 	ProcessService_WatchProcess_FullMethodName      = "/htk.processes.v1.ProcessService/WatchProcess"
 	ProcessService_WatchProcesses_FullMethodName    = "/htk.processes.v1.ProcessService/WatchProcesses"
@@ -67,8 +68,9 @@ const (
 // UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
 // on a REST path gets grpc-status INVALID_ARGUMENT.
 //
-// CreateProcess and UpdateProcess take an optional idempotency key: the REST
-// header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+// CreateProcess, UpdateProcess and CancelProcess take an optional
+// idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+// `idempotency-key`), 1-200 printable
 // ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
 // the original response and writes nothing; the same key with a different
 // request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -110,6 +112,16 @@ type ProcessServiceClient interface {
 	// Requires the scope `processes:write` or `tasks:create`. Takes an
 	// idempotency key (see the service).
 	UpdateProcess(ctx context.Context, in *UpdateProcessRequest, opts ...grpc.CallOption) (*UpdateProcessResponse, error)
+	// Stops a running process for good: it becomes `cancelled` and ends as
+	// one that completed or failed does (see `Process.finished_at`). The
+	// event `cancelled` is logged with the `reason`, and watches of the
+	// process end after it. Returns the cancelled process.
+	//
+	// Requires the scope `processes:write`: it is a person's or an operator's
+	// decision, not a step of a pipeline's task. Takes an idempotency key (see
+	// the service), so that a retry of a cancel whose answer was lost is not
+	// refused as a cancel of a finished process.
+	CancelProcess(ctx context.Context, in *CancelProcessRequest, opts ...grpc.CallOption) (*Process, error)
 	// Lists a process's events: the updates it accepted, in the order they
 	// were applied.
 	//
@@ -128,8 +140,8 @@ type ProcessServiceClient interface {
 	// GetProcess returns it, and the events accepted after that follow. With
 	// `after_seq`, the events logged after it come first, then the new ones as
 	// they are accepted: none is missed and none is sent twice in between.
-	// The stream ends after the event that finishes the process (`completed`
-	// or `failed`); for a process that has already finished, right after the
+	// The stream ends after the event that finishes the process (`completed`,
+	// `failed` or `cancelled`); for a process that has already finished, right after the
 	// snapshot or the logged events.
 	//
 	// To resume after a broken connection, watch again with the `seq` of the
@@ -209,6 +221,16 @@ func (c *processServiceClient) UpdateProcess(ctx context.Context, in *UpdateProc
 	return out, nil
 }
 
+func (c *processServiceClient) CancelProcess(ctx context.Context, in *CancelProcessRequest, opts ...grpc.CallOption) (*Process, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Process)
+	err := c.cc.Invoke(ctx, ProcessService_CancelProcess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *processServiceClient) ListProcessEvents(ctx context.Context, in *ListProcessEventsRequest, opts ...grpc.CallOption) (*ListProcessEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListProcessEventsResponse)
@@ -281,8 +303,9 @@ func (c *processServiceClient) GetCaller(ctx context.Context, in *GetCallerReque
 // UNIMPLEMENTED), an unknown path 404 (NOT_FOUND), and a gRPC Content-Type
 // on a REST path gets grpc-status INVALID_ARGUMENT.
 //
-// CreateProcess and UpdateProcess take an optional idempotency key: the REST
-// header `Idempotency-Key` (gRPC metadata `idempotency-key`), 1-200 printable
+// CreateProcess, UpdateProcess and CancelProcess take an optional
+// idempotency key: the REST header `Idempotency-Key` (gRPC metadata
+// `idempotency-key`), 1-200 printable
 // ASCII characters without spaces (`!` to `~`). A retry with the same key and the same request returns
 // the original response and writes nothing; the same key with a different
 // request is ALREADY_EXISTS (HTTP 409). Keys belong to the organization and
@@ -324,6 +347,16 @@ type ProcessServiceServer interface {
 	// Requires the scope `processes:write` or `tasks:create`. Takes an
 	// idempotency key (see the service).
 	UpdateProcess(context.Context, *UpdateProcessRequest) (*UpdateProcessResponse, error)
+	// Stops a running process for good: it becomes `cancelled` and ends as
+	// one that completed or failed does (see `Process.finished_at`). The
+	// event `cancelled` is logged with the `reason`, and watches of the
+	// process end after it. Returns the cancelled process.
+	//
+	// Requires the scope `processes:write`: it is a person's or an operator's
+	// decision, not a step of a pipeline's task. Takes an idempotency key (see
+	// the service), so that a retry of a cancel whose answer was lost is not
+	// refused as a cancel of a finished process.
+	CancelProcess(context.Context, *CancelProcessRequest) (*Process, error)
 	// Lists a process's events: the updates it accepted, in the order they
 	// were applied.
 	//
@@ -342,8 +375,8 @@ type ProcessServiceServer interface {
 	// GetProcess returns it, and the events accepted after that follow. With
 	// `after_seq`, the events logged after it come first, then the new ones as
 	// they are accepted: none is missed and none is sent twice in between.
-	// The stream ends after the event that finishes the process (`completed`
-	// or `failed`); for a process that has already finished, right after the
+	// The stream ends after the event that finishes the process (`completed`,
+	// `failed` or `cancelled`); for a process that has already finished, right after the
 	// snapshot or the logged events.
 	//
 	// To resume after a broken connection, watch again with the `seq` of the
@@ -394,6 +427,9 @@ func (UnimplementedProcessServiceServer) CreateProcess(context.Context, *CreateP
 }
 func (UnimplementedProcessServiceServer) UpdateProcess(context.Context, *UpdateProcessRequest) (*UpdateProcessResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateProcess not implemented")
+}
+func (UnimplementedProcessServiceServer) CancelProcess(context.Context, *CancelProcessRequest) (*Process, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelProcess not implemented")
 }
 func (UnimplementedProcessServiceServer) ListProcessEvents(context.Context, *ListProcessEventsRequest) (*ListProcessEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListProcessEvents not implemented")
@@ -500,6 +536,24 @@ func _ProcessService_UpdateProcess_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ProcessService_CancelProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProcessServiceServer).CancelProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ProcessService_CancelProcess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProcessServiceServer).CancelProcess(ctx, req.(*CancelProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ProcessService_ListProcessEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListProcessEventsRequest)
 	if err := dec(in); err != nil {
@@ -580,6 +634,10 @@ var ProcessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateProcess",
 			Handler:    _ProcessService_UpdateProcess_Handler,
+		},
+		{
+			MethodName: "CancelProcess",
+			Handler:    _ProcessService_CancelProcess_Handler,
 		},
 		{
 			MethodName: "ListProcessEvents",

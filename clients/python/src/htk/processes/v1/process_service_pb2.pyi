@@ -59,6 +59,8 @@ class _ProcessStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Process
     """Ended by a `completed` update; it accepts no more."""
     PROCESS_STATUS_FAILED: _ProcessStatus.ValueType  # 3
     """Ended by a `failed` update; it accepts no more."""
+    PROCESS_STATUS_CANCELLED: _ProcessStatus.ValueType  # 4
+    """Stopped by CancelProcess; it accepts no more."""
 
 class ProcessStatus(_ProcessStatus, metaclass=_ProcessStatusEnumTypeWrapper):
     """The words of `Process.status` (see `htk.processes.v1.values`)."""
@@ -71,6 +73,8 @@ PROCESS_STATUS_COMPLETED: ProcessStatus.ValueType  # 2
 """Ended by a `completed` update; it accepts no more."""
 PROCESS_STATUS_FAILED: ProcessStatus.ValueType  # 3
 """Ended by a `failed` update; it accepts no more."""
+PROCESS_STATUS_CANCELLED: ProcessStatus.ValueType  # 4
+"""Stopped by CancelProcess; it accepts no more."""
 Global___ProcessStatus: _TypeAlias = ProcessStatus  # noqa: Y015
 
 class _StepStatus:
@@ -89,10 +93,18 @@ class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus
     """Ended by `step_completed`."""
     STEP_STATUS_FAILED: _StepStatus.ValueType  # 4
     """Ended by `step_failed`."""
+    STEP_STATUS_CANCELLED: _StepStatus.ValueType  # 5
+    """Was running when its process finished (completed, failed or cancelled):
+    the run was stopped, not finished.
+    """
+    STEP_STATUS_SKIPPED: _StepStatus.ValueType  # 6
+    """Never started before its process finished."""
 
 class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper):
     """The words of `TimelineEntry.status`. A step goes `pending`, `running`,
     then `completed` or `failed`, and a failed step may be started again.
+    When its process finishes, a step still running ends `cancelled` and one
+    never started ends `skipped`.
     """
 
 STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
@@ -105,6 +117,12 @@ STEP_STATUS_COMPLETED: StepStatus.ValueType  # 3
 """Ended by `step_completed`."""
 STEP_STATUS_FAILED: StepStatus.ValueType  # 4
 """Ended by `step_failed`."""
+STEP_STATUS_CANCELLED: StepStatus.ValueType  # 5
+"""Was running when its process finished (completed, failed or cancelled):
+the run was stopped, not finished.
+"""
+STEP_STATUS_SKIPPED: StepStatus.ValueType  # 6
+"""Never started before its process finished."""
 Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
 class _SortOrder:
@@ -171,6 +189,60 @@ UPDATE_TYPE_FAILED: UpdateType.ValueType  # 6
 """The whole process fails."""
 Global___UpdateType: _TypeAlias = UpdateType  # noqa: Y015
 
+class _EventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
+    """Not a type: every event has one of the others."""
+    EVENT_TYPE_STEP_STARTED: _EventType.ValueType  # 1
+    """The update `step_started`."""
+    EVENT_TYPE_STEP_COMPLETED: _EventType.ValueType  # 2
+    """The update `step_completed`."""
+    EVENT_TYPE_STEP_FAILED: _EventType.ValueType  # 3
+    """The update `step_failed`."""
+    EVENT_TYPE_PROGRESS: _EventType.ValueType  # 4
+    """The update `progress`."""
+    EVENT_TYPE_COMPLETED: _EventType.ValueType  # 5
+    """The update `completed`."""
+    EVENT_TYPE_FAILED: _EventType.ValueType  # 6
+    """The update `failed`."""
+    EVENT_TYPE_TASK_COMPLETED: _EventType.ValueType  # 7
+    """A person decided a human step's task (TaskService.CompleteTask)."""
+    EVENT_TYPE_STEP_TIMED_OUT: _EventType.ValueType  # 8
+    """A step's timeout passed without an update, and htk failed the step."""
+    EVENT_TYPE_CANCELLED: _EventType.ValueType  # 9
+    """The process was stopped by CancelProcess."""
+
+class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
+    """The words of `ProcessEvent.type`: each `UpdateType`, under the same word,
+    and the events htk records itself.
+    """
+
+EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
+"""Not a type: every event has one of the others."""
+EVENT_TYPE_STEP_STARTED: EventType.ValueType  # 1
+"""The update `step_started`."""
+EVENT_TYPE_STEP_COMPLETED: EventType.ValueType  # 2
+"""The update `step_completed`."""
+EVENT_TYPE_STEP_FAILED: EventType.ValueType  # 3
+"""The update `step_failed`."""
+EVENT_TYPE_PROGRESS: EventType.ValueType  # 4
+"""The update `progress`."""
+EVENT_TYPE_COMPLETED: EventType.ValueType  # 5
+"""The update `completed`."""
+EVENT_TYPE_FAILED: EventType.ValueType  # 6
+"""The update `failed`."""
+EVENT_TYPE_TASK_COMPLETED: EventType.ValueType  # 7
+"""A person decided a human step's task (TaskService.CompleteTask)."""
+EVENT_TYPE_STEP_TIMED_OUT: EventType.ValueType  # 8
+"""A step's timeout passed without an update, and htk failed the step."""
+EVENT_TYPE_CANCELLED: EventType.ValueType  # 9
+"""The process was stopped by CancelProcess."""
+Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
 @_typing.final
 class Process(_message.Message):
     """A tracked process: its definition, current state and step timeline.
@@ -222,6 +294,7 @@ class Process(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
@@ -246,6 +319,8 @@ class Process(_message.Message):
     first): what this snapshot includes, so that a client can resume a
     watch or page the events from exactly here.
     """
+    reason: _builtins.str
+    """The reason given with CancelProcess, if one was."""
     url: _builtins.str
     """The link the process was created with, e.g. the CI run that drives it.
     Absent when it has none.
@@ -274,7 +349,11 @@ class Process(_message.Message):
 
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
-        """When the process was marked `completed` or `failed`. Absent while running."""
+        """When the process was marked `completed` or `failed`, or was cancelled.
+        Absent while running. Then every step has ended: a step still running
+        ended `cancelled` and a step never started `skipped`, both at this time,
+        and the tasks that still waited were cancelled.
+        """
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -298,13 +377,14 @@ class Process(_message.Message):
         summary: _builtins.str | None = ...,
         error: _builtins.str | None = ...,
         seq: _builtins.int = ...,
+        reason: _builtins.str | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         url: _builtins.str | None = ...,
         created_by: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "started_at", b"started_at", "summary", b"summary", "url", b"url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_reason", b"_reason", "_summary", b"_summary", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "reason", b"reason", "started_at", b"started_at", "summary", b"summary", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_summary", b"_summary", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "labels", b"labels", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_error", b"_error", "_reason", b"_reason", "_summary", b"_summary", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "error", b"error", "finished_at", b"finished_at", "labels", b"labels", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "reason", b"reason", "seq", b"seq", "started_at", b"started_at", "status", b"status", "step_defs", b"step_defs", "summary", b"summary", "task_ids", b"task_ids", "timeline", b"timeline", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
@@ -312,6 +392,8 @@ class Process(_message.Message):
     _WhichOneofArgType__current_step: _TypeAlias = _typing.Literal["_current_step", b"_current_step"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__reason: _TypeAlias = _typing.Literal["reason"]  # noqa: Y015
+    _WhichOneofArgType__reason: _TypeAlias = _typing.Literal["_reason", b"_reason"]  # noqa: Y015
     _WhichOneofReturnType__summary: _TypeAlias = _typing.Literal["summary"]  # noqa: Y015
     _WhichOneofArgType__summary: _TypeAlias = _typing.Literal["_summary", b"_summary"]  # noqa: Y015
     _WhichOneofReturnType__url: _TypeAlias = _typing.Literal["url"]  # noqa: Y015
@@ -322,6 +404,8 @@ class Process(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__current_step) -> _WhichOneofReturnType__current_step | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reason) -> _WhichOneofReturnType__reason | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__summary) -> _WhichOneofReturnType__summary | None: ...
     @_typing.overload
@@ -511,8 +595,10 @@ class TimelineEntry(_message.Message):
     task_id: _builtins.str
     """The task backing a human step. Absent for other steps."""
     duration_ms: _builtins.float
-    """Whole milliseconds from `started_at` to `completed_at`. A double so that
-    JSON renders a number even past the 24 days an int32 could hold.
+    """Whole milliseconds from `started_at` to `completed_at`: how long the
+    run took, however it ended. Absent for a `skipped` step, which never
+    started. A double so that JSON renders a number even past the 24 days
+    an int32 could hold.
     """
     detail: _builtins.str
     """The `detail` of the latest `step_started` or `step_completed` update."""
@@ -543,7 +629,10 @@ class TimelineEntry(_message.Message):
 
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp:
-        """When the step completed. Absent unless `completed`."""
+        """When the step's latest run ended: it completed, failed, or was
+        cancelled or skipped as its process finished. Absent while the step is
+        `pending` or `running`.
+        """
 
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
@@ -1018,6 +1107,37 @@ class UpdateProcessResponse(_message.Message):
 Global___UpdateProcessResponse: _TypeAlias = UpdateProcessResponse  # noqa: Y015
 
 @_typing.final
+class CancelProcessRequest(_message.Message):
+    """Request of ProcessService.CancelProcess."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESS_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    process_id: _builtins.str
+    """The process's identifier (from the URL path in REST)."""
+    reason: _builtins.str
+    """Why the process is stopped, shown on the process and its `cancelled`
+    event, e.g. `superseded by a newer release`: not blank, at most 10,000
+    characters and no NUL, as an update's `error`.
+    """
+    def __init__(
+        self,
+        *,
+        process_id: _builtins.str = ...,
+        reason: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reason", b"_reason", "reason", b"reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reason", b"_reason", "process_id", b"process_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__reason: _TypeAlias = _typing.Literal["reason"]  # noqa: Y015
+    _WhichOneofArgType__reason: _TypeAlias = _typing.Literal["_reason", b"_reason"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reason) -> _WhichOneofReturnType__reason | None: ...
+
+Global___CancelProcessRequest: _TypeAlias = CancelProcessRequest  # noqa: Y015
+
+@_typing.final
 class ProcessEvent(_message.Message):
     """One accepted update of a process, as its event log keeps it: the update's
     fields, its place in the log and when it was applied. Fields the update
@@ -1042,6 +1162,7 @@ class ProcessEvent(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     COMPLETED_BY_TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's place in the process's log: 1 for the first accepted
@@ -1050,7 +1171,7 @@ class ProcessEvent(_message.Message):
     type: _builtins.str
     """What happened: an update's `type` (`step_started`, `step_completed`,
     `step_failed`, `progress`, `completed`, `failed`), or one of the events
-    htk itself records, such as `task_completed` and `step_timed_out`.
+    htk itself records: `task_completed`, `step_timed_out`, `cancelled`.
     """
     step: _builtins.str
     """The key of the step the event applies to."""
@@ -1080,6 +1201,8 @@ class ProcessEvent(_message.Message):
     """For `task_completed`: the id of the token that completed the task; it
     tells apart tokens that had the same name at different times.
     """
+    reason: _builtins.str
+    """For `cancelled`: the reason given with CancelProcess, if one was."""
     actor: _builtins.str
     """Who caused the event, so that a run's history says who did what: the
     name of the token whose call logged it (the pipeline's for its updates,
@@ -1115,11 +1238,12 @@ class ProcessEvent(_message.Message):
         task_id: _builtins.str | None = ...,
         timeout_seconds: _builtins.int | None = ...,
         completed_by_token_id: _builtins.str | None = ...,
+        reason: _builtins.str | None = ...,
         actor: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "actor", b"actor", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_reason", b"_reason", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "actor", b"actor", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "reason", b"reason", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "actor", b"actor", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_actor", b"_actor", "_comment", b"_comment", "_completed_by", b"_completed_by", "_completed_by_token_id", b"_completed_by_token_id", "_detail", b"_detail", "_error", b"_error", "_message", b"_message", "_outcome", b"_outcome", "_percent", b"_percent", "_reason", b"_reason", "_step", b"_step", "_summary", b"_summary", "_task_id", b"_task_id", "_timeout_seconds", b"_timeout_seconds", "actor", b"actor", "comment", b"comment", "completed_by", b"completed_by", "completed_by_token_id", b"completed_by_token_id", "data", b"data", "detail", b"detail", "error", b"error", "message", b"message", "outcome", b"outcome", "percent", b"percent", "reason", b"reason", "seq", b"seq", "step", b"step", "summary", b"summary", "task_id", b"task_id", "timeout_seconds", b"timeout_seconds", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__actor: _TypeAlias = _typing.Literal["actor"]  # noqa: Y015
     _WhichOneofArgType__actor: _TypeAlias = _typing.Literal["_actor", b"_actor"]  # noqa: Y015
@@ -1139,6 +1263,8 @@ class ProcessEvent(_message.Message):
     _WhichOneofArgType__outcome: _TypeAlias = _typing.Literal["_outcome", b"_outcome"]  # noqa: Y015
     _WhichOneofReturnType__percent: _TypeAlias = _typing.Literal["percent"]  # noqa: Y015
     _WhichOneofArgType__percent: _TypeAlias = _typing.Literal["_percent", b"_percent"]  # noqa: Y015
+    _WhichOneofReturnType__reason: _TypeAlias = _typing.Literal["reason"]  # noqa: Y015
+    _WhichOneofArgType__reason: _TypeAlias = _typing.Literal["_reason", b"_reason"]  # noqa: Y015
     _WhichOneofReturnType__step: _TypeAlias = _typing.Literal["step"]  # noqa: Y015
     _WhichOneofArgType__step: _TypeAlias = _typing.Literal["_step", b"_step"]  # noqa: Y015
     _WhichOneofReturnType__summary: _TypeAlias = _typing.Literal["summary"]  # noqa: Y015
@@ -1165,6 +1291,8 @@ class ProcessEvent(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__outcome) -> _WhichOneofReturnType__outcome | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__percent) -> _WhichOneofReturnType__percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reason) -> _WhichOneofReturnType__reason | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__step) -> _WhichOneofReturnType__step | None: ...
     @_typing.overload
@@ -1356,7 +1484,8 @@ class WatchProcessesRequest(_message.Message):
     status: _builtins.str
     """Only changes of processes with this status, before or after the change:
     `running` (every change, since only running processes change), or
-    `completed` or `failed` (the event that finished a process so).
+    `completed`, `failed` or `cancelled` (the event that finished a process
+    so).
     """
     def __init__(
         self,
