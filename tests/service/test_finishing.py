@@ -158,11 +158,14 @@ async def test_a_cancel_reads_back_through_get_list_events_and_both_watches(
         metadata=org.metadata(),
     )
     (event,) = events.events
+    caller = await processes.GetCaller(pb.GetCallerRequest(), metadata=org.metadata())
     assert json_format.MessageToDict(event, preserving_proto_field_name=True) == {
         "seq": 6,
         "type": "cancelled",
         "timestamp": FINISH.isoformat().replace("+00:00", "Z"),
         "reason": "superseded by v2",
+        # Who cancelled: the token that called CancelProcess.
+        "actor": caller.token_name,
     }
     # The watch ends after the event that finished the process.
     streamed = await rest_of(watching)
