@@ -78,11 +78,14 @@ def test_a_cancel_over_rest_returns_the_cancelled_process(rest: httpx.Client, or
             params={"after_seq": 3},
         )
     )["events"]
+    caller = ok(rest.get("/api/v1/caller", headers=org.auth()))
     assert event == {
         "seq": 4,
         "type": "cancelled",
         "timestamp": cancelled["finished_at"],
         "reason": "superseded by v2.1.1",
+        # Who cancelled: the token that called cancel.
+        "actor": caller["token_name"],
     }
 
 

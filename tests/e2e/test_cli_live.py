@@ -78,6 +78,7 @@ def test_watch_without_a_terminal_prints_a_line_per_event_and_exits_1_on_failure
     rest: httpx.Client, org: Org, env: dict[str, str]
 ) -> None:
     process_id = create(rest, org)
+    writer = rest.get("/api/v1/caller", headers=org.auth()).json()["token_name"]
     with subprocess.Popen(
         [HTK, "processes", "watch", process_id, "--exit-status"],
         env=env,
@@ -85,13 +86,20 @@ def test_watch_without_a_terminal_prints_a_line_per_event_and_exits_1_on_failure
         stderr=subprocess.PIPE,
         text=True,
     ) as watcher:
-        assert watcher.stdout is not None
-        assert next_line(watcher.stdout).endswith("(Deploy v2.1.0): running\n")
-        update(rest, org, process_id, type="step_started", step="build", detail="go")
-        assert re.search(r"step_started  build  detail=go$", next_line(watcher.stdout))
-        update(rest, org, process_id, type="failed", error="disk \x1b[2Jfull")
-        assert next_line(watcher.stdout).endswith("failed  error=disk \\x1b[2Jfull\n")
-        assert watcher.wait(WAIT_SECONDS) == 1
+        # A failed assertion must not leave the watch running: leaving the
+        # block waits for it, which would wait for ever.
+        try:
+            assert watcher.stdout is not None
+            assert next_line(watcher.stdout).endswith("(Deploy v2.1.0): running\n")
+            update(rest, org, process_id, type="step_started", step="build", detail="go")
+            line = next_line(watcher.stdout)
+            assert re.search(rf"step_started  build  by {writer}  detail=go$", line), line
+            update(rest, org, process_id, type="failed", error="disk \x1b[2Jfull")
+            line = next_line(watcher.stdout)
+            assert line.endswith(f"failed  by {writer}  error=disk \\x1b[2Jfull\n"), line
+            assert watcher.wait(WAIT_SECONDS) == 1
+        finally:
+            watcher.kill()
 
 
 def test_watch_of_a_finished_process_returns_at_once_with_its_status(
