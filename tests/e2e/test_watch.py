@@ -314,7 +314,7 @@ def test_events_list_over_rest(http: httpx.Client, tenant: Org) -> None:
     assert listed.status_code == 200, listed.text
     events = listed.json()["events"]
     assert [(event["seq"], event["percent"]) for event in events] == [(2, 10), (3, 20)]
-    assert events[0].keys() == {"seq", "type", "timestamp", "step", "percent"}
+    assert events[0].keys() == {"seq", "type", "timestamp", "step", "percent", "actor"}
 
 
 @pytest.mark.parametrize(
