@@ -259,6 +259,7 @@ def made_up_token_flood(stack: Stack) -> Callable[[threading.Event], None]:
 
     def flood(stop: threading.Event) -> None:
         transport = httpx.HTTPTransport(local_address="127.0.0.3")
+        started = time.monotonic()
         with httpx.Client(base_url=stack.http_url, transport=transport, timeout=30) as client:
             for _ in range(MADE_UP_TOKENS):
                 if stop.is_set():
@@ -266,9 +267,12 @@ def made_up_token_flood(stack: Stack) -> Callable[[threading.Event], None]:
                 token = generate_token()
                 response = client.get(PROCESSES, headers={"Authorization": f"Bearer {token}"})
                 statuses.append(response.status_code)
+        seconds.append(time.monotonic() - started)
 
     statuses: list[int] = []
+    seconds: list[float] = []
     flood.statuses = statuses  # type: ignore[attr-defined]
+    flood.seconds = seconds  # type: ignore[attr-defined]
     return flood
 
 
@@ -278,10 +282,14 @@ def test_a_made_up_token_per_request_is_limited_per_address(guarded: Stack) -> N
     p95 = other_tenant_p95(guarded, running(flood))
 
     statuses: list[int] = flood.statuses  # type: ignore[attr-defined]
+    (seconds,) = flood.seconds  # type: ignore[attr-defined]
     assert set(statuses) <= {401, 429}, statuses
-    # Past the address's burst (twice its rate), most are refused before any
-    # token is looked up.
-    assert statuses.count(429) > statuses.count(401), statuses
+    # Only the address's budget reaches a token lookup (a 401): its burst (twice
+    # its rate) and its rate over the flood, with a second's slack for refills;
+    # the rest is refused before. How many that is depends on how fast this
+    # machine sends, which the budget must not.
+    budget = PER_ADDRESS_PER_SECOND * (2 + seconds + 1)
+    assert statuses.count(401) <= budget, (len(statuses), statuses.count(401), seconds)
     assert_not_delayed(p95, "during a flood of made-up tokens")
 
 
@@ -328,7 +336,10 @@ def half_sent_requests(stack: Stack) -> Callable[[threading.Event], None]:
         b"POST /api/v1/processes HTTP/1.1\r\nHost: htk\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + generate_token().encode() + b"\r\n"
         b"Content-Length: 100\r\n\r\n{",
+        # With a token, so that it counts against its own address's budget, not
+        # the anonymous one that the test before may just have spent.
         b"POST /htk.processes.v1.ProcessService/GetProcess HTTP/1.1\r\nHost: htk\r\n"
+        b"Authorization: Bearer " + generate_token().encode() + b"\r\n"
         b"Content-Type: application/grpc\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\r\n\x00\x00\x00\r\n",
     ]
