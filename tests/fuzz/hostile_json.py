@@ -235,6 +235,8 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "int": ["50", "", True, None, 50.5, 2**31, -(2**31) - 1, [50], {}],
     "struct": [[], [{"a": 1}], "x", 5, True, None],
     "messages": [{"key": "a"}, "a", 5, None, True],
+    # A map (labels) is a JSON object of strings.
+    "map": [[], [{"key": "a"}], "x", 5, True, None],
 }
 # Arrays whose items are wrong: the server names the item.
 WRONG_ITEMS: list[Any] = [None, "a", 5, [], [{"key": "a"}]]
@@ -244,6 +246,8 @@ def field_kind(field: descriptor.FieldDescriptor) -> str:
     if field.message_type is not None:
         if field.message_type.full_name == "google.protobuf.Struct":
             return "struct"
+        if field.message_type.GetOptions().map_entry:
+            return "map"
         return "messages"
     if field.type == field.TYPE_BOOL:
         return "bool"

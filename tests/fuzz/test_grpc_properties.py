@@ -7,6 +7,7 @@ update changing nothing.
 """
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,13 @@ ALLOWED = {
     "WatchProcess": {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND},
     "WatchProcesses": {Code.OK, Code.INVALID_ARGUMENT},
     "GetCaller": {Code.OK, Code.INVALID_ARGUMENT},
+    "CancelProcess": {
+        Code.OK,
+        Code.INVALID_ARGUMENT,
+        Code.FAILED_PRECONDITION,
+        Code.NOT_FOUND,
+        Code.ALREADY_EXISTS,
+    },
 }
 SERVICE = pb.DESCRIPTOR.services_by_name["ProcessService"]
 METHODS = list(SERVICE.methods)
@@ -105,6 +113,11 @@ def messages(message: descriptor.Descriptor) -> st.SearchStrategy[Message]:
     message_class: Any = message_factory.GetMessageClass(message)
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for field in message.fields:
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            keys, items = (values_of(entry.fields_by_name[name]) for name in ("key", "value"))
+            fields[field.name] = st.dictionaries(keys, items, max_size=3)
+            continue
         values = values_of(field)
         if field.is_repeated:
             values = st.lists(values, max_size=5 if field.message_type else 3)
@@ -393,7 +406,9 @@ def test_payloads_that_are_no_valid_message(
         assert not PYTHON_NAMES.search(details), details
         if field is not None:
             assert code == Code.INVALID_ARGUMENT, (code, details)
-            assert details.startswith(f"{field}: "), (field, details)
+            # A repeated field's item is named with its index (`label[0]`).
+            named = re.match(rf"{re.escape(field)}(\[\d+\])?: ", details)
+            assert named, (field, details)
         return
     # Decoded after all (random bytes can be a valid message): served as one.
     assert field is None, payload
