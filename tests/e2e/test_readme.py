@@ -56,9 +56,11 @@ def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
         "completed",
         None,  # the events after seq 3
         *[None] * 5,  # the same five, streamed
+        "step_started",  # the superseded run's build
+        None,  # the superseded run, cancelled
     ]
     listed, process, approved = documents[4], documents[5], documents[8]
-    history, *watched = documents[10:]
+    history, watched, cancelled = documents[10], documents[11:16], documents[17]
     assert [(event["seq"], event["type"]) for event in history["events"]] == [
         (4, "step_started"),
         (5, "step_completed"),
@@ -68,6 +70,9 @@ def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
     ]
     assert [message["event"] for message in watched] == history["events"]
     assert process["process_id"] in [item["process_id"] for item in listed["processes"]]
+    assert all(item["labels"]["env"] == "prod" for item in listed["processes"])
+    assert process["labels"] == {"env": "prod", "service": "payments"}
+    assert process["url"] == "https://ci.example.com/acme/app/runs/42"
     assert process["current_step"] == "test"
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}
     assert (approved["status"], approved["outcome"], approved["completed_by"]) == (
@@ -76,6 +81,8 @@ def test_the_curl_session_runs_as_pasted(stack: Stack) -> None:
         "alice",
     )
     assert approved["task_id"] == process["task_ids"][0]
+    assert (cancelled["status"], cancelled["reason"]) == ("cancelled", "superseded by v2.1.0")
+    assert [entry["status"] for entry in cancelled["timeline"]] == ["cancelled", "skipped"]
 
 
 def _client_env(stack: Stack, token: str | None = None) -> dict[str, str]:
@@ -106,6 +113,12 @@ def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}
     assert re.search(rf"^{process['process_id']}\s.*Deploy v2\.1\.0\s+running", output, re.M)
     assert re.search(r"^build\s+Build\s+completed", output, re.M)
+    assert re.search(r"^labels\s+env=prod\s*$", output, re.M)
+    assert re.search(r"^link\s+https://ci\.example\.com/acme/app/runs/42\s*$", output, re.M)
+    # The superseded run: cancelled with its reason, its step never started skipped.
+    assert re.search(r"^status\s+cancelled\s*$", output, re.M)
+    assert re.search(r"^reason\s+superseded\s*$", output, re.M)
+    assert re.search(r"^build\s+build\s+skipped", output, re.M)
     assert re.search(rf"^{process['task_ids'][0]}\s+open\s+Deploy v2\.1\.0\s+review", output, re.M)
     assert re.search(r"^review\s+Review\s+completed", output, re.M)
     # The watch began while the process ran (or, on a slow machine, once it had finished).

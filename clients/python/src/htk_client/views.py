@@ -102,6 +102,11 @@ def process_view(process: JsonObject) -> Group:
     facts.add_row("started", cell(show_time(process.get("started_at"))))
     if process.get("created_by"):
         facts.add_row("created by", cell(process["created_by"]))
+    if process.get("labels"):
+        labels = sorted(process["labels"].items())
+        facts.add_row("labels", cell(", ".join(f"{key}={value}" for key, value in labels)))
+    if process.get("url"):
+        facts.add_row("link", cell(process["url"]))
     for label, key in (
         ("finished", "finished_at"),
         ("summary", "summary"),
