@@ -25,6 +25,7 @@ from server.edge.rest_input import read_rest_input
 from server.service.deadlines import DeadlineService
 from server.service.hub import WatchHub, WatchLimits
 from server.service.processes import ProcessService
+from server.service.retention import ArchiveTo, RetentionService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService, token_changes
 from server.service.watch import WatchService
@@ -32,7 +33,7 @@ from server.service.writes import Clock, Writes
 from server.settings import Settings
 from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
 from server.storage.notifications import Listener
-from server.transport import interceptors
+from server.transport import interceptors, messages
 from server.transport.decoding import DecodingInterceptor
 from server.transport.health import Health
 from server.transport.methods import api_services, method_table
@@ -196,12 +197,28 @@ def build_server(
         grpc_server,
     )
     deadlines = DeadlineService(database, clock)
+    retention = RetentionService(
+        database,
+        clock,
+        days=settings.retention_days,
+        batch_size=settings.retention_batch_size,
+        archive_to=(
+            ArchiveTo(settings.archive_dir, messages.archived)
+            if settings.archive_dir is not None
+            else None
+        ),
+    )
     upkeep = [
         PeriodicJob("enforce step deadlines", deadlines.enforce, DEADLINE_SCAN_INTERVAL_SECONDS),
         PeriodicJob(
             "forget expired idempotency keys",
             writes.forget_expired_keys,
             IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
+        ),
+        PeriodicJob(
+            "delete expired processes",
+            retention.delete_expired,
+            settings.retention_interval_seconds,
         ),
         PeriodicJob(
             "sample metrics",

@@ -1,16 +1,19 @@
 """The server's commands of `htk`: `htk run` runs the whole service here,
-`htk serve` one gRPC worker, and `htk token` manages API tokens in its
-database. The `htk` command itself, and its network commands, are the Python
-client's (clients/python); it finds these through the entry point
-"htk.commands" that pyproject.toml declares.
+`htk serve` one gRPC worker, `htk token` manages API tokens in its
+database, and `htk archive` reads what retention archived. The `htk`
+command itself, and its network commands, are the Python client's
+(clients/python); it finds these through the entry point "htk.commands"
+that pyproject.toml declares.
 """
 
 import argparse
 import asyncio
+import json
 import sys
 import textwrap
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from htk_client.cli import UsageError, main
@@ -25,7 +28,7 @@ T = TypeVar("T")
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Adds `run`, `serve` and `token` to the htk command."""
+    """Adds `run`, `serve`, `token` and `archive` to the htk command."""
     run = commands.add_parser(
         "run",
         help="run PostgreSQL, the gRPC server and Envoy until stopped",
@@ -68,6 +71,39 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         )
     for parser in (run, serve_command, create, listing, revoke):
         parser.set_defaults(run=_run)
+    archive = commands.add_parser(
+        "archive", help="read the archive of deleted processes (HTK_ARCHIVE_DIR)"
+    ).add_subparsers(dest="action", required=True)
+    read = archive.add_parser(
+        "read",
+        help="print each archived process once, as JSON",
+        description="Prints each process archived in FILE once, the last copy written"
+        " (a crash may have archived one twice), as one JSON object per line:"
+        ' {"process": GetProcess\'s JSON, "events": [every event], "archived_at": ...}.',
+    )
+    read.add_argument("file", type=Path, help="an archive file, e.g. 2026-12-06.jsonl.gz")
+    read.add_argument("--process", help="print only this process (exit status 1 if absent)")
+    read.set_defaults(run=_read_archive)
+
+
+def _read_archive(args: argparse.Namespace) -> int:
+    # Files only: no settings, database or server modules beyond these two.
+    from server.domain.retention import read_back
+    from server.storage.archive import read_lines
+
+    try:
+        records = read_back(read_lines(args.file))
+    except OSError as error:
+        print(f"htk: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return 1
+    if args.process is not None:
+        records = [r for r in records if r["process"]["process_id"] == args.process]
+        if not records:
+            print(f"htk: no process {safe(args.process)} in {args.file}", file=sys.stderr)
+            return 1
+    for record in records:
+        print(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

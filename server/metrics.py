@@ -99,6 +99,18 @@ NOTIFICATION_LISTENER_UP = Gauge(
     " need it), else 0",
     multiprocess_mode="livemin",
 )
+RETENTION_PROCESSES = Counter(
+    "htk_retention_processes",
+    "Finished processes retention deleted (HTK_RETENTION_DAYS): `archived` ones were"
+    " written to HTK_ARCHIVE_DIR first; counted when their delete committed",
+    ["archived"],
+)
+RETENTION_BATCH_DURATION = Histogram(
+    "htk_retention_batch_duration_seconds",
+    "How long each retention batch's transaction held its processes' row locks, from"
+    " picking them to the commit of their delete",
+    buckets=_LATENCY_BUCKETS,
+)
 
 TOKEN_CACHE_HIT = TOKEN_CACHE_REQUESTS.labels("hit")
 TOKEN_CACHE_REFUSED = TOKEN_CACHE_REQUESTS.labels("refused")

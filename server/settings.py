@@ -170,6 +170,39 @@ class Settings(BaseSettings):
             "how long CreateProcess, UpdateProcess and CancelProcess remember an Idempotency-Key"
         ),
     )
+    retention_days: float = Field(
+        90.0,
+        ge=0.0,
+        validation_alias="HTK_RETENTION_DAYS",
+        description="finished processes (completed, failed, cancelled) are deleted this many days"
+        " after they finished, with their steps, tasks, events and idempotency keys, so that"
+        " the database stops growing (`0`: kept forever); running processes never are;"
+        " fractions are allowed (`0.5`: twelve hours)",
+    )
+    archive_dir: Path | None = Field(
+        None,
+        validation_alias="HTK_ARCHIVE_DIR",
+        description="each process retention deletes is first written here, with its event"
+        " log, one JSON line in a gzip file per day (`YYYY-MM-DD.jsonl.gz`, UTC), fsynced"
+        " before the delete commits; read with `htk archive read`. Unset: deleted unarchived."
+        " Give every instance of a database the same folder",
+    )
+    retention_batch_size: int = Field(
+        100,
+        ge=1,
+        le=10000,
+        validation_alias="HTK_RETENTION_BATCH_SIZE",
+        description="processes deleted per transaction: each batch holds its processes' row"
+        " locks while it archives them and the counters' rows while it deletes, so a small"
+        " batch keeps every call's wait for them short",
+    )
+    retention_interval_seconds: float = Field(
+        60.0,
+        gt=0.0,
+        validation_alias="HTK_RETENTION_INTERVAL_SECONDS",
+        description="how often each worker looks for expired processes (one worker of all"
+        " instances deletes at a time, batch after batch until none is left)",
+    )
     heartbeat_seconds: int = Field(
         15,
         ge=1,

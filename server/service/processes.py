@@ -24,7 +24,7 @@ from server.domain.processes import (
     validate_update,
 )
 from server.domain.tokens import Caller
-from server.service.writes import Clock, Writes
+from server.service.writes import Clock, Writes, Written
 from server.storage import processes
 from server.storage.database import Database
 
@@ -85,9 +85,9 @@ class ProcessService:
             url=url,
         )
 
-        async def write(connection: AsyncConnection) -> bytes:
+        async def write(connection: AsyncConnection) -> Written:
             await processes.add(connection, process)
-            return respond(process)
+            return Written(respond(process), process.process_id)
 
         return await self._writes.run(key, write)
 
@@ -111,12 +111,12 @@ class ProcessService:
         # apply_update checks again (microseconds) so that it is safe on its own.
         validate_update(change)
 
-        async def write(connection: AsyncConnection) -> bytes:
+        async def write(connection: AsyncConnection) -> Written:
             process = await load_locked(connection, caller.org_id, process_id)
             # Read under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, self._clock(), by=caller)
             await record(connection, process, applied)
-            return respond(applied.event)
+            return Written(respond(applied.event), process_id)
 
         return await self._writes.run(key, write)
 
@@ -135,10 +135,10 @@ class ProcessService:
         response remembered under `key` when this is a retry."""
         validate_reason(reason)  # before a connection and a lock
 
-        async def write(connection: AsyncConnection) -> bytes:
+        async def write(connection: AsyncConnection) -> Written:
             process = await load_locked(connection, caller.org_id, process_id)
             await record(connection, process, cancel(process, reason, self._clock(), by=caller))
-            return respond(process)
+            return Written(respond(process), process_id)
 
         return await self._writes.run(key, write)
 

@@ -18,7 +18,7 @@ from server.domain.tasks import (
 )
 from server.domain.tokens import Caller
 from server.service.processes import load_locked, record
-from server.service.writes import Clock, Writes
+from server.service.writes import Clock, Writes, Written
 from server.storage import tasks
 from server.storage.database import Database
 
@@ -58,14 +58,14 @@ class TaskService:
         """
         validate_completion(completion)  # before a connection and a lock
 
-        async def write(connection: AsyncConnection) -> bytes:
+        async def write(connection: AsyncConnection) -> Written:
             task = await _get(connection, caller.org_id, task_id)
             process = await load_locked(connection, caller.org_id, task.process_id)
             change = complete_task(process, task_id, completion, caller, self._clock())
             await record(connection, process, change)
             completed = process.step_of_task(task_id).task
             assert completed is not None  # step_of_task found the step by this task
-            return respond(completed)
+            return Written(respond(completed), process.process_id)
 
         return await self._writes.run(key, write)
 

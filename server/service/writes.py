@@ -1,6 +1,8 @@
 """The one way a write runs: one transaction, optionally guarded by an idempotency key."""
 
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -10,9 +12,20 @@ from server.storage import idempotency
 from server.storage.database import Database
 
 Clock = Callable[[], datetime]
-# A write's work inside the transaction; it returns the response to send
-# (and to replay for a retry), already encoded by transport.
-Write = Callable[[AsyncConnection], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write did: the response to send (and to replay for a retry),
+    already encoded by transport, and the process it changed, whose
+    retention forgets the write's key with it."""
+
+    response: bytes
+    process_id: uuid.UUID
+
+
+# A write's work inside the transaction.
+Write = Callable[[AsyncConnection], Awaitable[Written]]
 
 
 class Writes:
@@ -33,10 +46,10 @@ class Writes:
         async with self._database.transaction() as connection:
             if key and (replayed := await self._claim(connection, key)) is not None:
                 return replayed
-            response = await write(connection)
+            written = await write(connection)
             if key:
-                await idempotency.remember(connection, key, response)
-            return response
+                await idempotency.remember(connection, key, written.response, written.process_id)
+            return written.response
 
     async def _claim(self, connection: AsyncConnection, key: IdempotencyKey) -> bytes | None:
         """Claims `key` for this write, or returns the response to replay."""

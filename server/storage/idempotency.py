@@ -1,5 +1,6 @@
 """Idempotency keys in the database, claimed in the transaction of the write they guard."""
 
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, select, update
@@ -66,8 +67,12 @@ async def reclaim(connection: AsyncConnection, key: IdempotencyKey, now: datetim
     )
 
 
-async def remember(connection: AsyncConnection, key: IdempotencyKey, response: bytes) -> None:
-    await connection.execute(update(IdempotencyKeyRow).where(*_row(key)).values(response=response))
+async def remember(
+    connection: AsyncConnection, key: IdempotencyKey, response: bytes, process_id: uuid.UUID
+) -> None:
+    await connection.execute(
+        update(IdempotencyKeyRow).where(*_row(key)).values(response=response, process_id=process_id)
+    )
 
 
 async def forget_expired(connection: AsyncConnection, retention: timedelta) -> int:

@@ -264,10 +264,11 @@ async def events(
         return {}
     key = tuple_(ProcessEvent.process_id, ProcessEvent.seq)
     statement = select(*ProcessEvent.__table__.columns).where(key.in_(keys))
-    return {(row.process_id, row.seq): _event(row) for row in await connection.execute(statement)}
+    return {(row.process_id, row.seq): event_of(row) for row in await connection.execute(statement)}
 
 
-def _event(row: Row[Any]) -> Event:
+def event_of(row: Row[Any]) -> Event:
+    """The event a row of process_events holds."""
     return Event(
         seq=row.seq,
         type=event_type(row.type),

@@ -135,6 +135,12 @@ class ProcessRow(Base):
             postgresql_using="gin",
             postgresql_ops={"labels": "jsonb_path_ops"},
         ),
+        # Retention's walk over the oldest finishes (migration 0011).
+        Index(
+            "processes_by_finish",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
     )
 
 
@@ -330,5 +336,15 @@ class IdempotencyKeyRow(Base):
     # NULL only inside the transaction that claimed the key and does the work.
     response: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
+    # The process the write changed, set with the response: retention
+    # deletes the keys with their process. NULL before 0011.
+    process_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
-    __table_args__ = (Index("idempotency_keys_by_age", "created_at"),)
+    __table_args__ = (
+        Index("idempotency_keys_by_age", "created_at"),
+        Index(
+            "idempotency_keys_by_process",
+            "process_id",
+            postgresql_where=text("process_id IS NOT NULL"),
+        ),
+    )

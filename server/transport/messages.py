@@ -1,10 +1,12 @@
 """Conversions between protobuf messages and domain objects."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
@@ -21,6 +23,7 @@ from server.domain.processes import (
     StepDef,
     Update,
 )
+from server.domain.retention import ArchivedProcess
 from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
 from server.domain.tokens import Caller
 from server.domain.watch import Heartbeat, ProcessChange
@@ -245,6 +248,28 @@ def event(event: Event) -> pb.ProcessEvent:
         timeout_seconds=payload.get("timeout_seconds"),
         reason=payload.get("reason"),
         actor=event.actor,
+    )
+
+
+def archived(archived_process: Process, events: Sequence[Event]) -> ArchivedProcess:
+    """A process and its whole event log as GetProcess and ListProcessEvents
+    answer over REST, for the archive of what retention deletes."""
+    return ArchivedProcess(
+        process=_rest_json(process(archived_process)),
+        events=[_rest_json(event(logged)) for logged in events],
+    )
+
+
+def _rest_json(message: Message) -> dict[str, Any]:
+    """A message as Envoy's transcoder prints it (server/edge/envoy.yaml):
+    field names as declared, zero values included, and whole numbers of a
+    Struct without a fraction, as its C++ printer writes them."""
+    return _whole_numbers_as_ints(  # type: ignore[no-any-return]
+        json_format.MessageToDict(
+            message,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
     )
 
 

@@ -20,7 +20,10 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # Watch streams send heartbeats every second here, so tests see them soon.
-HEARTBEAT_ENV = {"HTK_HEARTBEAT_SECONDS": "1"}
+# Retention is off: tests set the clock months back, and the server's own
+# pass would delete their finished processes while they read them
+# (tests/service/test_retention.py runs passes of its own).
+HEARTBEAT_ENV = {"HTK_HEARTBEAT_SECONDS": "1", "HTK_RETENTION_DAYS": "0"}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,99 @@
+"""Retention: which finished processes are old enough to delete, and the
+archive lines they are kept in once deleted.
+
+The service hands in the time; storage runs the query that `expired` states;
+transport renders the API's JSON a line carries, so that an archived process
+reads exactly as GetProcess and ListProcessEvents showed it.
+"""
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from server.domain.declared import ProcessStatus
+
+# A running process is never deleted, however old: someone may still finish it.
+FINISHED = (ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED)
+
+ARCHIVE_SUFFIX = ".jsonl.gz"
+
+JsonObject = dict[str, Any]
+
+
+def cutoff(now: datetime, days: float) -> datetime | None:
+    """Processes that finished before this are deleted; None (`days` 0) keeps all."""
+    if days <= 0:
+        return None
+    return now - timedelta(days=days)
+
+
+def expired(status: ProcessStatus, finished_at: datetime | None, before: datetime | None) -> bool:
+    """Whether retention deletes a process in this state at the cutoff `before`."""
+    return (
+        before is not None
+        and status in FINISHED
+        and finished_at is not None
+        and finished_at < before
+    )
+
+
+def archive_file_name(archived_at: datetime) -> str:
+    """One file per UTC day of archiving, so that old days can be moved or dropped whole."""
+    return f"{archived_at.astimezone(UTC):%Y-%m-%d}{ARCHIVE_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class ArchivedProcess:
+    """A deleted process as the API showed it: GetProcess's response and every
+    event of ListProcessEvents, in seq order, each in the API's JSON."""
+
+    process: Mapping[str, Any]
+    events: Sequence[Mapping[str, Any]]
+
+
+def archive_line(archived: ArchivedProcess, archived_at: datetime) -> bytes:
+    """The process as one line of an archive file, newline included: a line
+    cut short by a crash has none, and is not read back."""
+    record = {
+        "process": archived.process,
+        "events": archived.events,
+        "archived_at": archived_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return text.encode() + b"\n"
+
+
+def read_back(lines: Iterable[bytes]) -> list[JsonObject]:
+    """Each archived process once, in the order first archived.
+
+    A crash between a batch's write and its delete's commit leaves the batch
+    in the archive while its processes stay in the database, and the next
+    pass archives them again: the last complete line of a process wins (a
+    finished process does not change, so both say the same). Lines that are
+    not a whole record, as a crash mid-write leaves, are skipped.
+    """
+    records: dict[str, JsonObject] = {}
+    for line in lines:
+        record = _record(line)
+        if record is not None:
+            records[record["process"]["process_id"]] = record
+    return list(records.values())
+
+
+def _record(line: bytes) -> JsonObject | None:
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("process"), dict)
+        and isinstance(record["process"].get("process_id"), str)
+        and isinstance(record.get("events"), list)
+    ):
+        return None
+    return record
