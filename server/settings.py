@@ -178,6 +178,7 @@ class Settings(BaseSettings):
         " after they finished, with their steps, tasks, events and idempotency keys, so that"
         " the database stops growing (`0`: kept forever); running processes never are;"
         " fractions are allowed (`0.5`: twelve hours)",
+        json_schema_extra={"shown_default": "`90`"},
     )
     archive_dir: Path | None = Field(
         None,
@@ -202,6 +203,7 @@ class Settings(BaseSettings):
         validation_alias="HTK_RETENTION_INTERVAL_SECONDS",
         description="how often each worker looks for expired processes (one worker of all"
         " instances deletes at a time, batch after batch until none is left)",
+        json_schema_extra={"shown_default": "`60`"},
     )
     heartbeat_seconds: int = Field(
         15,
