@@ -28,6 +28,7 @@ from server.domain.processes import ListQuery, PagePosition, list_query
 from server.domain.tasks import TaskPosition, TaskQuery, task_query
 from server.storage.migrate import upgrade_to_latest
 from server.storage.processes import list_page_statement, list_total_statement
+from server.storage.retention import expired_statement
 from server.storage.tasks import task_page_statement, task_total_statement
 from tests.support.stack import Stack
 
@@ -57,7 +58,9 @@ SELECT gen_random_uuid(),
        CASE WHEN i %% 20 = 0 THEN 'running' WHEN i %% 20 = 1 THEN 'failed' ELSE 'completed' END,
        'step-' || (i %% 4), 4, '{}'::uuid[],
        timestamptz '2025-01-01 00:00:00+00' + i * interval '37 seconds',
-       NULL, NULL, NULL, 3,
+       CASE WHEN i %% 20 = 0 THEN NULL
+            ELSE timestamptz '2025-01-01 01:00:00+00' + i * interval '37 seconds' END,
+       NULL, NULL, 3,
        jsonb_build_object('env', (ARRAY['prod', 'staging', 'qa', 'dev'])[1 + i %% 4],
                           'team', 'team-' || (i %% 25), 'commit', md5(i::text))
        || CASE WHEN i %% 4000 = 0 THEN '{"incident": "inc-7"}'::jsonb ELSE '{}' END
@@ -520,6 +523,24 @@ def test_a_task_total_of_one_process_counts_its_tasks_by_index(
     print(f"\nprocess_id status={status!r}:\n{describe(plan)}")
     assert_no_seq_scan(plan)
     assert index_names(plan) == {"tasks_by_process"}, describe(plan)
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
+@pytest.mark.parametrize(
+    "cutoff",
+    # Nothing expired yet, a tenth of the finished processes, all of them.
+    [datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 3, tzinfo=UTC), datetime.now(UTC)],
+    ids=["none", "a-tenth", "all"],
+)
+def test_retention_walks_the_oldest_finishes_by_index_up_to_its_batch(
+    plans_db: PlansDatabase, cutoff: datetime, generic: bool
+) -> None:
+    # However many are expired, a batch reads its 100 rows from the index
+    # in finish order: never a scan of every process, nor a sort of them.
+    plan = explain(plans_db, expired_statement(cutoff, 100), generic=generic)
+    print(f"\nexpired before {cutoff:%Y-%m-%d}:\n{describe(plan)}")
+    assert_ordered_index_walk(plan, {"processes_by_finish"})
+    assert index_names(plan) == {"processes_by_finish"}, describe(plan)
 
 
 def test_the_seed_is_what_the_plans_were_judged_on(plans_db: PlansDatabase) -> None:
