@@ -13,7 +13,6 @@ deletes; the test waits for that with a bounded poll.
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +24,7 @@ from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
 from tests.chaos.helpers import wait_until
 from tests.support.orgs import Org
+from tests.support.retention import archive_files, archive_read, create, send
 from tests.support.stack import Stack, htk, running_stack
 
 RETENTION_DAYS = 0.00002  # 1.728 s
@@ -48,30 +48,6 @@ def retaining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def moment(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def create(http: httpx.Client, org: Org, name: str) -> str:
-    created = http.post(
-        "/api/v1/processes",
-        headers=org.auth(),
-        json={
-            "namespace": "retained",
-            "name": name,
-            "labels": {"env": "prod"},
-            "step_defs": [
-                {"key": "build", "label": "Build"},
-                {"key": "review", "label": "Review", "human": True},
-            ],
-        },
-    )
-    assert created.status_code == 200, created.text
-    process_id: str = created.json()["process_id"]
-    return process_id
-
-
-def send(http: httpx.Client, org: Org, process_id: str, **update: Any) -> None:
-    sent = http.post(f"/api/v1/processes/{process_id}/update", headers=org.auth(), json=update)
-    assert sent.status_code == 200, sent.text
 
 
 def all_events(http: httpx.Client, org: Org, process_id: str) -> list[dict[str, Any]]:
@@ -103,20 +79,6 @@ def totals(http: httpx.Client, org: Org) -> dict[str, int]:
         assert listed.status_code == 200, listed.text
         shown[name] = listed.json()["total"]
     return shown
-
-
-def archive_files(stack: Stack) -> list[str]:
-    return [str(p) for p in sorted(Path(stack.env["HTK_ARCHIVE_DIR"]).glob("*.jsonl.gz"))]
-
-
-def archive_read(stack: Stack) -> list[str]:
-    """`htk archive read` of every archive file: the lines it prints."""
-    lines = []
-    for path in archive_files(stack):
-        done = htk(stack.env, "archive", "read", path)
-        assert done.returncode == 0, done.stderr
-        lines += done.stdout.splitlines()
-    return lines
 
 
 def test_a_finished_process_goes_on_time_to_the_archive_and_a_running_one_stays(
