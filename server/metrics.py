@@ -107,8 +107,8 @@ RETENTION_PROCESSES = Counter(
 )
 RETENTION_BATCH_DURATION = Histogram(
     "htk_retention_batch_duration_seconds",
-    "How long each retention batch's transaction held its processes' row locks, from"
-    " picking them to the commit of their delete",
+    "How long each retention batch's delete held its locks (the processes' rows and the"
+    " counters' rows its triggers update), to its commit",
     buckets=_LATENCY_BUCKETS,
 )
 

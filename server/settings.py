@@ -189,13 +189,13 @@ class Settings(BaseSettings):
         " Give every instance of a database the same folder",
     )
     retention_batch_size: int = Field(
-        100,
+        50,
         ge=1,
         le=10000,
         validation_alias="HTK_RETENTION_BATCH_SIZE",
-        description="processes deleted per transaction: each batch holds its processes' row"
-        " locks while it archives them and the counters' rows while it deletes, so a small"
-        " batch keeps every call's wait for them short",
+        description="processes deleted per transaction: a batch's delete locks its processes'"
+        " rows and the counters' rows until it commits, so a small batch keeps the wait of"
+        " a call finishing a process of the same namespace short",
     )
     retention_interval_seconds: float = Field(
         60.0,

@@ -59,10 +59,21 @@ def archive_line(archived: ArchivedProcess, archived_at: datetime) -> bytes:
     record = {
         "process": archived.process,
         "events": archived.events,
-        "archived_at": archived_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "archived_at": _rfc3339(archived_at),
     }
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     return text.encode() + b"\n"
+
+
+def _rfc3339(moment: datetime) -> str:
+    """A time as the API prints its timestamps: UTC, with 0, 3 or 6 digits
+    of fraction as needed."""
+    utc = moment.astimezone(UTC)
+    micros = utc.microsecond
+    fraction = (
+        "" if micros == 0 else f".{micros // 1000:03d}" if micros % 1000 == 0 else f".{micros:06d}"
+    )
+    return f"{utc:%Y-%m-%dT%H:%M:%S}{fraction}Z"
 
 
 def read_back(lines: Iterable[bytes]) -> list[JsonObject]:

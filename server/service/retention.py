@@ -50,60 +50,59 @@ class RetentionService:
         self._archive_to = archive_to
 
     async def delete_expired(self) -> int:
-        """Deletes the processes expired now, a batch per transaction, until
-        none is left; returns how many.
+        """Deletes the processes expired now, a batch at a time, until none is
+        left; returns how many.
 
-        One batch of all workers and instances runs at a time: each takes a
-        transaction-level advisory lock, and a worker that finds it taken
-        stops at once (the holder carries on). So the archive has a single
-        writer, and no two passes pick, archive or delete the same process.
-        The lock is the pass's own: no call of the API ever waits for it.
+        One pass of all workers and instances runs at a time: a transaction
+        of the pass's own holds an advisory lock for the whole pass, and a
+        worker that finds it taken stops at once (the holder carries on). So
+        the archive has one writer, and no two passes pick, archive or delete
+        the same process. No call of the API ever waits for this lock, and
+        the transaction holds no snapshot back from vacuum between statements.
         """
         before = cutoff(self._clock(), self._days)
         if before is None:
             return 0
-        deleted = 0
-        while True:
-            batch = await self._delete_batch(before)
-            deleted += batch
-            if batch < self._batch_size:
-                return deleted
+        async with self._database.transaction() as pass_lock:
+            if not await retention.take_pass_lock(pass_lock):
+                return 0
+            deleted = 0
+            while True:
+                picked, batch = await self._delete_batch(before)
+                deleted += batch
+                # A batch that deleted nothing found only processes calls hold.
+                if picked < self._batch_size or batch == 0:
+                    return deleted
 
-    async def _delete_batch(self, before: datetime) -> int:
+    async def _delete_batch(self, before: datetime) -> tuple[int, int]:
+        """Deletes one batch; returns how many it picked and how many went.
+
+        Three short steps, and locks in the last one only: reading the batch
+        (a finished process never changes again, so what is read stays
+        true), archiving it durably, and deleting it. A crash before the
+        delete commits leaves the processes in the database and in the
+        archive, and the next pass archives them again (reading keeps one).
+        """
+        async with self._database.transaction() as connection:
+            expired = await retention.expired(connection, before, self._batch_size)
+            loaded = await _load(connection, expired) if self._archive_to is not None else []
+        if not expired:
+            return 0, 0
+        if self._archive_to is not None:
+            await self._archive(self._archive_to, loaded)
         started = time.perf_counter()
         async with self._database.transaction() as connection:
-            if not await retention.take_pass_lock(connection):
-                return 0
-            expired = await retention.lock_expired(connection, before, self._batch_size)
-            if not expired:
-                return 0
-            if self._archive_to is not None:
-                await self._archive(connection, self._archive_to, expired)
-            # Last: the counters' rows, which finishing calls update too, are
-            # locked from here to the commit only.
-            deleted = await retention.delete_processes(connection, [pid for _, pid in expired])
+            deleted = await retention.delete_processes(connection, expired, before)
         metrics.RETENTION_BATCH_DURATION.observe(time.perf_counter() - started)
         metrics.RETENTION_PROCESSES.labels(str(self._archive_to is not None).lower()).inc(deleted)
-        return deleted
+        return len(expired), deleted
 
-    async def _archive(
-        self, connection: AsyncConnection, to: ArchiveTo, expired: list[tuple[str, uuid.UUID]]
-    ) -> None:
-        """Writes the batch to the archive, durably, before its delete runs:
-        a crash before the commit leaves the processes in the database too,
-        and the next pass writes them again (reading keeps one of each)."""
-        loaded = []
-        for org_id, process_id in expired:
-            process = await processes.load(connection, org_id, process_id, for_update=False)
-            assert process is not None  # locked by this transaction
-            loaded.append(process)
-        logs = await retention.event_logs(connection, [process.process_id for process in loaded])
+    async def _archive(self, to: ArchiveTo, loaded: list[tuple[Process, list[Event]]]) -> None:
         archived_at = self._clock()
 
         def write() -> Path:
             lines = [
-                archive_line(to.render(process, logs[process.process_id]), archived_at)
-                for process in loaded
+                archive_line(to.render(process, events), archived_at) for process, events in loaded
             ]
             return archive.append(to.directory, lines, archived_at)
 
@@ -112,6 +111,15 @@ class RetentionService:
             # this worker serves meanwhile are not held up.
             path = await asyncio.to_thread(write)
         except OSError as error:
-            # Nothing is deleted unarchived: the batch rolls back.
+            # Nothing is deleted unarchived.
             raise Unavailable(f"the archive could not be written: {error}") from error
         log.debug("archived %d processes to %s", len(loaded), path)
+
+
+async def _load(
+    connection: AsyncConnection, process_ids: list[uuid.UUID]
+) -> list[tuple[Process, list[Event]]]:
+    """The processes with their whole event logs, as the archive keeps them."""
+    loaded = await processes.load_many(connection, process_ids)
+    logs = await retention.event_logs(connection, process_ids)
+    return [(loaded[process_id], logs[process_id]) for process_id in process_ids]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, literal, select
+from sqlalchemy import ColumnElement, Select, delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.processes import Event
@@ -29,33 +29,32 @@ async def take_pass_lock(connection: AsyncConnection) -> bool:
     return bool(taken.scalar_one())
 
 
-async def lock_expired(
-    connection: AsyncConnection, before: datetime, limit: int
-) -> list[tuple[str, uuid.UUID]]:
-    """Up to `limit` processes that retention deletes at the cutoff `before`,
-    as (org_id, process_id), with their row locks (expired_statement)."""
-    rows = await connection.execute(expired_statement(before, limit))
-    return [(row.org_id, row.process_id) for row in rows]
+async def expired(connection: AsyncConnection, before: datetime, limit: int) -> list[uuid.UUID]:
+    """The ids of up to `limit` processes that retention deletes at the
+    cutoff `before` (expired_statement)."""
+    return list((await connection.execute(expired_statement(before, limit))).scalars())
 
 
 def expired_statement(before: datetime, limit: int) -> Select[*tuple[Any, ...]]:
     """The processes expired at `before` (domain.retention.expired), oldest
     finish first, walking processes_by_finish from its start to the cutoff
-    (tests/e2e/test_query_plans.py holds the plan to that). A process whose
-    row a call holds (an update being refused) is skipped rather than
-    waited for: the next batch takes it."""
+    (tests/e2e/test_query_plans.py holds the plan to that). A read: it
+    locks nothing."""
     return (
-        select(ProcessRow.org_id, ProcessRow.process_id)
-        .where(
-            ProcessRow.finished_at < before,
-            # Parameters of their own, not one expanded when sent: the
-            # statement is the same for a plan and for PostgreSQL's cache.
-            ProcessRow.status.in_([literal(status.value) for status in FINISHED]),
-        )
+        select(ProcessRow.process_id)
+        .where(*_expired(before))
         .order_by(ProcessRow.finished_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+
+
+def _expired(before: datetime) -> list[ColumnElement[bool]]:
+    return [
+        ProcessRow.finished_at < before,
+        # Parameters of their own, not one expanded when sent: the statement
+        # is the same for a plan and for PostgreSQL's cache.
+        ProcessRow.status.in_([literal(status.value) for status in FINISHED]),
+    ]
 
 
 async def event_logs(
@@ -73,11 +72,32 @@ async def event_logs(
     return logs
 
 
-async def delete_processes(connection: AsyncConnection, process_ids: Sequence[uuid.UUID]) -> int:
-    """Deletes the processes with the idempotency keys that name them; their
-    steps, tasks and events go by the foreign keys' cascades, and the
-    counters' triggers take them out of every total. Returns how many."""
-    ids = list(process_ids)
-    await connection.execute(delete(IdempotencyKeyRow).where(IdempotencyKeyRow.process_id.in_(ids)))
-    deleted = await connection.execute(delete(ProcessRow).where(ProcessRow.process_id.in_(ids)))
-    return deleted.rowcount
+async def delete_processes(
+    connection: AsyncConnection, process_ids: Sequence[uuid.UUID], before: datetime
+) -> int:
+    """Deletes those of the processes still expired at `before`, with the
+    idempotency keys that name them; their steps, tasks and events go by the
+    foreign keys' cascades, and the counters' triggers take them out of every
+    total. A process whose row a call holds (an update being refused) is
+    skipped, not waited for: a later batch takes it. Returns how many went.
+
+    One statement, so that it waits for the tables' locks (if anything holds
+    one) before it locks any row, a counter's above all."""
+    doomed = (
+        select(ProcessRow.process_id)
+        .where(ProcessRow.process_id.in_(list(process_ids)), *_expired(before))
+        .with_for_update(skip_locked=True)
+        .cte("doomed")
+    )
+    keys = (
+        delete(IdempotencyKeyRow)
+        .where(IdempotencyKeyRow.process_id.in_(select(doomed.c.process_id)))
+        .cte("keys")
+    )
+    deleted = await connection.execute(
+        delete(ProcessRow)
+        .where(ProcessRow.process_id.in_(select(doomed.c.process_id)))
+        .returning(ProcessRow.process_id)
+        .add_cte(keys)
+    )
+    return len(deleted.all())

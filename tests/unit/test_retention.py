@@ -70,6 +70,15 @@ def test_a_line_is_one_json_object_with_the_process_its_events_and_when() -> Non
     }
 
 
+def test_archived_at_reads_as_the_apis_timestamps() -> None:
+    for moment, text in [
+        (NOW, "2026-12-06T23:30:00Z"),
+        (NOW + timedelta(milliseconds=976), "2026-12-06T23:30:00.976Z"),
+        (NOW + timedelta(microseconds=5), "2026-12-06T23:30:00.000005Z"),
+    ]:
+        assert json.loads(archive_line(archived("p1"), moment))["archived_at"] == text
+
+
 def test_reading_back_keeps_each_process_once_its_last_whole_line() -> None:
     first = archive_line(archived("p1", "old copy"), NOW)
     other = archive_line(archived("p2"), NOW)
