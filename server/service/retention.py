@@ -29,6 +29,8 @@ Render = Callable[[Process, Sequence[Event]], ArchivedProcess]
 
 @dataclass(frozen=True)
 class ArchiveTo:
+    """Where deleted processes are kept (HTK_ARCHIVE_DIR), and how they read."""
+
     directory: Path
     render: Render
 
