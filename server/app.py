@@ -216,7 +216,13 @@ def build_server(
             IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
         ),
         PeriodicJob(
-            "delete expired processes",
+            # Logged with how many went, and where they were archived.
+            "delete expired processes"
+            + (
+                f" (archived to {settings.archive_dir})"
+                if settings.archive_dir
+                else " (unarchived)"
+            ),
             retention.delete_expired,
             settings.retention_interval_seconds,
         ),

@@ -150,6 +150,8 @@ def test_a_finished_process_goes_on_time_to_the_archive_and_a_running_one_stays(
     assert [event["type"] for event in events][-1] == "completed"
     # Never before its time.
     assert moment(record["archived_at"]) - moment(shown.json()["finished_at"]) >= RETENTION
+    archive = retaining.env["HTK_ARCHIVE_DIR"]
+    assert f"delete expired processes (archived to {archive}): " in retaining.log
 
 
 def test_archive_read_of_one_process_prints_it_and_refuses_an_absent_one(
