@@ -55,18 +55,17 @@ class RetentionService:
         """Deletes the processes expired now, a batch at a time, until none is
         left; returns how many.
 
-        One pass of all workers and instances runs at a time: a transaction
-        of the pass's own holds an advisory lock for the whole pass, and a
-        worker that finds it taken stops at once (the holder carries on). So
-        the archive has one writer, and no two passes pick, archive or delete
-        the same process. No call of the API ever waits for this lock, and
-        the transaction holds no snapshot back from vacuum between statements.
+        One pass of all workers and instances runs at a time: it holds an
+        advisory lock from start to end, and a worker that finds it taken
+        stops at once (the holder carries on). So the archive has one
+        writer, and no two passes pick, archive or delete the same process.
+        No call of the API ever waits for this lock.
         """
         before = cutoff(self._clock(), self._days)
         if before is None:
             return 0
-        async with self._database.transaction() as pass_lock:
-            if not await retention.take_pass_lock(pass_lock):
+        async with retention.pass_lock(self._database) as taken:
+            if not taken:
                 return 0
             deleted = 0
             while True:

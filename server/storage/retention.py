@@ -5,15 +5,19 @@ Functions on the connection of a transaction that the service layer opened.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, literal, select
+import psycopg
+from sqlalchemy import ColumnElement, Select, delete, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.domain.errors import Unavailable
 from server.domain.processes import Event
 from server.domain.retention import FINISHED
+from server.storage.database import Database
 from server.storage.processes import event_of
 from server.storage.tables import IdempotencyKeyRow, ProcessEvent, ProcessRow
 
@@ -22,11 +26,25 @@ from server.storage.tables import IdempotencyKeyRow, ProcessEvent, ProcessRow
 PASS_LOCK = 0x68746B_726574
 
 
-async def take_pass_lock(connection: AsyncConnection) -> bool:
-    """Takes the pass's lock until this transaction ends, unless another
-    transaction holds it (then False, at once: nobody ever waits for it)."""
-    taken = await connection.execute(select(func.pg_try_advisory_xact_lock(PASS_LOCK)))
-    return bool(taken.scalar_one())
+@asynccontextmanager
+async def pass_lock(database: Database) -> AsyncIterator[bool]:
+    """Whether this worker took the pass's lock, held until the block ends.
+
+    A session lock on a connection of its own, outside the pool: the pass's
+    batches and the worker's calls keep every pooled connection, and the
+    lock goes with the connection if the worker dies. Taken or not at once:
+    nobody ever waits for it.
+    """
+    try:
+        connection = await database.dedicated_connection("htk retention")
+    except psycopg.OperationalError as error:
+        raise Unavailable("the database is unavailable; retry later") from error
+    async with connection:
+        taken = await (
+            await connection.execute("SELECT pg_try_advisory_lock(%s)", (PASS_LOCK,))
+        ).fetchone()
+        # Closing the connection, at the block's end, releases the lock.
+        yield bool(taken and taken[0])
 
 
 async def expired(connection: AsyncConnection, before: datetime, limit: int) -> list[uuid.UUID]:

@@ -27,6 +27,7 @@ from server.domain.errors import Unavailable
 from server.domain.retention import read_back
 from server.service.retention import ArchiveTo, RetentionService
 from server.storage.archive import read_lines
+from server.storage.database import Database
 from server.transport import messages
 from tests.service.calls import Stub, update
 from tests.support.in_process import InProcessServer
@@ -45,10 +46,15 @@ def tasks(channel: grpc.aio.Channel) -> "tasks_grpc.TaskServiceAsyncStub":
 
 
 def retention(
-    server: InProcessServer, archive: Path | None, *, at: datetime = EXPIRED_AT, batch: int = 2
+    server: InProcessServer,
+    archive: Path | None,
+    *,
+    at: datetime = EXPIRED_AT,
+    batch: int = 2,
+    database: Database | None = None,
 ) -> RetentionService:
     return RetentionService(
-        server.database,
+        database or server.database,
         lambda: at,
         days=RETENTION_DAYS,
         batch_size=batch,
@@ -266,3 +272,18 @@ async def test_an_archive_that_cannot_be_written_deletes_nothing(
         await retention(server, not_a_folder).delete_expired()
     assert not await gone(processes, org, process.process_id)
     assert await retention(server, tmp_path / "ok").delete_expired() == 1
+
+
+async def test_a_pass_runs_on_a_pool_of_one_connection(
+    server: InProcessServer, processes: Stub, org: Org, database_url: str, tmp_path: Path
+) -> None:
+    # HTK_DB_POOL_SIZE=1: the pass's lock has a connection of its own, so the
+    # batches (and the worker's calls) still find the pooled one.
+    process = await finished(server, processes, org, "completed")
+    lone = Database(database_url, pool_size=1)
+    try:
+        async with asyncio.timeout(8):  # the pool's timeout (10 s) would fail first
+            assert await retention(server, tmp_path, database=lone).delete_expired() == 1
+    finally:
+        await lone.close()
+    assert await gone(processes, org, process.process_id)
