@@ -288,6 +288,7 @@ def render(
     beside: list[tuple[str, str]],
     watch: list[str],
     tracing: list[str],
+    retention: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -378,7 +379,7 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += [*tracing, *watch, *_dashboard(), "## All phases", "", *_table(results), ""]
+    out += [*tracing, *watch, *retention, *_dashboard(), "## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]

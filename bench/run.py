@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import psycopg
 
-from bench import capture, pgbench, report, seed, wrk
+from bench import capture, pgbench, report, retention, seed, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler
@@ -56,6 +56,8 @@ class Config:
     database_url: str | None
     workers: tuple[int, ...]  # the main run's worker count first
     watch: WatchConfig
+    # Expired processes the retention phase seeds and deletes.
+    retention_processes: int
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -73,6 +75,9 @@ class Config:
                 processes=int(os.environ.get("BENCH_WATCH_PROCESSES", 100)),
                 rate=float(os.environ.get("BENCH_WATCH_RATE", 50)),
                 seconds=float(os.environ.get("BENCH_WATCH_SECONDS", 20)),
+            ),
+            retention_processes=int(
+                os.environ.get("BENCH_RETENTION_PROCESSES", max(processes // 10, 100))
             ),
         )
 
@@ -567,7 +572,9 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--only", choices=["watch", "metrics", "tracing"], help="run this phase alone"
+        "--only",
+        choices=["watch", "metrics", "tracing", "retention"],
+        help="run this phase alone",
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
@@ -594,6 +601,12 @@ def main(argv: list[str] | None = None) -> int:
             runner.tracing(main_workers)
             print("\n".join(report.tracing_section(runner.results)))
             return 0
+        if only == "retention":
+            expired = retention.run(
+                runner, main_workers, config.retention_processes, Path(scratch), log
+            )
+            print("\n".join(retention.section(expired)))
+            return 0
         log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
         log(f"main run: HTK_WORKERS={main_workers}")
@@ -614,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"tracing off and on: HTK_WORKERS={main_workers}")
         runner.tracing(main_workers)
         watched = watch_phases(config, database_url)
+        log(f"retention: HTK_WORKERS={main_workers}")
+        expired = retention.run(
+            runner, main_workers, config.retention_processes, Path(scratch), log
+        )
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -629,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         beside=[(case.name, f"{PROCESSES.phase} {case.beside}") for case in task_cases()],
         watch=report.watch_section(watched, config.watch),
         tracing=report.tracing_section(runner.results),
+        retention=retention.section(expired),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -42,6 +42,9 @@ from server.storage.migrate import upgrade_to_latest
 BENCH_ORG = "bench"
 OTHER_ORGS = ("acme", "globex", "initech")
 OTHER_ORG_SHARE = 50  # each other org holds 1/50 of the bench org's count
+# The retention phase's organization (bench/retention.py): processes that
+# finished long before any of the others, which its pass deletes.
+EXPIRED_ORG = "expired"
 
 # Bumped whenever the generated data changes shape: the marker then differs
 # and the next run reseeds.
@@ -108,11 +111,17 @@ REVIEWERS = 40
 
 @dataclass(frozen=True)
 class SeedParameters:
-    """What the seeded data depends on; a different value means reseeding."""
+    """What the seeded data was made with."""
 
     processes: int
     seed_version: int
+    # The schema it was seeded under. Not a reason to reseed: migrations carry
+    # the seed forward as they carry any database's data (bump SEED_VERSION
+    # when the seed itself should fill what a migration added).
     schema_version: str
+
+    def reusable_for(self, wanted: "SeedParameters") -> bool:
+        return (self.processes, self.seed_version) == (wanted.processes, wanted.seed_version)
 
 
 def _weighted(pairs: Any) -> tuple[list[Any], list[int]]:
@@ -458,6 +467,8 @@ class _Shard:
     shards: int
     jobs: list[tuple[str, int]]  # (org_id, processes of that org)
     now_ms: int
+    # Another salt draws other processes (other ids) from the same generator.
+    salt: int = 0
 
 
 CHUNK = 5000
@@ -469,7 +480,7 @@ def _seed_shard(shard: _Shard) -> int:
     with psycopg.connect(shard.database_url) as connection:
         connection.execute("SET synchronous_commit = off")
         tables = Tables.read(connection)
-        rng = random.Random(SEED * 100 + shard.shard)  # noqa: S311 - repeatable
+        rng = random.Random(SEED * 100 + shard.shard + 10 * shard.salt)  # noqa: S311 - repeatable
         with connection.cursor() as cursor:
             for org_id, count in shard.jobs:
                 # Spread over the past year, oldest first, as the server would
@@ -486,6 +497,31 @@ def _seed_shard(shard: _Shard) -> int:
                         rows += len(lines)
         connection.commit()
     return rows
+
+
+def copy_shards(shards: list[_Shard]) -> int:
+    """Seeds the shards, one generator process each: Python formats rows
+    while PostgreSQL ingests the other shard's. Returns the rows copied."""
+    with multiprocessing.get_context("spawn").Pool(len(shards)) as pool:
+        return sum(pool.map(_seed_shard, shards))
+
+
+def seed_org(
+    database_url: str, org_id: str, processes: int, now_ms: int, salt: int, workers: int = 2
+) -> int:
+    """Adds `processes` processes of `org_id`, spread over the year before
+    `now_ms`, to the seeded data (indexes and counters kept up as they go);
+    returns the rows copied."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO organizations (org_id, created_at) VALUES (%s, now())"
+            " ON CONFLICT DO NOTHING",
+            (org_id,),
+        )
+    jobs = [(org_id, processes)]
+    return copy_shards(
+        [_Shard(database_url, shard, workers, jobs, now_ms, salt) for shard in range(workers)]
+    )
 
 
 @dataclass(frozen=True)
@@ -562,13 +598,14 @@ def ensure_seeded(
         wanted = SeedParameters(processes, SEED_VERSION, schema_version(connection))
         present = {name for (name,) in connection.execute(_SECONDARY_INDEXES).fetchall()}
         # A seed cut short after dropping the indexes must not be reused.
-        if stored_parameters(connection) == wanted and present >= expected_indexes.keys():
+        stored = stored_parameters(connection)
+        if stored and stored.reusable_for(wanted) and present >= expected_indexes.keys():
             log(f"reusing the seeded data ({processes:,} processes)")
             return SeedReport(True, 0.0, 0, _counts(connection))
         # Reseeding empties `processes`: never do that to a database with real data.
         foreign = connection.execute(
             "SELECT count(*) FROM processes WHERE org_id <> ALL(%s)",
-            ([BENCH_ORG, *OTHER_ORGS],),
+            ([BENCH_ORG, *OTHER_ORGS, EXPIRED_ORG],),
         ).fetchone()
         if foreign and foreign[0]:
             raise RuntimeError(
@@ -598,10 +635,7 @@ def ensure_seeded(
         ]
         now_ms = int(time.time() * 1000) - 60_000
         shards = [_Shard(database_url, shard, workers, jobs, now_ms) for shard in range(workers)]
-        # One generator process per core: Python formats rows while PostgreSQL
-        # ingests the other shard's.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            rows = sum(pool.map(_seed_shard, shards))
+        rows = copy_shards(shards)
         log(f"copied {rows:,} rows in {time.monotonic() - started:.0f} s; building indexes")
         connection.execute("SET maintenance_work_mem = '1GB'")
         for definition in expected_indexes.values():

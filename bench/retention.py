@@ -1,0 +1,271 @@
+"""The retention phase: List, Get and Update while a retention pass deletes
+about a tenth of the processes, against the same calls without it; the
+longest lock wait any call saw; the database's size before and after; the
+archive's throughput.
+
+The processes it deletes are an organization of their own (seed.EXPIRED_ORG),
+seeded afresh each run two to three years back, so that the cutoff stays
+clear of the bench organization's year and the main seed is left as it was.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from bench import seed
+from bench.report import Measurement
+
+if TYPE_CHECKING:
+    from bench.run import Runner
+
+DAY_MS = 24 * 3600 * 1000
+# Their year ends this long before the bench organization's begins.
+EXPIRED_GAP_MS = seed.YEAR_MS
+# A salt of their own: other process ids than the bench organization's.
+EXPIRED_SALT = 1
+FINISHED = ("completed", "failed", "cancelled")
+# How often the lock sampler looks at pg_locks: a wait shorter than this may
+# go unseen, one longer is seen to within this.
+LOCK_SAMPLE_SECONDS = 0.01
+PASS_TIMEOUT_SECONDS = 3600.0
+P95_GOAL = 1.10
+LOCK_WAIT_GOAL_MS = 100.0
+# (phase, bench.loadgen method, concurrency, list request)
+CALLS: tuple[tuple[str, str, int, dict[str, Any] | None], ...] = (
+    ("List", "list", 1, {}),
+    ("Get", "get", 16, None),
+    ("Update", "update", 16, None),
+)
+
+
+@dataclass
+class LockWaits:
+    """The longest lock waits seen: of the API's calls on the pass (the
+    goal), of the calls on anything else (each other, for context), and of
+    the pass itself."""
+
+    on_pass_ms: float = 0.0
+    on_pass_statement: str = ""
+    other_ms: float = 0.0
+    other_statement: str = ""
+    pass_ms: float = 0.0
+
+
+# Each waiting lock: how long it has waited, its statement, whether its
+# waiter is the pass, and whether the pass blocks it. The pass is the one
+# backend holding an advisory lock (server/storage/retention.py; migrations
+# take theirs only before the workers serve).
+_WAITS = """
+WITH pass AS (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)
+SELECT extract(epoch FROM clock_timestamp() - l.waitstart) * 1000, a.query,
+       l.pid IN (SELECT pid FROM pass), pg_blocking_pids(l.pid) && ARRAY(SELECT pid FROM pass)
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE NOT l.granted AND l.waitstart IS NOT NULL
+"""
+
+
+class LockSampler:
+    """Samples pg_locks' `waitstart` in a thread: the longest waits, while
+    the phase runs."""
+
+    def __init__(self, database_url: str) -> None:
+        self.waits = LockWaits()
+        self._database_url = database_url
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "LockSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        waits = self.waits
+        with psycopg.connect(self._database_url, autocommit=True) as connection:
+            while not self._stop.wait(LOCK_SAMPLE_SECONDS):
+                for waited_ms, statement, by_pass, on_pass in connection.execute(_WAITS):
+                    waited, shown = float(waited_ms), " ".join((statement or "").split())[:100]
+                    if by_pass:
+                        waits.pass_ms = max(waits.pass_ms, waited)
+                    elif on_pass and waited > waits.on_pass_ms:
+                        waits.on_pass_ms, waits.on_pass_statement = waited, shown
+                    elif not on_pass and waited > waits.other_ms:
+                        waits.other_ms, waits.other_statement = waited, shown
+
+
+@dataclass
+class RetentionResult:
+    seeded: int  # processes of the expired organization
+    expired: int  # the finished ones among them, which the pass deletes
+    cutoff_days: float
+    left_after_calls: int  # expired processes not yet deleted when the calls ended
+    timed: int  # those left when the stack was up, from when the pass is timed
+    pass_seconds: float  # from then to the last one deleted
+    archive_bytes: int
+    sizes: dict[str, int]  # the database's, in bytes
+    waits: LockWaits
+    without: dict[str, Measurement] = field(default_factory=dict)
+    during: dict[str, Measurement] = field(default_factory=dict)
+
+
+def _scalar(database_url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        row = connection.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def _expired_left(database_url: str) -> int:
+    return int(
+        _scalar(
+            database_url,
+            "SELECT count(*) FROM processes WHERE org_id = %s AND status = ANY(%s)",
+            (seed.EXPIRED_ORG, list(FINISHED)),
+        )
+    )
+
+
+def _database_size(database_url: str) -> int:
+    return int(_scalar(database_url, "SELECT pg_database_size(current_database())"))
+
+
+def seed_expired(database_url: str, processes: int, log: Any) -> tuple[int, float]:
+    """Seeds the expired organization afresh; returns how many of its
+    processes expire, and the retention (days) that expires them and
+    nothing of the bench organization."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        # What an earlier run left: the processes that were still running.
+        connection.execute("DELETE FROM processes WHERE org_id = %s", (seed.EXPIRED_ORG,))
+        oldest = connection.execute(
+            "SELECT min(finished_at) FROM processes WHERE org_id <> %s", (seed.EXPIRED_ORG,)
+        ).fetchone()
+    now_ms = int(time.time() * 1000)
+    oldest_ms = int(oldest[0].timestamp() * 1000) if oldest and oldest[0] else now_ms
+    seed_until_ms = oldest_ms - EXPIRED_GAP_MS
+    started = time.monotonic()
+    rows = seed.seed_org(database_url, seed.EXPIRED_ORG, processes, seed_until_ms, EXPIRED_SALT)
+    log(f"retention: seeded {processes:,} expired processes ({rows:,} rows) in"
+        f" {time.monotonic() - started:.0f} s")  # fmt: skip
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("ANALYZE")
+    # Halfway between the expired organization's last finish and the bench
+    # organization's first.
+    cutoff_days = (now_ms - (seed_until_ms + oldest_ms) / 2) / DAY_MS
+    return _expired_left(database_url), cutoff_days
+
+
+def run(runner: "Runner", workers: int, processes: int, scratch: Path, log: Any) -> RetentionResult:
+    """The phase: the calls without a pass, then the same calls on a stack
+    whose pass deletes the expired organization, then the sizes."""
+    from bench.run import DATA_DIR, bench_stack
+
+    database_url = runner.database_url
+    seeded = processes
+    expired, cutoff_days = seed_expired(database_url, processes, log)
+    sizes = {"before": _database_size(database_url)}
+    result = RetentionResult(seeded, expired, cutoff_days, 0, 0, 0.0, 0, sizes, LockWaits())
+    log(f"retention: the calls without a pass ({expired:,} processes expired)")
+    with bench_stack(database_url, workers, DATA_DIR / "retention-off") as stack:
+        for phase, method, concurrency, request in CALLS:
+            name = f"Retention: {phase}, no pass"
+            result.without[phase] = runner.grpc(stack, name, method, concurrency, workers, request)
+    archive = scratch / "archive"
+    settings = {
+        "HTK_RETENTION_DAYS": f"{cutoff_days:.3f}",
+        "HTK_ARCHIVE_DIR": str(archive),
+        "HTK_RETENTION_INTERVAL_SECONDS": "1",
+    }
+    log(f"retention: the same calls during a pass (HTK_RETENTION_DAYS={cutoff_days:.0f})")
+    with (
+        LockSampler(database_url) as sampler,
+        bench_stack(database_url, workers, DATA_DIR / "retention-on", settings) as stack,
+    ):
+        started, result.timed = time.monotonic(), _expired_left(database_url)
+        for phase, method, concurrency, request in CALLS:
+            name = f"Retention: {phase}, during the pass"
+            result.during[phase] = runner.grpc(stack, name, method, concurrency, workers, request)
+        result.left_after_calls = _expired_left(database_url)
+        deadline = time.monotonic() + PASS_TIMEOUT_SECONDS
+        while (left := _expired_left(database_url)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if left:
+            raise RuntimeError(f"retention: {left:,} expired processes left after the timeout")
+        result.pass_seconds = time.monotonic() - started
+    result.waits = sampler.waits
+    result.archive_bytes = sum(path.stat().st_size for path in archive.glob("*.jsonl.gz"))
+    sizes["after"] = _database_size(database_url)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("VACUUM")
+    sizes["after VACUUM"] = _database_size(database_url)
+    log(f"retention: deleted {expired:,} in {result.pass_seconds:.0f} s; longest lock wait of a"
+        f" call on the pass {result.waits.on_pass_ms:.0f} ms")  # fmt: skip
+    return result
+
+
+def _statement(statement: str) -> str:
+    return f" (`{statement}`)" if statement else ""
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "**miss**"
+
+
+def section(result: RetentionResult) -> list[str]:
+    """The report's retention section."""
+    mb = 1e6
+    rows = []
+    for phase, _, concurrency, _ in CALLS:
+        without, during = result.without[phase], result.during[phase]
+        ratio = during.p95_ms / without.p95_ms if without.p95_ms else float("inf")
+        rows.append(
+            f"| {phase} p95 (gRPC direct, c{concurrency}) | <= {P95_GOAL:.2f}x | "
+            f"{without.p95_ms:.1f} ms without, {during.p95_ms:.1f} ms during: {ratio:.2f}x "
+            f"| {_verdict(ratio <= P95_GOAL)} |"
+        )
+    waits = result.waits
+    rows.append(
+        f"| Longest lock wait of a call on the pass (pg_locks sampled every "
+        f"{LOCK_SAMPLE_SECONDS * 1000:.0f} ms) | <= {LOCK_WAIT_GOAL_MS:.0f} ms | "
+        f"{waits.on_pass_ms:.0f} ms{_statement(waits.on_pass_statement)} "
+        f"| {_verdict(waits.on_pass_ms <= LOCK_WAIT_GOAL_MS)} |"
+    )
+    deleted_per_s = result.timed / result.pass_seconds if result.pass_seconds else 0.0
+    sizes = result.sizes
+    during_share = 1 - result.left_after_calls / result.expired if result.expired else 0.0
+    return [
+        "## Retention under load",
+        "",
+        f"A pass (`HTK_RETENTION_DAYS={result.cutoff_days:.0f}`, `HTK_ARCHIVE_DIR` set, batches "
+        f"of the default size) deletes the {result.expired:,} finished processes of "
+        f"{result.seeded:,} seeded two to three years back beside the bench organization, "
+        f"with their steps, tasks and events, while the calls below run on the same stack; "
+        f"the same calls ran before on a stack without retention. The pass had deleted "
+        f"{during_share:.0%} of them when the calls ended.",
+        "",
+        "| goal | target | measured | |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "| figure | value |",
+        "|---|--:|",
+        f"| Pass: processes deleted and archived (timed from the stack's start, when "
+        f"{result.expired - result.timed:,} were already gone) | {result.timed:,} in "
+        f"{result.pass_seconds:.0f} s ({deleted_per_s:,.0f}/s) |",
+        f"| Archive written | {result.archive_bytes / mb:,.1f} MB gzip "
+        f"({result.archive_bytes / mb / result.pass_seconds if result.pass_seconds else 0:.2f}"
+        " MB/s) |",
+        f"| Longest lock wait of a call on something else than the pass (other calls) "
+        f"| {waits.other_ms:.0f} ms{_statement(waits.other_statement)} |",
+        f"| Longest lock wait of the pass itself | {waits.pass_ms:.0f} ms |",
+        f"| Database size before the pass | {sizes['before'] / mb:,.0f} MB |",
+        f"| after the pass | {sizes['after'] / mb:,.0f} MB |",
+        f"| after VACUUM (space kept for reuse, not returned) | "
+        f"{sizes['after VACUUM'] / mb:,.0f} MB |",
+        "",
+    ]
