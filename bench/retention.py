@@ -105,12 +105,15 @@ class RetentionResult:
     seeded: int  # processes of the expired organization
     expired: int  # the finished ones among them, which the pass deletes
     cutoff_days: float
-    left_after_calls: int  # expired processes not yet deleted when the calls ended
-    timed: int  # those left when the stack was up, from when the pass is timed
-    pass_seconds: float  # from then to the last one deleted
-    archive_bytes: int
-    sizes: dict[str, int]  # the database's, in bytes
-    waits: LockWaits
+    # While the calls ran, with the default settings: how many went, how fast.
+    paced_deleted: int = 0
+    paced_seconds: float = 0.0
+    # The rest, with no pause between batches.
+    full_deleted: int = 0
+    full_seconds: float = 0.0
+    archive_bytes: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # the database's, in bytes
+    waits: LockWaits = field(default_factory=LockWaits)
     without: dict[str, Measurement] = field(default_factory=dict)
     during: dict[str, Measurement] = field(default_factory=dict)
 
@@ -161,15 +164,15 @@ def seed_expired(database_url: str, processes: int, log: Any) -> tuple[int, floa
 
 
 def run(runner: "Runner", workers: int, processes: int, scratch: Path, log: Any) -> RetentionResult:
-    """The phase: the calls without a pass, then the same calls on a stack
-    whose pass deletes the expired organization, then the sizes."""
+    """The phase: the calls without a pass; the same calls on a stack whose
+    pass (default settings) deletes the expired organization; the rest of
+    it at full speed; the sizes."""
     from bench.run import DATA_DIR, bench_stack
 
     database_url = runner.database_url
-    seeded = processes
     expired, cutoff_days = seed_expired(database_url, processes, log)
-    sizes = {"before": _database_size(database_url)}
-    result = RetentionResult(seeded, expired, cutoff_days, 0, 0, 0.0, 0, sizes, LockWaits())
+    result = RetentionResult(processes, expired, cutoff_days)
+    result.sizes["before"] = _database_size(database_url)
     log(f"retention: the calls without a pass ({expired:,} processes expired)")
     with bench_stack(database_url, workers, DATA_DIR / "retention-off") as stack:
         for phase, method, concurrency, request in CALLS:
@@ -182,29 +185,34 @@ def run(runner: "Runner", workers: int, processes: int, scratch: Path, log: Any)
         "HTK_RETENTION_INTERVAL_SECONDS": "1",
     }
     log(f"retention: the same calls during a pass (HTK_RETENTION_DAYS={cutoff_days:.0f})")
-    with (
-        LockSampler(database_url) as sampler,
-        bench_stack(database_url, workers, DATA_DIR / "retention-on", settings) as stack,
-    ):
-        started, result.timed = time.monotonic(), _expired_left(database_url)
-        for phase, method, concurrency, request in CALLS:
-            name = f"Retention: {phase}, during the pass"
-            result.during[phase] = runner.grpc(stack, name, method, concurrency, workers, request)
-        result.left_after_calls = _expired_left(database_url)
-        deadline = time.monotonic() + PASS_TIMEOUT_SECONDS
-        while (left := _expired_left(database_url)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if left:
-            raise RuntimeError(f"retention: {left:,} expired processes left after the timeout")
-        result.pass_seconds = time.monotonic() - started
+    with LockSampler(database_url) as sampler:
+        with bench_stack(database_url, workers, DATA_DIR / "retention-on", settings) as stack:
+            started, left = time.monotonic(), _expired_left(database_url)
+            for phase, method, concurrency, request in CALLS:
+                name = f"Retention: {phase}, during the pass"
+                result.during[phase] = runner.grpc(
+                    stack, name, method, concurrency, workers, request
+                )
+            result.paced_seconds = time.monotonic() - started
+            result.paced_deleted = left - _expired_left(database_url)
+        full = settings | {"HTK_RETENTION_PAUSE_SECONDS": "0"}
+        log("retention: the rest of the pass at full speed")
+        with bench_stack(database_url, workers, DATA_DIR / "retention-on", full):
+            started, result.full_deleted = time.monotonic(), _expired_left(database_url)
+            deadline = started + PASS_TIMEOUT_SECONDS
+            while (left := _expired_left(database_url)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if left:
+                raise RuntimeError(f"retention: {left:,} expired processes left after the timeout")
+            result.full_seconds = time.monotonic() - started
     result.waits = sampler.waits
     result.archive_bytes = sum(path.stat().st_size for path in archive.glob("*.jsonl.gz"))
-    sizes["after"] = _database_size(database_url)
+    result.sizes["after"] = _database_size(database_url)
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute("VACUUM")
-    sizes["after VACUUM"] = _database_size(database_url)
-    log(f"retention: deleted {expired:,} in {result.pass_seconds:.0f} s; longest lock wait of a"
-        f" call on the pass {result.waits.on_pass_ms:.0f} ms")  # fmt: skip
+    result.sizes["after VACUUM"] = _database_size(database_url)
+    log(f"retention: deleted {expired:,}; longest lock wait of a call on the pass"
+        f" {result.waits.on_pass_ms:.0f} ms")  # fmt: skip
     return result
 
 
@@ -235,18 +243,20 @@ def section(result: RetentionResult) -> list[str]:
         f"{waits.on_pass_ms:.0f} ms{_statement(waits.on_pass_statement)} "
         f"| {_verdict(waits.on_pass_ms <= LOCK_WAIT_GOAL_MS)} |"
     )
-    deleted_per_s = result.timed / result.pass_seconds if result.pass_seconds else 0.0
     sizes = result.sizes
-    during_share = 1 - result.left_after_calls / result.expired if result.expired else 0.0
+
+    def rate(deleted: int, seconds: float) -> str:
+        return f"{deleted:,} in {seconds:.0f} s ({deleted / seconds if seconds else 0:,.0f}/s)"
+
     return [
         "## Retention under load",
         "",
-        f"A pass (`HTK_RETENTION_DAYS={result.cutoff_days:.0f}`, `HTK_ARCHIVE_DIR` set, batches "
-        f"of the default size) deletes the {result.expired:,} finished processes of "
+        f"A pass (`HTK_RETENTION_DAYS={result.cutoff_days:.0f}`, `HTK_ARCHIVE_DIR` set, the "
+        f"default batch size and pause) deletes the {result.expired:,} finished processes of "
         f"{result.seeded:,} seeded two to three years back beside the bench organization, "
-        f"with their steps, tasks and events, while the calls below run on the same stack; "
-        f"the same calls ran before on a stack without retention. The pass had deleted "
-        f"{during_share:.0%} of them when the calls ended.",
+        "with their steps, tasks and events, while the calls below run on the same stack; "
+        "the same calls ran before on a stack without retention. Then a stack with "
+        "`HTK_RETENTION_PAUSE_SECONDS=0` deletes the rest as fast as it can.",
         "",
         "| goal | target | measured | |",
         "|---|---|---|---|",
@@ -254,12 +264,12 @@ def section(result: RetentionResult) -> list[str]:
         "",
         "| figure | value |",
         "|---|--:|",
-        f"| Pass: processes deleted and archived (timed from the stack's start, when "
-        f"{result.expired - result.timed:,} were already gone) | {result.timed:,} in "
-        f"{result.pass_seconds:.0f} s ({deleted_per_s:,.0f}/s) |",
-        f"| Archive written | {result.archive_bytes / mb:,.1f} MB gzip "
-        f"({result.archive_bytes / mb / result.pass_seconds if result.pass_seconds else 0:.2f}"
-        " MB/s) |",
+        f"| Deleted and archived while the calls ran (default pause) "
+        f"| {rate(result.paced_deleted, result.paced_seconds)} |",
+        f"| Deleted and archived at full speed, the calls idle "
+        f"| {rate(result.full_deleted, result.full_seconds)} |",
+        f"| Archive written | {result.archive_bytes / mb:,.1f} MB gzip, "
+        f"{result.archive_bytes / max(result.expired, 1):,.0f} B a process |",
         f"| Longest lock wait of a call on something else than the pass (other calls) "
         f"| {waits.other_ms:.0f} ms{_statement(waits.other_statement)} |",
         f"| Longest lock wait of the pass itself | {waits.pass_ms:.0f} ms |",

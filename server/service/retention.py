@@ -43,12 +43,14 @@ class RetentionService:
         *,
         days: float,
         batch_size: int,
+        pause_seconds: float,
         archive_to: ArchiveTo | None,
     ) -> None:
         self._database = database
         self._clock = clock
         self._days = days
         self._batch_size = batch_size
+        self._pause_seconds = pause_seconds
         self._archive_to = archive_to
 
     async def delete_expired(self) -> int:
@@ -74,6 +76,7 @@ class RetentionService:
                 # A batch that deleted nothing found only processes calls hold.
                 if picked < self._batch_size or batch == 0:
                     return deleted
+                await asyncio.sleep(self._pause_seconds)
 
     async def _delete_batch(self, before: datetime) -> tuple[int, int]:
         """Deletes one batch; returns how many it picked and how many went.

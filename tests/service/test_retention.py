@@ -51,6 +51,7 @@ def retention(
     *,
     at: datetime = EXPIRED_AT,
     batch: int = 2,
+    pause: float = 0,
     database: Database | None = None,
 ) -> RetentionService:
     return RetentionService(
@@ -58,6 +59,7 @@ def retention(
         lambda: at,
         days=RETENTION_DAYS,
         batch_size=batch,
+        pause_seconds=pause,
         archive_to=ArchiveTo(archive, messages.archived) if archive is not None else None,
     )
 
@@ -243,6 +245,19 @@ async def test_two_passes_at_once_never_take_the_same_process(
     assert {r["process"]["process_id"] for r in read_back(lines)} == {
         p.process_id for p in expiring
     }
+
+
+async def test_a_pass_pauses_between_its_batches(
+    server: InProcessServer, processes: Stub, org: Org
+) -> None:
+    # A backlog is worked off a batch per pause, leaving the calls the CPU
+    # between batches: three full batches, each followed by the pause.
+    for _ in range(3):
+        await finished(server, processes, org, "completed")
+    pause = 0.2
+    began = asyncio.get_running_loop().time()
+    assert await retention(server, None, batch=1, pause=pause).delete_expired() == 3
+    assert asyncio.get_running_loop().time() - began >= 3 * pause
 
 
 async def test_a_pass_skips_a_process_a_call_holds_and_takes_it_next_time(
