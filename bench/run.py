@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import psycopg
 
 from bench import capture, pgbench, report, retention, seed, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
-from bench.stack import Sampler
+from bench.stack import Sampler, postmaster
 from bench.watch import WatchConfig, WatchMeasurement, measure
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
@@ -280,6 +281,9 @@ class Runner:
     fixtures: Fixtures
     wrk_path: str
     scratch: Path
+    # The embedded PostgreSQL's postmaster, whose processes' CPU each phase
+    # counts (None with an external DATABASE_URL).
+    postgres: psutil.Process | None = None
     results: list[report.Measurement] = field(default_factory=list)
 
     def _record(
@@ -321,7 +325,7 @@ class Runner:
             "update_targets": self.fixtures.update_targets,
             "list_request": list_request or {},
         }
-        with Sampler(stack) as sampler:
+        with Sampler(stack, self.postgres) as sampler:
             result = _loadgen(spec)
         return self._record(name, "gRPC direct", workers, concurrency, result, sampler, goal)
 
@@ -339,7 +343,7 @@ class Runner:
         script.write_text(lua)
         url = stack.http_url + path
         wrk.run(self.wrk_path, script, url, concurrency, self.config.warmup)  # warm-up
-        with Sampler(stack) as sampler:
+        with Sampler(stack, self.postgres) as sampler:
             raw = wrk.run(self.wrk_path, script, url, concurrency, self.config.seconds)
         result = {
             "count": raw["requests"],
@@ -600,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed.ensure_seeded(database_url, config.processes, log)
         fixtures = pick_fixtures(database_url)
         pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
-        runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        postgres = None if config.database_url else postmaster(config.database_dir)
+        runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch), postgres)
         main_workers, *other_workers = config.workers
         if only == "metrics":
             runner.metrics_cost(main_workers)
