@@ -58,6 +58,7 @@ class Measurement:
     client_cores: float
     server_cores: float | None
     envoy_cores: float | None
+    postgres_cores: float | None
     server_rss_mb: float | None  # the largest server process's peak
     goal: str
 
@@ -97,6 +98,9 @@ class Measurement:
             # bench.loadgen phase: a close estimate, as the load is steady.
             server_cores=sampler.cores(sampler.servers) if sampler else None,
             envoy_cores=sampler.cores(sampler.envoy) if sampler else None,
+            postgres_cores=(
+                sampler.cores(sampler.postgres) if sampler and sampler.samples_postgres else None
+            ),
             server_rss_mb=sampler.servers.max_rss_mb if sampler else None,
             goal=goal,
         )
@@ -352,6 +356,7 @@ def render(
     )
     out += ["## Goals", "", "| goal | target | measured | |", "|---|---|---|---|", *goals, ""]
 
+    out += cpu_per_layer(results, main_workers)
     out += _beside_pgbench(results)
 
     # Workers.
@@ -485,9 +490,63 @@ def tracing_section(results: list[Measurement]) -> list[str]:
     return [*lines, ""]
 
 
+# The hot calls whose CPU is split by layer, at their phases' concurrency.
+PER_LAYER_PHASES = (
+    (pgbench.GET, 16),
+    (pgbench.UPDATE, 16),
+    ("List no filter (limit 50, offset 0)", 1),
+)
+LAYERS = (
+    ("workers", "server_cores"),
+    ("Envoy", "envoy_cores"),
+    ("PostgreSQL", "postgres_cores"),
+    ("load generator", "client_cores"),
+)
+
+
+def cpu_per_layer(results: list[Measurement], workers: int) -> list[str]:
+    """CPU microseconds per call of each process group (utime + stime over
+    the phase, over its calls): where a call's CPU goes, a figure that other
+    work on the machine moves far less than a throughput."""
+    rows = []
+    for name, concurrency in PER_LAYER_PHASES:
+        for transport in ("REST via Envoy", "gRPC direct"):
+            phase = (name, transport, workers, concurrency)
+            rounds = [
+                m for m in results if (m.name, m.transport, m.workers, m.concurrency) == phase
+            ]
+            if not rounds:
+                continue
+            cells = [_per_call(rounds, cores) or "n/a" for _, cores in LAYERS]
+            rate = statistics.median(m.rate for m in rounds)
+            rows.append(
+                f"| {name} | {transport} | {concurrency} | {rate:,.0f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    if not rows:
+        return []
+    return [
+        "## CPU per call, by layer",
+        "",
+        f"Microseconds of CPU (user + system, from /proc over the phase) per call, {workers} "
+        "workers; the median of the rounds where a phase ran several times. gRPC direct "
+        "calls do not pass Envoy (its figure there is its idle cost spread over the calls).",
+        "",
+        "| phase | transport | conc | calls/s | " + " | ".join(f"{n} µs" for n, _ in LAYERS) + " |",
+        "|---|---|--:|--:|" + "--:|" * len(LAYERS),
+        *rows,
+        "",
+    ]
+
+
+def _phase(m: Measurement) -> tuple[str, str, int, int]:
+    return m.name, m.transport, m.workers, m.concurrency
+
+
 def _per_call(rounds: list[Measurement], cores: str) -> str:
-    """The median over the rounds of CPU microseconds per call, of the
-    workers (`server_cores`) or of Envoy (`envoy_cores`)."""
+    """The median over the rounds of CPU microseconds per call of the
+    group whose cores are the attribute `cores`."""
     used = [(getattr(m, cores), m.rate) for m in rounds]
     per_call = [busy / rate * 1e6 for busy, rate in used if busy is not None and rate]
     return f"{statistics.median(per_call):,.0f}" if per_call else ""

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import psycopg
 
 from bench import capture, pgbench, report, retention, seed, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
-from bench.stack import Sampler
+from bench.stack import Sampler, postmaster
 from bench.watch import WatchConfig, WatchMeasurement, measure
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
@@ -58,6 +59,15 @@ class Config:
     watch: WatchConfig
     # Expired processes the retention phase seeds and deletes.
     retention_processes: int
+
+    @property
+    def database_dir(self) -> Path:
+        """Where the embedded PostgreSQL keeps this size's seed: a quick run
+        has a folder of its own, and leaves the full run's seed (half an
+        hour to make) as it was."""
+        if self.processes == DEFAULT_PROCESSES:
+            return DATA_DIR
+        return DATA_DIR / f"{self.processes}-processes"
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -122,7 +132,7 @@ def bench_database(config: Config) -> Iterator[str]:
         upgrade_to_latest(config.database_url)
         yield config.database_url
     else:
-        with embedded_database(DATA_DIR) as url:
+        with embedded_database(config.database_dir) as url:
             upgrade_to_latest(url)
             yield url
 
@@ -271,6 +281,9 @@ class Runner:
     fixtures: Fixtures
     wrk_path: str
     scratch: Path
+    # The embedded PostgreSQL's postmaster, whose processes' CPU each phase
+    # counts (None with an external DATABASE_URL).
+    postgres: psutil.Process | None = None
     results: list[report.Measurement] = field(default_factory=list)
 
     def _record(
@@ -312,7 +325,7 @@ class Runner:
             "update_targets": self.fixtures.update_targets,
             "list_request": list_request or {},
         }
-        with Sampler(stack) as sampler:
+        with Sampler(stack, self.postgres) as sampler:
             result = _loadgen(spec)
         return self._record(name, "gRPC direct", workers, concurrency, result, sampler, goal)
 
@@ -330,7 +343,7 @@ class Runner:
         script.write_text(lua)
         url = stack.http_url + path
         wrk.run(self.wrk_path, script, url, concurrency, self.config.warmup)  # warm-up
-        with Sampler(stack) as sampler:
+        with Sampler(stack, self.postgres) as sampler:
             raw = wrk.run(self.wrk_path, script, url, concurrency, self.config.seconds)
         result = {
             "count": raw["requests"],
@@ -500,7 +513,7 @@ CAPTURE_ATTEMPTS = 5
 
 def capture_statements(runner: Runner, database_url: str) -> report.Capture | None:
     """Logs the statements of one GetProcess and one UpdateProcess of the server."""
-    log_path = DATA_DIR / "postgres" / "log"
+    log_path = runner.config.database_dir / "postgres" / "log"
     if runner.config.database_url or not log_path.exists():
         return None  # an external server's log is out of reach
     with psycopg.connect(database_url, autocommit=True) as connection:
@@ -591,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed.ensure_seeded(database_url, config.processes, log)
         fixtures = pick_fixtures(database_url)
         pgbench.fill_fixtures(database_url, fixtures.get_ids, fixtures.update_targets)
-        runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch))
+        postgres = None if config.database_url else postmaster(config.database_dir)
+        runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch), postgres)
         main_workers, *other_workers = config.workers
         if only == "metrics":
             runner.metrics_cost(main_workers)

@@ -7,6 +7,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -29,15 +30,28 @@ class Usage:
         return sum(self.peak_rss.values()) / 1e6
 
 
+def postmaster(database_dir: Path) -> psutil.Process | None:
+    """The embedded PostgreSQL's postmaster, from its pid file; None when it
+    is not running there (an external DATABASE_URL)."""
+    try:
+        pid = int((database_dir / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
+        return psutil.Process(pid)
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
 class Sampler:
-    """Samples RSS (and CPU time at both ends) of the servers and Envoy in a thread."""
+    """Samples RSS (and CPU time at both ends) of the servers, Envoy and
+    PostgreSQL's processes (when the database is the embedded one) in a thread."""
 
     INTERVAL = 0.2
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, database: psutil.Process | None = None) -> None:
         self.stack = stack
         self.servers = Usage()
         self.envoy = Usage()
+        self.postgres = Usage()
+        self._database = database
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._cpu_last: dict[int, float] = {}
@@ -75,6 +89,7 @@ class Sampler:
         for usage, processes in (
             (self.servers, list(self.stack.workers().values())),
             (self.envoy, self.stack.envoys()),
+            (self.postgres, self._postgres_processes()),
         ):
             for process in processes:
                 try:
@@ -87,6 +102,20 @@ class Sampler:
                 previous = self._cpu_last.get(process.pid, cpu)
                 self._cpu_last[process.pid] = cpu
                 usage.cpu_seconds += cpu - previous
+
+    @property
+    def samples_postgres(self) -> bool:
+        return self._database is not None
+
+    def _postgres_processes(self) -> list[psutil.Process]:
+        """The postmaster and its children: the backends serving the calls,
+        and the writers and autovacuum working for them."""
+        if self._database is None:
+            return []
+        try:
+            return [self._database, *self._database.children()]
+        except psutil.Error:
+            return []
 
 
 @dataclass(frozen=True)

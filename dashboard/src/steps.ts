@@ -16,6 +16,8 @@ export function stepDetail(
   const started = millis(entry.startedAt);
   const completed = millis(entry.completedAt);
   const task = entry.taskId ? tasks.get(entry.taskId) : undefined;
+  // A cancelled step keeps the progress it had reached: where the run stopped.
+  const showsProgress = entry.status === "running" || entry.status === "cancelled";
   return h(
     "article",
     { class: `step status-${entry.status}`, "data-step": entry.step },
@@ -26,7 +28,7 @@ export function stepDetail(
       `${entry.step} · started ${formatTime(started)} · `,
       entry.status === "running" ? liveDuration(started, undefined) : formatDuration(entry.durationMs ?? (started && completed ? completed - started : undefined)),
     ),
-    entry.status === "running" && entry.progressPercent !== undefined
+    showsProgress && entry.progressPercent !== undefined
       ? h(
           "p",
           { class: "progress" },
@@ -34,7 +36,7 @@ export function stepDetail(
           ` ${entry.progressPercent}% `,
           entry.progressMessage ?? "",
         )
-      : entry.status === "running" && entry.progressMessage
+      : showsProgress && entry.progressMessage
         ? h("p", { class: "progress" }, entry.progressMessage)
         : null,
     entry.detail ? h("p", { class: "detail" }, entry.detail) : null,

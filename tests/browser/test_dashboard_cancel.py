@@ -1,7 +1,8 @@
 """The dashboard's Cancel button in a real browser: offered on a running
 process to a token that may write processes only, it cancels the process
-with the reason typed, and the page shows the process and its steps ended
-(tests/browser/test_dashboard.py has the stack, browser and helpers)."""
+with the reason typed, and the page shows the process and its steps ended,
+a cancelled step with the progress it had reached (tests/browser/test_dashboard.py
+has the stack, browser and helpers)."""
 
 from playwright.sync_api import Page, expect
 
@@ -38,6 +39,8 @@ def test_a_process_cancelled_in_the_page_ends_with_its_steps(
     expect(page.get_by_role("button", name="Cancel process")).to_have_count(0)
     build = page.locator('[data-step="build"]')
     expect(build.locator(".chip").first).to_have_text("cancelled")
+    # Where it stopped: the progress the cancelled step had reached stays shown.
+    expect(build.locator(".progress")).to_contain_text("30% Compiling")
     expect(page.locator('[data-step="test"] .chip').first).to_have_text("skipped")
     last_event = page.locator(".events tbody tr").last
     expect(last_event).to_contain_text("cancelled")
