@@ -1,6 +1,8 @@
 """The benchmark's pgbench reference: reading pgbench's output, its
 per-transaction log and its scripts, and how the report sets rounds beside it."""
 
+import dataclasses
+
 import pytest
 
 from bench import pgbench, report
@@ -87,7 +89,8 @@ def _measured(transport: str, rate: float) -> report.Measurement:
     return report.Measurement(
         name=pgbench.UPDATE, transport=transport, workers=2, concurrency=16, count=int(rate),
         seconds=1.0, p50_ms=1.0, p95_ms=2.0, p99_ms=3.0, errors=0, error_sample="",
-        client_cores=0.1, server_cores=None, envoy_cores=None, server_rss_mb=None, goal="",
+        client_cores=0.1, server_cores=None, envoy_cores=None, postgres_cores=None,
+        server_rss_mb=None, goal="",
     )  # fmt: skip
 
 
@@ -121,3 +124,14 @@ def test_the_goals_compare_rest_with_pgbench_by_the_median_round() -> None:
     (row,) = [line for line in report._beside_pgbench(results) if line.startswith("| Update")]
     assert "| 0.40x (0.38, 0.48, 0.40) | >= 0.50x | **miss** |" in row
     assert "| 1,000 (1,000, 500, 1,000) |" in row
+
+
+def test_each_layers_cpu_per_call_is_its_cpu_over_the_calls() -> None:
+    get = dataclasses.replace(
+        _measured(report.REST, 1000), name=pgbench.GET,
+        server_cores=0.8, envoy_cores=0.2, postgres_cores=0.1, client_cores=0.05,
+    )  # fmt: skip
+    without_postgres = dataclasses.replace(get, transport=report.GRPC, postgres_cores=None)
+    lines = report.cpu_per_layer([get, without_postgres], workers=2)
+    assert "| Get (10 steps) | REST via Envoy | 16 | 1,000 | 800 | 200 | 100 | 50 |" in lines
+    assert "| Get (10 steps) | gRPC direct | 16 | 1,000 | 800 | 200 | n/a | 50 |" in lines
