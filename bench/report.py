@@ -357,7 +357,7 @@ def render(
     out += ["## Goals", "", "| goal | target | measured | |", "|---|---|---|---|", *goals, ""]
 
     out += cpu_per_layer(results, main_workers)
-    out += _beside_pgbench(results)
+    out += beside_pgbench(results)
 
     # Workers.
     worker_counts = sorted({m.workers for m in results})
@@ -417,7 +417,7 @@ def metrics_cost(results: list[Measurement]) -> list[str]:
     return rows
 
 
-def _beside_pgbench(results: list[Measurement]) -> list[str]:
+def beside_pgbench(results: list[Measurement]) -> list[str]:
     """Get and Update beside pgbench running the same work, round by round."""
     lines = [
         "## Get and Update beside pgbench",

@@ -586,8 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["watch", "metrics", "tracing", "retention"],
-        help="run this phase alone",
+        choices=["calls", "watch", "metrics", "tracing", "retention"],
+        help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
+        " by layer, beside pgbench)",
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
@@ -607,6 +608,14 @@ def main(argv: list[str] | None = None) -> int:
         postgres = None if config.database_url else postmaster(config.database_dir)
         runner = Runner(config, database_url, fixtures, wrk_path, Path(scratch), postgres)
         main_workers, *other_workers = config.workers
+        if only == "calls":
+            with bench_stack(database_url, main_workers) as stack:
+                runner.lists(stack, main_workers, short_list_cases())
+                runner.calls(stack, GET, main_workers, 16, beside_pgbench=True)
+                runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
+            print("\n".join(report.cpu_per_layer(runner.results, main_workers)))
+            print("\n".join(report.beside_pgbench(runner.results)))
+            return 0
         if only == "metrics":
             runner.metrics_cost(main_workers)
             print("\n".join(report.metrics_cost(runner.results)))

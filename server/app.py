@@ -202,7 +202,7 @@ def build_server(
         clock,
         days=settings.retention_days,
         batch_size=settings.retention_batch_size,
-        pause_seconds=settings.retention_pause_seconds,
+        duty_cycle=settings.retention_duty_cycle,
         archive_to=(
             ArchiveTo(settings.archive_dir, messages.archived)
             if settings.archive_dir is not None

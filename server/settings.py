@@ -197,15 +197,16 @@ class Settings(BaseSettings):
         " rows and the counters' rows until it commits, so a small batch keeps the wait of"
         " a call finishing a process of the same namespace short",
     )
-    retention_pause_seconds: float = Field(
-        0.5,
-        ge=0.0,
-        le=60.0,
-        validation_alias="HTK_RETENTION_PAUSE_SECONDS",
-        description="the pause between two batches of a pass: a backlog (the first pass over"
-        " a year of runs) is worked off in the background, a batch at a time, instead of"
-        " taking the calls' CPU for as long as it lasts (`0`: as fast as it can)",
-        json_schema_extra={"shown_default": "`0.5`"},
+    retention_duty_cycle: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        validation_alias="HTK_RETENTION_DUTY_CYCLE",
+        description="the share of the time a pass works through a backlog (the first pass over"
+        " a year of runs): after a batch that took t seconds it rests t * (1 / share - 1),"
+        " so that it keeps out of the calls' way, and backs off by itself when the machine"
+        " is busy and batches take longer (`1`: as fast as it can)",
+        json_schema_extra={"shown_default": "`0.05`"},
     )
     retention_interval_seconds: float = Field(
         60.0,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server import metrics
 from server.domain.errors import Unavailable
 from server.domain.processes import Event, Process
-from server.domain.retention import ArchivedProcess, archive_line, cutoff
+from server.domain.retention import ArchivedProcess, archive_line, cutoff, rest_after
 from server.service.writes import Clock
 from server.storage import archive, processes, retention
 from server.storage.database import Database
@@ -43,14 +43,14 @@ class RetentionService:
         *,
         days: float,
         batch_size: int,
-        pause_seconds: float,
+        duty_cycle: float,
         archive_to: ArchiveTo | None,
     ) -> None:
         self._database = database
         self._clock = clock
         self._days = days
         self._batch_size = batch_size
-        self._pause_seconds = pause_seconds
+        self._duty_cycle = duty_cycle
         self._archive_to = archive_to
 
     async def delete_expired(self) -> int:
@@ -71,12 +71,14 @@ class RetentionService:
                 return 0
             deleted = 0
             while True:
+                started = time.perf_counter()
                 picked, batch = await self._delete_batch(before)
                 deleted += batch
                 # A batch that deleted nothing found only processes calls hold.
                 if picked < self._batch_size or batch == 0:
                     return deleted
-                await asyncio.sleep(self._pause_seconds)
+                worked = time.perf_counter() - started
+                await asyncio.sleep(rest_after(worked, self._duty_cycle))
 
     async def _delete_batch(self, before: datetime) -> tuple[int, int]:
         """Deletes one batch; returns how many it picked and how many went.

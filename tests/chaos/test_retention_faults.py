@@ -50,7 +50,7 @@ def retaining_env(tmp_path: Path, workers: int) -> dict[str, str]:
         "HTK_ARCHIVE_DIR": str(tmp_path / "archive"),
         "HTK_RETENTION_INTERVAL_SECONDS": "0.2",
         "HTK_RETENTION_BATCH_SIZE": str(BATCH),
-        "HTK_RETENTION_PAUSE_SECONDS": "0",
+        "HTK_RETENTION_DUTY_CYCLE": "1",
     }
 
 

@@ -41,7 +41,7 @@ def retaining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "HTK_ARCHIVE_DIR": str(root / "archive"),
         "HTK_RETENTION_INTERVAL_SECONDS": "0.2",
         "HTK_RETENTION_BATCH_SIZE": "2",
-        "HTK_RETENTION_PAUSE_SECONDS": "0",
+        "HTK_RETENTION_DUTY_CYCLE": "1",
     }
     with running_stack(root / "stack", env=env) as stack:
         yield stack

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from prometheus_client import REGISTRY
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import task_service_pb2 as tasks_pb
@@ -51,7 +52,7 @@ def retention(
     *,
     at: datetime = EXPIRED_AT,
     batch: int = 2,
-    pause: float = 0,
+    duty_cycle: float = 1,
     database: Database | None = None,
 ) -> RetentionService:
     return RetentionService(
@@ -59,7 +60,7 @@ def retention(
         lambda: at,
         days=RETENTION_DAYS,
         batch_size=batch,
-        pause_seconds=pause,
+        duty_cycle=duty_cycle,
         archive_to=ArchiveTo(archive, messages.archived) if archive is not None else None,
     )
 
@@ -247,17 +248,24 @@ async def test_two_passes_at_once_never_take_the_same_process(
     }
 
 
-async def test_a_pass_pauses_between_its_batches(
+async def test_a_pass_rests_between_its_batches_in_proportion_to_their_work(
     server: InProcessServer, processes: Stub, org: Org
 ) -> None:
-    # A backlog is worked off a batch per pause, leaving the calls the CPU
-    # between batches: three full batches, each followed by the pause.
+    # A backlog is worked off at a share of the time, leaving the calls the
+    # CPU between batches: three full batches, each followed by a rest of 49
+    # times its work at a duty cycle of 2%. Each batch's work includes its
+    # delete, which the batch histogram times, so the pass lasts at least 49
+    # times those deletes; without the rests it would last a few times them.
     for _ in range(3):
         await finished(server, processes, org, "completed")
-    pause = 0.2
+    deletes = "htk_retention_batch_duration_seconds_sum"
+    deletes_before = REGISTRY.get_sample_value(deletes) or 0.0
     began = asyncio.get_running_loop().time()
-    assert await retention(server, None, batch=1, pause=pause).delete_expired() == 3
-    assert asyncio.get_running_loop().time() - began >= 3 * pause
+    assert await retention(server, None, batch=1, duty_cycle=0.02).delete_expired() == 3
+    lasted = asyncio.get_running_loop().time() - began
+    deleting = (REGISTRY.get_sample_value(deletes) or 0.0) - deletes_before
+    assert deleting > 0
+    assert lasted >= 49 * deleting, (lasted, deleting)
 
 
 async def test_a_pass_skips_a_process_a_call_holds_and_takes_it_next_time(

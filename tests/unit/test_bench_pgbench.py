@@ -121,7 +121,7 @@ def test_a_phase_measured_in_rounds_is_found_as_its_median() -> None:
 
 def test_the_goals_compare_rest_with_pgbench_by_the_median_round() -> None:
     results = _rounds((1000, 400, 380), (500, 300, 240), (1000, 450, 400))
-    (row,) = [line for line in report._beside_pgbench(results) if line.startswith("| Update")]
+    (row,) = [line for line in report.beside_pgbench(results) if line.startswith("| Update")]
     assert "| 0.40x (0.38, 0.48, 0.40) | >= 0.50x | **miss** |" in row
     assert "| 1,000 (1,000, 500, 1,000) |" in row
 

@@ -17,6 +17,7 @@ from server.domain.retention import (
     cutoff,
     expired,
     read_back,
+    rest_after,
 )
 from server.settings import Settings, SettingsError
 from server.storage.archive import append, read_lines
@@ -128,6 +129,14 @@ def test_large_batches_read_back_whole(tmp_path: Path) -> None:
     assert len(read_back(read_lines(path))) == 5000
 
 
+def test_a_pass_rests_so_that_it_works_its_duty_cycle_of_the_time() -> None:
+    # 5%: a batch of 70 ms, then 1.33 s of rest; twice as slow a batch, twice the rest.
+    assert rest_after(0.07, 0.05) == pytest.approx(1.33)
+    assert rest_after(0.14, 0.05) == pytest.approx(2.66)
+    assert rest_after(0.07, 0.5) == pytest.approx(0.07)
+    assert rest_after(0.07, 1.0) == 0.0
+
+
 def test_retention_settings_take_fractions_and_refuse_negative_days() -> None:
     settings = Settings.from_env({"HTK_RETENTION_DAYS": "0.00002"})
     assert settings.retention_days == 0.00002
@@ -135,5 +144,9 @@ def test_retention_settings_take_fractions_and_refuse_negative_days() -> None:
     assert Settings.from_env({}).archive_dir is None
     with pytest.raises(SettingsError, match="HTK_RETENTION_DAYS must be a number, at least 0"):
         Settings.from_env({"HTK_RETENTION_DAYS": "-1"})
+    assert Settings.from_env({}).retention_duty_cycle == 0.05
+    for outside in ("0", "1.5"):
+        with pytest.raises(SettingsError, match="HTK_RETENTION_DUTY_CYCLE"):
+            Settings.from_env({"HTK_RETENTION_DUTY_CYCLE": outside})
     with pytest.raises(SettingsError, match="HTK_RETENTION_BATCH_SIZE"):
         Settings.from_env({"HTK_RETENTION_BATCH_SIZE": "0"})
