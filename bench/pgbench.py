@@ -118,14 +118,17 @@ def fill_fixtures(
         connection.execute("ANALYZE bench_get_ids, bench_update_targets")
 
 
-def variables(token: str, get_ids: int, update_targets: int) -> dict[str, str]:
-    """The scripts' -D variables: the token's digest (bytea's hex input) and
-    how many fixtures each script picks from."""
+def variables(
+    token: str, get_ids: int, update_targets: int, *, notify: bool = True
+) -> dict[str, str]:
+    """The scripts' -D variables: the token's digest (bytea's hex input), how
+    many fixtures each script picks from, and whether an update notifies."""
     digest = hashlib.sha256(token.encode()).hexdigest()
     return {
         "digest": f"\\x{digest}",
         "get_ids": str(get_ids),
         "update_targets": str(update_targets),
+        "notify": str(int(notify)),
     }
 
 

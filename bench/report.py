@@ -349,6 +349,7 @@ def render(
             if rest_over_grpc:
                 goals.append(rest_over_grpc)
     goals += metrics_cost(results)
+    goals += notify_cost(results)
     peak = max((m.server_rss_mb or 0.0 for m in results), default=0.0)
     goals.append(
         f"| Server RSS per process (peak over all phases) | <= {RSS_GOAL_MB:.0f} MB "
@@ -393,6 +394,31 @@ def render(
 
     out += _statements(captured)
     return "\n".join(out)
+
+
+NOTIFY_ON, NOTIFY_OFF = "notifications on", "notifications off"
+NOTIFY_CONCURRENCY = 64
+NOTIFY_COST_GOAL = 0.9
+
+
+def notify_cost(results: list[Measurement]) -> list[str]:
+    """The goal row of Update's statements (pgbench, c64) with the watchers'
+    notification against without it, round by round."""
+    on, off = (
+        [m for m in results if m.name == f"{pgbench.UPDATE}, {state}"]
+        for state in (NOTIFY_ON, NOTIFY_OFF)
+    )
+    ratios = _ratios(on, off) if len(on) == len(off) else []
+    if not ratios:
+        return []
+    rates = ", ".join(f"{a.rate:,.0f}/{b.rate:,.0f}" for a, b in zip(on, off, strict=True))
+    ratio = statistics.median(ratios)
+    return [
+        f"| Update at c{NOTIFY_CONCURRENCY}: {NOTIFY_ON} / {NOTIFY_OFF} (`bench/update.sql` by "
+        f"pgbench: PostgreSQL's own rate, above htk's, so the cost's upper bound; median of "
+        f"{len(ratios)}, rounds /s: {rates}) | >= {NOTIFY_COST_GOAL:.2f}x | {_median_of(ratios)} "
+        f"| {_verdict(ratio >= NOTIFY_COST_GOAL)} |"
+    ]
 
 
 def metrics_cost(results: list[Measurement]) -> list[str]:

@@ -356,9 +356,18 @@ class Runner:
         }
         return self._record(name, "REST via Envoy", workers, concurrency, result, sampler, goal)
 
-    def pgbench(self, name: str, concurrency: int, workers: int) -> report.Measurement:
+    def pgbench(
+        self,
+        name: str,
+        concurrency: int,
+        workers: int,
+        *,
+        notify: bool = True,
+        recorded_as: str = "",
+    ) -> report.Measurement:
         """The reference for the Get or the Update phase (`name`): its script
-        run by pgbench at the phase's concurrency, for as long."""
+        run by pgbench at the phase's concurrency, for as long; recorded under
+        `recorded_as` if given."""
         result = pgbench.run(
             self.database_url,
             pgbench.REFERENCES[name],
@@ -366,13 +375,31 @@ class Runner:
                 self.fixtures.token,
                 len(self.fixtures.get_ids),
                 len(self.fixtures.update_targets),
+                notify=notify,
             ),
             concurrency,
             self.config.warmup,
             self.config.seconds,
             self.scratch,
         )
-        return self._record(name, pgbench.TRANSPORT, workers, concurrency, result, None)
+        return self._record(
+            recorded_as or name, pgbench.TRANSPORT, workers, concurrency, result, None
+        )
+
+    def notify_cost(self, workers: int) -> None:
+        """Update's statements at concurrency 64 with their notification and
+        without, ROUNDS times interleaved: what PostgreSQL's commit-time lock
+        for NOTIFY costs at its own rate, a higher one than htk's workers
+        reach, so an upper bound of what it costs an htk Update."""
+        for _ in range(ROUNDS):
+            for notify, state in ((True, report.NOTIFY_ON), (False, report.NOTIFY_OFF)):
+                self.pgbench(
+                    UPDATE,
+                    report.NOTIFY_CONCURRENCY,
+                    workers,
+                    notify=notify,
+                    recorded_as=f"{UPDATE}, {state}",
+                )
 
     # The phases.
 
@@ -613,7 +640,9 @@ def main(argv: list[str] | None = None) -> int:
                 runner.lists(stack, main_workers, short_list_cases())
                 runner.calls(stack, GET, main_workers, 16, beside_pgbench=True)
                 runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
+            runner.notify_cost(main_workers)
             print("\n".join(report.cpu_per_layer(runner.results, main_workers)))
+            print("\n".join(report.notify_cost(runner.results)))
             print("\n".join(report.beside_pgbench(runner.results)))
             return 0
         if only == "metrics":
@@ -639,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
             for concurrency in (1, 64):
                 runner.calls(stack, UPDATE, main_workers, concurrency, beside_pgbench=False)
+        log("notifications on against off (pgbench, Update at c64)")
+        runner.notify_cost(main_workers)
         log("metrics on against off")
         runner.metrics_cost(main_workers)
         for workers in other_workers:

@@ -135,3 +135,26 @@ def test_each_layers_cpu_per_call_is_its_cpu_over_the_calls() -> None:
     lines = report.cpu_per_layer([get, without_postgres], workers=2)
     assert "| Get (10 steps) | REST via Envoy | 16 | 1,000 | 800 | 200 | 100 | 50 |" in lines
     assert "| Get (10 steps) | gRPC direct | 16 | 1,000 | 800 | 200 | n/a | 50 |" in lines
+
+
+def test_the_notification_cost_is_updates_with_it_over_without_it_round_by_round() -> None:
+    results = [
+        dataclasses.replace(
+            _measured(pgbench.TRANSPORT, rate), name=f"{pgbench.UPDATE}, {state}", concurrency=64
+        )
+        for on, off in ((2000, 2400), (2100, 2000), (1800, 2000))
+        for state, rate in ((report.NOTIFY_ON, on), (report.NOTIFY_OFF, off))
+    ]
+    (row,) = report.notify_cost(results)
+    assert "| 0.90x (0.83, 1.05, 0.90) | pass |" in row
+    assert "2,000/2,400, 2,100/2,000, 1,800/2,000" in row
+    # Not beside an htk phase: the pgbench table leaves them out.
+    assert report.Beside.all(results) == []
+
+
+def test_the_update_reference_notifies_unless_told_not_to() -> None:
+    *_, notifying, commit = pgbench.statements(pgbench.UPDATE_SCRIPT.read_text())
+    assert "pg_notify" in notifying and notifying.endswith("WHERE :notify = 1")
+    assert commit == "COMMIT"
+    assert pgbench.variables("t", 1, 1)["notify"] == "1"
+    assert pgbench.variables("t", 1, 1, notify=False)["notify"] == "0"
