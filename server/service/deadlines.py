@@ -39,7 +39,7 @@ class DeadlineService:
                 process = await load_locked(connection, due.org_id, due.process_id)
                 change = time_out(process, due.step, now)
                 if change is not None:
-                    await record(connection, process, change)
+                    record(connection, process, change)
                     timed_out += 1
         # A full batch may have left due steps for the next round.
         if len(due_steps) < BATCH:

@@ -115,7 +115,7 @@ class ProcessService:
             process = await load_locked(connection, caller.org_id, process_id)
             # Read under the lock, so recorded times follow the log's order.
             applied = apply_update(process, change, self._clock(), by=caller)
-            await record(connection, process, applied)
+            record(connection, process, applied)
             return Written(respond(applied.event), process_id)
 
         return await self._writes.run(key, write)
@@ -137,17 +137,19 @@ class ProcessService:
 
         async def write(connection: AsyncConnection) -> Written:
             process = await load_locked(connection, caller.org_id, process_id)
-            await record(connection, process, cancel(process, reason, self._clock(), by=caller))
+            record(connection, process, cancel(process, reason, self._clock(), by=caller))
             return Written(respond(process), process_id)
 
         return await self._writes.run(key, write)
 
 
-async def record(connection: AsyncConnection, process: Process, change: Change) -> None:
+def record(connection: AsyncConnection, process: Process, change: Change) -> None:
     """Writes what a change did to a process locked in this transaction: its
     state, the steps and tasks it moved, and its event. Every kind of change
-    (update, task completion, timeout) is recorded the same way."""
-    await processes.record_change(connection, process, change)
+    (update, task completion, timeout) is recorded the same way. The write
+    goes with the transaction's next round trip: its COMMIT, when nothing
+    follows it."""
+    processes.record_change(connection, process, change)
 
 
 async def load_locked(connection: AsyncConnection, org_id: str, process_id: uuid.UUID) -> Process:

@@ -62,7 +62,7 @@ class TaskService:
             task = await _get(connection, caller.org_id, task_id)
             process = await load_locked(connection, caller.org_id, task.process_id)
             change = complete_task(process, task_id, completion, caller, self._clock())
-            await record(connection, process, change)
+            record(connection, process, change)
             completed = process.step_of_task(task_id).task
             assert completed is not None  # step_of_task found the step by this task
             return Written(respond(completed), process.process_id)

@@ -48,7 +48,7 @@ class Writes:
                 return replayed
             written = await write(connection)
             if key:
-                await idempotency.remember(connection, key, written.response, written.process_id)
+                idempotency.remember(connection, key, written.response, written.process_id)
             return written.response
 
     async def _claim(self, connection: AsyncConnection, key: IdempotencyKey) -> bytes | None:

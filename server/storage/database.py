@@ -113,13 +113,17 @@ class Database:
                 if isolation != "AUTOCOMMIT":
                     info[_DUE_BEGIN] = f"BEGIN ISOLATION LEVEL {isolation}"
                 try:
-                    # Commits (or rolls back) what the BEGIN opened, if it was sent.
+                    # Commits (or rolls back) what the BEGIN opened, if it was
+                    # sent and the writes left for the COMMIT did not commit it.
                     async with connection.begin():
                         if isolation != "AUTOCOMMIT":
                             await _apply_deadline(connection)
                         yield connection
+                        await _send_due_writes(connection, commit=isolation != "AUTOCOMMIT")
                 finally:
+                    # A rolled back transaction's writes are never sent.
                     info.pop(_DUE_BEGIN, None)
+                    info.pop(_DUE_WRITES, None)
         except (DBAPIError, psycopg.Error) as error:
             # psycopg's own errors come from statements run on the driver
             # connection (`in_one_round_trip`), SQLAlchemy's wrap the others.
@@ -152,8 +156,23 @@ class Database:
 # In a connection's `info`: the BEGIN that opens its transaction, until a
 # statement has carried it.
 _DUE_BEGIN = "htk_due_begin"
+# In a connection's `info`: the writes left for the transaction's next round
+# trip (`write_later`), in order.
+_DUE_WRITES = "htk_due_writes"
 
 Statement = tuple[LiteralString, Mapping[str, Any]]
+
+
+def write_later(connection: AsyncConnection, statement: Statement) -> None:
+    """Leaves a write whose result nobody reads to the transaction's next round
+    trip: the next statement's, or else the COMMIT's, so that a transaction's
+    last write costs no round trip of its own.
+
+    Statements still run in the order they were given. An error of the write
+    surfaces from that later round trip and rolls the transaction back like
+    any other; a transaction rolled back before then never sends it.
+    """
+    connection.info.setdefault(_DUE_WRITES, []).append(statement)
 
 
 def _begin_first(
@@ -165,10 +184,12 @@ def _begin_first(
     executemany: bool,
 ) -> None:
     """Opens the transaction before the first SQLAlchemy statement in it, if
-    no statement has done so yet."""
+    no statement has done so yet, and sends the writes left before it."""
     begin = connection.info.pop(_DUE_BEGIN, None)
     if begin is not None:
         cursor.execute(begin)
+    for query, query_parameters in connection.info.pop(_DUE_WRITES, ()):
+        cursor.execute(query, query_parameters)
 
 
 # On a statement's execution context: when it was sent.
@@ -222,25 +243,48 @@ async def in_one_round_trip(
 
     For the hot statements, which SQLAlchemy's layers would only slow down
     (psycopg prepares them itself). The statements, and the BEGIN of the
-    transaction when none has been sent yet, go to PostgreSQL together: one
-    round trip. Each still starts once the one before it has finished.
+    transaction and the writes left for later (`write_later`) when they are
+    due, go to PostgreSQL together: one round trip. Each still starts once
+    the one before it has finished.
     """
+    cursor = await _round_trip(connection, statements, commit=False)
+    assert cursor is not None  # given statements, the round trip ran them
+    return cursor
+
+
+async def _send_due_writes(connection: AsyncConnection, *, commit: bool) -> None:
+    """Sends the writes left for later, if any, with the COMMIT when `commit`:
+    one round trip. Without writes due, the COMMIT is left to SQLAlchemy."""
+    if connection.info.get(_DUE_WRITES):
+        await _round_trip(connection, (), commit=commit)
+
+
+async def _round_trip(
+    connection: AsyncConnection, statements: tuple[Statement, ...], *, commit: bool
+) -> psycopg.AsyncCursor[Any] | None:
+    """Sends what is due (BEGIN, the writes left for later), `statements` and,
+    if `commit`, the COMMIT, in one round trip; returns the last statement's
+    cursor (None when `statements` is empty)."""
     pooled = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
     begin = connection.info.pop(_DUE_BEGIN, None)
+    sent = [*connection.info.pop(_DUE_WRITES, ()), *statements]
     sent_at = time.perf_counter()
     # Each statement's span lasts until its result is in: the round trip's end.
-    spans = [tracing.statement_span(query) for query, _ in statements]
+    spans = [tracing.statement_span(query) for query, _ in sent]
     error: BaseException | None = None
+    cursor: psycopg.AsyncCursor[Any] | None = None
     try:
-        if begin is None and len(statements) == 1:
-            return await driver.execute(*statements[0])
+        if begin is None and not commit and len(sent) == 1:
+            return await driver.execute(*sent[0])
         async with driver.pipeline():
             if begin is not None:
                 await driver.execute(begin, prepare=False)
-            for query, parameters in statements:
+            for query, parameters in sent:
                 cursor = await driver.execute(query, parameters)
-        return cursor
+            if commit:
+                await driver.execute("COMMIT", prepare=False)
+        return cursor if statements else None
     except BaseException as failure:
         error = failure
         raise

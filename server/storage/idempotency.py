@@ -8,6 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.idempotency import IdempotencyKey, RememberedRequest
+from server.storage.database import write_later
 from server.storage.tables import IdempotencyKeyRow
 
 
@@ -67,11 +68,24 @@ async def reclaim(connection: AsyncConnection, key: IdempotencyKey, now: datetim
     )
 
 
-async def remember(
+# Raw SQL, for `write_later`: the last write of a transaction with a key.
+_REMEMBER = """
+UPDATE idempotency_keys SET response = %(response)s, process_id = %(process_id)s
+WHERE org_id = %(org_id)s AND key = %(key)s
+"""
+
+
+def remember(
     connection: AsyncConnection, key: IdempotencyKey, response: bytes, process_id: uuid.UUID
 ) -> None:
-    await connection.execute(
-        update(IdempotencyKeyRow).where(*_row(key)).values(response=response, process_id=process_id)
+    """Stores the response of the write that claimed `key`. Left to the
+    transaction's next round trip (its COMMIT): nothing reads the result."""
+    write_later(
+        connection,
+        (
+            _REMEMBER,
+            {"response": response, "process_id": process_id, "org_id": key.org_id, "key": key.key},
+        ),
     )
 
 

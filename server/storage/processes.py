@@ -38,7 +38,7 @@ from server.domain.processes import (
     event_type,
 )
 from server.storage.counts import counted_total
-from server.storage.database import Statement, in_one_round_trip
+from server.storage.database import Statement, in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
 from server.storage.notifications import CHANNEL, NOTIFY, Notification
 from server.storage.tables import (
@@ -208,9 +208,11 @@ async def add(connection: AsyncConnection, process: Process) -> None:
     await insert_tasks(connection, process.tasks)
 
 
-async def record_change(connection: AsyncConnection, process: Process, change: Change) -> None:
+def record_change(connection: AsyncConnection, process: Process, change: Change) -> None:
     """Writes what a change did to a process: its state, the steps and tasks
-    the change moved, and its event; notifies watchers at commit."""
+    the change moved, and its event; notifies watchers at commit. The write
+    travels with the transaction's next round trip (`write_later`): nothing
+    reads its result, and an Update's COMMIT so carries it."""
     event = change.event
     state = _process_values(process)
     steps = [_step_state(position, process.steps[position]) for position in change.step_positions]
@@ -227,7 +229,7 @@ async def record_change(connection: AsyncConnection, process: Process, change: C
         "channel": CHANNEL,
         "notification": Notification(process.org_id, process.process_id, event.seq).encode(),
     }
-    await in_one_round_trip(connection, (_RECORD, parameters))
+    write_later(connection, (_RECORD, parameters))
 
 
 async def events_after(
