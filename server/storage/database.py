@@ -3,7 +3,7 @@
 import contextvars
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import Any, Literal, LiteralString, cast
 
 import psycopg
@@ -110,16 +110,22 @@ class Database:
                 # Held here: once the connection is lost, reading its `info`
                 # would reconnect.
                 info = connection.info
-                if isolation != "AUTOCOMMIT":
+                autocommit = isolation == "AUTOCOMMIT"
+                if not autocommit:
                     info[_DUE_BEGIN] = f"BEGIN ISOLATION LEVEL {isolation}"
+                # Commits (or rolls back) what the BEGIN opened, if it was sent
+                # and the writes left for the COMMIT did not commit it. In
+                # autocommit there is nothing to end: SQLAlchemy's transaction
+                # would only cost CPU on every read.
+                ending: AbstractAsyncContextManager[object] = (
+                    nullcontext() if autocommit else connection.begin()
+                )
                 try:
-                    # Commits (or rolls back) what the BEGIN opened, if it was
-                    # sent and the writes left for the COMMIT did not commit it.
-                    async with connection.begin():
-                        if isolation != "AUTOCOMMIT":
+                    async with ending:
+                        if not autocommit:
                             await _apply_deadline(connection)
                         yield connection
-                        await _send_due_writes(connection, commit=isolation != "AUTOCOMMIT")
+                        await _send_due_writes(connection, commit=not autocommit)
                 finally:
                     # A rolled back transaction's writes are never sent.
                     info.pop(_DUE_BEGIN, None)

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -29,12 +29,20 @@ from server.domain.tokens import Caller
 from server.domain.watch import Heartbeat, ProcessChange
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """The Timestamp `FromDatetime` makes of an aware datetime, by timedelta
+    arithmetic: a Get builds some twenty, and FromDatetime's time tuple costs
+    several times more. (Naive datetimes never get here: the database, the
+    clock and the domain give aware ones, and subtracting would refuse one.)"""
     if moment is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    since = moment - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def _text(value: uuid.UUID | None) -> str | None:

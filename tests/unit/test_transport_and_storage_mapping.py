@@ -1,9 +1,10 @@
 """Pure helpers of the transport and storage layers."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from google.protobuf import timestamp_pb2
 
 from server.domain.processes import EVENT_FIELDS, Event, EventType, UpdateType
 from server.storage.processes import _STEP_FIELDS
@@ -50,3 +51,23 @@ def test_a_stored_key_the_message_lacks_is_left_out_not_a_failure() -> None:
 def test_an_event_logged_before_actors_were_recorded_has_none() -> None:
     event = Event(1, UpdateType.PROGRESS, "build", {"percent": 5}, datetime.now(UTC), None)
     assert not messages.event(event).HasField("actor")
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 2, 24, 12, 1, 0, 123_456, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        # Before the epoch: negative seconds, nanos still counted forward.
+        datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        # Another offset: the same instant as in UTC.
+        datetime(2026, 3, 29, 2, 30, 0, 1, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+    ],
+    ids=str,
+)
+def test_timestamps_are_the_ones_protobuf_makes_of_a_datetime(moment: datetime) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(moment)
+    assert messages._timestamp(moment) == expected
