@@ -144,3 +144,46 @@ async def test_a_page_always_holds_its_first_event_and_watch_catch_up_reads_on(
         metadata=org.metadata(org.reader),
     )
     assert [message.event.seq async for message in watched] == list(range(1, 8))
+
+
+async def test_a_write_failing_in_its_commits_round_trip_rolls_the_whole_update_back(
+    server: InProcessServer, processes: Stub, org: Org
+) -> None:
+    """An Update's write travels with its COMMIT. An event row planted where
+    the update's event goes makes that write fail there: the call fails, the
+    idempotency key's claim and the process's change roll back together, and
+    the connections serve the next calls."""
+    process = await create(processes, org, "build")
+    planted = text(
+        "INSERT INTO process_events (process_id, seq, type, payload, recorded_at)"
+        " VALUES (:id, 1, 'step_started', '{}', now())"
+    )
+    async with server.database.transaction() as connection:
+        await connection.execute(planted, {"id": process.process_id})
+    keyed = (*org.metadata(), ("idempotency-key", "start-build"))
+    request = pb.UpdateProcessRequest(
+        process_id=process.process_id, type="step_started", step="build"
+    )
+    # More than the pool's connections, so each of them goes through a failed commit.
+    for _ in range(6):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await processes.UpdateProcess(request, metadata=keyed)
+        assert failed.value.code() == grpc.StatusCode.INTERNAL
+
+    unchanged = await processes.GetProcess(
+        pb.GetProcessRequest(process_id=process.process_id), metadata=org.metadata()
+    )
+    assert (unchanged.seq, unchanged.timeline[0].status) == (0, "pending")
+
+    async with server.database.transaction() as connection:
+        await connection.execute(
+            text("DELETE FROM process_events WHERE process_id = :id"), {"id": process.process_id}
+        )
+    applied = await processes.UpdateProcess(request, metadata=keyed)
+    assert applied.seq == 1
+    replayed = await processes.UpdateProcess(request, metadata=keyed)
+    assert replayed == applied
+    started = await processes.GetProcess(
+        pb.GetProcessRequest(process_id=process.process_id), metadata=org.metadata()
+    )
+    assert (started.seq, started.timeline[0].status) == (1, "running")
