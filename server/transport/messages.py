@@ -1,5 +1,6 @@
 """Conversions between protobuf messages and domain objects."""
 
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -27,7 +28,6 @@ from server.domain.retention import ArchivedProcess
 from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
 from server.domain.tokens import Caller
 from server.domain.watch import Heartbeat, ProcessChange
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -83,18 +83,40 @@ def update(request: pb.UpdateProcessRequest) -> Update:
 
 
 def _data(data: struct_pb2.Struct) -> JsonObject:
-    try:
-        value = json_format.MessageToDict(data)
-    except ValueError:  # protobuf refuses NaN and Infinity, which JSON cannot hold
-        raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)") from None
-    return _whole_numbers_as_ints(value)  # type: ignore[no-any-return]
+    """`data` as the JSON object it holds, read from the Struct directly: what
+    `json_format.MessageToDict` gives, at a fraction of its cost."""
+    fields = data.fields
+    return {key: _json_value(fields[key]) for key in fields}
+
+
+def _json_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):  # JSON cannot hold NaN and Infinity
+            raise InvalidArgument("data", "numbers must be finite (no NaN or Infinity)")
+        return _whole_number_as_int(number)
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _data(value.struct_value)
+    if kind == "list_value":
+        return [_json_value(item) for item in value.list_value.values]
+    return None  # null_value, or a Value with nothing set, which JSON writes as null
+
+
+def _whole_number_as_int(number: float) -> int | float:
+    """A Struct holds every number as a double; whole ones (exact in a double)
+    become ints again, so `data` is measured as JSON writes it (`0`, not `0.0`)."""
+    return int(number) if number.is_integer() and abs(number) <= 2**53 else number
 
 
 def _whole_numbers_as_ints(value: Any) -> Any:
-    """A Struct holds every number as a double; whole ones (exact in a double)
-    become ints again, so `data` is measured as JSON writes it (`0`, not `0.0`)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
+    """`_whole_number_as_int` throughout a JSON value."""
+    if isinstance(value, float):
+        return _whole_number_as_int(value)
     if isinstance(value, dict):
         return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
     if isinstance(value, list):

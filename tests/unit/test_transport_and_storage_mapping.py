@@ -1,11 +1,16 @@
 """Pure helpers of the transport and storage layers."""
 
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
+from htk.processes.v1 import process_service_pb2 as pb
+from server.domain.errors import InvalidArgument
 from server.domain.processes import EVENT_FIELDS, Event, EventType, UpdateType
 from server.storage.processes import _STEP_FIELDS
 from server.storage.tables import StepRow
@@ -71,3 +76,47 @@ def test_timestamps_are_the_ones_protobuf_makes_of_a_datetime(moment: datetime) 
     expected = timestamp_pb2.Timestamp()
     expected.FromDatetime(moment)
     assert messages._timestamp(moment) == expected
+
+
+def _read_by_json_format(data: struct_pb2.Struct) -> Any:
+    """How `data` was read before: json_format, then whole numbers as ints."""
+    return messages._whole_numbers_as_ints(json_format.MessageToDict(data))
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.text()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON_VALUES, max_size=6))
+def test_data_reads_as_json_format_read_it(value: dict[str, Any]) -> None:
+    data = struct_pb2.Struct()
+    data.update(value)
+    request = pb.UpdateProcessRequest(type="progress", data=data)
+    assert messages.update(request).data == _read_by_json_format(data)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_data_holding_a_number_json_cannot_write_is_refused_naming_the_field(
+    number: float,
+) -> None:
+    data = struct_pb2.Struct()
+    data.update({"deep": [{"n": number}]})
+    with pytest.raises(InvalidArgument) as refused:
+        messages.update(pb.UpdateProcessRequest(type="progress", data=data))
+    assert refused.value.field == "data"
+
+
+def test_a_value_with_nothing_set_reads_as_null() -> None:
+    data = struct_pb2.Struct()
+    data.fields["unset"].SetInParent()
+    request = pb.UpdateProcessRequest(type="progress", data=data)
+    assert messages.update(request).data == {"unset": None} == _read_by_json_format(data)
