@@ -36,10 +36,10 @@ class ProcessService:
         self._clock = clock
 
     async def list(self, query: ListQuery) -> ProcessPage:
-        # One snapshot for the page and its total, so they agree.
-        async with self._database.transaction(isolation="REPEATABLE READ") as connection:
-            matches = await processes.page(connection, query)
-            total = await processes.total(connection, query)
+        # One statement reads the page and its total from one snapshot, so
+        # they agree without a transaction's BEGIN and COMMIT round trips.
+        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+            matches, total = await processes.page_and_total(connection, query)
         return process_page(query, matches, total)
 
     async def get(self, org_id: str, process_id: uuid.UUID) -> Process:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -293,10 +294,29 @@ async def summaries(
     return {row.process_id: _summary(row) for row in await connection.execute(statement)}
 
 
-async def page(connection: AsyncConnection, query: ListQuery) -> list[ProcessSummary]:
-    """The query's page of matches, and one more if another page follows."""
-    rows = (await connection.execute(list_page_statement(query))).all()
-    return [_summary(row) for row in rows]
+async def page_and_total(
+    connection: AsyncConnection, query: ListQuery
+) -> tuple[list[ProcessSummary], int]:
+    """The query's page of matches (and one more if another page follows), and
+    how many processes match over all pages: one statement, so one snapshot
+    for both, and one round trip."""
+    rows = (await connection.execute(list_statement(query))).all()
+    return [_summary(row) for row in rows if row.process_id is not None], int(rows[0].total)
+
+
+def list_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
+    """The page (`list_page_statement`) beside the total (`list_total_statement`)
+    on each of its rows; an empty page still gives one row, of the total alone."""
+    page = list_page_statement(query).subquery("page")
+    total = list_total_statement(query).scalar_subquery().label("total")
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    order = (page.c.started_at, page.c.process_id)
+    newest_first = query.sort is SortOrder.NEWEST
+    return (
+        select(total, *page.c)
+        .select_from(one_row.outerjoin(page, true()))
+        .order_by(*(column.desc() if newest_first else column.asc() for column in order))
+    )
 
 
 def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
@@ -313,11 +333,6 @@ def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
         labels=row.labels,
         url=row.url,
     )
-
-
-async def total(connection: AsyncConnection, query: ListQuery) -> int:
-    """How many processes match the query, over all pages."""
-    return int((await connection.execute(list_total_statement(query))).scalar_one())
 
 
 _SUMMARY_COLUMNS = (
