@@ -19,6 +19,7 @@ from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
 from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
+from server.domain.retention import check_interval
 from server.domain.token_cache import CallerCache
 from server.edge.constants import MAX_METADATA_BYTES
 from server.edge.rest_input import read_rest_input
@@ -225,7 +226,7 @@ def build_server(
                 else " (unarchived)"
             ),
             retention.delete_expired,
-            settings.retention_interval_seconds,
+            check_interval(settings.retention_days, settings.retention_interval_seconds),
         ),
         PeriodicJob(
             "sample metrics",
