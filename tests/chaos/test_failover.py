@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
@@ -295,8 +296,10 @@ def _fail_over_under_load(pair: Pair, stack: Stack, token: str, apis: list[RestA
     for process_id in timed.values():
         timeouts.update(process_id, {"type": "step_started", "step": "wait"}, f"wait-{process_id}")
 
-    lost_at = time.monotonic()
     pair.primary.lose()
+    # Once every process of the primary is gone: a write sent after this has
+    # no server to take it until the promotion.
+    lost_at = time.monotonic()
     # Until a standby is promoted no server takes writes: every client sees
     # it fail (the delay an HA manager takes to decide, here a few refusals).
     until(lambda: refused_since(writers, lost_at) >= PIPELINES, "clients to see the primary gone")
@@ -309,6 +312,14 @@ def _fail_over_under_load(pair: Pair, stack: Stack, token: str, apis: list[RestA
     )
     for pipeline in pipelines:
         pipeline.stop()
+    # /readyz checks the database and that every worker's listening
+    # connection is back, on the new primary.
+    until(lambda: httpx.get(f"{stack.http_url}/readyz", timeout=10).status_code == 200, "/readyz")
+    # The CLI finds the new primary too; the token it makes is read from it.
+    created = stack.htk("token", "create", "--org", "failover", "--name", "after the failover")
+    assert created.returncode == 0, created.stderr
+    with clients(stack, created.stdout.strip(), 1) as (reader,):
+        assert reader.get_process(pipelines[0].process_id).json["process_id"]
 
     # Every step timeout fires, after the failover if not before.
     def all_timed_out() -> bool:
@@ -341,6 +352,11 @@ def _fail_over_under_load(pair: Pair, stack: Stack, token: str, apis: list[RestA
         f"{a.key}: {a.status} {a.detail}"
         for a in attempts
         if a.status not in {200, None, *RETRYABLE_STATUSES}
+    ]
+    problems += [
+        f"{a.key}: acknowledged with no primary (sent {a.sent_at - lost_at:.2f} s after the loss)"
+        for a in attempts
+        if a.status == 200 and lost_at <= a.sent_at and a.answered_at <= promoting_at
     ]
     for pipeline in pipelines:
         logged = logged_over_rest(setup, pipeline.process_id)
@@ -376,7 +392,9 @@ def _fail_over_under_load(pair: Pair, stack: Stack, token: str, apis: list[RestA
     refusals: dict[str, int] = {}
     for attempt in attempts:
         if attempt.status != 200:
-            kind = "no answer" if attempt.status is None else str(attempt.status)
+            kind = "no answer" if attempt.status is None else f"{attempt.status} {attempt.detail}"
+            # Counted by status and gRPC code, not by message.
+            kind = kind.partition(":")[0]
             refusals[kind] = refusals.get(kind, 0) + 1
     acknowledged = sum(len(p.acknowledged) for p in pipelines)
     report = (
