@@ -254,6 +254,9 @@ def test_a_lost_primary_loses_nothing_acknowledged_and_writes_resume(tmp_path: P
             tmp_path / "stack", database_url=pair.database_url(), env={"HTK_WORKERS": "2"}
         ) as stack,
     ):
+        # The startup line (logged once Envoy is ready, maybe after this
+        # point) names both servers; the URL has no password to mask.
+        until(lambda: f"database {pair.database_url()} (Ctrl-C" in stack.log, "the startup line")
         token = stack.token("failover")
         with clients(stack, token, PIPELINES * (1 + WATCHERS_PER_PROCESS) + 2) as apis:
             report = _fail_over_under_load(pair, stack, token, apis)
