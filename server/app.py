@@ -52,6 +52,10 @@ ENVOY_NOTICE_SECONDS = 2.5
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 # Step deadlines are enforced within this (plus a round's work) of passing.
 DEADLINE_SCAN_INTERVAL_SECONDS = 1.0
+# Upkeep that keeps failing (a database away during a failover) is retried
+# this often at most: step deadlines are enforced again at most this long
+# after writes succeed again.
+UPKEEP_LONGEST_RETRY_SECONDS = 5.0
 # The gauges read from the worker's state (not kept up on every call) are
 # this old at most; a scrape comes every few seconds.
 METRICS_SAMPLE_INTERVAL_SECONDS = 1.0
@@ -314,10 +318,28 @@ class PeriodicJob:
     interval_seconds: float
 
     async def run_forever(self) -> None:
+        failures = 0
         while True:
             try:
                 if done := await self.work():
                     log.info("%s: %d", self.name, done)
-            except DomainError as error:  # the database is away; try again next time
+                failures = 0
+            except DomainError as error:  # the database is away (a failover); try again
+                failures += 1
                 log.warning("could not %s: %s", self.name, error)
-            await asyncio.sleep(self.interval_seconds)
+            except Exception:
+                # Not the database being away. Still tried again: a job that
+                # stopped for good (step deadlines!) would fail silently.
+                failures += 1
+                log.exception("could not %s", self.name)
+            await asyncio.sleep(self.pause(failures))
+
+    def pause(self, failures: int) -> float:
+        """The pause before the next round after `failures` in a row: the
+        interval, doubling while they last, up to UPKEEP_LONGEST_RETRY_SECONDS
+        (a longer interval stays as it is), so that a database away for a
+        while is not asked every second by every worker."""
+        if failures == 0:
+            return self.interval_seconds
+        longest = max(self.interval_seconds, UPKEEP_LONGEST_RETRY_SECONDS)
+        return min(self.interval_seconds * 2.0 ** (failures - 1), longest)

@@ -74,8 +74,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         validation_alias="DATABASE_URL",
-        description="any PostgreSQL, e.g. `postgresql://user:pass@host/db`;"
-        " without it the embedded PostgreSQL runs",
+        description="any PostgreSQL, e.g. `postgresql://user:pass@host/db`; libpq's"
+        " multi-host form (`postgresql://user:pass@h1:5432,h2:5432/db"
+        "?target_session_attrs=read-write`) follows the primary through a failover"
+        " (docs/production.md); without it the embedded PostgreSQL runs",
     )
     data_dir: Annotated[Path, AfterValidator(Path.resolve)] = Field(
         CHECKOUT / ".data",
