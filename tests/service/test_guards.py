@@ -64,9 +64,7 @@ async def probe(server: InProcessServer) -> AsyncIterator[grpc.aio.Channel]:
     }
     authentication = interceptors.Authentication(TokenService(server.database, server.clock))
     probe_server = grpc.aio.server(
-        interceptors=[
-            interceptors.GuardInterceptor(methods, [interceptors.map_errors, authentication.guard])
-        ]
+        interceptors=[interceptors.GuardInterceptor(methods, authentication)]
     )
     probe_server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("test.Probe", handlers)]
