@@ -152,15 +152,9 @@ def build_server(
             DecodingInterceptor(),
             interceptors.GuardInterceptor(
                 methods,
-                [
-                    # Outermost: the span covers the other guards' work (the
-                    # token's lookup) and sees the status they end a call with.
-                    *([RpcSpans(tracer).guard] if tracer is not None else []),
-                    interceptors.map_errors,
-                    draining.guard,
-                    interceptors.bound_by_deadline,
-                    authentication.guard,
-                ],
+                authentication,
+                draining=draining,
+                spans=RpcSpans(tracer).span if tracer is not None else None,
                 read_request=read_rest_input,
             ),
         ],
