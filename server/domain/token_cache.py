@@ -17,12 +17,6 @@ A lookup and a change can cross: a lookup that read a token as active,
 then a revocation heard before the lookup stores its result. Each change
 moves the cache to a new generation, and a result read in an older
 generation is not stored.
-
-Entries are found by the token itself, not by its digest: a call whose
-token is kept then costs one dict lookup, without checking the token's shape
-or hashing it again. A dict compares the token's text only with a key of
-the same (per-process, randomly keyed) hash, which a caller cannot steer,
-so the lookup's timing tells nothing of the tokens kept.
 """
 
 import time
@@ -41,7 +35,7 @@ class _Entry:
 
 
 class CallerCache:
-    """Up to `max_entries` callers by token, least recently used
+    """Up to `max_entries` callers by token digest, least recently used
     dropped first, each kept at most `ttl_seconds` (by `now`, in seconds)."""
 
     def __init__(
@@ -56,56 +50,56 @@ class CallerCache:
         self._ttl_seconds = ttl_seconds
         self._unknown_ttl_seconds = unknown_ttl_seconds
         self._now = now
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        # Refused tokens, and until when they are refused unasked.
-        self._unknown: OrderedDict[str, float] = OrderedDict()
-        self._tokens: dict[uuid.UUID, str] = {}
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        # Digests of refused tokens, and until when they are refused unasked.
+        self._unknown: OrderedDict[bytes, float] = OrderedDict()
+        self._digests: dict[uuid.UUID, bytes] = {}
         self._trusted = False
         self.generation = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, token: str) -> Caller | None:
-        """The caller of the token, if kept and trusted."""
+    def get(self, digest: bytes) -> Caller | None:
+        """The caller of the token with this digest, if kept and trusted."""
         if not self._trusted:
             return None
-        entry = self._entries.get(token)
+        entry = self._entries.get(digest)
         if entry is None:
             return None
         if entry.expires_at <= self._now():
-            self._drop(token)
+            self._drop(digest)
             return None
-        self._entries.move_to_end(token)
+        self._entries.move_to_end(digest)
         return entry.caller
 
-    def put(self, token: str, caller: Caller, generation: int) -> None:
+    def put(self, digest: bytes, caller: Caller, generation: int) -> None:
         """Keeps the caller of an active token, as read in `generation` (the
         cache's generation when the lookup began); ignored if anything
         changed since, or while untrusted."""
         if not self._trusted or generation != self.generation or self._max_entries == 0:
             return
-        self._drop(token)
-        self._entries[token] = _Entry(caller, self._now() + self._ttl_seconds)
-        self._tokens[caller.token_id] = token
+        self._drop(digest)
+        self._entries[digest] = _Entry(caller, self._now() + self._ttl_seconds)
+        self._digests[caller.token_id] = digest
         while len(self._entries) > self._max_entries:
             self._drop(next(iter(self._entries)))
 
-    def is_unknown(self, token: str) -> bool:
-        """Whether a lookup refused the token a moment ago."""
+    def is_unknown(self, digest: bytes) -> bool:
+        """Whether a lookup refused the token with this digest a moment ago."""
         if not self._trusted:
             return False
-        expires_at = self._unknown.get(token)
+        expires_at = self._unknown.get(digest)
         if expires_at is None:
             return False
         if expires_at <= self._now():
-            del self._unknown[token]
+            del self._unknown[digest]
             return False
         return True
 
-    def put_unknown(self, token: str, generation: int) -> None:
-        """Keeps, briefly, that a lookup begun in `generation` found the token
-        not active; ignored if anything changed since."""
+    def put_unknown(self, digest: bytes, generation: int) -> None:
+        """Keeps, briefly, that a lookup begun in `generation` found no active
+        token with this digest; ignored if anything changed since."""
         if (
             not self._trusted
             or generation != self.generation
@@ -113,24 +107,24 @@ class CallerCache:
             or self._unknown_ttl_seconds <= 0
         ):
             return
-        self._unknown.pop(token, None)
-        self._unknown[token] = self._now() + self._unknown_ttl_seconds
+        self._unknown.pop(digest, None)
+        self._unknown[digest] = self._now() + self._unknown_ttl_seconds
         while len(self._unknown) > self._max_entries:
             self._unknown.popitem(last=False)
 
     def forget(self, token_id: uuid.UUID) -> None:
         """The token changed (revoked, deleted, its scopes altered...). Which
-        refused token is its own is unknown here (a token revived by an
+        refused digest is its own is unknown here (a token revived by an
         update), so every refusal is forgotten: changes are rare."""
         self.generation += 1
         self._unknown.clear()
-        if (token := self._tokens.get(token_id)) is not None:
-            self._drop(token)
+        if (digest := self._digests.get(token_id)) is not None:
+            self._drop(digest)
 
     def forget_all(self) -> None:
         self.generation += 1
         self._entries.clear()
-        self._tokens.clear()
+        self._digests.clear()
         self._unknown.clear()
 
     def trust(self) -> None:
@@ -143,7 +137,7 @@ class CallerCache:
         self.forget_all()
         self._trusted = False
 
-    def _drop(self, token: str) -> None:
-        entry = self._entries.pop(token, None)
-        if entry is not None and self._tokens.get(entry.caller.token_id) == token:
-            del self._tokens[entry.caller.token_id]
+    def _drop(self, digest: bytes) -> None:
+        entry = self._entries.pop(digest, None)
+        if entry is not None and self._digests.get(entry.caller.token_id) == digest:
+            del self._digests[entry.caller.token_id]

@@ -27,23 +27,25 @@ class TokenService:
 
     def remembered(self, token: str) -> Caller | None:
         """The caller of a token the cache holds, found without checking the
-        token's shape or hashing it (the cache holds only tokens that passed
-        both); None: ask `authenticate`."""
-        if self._cache is not None and (caller := self._cache.get(token)) is not None:
+        token's shape (the cache holds only tokens that passed it); None: ask
+        `authenticate`. The cache keeps tokens by their SHA-256, as the
+        database does, so that no raw token outlives its call in memory."""
+        if self._cache is None:
+            return None
+        if (caller := self._cache.get(tokens.digest(token))) is not None:
             TOKEN_CACHE_HIT.inc()
-            return caller
-        return None
+        return caller
 
     async def authenticate(self, token: str) -> Caller | None:
         """The caller a well-formed token stands for, or None if it is unknown
         or revoked; `remembered` has answered first for a token the cache holds."""
+        presented = tokens.digest(token)
         if self._cache is not None:
-            if self._cache.is_unknown(token):
+            if self._cache.is_unknown(presented):
                 TOKEN_CACHE_REFUSED.inc()
                 return None
             TOKEN_CACHE_MISS.inc()
         generation = self._cache.generation if self._cache is not None else 0
-        presented = tokens.digest(token)
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             row = await token_rows.find_active(connection, presented)
         # The index finds the row by the token's SHA-256, whose bytes a caller
@@ -51,7 +53,7 @@ class TokenService:
         # comparison all the same, so no byte-wise early exit decides access.
         if row is None or not hmac.compare_digest(row.digest, presented):
             if self._cache is not None:
-                self._cache.put_unknown(token, generation)
+                self._cache.put_unknown(presented, generation)
             return None
         caller = Caller(
             org_id=row.org_id,
@@ -60,7 +62,7 @@ class TokenService:
             token_id=row.token_id,
         )
         if self._cache is not None:
-            self._cache.put(token, caller, generation)
+            self._cache.put(presented, caller, generation)
         return caller
 
     async def create(
