@@ -11,8 +11,8 @@
    answered 405 (the paths come from the protos' google.api.http rules and
    from `dashboard.py`'s routes), and then the query string and the
    base64-encoded body moved into internal headers (`constants.py`).
-3. The SSE filter (`sse_event_ids.lua`) marks a watch, so that its events
-   later get `id:` lines.
+3. The SSE filter (`sse_event_ids.lua`), which has code on one route alone:
+   WatchProcess transcoded from REST, whose events get `id:` lines.
 4. The rate limits (per address, anonymous, per token), then the
    transcoder, which binds only the path and turns the call into gRPC; the
    route (`envoy.yaml`) sends it to a worker over that worker's Unix socket
