@@ -101,6 +101,7 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         ),
         access_log=json.dumps(access_log(settings)),
         caller_name_header=CALLER_NAME_HEADER,
+        internal_header_prefix=json.dumps(INTERNAL_HEADER_PREFIX),
         anonymous_header=ANONYMOUS_HEADER,
         metadata_namespace=METADATA_NAMESPACE,
         max_request_body_bytes=MAX_REQUEST_BODY_BYTES,
@@ -139,7 +140,6 @@ def rest_filter_lua(dashboard: list[dict[str, Any]]) -> str:
         REST_FILTER_LUA,
         {
             "ROUTES": routes,
-            "INTERNAL_HEADER_PREFIX": INTERNAL_HEADER_PREFIX,
             "QUERY_HEADER": QUERY_HEADER,
             "JSON_BODY_HEADER": JSON_BODY_HEADER,
             "ANONYMOUS_HEADER": ANONYMOUS_HEADER,

@@ -52,7 +52,7 @@ def test_the_sse_filter_needs_no_constants_and_has_code_on_one_route_alone(
 
 def test_the_preamble_says_what_the_constants_module_says() -> None:
     rendered = rest_filter_lua(dashboard_routes())
-    for name in ("INTERNAL_HEADER_PREFIX", "QUERY_HEADER", "JSON_BODY_HEADER", "ANONYMOUS_HEADER"):
+    for name in ("QUERY_HEADER", "JSON_BODY_HEADER", "ANONYMOUS_HEADER"):
         assert f'local {name} = "{getattr(constants, name)}"\n' in rendered
     assert f'local METADATA_NAMESPACE = "{constants.METADATA_NAMESPACE}"\n' in rendered
 
@@ -73,6 +73,7 @@ def test_the_rendered_config_takes_the_names_and_the_body_limit_from_the_constan
     config = render_envoy_config(settings, stack_id=0).read_text()
     assert f"request_body_buffer_limit: {constants.MAX_REQUEST_BODY_BYTES}\n" in config
     assert f"header_name: {constants.ANONYMOUS_HEADER}," in config
+    assert f'key_matcher: {{ prefix: "{constants.INTERNAL_HEADER_PREFIX}" }}' in config
     assert f"- header: {constants.CALLER_NAME_HEADER}\n" in config
 
 
