@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import psutil
-import yaml  # type: ignore[import-untyped]  # schemathesis's, a dev dependency
+import yaml  # type: ignore[import-untyped]
 
 from server.edge.envoy import envoy_command
 from tests.support.stack import free_port, running_stack
