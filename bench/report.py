@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench import pgbench
+from bench import pgbench, profile
 from bench.seed import SELECTIVE_TERM, UNSELECTIVE_TERM, SeedReport
 from bench.stack import Sampler
 from bench.watch import WatchConfig, WatchMeasurement
@@ -358,6 +358,7 @@ def render(
     out += ["## Goals", "", "| goal | target | measured | |", "|---|---|---|---|", *goals, ""]
 
     out += cpu_per_layer(results, main_workers)
+    out += worker_profile(results, main_workers)
     out += beside_pgbench(results)
 
     # Workers.
@@ -561,6 +562,43 @@ def cpu_per_layer(results: list[Measurement], workers: int) -> list[str]:
         "",
         "| phase | transport | conc | calls/s | " + " | ".join(f"{n} µs" for n, _ in LAYERS) + " |",
         "|---|---|--:|--:|" + "--:|" * len(LAYERS),
+        *rows,
+        "",
+    ]
+
+
+def worker_profile(results: list[Measurement], workers: int) -> list[str]:
+    """Where a worker's CPU goes in a REST Get and Update: py-spy's samples
+    sorted into the layers of a call, and each share of the worker's CPU per
+    call (the median round's)."""
+    rows = []
+    for name, method in ((pgbench.GET, "get"), (pgbench.UPDATE, "update")):
+        shares = profile.recorded(method)
+        rounds = _rounds(results, name, REST, workers, 16)
+        per_call = [m.server_cores / m.rate * 1e6 for m in rounds if m.server_cores and m.rate]
+        if not shares or not per_call:
+            continue
+        worker_us = statistics.median(per_call)
+        rows.append(
+            f"| {name} | {worker_us:,.0f} | "
+            + " | ".join(f"{share:.0%}, {share * worker_us:,.0f}" for share in shares.values())
+            + " |"
+        )
+    if not rows:
+        return []
+    layers = [*(name for name, _ in profile.LAYERS), profile.OUTSIDE]
+    return [
+        "### Where a worker's CPU goes",
+        "",
+        "py-spy's samples of one worker during an extra REST window at c16 (not one of the "
+        "measured rounds), each sorted into the layer of its innermost frame in htk's code "
+        "(`bench/profile.py`); the event loop waiting and grpc's poller thread (C code py-spy "
+        "cannot see into) are left out. A cell is the layer's share of the samples, and that "
+        "share of the worker's CPU per call in microseconds (an estimate: the C work left out "
+        "is spread over the layers). Flame graphs: `build/profiles/`.",
+        "",
+        "| phase (REST) | worker µs | " + " | ".join(f"{layer}: %, µs" for layer in layers) + " |",
+        "|---|--:|" + "--:|" * len(layers),
         *rows,
         "",
     ]

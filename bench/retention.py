@@ -36,7 +36,7 @@ LOCK_SAMPLE_SECONDS = 0.01
 PASS_TIMEOUT_SECONDS = 3600.0
 # Windows without a pass and during one alternate, so that the machine's
 # drift (10-20% between two windows here) falls on both sides alike.
-ROUNDS = 3
+ROUNDS = 5
 P95_GOAL = 1.10
 LOCK_WAIT_GOAL_MS = 100.0
 # (phase, bench.loadgen method, concurrency, list request)

@@ -25,7 +25,7 @@ import grpc
 import psutil
 import psycopg
 
-from bench import capture, pgbench, report, retention, seed, wrk
+from bench import capture, pgbench, profile, report, retention, seed, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler, postmaster
@@ -339,8 +339,7 @@ class Runner:
         lua: str,
         goal: str = "",
     ) -> report.Measurement:
-        script = self.scratch / f"{abs(hash(lua))}.lua"
-        script.write_text(lua)
+        script = self._script(lua)
         url = stack.http_url + path
         wrk.run(self.wrk_path, script, url, concurrency, self.config.warmup)  # warm-up
         with Sampler(stack, self.postgres) as sampler:
@@ -355,6 +354,11 @@ class Runner:
             "client_cpu_seconds": raw["client_cpu_seconds"],
         }
         return self._record(name, "REST via Envoy", workers, concurrency, result, sampler, goal)
+
+    def _script(self, lua: str) -> Path:
+        script = self.scratch / f"{abs(hash(lua))}.lua"
+        script.write_text(lua)
+        return script
 
     def pgbench(
         self,
@@ -480,12 +484,17 @@ class Runner:
         else:
             updates = self.fixtures.update_targets
             method, lua = "update", wrk.script(self.fixtures.token, updates=updates)
-        for round_ in range(ROUNDS if beside_pgbench else 1):
+        for _ in range(ROUNDS if beside_pgbench else 1):
             if beside_pgbench:
                 self.pgbench(name, concurrency, workers)
             self.grpc(stack, recorded_as or name, method, concurrency, workers)
-            with profiled(stack, method, round_ == 0 and beside_pgbench):
-                self.rest(stack, recorded_as or name, "/", concurrency, workers, lua)
+            self.rest(stack, recorded_as or name, "/", concurrency, workers, lua)
+        if beside_pgbench and profile.enabled():
+            script = self._script(lua)
+            with profiled(stack, method):
+                wrk.run(
+                    self.wrk_path, script, stack.http_url + "/", concurrency, self.config.seconds
+                )
 
     def tracing(self, workers: int) -> None:
         """Get and Update at concurrency 16 on two instances, tracing off and
@@ -642,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner.calls(stack, UPDATE, main_workers, 16, beside_pgbench=True)
             runner.notify_cost(main_workers)
             print("\n".join(report.cpu_per_layer(runner.results, main_workers)))
+            print("\n".join(report.worker_profile(runner.results, main_workers)))
             print("\n".join(report.notify_cost(runner.results)))
             print("\n".join(report.beside_pgbench(runner.results)))
             return 0

@@ -19,6 +19,7 @@ from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
 from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
+from server.domain.retention import check_interval
 from server.domain.token_cache import CallerCache
 from server.edge.constants import MAX_METADATA_BYTES
 from server.edge.rest_input import read_rest_input
@@ -51,6 +52,10 @@ ENVOY_NOTICE_SECONDS = 2.5
 IDEMPOTENCY_PURGE_INTERVAL_SECONDS = 3600.0
 # Step deadlines are enforced within this (plus a round's work) of passing.
 DEADLINE_SCAN_INTERVAL_SECONDS = 1.0
+# Upkeep that keeps failing (a database away during a failover) is retried
+# this often at most: step deadlines are enforced again at most this long
+# after writes succeed again.
+UPKEEP_LONGEST_RETRY_SECONDS = 5.0
 # The gauges read from the worker's state (not kept up on every call) are
 # this old at most; a scrape comes every few seconds.
 METRICS_SAMPLE_INTERVAL_SECONDS = 1.0
@@ -147,15 +152,9 @@ def build_server(
             DecodingInterceptor(),
             interceptors.GuardInterceptor(
                 methods,
-                [
-                    # Outermost: the span covers the other guards' work (the
-                    # token's lookup) and sees the status they end a call with.
-                    *([RpcSpans(tracer).guard] if tracer is not None else []),
-                    interceptors.map_errors,
-                    draining.guard,
-                    interceptors.bound_by_deadline,
-                    authentication.guard,
-                ],
+                authentication,
+                draining=draining,
+                spans=RpcSpans(tracer).span if tracer is not None else None,
                 read_request=read_rest_input,
             ),
         ],
@@ -225,7 +224,7 @@ def build_server(
                 else " (unarchived)"
             ),
             retention.delete_expired,
-            settings.retention_interval_seconds,
+            check_interval(settings.retention_days, settings.retention_interval_seconds),
         ),
         PeriodicJob(
             "sample metrics",
@@ -313,10 +312,28 @@ class PeriodicJob:
     interval_seconds: float
 
     async def run_forever(self) -> None:
+        failures = 0
         while True:
             try:
                 if done := await self.work():
                     log.info("%s: %d", self.name, done)
-            except DomainError as error:  # the database is away; try again next time
+                failures = 0
+            except DomainError as error:  # the database is away (a failover); try again
+                failures += 1
                 log.warning("could not %s: %s", self.name, error)
-            await asyncio.sleep(self.interval_seconds)
+            except Exception:
+                # Not the database being away. Still tried again: a job that
+                # stopped for good (step deadlines!) would fail silently.
+                failures += 1
+                log.exception("could not %s", self.name)
+            await asyncio.sleep(self.pause(failures))
+
+    def pause(self, failures: int) -> float:
+        """The pause before the next round after `failures` in a row: the
+        interval, doubling while they last, up to UPKEEP_LONGEST_RETRY_SECONDS
+        (a longer interval stays as it is), so that a database away for a
+        while is not asked every second by every worker."""
+        if failures == 0:
+            return self.interval_seconds
+        longest = max(self.interval_seconds, UPKEEP_LONGEST_RETRY_SECONDS)
+        return min(self.interval_seconds * 2.0 ** (failures - 1), longest)

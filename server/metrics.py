@@ -14,6 +14,7 @@ in the process's memory, where nothing reads them.
 """
 
 import logging
+import os
 import shutil
 import threading
 import urllib.request
@@ -30,10 +31,32 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 log = logging.getLogger(__name__)
+
+# In multiprocess mode prometheus-client asks for the process id at every value
+# it writes, to notice a fork (a child must write files of its own): a system
+# call each, and a call of the API writes six values. This id is the same
+# answer without one, renewed in a forked child before any of its code runs.
+# Set before any metric exists, so that every value's class is this one.
+_process_id = os.getpid()
+
+
+def _forked() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+def _current_process_id() -> int:
+    return _process_id
+
+
+os.register_at_fork(after_in_child=_forked)
+if values.ValueClass._multiprocess:
+    values.ValueClass = values.MultiProcessValue(_current_process_id)  # type: ignore[no-untyped-call]
 
 # The variable prometheus-client reads when it is imported.
 DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"

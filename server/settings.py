@@ -74,8 +74,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         validation_alias="DATABASE_URL",
-        description="any PostgreSQL, e.g. `postgresql://user:pass@host/db`;"
-        " without it the embedded PostgreSQL runs",
+        description="any PostgreSQL, e.g. `postgresql://user:pass@host/db`; libpq's"
+        " multi-host form (`postgresql://user:pass@h1:5432,h2:5432/db"
+        "?target_session_attrs=read-write`) follows the primary through a failover"
+        " (docs/production.md); without it the embedded PostgreSQL runs",
     )
     data_dir: Annotated[Path, AfterValidator(Path.resolve)] = Field(
         CHECKOUT / ".data",
@@ -208,13 +210,15 @@ class Settings(BaseSettings):
         " is busy and batches take longer (`1`: as fast as it can)",
         json_schema_extra={"shown_default": "`0.05`"},
     )
-    retention_interval_seconds: float = Field(
-        60.0,
+    retention_interval_seconds: float | None = Field(
+        None,
         gt=0.0,
         validation_alias="HTK_RETENTION_INTERVAL_SECONDS",
         description="how often each worker looks for expired processes (one worker of all"
-        " instances deletes at a time, batch after batch until none is left)",
-        json_schema_extra={"shown_default": "`60`"},
+        " instances deletes at a time, batch after batch until none is left). Unset: a tenth"
+        " of the retention, at least 1 and at most 60 seconds, so that a short retention is"
+        " kept to within about a tenth of it",
+        json_schema_extra={"shown_default": "a tenth of the retention, 1 to 60"},
     )
     heartbeat_seconds: int = Field(
         15,

@@ -20,13 +20,13 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import make_url
 
 from server import metrics
 from server.edge.constants import readiness_socket, worker_socket
 from server.edge.envoy import envoy_command, render_envoy_config
 from server.readiness import Checker, ReadinessServer
 from server.settings import Settings
+from server.storage.database import redacted_url
 from server.storage.embedded import database_url
 from server.storage.migrate import upgrade_to_latest
 
@@ -50,7 +50,7 @@ def describe_database(settings: Settings, url: str) -> str:
     """The database, as the startup line names it: never its password."""
     if settings.database_url is None:
         return f"embedded in {settings.data_dir / 'postgres'}"
-    return make_url(url).render_as_string(hide_password=True)
+    return redacted_url(url)
 
 
 def wait_until_serving(

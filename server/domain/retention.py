@@ -39,6 +39,23 @@ def expired(status: ProcessStatus, finished_at: datetime | None, before: datetim
     )
 
 
+# How often to look for expired processes, unless configured.
+CHECK_SECONDS_LEAST, CHECK_SECONDS_MOST = 1.0, 60.0
+
+
+def check_interval(days: float, configured: float | None) -> float:
+    """How often each worker looks for expired processes: as configured, or
+    a tenth of the retention within bounds, so that a short retention (a
+    day's, or a test's few seconds) deletes on time, and a long one costs a
+    query a minute. Nothing expires with a retention of 0."""
+    if configured is not None:
+        return configured
+    if days <= 0:
+        return CHECK_SECONDS_MOST
+    tenth = timedelta(days=days).total_seconds() / 10
+    return min(CHECK_SECONDS_MOST, max(CHECK_SECONDS_LEAST, tenth))
+
+
 def rest_after(worked_seconds: float, duty_cycle: float) -> float:
     """How long a pass rests after a batch that took `worked_seconds`, so that
     it works `duty_cycle` of the time. The rest is in proportion to the work,

@@ -3,10 +3,12 @@ into Envoy's config and Lua filters (server/edge/envoy.py), and the workers
 read requests (server/edge/rest_input.py) and answer (the caller's name) by
 the same names."""
 
-# Headers only Envoy and the server set, all named with this prefix: Envoy's
-# first Lua filter drops any a client sends, before it sets its own.
+# Headers only Envoy and the server set, all named with this prefix: Envoy
+# drops any a client sends (its connection manager's early header mutation),
+# before its filters set their own.
 INTERNAL_HEADER_PREFIX = "x-htk-"
-# A REST call's query string, maybe empty: set on every REST call.
+# A REST call's query string, maybe empty: set on REST calls whose path has
+# a `?` (without one there is nothing to read).
 QUERY_HEADER = "x-htk-query"
 # A REST call's body, base64-encoded: set on calls with a body.
 JSON_BODY_HEADER = "x-htk-json-body"

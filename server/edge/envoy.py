@@ -23,9 +23,8 @@ from server.edge.constants import (
     worker_socket,
 )
 from server.edge.dashboard import DASHBOARD_METHODS, dashboard_routes
-from server.edge.lua import path_pattern, route_table, with_constants
+from server.edge.lua import route_table, with_constants
 from server.settings import CHECKOUT, LogFormat, Settings
-from server.transport.http_rules import http_binding
 from server.transport.methods import api_services, method_table
 
 EDGE = Path(__file__).parent
@@ -102,11 +101,13 @@ def render_envoy_config(settings: Settings, stack_id: int) -> Path:
         ),
         access_log=json.dumps(access_log(settings)),
         caller_name_header=CALLER_NAME_HEADER,
+        internal_header_prefix=json.dumps(INTERNAL_HEADER_PREFIX),
         anonymous_header=ANONYMOUS_HEADER,
         metadata_namespace=METADATA_NAMESPACE,
         max_request_body_bytes=MAX_REQUEST_BODY_BYTES,
         rest_filter_lua=json.dumps(rest_filter_lua(dashboard)),
         sse_event_ids_lua=json.dumps(sse_event_ids_lua()),
+        watch_process_path=WATCH_PROCESS,
         **_api_routing(),
         **tracing_config(settings),
     )
@@ -139,7 +140,6 @@ def rest_filter_lua(dashboard: list[dict[str, Any]]) -> str:
         REST_FILTER_LUA,
         {
             "ROUTES": routes,
-            "INTERNAL_HEADER_PREFIX": INTERNAL_HEADER_PREFIX,
             "QUERY_HEADER": QUERY_HEADER,
             "JSON_BODY_HEADER": JSON_BODY_HEADER,
             "ANONYMOUS_HEADER": ANONYMOUS_HEADER,
@@ -153,10 +153,9 @@ WATCH_PROCESS = "/htk.processes.v1.ProcessService/WatchProcess"
 
 
 def sse_event_ids_lua() -> str:
-    """The SSE filter (server/edge/sse_event_ids.lua), told WatchProcess's REST path."""
-    binding = http_binding(method_table(api_services())[WATCH_PROCESS].descriptor)
-    assert binding is not None, f"{WATCH_PROCESS} has no REST binding"
-    return with_constants(SSE_EVENT_IDS_LUA, {"WATCH_PATH": path_pattern(binding.template)})
+    """The SSE filter's code (server/edge/sse_event_ids.lua), which the
+    config puts on the route of WatchProcess transcoded from REST alone."""
+    return SSE_EVENT_IDS_LUA.read_text()
 
 
 # What the access log records of each request, as the client made it (the

@@ -7,7 +7,6 @@
 --   ROUTES                  each REST path (from the protos' google.api.http
 --                           rules) and each path Envoy answers itself, as a
 --                           Lua pattern with the methods it takes
---   INTERNAL_HEADER_PREFIX  headers only this filter may set
 --   QUERY_HEADER            a REST call's query string, for the server
 --   JSON_BODY_HEADER        a REST call's body, base64-encoded, for the server
 --   ANONYMOUS_HEADER        marks a call without a token for the rate limit
@@ -37,26 +36,17 @@ function envoy_on_request(request)
   -- budget all such calls share (the next filter).
   local anonymous = authorization == nil
       and (grpc or string.sub(headers:get(":path"), 1, 5) == "/api/")
-  if authorization ~= nil then
+  -- Most clients spell it so already: left as it is.
+  if authorization ~= nil and not string.find(authorization, "^Bearer %S+$") then
     local scheme, token = string.match(authorization, "^%s*(%a+)%s+(%S+)%s*$")
     if scheme ~= nil and string.lower(scheme) == "bearer" then
       headers:replace("authorization", "Bearer " .. token)
     end
   end
-  -- Dropped: internal headers, which are this
-  -- filter's to set, and header names that HTTP
-  -- allows but gRPC metadata does not (`&*`, `+`),
-  -- over which the server would fail the whole call.
-  local dropped = {}
-  for name, _ in pairs(headers) do
-    local internal = string.sub(name, 1, #INTERNAL_HEADER_PREFIX) == INTERNAL_HEADER_PREFIX
-    if string.sub(name, 1, 1) ~= ":" and (internal or not string.find(name, "^[0-9a-z_.-]+$")) then
-      table.insert(dropped, name)
-    end
-  end
-  for _, name in ipairs(dropped) do
-    headers:remove(name)
-  end
+  -- Internal headers a client sent, and header names
+  -- gRPC metadata does not take, are gone already:
+  -- the connection manager's early header mutation
+  -- drops them (server/edge/envoy.yaml).
   if anonymous then
     headers:add(ANONYMOUS_HEADER, "1")
   end
@@ -111,8 +101,10 @@ function envoy_on_request(request)
   if string.sub(route_path, 1, 5) ~= "/api/" then
     return
   end
-  headers:add(QUERY_HEADER, question and string.sub(path, question + 1) or "")
+  -- Without a query there is nothing to read: the
+  -- server reads no header as an empty query.
   if question then
+    headers:add(QUERY_HEADER, string.sub(path, question + 1))
     headers:replace(":path", route_path)
   end
   local body = request:body()

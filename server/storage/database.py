@@ -1,10 +1,12 @@
 """Connections to PostgreSQL, and the one way to run work in a transaction."""
 
 import contextvars
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from typing import Any, Literal, LiteralString, cast
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -21,11 +23,71 @@ from server.metrics import DB_QUERY_DURATION
 
 
 def sqlalchemy_url(database_url: str) -> str:
-    """Selects the psycopg 3 driver for a plain `postgresql://` URL."""
-    url = make_url(database_url)
+    """The URL SQLAlchemy takes for a libpq connection URI (DATABASE_URL): the
+    psycopg 3 driver for a plain `postgresql://` URL.
+
+    libpq's multi-host form, which lets every new connection find the primary
+    after a failover (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`),
+    becomes the form SQLAlchemy's parser reads (`?host=h1,h2&port=5432,5432`),
+    which hands psycopg the same host and port lists; the Unix-socket form
+    (`?host=/dir1,/dir2`) needs nothing. Raises ValueError, never quoting the
+    URL (it may hold a password), when it is neither.
+    """
+    url = make_url(_hosts_in_query(database_url))
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
+
+
+def redacted_url(database_url: str) -> str:
+    """DATABASE_URL as logs may show it: the password masked, hosts kept as written."""
+    url = urlsplit(database_url)
+    user, at, hosts = url.netloc.rpartition("@")
+    if at and ":" in user:
+        user = f"{user.partition(':')[0]}:***"
+    query = "&".join(
+        f"{name}=***" if name == "password" else part
+        for part in url.query.split("&")
+        if part
+        for name in [part.partition("=")[0]]
+    )
+    return urlunsplit(url._replace(netloc=f"{user}{at}{hosts}", query=query))
+
+
+def _hosts_in_query(database_url: str) -> str:
+    """A URI with several hosts in its authority rewritten to name them in its
+    query, as `host` and `port` lists of equal length (an empty port: libpq's
+    default); other URIs unchanged."""
+    try:
+        url = urlsplit(database_url)
+    except ValueError as error:  # its message quotes no part of the URL
+        raise ValueError(f"DATABASE_URL is not a URL ({error})") from None
+    userinfo, at, hostlist = url.netloc.rpartition("@")
+    if "," not in hostlist:
+        return database_url
+    query = parse_qsl(url.query, keep_blank_values=True)
+    if any(name in ("host", "hostaddr", "port") for name, _ in query):
+        raise ValueError(
+            "DATABASE_URL names its hosts both before the path and in the query"
+            " (host, hostaddr or port); name them in one place"
+        )
+    hosts, ports = zip(*map(_host_and_port, hostlist.split(",")), strict=True)
+    query += [("host", ",".join(hosts)), ("port", ",".join(ports))]
+    return urlunsplit(url._replace(netloc=f"{userinfo}{at}", query=urlencode(query)))
+
+
+_HOST_AND_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]*))?")
+
+
+def _host_and_port(item: str) -> tuple[str, str]:
+    """One `host[:port]` of a multi-host URI (`[::1]:5432` for IPv6), decoded."""
+    match = _HOST_AND_PORT.fullmatch(item)
+    if match is None:
+        raise ValueError(
+            "DATABASE_URL has an empty or malformed host in its host list"
+            " (expected host:port,host:port)"
+        )
+    return unquote(match["host"].strip("[]")), match["port"] or ""
 
 
 # All inside Envoy's request timeout (HTK_REQUEST_TIMEOUT_SECONDS, 15 s by
@@ -126,18 +188,28 @@ class Database:
                             await _apply_deadline(connection)
                         yield connection
                         await _send_due_writes(connection, commit=not autocommit)
+                except (DBAPIError, psycopg.Error) as error:
+                    if isinstance(_cause(error), pg_errors.ReadOnlySqlTransaction):
+                        # The server was a standby, or is one now: this
+                        # connection must not serve another call.
+                        await connection.invalidate()
+                    raise
                 finally:
                     # A rolled back transaction's writes are never sent.
                     info.pop(_DUE_BEGIN, None)
                     info.pop(_DUE_WRITES, None)
         except (DBAPIError, psycopg.Error) as error:
-            # psycopg's own errors come from statements run on the driver
-            # connection (`in_one_round_trip`), SQLAlchemy's wrap the others.
-            cause = error.orig if isinstance(error, DBAPIError) else error
+            cause = _cause(error)
             if isinstance(cause, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
                 raise DeadlineExceeded("the database did not answer in time") from error
             if isinstance(error, OperationalError | InterfaceError) or isinstance(
-                cause, psycopg.OperationalError | psycopg.InterfaceError
+                cause,
+                psycopg.OperationalError
+                | psycopg.InterfaceError
+                # A write reached a server that cannot take it (a standby, when
+                # DATABASE_URL lacks target_session_attrs=read-write): the
+                # primary is elsewhere, and a retry may find it.
+                | pg_errors.ReadOnlySqlTransaction,
             ):
                 raise Unavailable("the database is unavailable; retry later") from error
             raise
@@ -157,6 +229,12 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _cause(error: DBAPIError | psycopg.Error) -> BaseException | None:
+    """psycopg's error behind `error`: psycopg's own errors come from statements
+    run on the driver connection (`in_one_round_trip`), SQLAlchemy's wrap the others."""
+    return error.orig if isinstance(error, DBAPIError) else error
 
 
 # In a connection's `info`: the BEGIN that opens its transaction, until a

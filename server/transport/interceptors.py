@@ -3,17 +3,22 @@ error mapping, draining, the caller's deadline, authentication and scopes,
 and strict checking of REST bodies.
 
 One interceptor wraps every method of every htk service, whatever its kind
-(unary or streaming), in a stack of guards. It fails closed: a method it has
-no entry for is refused as unimplemented. Only gRPC health checking and
+(unary or streaming), in the guards. It fails closed: a method it has no
+entry for is refused as unimplemented. Only gRPC health checking and
 reflection, which need no token, pass untouched.
+
+Every call pays for the guards, so they run in one frame per call, written
+out in order, rather than as a stack of context managers: what they need of
+a method is made once, when its handler is first wrapped.
 """
 
 import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 from urllib.parse import quote
 
@@ -21,7 +26,7 @@ import grpc
 
 from server.domain.errors import Unauthenticated, Unavailable
 from server.domain.tokens import Caller, is_well_formed
-from server.edge.constants import CALLER_NAME_HEADER
+from server.edge.constants import CALLER_NAME_HEADER, trusted_peer
 from server.metrics import MethodMetrics
 from server.service.call_deadline import caller_deadline
 from server.service.tokens import TokenService
@@ -40,9 +45,11 @@ if TYPE_CHECKING:
 else:
     ServerInterceptor = grpc.aio.ServerInterceptor
 
-# A guard runs around one call: it may refuse it by raising, or hold
-# something (a context variable, a deadline) for the call's duration.
-Guard: TypeAlias = Callable[[Method, Context], AbstractAsyncContextManager[None]]
+# Makes a call's span (server/transport/tracing.py) for as long as it runs.
+Spans: TypeAlias = Callable[[Method, Context], AbstractContextManager[None]]
+# What a call does inside the guards: its servicer method, and what comes
+# with it for the method's kind.
+Body: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 
 # Services every caller may use without a token.
 OPEN_SERVICES = frozenset(
@@ -67,7 +74,12 @@ def caller_metadata() -> tuple[tuple[str, str], ...]:
     """The metadata naming the caller's token for Envoy's access log, none
     before it is known."""
     caller = _caller.get(None)
-    return () if caller is None else ((CALLER_NAME_HEADER, quote(caller.token_name, safe="")),)
+    return () if caller is None else _name_metadata(caller.token_name)
+
+
+@lru_cache(maxsize=1024)  # a handful of token names make most calls
+def _name_metadata(token_name: str) -> tuple[tuple[str, str], ...]:
+    return ((CALLER_NAME_HEADER, quote(token_name, safe="")),)
 
 
 def metadata_value(context: Context, key: str) -> str | None:
@@ -78,17 +90,25 @@ def metadata_value(context: Context, key: str) -> str | None:
 
 
 class GuardInterceptor(ServerInterceptor):
-    """Runs each call of a method in `methods` inside `guards`, outermost first;
-    inside them, `read_request` turns a single request into the servicer's."""
+    """Runs each call of a method in `methods` behind the guards, all in one
+    frame (`_MethodGuard.run`): its metrics, its span (`spans`, if given),
+    the one error mapping, `draining`, the caller's deadline, and
+    `authentication` with the method's scopes. Inside them, `read_request`
+    turns a single request into the servicer's."""
 
     def __init__(
         self,
         methods: dict[str, Method],
-        guards: Sequence[Guard],
+        authentication: "Authentication",
+        *,
+        draining: "Draining | None" = None,
+        spans: Spans | None = None,
         read_request: RequestReader = lambda method, request, context: request,
     ) -> None:
         self._methods = methods
-        self._guards = guards
+        self._authentication = authentication
+        self._draining = draining or Draining()
+        self._spans = spans
         self._read_request = read_request
         self._handlers = WrappedHandlers(self._guarded_handler)
 
@@ -105,28 +125,70 @@ class GuardInterceptor(ServerInterceptor):
 
     def _guarded_handler(self, path: str, handler: Handler) -> Handler:
         method = self._methods[path]
-        metrics = MethodMetrics(path)
+        guard = _MethodGuard(method, self._authentication, self._draining, self._spans or _no_span)
+        read_request = self._read_request
         return _guarded(
             path,
             handler,
-            lambda context: self._guarding(method, metrics, context),
-            lambda request, context: self._read_request(method, request, context),
+            guard.run,
+            lambda request, context: read_request(method, request, context),
         )
 
-    @asynccontextmanager
-    async def _guarding(
-        self, method: Method, metrics: MethodMetrics, context: Context
-    ) -> AsyncIterator[None]:
-        # Measured here, around every guard, so that refused calls count too.
-        metrics.started()
+
+def _no_span(method: Method, context: Context) -> AbstractContextManager[None]:
+    return _NO_SPAN
+
+
+_NO_SPAN = nullcontext()
+
+
+class _MethodGuard:
+    """The guards of one method's calls, with what they need made once (its
+    metrics' series, its scopes), so that a call allocates nothing for them."""
+
+    def __init__(
+        self, method: Method, authentication: "Authentication", draining: "Draining", spans: Spans
+    ) -> None:
+        self._method = method
+        self._scopes = method.scopes
+        self._metrics = MethodMetrics(method.path)
+        self._authentication = authentication
+        self._draining = draining
+        self._spans = spans
+
+    async def run(self, body: Body, request: Any, context: Context) -> Any:
+        """`body(request, context)` behind every guard, outermost first."""
+        # Measured around every guard, so that refused calls count too.
+        self._metrics.started()
         started = time.perf_counter()
         code = "UNKNOWN"
         try:
-            async with AsyncExitStack() as stack:
-                for guard in self._guards:
-                    await stack.enter_async_context(guard(method, context))
-                yield
+            # The span covers the other guards' work (the token's lookup) and
+            # sees the status they end a call with.
+            with self._spans(self._method, context):
+                try:
+                    self._draining.check()
+                    with caller_deadline(context.time_remaining()):
+                        caller = await self._authentication.caller(context)
+                        token = _caller.set(caller)
+                        try:
+                            caller.require_any(self._scopes)
+                            response = await body(request, context)
+                        except BaseException:
+                            # The error's status goes as trailers, the response's
+                            # headers too when nothing was sent before it: they
+                            # name the token.
+                            context.set_trailing_metadata(caller_metadata())
+                            raise
+                        finally:
+                            _caller.reset(token)
+                except grpc.aio.AbortError:
+                    raise  # already a status
+                except Exception as error:
+                    # The one error mapping (errors.py): any error is the caller's status.
+                    await abort_with(context, to_status(error))
             code = "OK"
+            return response
         except grpc.aio.AbortError:
             code = _status_name(context)
             raise
@@ -134,18 +196,19 @@ class GuardInterceptor(ServerInterceptor):
             code = "CANCELLED"
             raise
         finally:
-            metrics.ended(code, time.perf_counter() - started)
+            self._metrics.ended(code, time.perf_counter() - started)
 
 
 def _guarded(
     path: str,
     handler: Handler,
-    guarding: Callable[[Context], AbstractAsyncContextManager[None]],
+    run: Callable[[Body, Any, Context], Awaitable[Any]],
     read: Callable[[Any, Context], Any],
 ) -> Handler:
-    """The same handler, with each call run inside `guarding` (and a single
-    request passed through `read`), for every kind of RPC. Streaming
-    handlers write their responses (see `_streaming`)."""
+    """The same handler, with each call's behavior run as the `body` of `run`
+    (a single request passed through `read` first), for every kind of RPC.
+    The bodies are made here, once per method; a call allocates none.
+    Streaming handlers write their responses (see `_streaming`)."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
@@ -153,47 +216,49 @@ def _guarded(
     if handler.unary_unary is not None:
         unary_unary: Any = handler.unary_unary
 
-        async def guarded_unary_unary(request: Any, context: Context) -> Any:
-            async with guarding(context):
-                response = await unary_unary(read(request, context), context)
-                await _send_headers(context)
-                return response
+        async def respond(request: Any, context: Context) -> Any:
+            response = await unary_unary(read(request, context), context)
+            await _send_headers(context)
+            return response
 
-        return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **serializers)
+        return grpc.unary_unary_rpc_method_handler(partial(run, respond), **serializers)
     if handler.unary_stream is not None:
         unary_stream: Any = handler.unary_stream
 
-        async def guarded_unary_stream(request: Any, context: Context) -> None:
-            async with guarding(context):
-                await _streaming(path, unary_stream(read(request, context), context))
+        async def stream(request: Any, context: Context) -> None:
+            await _streaming(path, unary_stream(read(request, context), context))
 
-        return grpc.unary_stream_rpc_method_handler(guarded_unary_stream, **serializers)
+        return grpc.unary_stream_rpc_method_handler(partial(run, stream), **serializers)
     if handler.stream_unary is not None:
         stream_unary: Any = handler.stream_unary
 
-        async def guarded_stream_unary(requests: Any, context: Context) -> Any:
-            async with guarding(context):
-                response = await stream_unary(requests, context)
-                await _send_headers(context)
-                return response
+        async def receive(requests: Any, context: Context) -> Any:
+            response = await stream_unary(requests, context)
+            await _send_headers(context)
+            return response
 
-        return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, **serializers)
+        return grpc.stream_unary_rpc_method_handler(partial(run, receive), **serializers)
     if handler.stream_stream is None:
         raise TypeError("a method handler without a behavior")
     stream_stream: Any = handler.stream_stream
 
-    async def guarded_stream_stream(requests: Any, context: Context) -> None:
-        async with guarding(context):
-            await _streaming(path, stream_stream(requests, context))
+    async def converse(requests: Any, context: Context) -> None:
+        await _streaming(path, stream_stream(requests, context))
 
-    return grpc.stream_stream_rpc_method_handler(guarded_stream_stream, **serializers)
+    return grpc.stream_stream_rpc_method_handler(partial(run, converse), **serializers)
 
 
 async def _send_headers(context: Context) -> None:
-    """Sends a unary call's headers with its caller's token name, just before
-    its response: no earlier, so that Envoy may still retry a call whose
-    worker died, and an error before it still goes as trailers alone."""
-    if metadata := caller_metadata():
+    """Sends a unary call's headers with its caller's token name, for Envoy's
+    access log, just before its response: no earlier, so that Envoy may still
+    retry a call whose worker died, and an error before it still goes as
+    trailers alone.
+
+    Only Envoy reads the name. Sending headers ahead of the response costs a
+    batch of grpc's own (about a tenth of a worker's CPU per call), so a call
+    from elsewhere (HTK_GRPC_PORT) sends none: grpc sends its empty headers
+    with the response."""
+    if trusted_peer(context.peer()) and (metadata := caller_metadata()):
         await context.send_initial_metadata(metadata)
 
 
@@ -223,17 +288,6 @@ async def _streaming(path: str, writing: Awaitable[None]) -> None:
         raise
 
 
-@asynccontextmanager
-async def map_errors(method: Method, context: Context) -> AsyncIterator[None]:
-    """Turns any error raised below it into the caller's status (see errors.py)."""
-    try:
-        yield
-    except grpc.aio.AbortError:
-        raise  # already a status
-    except Exception as error:
-        await abort_with(context, to_status(error))
-
-
 async def abort_with(context: Context, status: grpc.Status) -> NoReturn:
     """Ends the call with `status`, details included."""
     # What context.abort_with_status does (the type stubs lack it), keeping
@@ -251,48 +305,28 @@ class Draining:
     def begin(self) -> None:
         self._draining = True
 
-    @asynccontextmanager
-    async def guard(self, method: Method, context: Context) -> AsyncIterator[None]:
+    def check(self) -> None:
         if self._draining:
             raise Unavailable("the server is shutting down; retry")
-        yield
-
-
-@asynccontextmanager
-async def bound_by_deadline(method: Method, context: Context) -> AsyncIterator[None]:
-    """Holds the database work of a call to the caller's deadline, if it set one."""
-    with caller_deadline(context.time_remaining()):
-        yield
 
 
 class Authentication:
-    """Authenticates the bearer token and checks the scopes the method needs."""
+    """Authenticates the bearer token of a call."""
 
     def __init__(self, tokens: TokenService) -> None:
         self._tokens = tokens
 
-    @asynccontextmanager
-    async def guard(self, method: Method, context: Context) -> AsyncIterator[None]:
-        caller = await self._authenticate(metadata_value(context, "authorization"))
-        token = _caller.set(caller)
-        try:
-            caller.require_any(method.scopes)
-            yield
-        except BaseException:
-            # The error's status goes as trailers, the response's headers
-            # too when nothing was sent before it: they name the token.
-            context.set_trailing_metadata(caller_metadata())
-            raise
-        finally:
-            _caller.reset(token)
-
-    async def _authenticate(self, authorization: str | None) -> Caller:
+    async def caller(self, context: Context) -> Caller:
+        """The caller the call's token stands for; raises Unauthenticated."""
+        authorization = metadata_value(context, "authorization")
         if not authorization:
             raise Unauthenticated("missing token: send the header 'Authorization: Bearer htk_...'")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("malformed Authorization header: expected 'Bearer htk_...'")
+        if (caller := self._tokens.remembered(token)) is not None:
+            return caller
         # The checksum turns away mistyped and made-up tokens without a query.
         if not is_well_formed(token):
             raise Unauthenticated("malformed token: not an htk token")

@@ -7,8 +7,8 @@ long as it lasts, not one per message.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 from opentelemetry import trace
@@ -34,13 +34,13 @@ _SERVER_FAULTS = frozenset(
 
 
 class RpcSpans:
-    """A guard (server/transport/interceptors.py) making each call's span."""
+    """Each call's span, made by the guards (server/transport/interceptors.py)."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
 
-    @asynccontextmanager
-    async def guard(self, method: Method, context: Context) -> AsyncIterator[None]:
+    @contextmanager
+    def span(self, method: Method, context: Context) -> Iterator[None]:
         carrier = {
             name: value
             for name, value in context.invocation_metadata() or ()

@@ -11,6 +11,7 @@ import pytest
 from htk.processes.v1 import process_service_pb2
 from server.domain.errors import FailedPrecondition
 from server.domain.tokens import Scope
+from server.edge.constants import INTERNAL_HEADER_PREFIX
 from server.service.tokens import TokenService
 from server.transport import interceptors
 from server.transport.interceptors import current_caller
@@ -64,9 +65,7 @@ async def probe(server: InProcessServer) -> AsyncIterator[grpc.aio.Channel]:
     }
     authentication = interceptors.Authentication(TokenService(server.database, server.clock))
     probe_server = grpc.aio.server(
-        interceptors=[
-            interceptors.GuardInterceptor(methods, [interceptors.map_errors, authentication.guard])
-        ]
+        interceptors=[interceptors.GuardInterceptor(methods, authentication)]
     )
     probe_server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("test.Probe", handlers)]
@@ -157,3 +156,16 @@ async def test_an_error_mid_stream_ends_it_with_the_mapped_status(
     assert received == [org.org_id.encode()]
     assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert failed.value.details() == "the probe failed mid-stream"
+
+
+async def test_a_call_from_outside_envoy_gets_no_internal_header(
+    probe: grpc.aio.Channel, org: Org
+) -> None:
+    """The token's name is for Envoy's access log: a direct gRPC caller's
+    response headers go without it."""
+    call = probe.unary_unary("/test.Probe/Unary", _identity, _identity)(
+        b"", metadata=org.metadata()
+    )
+    assert await call == org.org_id.encode()
+    headers = await call.initial_metadata()
+    assert not [name for name, _ in headers if name.startswith(INTERNAL_HEADER_PREFIX)]

@@ -3,6 +3,7 @@
 as nil, without an error, so each name a filter uses must come from its
 preamble, and the preamble must say what server/edge/constants.py says."""
 
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from server.edge.dashboard import dashboard_routes
 from server.edge.envoy import (
     REST_FILTER_LUA,
     SSE_EVENT_IDS_LUA,
+    WATCH_PROCESS,
     render_envoy_config,
     rest_filter_lua,
     sse_event_ids_lua,
@@ -34,15 +36,23 @@ def test_the_rest_filter_uses_only_constants_its_preamble_defines() -> None:
     assert _used_constants(REST_FILTER_LUA.read_text()) == defined
 
 
-def test_the_sse_filter_uses_only_constants_its_preamble_and_itself_define() -> None:
-    rendered = sse_event_ids_lua()
-    assert _used_constants(SSE_EVENT_IDS_LUA.read_text()) == set(_DEFINED.findall(rendered))
-    assert 'local WATCH_PATH = "^/api/v1/processes/[^/]+/watch$"\n' in rendered
+def test_the_sse_filter_needs_no_constants_and_has_code_on_one_route_alone(
+    tmp_path: Path,
+) -> None:
+    # Its route says which responses it rewrites: WatchProcess's, from REST.
+    assert _used_constants(SSE_EVENT_IDS_LUA.read_text()) == set()
+    settings = Settings.from_env({"HTK_DATA_DIR": str(tmp_path)})
+    config = render_envoy_config(settings, stack_id=0).read_text()
+    code = f"inline_string: {json.dumps(sse_event_ids_lua())}\n"
+    assert config.count(code) == 1
+    route = config[config.rindex("- match:", 0, config.index(code)) : config.index(code)]
+    assert f"path: {WATCH_PROCESS}\n" in route
+    assert "name: x-envoy-original-path\n" in route
 
 
 def test_the_preamble_says_what_the_constants_module_says() -> None:
     rendered = rest_filter_lua(dashboard_routes())
-    for name in ("INTERNAL_HEADER_PREFIX", "QUERY_HEADER", "JSON_BODY_HEADER", "ANONYMOUS_HEADER"):
+    for name in ("QUERY_HEADER", "JSON_BODY_HEADER", "ANONYMOUS_HEADER"):
         assert f'local {name} = "{getattr(constants, name)}"\n' in rendered
     assert f'local METADATA_NAMESPACE = "{constants.METADATA_NAMESPACE}"\n' in rendered
 
@@ -63,6 +73,7 @@ def test_the_rendered_config_takes_the_names_and_the_body_limit_from_the_constan
     config = render_envoy_config(settings, stack_id=0).read_text()
     assert f"request_body_buffer_limit: {constants.MAX_REQUEST_BODY_BYTES}\n" in config
     assert f"header_name: {constants.ANONYMOUS_HEADER}," in config
+    assert f'key_matcher: {{ prefix: "{constants.INTERNAL_HEADER_PREFIX}" }}' in config
     assert f"- header: {constants.CALLER_NAME_HEADER}\n" in config
 
 

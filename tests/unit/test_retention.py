@@ -14,6 +14,7 @@ from server.domain.retention import (
     ArchivedProcess,
     archive_file_name,
     archive_line,
+    check_interval,
     cutoff,
     expired,
     read_back,
@@ -137,6 +138,14 @@ def test_a_pass_rests_so_that_it_works_its_duty_cycle_of_the_time() -> None:
     assert rest_after(0.07, 1.0) == 0.0
 
 
+def test_a_short_retention_is_checked_often_and_a_long_one_once_a_minute() -> None:
+    assert check_interval(90, None) == 60
+    assert check_interval(0.001, None) == pytest.approx(8.64)  # 86.4 s of retention
+    assert check_interval(0.00002, None) == 1  # 1.7 s: not more often than a second
+    assert check_interval(0, None) == 60  # nothing ever expires
+    assert check_interval(90, 5) == 5
+
+
 def test_retention_settings_take_fractions_and_refuse_negative_days() -> None:
     settings = Settings.from_env({"HTK_RETENTION_DAYS": "0.00002"})
     assert settings.retention_days == 0.00002
@@ -145,6 +154,7 @@ def test_retention_settings_take_fractions_and_refuse_negative_days() -> None:
     with pytest.raises(SettingsError, match="HTK_RETENTION_DAYS must be a number, at least 0"):
         Settings.from_env({"HTK_RETENTION_DAYS": "-1"})
     assert Settings.from_env({}).retention_duty_cycle == 0.05
+    assert Settings.from_env({}).retention_interval_seconds is None
     for outside in ("0", "1.5"):
         with pytest.raises(SettingsError, match="HTK_RETENTION_DUTY_CYCLE"):
             Settings.from_env({"HTK_RETENTION_DUTY_CYCLE": outside})
