@@ -200,7 +200,7 @@ class Settings(BaseSettings):
         " a call finishing a process of the same namespace short",
     )
     retention_duty_cycle: float = Field(
-        0.05,
+        0.02,
         gt=0.0,
         le=1.0,
         validation_alias="HTK_RETENTION_DUTY_CYCLE",
@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         " a year of runs): after a batch that took t seconds it rests t * (1 / share - 1),"
         " so that it keeps out of the calls' way, and backs off by itself when the machine"
         " is busy and batches take longer (`1`: as fast as it can)",
-        json_schema_extra={"shown_default": "`0.05`"},
+        json_schema_extra={"shown_default": "`0.02`"},
     )
     retention_interval_seconds: float | None = Field(
         None,

@@ -153,7 +153,7 @@ def test_retention_settings_take_fractions_and_refuse_negative_days() -> None:
     assert Settings.from_env({}).archive_dir is None
     with pytest.raises(SettingsError, match="HTK_RETENTION_DAYS must be a number, at least 0"):
         Settings.from_env({"HTK_RETENTION_DAYS": "-1"})
-    assert Settings.from_env({}).retention_duty_cycle == 0.05
+    assert Settings.from_env({}).retention_duty_cycle == 0.02
     assert Settings.from_env({}).retention_interval_seconds is None
     for outside in ("0", "1.5"):
         with pytest.raises(SettingsError, match="HTK_RETENTION_DUTY_CYCLE"):
