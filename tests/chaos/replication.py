@@ -64,6 +64,19 @@ def _run(program: str, *args: str) -> None:
         assert finished.returncode == 0, f"{program} {args}: {output.read().decode()}"
 
 
+def kill_tree(pid: int) -> None:
+    """kill -9 of a process and of every process it started, at once, so that
+    none finishes anything on its way out; returns once all are gone."""
+    parent = psutil.Process(pid)
+    victims = [parent, *parent.children(recursive=True)]
+    for victim in victims:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(victims, timeout=STOP_TIMEOUT_SECONDS)
+
+
 @dataclass
 class Server:
     """One PostgreSQL server: its data folder, which is also its socket's folder."""
@@ -112,14 +125,7 @@ class Server:
         started, at once, so that none finishes anything on its way out."""
         pid = self.postmaster_pid()
         assert pid is not None and pid in self.started
-        postmaster = psutil.Process(pid)
-        victims = [postmaster, *postmaster.children(recursive=True)]
-        for victim in victims:
-            try:
-                victim.kill()
-            except psutil.NoSuchProcess:
-                continue
-        psutil.wait_procs(victims, timeout=STOP_TIMEOUT_SECONDS)
+        kill_tree(pid)
 
     def stop(self) -> None:
         """Stops each postmaster this started, by pid: a fast shutdown (SIGINT),
