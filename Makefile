@@ -14,7 +14,7 @@ GOBIN := $(CURDIR)/build/bin
 # (CI's, cron's) still finds it.
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: run test setup tools chromium prometheus lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
+.PHONY: run test setup tools chromium prometheus drill lint typecheck generate check-generated migration unit service e2e chaos fuzz bench
 
 # Running needs Python only; buf (Node) is for linting the protos.
 run: $(VENV)/.installed
@@ -141,6 +141,24 @@ chaos: setup
 # Schemathesis and Hypothesis at full strength; `make test` runs fewer cases.
 fuzz: setup
 	HTK_FUZZ_EXAMPLES=1000 $(BIN)/pytest tests/fuzz
+
+# The failover drill (bench/drill.py), not a test: etcd, Patroni with two
+# PostgreSQL members, two htk instances, the primary killed twice; prints the
+# four figures and writes them into docs/benchmarks.md. etcd (Debian's
+# etcd-server, with apt-get, so as root) is installed when missing, as
+# Chromium is for the browser tests; Patroni (PyPI) into a virtualenv of its
+# own on Debian's Python, which PostgreSQL's OS user, who runs it, may read.
+PATRONI_PYTHON ?= /usr/bin/python3
+PATRONI_VENV := build/patroni
+drill: setup $(PATRONI_VENV)/.installed
+	@command -v etcd >/dev/null || apt-get install -y --no-install-recommends etcd-server || \
+		{ apt-get update && apt-get install -y --no-install-recommends etcd-server; }
+	$(BIN)/python -m bench.drill
+
+$(PATRONI_VENV)/.installed:
+	$(PATRONI_PYTHON) -m venv $(PATRONI_VENV)
+	$(PATRONI_VENV)/bin/pip install --quiet 'patroni[etcd3,psycopg3]==4.1.5'
+	touch $@
 
 # Benchmarks, not tests: prints a table and writes docs/benchmarks.md.
 # BENCH_PROCESSES=20000 make bench is the quick run; the default seeds 1M.

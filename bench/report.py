@@ -9,12 +9,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
 
-from bench import pgbench, profile
+from bench import pgbench, profile, sync_commit
 from bench.seed import SELECTIVE_TERM, UNSELECTIVE_TERM, SeedReport
 from bench.stack import Sampler
 from bench.watch import WatchConfig, WatchMeasurement
@@ -386,7 +387,10 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += [*tracing, *watch, *retention, *_dashboard(), "## All phases", "", *_table(results), ""]
+    # The failover drill's section is `make drill`'s (bench/drill.py): kept as it was.
+    drill = kept_section(CHECKOUT / "docs" / "benchmarks.md", DRILL_SECTION)
+    out += [*sync_commit_cost(results), *tracing, *watch, *retention, *_dashboard(), *drill]
+    out += ["## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]
@@ -614,6 +618,81 @@ def _per_call(rounds: list[Measurement], cores: str) -> str:
     used = [(getattr(m, cores), m.rate) for m in rounds]
     per_call = [busy / rate * 1e6 for busy, rate in used if busy is not None and rate]
     return f"{statistics.median(per_call):,.0f}" if per_call else ""
+
+
+def sync_commit_cost(results: list[Measurement]) -> list[str]:
+    """Update (c16) with a synchronous standby against the same standby
+    asynchronous (bench/sync_commit.py), by transport: the rates, their ratio
+    round by round, and CPU per call."""
+    rows = []
+    for transport in (pgbench.TRANSPORT, GRPC, REST):
+        on, off = (
+            [
+                m
+                for m in results
+                if (m.name, m.transport) == (f"{pgbench.UPDATE}, {state}", transport)
+            ]
+            for state in (sync_commit.SYNC_ON, sync_commit.SYNC_OFF)
+        )
+        if not on or len(on) != len(off):
+            continue
+        cpu = [
+            f"{_per_call(off, cores) or 'n/a'} / {_per_call(on, cores) or 'n/a'}"
+            for cores in ("server_cores", "postgres_cores")
+        ]
+        rows.append(
+            f"| {transport} | {_rates(off)} | {_rates(on)} | {_median_of(_ratios(on, off))} "
+            f"| {cpu[0]} | {cpu[1]} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## Synchronous commit's cost",
+        "",
+        f"Update at c{sync_commit.CONCURRENCY} with a standby of the bench database streaming "
+        "from it, synchronous (`synchronous_standby_names = '*'`, `synchronous_commit = on`: a "
+        "commit returns once the standby has flushed it, as [production](production.md) asks) "
+        "and asynchronous (the same standby, not waited for), in interleaved rounds "
+        "(`bench/sync_commit.py`; `python -m bench --only sync` alone). The standby runs on the "
+        "same machine: this is the wait itself, without a network round trip, which adds its "
+        "own to every commit. CPU per call in microseconds, asynchronous / synchronous.",
+        "",
+        "| Update | asynchronous req/s | synchronous req/s | synchronous / asynchronous "
+        "| worker CPU us/call | PostgreSQL CPU us/call |",
+        "|---|--:|--:|--:|--:|--:|",
+        *rows,
+        "",
+    ]
+
+
+DRILL_SECTION = "## Failover drill"
+
+
+def kept_section(document: Path, title: str) -> list[str]:
+    """The lines of `document`'s section `title` (a `## ` heading), up to the
+    next `## ` heading; none when the document or the section is missing."""
+    if not document.exists():
+        return []
+    lines = document.read_text().splitlines()
+    if title not in lines:
+        return []
+    start = lines.index(title)
+    end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
+def replace_section(document: Path, title: str, section: list[str]) -> None:
+    """Puts `section` in `document` in place of its section `title`, or before
+    "## All phases" (the long table at the end) when it has none yet."""
+    lines = document.read_text().splitlines()
+    kept = kept_section(document, title)
+    if kept:
+        start = lines.index(title)
+        lines[start : start + len(kept)] = section
+    else:
+        at = lines.index("## All phases") if "## All phases" in lines else len(lines)
+        lines[at:at] = section
+    document.write_text("\n".join(lines) + "\n")
 
 
 def _dashboard() -> list[str]:

@@ -3,7 +3,8 @@
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
 prints its section and writes nothing); `--only metrics` the comparison of
 metrics on and off alone (seeding if needed; it prints its goal rows), and
-`--only tracing` the tracing phases alone (on the seeded data; likewise).
+`--only tracing` the tracing phases alone (on the seeded data; likewise), and
+`--only sync` Update with a synchronous standby against without (likewise).
 """
 
 import argparse
@@ -25,7 +26,7 @@ import grpc
 import psutil
 import psycopg
 
-from bench import capture, pgbench, profile, report, retention, seed, wrk
+from bench import capture, pgbench, profile, report, retention, seed, sync_commit, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler, postmaster
@@ -405,6 +406,23 @@ class Runner:
                     recorded_as=f"{UPDATE}, {state}",
                 )
 
+    def sync_commit_cost(self, workers: int) -> None:
+        """Update (c16) with a synchronous standby and with the same standby
+        asynchronous, ROUNDS times interleaved (bench/sync_commit.py)."""
+        with (
+            sync_commit.standby_of(self.config.database_dir, self.database_url) as pair,
+            bench_stack(self.database_url, workers) as stack,
+        ):
+            for _ in range(ROUNDS):
+                for on, state in ((True, sync_commit.SYNC_ON), (False, sync_commit.SYNC_OFF)):
+                    sync_commit.synchronous(self.database_url, pair, on=on)
+                    name = f"{UPDATE}, {state}"
+                    self.pgbench(UPDATE, sync_commit.CONCURRENCY, workers, recorded_as=name)
+                    self.calls(
+                        stack, UPDATE, workers, sync_commit.CONCURRENCY, beside_pgbench=False,
+                        recorded_as=name,
+                    )  # fmt: skip
+
     # The phases.
 
     def lists(self, stack: Stack, workers: int, cases: list[ListCase]) -> None:
@@ -622,9 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["calls", "watch", "metrics", "tracing", "retention"],
+        choices=["calls", "watch", "metrics", "tracing", "retention", "sync"],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
-        " by layer, beside pgbench)",
+        " by layer, beside pgbench; `sync`: Update with a synchronous standby against without)",
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
@@ -663,6 +681,10 @@ def main(argv: list[str] | None = None) -> int:
             runner.tracing(main_workers)
             print("\n".join(report.tracing_section(runner.results)))
             return 0
+        if only == "sync":
+            runner.sync_commit_cost(main_workers)
+            print("\n".join(report.sync_commit_cost(runner.results)))
+            return 0
         if only == "retention":
             expired = retention.run(
                 runner, main_workers, config.retention_processes, Path(scratch), log
@@ -682,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.notify_cost(main_workers)
         log("metrics on against off")
         runner.metrics_cost(main_workers)
+        log("a synchronous standby against an asynchronous one (Update at c16)")
+        runner.sync_commit_cost(main_workers)
         for workers in other_workers:
             log(f"HTK_WORKERS={workers}")
             with bench_stack(database_url, workers) as stack:

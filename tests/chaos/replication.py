@@ -43,9 +43,10 @@ max_connections = 100
 """
 # The standby, once promoted, has no standby of its own: waiting for one
 # would hang every commit (an HA manager drops the requirement the same way,
-# unless told to be strict).
+# unless told to be strict). Its socket only, whatever its primary was told.
 STANDBY_SETTINGS = """
 synchronous_standby_names = ''
+listen_addresses = ''
 """
 
 
@@ -163,6 +164,33 @@ class Pair:
         return ("sync",) in rows
 
 
+def start_standby(primary: Server, standby: Server) -> None:
+    """Copies `primary` into `standby`'s new folder over the primary's socket
+    (pg_basebackup -R) and starts it, streaming from the primary; whether it
+    is synchronous is the primary's `synchronous_standby_names`."""
+    standby.new_folder()
+    # -R: standby.signal, and primary_conninfo naming the primary's socket.
+    _run(
+        "pg_basebackup",
+        "-D",
+        str(standby.pgdata),
+        "-h",
+        str(primary.pgdata),
+        "-U",
+        "postgres",
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+        "-R",
+    )
+    # The copy took the primary's socket lock file, pid file and log along: not the standby's.
+    for copied in (".s.PGSQL.5432.lock", "postmaster.pid", "log"):
+        (standby.pgdata / copied).unlink(missing_ok=True)
+    standby.configure(STANDBY_SETTINGS)
+    standby.start()
+
+
 @contextmanager
 def replicated_pair(folder: Path) -> Iterator[Pair]:
     """A primary (initdb) and a standby copied from it over its socket
@@ -181,27 +209,7 @@ def replicated_pair(folder: Path) -> Iterator[Pair]:
         )
         pair.primary.configure(PRIMARY_SETTINGS)
         pair.primary.start()
-        pair.standby.new_folder()
-        # -R: standby.signal, and primary_conninfo naming the primary's socket.
-        _run(
-            "pg_basebackup",
-            "-D",
-            str(pair.standby.pgdata),
-            "-h",
-            str(pair.primary.pgdata),
-            "-U",
-            "postgres",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-R",
-        )
-        # The copy took the primary's socket lock file and log along: not the standby's.
-        for copied in (".s.PGSQL.5432.lock", "log"):
-            (pair.standby.pgdata / copied).unlink(missing_ok=True)
-        pair.standby.configure(STANDBY_SETTINGS)
-        pair.standby.start()
+        start_standby(pair.primary, pair.standby)
         wait_until(pair.synchronous, READY_TIMEOUT_SECONDS, "the standby to stream synchronously")
         yield pair
     finally:
