@@ -389,7 +389,14 @@ def render(
     out += _beside(results, beside)
     # The failover drill's section is `make drill`'s (bench/drill.py): kept as it was.
     drill = kept_section(CHECKOUT / "docs" / "benchmarks.md", DRILL_SECTION)
-    out += [*sync_commit_cost(results), *tracing, *watch, *retention, *_dashboard(), *drill]
+    out += [
+        *sync_commit_cost(results, config_processes),
+        *tracing,
+        *watch,
+        *retention,
+        *_dashboard(),
+        *drill,
+    ]
     out += ["## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
@@ -620,7 +627,10 @@ def _per_call(rounds: list[Measurement], cores: str) -> str:
     return f"{statistics.median(per_call):,.0f}" if per_call else ""
 
 
-def sync_commit_cost(results: list[Measurement]) -> list[str]:
+SYNC_COMMIT_SECTION = "## Synchronous commit's cost"
+
+
+def sync_commit_cost(results: list[Measurement], processes: int) -> list[str]:
     """Update (c16) with a synchronous standby against the same standby
     asynchronous (bench/sync_commit.py), by transport: the rates, their ratio
     round by round, and CPU per call."""
@@ -647,15 +657,17 @@ def sync_commit_cost(results: list[Measurement]) -> list[str]:
     if not rows:
         return []
     return [
-        "## Synchronous commit's cost",
+        SYNC_COMMIT_SECTION,
         "",
-        f"Update at c{sync_commit.CONCURRENCY} with a standby of the bench database streaming "
-        "from it, synchronous (`synchronous_standby_names = '*'`, `synchronous_commit = on`: a "
-        "commit returns once the standby has flushed it, as [production](production.md) asks) "
-        "and asynchronous (the same standby, not waited for), in interleaved rounds "
-        "(`bench/sync_commit.py`; `python -m bench --only sync` alone). The standby runs on the "
-        "same machine: this is the wait itself, without a network round trip, which adds its "
-        "own to every commit. CPU per call in microseconds, asynchronous / synchronous.",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on the bench data of {processes:,} "
+        f"processes. Update at c{sync_commit.CONCURRENCY} with a standby of the bench database "
+        "streaming from it, synchronous (`synchronous_standby_names = '*'`, "
+        "`synchronous_commit = on`: a commit returns once the standby has flushed it, as "
+        "[production](production.md) asks) and asynchronous (the same standby, not waited "
+        "for), in interleaved rounds (`bench/sync_commit.py`; `python -m bench --only sync` "
+        "measures it alone and rewrites this section). The standby runs on the same machine: "
+        "this is the wait itself, without a network round trip, which adds its own to every "
+        "commit. CPU per call in microseconds, asynchronous / synchronous.",
         "",
         "| Update | asynchronous req/s | synchronous req/s | synchronous / asynchronous "
         "| worker CPU us/call | PostgreSQL CPU us/call |",

@@ -4,7 +4,8 @@
 prints its section and writes nothing); `--only metrics` the comparison of
 metrics on and off alone (seeding if needed; it prints its goal rows), and
 `--only tracing` the tracing phases alone (on the seeded data; likewise), and
-`--only sync` Update with a synchronous standby against without (likewise).
+`--only sync` Update with a synchronous standby against without (likewise;
+it writes its section of docs/benchmarks.md too).
 """
 
 import argparse
@@ -683,7 +684,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if only == "sync":
             runner.sync_commit_cost(main_workers)
-            print("\n".join(report.sync_commit_cost(runner.results)))
+            section = report.sync_commit_cost(runner.results, config.processes)
+            print("\n".join(section))
+            report.replace_section(
+                CHECKOUT / "docs" / "benchmarks.md", report.SYNC_COMMIT_SECTION, section
+            )
             return 0
         if only == "retention":
             expired = retention.run(
