@@ -62,7 +62,7 @@ LOAD = Load(
     timeout_steps_seconds=(2, 5, 10, 20, 30),
     acknowledged_before=100,
     acknowledged_after=100,
-    # 10 pipelines at 2 updates/s each: 20 updates/s in all.
+    # A steady rate: at most 2 updates/s a pipeline, 20 in all.
     pause_seconds=0.5,
 )
 # Issue 27's goal for the time until writes succeed again.
@@ -397,7 +397,7 @@ def section(rounds: list[Round], earlier: list[str]) -> list[str]:
         f"{TTL_SECONDS} s, loop_wait {LOOP_WAIT_SECONDS} s, `primary_start_timeout: 0`), two "
         "htk instances of 2 workers whose DATABASE_URL lists both members "
         "(`target_session_attrs=read-write`). Load: "
-        f"{LOAD.pipelines} pipelines at {1 / LOAD.pause_seconds:g} updates/s each with "
+        f"{LOAD.pipelines} pipelines, each pausing {LOAD.pause_seconds:g} s between updates, with "
         "idempotency keys, retried with the same key (0.1 s doubling to 1 s); "
         f"{LOAD.pipelines * LOAD.watchers_per_process} watchers (Python client, resuming by "
         f"`after_seq`); steps timing out after {', '.join(map(str, LOAD.timeout_steps_seconds))}"
