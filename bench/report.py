@@ -667,7 +667,10 @@ def sync_commit_cost(results: list[Measurement], processes: int) -> list[str]:
         "for), in interleaved rounds (`bench/sync_commit.py`; `python -m bench --only sync` "
         "measures it alone and rewrites this section). The standby runs on the same machine: "
         "this is the wait itself, without a network round trip, which adds its own to every "
-        "commit. CPU per call in microseconds, asynchronous / synchronous.",
+        "commit. CPU per call in microseconds, asynchronous / synchronous; PostgreSQL's is "
+        "the primary's alone. The machine's load average at the end: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (others' work too: the rates "
+        "move with it from round to round, CPU per call much less).",
         "",
         "| Update | asynchronous req/s | synchronous req/s | synchronous / asynchronous "
         "| worker CPU us/call | PostgreSQL CPU us/call |",
