@@ -35,6 +35,7 @@ from server.domain.processes import (
 )
 from server.domain.tasks import Completion, Outcome, Task
 from server.domain.tokens import Caller
+from server.storage.database import sqlalchemy_url
 from server.storage.migrate import upgrade_to_latest
 
 # The organization the benchmark reads and writes, and smaller ones beside it
@@ -558,6 +559,14 @@ _SECONDARY_INDEXES = (
 )
 
 
+def other_database(database_url: str, database: str) -> str:
+    """DATABASE_URL naming `database` on the same servers, as a libpq URI:
+    a multi-host URL's hosts move into its query (`?host=h1,h2&port=...`),
+    which libpq reads too."""
+    url = make_url(sqlalchemy_url(database_url))
+    return url.set(drivername="postgresql", database=database).render_as_string(False)
+
+
 def migrated_indexes(database_url: str) -> dict[str, str]:
     """The secondary indexes of the listed tables as the migrations
     create them, by name.
@@ -567,7 +576,7 @@ def migrated_indexes(database_url: str) -> dict[str, str]:
     its indexes to an interrupted seed.
     """
     scratch = "htk_bench_schema"
-    scratch_url = make_url(database_url).set(database=scratch).render_as_string(False)
+    scratch_url = other_database(database_url, scratch)
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {scratch}")
         connection.execute(f"CREATE DATABASE {scratch}")
