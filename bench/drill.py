@@ -337,8 +337,11 @@ def kill_postgres(cluster: Cluster) -> Callable[[list[Writer]], Fault]:
     def fault(writers: list[Writer]) -> Fault:
         primary = cluster.leader()
         log(f"round 1: kill -9 of {primary.name}'s PostgreSQL (roles {cluster.roles()})")
+        # Lost when the signal goes: kill_tree returns only once Patroni, the
+        # postmaster's parent, has noticed and reaped it.
+        lost_at = time.monotonic()
         primary.kill_postgres()
-        return Fault(time.monotonic(), detail=f" ({primary.name}'s PostgreSQL killed)")
+        return Fault(lost_at, detail=f" ({primary.name}'s PostgreSQL killed)")
 
     return fault
 
@@ -349,9 +352,10 @@ def kill_machine(cluster: Cluster) -> Callable[[list[Writer]], Fault]:
         log(
             f"round 2: kill -9 of {primary.name}'s Patroni and PostgreSQL (roles {cluster.roles()})"
         )
+        lost_at = time.monotonic()
         primary.kill_patroni()
         primary.kill_postgres()
-        return Fault(time.monotonic(), detail=f" ({primary.name}'s Patroni and PostgreSQL killed)")
+        return Fault(lost_at, detail=f" ({primary.name}'s Patroni and PostgreSQL killed)")
 
     return fault
 
