@@ -276,7 +276,7 @@ class Outcome:
     attempts: int
     refusals: dict[str, int]
     watchers: int
-    # Seconds from the loss until the first write acknowledged after it was answered.
+    # Seconds from the loss until a write sent after a client saw the outage was acknowledged.
     writes_back_after: float
     # Acknowledged updates not in the log exactly once.
     lost: int
@@ -425,11 +425,16 @@ def _check(
 ) -> Outcome:
     attempts = [attempt for w in [*writers, *others] for attempt in w.snapshot()]
     lost_at = fault.lost_at
+    # Writes are back with the first acknowledged one sent once a client had
+    # seen the outage: one sent in the instant after the fault may still
+    # have found the old primary alive (a kill takes a moment to land).
+    pipelines_attempts = [a for w in writers for a in w.snapshot()]
+    outage_seen = min(
+        (a.answered_at for a in pipelines_attempts if a.status != 200 and a.sent_at >= lost_at),
+        default=lost_at,
+    )
     first_write_back = min(
-        a.answered_at
-        for w in writers
-        for a in w.snapshot()
-        if a.status == 200 and a.sent_at >= lost_at
+        a.answered_at for a in pipelines_attempts if a.status == 200 and a.sent_at >= outage_seen
     )
     problems = [f"pipeline {p.name}: {p.failure!r}" for p in pipelines if p.failure]
     problems += [f"watcher of {w.process_id}: {w.failure!r}" for w in watchers if w.failure]
