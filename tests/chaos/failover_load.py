@@ -287,9 +287,12 @@ class Outcome:
     problems: list[str]
 
     def summary(self) -> str:
+        refusals = (
+            ", ".join(f"{count} {kind}" for kind, count in sorted(self.refusals.items())) or "none"
+        )
         return (
             f"{self.acknowledged} updates acknowledged by {self.load.pipelines} pipelines"
-            f" ({self.attempts} attempts, refused or unanswered: {self.refusals});"
+            f" ({self.attempts} attempts, refused or unanswered: {refusals});"
             f" {self.watchers} watchers; {len(self.load.timeout_steps_seconds)} step timeouts."
             f" Writes succeeded again {self.writes_back_after:.2f} s after the primary was lost"
             f"{self.fault.detail}. Acknowledged updates lost: {self.lost}; watchers that"
