@@ -331,8 +331,10 @@ def refused_address(address: str, *, allow_private: bool) -> str | None:
         return f"{ip} is link-local (cloud metadata)"
     if ip.is_multicast:
         return f"{ip} is a multicast address"
-    if ip.is_unspecified or ip.is_reserved:
-        return f"{ip} is unspecified or reserved"
+    if ip.is_unspecified:
+        return f"{ip} is the unspecified address"
+    # Loopback, the private ranges, and the others that are not public
+    # (shared, reserved, documentation): an on-premises receiver's at most.
     if not allow_private and (ip.is_loopback or ip.is_private or not ip.is_global):
         return f"{ip} is loopback or private (HTK_WEBHOOK_ALLOW_PRIVATE permits it)"
     return None
