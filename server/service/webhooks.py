@@ -49,8 +49,10 @@ Render = Callable[[str, datetime, Process, Event | None], bytes]
 # Due deliveries are looked for this often besides when a change wakes the
 # worker: retries come due with time, and a wake-up can be missed.
 POLL_SECONDS = 1.0
-# Attempts one worker makes at once, over all webhooks (one per webhook).
+# Attempts one worker makes at once, over all webhooks, and to one webhook:
+# a slow receiver ties up PER_WEBHOOK of them at most.
 MAX_IN_FLIGHT = 64
+PER_WEBHOOK = 4
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ class DeliveryWorker:
         self._settings = settings
         self._render = render
         self._woken = asyncio.Event()
-        # The attempt under way for each webhook, at most one.
-        self._sending: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # The attempts under way, by webhook.
+        self._sending: dict[uuid.UUID, set[asyncio.Task[None]]] = {}
         self.subscription = Subscription[str](
             channel=rows.CHANNEL,
             decode=str,
@@ -185,12 +187,13 @@ class DeliveryWorker:
                 except TimeoutError:
                     pass
         finally:
-            for task in self._sending.values():
-                task.cancel()
+            for tasks in self._sending.values():
+                for task in tasks:
+                    task.cancel()
 
     async def _claim_and_send(self) -> None:
         self._woken.clear()
-        room = MAX_IN_FLIGHT - len(self._sending)
+        room = MAX_IN_FLIGHT - sum(map(len, self._sending.values()))
         if room <= 0:
             return
         now = self._clock()
@@ -199,17 +202,22 @@ class DeliveryWorker:
                 connection,
                 now=now,
                 lease_until=now + self._settings.lease,
-                busy=list(self._sending),
+                sending={webhook: len(tasks) for webhook, tasks in self._sending.items()},
+                per_webhook=PER_WEBHOOK,
                 limit=room,
             )
         for delivery in claimed:
-            self._sending[delivery.webhook_id] = asyncio.create_task(self._attempt(delivery))
+            task = asyncio.create_task(self._attempt(delivery))
+            self._sending.setdefault(delivery.webhook_id, set()).add(task)
 
     async def _attempt(self, claimed: rows.Claimed) -> None:
         try:
             await self._attempt_once(claimed)
         finally:
-            self._sending.pop(claimed.webhook_id, None)
+            tasks = self._sending[claimed.webhook_id]
+            tasks.discard(asyncio.current_task())
+            if not tasks:
+                del self._sending[claimed.webhook_id]
             # The webhook's next delivery may be due already.
             self._woken.set()
 

@@ -5,7 +5,7 @@ Functions on the connection of a transaction that the service layer opened.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,11 +52,12 @@ WITH queued AS (
 SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
 """
 
-# Takes the due deliveries, the oldest of each webhook not already being
-# sent by this worker (so that a slow receiver holds up its own webhook
-# only), and leases them until `lease_until`: a worker that dies mid-attempt
-# leaves its deliveries to be taken over then. SKIP LOCKED: a delivery that
-# another worker is claiming is its.
+# Takes the due deliveries, the oldest of each webhook first, up to
+# `per_webhook` in flight per webhook with those this worker is already
+# sending (so that a slow receiver holds up its own webhook only), and
+# leases them until `lease_until`: a worker that dies mid-attempt leaves its
+# deliveries to be taken over then. SKIP LOCKED: a delivery that another
+# worker is claiming is its.
 _CLAIM = """
 UPDATE webhook_deliveries AS d
 SET attempts = d.attempts + 1, next_attempt_at = %(lease_until)s
@@ -64,10 +65,16 @@ FROM webhooks AS w
 WHERE w.webhook_id = d.webhook_id AND d.delivery_id IN (
   SELECT delivery_id FROM webhook_deliveries
   WHERE delivery_id IN (
-    SELECT DISTINCT ON (webhook_id) delivery_id FROM webhook_deliveries
-    WHERE status = 'pending' AND next_attempt_at <= %(now)s
-      AND webhook_id <> ALL(%(busy)s::uuid[])
-    ORDER BY webhook_id, next_attempt_at, created_at
+    SELECT delivery_id FROM (
+      SELECT due.delivery_id, coalesce(busy.sending, 0)
+          + row_number() OVER (PARTITION BY due.webhook_id
+                               ORDER BY due.next_attempt_at, due.created_at) AS position
+      FROM webhook_deliveries AS due
+      LEFT JOIN unnest(%(busy)s::uuid[], %(sending)s::int[]) AS busy(webhook_id, sending)
+        USING (webhook_id)
+      WHERE due.status = 'pending' AND due.next_attempt_at <= %(now)s
+    ) AS ranked
+    WHERE position <= %(per_webhook)s
   ) AND status = 'pending' AND next_attempt_at <= %(now)s
   ORDER BY next_attempt_at
   LIMIT %(limit)s
@@ -238,13 +245,18 @@ async def claim(
     *,
     now: datetime,
     lease_until: datetime,
-    busy: Sequence[uuid.UUID],
+    sending: Mapping[uuid.UUID, int],
+    per_webhook: int,
     limit: int,
 ) -> list[Claimed]:
+    """Leases up to `limit` due deliveries; `sending` counts the attempts
+    this worker has under way, by webhook."""
     parameters = {
         "now": now,
         "lease_until": lease_until,
-        "busy": list(busy),
+        "busy": list(sending),
+        "sending": list(sending.values()),
+        "per_webhook": per_webhook,
         "limit": limit,
     }
     cursor = await in_one_round_trip(connection, (_CLAIM, parameters))

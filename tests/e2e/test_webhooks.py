@@ -4,6 +4,7 @@ every signature with the `standardwebhooks` package. What a user reads (the
 webhook, its delivery log) is read back through the API."""
 
 import base64
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,6 +245,27 @@ def test_a_failing_receiver_is_retried_until_it_recovers(
     assert delivery["last_status_code"] == 200
     assert "last_error" not in delivery and "next_attempt_at" not in delivery
     assert "delivered_at" in delivery
+
+
+def test_a_stuck_receiver_holds_up_only_its_own_webhook(
+    api: httpx.Client, tenant: Tenant, inbox: Receiver
+) -> None:
+    stuck, fine = new_path(), new_path()
+    inbox.held[stuck] = threading.Event()
+    for path in (stuck, fine):
+        create_webhook(api, tenant, inbox, path, events=["process.created"])
+    try:
+        created = {new_process(api, tenant) for _ in range(12)}
+        # Every message reaches the other receiver while this one answers nothing.
+        arrivals = inbox.wait_for(lambda got: len(got) >= len(created), fine)
+        assert {arrival.message["data"]["process"]["process_id"] for arrival in arrivals} == created
+        assert inbox.received(stuck) == []
+    finally:
+        inbox.held.pop(stuck).set()
+    delivered = inbox.wait_for(
+        lambda got: {a.message["data"]["process"]["process_id"] for a in got} >= created, stuck
+    )
+    assert all(arrival.verified for arrival in delivered)
 
 
 def wait_for_status(api: httpx.Client, tenant: Tenant, webhook_id: str, status: str) -> list[Json]:
