@@ -134,7 +134,13 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # http.server's default backlog of 5 drops the connections of a burst
+        # (every worker's attempts at once), which then wait seconds for the
+        # SYN to be sent again: a real receiver's listen queue is longer.
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     owner = Receiver(server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
