@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from server.domain.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from server.domain.processes import Event, Process
 from server.domain.webhooks import (
@@ -206,13 +208,17 @@ class DeliveryWorker:
                 per_webhook=PER_WEBHOOK,
                 limit=room,
             )
+            # The first attempts' messages, read in the claim's transaction:
+            # two statements for the batch, not two a delivery.
+            bodies = await self._messages(connection, claimed)
         for delivery in claimed:
-            task = asyncio.create_task(self._attempt(delivery))
+            body = delivery.body if delivery.body is not None else bodies.get(delivery.delivery_id)
+            task = asyncio.create_task(self._attempt(delivery, body))
             self._sending.setdefault(delivery.webhook_id, set()).add(task)
 
-    async def _attempt(self, claimed: rows.Claimed) -> None:
+    async def _attempt(self, claimed: rows.Claimed, body: bytes | None) -> None:
         try:
-            await self._attempt_once(claimed)
+            await self._attempt_once(claimed, body)
         finally:
             tasks = self._sending[claimed.webhook_id]
             tasks.discard(asyncio.current_task())
@@ -221,10 +227,11 @@ class DeliveryWorker:
             # The webhook's next delivery may be due already.
             self._woken.set()
 
-    async def _attempt_once(self, claimed: rows.Claimed) -> None:
+    async def _attempt_once(self, claimed: rows.Claimed, body: bytes | None) -> None:
+        """Sends the delivery's message (None: its process is gone) and records
+        what came of it."""
         error: str | None
         try:
-            body = claimed.body if claimed.body is not None else await self._message(claimed)
             if body is None:
                 status_code, error = None, f"process {claimed.process_id} no longer exists"
                 result = AttemptResult(DeliveryStatus.FAILED, None, error)
@@ -253,18 +260,27 @@ class DeliveryWorker:
             # The lease runs out and another attempt is made: at least once.
             log.warning("webhook delivery %s: attempt not recorded: %s", claimed.delivery_id, error)
 
-    async def _message(self, claimed: rows.Claimed) -> bytes | None:
-        """The message of a delivery's first attempt, made from its process and
-        event as they are now (every later attempt sends the same bytes);
-        None if retention deleted the process first."""
-        async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            found = await processes.load_many(connection, [claimed.process_id])
-            process = found.get(claimed.process_id)
-            events = await processes.events(connection, [(claimed.process_id, claimed.seq)])
-        if process is None:
-            return None
-        event = events.get((claimed.process_id, claimed.seq))
-        return self._render(claimed.event_type, claimed.created_at, process, event)
+    async def _messages(
+        self, connection: AsyncConnection, claimed: list[rows.Claimed]
+    ) -> dict[uuid.UUID, bytes]:
+        """The messages of the deliveries' first attempts, by delivery, made
+        from their processes and events as they are now (every later attempt
+        sends the same bytes); none for a process retention deleted first."""
+        first = [delivery for delivery in claimed if delivery.body is None]
+        if not first:
+            return {}
+        found = await processes.load_many(connection, [d.process_id for d in first])
+        events = await processes.events(connection, [(d.process_id, d.seq) for d in first])
+        return {
+            delivery.delivery_id: self._render(
+                delivery.event_type,
+                delivery.created_at,
+                found[delivery.process_id],
+                events.get((delivery.process_id, delivery.seq)),
+            )
+            for delivery in first
+            if delivery.process_id in found
+        }
 
     async def _send(self, claimed: rows.Claimed, body: bytes) -> tuple[int | None, str | None]:
         """The reply's status code, or None and why there was none."""
