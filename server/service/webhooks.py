@@ -22,11 +22,9 @@ from server.domain.processes import Event, Process
 from server.domain.webhooks import (
     SECRET_BYTES,
     USER_AGENT,
-    AttemptResult,
     Delivery,
     DeliveryPage,
     DeliveryQuery,
-    DeliveryStatus,
     NewWebhook,
     Webhook,
     after_attempt,
@@ -212,11 +210,11 @@ class DeliveryWorker:
             # two statements for the batch, not two a delivery.
             bodies = await self._messages(connection, claimed)
         for delivery in claimed:
-            body = delivery.body if delivery.body is not None else bodies.get(delivery.delivery_id)
+            body = delivery.body if delivery.body is not None else bodies[delivery.delivery_id]
             task = asyncio.create_task(self._attempt(delivery, body))
             self._sending.setdefault(delivery.webhook_id, set()).add(task)
 
-    async def _attempt(self, claimed: rows.Claimed, body: bytes | None) -> None:
+    async def _attempt(self, claimed: rows.Claimed, body: bytes) -> None:
         try:
             await self._attempt_once(claimed, body)
         finally:
@@ -227,23 +225,13 @@ class DeliveryWorker:
             # The webhook's next delivery may be due already.
             self._woken.set()
 
-    async def _attempt_once(self, claimed: rows.Claimed, body: bytes | None) -> None:
-        """Sends the delivery's message (None: its process is gone) and records
-        what came of it."""
-        error: str | None
+    async def _attempt_once(self, claimed: rows.Claimed, body: bytes) -> None:
+        """Sends the delivery's message and records what came of it."""
         try:
-            if body is None:
-                status_code, error = None, f"process {claimed.process_id} no longer exists"
-                result = AttemptResult(DeliveryStatus.FAILED, None, error)
-            else:
-                status_code, error = await self._send(claimed, body)
-                result = after_attempt(
-                    claimed.attempts,
-                    status_code,
-                    error,
-                    self._clock(),
-                    self._settings.retry_schedule,
-                )
+            status_code, error = await self._send(claimed, body)
+            result = after_attempt(
+                claimed.attempts, status_code, error, self._clock(), self._settings.retry_schedule
+            )
             async with self._database.transaction() as connection:
                 rows.finish(
                     connection,
@@ -253,7 +241,7 @@ class DeliveryWorker:
                     status_code=status_code,
                     error=result.error,
                     delivered_at=self._clock() if result.error is None else None,
-                    body=body or b"",
+                    body=body,
                     disable_webhook=result.disable_webhook,
                 )
         except Exception as error:
@@ -265,7 +253,8 @@ class DeliveryWorker:
     ) -> dict[uuid.UUID, bytes]:
         """The messages of the deliveries' first attempts, by delivery, made
         from their processes and events as they are now (every later attempt
-        sends the same bytes); none for a process retention deleted first."""
+        sends the same bytes). The claim's locks keep the processes: deleting
+        one deletes its deliveries, which waits for them."""
         first = [delivery for delivery in claimed if delivery.body is None]
         if not first:
             return {}
@@ -279,7 +268,6 @@ class DeliveryWorker:
                 events.get((delivery.process_id, delivery.seq)),
             )
             for delivery in first
-            if delivery.process_id in found
         }
 
     async def _send(self, claimed: rows.Claimed, body: bytes) -> tuple[int | None, str | None]:

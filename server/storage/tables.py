@@ -382,9 +382,11 @@ class WebhookDeliveryRow(Base):
         ForeignKey("webhooks.webhook_id", ondelete="CASCADE")
     )
     event_type: Mapped[str] = mapped_column(Text)
-    # The event the message tells of; no foreign key, so that the log
-    # outlives a process that retention deletes.
-    process_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    # The event the message tells of. Retention deletes a process's
+    # deliveries with it, as its events.
+    process_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("processes.process_id", ondelete="CASCADE")
+    )
     seq: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer)
@@ -401,6 +403,8 @@ class WebhookDeliveryRow(Base):
 
     __table_args__ = (
         Index("webhook_deliveries_by_webhook", "webhook_id", "created_at", "delivery_id"),
+        # The cascade from a deleted process finds its deliveries.
+        Index("webhook_deliveries_by_process", "process_id"),
         # The workers' claim reads the due deliveries only.
         Index(
             "webhook_deliveries_due",

@@ -10,7 +10,10 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from server.domain.processes import StepDef, new_process
+from server.domain.tokens import Caller
 from server.domain.webhooks import DeliveryStatus, Webhook, WebhookEvent, delivery_query
+from server.storage import processes
 from server.storage import webhooks as rows
 from tests.support.in_process import InProcessServer
 
@@ -30,14 +33,24 @@ async def _webhook_with_deliveries(server: InProcessServer, count: int) -> uuid.
         enabled=True,
         created_at=FUTURE,
     )
+    caller = Caller(org.org_id, frozenset(), "claims", uuid.uuid4())
     async with server.database.transaction() as connection:
         await rows.add(connection, webhook, b"k" * 32)
         for index in range(count):
+            process = new_process(
+                org_id=org.org_id,
+                namespace="claims",
+                name=f"claimed {index}",
+                step_defs=[StepDef("build", "Build", human=False)],
+                now=FUTURE,
+                created_by=caller,
+            )
+            await processes.add(connection, process)
             rows.queue(
                 connection,
                 org_id=org.org_id,
-                namespace=f"{org.org_id}.claims",
-                process_id=uuid.uuid4(),
+                namespace=process.namespace,
+                process_id=process.process_id,
                 seq=0,
                 messages=(WebhookEvent.PROCESS_CREATED,),
                 now=FUTURE + timedelta(microseconds=index),

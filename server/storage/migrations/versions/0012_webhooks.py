@@ -40,7 +40,12 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("event_type", sa.Text(), nullable=False),
-        sa.Column("process_id", sa.Uuid(), nullable=False),
+        sa.Column(
+            "process_id",
+            sa.Uuid(),
+            sa.ForeignKey("processes.process_id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("status", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -56,6 +61,7 @@ def upgrade() -> None:
         "webhook_deliveries",
         ["webhook_id", "created_at", "delivery_id"],
     )
+    op.create_index("webhook_deliveries_by_process", "webhook_deliveries", ["process_id"])
     op.create_index(
         "webhook_deliveries_due",
         "webhook_deliveries",
