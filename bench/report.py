@@ -294,6 +294,7 @@ def render(
     watch: list[str],
     tracing: list[str],
     retention: list[str],
+    webhooks: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -394,6 +395,7 @@ def render(
         *tracing,
         *watch,
         *retention,
+        *webhooks,
         *_dashboard(),
         *drill,
     ]

@@ -5,7 +5,8 @@ prints its section and writes nothing); `--only metrics` the comparison of
 metrics on and off alone (seeding if needed; it prints its goal rows), and
 `--only tracing` the tracing phases alone (on the seeded data; likewise), and
 `--only sync` Update with a synchronous standby against without (likewise;
-it writes its section of docs/benchmarks.md too).
+it writes its section of docs/benchmarks.md too), and `--only webhooks` the
+webhooks phase (likewise).
 """
 
 import argparse
@@ -27,7 +28,7 @@ import grpc
 import psutil
 import psycopg
 
-from bench import capture, pgbench, profile, report, retention, seed, sync_commit, wrk
+from bench import capture, pgbench, profile, report, retention, seed, sync_commit, webhooks, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler, postmaster
@@ -641,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["calls", "watch", "metrics", "tracing", "retention", "sync"],
+        choices=["calls", "watch", "metrics", "tracing", "retention", "sync", "webhooks"],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
         " by layer, beside pgbench; `sync`: Update with a synchronous standby against without)",
     )
@@ -696,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("\n".join(retention.section(expired)))
             return 0
+        if only == "webhooks":
+            print("\n".join(webhooks.section(webhooks.run(runner, main_workers, log))))
+            return 0
         log("capturing the statements of one Get and one Update")
         captured = capture_statements(runner, database_url)
         log(f"main run: HTK_WORKERS={main_workers}")
@@ -724,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
         expired = retention.run(
             runner, main_workers, config.retention_processes, Path(scratch), log
         )
+        log(f"webhooks: HTK_WORKERS={main_workers}")
+        delivered = webhooks.run(runner, main_workers, log)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -740,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         watch=report.watch_section(watched, config.watch),
         tracing=report.tracing_section(runner.results),
         retention=retention.section(expired),
+        webhooks=webhooks.section(delivered),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

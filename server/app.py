@@ -15,7 +15,11 @@ from grpc_health.v1._async import HealthServicer  # health.aio's, named so for t
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
+from htk.processes.v1 import (
+    process_service_pb2_grpc,
+    task_service_pb2_grpc,
+    webhook_service_pb2_grpc,
+)
 from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
@@ -30,6 +34,7 @@ from server.service.retention import ArchiveTo, RetentionService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService, token_changes
 from server.service.watch import WatchService
+from server.service.webhooks import DeliverySettings, DeliveryWorker, WebhookService
 from server.service.writes import Clock, Writes
 from server.settings import Settings
 from server.storage.database import CONNECT_TIMEOUT_SECONDS, Database
@@ -41,6 +46,7 @@ from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 from server.transport.task_servicer import TaskServicer
 from server.transport.tracing import RpcSpans
+from server.transport.webhook_servicer import WebhookServicer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,7 @@ class Server:
         upkeep: list["PeriodicJob"],
         watch_hub: WatchHub,
         listener: Listener,
+        delivery_worker: DeliveryWorker,
     ) -> None:
         self.grpc_server = grpc_server
         self._health = health_servicer
@@ -82,6 +89,8 @@ class Server:
         # The worker's one listening connection: watch streams and cached tokens.
         self.listener = listener
         self._listening: asyncio.Task[None] | None = None
+        self.delivery_worker = delivery_worker
+        self._delivering: asyncio.Task[None] | None = None
 
     def add_address(self, address: str) -> int:
         """Listens on `address` too (`host:0` picks a free port); returns the port."""
@@ -100,6 +109,7 @@ class Server:
         for service in api_services():
             await self._health.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
         self._upkeep_tasks = [asyncio.create_task(job.run_forever()) for job in self._upkeep]
+        self._delivering = asyncio.create_task(self.delivery_worker.run())
 
     async def stop(self, *, notice_seconds: float = 0.0) -> None:
         """Refuses new calls, fails health checks for `notice_seconds` (so that
@@ -117,6 +127,11 @@ class Server:
         await self.grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
         for task in self._upkeep_tasks:
             task.cancel()
+        if self._delivering is not None:
+            # An attempt cut short is made again once its lease runs out.
+            self._delivering.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._delivering
         if self._listening is not None:
             self._listening.cancel()
             with suppress(asyncio.CancelledError):
@@ -164,10 +179,17 @@ def build_server(
         ],
     )
     watch_hub = WatchHub(database, limits=watch_limits(settings))
+    deliveries = DeliverySettings(
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retry_schedule=settings.webhook_retry_schedule,
+        allow_private=settings.webhook_allow_private,
+    )
+    delivery_worker = DeliveryWorker(database, clock, deliveries, messages.webhook_message)
     listener = Listener(
         lambda: database.dedicated_connection("htk listener"),
         [
             watch_hub.subscription,
+            delivery_worker.subscription,
             token_changes(
                 callers, revoked=watch_hub.end_streams_of, check_tokens=watch_hub.check_tokens
             ),
@@ -184,6 +206,9 @@ def build_server(
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server
+    )
+    webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(
+        WebhookServicer(WebhookService(database, clock, deliveries)), grpc_server
     )
     health_servicer = Health(lambda: listener.listening)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -232,7 +257,9 @@ def build_server(
             METRICS_SAMPLE_INTERVAL_SECONDS,
         ),
     ]
-    return Server(grpc_server, health_servicer, draining, upkeep, watch_hub, listener)
+    return Server(
+        grpc_server, health_servicer, draining, upkeep, watch_hub, listener, delivery_worker
+    )
 
 
 def gauge_sampler(

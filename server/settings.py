@@ -19,7 +19,7 @@ import annotated_types
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +37,19 @@ def _ip_address(value: str) -> str:
 
 
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
+
+
+def _seconds_list(value: Any) -> Any:
+    """`5,300,1800` as the numbers it lists, each positive."""
+    if not isinstance(value, str):
+        return value
+    try:
+        seconds = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError("must be positive numbers of seconds, comma-separated") from None
+    if any(not 0 < wait < 1e9 for wait in seconds):
+        raise ValueError("must be positive numbers of seconds, comma-separated")
+    return seconds
 
 
 OTLP_GRPC_PORT = 4317
@@ -327,6 +340,33 @@ class Settings(BaseSettings):
         description="tracing: Envoy and the workers send spans to this OTLP/gRPC collector"
         " (`http://host:port`, e.g. `http://127.0.0.1:4317`); tracing is off (and costs"
         " nothing) unless set",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        gt=0.0,
+        le=60.0,
+        validation_alias="HTK_WEBHOOK_TIMEOUT_SECONDS",
+        description="webhooks: how long an attempt waits for the receiver's reply; none by"
+        " then is a failed attempt, retried",
+    )
+    webhook_retry_schedule: Annotated[
+        tuple[float, ...], NoDecode, BeforeValidator(_seconds_list)
+    ] = Field(
+        (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
+        min_length=1,
+        max_length=20,
+        validation_alias="HTK_WEBHOOK_RETRY_SCHEDULE",
+        description="webhooks: the waits, in seconds and comma-separated, before each retry of"
+        " a failed delivery (each up to 20% earlier or later, at random); after the last the"
+        " delivery has failed",
+        json_schema_extra={"shown_default": "`5,300,1800,7200,18000,36000,36000`"},
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        validation_alias="HTK_WEBHOOK_ALLOW_PRIVATE",
+        description="webhooks: `1` lets webhook URLs reach loopback and private addresses"
+        " (receivers on premises, tests); link-local ones, which hold the cloud metadata"
+        " services, are refused all the same",
     )
     otel_service_name: str = Field(
         "htk",

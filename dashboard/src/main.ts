@@ -10,6 +10,7 @@ import { processesView } from "./processes.js";
 import type { StreamState } from "./streams.js";
 import { inboxView } from "./tasks.js";
 import { forgetToken, type Session, signIn, storedToken } from "./token.js";
+import { deliveriesView, webhooksView } from "./webhooks.js";
 
 const STATE_TEXT: Record<StreamState, string> = {
   connecting: "Connecting…",
@@ -79,6 +80,7 @@ function route(): void {
         { "aria-label": "Dashboard" },
         h("a", { href: "#/", "aria-current": current("/") }, "Processes"),
         h("a", { href: "#/tasks", "aria-current": current("/tasks") }, "Tasks"),
+        h("a", { href: "#/webhooks", "aria-current": current("/webhooks") }, "Webhooks"),
       ),
       h(
         "p",
@@ -102,6 +104,10 @@ function route(): void {
       h("p", { class: "error", role: "alert" }, "The address names no process: its process ID is not valid percent-encoding."),
       h("p", {}, h("a", { href: "#/" }, "← All processes")),
     );
+  } else if (path === "/webhooks") {
+    webhooksView(session, main, setState);
+  } else if (/^\/webhooks\/[^/]+$/.test(path ?? "")) {
+    deliveriesView(session, main, decoded(path!.split("/")[2]!) ?? "", setState);
   } else if (path === "/tasks") {
     inboxView(session, main, new URLSearchParams(query), leaving.signal, setState);
   } else {

@@ -12,6 +12,8 @@ export interface Session {
   readonly mayCompleteTasks: boolean;
   /** Whether the token may cancel processes. */
   readonly mayWriteProcesses: boolean;
+  /** Whether the token may see and manage webhooks. */
+  readonly mayManageWebhooks: boolean;
 }
 
 export function storedToken(): string | null {
@@ -32,5 +34,6 @@ export async function signIn(token: string): Promise<Session> {
     caller,
     mayCompleteTasks: caller.scopes.includes("tasks:complete"),
     mayWriteProcesses: caller.scopes.includes("processes:write"),
+    mayManageWebhooks: caller.scopes.includes("webhooks:manage"),
   };
 }

@@ -82,6 +82,14 @@ class Outcome(enum.StrEnum):
     REJECTED = "rejected"
 
 
+class DeliveryStatus(enum.StrEnum):
+    """The words of a delivery's `status`."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class Scope(enum.StrEnum):
     """A permission beyond reading, which every token of an organization has: each
     scope an RPC's `(htk.processes.v1.access)` names."""
@@ -89,6 +97,7 @@ class Scope(enum.StrEnum):
     PROCESSES_WRITE = "processes:write"
     TASKS_CREATE = "tasks:create"
     TASKS_COMPLETE = "tasks:complete"
+    WEBHOOKS_MANAGE = "webhooks:manage"
 
 
 # htk.processes.v1.ListProcessesRequest
@@ -131,6 +140,15 @@ LIST_TASKS_REQUEST_OFFSET_MINIMUM = 0
 
 # htk.processes.v1.CompleteTaskRequest
 COMPLETE_TASK_REQUEST_COMMENT_MAX_LENGTH = 10000
+
+# htk.processes.v1.CreateWebhookRequest
+CREATE_WEBHOOK_REQUEST_URL_MAX_LENGTH = 2048
+CREATE_WEBHOOK_REQUEST_EVENTS_MAX_ITEMS = 16
+CREATE_WEBHOOK_REQUEST_DESCRIPTION_MAX_LENGTH = 500
+
+# htk.processes.v1.ListWebhookDeliveriesRequest
+LIST_WEBHOOK_DELIVERIES_REQUEST_LIMIT_MINIMUM = 1
+LIST_WEBHOOK_DELIVERIES_REQUEST_LIMIT_MAXIMUM = 200
 
 # htk.processes.v1.StepDef
 STEP_DEF_KEY_MAX_LENGTH = 64

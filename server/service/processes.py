@@ -24,8 +24,9 @@ from server.domain.processes import (
     validate_update,
 )
 from server.domain.tokens import Caller
+from server.domain.webhooks import WebhookEvent, messages_of
 from server.service.writes import Clock, Writes, Written
-from server.storage import processes
+from server.storage import processes, webhooks
 from server.storage.database import Database
 
 
@@ -87,6 +88,15 @@ class ProcessService:
 
         async def write(connection: AsyncConnection) -> Written:
             await processes.add(connection, process)
+            webhooks.queue(
+                connection,
+                org_id=process.org_id,
+                namespace=process.namespace,
+                process_id=process.process_id,
+                seq=0,
+                messages=(WebhookEvent.PROCESS_CREATED,),
+                now=process.started_at,
+            )
             return Written(respond(process), process.process_id)
 
         return await self._writes.run(key, write)
@@ -145,11 +155,21 @@ class ProcessService:
 
 def record(connection: AsyncConnection, process: Process, change: Change) -> None:
     """Writes what a change did to a process locked in this transaction: its
-    state, the steps and tasks it moved, and its event. Every kind of change
-    (update, task completion, timeout) is recorded the same way. The write
-    goes with the transaction's next round trip: its COMMIT, when nothing
-    follows it."""
+    state, the steps and tasks it moved, its event, and the webhook
+    deliveries it causes (the outbox). Every kind of change (update, task
+    completion, timeout, cancel) is recorded the same way. The writes go
+    with the transaction's next round trip: its COMMIT, when nothing follows
+    them."""
     processes.record_change(connection, process, change)
+    webhooks.queue(
+        connection,
+        org_id=process.org_id,
+        namespace=process.namespace,
+        process_id=process.process_id,
+        seq=change.event.seq,
+        messages=messages_of(change),
+        now=change.event.recorded_at,
+    )
 
 
 async def load_locked(connection: AsyncConnection, org_id: str, process_id: uuid.UUID) -> Process:

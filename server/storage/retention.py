@@ -94,9 +94,9 @@ async def delete_processes(
     connection: AsyncConnection, process_ids: Sequence[uuid.UUID], before: datetime
 ) -> int:
     """Deletes those of the processes still expired at `before`, with the
-    idempotency keys that name them; their steps, tasks and events go by the
-    foreign keys' cascades, and the counters' triggers take them out of every
-    total. A process whose row a call holds (an update being refused) is
+    idempotency keys that name them; their steps, tasks, events and webhook
+    deliveries go by the foreign keys' cascades, and the counters' triggers
+    take them out of every total. A process whose row a call holds (an update being refused) is
     skipped, not waited for: a later batch takes it. Returns how many went.
 
     One statement, so that it waits for the tables' locks (if anything holds

@@ -348,3 +348,67 @@ class IdempotencyKeyRow(Base):
             postgresql_where=text("process_id IS NOT NULL"),
         ),
     )
+
+
+class WebhookRow(Base):
+    """A URL subscribed to some of an organization's events."""
+
+    __tablename__ = "webhooks"
+
+    webhook_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.org_id"))
+    url: Mapped[str] = mapped_column(Text)
+    # Event types, or `*` for all.
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # NULL: every namespace of the organization.
+    namespace: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool]
+    # The signing key (the secret's bytes): kept to sign, never returned.
+    signing_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("webhooks_by_org", "org_id", "created_at", "webhook_id"),)
+
+
+class WebhookDeliveryRow(Base):
+    """One message for one webhook: the outbox row written with its event,
+    then the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+
+    delivery_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhooks.webhook_id", ondelete="CASCADE")
+    )
+    event_type: Mapped[str] = mapped_column(Text)
+    # The event the message tells of. Retention deletes a process's
+    # deliveries with it, as its events.
+    process_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("processes.process_id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Pending: when the next attempt is due; while one is under way, when a
+    # worker may take it over from one that died.
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    # The message, made at the first attempt and sent unchanged by every
+    # other; NULL before it.
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("webhook_deliveries_by_webhook", "webhook_id", "created_at", "delivery_id"),
+        # The cascade from a deleted process finds its deliveries.
+        Index("webhook_deliveries_by_process", "process_id"),
+        # The workers' claim reads the due deliveries only.
+        Index(
+            "webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )

@@ -1,5 +1,6 @@
 """Conversions between protobuf messages and domain objects."""
 
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from google.rpc import status_pb2
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import task_service_pb2 as tasks_pb
+from htk.processes.v1 import webhook_service_pb2 as webhooks_pb
 from server.domain.errors import InvalidArgument
 from server.domain.processes import (
     Event,
@@ -28,6 +30,7 @@ from server.domain.retention import ArchivedProcess
 from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
 from server.domain.tokens import Caller
 from server.domain.watch import Heartbeat, ProcessChange
+from server.domain.webhooks import Delivery, DeliveryPage, Webhook
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -334,3 +337,75 @@ def organization_watch(item: ProcessChange | Heartbeat) -> pb.WatchProcessesResp
 
 def organization_watch_error(status: status_pb2.Status) -> pb.WatchProcessesResponse:
     return pb.WatchProcessesResponse(error=status)
+
+
+def summary_of(process: Process) -> ProcessSummary:
+    """A process as ListProcesses shows it."""
+    return ProcessSummary(
+        process_id=process.process_id,
+        namespace=process.namespace,
+        name=process.name,
+        status=process.status,
+        current_step=process.current_step,
+        started_at=process.started_at,
+        step_count=len(process.steps),
+        task_ids=process.task_ids,
+        created_by=process.created_by,
+        labels=process.labels,
+        url=process.url,
+    )
+
+
+def webhook_message(
+    event_type: str, happened_at: datetime, subject: Process, logged: Event | None
+) -> bytes:
+    """A webhook's message (Standard Webhooks' `type`, `timestamp`, `data`),
+    its parts printed as the REST API prints them: the process summary, and
+    the event, its step and the step's task where there is one."""
+    data: dict[str, Any] = {"process": _rest_json(_summary(summary_of(subject)))}
+    if logged is not None:
+        data["event"] = _rest_json(event(logged))
+        if logged.step is not None:
+            step = subject.step(logged.step)
+            data["step"] = _rest_json(_timeline_entry(step))
+            if step.task is not None:
+                data["task"] = _rest_json(task(step.task))
+    message = {"type": event_type, "timestamp": happened_at.isoformat(), "data": data}
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def webhook(found: Webhook) -> webhooks_pb.Webhook:
+    return webhooks_pb.Webhook(
+        webhook_id=str(found.webhook_id),
+        url=found.url,
+        events=found.events,
+        namespace=found.namespace,
+        description=found.description,
+        enabled=found.enabled,
+        created_at=_timestamp(found.created_at),
+        secret=found.secret,
+    )
+
+
+def delivery(found: Delivery) -> webhooks_pb.WebhookDelivery:
+    return webhooks_pb.WebhookDelivery(
+        delivery_id=str(found.delivery_id),
+        event_type=found.event_type,
+        process_id=str(found.process_id),
+        status=found.status.value,
+        attempts=found.attempts,
+        last_status_code=found.last_status_code,
+        last_error=found.last_error,
+        # A pending delivery's time is when its next attempt is due (or its
+        # lease of one under way ends); an ended one has none.
+        next_attempt_at=_timestamp(found.next_attempt_at) if found.status == "pending" else None,
+        created_at=_timestamp(found.created_at),
+        delivered_at=_timestamp(found.delivered_at),
+    )
+
+
+def delivery_page(page: DeliveryPage) -> webhooks_pb.ListWebhookDeliveriesResponse:
+    return webhooks_pb.ListWebhookDeliveriesResponse(
+        deliveries=[delivery(found) for found in page.deliveries],
+        next_page_token=page.next_page_token or "",
+    )

@@ -23,13 +23,12 @@ from google.rpc import code_pb2
 from htk.processes.v1 import access_pb2, errors_pb2, values_pb2
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import task_service_pb2 as task_pb
+from server.transport.methods import api_services
 
 ROOT = Path(__file__).resolve().parents[2]
 FD = descriptor.FieldDescriptor
-SERVICES = [
-    pb.DESCRIPTOR.services_by_name["ProcessService"],
-    task_pb.DESCRIPTOR.services_by_name["TaskService"],
-]
+# Every service, found as the server finds them: a new one needs no edit here.
+SERVICES = api_services()
 METHODS = [method for service in SERVICES for method in service.methods]
 METHOD_BY_NAME = {method.name: method for method in METHODS}
 

@@ -4,18 +4,21 @@ import { type Client, createClient, type Interceptor, type Transport } from "@co
 
 import { ProcessService } from "./gen/htk/processes/v1/process_service_pb.js";
 import { TaskService } from "./gen/htk/processes/v1/task_service_pb.js";
+import { WebhookService } from "./gen/htk/processes/v1/webhook_service_pb.js";
 import { type WatchOptions, watchProcess, watchProcesses } from "./watch.js";
 
 // Errors are ConnectErrors with a gRPC status code: callers need both to tell them apart.
 export { Code, ConnectError } from "@connectrpc/connect";
 export * from "./gen/htk/processes/v1/process_service_pb.js";
 export * from "./gen/htk/processes/v1/task_service_pb.js";
+export * from "./gen/htk/processes/v1/webhook_service_pb.js";
 export * from "./watch.js";
 
 /** htk's services, by the name each has on an HtkClient. */
 const services = {
   processes: ProcessService,
   tasks: TaskService,
+  webhooks: WebhookService,
 } as const;
 
 /** The generated clients of htk's services, sharing one transport. */

@@ -126,6 +126,31 @@ class RestApi:
         path = f"/api/v1/tasks/{_segment(task_id)}/complete"
         return self._call("POST", path, body=body, idempotency_key=idempotency_key)
 
+    def create_webhook(self, body: JsonObject) -> Response:
+        return self._call("POST", "/api/v1/webhooks", body=body)
+
+    def list_webhooks(self) -> Response:
+        return self._call("GET", "/api/v1/webhooks")
+
+    def get_webhook(self, webhook_id: str) -> Response:
+        return self._call("GET", f"/api/v1/webhooks/{_segment(webhook_id)}")
+
+    def delete_webhook(self, webhook_id: str) -> Response:
+        return self._call("DELETE", f"/api/v1/webhooks/{_segment(webhook_id)}")
+
+    def enable_webhook(self, webhook_id: str) -> Response:
+        return self._call("POST", f"/api/v1/webhooks/{_segment(webhook_id)}/enable", body={})
+
+    def list_webhook_deliveries(self, webhook_id: str, query: Mapping[str, str | int]) -> Response:
+        path = f"/api/v1/webhooks/{_segment(webhook_id)}/deliveries"
+        return self._call("GET", path, query=query)
+
+    def redeliver_webhook_delivery(self, webhook_id: str, delivery_id: str) -> Response:
+        path = (
+            f"/api/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
+        )
+        return self._call("POST", path, body={})
+
     def watch_process(self, process_id: str, after_seq: int | None = None) -> Iterator[JsonObject]:
         """The process's watch stream (after event `after_seq`, if given) until
         the process finishes. A stream that drops, ends early or is refused

@@ -25,6 +25,7 @@ STATUS_STYLES = {
     "cancelled": "dim",
     "skipped": "dim",
     "expired": "red",
+    "delivered": "green",
 }
 # What an event says besides its type and step, in this order.
 EVENT_TEXT_FIELDS = (
@@ -59,7 +60,9 @@ def status_cell(status: Any) -> Text:
 def _table(*columns: str) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     for column in columns:
-        table.add_column(column, no_wrap=column in {"ID", "PROCESS", "TASK", "SEQ"})
+        table.add_column(
+            column, no_wrap=column in {"ID", "PROCESS", "TASK", "SEQ", "WEBHOOK", "DELIVERY"}
+        )
     return table
 
 
@@ -188,6 +191,36 @@ def tasks_table(page: JsonObject) -> Table:
             cell(show_time(task.get("created_at"))),
             cell(task.get("outcome")),
             cell(task.get("completed_by")),
+        )
+    return table
+
+
+def webhooks_table(webhooks: list[JsonObject]) -> Table:
+    table = _table("WEBHOOK", "URL", "EVENTS", "NAMESPACE", "ENABLED", "CREATED")
+    for webhook in webhooks:
+        table.add_row(
+            cell(webhook.get("webhook_id")),
+            cell(webhook.get("url")),
+            cell(",".join(webhook.get("events", []))),
+            cell(webhook.get("namespace")),
+            cell("yes" if webhook.get("enabled") else "no (disabled)"),
+            cell(show_time(webhook.get("created_at"))),
+        )
+    return table
+
+
+def deliveries_table(deliveries: list[JsonObject]) -> Table:
+    table = _table("DELIVERY", "EVENT", "PROCESS", "STATUS", "ATTEMPTS", "LAST", "CREATED")
+    for delivery in deliveries:
+        last = delivery.get("last_error") or delivery.get("last_status_code")
+        table.add_row(
+            cell(delivery.get("delivery_id")),
+            cell(delivery.get("event_type")),
+            cell(delivery.get("process_id")),
+            status_cell(delivery.get("status")),
+            cell(delivery.get("attempts")),
+            cell(last),
+            cell(show_time(delivery.get("created_at"))),
         )
     return table
 
