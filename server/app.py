@@ -15,7 +15,11 @@ from grpc_health.v1._async import HealthServicer  # health.aio's, named so for t
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from htk.processes.v1 import process_service_pb2_grpc, task_service_pb2_grpc
+from htk.processes.v1 import (
+    process_service_pb2_grpc,
+    task_service_pb2_grpc,
+    trust_service_pb2_grpc,
+)
 from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
@@ -25,10 +29,12 @@ from server.edge.constants import MAX_METADATA_BYTES
 from server.edge.rest_input import read_rest_input
 from server.service.deadlines import DeadlineService
 from server.service.hub import WatchHub, WatchLimits
+from server.service.issuer_keys import IssuerKeys
 from server.service.processes import ProcessService
 from server.service.retention import ArchiveTo, RetentionService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService, token_changes
+from server.service.trust import TrustService
 from server.service.watch import WatchService
 from server.service.writes import Clock, Writes
 from server.settings import Settings
@@ -41,6 +47,7 @@ from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
 from server.transport.task_servicer import TaskServicer
 from server.transport.tracing import RpcSpans
+from server.transport.trust_servicer import TrustServicer
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +170,7 @@ def build_server(
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    watch_hub = WatchHub(database, limits=watch_limits(settings))
+    watch_hub = WatchHub(database, limits=watch_limits(settings), clock=clock)
     listener = Listener(
         lambda: database.dedicated_connection("htk listener"),
         [
@@ -184,6 +191,19 @@ def build_server(
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server
+    )
+    trust_service_pb2_grpc.add_TrustServiceServicer_to_server(
+        TrustServicer(
+            TrustService(
+                database,
+                clock,
+                IssuerKeys(
+                    cache_seconds=settings.jwks_cache_seconds,
+                    timeout_seconds=settings.jwks_timeout_seconds,
+                ),
+            )
+        ),
+        grpc_server,
     )
     health_servicer = Health(lambda: listener.listening)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)

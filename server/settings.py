@@ -284,6 +284,21 @@ class Settings(BaseSettings):
         " this long (up to `HTK_TOKEN_CACHE_SIZE` of them; `0`: never remembered); short,"
         " since creating a token notifies no worker",
     )
+    jwks_cache_seconds: int = Field(
+        600,
+        ge=1,
+        validation_alias="HTK_JWKS_CACHE_SECONDS",
+        description="an OIDC issuer's signing keys (for the token exchange) are fetched again"
+        " after this long; a token signed by a key not yet known fetches them at once",
+    )
+    jwks_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=30,
+        validation_alias="HTK_JWKS_TIMEOUT_SECONDS",
+        description="how long fetching an OIDC issuer's configuration or keys may take before"
+        " the exchange gives up (UNAVAILABLE, HTTP 503)",
+    )
     log_level: LogLevel = Field(
         "INFO",
         validation_alias="HTK_LOG_LEVEL",

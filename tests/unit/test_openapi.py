@@ -23,13 +23,11 @@ from google.rpc import code_pb2
 from htk.processes.v1 import access_pb2, errors_pb2, values_pb2
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import task_service_pb2 as task_pb
+from server.transport.methods import api_services
 
 ROOT = Path(__file__).resolve().parents[2]
 FD = descriptor.FieldDescriptor
-SERVICES = [
-    pb.DESCRIPTOR.services_by_name["ProcessService"],
-    task_pb.DESCRIPTOR.services_by_name["TaskService"],
-]
+SERVICES = api_services()
 METHODS = [method for service in SERVICES for method in service.methods]
 METHOD_BY_NAME = {method.name: method for method in METHODS}
 
@@ -285,6 +283,9 @@ def test_each_operation_says_who_may_call_it_and_whether_it_writes(
     declared = method.GetOptions().Extensions[access_pb2.access]
     if declared.any_token:
         assert op["x-htk-access"] == {"any_token": True}
+    elif declared.no_token:
+        assert op["x-htk-access"] == {"no_token": True}
+        assert op["security"] == []
     else:
         assert op["x-htk-access"] == {"any_of_scopes": list(declared.any_of_scopes)}
     assert op["x-htk-read-only"] is read_only(method)
