@@ -5,6 +5,8 @@ a process and cannot complete a task; forgeries refused with 401; expiry
 and the policy's deletion refusing the token on every path within a
 second; another organization's policies invisible."""
 
+import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +23,7 @@ from tests.e2e.test_rest_contract import PROCESSES, create_body
 from tests.e2e.test_token_revocation import bearer
 from tests.support.oidc_issuer import Issuer, running_issuer
 from tests.support.orgs import Org
-from tests.support.stack import Stack
+from tests.support.stack import HTK, Stack
 
 POLICIES = "/api/v1/trust-policies"
 EXCHANGE = "/api/v1/tokens:exchange"
@@ -269,3 +271,37 @@ def test_policies_need_the_tokens_manage_scope(
         json={"name": "x", "issuer": "http://ci.example.com", "audience": "a", "subject": "s"},
     )
     assert bad.status_code == 403
+
+
+def test_htk_trust_creates_lists_and_deletes_policies(
+    stack: Stack, rest: httpx.Client, org: Org, admin: str, issuer: Issuer
+) -> None:
+    def htk(*args: str) -> "subprocess.CompletedProcess[str]":
+        env = {"PATH": stack.env["PATH"], "HTK_URL": stack.http_url, "HTK_TOKEN": admin}
+        return subprocess.run([HTK, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    created = htk(
+        "trust", "create", "--name", "app main", "--issuer", issuer.url,
+        "--audience", f"htk-{org.org_id}", "--subject", "repo:acme/app:*",
+        "--claim", "repository_owner=acme", "--scopes", "processes:write", "--ttl", "600",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    policy_id = created.stdout.strip()
+    listed = htk("trust", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (policy,) = json.loads(listed.stdout)["policies"]
+    assert policy["policy_id"] == policy_id
+    assert (policy["claims"], policy["token_ttl_seconds"]) == ({"repository_owner": "acme"}, 600)
+    assert "repo:acme/app:*" in htk("trust", "list").stdout
+    token = exchange(rest, issuer.token(aud=f"htk-{org.org_id}")).json()["token"]
+    deleted = htk("trust", "delete", policy_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "revoked 1 token" in deleted.stderr
+    assert htk("trust", "delete", policy_id).returncode != 0
+    assert htk("trust", "list", "--json").stdout.strip() == '{"policies":[]}'
+    for _ in range(200):
+        if rest.get("/api/v1/caller", headers=bearer(token)).status_code == 401:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the deleted policy's token still works")
