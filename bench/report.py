@@ -293,6 +293,7 @@ def render(
     watch: list[str],
     tracing: list[str],
     retention: list[str],
+    exchange: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -386,7 +387,8 @@ def render(
         out.append("")
 
     out += _beside(results, beside)
-    out += [*tracing, *watch, *retention, *_dashboard(), "## All phases", "", *_table(results), ""]
+    out += [*tracing, *watch, *retention, *exchange, *_dashboard()]
+    out += ["## All phases", "", *_table(results), ""]
     errors = [m for m in results if m.errors]
     if errors:
         out += ["Errors seen:", ""]

@@ -3,7 +3,8 @@
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
 prints its section and writes nothing); `--only metrics` the comparison of
 metrics on and off alone (seeding if needed; it prints its goal rows), and
-`--only tracing` the tracing phases alone (on the seeded data; likewise).
+`--only tracing` the tracing phases alone (on the seeded data; likewise);
+`--only exchange` the token exchange's latency alone (no seeding).
 """
 
 import argparse
@@ -25,7 +26,7 @@ import grpc
 import psutil
 import psycopg
 
-from bench import capture, pgbench, profile, report, retention, seed, wrk
+from bench import capture, exchange, pgbench, profile, report, retention, seed, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler, postmaster
@@ -618,11 +619,21 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
     return results
 
 
+def exchange_phase(config: Config, database_url: str) -> list[str]:
+    """The token exchange's latency, on the main number of workers."""
+    workers = config.workers[0]
+    log(f"token exchange: HTK_WORKERS={workers}")
+    with bench_stack(database_url, workers) as stack:
+        result = exchange.run(stack, workers, log)
+    log(f"exchange: p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms")
+    return exchange.section(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["calls", "watch", "metrics", "tracing", "retention"],
+        choices=["calls", "watch", "metrics", "tracing", "retention", "exchange"],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
         " by layer, beside pgbench)",
     )
@@ -633,6 +644,11 @@ def main(argv: list[str] | None = None) -> int:
         with bench_database(config) as database_url:
             watched = watch_phases(config, database_url)
         print("\n".join(report.watch_section(watched, config.watch)))
+        return 0
+    if only == "exchange":
+        DATA_DIR.mkdir(exist_ok=True)
+        with bench_database(config) as database_url:
+            print("\n".join(exchange_phase(config, database_url)))
         return 0
     began = time.monotonic()
     DATA_DIR.mkdir(exist_ok=True)
@@ -695,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         expired = retention.run(
             runner, main_workers, config.retention_processes, Path(scratch), log
         )
+        exchanged = exchange_phase(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -711,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         watch=report.watch_section(watched, config.watch),
         tracing=report.tracing_section(runner.results),
         retention=retention.section(expired),
+        exchange=exchanged,
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"
