@@ -225,9 +225,13 @@ def test_an_exchanged_token_is_refused_once_it_expires(
     rest: httpx.Client, grpc_channel: grpc.Channel, org: Org, admin: str, issuer: Issuer
 ) -> None:
     create_policy(rest, admin, issuer, org, token_ttl_seconds=2)
+    # Past this the token may have expired: a slow machine may get there
+    # before every worker has cached it, which the test allows.
+    may_expire = time.monotonic() + 2
     token = exchange(rest, issuer.token(aud=f"htk-{org.org_id}")).json()["token"]
-    for _ in range(6):  # every worker caches it
-        assert rest.get("/api/v1/caller", headers=bearer(token)).status_code == 200
+    for _ in range(6):  # each worker caches it
+        status = rest.get("/api/v1/caller", headers=bearer(token)).status_code
+        assert status == 200 or (status == 401 and time.monotonic() >= may_expire)
     refused_within_a_second(rest, grpc_channel, token)
 
 

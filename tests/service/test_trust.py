@@ -15,6 +15,7 @@ from htk.processes.v1 import task_service_pb2_grpc as tasks_grpc
 from htk.processes.v1 import trust_service_pb2 as trust_pb
 from htk.processes.v1 import trust_service_pb2_grpc as trust_grpc
 from tests.service.calls import Stub, create, update
+from tests.service.test_watch import rest_of, watch
 from tests.support.in_process import InProcessServer
 from tests.support.oidc_issuer import Issuer, running_issuer
 from tests.support.orgs import Org
@@ -326,3 +327,26 @@ async def test_bad_policies_are_refused_naming_the_field(
     error = await refusal(policy(trust, admin, issuer, **fields))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (error.details() or "").startswith(f"{field}:"), error.details()
+
+
+async def test_a_watch_stream_ends_when_its_exchanged_token_expires(
+    server: InProcessServer,
+    trust: "trust_grpc.TrustServiceAsyncStub",
+    processes: Stub,
+    org: Org,
+    admin: str,
+    issuer: Issuer,
+) -> None:
+    audience = f"htk-{org.org_id}"
+    await policy(trust, admin, issuer, audience=audience, token_ttl_seconds=60)
+    exchanged = await exchange(trust, issuer.token(aud=audience))
+    pipeline = Org(org.org_id, exchanged.token, org.reader)
+    process = await create(processes, pipeline, "build")
+    # The server's clock stops a moment before the expiry: the stream opens
+    # whatever the machine's speed, and its timer ends it that moment later.
+    expires_at = exchanged.expires_at.ToDatetime().replace(tzinfo=server.clock().tzinfo)
+    server.clock.now = expires_at - timedelta(seconds=0.2)
+    messages = await rest_of(watch(processes, pipeline, process.process_id))
+    assert messages[-1].HasField("error")
+    assert messages[-1].error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert messages[-1].error.message == "invalid token: expired"
