@@ -35,6 +35,8 @@ class Issuer:
     keys: list[RSAKey | ECKey] = field(default_factory=list)
     # How many times its JWKS was fetched.
     jwks_fetches: int = 0
+    # What its discovery document says, where a test makes it lie.
+    discovery: dict[str, Any] = field(default_factory=dict)
 
     def rotate(self, *, keep_old: bool = False, kind: str = "RSA") -> None:
         """Signs with a new key from now on, published beside the old ones
@@ -107,6 +109,7 @@ def running_issuer() -> Iterator[Issuer]:
                         "issuer": issuer.url,
                         "jwks_uri": f"{issuer.url}/jwks",
                         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                        **issuer.discovery,
                     }
                 )
             elif self.path == "/jwks":
