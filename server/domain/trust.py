@@ -320,8 +320,8 @@ def matching_policy(policies: Sequence[TrustPolicy], claims: Mapping[str, Any]) 
         )
     if len({policy.org_id for policy in matching}) > 1:
         raise Unauthenticated(
-            "aud: trust policies of several organizations match this token; give them distinct"
-            " audiences"
+            "aud: trust policies of several organizations match this token; name yours in"
+            " `organization`"
         )
     return min(matching, key=lambda policy: (policy.created_at, policy.policy_id))
 

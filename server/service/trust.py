@@ -50,13 +50,13 @@ class TrustService:
                 raise NotFound(f"no trust policy {policy_id} in organization {org_id}")
             return await token_rows.revoke_issued_by(connection, policy_id, self._clock())
 
-    async def exchange(self, subject_token: str) -> Exchanged:
-        """A token for the CI job whose OIDC token a policy trusts; refuses
-        (Unauthenticated, naming the check) any other."""
+    async def exchange(self, subject_token: str, org_id: str | None = None) -> Exchanged:
+        """A token for the CI job whose OIDC token a policy (of `org_id`, if
+        given) trusts; refuses (Unauthenticated, naming the check) any other."""
         jwt = trust.read_jwt(subject_token)
         issuer = jwt.issuer
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            policies = await policy_rows.policies_of_issuer(connection, issuer)
+            policies = await policy_rows.policies_of_issuer(connection, issuer, org_id)
         if not policies:
             # Before any fetch: only the issuers policies name are ever asked.
             raise Unauthenticated(f"iss: no trust policy trusts the issuer {issuer[:200]!r}")

@@ -14,6 +14,7 @@ from server.storage.tables import Organization, TrustPolicyRow
 _COLUMNS = TrustPolicyRow.__table__.columns
 # Built once: every exchange runs it.
 _BY_ISSUER = select(*_COLUMNS).where(TrustPolicyRow.issuer == bindparam("issuer"))
+_BY_ISSUER_OF_ORG = _BY_ISSUER.where(TrustPolicyRow.org_id == bindparam("org_id"))
 
 
 def _policy(row: Row[object]) -> TrustPolicy:
@@ -70,9 +71,15 @@ async def list_policies(connection: AsyncConnection, org_id: str) -> list[TrustP
     return [_policy(row) for row in rows]
 
 
-async def policies_of_issuer(connection: AsyncConnection, issuer: str) -> list[TrustPolicy]:
-    """Every organization's policies that trust `issuer`."""
-    return [_policy(row) for row in await connection.execute(_BY_ISSUER, {"issuer": issuer})]
+async def policies_of_issuer(
+    connection: AsyncConnection, issuer: str, org_id: str | None
+) -> list[TrustPolicy]:
+    """The policies that trust `issuer`: `org_id`'s, or every organization's (None)."""
+    if org_id is None:
+        rows = await connection.execute(_BY_ISSUER, {"issuer": issuer})
+    else:
+        rows = await connection.execute(_BY_ISSUER_OF_ORG, {"issuer": issuer, "org_id": org_id})
+    return [_policy(row) for row in rows]
 
 
 async def delete_policy(connection: AsyncConnection, org_id: str, policy_id: uuid.UUID) -> bool:

@@ -45,7 +45,10 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
     async def ExchangeToken(  # noqa: N802
         self, request: pb.ExchangeTokenRequest, context: Context
     ) -> pb.ExchangeTokenResponse:
-        exchanged = await self._service.exchange(request.subject_token)
+        exchanged = await self._service.exchange(
+            request.subject_token,
+            request.organization if request.HasField("organization") else None,
+        )
         expires_at = timestamp_pb2.Timestamp()
         expires_at.FromDatetime(exchanged.expires_at)
         return pb.ExchangeTokenResponse(

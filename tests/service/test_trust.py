@@ -350,3 +350,27 @@ async def test_a_watch_stream_ends_when_its_exchanged_token_expires(
     assert messages[-1].HasField("error")
     assert messages[-1].error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
     assert messages[-1].error.message == "invalid token: expired"
+
+
+async def test_naming_the_organization_keeps_anothers_copied_policy_out(
+    server: InProcessServer,
+    trust: "trust_grpc.TrustServiceAsyncStub",
+    processes: Stub,
+    org: Org,
+    admin: str,
+) -> None:
+    with running_issuer() as issuer:
+        await policy(trust, admin, issuer)
+        other = await server.new_org()
+        copier = await server.token(other.org_id, "tokens:manage")
+        await policy(trust, copier, issuer)  # the same audience, subject and claims
+        ambiguous = await refusal(exchange(trust, issuer.token()))
+        assert (ambiguous.details() or "").startswith("aud: trust policies of several")
+        for org_id in (org.org_id, other.org_id):
+            exchanged = await trust.ExchangeToken(
+                trust_pb.ExchangeTokenRequest(subject_token=issuer.token(), organization=org_id)
+            )
+            caller = await processes.GetCaller(
+                pb.GetCallerRequest(), metadata=Org(org_id, exchanged.token, "").metadata()
+            )
+            assert caller.organization == org_id

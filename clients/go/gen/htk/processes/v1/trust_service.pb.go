@@ -443,7 +443,13 @@ type ExchangeTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The CI job's OIDC token, a signed JWT (e.g. what GitHub Actions gives
 	// from `ACTIONS_ID_TOKEN_REQUEST_URL`).
-	SubjectToken  string `protobuf:"bytes,1,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	SubjectToken string `protobuf:"bytes,1,opt,name=subject_token,json=subjectToken,proto3" json:"subject_token,omitempty"`
+	// The organization whose policies to try, e.g. `acme`. Without it,
+	// every organization's policies for the token's issuer are tried, and
+	// a token that policies of several organizations match is refused; with
+	// it, another organization's policy (even one copied from yours) can
+	// neither take nor block your jobs' exchanges.
+	Organization  *string `protobuf:"bytes,2,opt,name=organization,proto3,oneof" json:"organization,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,6 +487,13 @@ func (*ExchangeTokenRequest) Descriptor() ([]byte, []int) {
 func (x *ExchangeTokenRequest) GetSubjectToken() string {
 	if x != nil {
 		return x.SubjectToken
+	}
+	return ""
+}
+
+func (x *ExchangeTokenRequest) GetOrganization() string {
+	if x != nil && x.Organization != nil {
+		return *x.Organization
 	}
 	return ""
 }
@@ -599,9 +612,12 @@ const file_htk_processes_v1_trust_service_proto_rawDesc = "" +
 	"\x18DeleteTrustPolicyRequest\x12!\n" +
 	"\tpolicy_id\x18\x01 \x01(\tB\x04\xe2A\x01\x02R\bpolicyId\"B\n" +
 	"\x19DeleteTrustPolicyResponse\x12%\n" +
-	"\x0erevoked_tokens\x18\x01 \x01(\x05R\rrevokedTokens\"I\n" +
+	"\x0erevoked_tokens\x18\x01 \x01(\x05R\rrevokedTokens\"\x8f\x01\n" +
 	"\x14ExchangeTokenRequest\x121\n" +
-	"\rsubject_token\x18\x01 \x01(\tB\f\xe2A\x01\x02\x9a\x82\x19\x04 \x80\x80\x01R\fsubjectToken\"\x94\x01\n" +
+	"\rsubject_token\x18\x01 \x01(\tB\f\xe2A\x01\x02\x9a\x82\x19\x04 \x80\x80\x01R\fsubjectToken\x123\n" +
+	"\forganization\x18\x02 \x01(\tB\n" +
+	"\xe2A\x01\x01\x9a\x82\x19\x02 dH\x00R\forganization\x88\x01\x01B\x0f\n" +
+	"\r_organization\"\x94\x01\n" +
 	"\x15ExchangeTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
@@ -672,6 +688,7 @@ func file_htk_processes_v1_trust_service_proto_init() {
 	file_htk_processes_v1_errors_proto_init()
 	file_htk_processes_v1_values_proto_init()
 	file_htk_processes_v1_trust_service_proto_msgTypes[1].OneofWrappers = []any{}
+	file_htk_processes_v1_trust_service_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -293,20 +293,31 @@ class ExchangeTokenRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
     subject_token: _builtins.str
     """The CI job's OIDC token, a signed JWT (e.g. what GitHub Actions gives
     from `ACTIONS_ID_TOKEN_REQUEST_URL`).
+    """
+    organization: _builtins.str
+    """The organization whose policies to try, e.g. `acme`. Without it,
+    every organization's policies for the token's issuer are tried, and
+    a token that policies of several organizations match is refused; with
+    it, another organization's policy (even one copied from yours) can
+    neither take nor block your jobs' exchanges.
     """
     def __init__(
         self,
         *,
         subject_token: _builtins.str = ...,
+        organization: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_organization", b"_organization", "organization", b"organization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_token", b"subject_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_organization", b"_organization", "organization", b"organization", "subject_token", b"subject_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__organization: _TypeAlias = _typing.Literal["organization"]  # noqa: Y015
+    _WhichOneofArgType__organization: _TypeAlias = _typing.Literal["_organization", b"_organization"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__organization) -> _WhichOneofReturnType__organization | None: ...
 
 Global___ExchangeTokenRequest: _TypeAlias = ExchangeTokenRequest  # noqa: Y015
 
