@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from htk.processes.v1 import (
     process_service_pb2_grpc,
+    sign_in_service_pb2_grpc,
     task_service_pb2_grpc,
     trust_service_pb2_grpc,
 )
@@ -24,6 +25,7 @@ from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.retention import check_interval
+from server.domain.sign_in import Provider, group_scopes
 from server.domain.token_cache import CallerCache
 from server.edge.constants import MAX_METADATA_BYTES
 from server.edge.rest_input import read_rest_input
@@ -32,6 +34,7 @@ from server.service.hub import WatchHub, WatchLimits
 from server.service.issuer_keys import IssuerKeys
 from server.service.processes import ProcessService
 from server.service.retention import ArchiveTo, RetentionService
+from server.service.sign_in import SignInService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService, token_changes
 from server.service.trust import TrustService
@@ -45,6 +48,7 @@ from server.transport.decoding import DecodingInterceptor
 from server.transport.health import Health
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
+from server.transport.sign_in_servicer import SignInServicer
 from server.transport.task_servicer import TaskServicer
 from server.transport.tracing import RpcSpans
 from server.transport.trust_servicer import TrustServicer
@@ -192,15 +196,20 @@ def build_server(
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(TaskService(database, writes, clock)), grpc_server
     )
+    issuer_keys = IssuerKeys(
+        cache_seconds=settings.jwks_cache_seconds, timeout_seconds=settings.jwks_timeout_seconds
+    )
     trust_service_pb2_grpc.add_TrustServiceServicer_to_server(
-        TrustServicer(
-            TrustService(
+        TrustServicer(TrustService(database, clock, issuer_keys)), grpc_server
+    )
+    sign_in_service_pb2_grpc.add_SignInServiceServicer_to_server(
+        SignInServicer(
+            SignInService(
                 database,
                 clock,
-                IssuerKeys(
-                    cache_seconds=settings.jwks_cache_seconds,
-                    timeout_seconds=settings.jwks_timeout_seconds,
-                ),
+                issuer_keys,
+                identity_provider(settings),
+                timeout_seconds=settings.jwks_timeout_seconds,
             )
         ),
         grpc_server,
@@ -253,6 +262,21 @@ def build_server(
         ),
     ]
     return Server(grpc_server, health_servicer, draining, upkeep, watch_hub, listener)
+
+
+def identity_provider(settings: Settings) -> Provider | None:
+    """The provider people sign in with, if HTK_OIDC_ISSUER configures one."""
+    if not (settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret):
+        return None
+    return Provider(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        org_claim=settings.oidc_org_claim,
+        groups_claim=settings.oidc_groups_claim,
+        scopes_of_groups=group_scopes(settings.oidc_group_scopes),
+        token_hours=settings.oidc_token_hours,
+    )
 
 
 def gauge_sampler(

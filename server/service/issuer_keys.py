@@ -29,6 +29,8 @@ MAX_DOCUMENT_BYTES = 256 * 1024
 @dataclass(frozen=True)
 class _KeySet:
     keys: Mapping[str, Mapping[str, Any]]  # by kid
+    # The issuer's OpenID configuration they were found by (its endpoints).
+    configuration: Mapping[str, Any]
     fetched_at: float
 
 
@@ -71,6 +73,13 @@ class IssuerKeys:
             )
         return key
 
+    async def configuration(self, issuer: str) -> Mapping[str, Any]:
+        """The issuer's OpenID configuration, fetched and kept with its keys."""
+        key_set = self._key_sets.get(issuer)
+        if key_set is None or not self._fresh(key_set):
+            key_set = await self._refreshed(issuer, key_set)
+        return key_set.configuration
+
     def _fresh(self, key_set: _KeySet) -> bool:
         return self._now() - key_set.fetched_at < self._cache_seconds
 
@@ -86,11 +95,12 @@ class IssuerKeys:
                 and self._now() - current.fetched_at < self._refetch_seconds
             ):
                 return current
-            key_set = _KeySet(await self._fetch(issuer), self._now())
+            keys, configuration = await self._fetch(issuer)
+            key_set = _KeySet(keys, configuration, self._now())
             self._key_sets[issuer] = key_set
             return key_set
 
-    async def _fetch(self, issuer: str) -> dict[str, Mapping[str, Any]]:
+    async def _fetch(self, issuer: str) -> tuple[dict[str, Mapping[str, Any]], dict[str, Any]]:
         self.fetches += 1
         try:
             async with httpx.AsyncClient(
@@ -118,11 +128,12 @@ class IssuerKeys:
         keys = jwks.get("keys")
         if not isinstance(keys, list):
             raise Unavailable("the issuer's JWKS has no `keys` list")
-        return {
+        signing: dict[str, Mapping[str, Any]] = {
             str(key.get("kid", "")): key
             for key in keys
             if isinstance(key, dict) and key.get("use", "sig") == "sig"
         }
+        return signing, configuration
 
 
 def _has(key_set: _KeySet, key_id: str | None) -> bool:

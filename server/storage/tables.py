@@ -67,21 +67,22 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
     # When the token stops working by itself; never for `htk token create`'s.
     expires_at: Mapped[datetime | None]
-    # The trust policy that issued the token for a CI job, and the job's
-    # `sub`: kept after the policy is deleted, to tell where a token came from.
+    # The trust policy that issued the token for a CI job (kept after the
+    # policy is deleted, to tell where a token came from), and the `sub` of
+    # the job, or of the person who signed in, it was issued for.
     policy_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     subject: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        # Names tell people apart, so a person's name is taken once; the
-        # tokens a policy issues share theirs (`<policy>:<sub>`), one per
-        # run of the same job.
+        # Names tell people apart, so a name is taken once among tokens made
+        # by hand; those issued for an identity (a CI job's or a signed-in
+        # person's `sub`) share theirs: one per run of a job, per sign-in.
         Index(
             "api_tokens_active_name",
             "org_id",
             "name_key",
             unique=True,
-            postgresql_where=text("revoked_at IS NULL AND policy_id IS NULL"),
+            postgresql_where=text("revoked_at IS NULL AND subject IS NULL"),
         ),
         Index("api_tokens_by_policy", "policy_id", postgresql_where=text("policy_id IS NOT NULL")),
     )

@@ -36,7 +36,8 @@ class Issued:
     policy, and the CI job's `sub`."""
 
     expires_at: datetime
-    policy_id: uuid.UUID
+    # None: a person's sign-in (the subject is the provider's `sub`).
+    policy_id: uuid.UUID | None
     subject: str
 
 
@@ -61,7 +62,7 @@ _ACTIVE = and_(
     or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now")),
 )
 # The tokens whose names tell people apart (see tables.ApiToken).
-_NAMED_ALONE = and_(_NOT_REVOKED, ApiToken.policy_id.is_(None))
+_NAMED_ALONE = and_(_NOT_REVOKED, ApiToken.subject.is_(None))
 # Built once: every call runs it (see server/storage/processes.py).
 _FIND_ACTIVE = select(
     ApiToken.token_id,
@@ -167,6 +168,18 @@ async def revoke_issued_by(connection: AsyncConnection, policy_id: uuid.UUID, no
         {"now": now},
     )
     return len(result.all())
+
+
+async def revoke_active(connection: AsyncConnection, digest: bytes, now: datetime) -> bool:
+    """Revokes the active token with this digest; False if there is none."""
+    result = await connection.execute(
+        update(ApiToken)
+        .where(ApiToken.digest == digest, _ACTIVE)
+        .values(revoked_at=now)
+        .returning(ApiToken.token_id),
+        {"now": now},
+    )
+    return result.first() is not None
 
 
 async def revoke(connection: AsyncConnection, token_id: uuid.UUID, now: datetime) -> bool:

@@ -71,9 +71,10 @@ def test_every_route_refuses_a_request_without_a_token(
 def test_a_route_declared_open_takes_no_token(
     rest: httpx.Client, rpc: str, verb: str, url: str, writes: bool, open_: bool
 ) -> None:
-    # Its request carries the proof instead: an empty one proves nothing.
+    # Its request carries the proof, if any: an empty one may be invalid, but
+    # is not refused for want of a token.
     response = _send(rest, verb, url, None)
-    assert response.status_code == 400, response.text
+    assert response.status_code not in (401, 403), response.text
 
 
 WRITE_ROUTES = [route for route in GUARDED if route[3]]

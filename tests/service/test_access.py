@@ -84,8 +84,10 @@ async def test_every_method_refuses_a_call_without_a_token(
 async def test_a_method_declared_open_takes_no_token(
     channel: grpc.aio.Channel, path: str, method: descriptor_pb2.MethodDescriptorProto
 ) -> None:
-    # Its request carries the proof instead: an empty one proves nothing.
-    assert await _call(channel, path, method, None) == grpc.StatusCode.INVALID_ARGUMENT
+    # Its request carries the proof, if any: an empty one may be invalid, but
+    # is not refused for want of a token.
+    status = await _call(channel, path, method, None)
+    assert status not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 def test_every_write_needs_a_scope_or_no_token() -> None:

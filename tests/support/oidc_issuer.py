@@ -3,7 +3,10 @@ OpenID Connect Discovery and its JWKS over HTTP, and signs tokens as a CI
 (GitHub Actions' claims) would, with keys it can rotate.
 
 It also makes the forgeries an attacker would try: `alg: none`, and HS256
-keyed with the issuer's public key.
+keyed with the issuer's public key. And it is a provider people sign in with:
+a test "logs a person in" (`authorize`, what the provider's login page would
+do), and its token endpoint trades the code for an ID token, checking the
+client's secret and the PKCE verifier.
 """
 
 import base64
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
@@ -37,6 +41,37 @@ class Issuer:
     jwks_fetches: int = 0
     # What its discovery document says, where a test makes it lie.
     discovery: dict[str, Any] = field(default_factory=dict)
+    # The clients people sign in to: id -> secret.
+    clients: dict[str, str] = field(default_factory=dict)
+    # Codes given out and not yet used: what each will put in its ID token.
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def authorize(self, authorization_url: str, person: Mapping[str, Any]) -> str:
+        """What the login page does once `person` (their claims) signs in:
+        the `code` the browser comes back with, for the request's client,
+        nonce and PKCE challenge."""
+        query = dict(parse_qsl(urlsplit(authorization_url).query))
+        assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+        assert query["client_id"] in self.clients
+        code = uuid.uuid4().hex
+        self.codes[code] = {"query": query, "person": dict(person)}
+        return code
+
+    def redeem(
+        self, form: Mapping[str, str], client: tuple[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """The token endpoint: the ID token for a code, once."""
+        if self.clients.get(client[0]) != client[1]:
+            return 401, {"error": "invalid_client"}
+        granted = self.codes.pop(form.get("code", ""), None)
+        if granted is None or granted["query"]["redirect_uri"] != form.get("redirect_uri"):
+            return 400, {"error": "invalid_grant"}
+        challenge = _b64(hashlib.sha256(form.get("code_verifier", "").encode()).digest())
+        if challenge != granted["query"]["code_challenge"]:
+            return 400, {"error": "invalid_grant"}
+        claims = {"aud": client[0], "nonce": granted["query"]["nonce"], **granted["person"]}
+        id_token = self.token(**claims)
+        return 200, {"id_token": id_token, "token_type": "Bearer", "access_token": "unused"}
 
     def rotate(self, *, keep_old: bool = False, kind: str = "RSA") -> None:
         """Signs with a new key from now on, published beside the old ones
@@ -108,6 +143,8 @@ def running_issuer() -> Iterator[Issuer]:
                     {
                         "issuer": issuer.url,
                         "jwks_uri": f"{issuer.url}/jwks",
+                        "authorization_endpoint": f"{issuer.url}/authorize",
+                        "token_endpoint": f"{issuer.url}/token",
                         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
                         **issuer.discovery,
                     }
@@ -118,9 +155,20 @@ def running_issuer() -> Iterator[Issuer]:
             else:
                 self.send_error(404)
 
-        def _json(self, document: Mapping[str, Any]) -> None:
+        def do_POST(self) -> None:
+            if self.path != "/token":
+                self.send_error(404)
+                return
+            length = int(self.headers.get("content-length", "0"))
+            form = dict(parse_qsl(self.rfile.read(length).decode()))
+            _, _, credentials = (self.headers.get("authorization") or "").partition(" ")
+            user, _, secret = base64.b64decode(credentials).decode().partition(":")
+            status, answer = issuer.redeem(form, (unquote(user), unquote(secret)))
+            self._json(answer, status)
+
+        def _json(self, document: Mapping[str, Any], status: int = 200) -> None:
             body = json.dumps(document).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()

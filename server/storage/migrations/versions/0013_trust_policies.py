@@ -1,4 +1,4 @@
-"""trust policies, and tokens that expire and tell which policy issued them
+"""trust policies, and tokens that expire and tell which policy or sign-in issued them
 
 Revision ID: 0013
 Revises: 0011
@@ -48,21 +48,22 @@ def upgrade() -> None:
         postgresql_where=sa.text("policy_id IS NOT NULL"),
     )
     # Every run of a job gets a token of the same name (`<policy>:<sub>`),
-    # so the names a policy gives are left out of the uniqueness of names.
+    # and every sign-in of a person one of theirs: the names of tokens
+    # issued for an identity are left out of the uniqueness of names.
     op.drop_index("api_tokens_active_name", table_name="api_tokens")
     op.create_index(
         "api_tokens_active_name",
         "api_tokens",
         ["org_id", "name_key"],
         unique=True,
-        postgresql_where=sa.text("revoked_at IS NULL AND policy_id IS NULL"),
+        postgresql_where=sa.text("revoked_at IS NULL AND subject IS NULL"),
     )
 
 
 def downgrade() -> None:
     op.drop_index("api_tokens_active_name", table_name="api_tokens")
-    # Tokens a policy issued would break the old uniqueness of names.
-    op.execute("DELETE FROM api_tokens WHERE policy_id IS NOT NULL")
+    # Tokens issued for an identity would break the old uniqueness of names.
+    op.execute("DELETE FROM api_tokens WHERE subject IS NOT NULL")
     op.create_index(
         "api_tokens_active_name",
         "api_tokens",
