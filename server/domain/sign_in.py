@@ -159,12 +159,16 @@ class Provider:
 
 @dataclass(frozen=True)
 class PendingSignIn:
-    verifier: str = ""
-    nonce: str = ""
+    """What the second leg of a sign-in needs, from its state."""
+
+    verifier: str
+    nonce: str
 
 
 @dataclass(frozen=True)
 class Person:
+    """Who signed in: their organization, name, scopes and the provider's `sub`."""
+
     org_id: str
     name: str
     scopes: frozenset[Scope]
