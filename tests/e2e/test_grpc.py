@@ -380,6 +380,7 @@ def test_reflection_describes_the_service(stack: Stack, target: str) -> None:
         SERVICE,
         "htk.processes.v1.TaskService",
         "htk.processes.v1.TrustService",
+        "htk.processes.v1.SignInService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
