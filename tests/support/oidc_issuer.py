@@ -180,7 +180,8 @@ def running_issuer() -> Iterator[Issuer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     issuer.url = f"http://127.0.0.1:{server.server_address[1]}"
     issuer.rotate()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: each issuer's shutdown waits for one.
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield issuer
