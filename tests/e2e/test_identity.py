@@ -298,6 +298,9 @@ def test_htk_trust_creates_lists_and_deletes_policies(
     assert (policy["claims"], policy["token_ttl_seconds"]) == ({"repository_owner": "acme"}, 600)
     assert "repo:acme/app:*" in htk("trust", "list").stdout
     token = exchange(rest, issuer.token(aud=f"htk-{org.org_id}")).json()["token"]
+    tokens = stack.htk("token", "list", "--org", org.org_id).stdout
+    (issued,) = [line for line in tokens.splitlines() if "app main:repo:acme/app" in line]
+    assert " expires 20" in issued
     deleted = htk("trust", "delete", policy_id)
     assert deleted.returncode == 0, deleted.stderr
     assert "revoked 1 token" in deleted.stderr
