@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from server.domain import declared
 from server.domain.errors import InvalidArgument, Unauthenticated
 from server.domain.processes import validate_org_id
 from server.domain.tokens import Scope, parse_scopes
@@ -175,9 +176,24 @@ class Person:
     subject: str
 
 
+def check_finish(code: str, state: str, redirect_uri: str) -> None:
+    """The second leg's fields, before anything is asked of the provider."""
+    _check_length("code", code, declared.FINISH_SIGN_IN_REQUEST_CODE_MAX_LENGTH)
+    _check_length("state", state, declared.FINISH_SIGN_IN_REQUEST_STATE_MAX_LENGTH)
+    _check_redirect(redirect_uri)
+
+
+def _check_length(field: str, value: str, max_length: int) -> None:
+    if not value or len(value) > max_length:
+        raise InvalidArgument(field, f"must be 1 to {max_length} characters")
+
+
 def _check_redirect(redirect_uri: str) -> None:
     """The page the provider sends the browser back to: a URL of the
     dashboard (the provider also checks it against the client's)."""
+    _check_length(
+        "redirect_uri", redirect_uri, declared.START_SIGN_IN_REQUEST_REDIRECT_URI_MAX_LENGTH
+    )
     url = urlsplit(redirect_uri)
     if url.scheme not in ("http", "https") or not url.hostname or url.fragment:
         raise InvalidArgument("redirect_uri", "must be the dashboard's http(s) URL, no fragment")

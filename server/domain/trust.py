@@ -27,6 +27,7 @@ from joserfc.jwk import import_key
 
 from server.domain import declared
 from server.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from server.domain.processes import validate_org_id
 from server.domain.tokens import Scope, parse_scopes
 
 # Clocks of the CI and of htk may disagree by this much.
@@ -340,6 +341,14 @@ def exchanged_token_name(policy: TrustPolicy, subject: str) -> str:
     if not subject.isprintable():
         raise Unauthenticated("sub: holds control characters")
     return f"{policy.name}:{subject}"
+
+
+def organization(text: str) -> str:
+    """The organization an exchange names (ExchangeTokenRequest.organization)."""
+    try:
+        return validate_org_id(text)
+    except InvalidArgument as error:
+        raise InvalidArgument("organization", error.problem) from None
 
 
 def parse_policy_id(text: str) -> uuid.UUID:

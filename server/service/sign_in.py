@@ -15,7 +15,7 @@ from server.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
-from server.domain.sign_in import Person, Provider
+from server.domain.sign_in import Person, Provider, check_finish
 from server.service.issuer_keys import IssuerKeys
 from server.service.tokens import insert
 from server.service.writes import Clock
@@ -64,6 +64,7 @@ class SignInService:
 
     async def finish(self, code: str, state: str, redirect_uri: str) -> SignedIn:
         provider = self._configured()
+        check_finish(code, state, redirect_uri)
         pending = provider.open_state(state, redirect_uri, self._clock())
         id_token = await self._id_token(provider, code, redirect_uri, pending.verifier)
         jwt = trust.read_jwt(id_token)

@@ -4,7 +4,7 @@ from google.protobuf import timestamp_pb2
 
 from htk.processes.v1 import trust_service_pb2 as pb
 from htk.processes.v1 import trust_service_pb2_grpc as pb_grpc
-from server.domain.trust import TrustPolicy, new_policy, parse_policy_id
+from server.domain.trust import TrustPolicy, new_policy, organization, parse_policy_id
 from server.service.trust import TrustService
 from server.transport.interceptors import Context, current_caller
 
@@ -47,7 +47,7 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
     ) -> pb.ExchangeTokenResponse:
         exchanged = await self._service.exchange(
             request.subject_token,
-            request.organization if request.HasField("organization") else None,
+            organization(request.organization) if request.HasField("organization") else None,
         )
         expires_at = timestamp_pb2.Timestamp()
         expires_at.FromDatetime(exchanged.expires_at)
