@@ -295,6 +295,7 @@ def render(
     tracing: list[str],
     retention: list[str],
     webhooks: list[str],
+    exchange: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -396,6 +397,7 @@ def render(
         *watch,
         *retention,
         *webhooks,
+        *exchange,
         *_dashboard(),
         *drill,
     ]

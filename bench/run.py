@@ -3,10 +3,11 @@
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
 prints its section and writes nothing); `--only metrics` the comparison of
 metrics on and off alone (seeding if needed; it prints its goal rows), and
-`--only tracing` the tracing phases alone (on the seeded data; likewise), and
+`--only tracing` the tracing phases alone (on the seeded data; likewise),
 `--only sync` Update with a synchronous standby against without (likewise;
-it writes its section of docs/benchmarks.md too), and `--only webhooks` the
-webhooks phase (likewise).
+it writes its section of docs/benchmarks.md too), `--only webhooks` the
+webhooks phase (likewise), and `--only exchange` the token exchange's latency
+alone (no seeding).
 """
 
 import argparse
@@ -28,7 +29,18 @@ import grpc
 import psutil
 import psycopg
 
-from bench import capture, pgbench, profile, report, retention, seed, sync_commit, webhooks, wrk
+from bench import (
+    capture,
+    exchange,
+    pgbench,
+    profile,
+    report,
+    retention,
+    seed,
+    sync_commit,
+    webhooks,
+    wrk,
+)
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler, postmaster
@@ -638,11 +650,30 @@ def watch_phases(config: Config, database_url: str) -> list[WatchMeasurement]:
     return results
 
 
+def exchange_phase(config: Config, database_url: str) -> list[str]:
+    """The token exchange's latency, on the main number of workers."""
+    workers = config.workers[0]
+    log(f"token exchange: HTK_WORKERS={workers}")
+    with bench_stack(database_url, workers) as stack:
+        result = exchange.run(stack, workers, log)
+    log(f"exchange: p50 {result.p50_ms:.1f} ms, p95 {result.p95_ms:.1f} ms")
+    return exchange.section(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["calls", "watch", "metrics", "tracing", "retention", "sync", "webhooks"],
+        choices=[
+            "calls",
+            "watch",
+            "metrics",
+            "tracing",
+            "retention",
+            "sync",
+            "webhooks",
+            "exchange",
+        ],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
         " by layer, beside pgbench; `sync`: Update with a synchronous standby against without)",
     )
@@ -653,6 +684,11 @@ def main(argv: list[str] | None = None) -> int:
         with bench_database(config) as database_url:
             watched = watch_phases(config, database_url)
         print("\n".join(report.watch_section(watched, config.watch)))
+        return 0
+    if only == "exchange":
+        DATA_DIR.mkdir(exist_ok=True)
+        with bench_database(config) as database_url:
+            print("\n".join(exchange_phase(config, database_url)))
         return 0
     began = time.monotonic()
     DATA_DIR.mkdir(exist_ok=True)
@@ -730,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(f"webhooks: HTK_WORKERS={main_workers}")
         delivered = webhooks.run(runner, main_workers, log)
+        exchanged = exchange_phase(config, database_url)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -747,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         tracing=report.tracing_section(runner.results),
         retention=retention.section(expired),
         webhooks=webhooks.section(delivered),
+        exchange=exchanged,
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

@@ -60,6 +60,8 @@ def who(protos: Protos, rpc: Rpc) -> str:
     access = protos.option(rpc.method.options, ACCESS_OPTION)
     if access.any_token:
         return "any token of the organization"
+    if access.no_token:
+        return "no token (the request proves who calls)"
     return " or ".join(f"`{scope}`" for scope in access.any_of_scopes)
 
 

@@ -17,22 +17,28 @@ from opentelemetry import trace
 
 from htk.processes.v1 import (
     process_service_pb2_grpc,
+    sign_in_service_pb2_grpc,
     task_service_pb2_grpc,
+    trust_service_pb2_grpc,
     webhook_service_pb2_grpc,
 )
 from server import metrics, tracing
 from server.domain.errors import DomainError
 from server.domain.processes import utc_now
 from server.domain.retention import check_interval
+from server.domain.sign_in import Provider, group_scopes
 from server.domain.token_cache import CallerCache
 from server.edge.constants import MAX_METADATA_BYTES
 from server.edge.rest_input import read_rest_input
 from server.service.deadlines import DeadlineService
 from server.service.hub import WatchHub, WatchLimits
+from server.service.issuer_keys import IssuerKeys
 from server.service.processes import ProcessService
 from server.service.retention import ArchiveTo, RetentionService
+from server.service.sign_in import SignInService
 from server.service.tasks import TaskService
 from server.service.tokens import TokenService, token_changes
+from server.service.trust import TrustService
 from server.service.watch import WatchService
 from server.service.webhooks import DeliverySettings, DeliveryWorker, WebhookService
 from server.service.writes import Clock, Writes
@@ -44,8 +50,10 @@ from server.transport.decoding import DecodingInterceptor
 from server.transport.health import Health
 from server.transport.methods import api_services, method_table
 from server.transport.servicer import ProcessServicer
+from server.transport.sign_in_servicer import SignInServicer
 from server.transport.task_servicer import TaskServicer
 from server.transport.tracing import RpcSpans
+from server.transport.trust_servicer import TrustServicer
 from server.transport.webhook_servicer import WebhookServicer
 
 log = logging.getLogger(__name__)
@@ -178,7 +186,7 @@ def build_server(
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    watch_hub = WatchHub(database, limits=watch_limits(settings))
+    watch_hub = WatchHub(database, limits=watch_limits(settings), clock=clock)
     deliveries = DeliverySettings(
         timeout_seconds=settings.webhook_timeout_seconds,
         retry_schedule=settings.webhook_retry_schedule,
@@ -209,6 +217,24 @@ def build_server(
     )
     webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(
         WebhookServicer(WebhookService(database, clock, deliveries)), grpc_server
+    )
+    issuer_keys = IssuerKeys(
+        cache_seconds=settings.jwks_cache_seconds, timeout_seconds=settings.jwks_timeout_seconds
+    )
+    trust_service_pb2_grpc.add_TrustServiceServicer_to_server(
+        TrustServicer(TrustService(database, clock, issuer_keys)), grpc_server
+    )
+    sign_in_service_pb2_grpc.add_SignInServiceServicer_to_server(
+        SignInServicer(
+            SignInService(
+                database,
+                clock,
+                issuer_keys,
+                identity_provider(settings),
+                timeout_seconds=settings.jwks_timeout_seconds,
+            )
+        ),
+        grpc_server,
     )
     health_servicer = Health(lambda: listener.listening)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -259,6 +285,21 @@ def build_server(
     ]
     return Server(
         grpc_server, health_servicer, draining, upkeep, watch_hub, listener, delivery_worker
+    )
+
+
+def identity_provider(settings: Settings) -> Provider | None:
+    """The provider people sign in with, if HTK_OIDC_ISSUER configures one."""
+    if not (settings.oidc_issuer and settings.oidc_client_id and settings.oidc_client_secret):
+        return None
+    return Provider(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        org_claim=settings.oidc_org_claim,
+        groups_claim=settings.oidc_groups_claim,
+        scopes_of_groups=group_scopes(settings.oidc_group_scopes),
+        token_hours=settings.oidc_token_hours,
     )
 
 

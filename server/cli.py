@@ -186,9 +186,13 @@ def _token_command(settings: Settings, args: argparse.Namespace) -> int:
         case "list":
             print(f"{'ID':36}  {'STATE':28}  {'SCOPES':30}  NAME")
             for info in with_tokens(lambda tokens: tokens.list(args.org)):
-                state = (
-                    f"revoked {info.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if info.revoked_at else "active"
-                )
+                if info.revoked_at:
+                    state = f"revoked {info.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
+                elif info.expires_at:
+                    ends = "expired" if info.expires_at <= utc_now() else "expires"
+                    state = f"{ends} {info.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+                else:
+                    state = "active"
                 scope_list = ",".join(info.scopes) or "(read-only)"
                 print(f"{info.token_id}  {state:28}  {scope_list:30}  {safe(info.name)}")
         case "revoke":

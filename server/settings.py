@@ -21,6 +21,10 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from server.domain.errors import InvalidArgument
+from server.domain.sign_in import group_scopes
+from server.domain.trust import issuer_url
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -297,6 +301,62 @@ class Settings(BaseSettings):
         " this long (up to `HTK_TOKEN_CACHE_SIZE` of them; `0`: never remembered); short,"
         " since creating a token notifies no worker",
     )
+    jwks_cache_seconds: int = Field(
+        600,
+        ge=1,
+        validation_alias="HTK_JWKS_CACHE_SECONDS",
+        description="an OIDC issuer's signing keys (for the token exchange) are fetched again"
+        " after this long; a token signed by a key not yet known fetches them at once",
+    )
+    jwks_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=30,
+        validation_alias="HTK_JWKS_TIMEOUT_SECONDS",
+        description="how long fetching an OIDC issuer's configuration or keys may take before"
+        " the exchange gives up (UNAVAILABLE, HTTP 503)",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        validation_alias="HTK_OIDC_ISSUER",
+        description="the identity provider people sign in to the dashboard with (OpenID"
+        " Connect), e.g. `https://login.example.com`; with `HTK_OIDC_CLIENT_ID` and"
+        " `HTK_OIDC_CLIENT_SECRET` (docs/identity.md); unset: tokens are pasted",
+    )
+    oidc_client_id: str | None = Field(
+        None, validation_alias="HTK_OIDC_CLIENT_ID", description="htk's client at the provider"
+    )
+    oidc_client_secret: str | None = Field(
+        None,
+        validation_alias="HTK_OIDC_CLIENT_SECRET",
+        description="its secret, which only the server uses",
+    )
+    oidc_org_claim: str = Field(
+        "org",
+        min_length=1,
+        validation_alias="HTK_OIDC_ORG_CLAIM",
+        description="the ID token claim that names the person's organization",
+    )
+    oidc_groups_claim: str = Field(
+        "groups",
+        min_length=1,
+        validation_alias="HTK_OIDC_GROUPS_CLAIM",
+        description="the ID token claim that lists the person's groups",
+    )
+    oidc_group_scopes: str = Field(
+        "",
+        validation_alias="HTK_OIDC_GROUP_SCOPES",
+        description="the scopes each group gives, e.g."
+        " `release-managers=tasks:complete,deployers=processes:write+tasks:create`;"
+        " a person in no listed group reads only",
+    )
+    oidc_token_hours: int = Field(
+        8,
+        ge=1,
+        le=24,
+        validation_alias="HTK_OIDC_TOKEN_HOURS",
+        description="how long the token a person signs in for lasts (sign-out revokes it)",
+    )
     log_level: LogLevel = Field(
         "INFO",
         validation_alias="HTK_LOG_LEVEL",
@@ -438,6 +498,33 @@ class Settings(BaseSettings):
                 f"HTK_TLS_CERT_FILE ({self.tls_cert_file}) and HTK_TLS_KEY_FILE"
                 f" ({self.tls_key_file}) do not load as a certificate and its key: {error}"
             ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_is_whole(self) -> Self:
+        given = [
+            name
+            for name, value in (
+                ("HTK_OIDC_ISSUER", self.oidc_issuer),
+                ("HTK_OIDC_CLIENT_ID", self.oidc_client_id),
+                ("HTK_OIDC_CLIENT_SECRET", self.oidc_client_secret),
+            )
+            if value
+        ]
+        if given and len(given) < 3:
+            raise ValueError(
+                "HTK_OIDC_ISSUER, HTK_OIDC_CLIENT_ID and HTK_OIDC_CLIENT_SECRET go together;"
+                f" only {' and '.join(given)} set"
+            )
+        if self.oidc_issuer:
+            try:
+                issuer_url(self.oidc_issuer)
+            except InvalidArgument as error:
+                raise ValueError(f"HTK_OIDC_ISSUER {error.problem}") from None
+        try:
+            group_scopes(self.oidc_group_scopes)
+        except ValueError as error:
+            raise ValueError(f"HTK_OIDC_GROUP_SCOPES: {error}") from None
         return self
 
     @property

@@ -9,6 +9,7 @@ import { processView } from "./process.js";
 import { processesView } from "./processes.js";
 import type { StreamState } from "./streams.js";
 import { inboxView } from "./tasks.js";
+import { endSignIn, finishSignIn, providerName, startSignIn } from "./sso.js";
 import { forgetToken, type Session, signIn, storedToken } from "./token.js";
 import { deliveriesView, webhooksView } from "./webhooks.js";
 
@@ -49,8 +50,17 @@ function showSignIn(message = ""): void {
       error.textContent = signInProblem(failure);
     }
   });
-  app.replaceChildren(h("main", { id: "main" }, form));
+  const main = h("main", { id: "main" }, form);
+  app.replaceChildren(main);
   input.focus();
+  void providerName().then((name) => {
+    if (!name || !main.isConnected) return;
+    const button = h("button", { type: "button", class: "provider" }, `Sign in with ${name}`);
+    button.addEventListener("click", () => {
+      startSignIn().catch((failure: unknown) => (error.textContent = String((failure as Error).message)));
+    });
+    form.before(h("section", { class: "sign-in", "aria-label": "Single sign-on" }, button));
+  });
 }
 
 function route(): void {
@@ -65,8 +75,10 @@ function route(): void {
   };
   const main = h("main", { id: "main", tabindex: -1 });
   const signOut = h("button", { type: "button", class: "link" }, "Sign out");
-  signOut.addEventListener("click", () => {
+  signOut.addEventListener("click", async () => {
+    const token = storedToken();
     forgetToken();
+    if (token) await endSignIn(token);
     showSignIn("Signed out.");
   });
   const current = (href: string) => (path === href || (href === "/" && path === "") ? "page" : undefined);
@@ -130,8 +142,19 @@ onSignOut((message) => {
 });
 window.addEventListener("hashchange", route);
 
-const token = storedToken();
-if (token) {
+/** Signs in with the token the provider's sign-in gave, else the tab's. */
+async function start(): Promise<void> {
+  let token: string | null;
+  try {
+    token = (await finishSignIn()) ?? storedToken();
+  } catch (failure) {
+    showSignIn((failure as Error).message);
+    return;
+  }
+  if (!token) {
+    showSignIn();
+    return;
+  }
   signIn(token).then(
     (signedIn) => {
       session = signedIn;
@@ -148,6 +171,6 @@ if (token) {
       }
     },
   );
-} else {
-  showSignIn();
 }
+
+void start();

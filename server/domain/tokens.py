@@ -13,6 +13,7 @@ import unicodedata
 import uuid
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
 
 # The scopes the protos name (deciding human steps, `tasks:complete`, is a
 # person's, never implied by a pipeline's); offered here beside the tokens
@@ -42,6 +43,8 @@ class Caller:
     token_name: str
     # Which token it is, to forget or end what it opened once it is revoked.
     token_id: uuid.UUID
+    # When the token stops working by itself (a trust policy's); None: never.
+    expires_at: datetime | None = None
 
     def require_any(self, needed: frozenset[Scope]) -> None:
         if needed and not (self.scopes & needed):

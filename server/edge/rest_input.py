@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from server.domain.errors import InvalidArgument
 from server.domain.processes import DATA_TOO_DEEP, MAX_DATA_DEPTH
 from server.edge.constants import (
+    ANONYMOUS_HEADER,
     INTERNAL_HEADER_PREFIX,
     JSON_BODY_HEADER,
     QUERY_HEADER,
@@ -89,7 +90,13 @@ def rest_request(
 ) -> Message:
     """The request with a REST call's query parameters and JSON body read into
     it; a native gRPC call's request as it came."""
-    internal = {name: value for name, value in metadata if name.startswith(INTERNAL_HEADER_PREFIX)}
+    # The mark of a call without a token is the rate limit's alone; only a
+    # method that takes no token (`no_token`) is called with it.
+    internal = {
+        name: value
+        for name, value in metadata
+        if name.startswith(INTERNAL_HEADER_PREFIX) and name != ANONYMOUS_HEADER
+    }
     if not internal:
         return request
     for name, value in internal.items():

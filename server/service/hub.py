@@ -9,9 +9,10 @@ of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
 batch of notifications for all of them.
 
-A stream ends as soon as the token that opened it is revoked: when the
-revocation is heard, and when it may have gone unheard, since the tokens of
-the open streams are then checked again (`check_tokens`). So is a stream's
+A stream ends as soon as the token that opened it expires (a timer set
+when it is registered) or is revoked: when the revocation is heard, and
+when it may have gone unheard, since the tokens of the open streams are
+then checked again (`check_tokens`). So is a stream's
 token once the stream is registered: a revocation heard before that found
 no stream to end.
 """
@@ -26,9 +27,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from server.domain.errors import DomainError, ResourceExhausted, Unauthenticated, Unavailable
+from server.domain.processes import utc_now
 from server.domain.tokens import Caller
 from server.domain.watch import ChangeFilter, ProcessChange
 from server.service.feed import ProcessFeed
+from server.service.writes import Clock
 from server.storage import processes
 from server.storage import tokens as token_rows
 from server.storage.database import Database
@@ -43,6 +46,7 @@ K = TypeVar("K")
 MAX_PENDING_CHANGES = 1000
 
 REVOKED = "invalid token: revoked"
+EXPIRED = "invalid token: expired"
 
 
 class ProcessWatcher:
@@ -145,8 +149,9 @@ class WatchLimits:
 class WatchHub:
     """The watch streams of one server process, within its `limits`."""
 
-    def __init__(self, database: Database, *, limits: WatchLimits) -> None:
+    def __init__(self, database: Database, *, limits: WatchLimits, clock: Clock = utc_now) -> None:
         self._database = database
+        self._clock = clock
         self._limits = limits
         self._per_org: Counter[str] = Counter()
         self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
@@ -231,7 +236,9 @@ class WatchHub:
 
     async def _revoked_among(self, token_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            return set(token_ids) - await token_rows.active_among(connection, token_ids)
+            return set(token_ids) - await token_rows.active_among(
+                connection, token_ids, self._clock()
+            )
 
     @asynccontextmanager
     async def watch_process(
@@ -241,7 +248,7 @@ class WatchHub:
         feed = self._feeds.setdefault(process_id, ProcessFeed(self._database, process_id))
         try:
             watcher = ProcessWatcher(feed, caller)
-            with self._registered(self._by_process, process_id, watcher):
+            with self._registered(self._by_process, process_id, watcher, caller):
                 await self._refuse_if_revoked(caller.token_id)
                 yield watcher
         finally:
@@ -260,7 +267,7 @@ class WatchHub:
         if not self._listening:
             raise Unavailable("the server cannot follow changes right now; retry later")
         watcher = OrganizationWatcher(change_filter, caller)
-        with self._registered(self._by_org, change_filter.org_id, watcher):
+        with self._registered(self._by_org, change_filter.org_id, watcher, caller):
             await self._refuse_if_revoked(caller.token_id)
             yield watcher
 
@@ -272,9 +279,12 @@ class WatchHub:
             raise Unauthenticated(REVOKED)
 
     @contextmanager
-    def _registered(self, registry: dict[K, set[W]], key: K, watcher: W) -> Iterator[None]:
+    def _registered(
+        self, registry: dict[K, set[W]], key: K, watcher: W, caller: Caller
+    ) -> Iterator[None]:
         """Counts the watcher against the limits and files it under `key` (and
-        its token and organization) while it lasts."""
+        its token and organization) while it lasts, and ends it when the
+        caller's token expires."""
         if self._closed:
             raise Unavailable("the server is shutting down; retry")
         limits = self._limits
@@ -296,9 +306,18 @@ class WatchHub:
         self._per_org[watcher.org_id] += 1
         registry.setdefault(key, set()).add(watcher)
         self._by_token.setdefault(watcher.token_id, set()).add(watcher)
+        expiry = None
+        if caller.expires_at is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, (caller.expires_at - self._clock()).total_seconds()),
+                watcher.end,
+                Unauthenticated(EXPIRED),
+            )
         try:
             yield
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._watchers -= 1
             self._per_org[watcher.org_id] -= 1
             if not self._per_org[watcher.org_id]:

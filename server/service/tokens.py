@@ -3,6 +3,9 @@
 import hmac
 import uuid
 from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain import tokens
 from server.domain.errors import AlreadyExists
@@ -13,7 +16,7 @@ from server.service.writes import Clock
 from server.storage import tokens as token_rows
 from server.storage.database import Database
 from server.storage.notifications import Subscription
-from server.storage.tokens import TokenChange, TokenInfo
+from server.storage.tokens import Issued, TokenChange, TokenInfo
 
 
 class TokenService:
@@ -32,8 +35,14 @@ class TokenService:
         database does, so that no raw token outlives its call in memory."""
         if self._cache is None:
             return None
-        if (caller := self._cache.get(tokens.digest(token))) is not None:
-            TOKEN_CACHE_HIT.inc()
+        caller = self._cache.get(tokens.digest(token))
+        if caller is None:
+            return None
+        # An expiry is a change no one is told of: checked here, by the
+        # clock the database's lookups use too, and refused by that lookup.
+        if caller.expires_at is not None and caller.expires_at <= self._clock():
+            return None
+        TOKEN_CACHE_HIT.inc()
         return caller
 
     async def authenticate(self, token: str) -> Caller | None:
@@ -46,8 +55,9 @@ class TokenService:
                 return None
             TOKEN_CACHE_MISS.inc()
         generation = self._cache.generation if self._cache is not None else 0
+        now = self._clock()
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            row = await token_rows.find_active(connection, presented)
+            row = await token_rows.find_active(connection, presented, now)
         # The index finds the row by the token's SHA-256, whose bytes a caller
         # cannot steer towards a real token's; the final say is a constant-time
         # comparison all the same, so no byte-wise early exit decides access.
@@ -60,6 +70,7 @@ class TokenService:
             token_name=row.name,
             scopes=frozenset(Scope(name) for name in row.scopes),
             token_id=row.token_id,
+            expires_at=row.expires_at,
         )
         if self._cache is not None:
             self._cache.put(presented, caller, generation)
@@ -73,16 +84,7 @@ class TokenService:
         token = tokens.generate_token()
         token_id = uuid.uuid4()
         async with self._database.transaction() as connection:
-            created = await token_rows.insert_token(
-                connection,
-                token_id=token_id,
-                org_id=org_id,
-                name=name,
-                name_key=tokens.name_key(name),
-                digest=tokens.digest(token),
-                scopes=sorted(scope.value for scope in scopes),
-                now=self._clock(),
-            )
+            created = await insert(connection, token_id, token, org_id, name, scopes, self._clock())
         if not created:
             raise AlreadyExists(
                 f"name: an active token of {org_id} is already named {name!r} (names compare"
@@ -98,6 +100,30 @@ class TokenService:
         """Revokes the token; False if no token has that id."""
         async with self._database.transaction() as connection:
             return await token_rows.revoke(connection, token_id, self._clock())
+
+
+async def insert(
+    connection: AsyncConnection,
+    token_id: uuid.UUID,
+    token: str,
+    org_id: str,
+    name: str,
+    scopes: frozenset[Scope],
+    now: datetime,
+    issued: Issued | None = None,
+) -> bool:
+    """Stores a new token by its digest (see `token_rows.insert_token`)."""
+    return await token_rows.insert_token(
+        connection,
+        token_id=token_id,
+        org_id=org_id,
+        name=name,
+        name_key=tokens.name_key(name),
+        digest=tokens.digest(token),
+        scopes=sorted(scope.value for scope in scopes),
+        now=now,
+        issued=issued,
+    )
 
 
 def token_changes(

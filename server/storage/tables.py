@@ -65,16 +65,45 @@ class ApiToken(Base):
     scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # When the token stops working by itself; never for `htk token create`'s.
+    expires_at: Mapped[datetime | None]
+    # The trust policy that issued the token for a CI job (kept after the
+    # policy is deleted, to tell where a token came from), and the `sub` of
+    # the job, or of the person who signed in, it was issued for.
+    policy_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    subject: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
+        # Names tell people apart, so a name is taken once among tokens made
+        # by hand; those issued for an identity (a CI job's or a signed-in
+        # person's `sub`) share theirs: one per run of a job, per sign-in.
         Index(
             "api_tokens_active_name",
             "org_id",
             "name_key",
             unique=True,
-            postgresql_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL AND subject IS NULL"),
         ),
+        Index("api_tokens_by_policy", "policy_id", postgresql_where=text("policy_id IS NOT NULL")),
     )
+
+
+class TrustPolicyRow(Base):
+    """A trust policy (server.domain.trust.TrustPolicy)."""
+
+    __tablename__ = "trust_policies"
+
+    policy_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.org_id"))
+    name: Mapped[str] = mapped_column(Text)
+    # The exchange finds a token's policies by its `iss`.
+    issuer: Mapped[str] = mapped_column(Text, index=True)
+    audience: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    claims: Mapped[dict[str, Any]]
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    token_ttl_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
 
 
 class ProcessRow(Base):

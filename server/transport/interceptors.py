@@ -5,7 +5,8 @@ and strict checking of REST bodies.
 One interceptor wraps every method of every htk service, whatever its kind
 (unary or streaming), in the guards. It fails closed: a method it has no
 entry for is refused as unimplemented. Only gRPC health checking and
-reflection, which need no token, pass untouched.
+reflection, which need no token, pass untouched; an htk method whose proto
+declares `no_token` goes through every guard but authentication.
 
 Every call pays for the guards, so they run in one frame per call, written
 out in order, rather than as a stack of context managers: what they need of
@@ -169,19 +170,24 @@ class _MethodGuard:
                 try:
                     self._draining.check()
                     with caller_deadline(context.time_remaining()):
-                        caller = await self._authentication.caller(context)
-                        token = _caller.set(caller)
-                        try:
-                            caller.require_any(self._scopes)
+                        if self._method.open:
+                            # Declared so in its proto (`no_token`): it has
+                            # no caller, and `current_caller` fails in it.
                             response = await body(request, context)
-                        except BaseException:
-                            # The error's status goes as trailers, the response's
-                            # headers too when nothing was sent before it: they
-                            # name the token.
-                            context.set_trailing_metadata(caller_metadata())
-                            raise
-                        finally:
-                            _caller.reset(token)
+                        else:
+                            caller = await self._authentication.caller(context)
+                            token = _caller.set(caller)
+                            try:
+                                caller.require_any(self._scopes)
+                                response = await body(request, context)
+                            except BaseException:
+                                # The error's status goes as trailers, the
+                                # response's headers too when nothing was sent
+                                # before it: they name the token.
+                                context.set_trailing_metadata(caller_metadata())
+                                raise
+                            finally:
+                                _caller.reset(token)
                 except grpc.aio.AbortError:
                     raise  # already a status
                 except Exception as error:

@@ -34,6 +34,8 @@ class Method:
     # The token needs one of these; empty: any valid token of the organization.
     scopes: frozenset[Scope]
     read_only: bool
+    # Called without an htk token (`no_token`): the request proves who calls.
+    open: bool = False
 
 
 def api_services() -> list[descriptor.ServiceDescriptor]:
@@ -72,8 +74,8 @@ def _method(path: str, method: descriptor.MethodDescriptor) -> Method:
         raise UndeclaredAccess(f"{path} declares no `option (htk.processes.v1.access)`")
     access = options.Extensions[access_pb2.access]
     read_only = options.idempotency_level == _NO_SIDE_EFFECTS
-    if access.any_token == bool(access.any_of_scopes):
-        raise UndeclaredAccess(f"{path}: set exactly one of any_token and any_of_scopes")
+    if [access.any_token, bool(access.any_of_scopes), access.no_token].count(True) != 1:
+        raise UndeclaredAccess(f"{path}: set exactly one of any_token, any_of_scopes and no_token")
     if access.any_token and not read_only:
         raise UndeclaredAccess(
             f"{path}: only a read (idempotency_level = NO_SIDE_EFFECTS) may allow any token"
@@ -82,4 +84,6 @@ def _method(path: str, method: descriptor.MethodDescriptor) -> Method:
         scopes = frozenset(Scope(name) for name in access.any_of_scopes)
     except ValueError as error:
         raise UndeclaredAccess(f"{path}: {error}") from None
-    return Method(path=path, descriptor=method, scopes=scopes, read_only=read_only)
+    return Method(
+        path=path, descriptor=method, scopes=scopes, read_only=read_only, open=access.no_token
+    )

@@ -379,6 +379,8 @@ def test_reflection_describes_the_service(stack: Stack, target: str) -> None:
     assert {service.name for service in listed.list_services_response.service} == {
         SERVICE,
         "htk.processes.v1.TaskService",
+        "htk.processes.v1.TrustService",
+        "htk.processes.v1.SignInService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

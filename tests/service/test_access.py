@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from htk.processes.v1 import access_pb2
 from server.settings import CHECKOUT
-from server.transport.methods import api_services, method_table
 from tests.support.orgs import Org
 
 DESCRIPTOR_SET = CHECKOUT / "envoy" / "process_service.binpb"
@@ -26,15 +26,21 @@ def _api_methods() -> list[tuple[str, descriptor_pb2.MethodDescriptorProto]]:
     ]
 
 
+def _access(method: descriptor_pb2.MethodDescriptorProto) -> access_pb2.MethodAccess:
+    return method.options.Extensions[access_pb2.access]
+
+
 METHODS = _api_methods()
 WRITES = [
     (path, method)
     for path, method in METHODS
     if method.options.idempotency_level != descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 ]
-# The methods whose access rule names scopes: every write, and the reads that
-# are not for every token (a webhook's URL and deliveries).
-SCOPED = [(path, method) for path, method in METHODS if method_table(api_services())[path].scopes]
+# Those that declare they take no htk token, and all the others.
+OPEN = [(path, method) for path, method in METHODS if _access(method).no_token]
+GUARDED = [(path, method) for path, method in METHODS if not _access(method).no_token]
+SCOPED = [(path, method) for path, method in METHODS if _access(method).any_of_scopes]
+ANY_TOKEN = [(path, method) for path, method in METHODS if _access(method).any_token]
 
 
 def test_the_descriptor_set_has_reads_and_writes() -> None:
@@ -68,25 +74,35 @@ async def _call(
     return grpc.StatusCode.OK
 
 
-@pytest.mark.parametrize(("path", "method"), METHODS, ids=[path for path, _ in METHODS])
+@pytest.mark.parametrize(("path", "method"), GUARDED, ids=[path for path, _ in GUARDED])
 async def test_every_method_refuses_a_call_without_a_token(
     channel: grpc.aio.Channel, path: str, method: descriptor_pb2.MethodDescriptorProto
 ) -> None:
     assert await _call(channel, path, method, None) == grpc.StatusCode.UNAUTHENTICATED
 
 
+@pytest.mark.parametrize(("path", "method"), OPEN, ids=[path for path, _ in OPEN])
+async def test_a_method_declared_open_takes_no_token(
+    channel: grpc.aio.Channel, path: str, method: descriptor_pb2.MethodDescriptorProto
+) -> None:
+    # Its request carries the proof, if any: an empty one may be invalid, but
+    # is not refused for want of a token.
+    status = await _call(channel, path, method, None)
+    assert status not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def test_every_write_needs_a_scope_or_no_token() -> None:
+    assert {path for path, _ in WRITES} <= {path for path, _ in SCOPED + OPEN}
+
+
 @pytest.mark.parametrize(("path", "method"), SCOPED, ids=[path for path, _ in SCOPED])
-async def test_every_write_and_scoped_read_refuses_a_read_only_token(
+async def test_every_scoped_method_refuses_a_read_only_token(
     channel: grpc.aio.Channel, org: Org, path: str, method: descriptor_pb2.MethodDescriptorProto
 ) -> None:
     assert await _call(channel, path, method, org.reader) == grpc.StatusCode.PERMISSION_DENIED
 
 
-@pytest.mark.parametrize(
-    ("path", "method"),
-    [(path, method) for path, method in METHODS if (path, method) not in SCOPED],
-    ids=[path for path, method in METHODS if (path, method) not in SCOPED],
-)
+@pytest.mark.parametrize(("path", "method"), ANY_TOKEN, ids=[path for path, _ in ANY_TOKEN])
 async def test_every_read_for_any_token_lets_a_read_only_token_through(
     channel: grpc.aio.Channel, org: Org, path: str, method: descriptor_pb2.MethodDescriptorProto
 ) -> None:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -68,9 +69,9 @@ def lookups(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     looked_up: list[bytes] = []
     find_active = token_rows.find_active
 
-    async def counted(connection: AsyncConnection, digest: bytes) -> Any:
+    async def counted(connection: AsyncConnection, digest: bytes, now: datetime) -> Any:
         looked_up.append(digest)
-        return await find_active(connection, digest)
+        return await find_active(connection, digest, now)
 
     monkeypatch.setattr(token_rows, "find_active", counted)
     return looked_up

@@ -72,7 +72,7 @@ def test_declared_methods_become_entries() -> None:
     ("method", "problem"),
     [
         (_method("Bare", declared=False), "declares no `option (htk.processes.v1.access)`"),
-        (_method("Empty"), "set exactly one of any_token and any_of_scopes"),
+        (_method("Empty"), "set exactly one of any_token, any_of_scopes and no_token"),
         (_method("Both", any_token=True, scopes=("processes:write",), read=True), "exactly one"),
         (_method("OpenWrite", any_token=True), "only a read"),
         (_method("Typo", scopes=("processes:wirte",)), "processes:wirte"),

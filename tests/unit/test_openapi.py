@@ -284,6 +284,9 @@ def test_each_operation_says_who_may_call_it_and_whether_it_writes(
     declared = method.GetOptions().Extensions[access_pb2.access]
     if declared.any_token:
         assert op["x-htk-access"] == {"any_token": True}
+    elif declared.no_token:
+        assert op["x-htk-access"] == {"no_token": True}
+        assert op["security"] == []
     else:
         assert op["x-htk-access"] == {"any_of_scopes": list(declared.any_of_scopes)}
     assert op["x-htk-read-only"] is read_only(method)

@@ -151,6 +151,15 @@ class RestApi:
         )
         return self._call("POST", path, body={})
 
+    def create_trust_policy(self, body: JsonObject) -> Response:
+        return self._call("POST", "/api/v1/trust-policies", body=body)
+
+    def list_trust_policies(self) -> Response:
+        return self._call("GET", "/api/v1/trust-policies")
+
+    def delete_trust_policy(self, policy_id: str) -> Response:
+        return self._call("DELETE", f"/api/v1/trust-policies/{_segment(policy_id)}")
+
     def watch_process(self, process_id: str, after_seq: int | None = None) -> Iterator[JsonObject]:
         """The process's watch stream (after event `after_seq`, if given) until
         the process finishes. A stream that drops, ends early or is refused

@@ -225,6 +225,23 @@ def deliveries_table(deliveries: list[JsonObject]) -> Table:
     return table
 
 
+def trust_policies_table(listing: JsonObject) -> Table:
+    table = _table("ID", "NAME", "ISSUER", "AUDIENCE", "SUBJECT", "CLAIMS", "SCOPES", "TTL")
+    for policy in listing.get("policies", []):
+        claims = policy.get("claims") or {}
+        table.add_row(
+            cell(policy.get("policy_id")),
+            cell(policy.get("name")),
+            cell(policy.get("issuer")),
+            cell(policy.get("audience")),
+            cell(policy.get("subject")),
+            cell(",".join(f"{key}={value}" for key, value in sorted(claims.items()))),
+            cell(",".join(policy.get("scopes") or []) or "(read-only)"),
+            cell(f"{policy.get('token_ttl_seconds')}s"),
+        )
+    return table
+
+
 class WatchView:
     """The live view of `htk processes watch`: one row per step with its
     status, elapsed time, progress bar and message, under the process's name

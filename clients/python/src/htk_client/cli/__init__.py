@@ -1,7 +1,7 @@
 """htk: track multi-step processes (CI/CD pipelines, deploy scripts, agents).
 
-`htk processes`, `htk tasks` and `htk webhooks` talk to a running htk over the network, as any
-client does (configured by HTK_URL and HTK_TOKEN); see `htk processes --help`.
+`htk processes`, `htk tasks`, `htk webhooks` and `htk trust` talk to a running htk over the
+network, as any client does (configured by HTK_URL and HTK_TOKEN); see `htk processes --help`.
 Where the server is installed, it adds its own commands: `htk run` runs the
 whole service here, `htk token` manages API tokens in its database.
 """
@@ -10,7 +10,7 @@ import argparse
 import importlib.metadata
 import sys
 
-from htk_client.cli import processes, tasks, webhooks
+from htk_client.cli import processes, tasks, trust, webhooks
 
 # Where other installed packages add commands to `htk`: each entry point is a
 # function that takes the subparsers of `htk` and adds its commands, each
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     processes.add(commands)
     tasks.add(commands)
     webhooks.add(commands)
+    trust.add(commands)
     args = parser.parse_args(argv)
     try:
         exit_status: int = args.run(args)

@@ -159,12 +159,19 @@ def step_def(text: str) -> JsonObject:
     return {"key": key, "label": label or key, "human": human}
 
 
-def label(text: str) -> tuple[str, str]:
-    """`KEY=VALUE` as a label (the value may hold `=`); the server checks the key."""
-    key, equals, value = text.partition("=")
-    if not key or not equals:
-        raise argparse.ArgumentTypeError(f"a label is KEY=VALUE, e.g. env=prod: {text!r}")
-    return key, value
+def key_value(noun: str, example: str) -> Callable[[str], tuple[str, str]]:
+    """Reads `KEY=VALUE` as a `noun` (the value may hold `=`); the server checks the key."""
+
+    def read(text: str) -> tuple[str, str]:
+        key, equals, value = text.partition("=")
+        if not key or not equals:
+            raise argparse.ArgumentTypeError(f"a {noun} is KEY=VALUE, e.g. {example}: {text!r}")
+        return key, value
+
+    return read
+
+
+label = key_value("label", "env=prod")
 
 
 def json_object(text: str) -> JsonObject:

@@ -38,7 +38,11 @@ type MethodAccess struct {
 	AnyToken bool `protobuf:"varint,1,opt,name=any_token,json=anyToken,proto3" json:"any_token,omitempty"`
 	// The token must hold at least one of these scopes, e.g.
 	// `processes:write`.
-	AnyOfScopes   []string `protobuf:"bytes,2,rep,name=any_of_scopes,json=anyOfScopes,proto3" json:"any_of_scopes,omitempty"`
+	AnyOfScopes []string `protobuf:"bytes,2,rep,name=any_of_scopes,json=anyOfScopes,proto3" json:"any_of_scopes,omitempty"`
+	// The method takes no htk token at all: the caller proves who it is in
+	// the request itself (TrustService.ExchangeToken's CI token). Said
+	// explicitly, so that a method without a rule is still refused.
+	NoToken       bool `protobuf:"varint,3,opt,name=no_token,json=noToken,proto3" json:"no_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -87,6 +91,13 @@ func (x *MethodAccess) GetAnyOfScopes() []string {
 	return nil
 }
 
+func (x *MethodAccess) GetNoToken() bool {
+	if x != nil {
+		return x.NoToken
+	}
+	return false
+}
+
 var file_htk_processes_v1_access_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
@@ -110,10 +121,11 @@ var File_htk_processes_v1_access_proto protoreflect.FileDescriptor
 
 const file_htk_processes_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"\x1dhtk/processes/v1/access.proto\x12\x10htk.processes.v1\x1a google/protobuf/descriptor.proto\"O\n" +
+	"\x1dhtk/processes/v1/access.proto\x12\x10htk.processes.v1\x1a google/protobuf/descriptor.proto\"j\n" +
 	"\fMethodAccess\x12\x1b\n" +
 	"\tany_token\x18\x01 \x01(\bR\banyToken\x12\"\n" +
-	"\rany_of_scopes\x18\x02 \x03(\tR\vanyOfScopes:X\n" +
+	"\rany_of_scopes\x18\x02 \x03(\tR\vanyOfScopes\x12\x19\n" +
+	"\bno_token\x18\x03 \x01(\bR\anoToken:X\n" +
 	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\xa2\x90\x03 \x01(\v2\x1e.htk.processes.v1.MethodAccessR\x06accessB\xb9\x01\n" +
 	"\x14com.htk.processes.v1B\vAccessProtoP\x01Z2htk.dev/client/go/gen/htk/processes/v1;processesv1\xa2\x02\x03HPX\xaa\x02\x10Htk.Processes.V1\xca\x02\x10Htk\\Processes\\V1\xe2\x02\x1cHtk\\Processes\\V1\\GPBMetadata\xea\x02\x12Htk::Processes::V1b\x06proto3"
 

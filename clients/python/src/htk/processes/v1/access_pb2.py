@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhtk/processes/v1/access.proto\x12\x10htk.processes.v1\x1a google/protobuf/descriptor.proto\"8\n\x0cMethodAccess\x12\x11\n\tany_token\x18\x01 \x01(\x08\x12\x15\n\rany_of_scopes\x18\x02 \x03(\t:P\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xa2\x90\x03 \x01(\x0b\x32\x1e.htk.processes.v1.MethodAccessb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dhtk/processes/v1/access.proto\x12\x10htk.processes.v1\x1a google/protobuf/descriptor.proto\"J\n\x0cMethodAccess\x12\x11\n\tany_token\x18\x01 \x01(\x08\x12\x15\n\rany_of_scopes\x18\x02 \x03(\t\x12\x10\n\x08no_token\x18\x03 \x01(\x08:P\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xa2\x90\x03 \x01(\x0b\x32\x1e.htk.processes.v1.MethodAccessb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'htk.processes.v1.access_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_METHODACCESS']._serialized_start=85
-  _globals['_METHODACCESS']._serialized_end=141
+  _globals['_METHODACCESS']._serialized_end=159
 # @@protoc_insertion_point(module_scope)

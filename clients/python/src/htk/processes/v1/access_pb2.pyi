@@ -35,9 +35,15 @@ class MethodAccess(_message.Message):
 
     ANY_TOKEN_FIELD_NUMBER: _builtins.int
     ANY_OF_SCOPES_FIELD_NUMBER: _builtins.int
+    NO_TOKEN_FIELD_NUMBER: _builtins.int
     any_token: _builtins.bool
     """Any valid token of the caller's organization may call the method.
     Only reads (`idempotency_level = NO_SIDE_EFFECTS`) may declare this.
+    """
+    no_token: _builtins.bool
+    """The method takes no htk token at all: the caller proves who it is in
+    the request itself (TrustService.ExchangeToken's CI token). Said
+    explicitly, so that a method without a rule is still refused.
     """
     @_builtins.property
     def any_of_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -50,10 +56,11 @@ class MethodAccess(_message.Message):
         *,
         any_token: _builtins.bool = ...,
         any_of_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        no_token: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["any_of_scopes", b"any_of_scopes", "any_token", b"any_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["any_of_scopes", b"any_of_scopes", "any_token", b"any_token", "no_token", b"no_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

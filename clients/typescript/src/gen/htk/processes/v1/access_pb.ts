@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file htk/processes/v1/access.proto.
  */
 export const file_htk_processes_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("Ch1odGsvcHJvY2Vzc2VzL3YxL2FjY2Vzcy5wcm90bxIQaHRrLnByb2Nlc3Nlcy52MSI4CgxNZXRob2RBY2Nlc3MSEQoJYW55X3Rva2VuGAEgASgIEhUKDWFueV9vZl9zY29wZXMYAiADKAk6WAoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYopADIAEoCzIeLmh0ay5wcm9jZXNzZXMudjEuTWV0aG9kQWNjZXNzUgZhY2Nlc3NCuQEKFGNvbS5odGsucHJvY2Vzc2VzLnYxQgtBY2Nlc3NQcm90b1ABWjJodGsuZGV2L2NsaWVudC9nby9nZW4vaHRrL3Byb2Nlc3Nlcy92MTtwcm9jZXNzZXN2MaICA0hQWKoCEEh0ay5Qcm9jZXNzZXMuVjHKAhBIdGtcUHJvY2Vzc2VzXFYx4gIcSHRrXFByb2Nlc3Nlc1xWMVxHUEJNZXRhZGF0YeoCEkh0azo6UHJvY2Vzc2VzOjpWMWIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("Ch1odGsvcHJvY2Vzc2VzL3YxL2FjY2Vzcy5wcm90bxIQaHRrLnByb2Nlc3Nlcy52MSJKCgxNZXRob2RBY2Nlc3MSEQoJYW55X3Rva2VuGAEgASgIEhUKDWFueV9vZl9zY29wZXMYAiADKAkSEAoIbm9fdG9rZW4YAyABKAg6WAoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYopADIAEoCzIeLmh0ay5wcm9jZXNzZXMudjEuTWV0aG9kQWNjZXNzUgZhY2Nlc3NCuQEKFGNvbS5odGsucHJvY2Vzc2VzLnYxQgtBY2Nlc3NQcm90b1ABWjJodGsuZGV2L2NsaWVudC9nby9nZW4vaHRrL3Byb2Nlc3Nlcy92MTtwcm9jZXNzZXN2MaICA0hQWKoCEEh0ay5Qcm9jZXNzZXMuVjHKAhBIdGtcUHJvY2Vzc2VzXFYx4gIcSHRrXFByb2Nlc3Nlc1xWMVxHUEJNZXRhZGF0YeoCEkh0azo6UHJvY2Vzc2VzOjpWMWIGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * The access rule of one RPC. Exactly one of its fields is set.
@@ -43,6 +43,15 @@ export type MethodAccess = Message<"htk.processes.v1.MethodAccess"> & {
    * @generated from field: repeated string any_of_scopes = 2;
    */
   anyOfScopes: string[];
+
+  /**
+   * The method takes no htk token at all: the caller proves who it is in
+   * the request itself (TrustService.ExchangeToken's CI token). Said
+   * explicitly, so that a method without a rule is still refused.
+   *
+   * @generated from field: bool no_token = 3;
+   */
+  noToken: boolean;
 };
 
 /**
