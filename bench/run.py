@@ -622,9 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["calls", "watch", "metrics", "tracing", "retention"],
+        choices=["calls", "notify", "watch", "metrics", "tracing", "retention"],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
-        " by layer, beside pgbench)",
+        " by layer, beside pgbench; `notify`: Update's statements at c64 with their"
+        " notification and without)",
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
@@ -654,6 +655,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(report.worker_profile(runner.results, main_workers)))
             print("\n".join(report.notify_cost(runner.results)))
             print("\n".join(report.beside_pgbench(runner.results)))
+            return 0
+        if only == "notify":
+            runner.notify_cost(main_workers)
+            print("\n".join(report.notify_cost(runner.results)))
             return 0
         if only == "metrics":
             runner.metrics_cost(main_workers)
