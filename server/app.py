@@ -163,7 +163,9 @@ def build_server(
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    watch_hub = WatchHub(database, limits=watch_limits(settings))
+    watch_hub = WatchHub(
+        database, limits=watch_limits(settings), poll_seconds=settings.watch_poll_seconds
+    )
     listener = Listener(
         lambda: database.dedicated_connection("htk listener"),
         [

@@ -4,7 +4,9 @@ Every server process (of every instance on the database) hears every change
 through its own listening connection (storage.notifications), to which the
 hub subscribes. A watcher of one process is only woken: it reads the events
 after the last one it has from the log, so it never depends on which
-notifications arrived. The watchers
+notifications arrived. Since a notification can be lost (it follows its
+write's commit), the hub also reads, every `poll_seconds`, how far the logs
+of the watched processes go, and wakes the watchers behind. The watchers
 of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
 batch of notifications for all of them.
@@ -145,9 +147,10 @@ class WatchLimits:
 class WatchHub:
     """The watch streams of one server process, within its `limits`."""
 
-    def __init__(self, database: Database, *, limits: WatchLimits) -> None:
+    def __init__(self, database: Database, *, limits: WatchLimits, poll_seconds: float) -> None:
         self._database = database
         self._limits = limits
+        self._poll_seconds = poll_seconds
         self._per_org: Counter[str] = Counter()
         self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
         self._feeds: dict[uuid.UUID, ProcessFeed] = {}
@@ -167,6 +170,7 @@ class WatchHub:
             missed=self._missed,
         )
         self._delivering: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
         self._checking_tokens: asyncio.Task[None] | None = None
 
     @property
@@ -176,6 +180,7 @@ class WatchHub:
 
     def start(self) -> None:
         self._delivering = asyncio.create_task(self._deliver_org_changes())
+        self._polling = asyncio.create_task(self._poll_logs())
 
     async def close(self) -> None:
         """Ends every stream (they tell their clients to resume)."""
@@ -188,7 +193,7 @@ class WatchHub:
         for by_org in self._by_org.values():
             for org_watcher in by_org:
                 org_watcher.end(relist)
-        for task in (self._delivering, self._checking_tokens):
+        for task in (self._delivering, self._polling, self._checking_tokens):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -309,13 +314,35 @@ class WatchHub:
     # What the listener tells.
 
     def _heard(self, notification: Notification) -> None:
-        if feed := self._feeds.get(notification.process_id):
-            feed.announce(notification.seq)
-        for watcher in self._by_process.get(notification.process_id, ()):
-            if notification.seq > watcher.seen_seq:
-                watcher.wake()
+        self._announce(notification.process_id, notification.seq)
         if notification.org_id in self._by_org:
             self._org_notifications.put_nowait(notification)
+
+    def _announce(self, process_id: uuid.UUID, seq: int) -> None:
+        """The process's event `seq` is logged: its watchers behind it read on."""
+        if feed := self._feeds.get(process_id):
+            feed.announce(seq)
+        for watcher in self._by_process.get(process_id, ()):
+            if seq > watcher.seen_seq:
+                watcher.wake()
+
+    async def _poll_logs(self) -> None:
+        """Announces, every `poll_seconds`, the last event of each watched
+        process: one whose notification was lost reaches its watchers that
+        much later, never not at all. One indexed read for all of them."""
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            if not self._by_process:
+                continue
+            try:
+                async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+                    last = await processes.last_seqs(connection, list(self._by_process))
+            except Exception as error:
+                # The next round tries again; notifications still wake them meanwhile.
+                log.warning("could not read how far the watched logs go", exc_info=error)
+                continue
+            for process_id, seq in last.items():
+                self._announce(process_id, seq)
 
     def _now_listening(self) -> None:
         """Notifications may have been missed while the connection was lost."""

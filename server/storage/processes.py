@@ -153,6 +153,10 @@ _LOAD_MANY = _SELECT_PROCESSES + "WHERE p.process_id = ANY(%(process_ids)s)"
 # lock was granted, missing what the change that held it did to them. A
 # statement that follows the lock sees that change.
 _LOCK = "SELECT FROM processes WHERE process_id = %(process_id)s AND org_id = %(org_id)s FOR UPDATE"
+# A process's update count is the seq of its last event.
+_LAST_SEQS = (
+    "SELECT process_id, update_count FROM processes WHERE process_id = ANY(%(process_ids)s)"
+)
 # A change in one statement: the process's state, the steps and tasks it
 # moved (given as JSON), and its event. Only state columns are set:
 # rewriting indexed columns would make PostgreSQL update every index of the row.
@@ -240,6 +244,14 @@ async def events_after(
         for _, seq, kind, step, payload, recorded_at, actor, _ in rows
     ]
     return EventBatch(events=events, more=bool(rows) and rows[0][-1] > len(rows))
+
+
+async def last_seqs(
+    connection: AsyncConnection, process_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """The seq of the last event of each of these processes (0: none yet), by id."""
+    cursor = await in_one_round_trip(connection, (_LAST_SEQS, {"process_ids": process_ids}))
+    return dict(await cursor.fetchall())
 
 
 async def events(
