@@ -9,7 +9,14 @@ write's commit), the hub also reads, every `poll_seconds`, how far the logs
 of the watched processes go, and wakes the watchers behind. The watchers
 of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
-batch of notifications for all of them.
+batch of notifications for all of them. The hub remembers the last change
+of each process it gave them, so that a change is given once and a
+process's changes in order, whatever order their notifications came in
+(each follows its own commit): one heard past the last fills the gap from
+the log. The timer covers these processes too; a lost notification of a
+process not heard of since the stream opened stays unseen, as one missed
+by a lost connection would (reading every running process of the
+organization each second would cost more than the streams).
 
 A stream ends as soon as the token that opened it is revoked: when the
 revocation is heard, and when it may have gone unheard, since the tokens of
@@ -45,6 +52,10 @@ K = TypeVar("K")
 MAX_PENDING_CHANGES = 1000
 
 REVOKED = "invalid token: revoked"
+
+# The processes of an organization whose last change given to its watchers
+# the hub remembers: the latest this many heard of.
+MAX_TRACKED_PROCESSES = 10_000
 
 
 class ProcessWatcher:
@@ -160,6 +171,9 @@ class WatchHub:
         self._closed = False
         self._listening = False
         self._org_notifications: asyncio.Queue[Notification] = asyncio.Queue()
+        # Of each organization with watchers: the seq of the last change of
+        # each of its processes given to them (0: its creation), while it runs.
+        self._delivered: dict[str, dict[uuid.UUID, int]] = {}
         # What the server process's listening connection tells the hub.
         self.subscription = Subscription(
             channel=CHANNEL,
@@ -265,9 +279,15 @@ class WatchHub:
         if not self._listening:
             raise Unavailable("the server cannot follow changes right now; retry later")
         watcher = OrganizationWatcher(change_filter, caller)
-        with self._registered(self._by_org, change_filter.org_id, watcher):
-            await self._refuse_if_revoked(caller.token_id)
-            yield watcher
+        org_id = change_filter.org_id
+        try:
+            with self._registered(self._by_org, org_id, watcher):
+                self._delivered.setdefault(org_id, {})
+                await self._refuse_if_revoked(caller.token_id)
+                yield watcher
+        finally:
+            if org_id not in self._by_org:
+                self._delivered.pop(org_id, None)
 
     async def _refuse_if_revoked(self, token_id: uuid.UUID) -> None:
         """Raises if the token of a stream just registered was revoked since
@@ -327,22 +347,35 @@ class WatchHub:
                 watcher.wake()
 
     async def _poll_logs(self) -> None:
-        """Announces, every `poll_seconds`, the last event of each watched
-        process: one whose notification was lost reaches its watchers that
-        much later, never not at all. One indexed read for all of them."""
+        """Hears, every `poll_seconds`, the last change of each watched
+        process and of each the organization-wide watchers were given one of,
+        as if notified: one whose notification was lost reaches its watchers
+        that much later, never not at all. One indexed read for all of them."""
         while True:
             await asyncio.sleep(self._poll_seconds)
-            if not self._by_process:
+            org_of = {
+                process_id: org_id
+                for org_id, delivered in self._delivered.items()
+                for process_id in delivered
+            }
+            if not (self._by_process or org_of):
                 continue
             try:
                 async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-                    last = await processes.last_seqs(connection, list(self._by_process))
+                    last = await processes.last_seqs(
+                        connection, list(self._by_process.keys() | org_of.keys())
+                    )
             except Exception as error:
                 # The next round tries again; notifications still wake them meanwhile.
                 log.warning("could not read how far the watched logs go", exc_info=error)
                 continue
             for process_id, seq in last.items():
                 self._announce(process_id, seq)
+                if (org_id := org_of.get(process_id)) is None:
+                    continue
+                # Behind what was given: handed over as heard, which fills the gap.
+                if seq > self._delivered.get(org_id, {}).get(process_id, seq):
+                    self._org_notifications.put_nowait(Notification(org_id, process_id, seq))
 
     def _now_listening(self) -> None:
         """Notifications may have been missed while the connection was lost."""
@@ -403,7 +436,9 @@ class WatchHub:
     async def _read_changes(
         self, org_id: str, notifications: Iterable[Notification]
     ) -> list[ProcessChange]:
-        keys = [(n.process_id, n.seq) for n in notifications]
+        keys = self._undelivered(org_id, notifications)
+        if not keys:
+            return []
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             found = await processes.summaries(connection, org_id, {key[0] for key in keys})
             events = await processes.events(connection, [key for key in keys if key[1] > 0])
@@ -413,7 +448,33 @@ class WatchHub:
             event = events.get((process_id, seq))
             if summary is not None and (seq == 0 or event is not None):
                 changes.append(ProcessChange(summary, event))
+        delivered = self._delivered.get(org_id, {})
+        for change in changes:
+            if change.event is not None and change.event.finishes_process:
+                # It changes no more: the timer need not ask.
+                delivered.pop(change.process.process_id, None)
         return changes
+
+    def _undelivered(
+        self, org_id: str, notifications: Iterable[Notification]
+    ) -> list[tuple[uuid.UUID, int]]:
+        """The (process, seq) of each change announced and not yet given to
+        the organization's watchers, in order: a notification past the last
+        change given also brings those between. Counts them as given."""
+        delivered = self._delivered.setdefault(org_id, {})
+        keys = []
+        for notification in notifications:
+            process_id, seq = notification.process_id, notification.seq
+            last = delivered.get(process_id)
+            if last is not None and seq <= last:
+                continue
+            first = seq if last is None else last + 1
+            keys += [(process_id, between) for between in range(first, seq + 1)]
+            delivered.pop(process_id, None)  # re-filed as the latest heard of
+            delivered[process_id] = seq
+            if len(delivered) > MAX_TRACKED_PROCESSES:
+                del delivered[next(iter(delivered))]
+        return keys
 
 
 def _unfile(registry: dict[K, set[W]], key: K, watcher: W) -> None:
