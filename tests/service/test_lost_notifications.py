@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.storage import processes as process_rows
-from server.storage.notifications import CHANNEL, Notification
+from server.storage.notifications import CHANNEL, Notification, notify
 from tests.service.calls import Stub, create, update
 from tests.service.test_watch import (
     HANG_SECONDS,
@@ -39,7 +38,6 @@ class Lost:
 @pytest.fixture
 def lost(monkeypatch: pytest.MonkeyPatch) -> Lost:
     lost = Lost()
-    notify = process_rows.notify
 
     def dropping(connection: AsyncConnection, notification: Notification) -> None:
         if lost.dropping:
@@ -47,7 +45,8 @@ def lost(monkeypatch: pytest.MonkeyPatch) -> Lost:
         else:
             notify(connection, notification)
 
-    monkeypatch.setattr(process_rows, "notify", dropping)
+    # Where storage's writes look it up.
+    monkeypatch.setattr("server.storage.processes.notify", dropping)
     return lost
 
 
