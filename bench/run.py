@@ -666,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         choices=[
             "calls",
+            "notify",
             "watch",
             "metrics",
             "tracing",
@@ -675,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
             "exchange",
         ],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
-        " by layer, beside pgbench; `sync`: Update with a synchronous standby against without)",
+        " by layer, beside pgbench; `notify`: Update's statements at c64 with their"
+        " notification and without; `sync`: Update with a synchronous standby against without)",
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
@@ -710,6 +712,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(report.worker_profile(runner.results, main_workers)))
             print("\n".join(report.notify_cost(runner.results)))
             print("\n".join(report.beside_pgbench(runner.results)))
+            return 0
+        if only == "notify":
+            runner.notify_cost(main_workers)
+            print("\n".join(report.notify_cost(runner.results)))
             return 0
         if only == "metrics":
             runner.metrics_cost(main_workers)

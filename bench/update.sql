@@ -10,9 +10,12 @@
 --   3. read its steps (the update checks its step and the process's size budget);
 --   4. update the process (its update count: the event's seq);
 --   5. update the step (progress message and percent; a pipeline step's deadline);
---   6. append the event, notifying watchers in the same statement
---      (`-D notify=0` leaves the notification out: `make bench` measures
---      what it costs PostgreSQL at concurrency 64 with it on against off).
+--   6. append the event;
+--   then, as the server does, right after the COMMIT and in the same round
+--   trip (a pipeline), in a transaction of its own:
+--   7. notify watchers (`-D notify=0` leaves the notification out: `make
+--      bench` measures what it costs PostgreSQL at concurrency 64 with it on
+--      against off).
 --
 -- The (process, running step) is picked at random from bench_update_targets
 -- (n = 1..:update_targets, process_id, step), the targets the htk Update
@@ -66,12 +69,11 @@ SET progress_message = 'bench ' || :seq::text, progress_percent = :percent::int,
     deadline_at = CASE WHEN human THEN deadline_at
                        ELSE now() + make_interval(secs => timeout_seconds) END
 WHERE process_id = :process_id AND key = :step;
-WITH inserted AS (
-  INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at)
-  VALUES (:process_id, :seq, 'progress', :step,
-          jsonb_build_object('message', 'bench ' || :seq::text, 'percent', :percent::int), now())
-  RETURNING process_id
-)
-SELECT pg_notify('htk_process_events', json_build_array(:org_id::text, :process_id::text, :seq::int)::text)
-FROM inserted WHERE :notify = 1;
+INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at)
+VALUES (:process_id, :seq, 'progress', :step,
+        jsonb_build_object('message', 'bench ' || :seq::text, 'percent', :percent::int), now());
+\startpipeline
 COMMIT;
+SELECT pg_notify('htk_process_events', json_build_array(:org_id::text, :process_id::text, :seq::int)::text)
+WHERE :notify = 1;
+\endpipeline

@@ -186,7 +186,12 @@ def build_server(
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
-    watch_hub = WatchHub(database, limits=watch_limits(settings), clock=clock)
+    watch_hub = WatchHub(
+        database,
+        limits=watch_limits(settings),
+        poll_seconds=settings.watch_poll_seconds,
+        clock=clock,
+    )
     deliveries = DeliverySettings(
         timeout_seconds=settings.webhook_timeout_seconds,
         retry_schedule=settings.webhook_retry_schedule,

@@ -243,6 +243,15 @@ class Settings(BaseSettings):
         validation_alias="HTK_HEARTBEAT_SECONDS",
         description="a watch stream with nothing else to send sends a heartbeat this often",
     )
+    watch_poll_seconds: float = Field(
+        1.0,
+        gt=0.0,
+        le=60.0,
+        validation_alias="HTK_WATCH_POLL_SECONDS",
+        description="each worker reads this often how far the logs of the processes it streams"
+        " go: a change whose notification was lost (its worker died right after the commit)"
+        " reaches watchers at most this much later",
+    )
     max_watchers: int = Field(
         1000,
         ge=1,

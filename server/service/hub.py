@@ -4,10 +4,19 @@ Every server process (of every instance on the database) hears every change
 through its own listening connection (storage.notifications), to which the
 hub subscribes. A watcher of one process is only woken: it reads the events
 after the last one it has from the log, so it never depends on which
-notifications arrived. The watchers
+notifications arrived. Since a notification can be lost (it follows its
+write's commit), the hub also reads, every `poll_seconds`, how far the logs
+of the watched processes go, and wakes the watchers behind. The watchers
 of one process in a server process share what it reads (service.feed). The
 organization-wide watchers get the changes themselves, read once per
-batch of notifications for all of them.
+batch of notifications for all of them. The hub remembers the last change
+of each process it gave them, so that a change is given once and a
+process's changes in order, whatever order their notifications came in
+(each follows its own commit): one heard past the last fills the gap from
+the log. The timer covers these processes too; a lost notification of a
+process not heard of since the stream opened stays unseen, as one missed
+by a lost connection would (reading every running process of the
+organization each second would cost more than the streams).
 
 A stream ends as soon as the token that opened it expires (a timer set
 when it is registered) or is revoked: when the revocation is heard, and
@@ -47,6 +56,10 @@ MAX_PENDING_CHANGES = 1000
 
 REVOKED = "invalid token: revoked"
 EXPIRED = "invalid token: expired"
+
+# The processes of an organization whose last change given to its watchers
+# the hub remembers: the latest this many heard of.
+MAX_TRACKED_PROCESSES = 10_000
 
 
 class ProcessWatcher:
@@ -149,10 +162,18 @@ class WatchLimits:
 class WatchHub:
     """The watch streams of one server process, within its `limits`."""
 
-    def __init__(self, database: Database, *, limits: WatchLimits, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        limits: WatchLimits,
+        poll_seconds: float,
+        clock: Clock = utc_now,
+    ) -> None:
         self._database = database
         self._clock = clock
         self._limits = limits
+        self._poll_seconds = poll_seconds
         self._per_org: Counter[str] = Counter()
         self._by_process: dict[uuid.UUID, set[ProcessWatcher]] = {}
         self._feeds: dict[uuid.UUID, ProcessFeed] = {}
@@ -162,6 +183,9 @@ class WatchHub:
         self._closed = False
         self._listening = False
         self._org_notifications: asyncio.Queue[Notification] = asyncio.Queue()
+        # Of each organization with watchers: the seq of the last change of
+        # each of its processes given to them (0: its creation), while it runs.
+        self._delivered: dict[str, dict[uuid.UUID, int]] = {}
         # What the server process's listening connection tells the hub.
         self.subscription = Subscription(
             channel=CHANNEL,
@@ -172,6 +196,7 @@ class WatchHub:
             missed=self._missed,
         )
         self._delivering: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
         self._checking_tokens: asyncio.Task[None] | None = None
 
     @property
@@ -181,6 +206,7 @@ class WatchHub:
 
     def start(self) -> None:
         self._delivering = asyncio.create_task(self._deliver_org_changes())
+        self._polling = asyncio.create_task(self._poll_logs())
 
     async def close(self) -> None:
         """Ends every stream (they tell their clients to resume)."""
@@ -193,7 +219,7 @@ class WatchHub:
         for by_org in self._by_org.values():
             for org_watcher in by_org:
                 org_watcher.end(relist)
-        for task in (self._delivering, self._checking_tokens):
+        for task in (self._delivering, self._polling, self._checking_tokens):
             if task is not None:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
@@ -267,9 +293,15 @@ class WatchHub:
         if not self._listening:
             raise Unavailable("the server cannot follow changes right now; retry later")
         watcher = OrganizationWatcher(change_filter, caller)
-        with self._registered(self._by_org, change_filter.org_id, watcher, caller):
-            await self._refuse_if_revoked(caller.token_id)
-            yield watcher
+        org_id = change_filter.org_id
+        try:
+            with self._registered(self._by_org, org_id, watcher, caller):
+                self._delivered.setdefault(org_id, {})
+                await self._refuse_if_revoked(caller.token_id)
+                yield watcher
+        finally:
+            if org_id not in self._by_org:
+                self._delivered.pop(org_id, None)
 
     async def _refuse_if_revoked(self, token_id: uuid.UUID) -> None:
         """Raises if the token of a stream just registered was revoked since
@@ -328,13 +360,48 @@ class WatchHub:
     # What the listener tells.
 
     def _heard(self, notification: Notification) -> None:
-        if feed := self._feeds.get(notification.process_id):
-            feed.announce(notification.seq)
-        for watcher in self._by_process.get(notification.process_id, ()):
-            if notification.seq > watcher.seen_seq:
-                watcher.wake()
+        self._announce(notification.process_id, notification.seq)
         if notification.org_id in self._by_org:
             self._org_notifications.put_nowait(notification)
+
+    def _announce(self, process_id: uuid.UUID, seq: int) -> None:
+        """The process's event `seq` is logged: its watchers behind it read on."""
+        if feed := self._feeds.get(process_id):
+            feed.announce(seq)
+        for watcher in self._by_process.get(process_id, ()):
+            if seq > watcher.seen_seq:
+                watcher.wake()
+
+    async def _poll_logs(self) -> None:
+        """Hears, every `poll_seconds`, the last change of each watched
+        process and of each the organization-wide watchers were given one of,
+        as if notified: one whose notification was lost reaches its watchers
+        that much later, never not at all. One indexed read for all of them."""
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            org_of = {
+                process_id: org_id
+                for org_id, delivered in self._delivered.items()
+                for process_id in delivered
+            }
+            if not (self._by_process or org_of):
+                continue
+            try:
+                async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
+                    last = await processes.last_seqs(
+                        connection, list(self._by_process.keys() | org_of.keys())
+                    )
+            except Exception as error:
+                # The next round tries again; notifications still wake them meanwhile.
+                log.warning("could not read how far the watched logs go", exc_info=error)
+                continue
+            for process_id, seq in last.items():
+                self._announce(process_id, seq)
+                if (org_id := org_of.get(process_id)) is None:
+                    continue
+                # Behind what was given: handed over as heard, which fills the gap.
+                if seq > self._delivered.get(org_id, {}).get(process_id, seq):
+                    self._org_notifications.put_nowait(Notification(org_id, process_id, seq))
 
     def _now_listening(self) -> None:
         """Notifications may have been missed while the connection was lost."""
@@ -395,7 +462,9 @@ class WatchHub:
     async def _read_changes(
         self, org_id: str, notifications: Iterable[Notification]
     ) -> list[ProcessChange]:
-        keys = [(n.process_id, n.seq) for n in notifications]
+        keys = self._undelivered(org_id, notifications)
+        if not keys:
+            return []
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
             found = await processes.summaries(connection, org_id, {key[0] for key in keys})
             events = await processes.events(connection, [key for key in keys if key[1] > 0])
@@ -405,7 +474,33 @@ class WatchHub:
             event = events.get((process_id, seq))
             if summary is not None and (seq == 0 or event is not None):
                 changes.append(ProcessChange(summary, event))
+        delivered = self._delivered.get(org_id, {})
+        for change in changes:
+            if change.event is not None and change.event.finishes_process:
+                # It changes no more: the timer need not ask.
+                delivered.pop(change.process.process_id, None)
         return changes
+
+    def _undelivered(
+        self, org_id: str, notifications: Iterable[Notification]
+    ) -> list[tuple[uuid.UUID, int]]:
+        """The (process, seq) of each change announced and not yet given to
+        the organization's watchers, in order: a notification past the last
+        change given also brings those between. Counts them as given."""
+        delivered = self._delivered.setdefault(org_id, {})
+        keys = []
+        for notification in notifications:
+            process_id, seq = notification.process_id, notification.seq
+            last = delivered.get(process_id)
+            if last is not None and seq <= last:
+                continue
+            first = seq if last is None else last + 1
+            keys += [(process_id, between) for between in range(first, seq + 1)]
+            delivered.pop(process_id, None)  # re-filed as the latest heard of
+            delivered[process_id] = seq
+            if len(delivered) > MAX_TRACKED_PROCESSES:
+                del delivered[next(iter(delivered))]
+        return keys
 
 
 def _unfile(registry: dict[K, set[W]], key: K, watcher: W) -> None:

@@ -1,6 +1,7 @@
 """Connections to PostgreSQL, and the one way to run work in a transaction."""
 
 import contextvars
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -10,6 +11,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import ExecStatus
 from sqlalchemy import Connection, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -20,6 +22,8 @@ from sqlalchemy.pool import QueuePool
 from server import tracing
 from server.domain.errors import DeadlineExceeded, Unavailable
 from server.metrics import DB_QUERY_DURATION
+
+log = logging.getLogger(__name__)
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -195,9 +199,11 @@ class Database:
                         await connection.invalidate()
                     raise
                 finally:
-                    # A rolled back transaction's writes are never sent.
+                    # A rolled back transaction's writes (and what was to
+                    # follow its commit) are never sent.
                     info.pop(_DUE_BEGIN, None)
                     info.pop(_DUE_WRITES, None)
+                    info.pop(_DUE_AFTER_COMMIT, None)
         except (DBAPIError, psycopg.Error) as error:
             cause = _cause(error)
             if isinstance(cause, pg_errors.QueryCanceled | pg_errors.LockNotAvailable):
@@ -243,6 +249,9 @@ _DUE_BEGIN = "htk_due_begin"
 # In a connection's `info`: the writes left for the transaction's next round
 # trip (`write_later`), in order.
 _DUE_WRITES = "htk_due_writes"
+# In a connection's `info`: the statements to send once its transaction has
+# committed (`after_commit`), in order.
+_DUE_AFTER_COMMIT = "htk_due_after_commit"
 
 Statement = tuple[LiteralString, Mapping[str, Any]]
 
@@ -257,6 +266,20 @@ def write_later(connection: AsyncConnection, statement: Statement) -> None:
     any other; a transaction rolled back before then never sends it.
     """
     connection.info.setdefault(_DUE_WRITES, []).append(statement)
+
+
+def after_commit(connection: AsyncConnection, statement: Statement) -> None:
+    """Leaves a statement to run once the transaction has committed: right
+    after the COMMIT, in the same round trip, in a transaction of its own.
+
+    For a NOTIFY: inside the transaction, PostgreSQL would hold its global
+    notification lock from the commit's start until its WAL flush is done,
+    serializing every committing writer behind it. The write stands whatever
+    becomes of the statement, so a failure of it is logged, never raised;
+    whoever relies on it must cope with its loss. A transaction rolled back
+    never sends it.
+    """
+    connection.info.setdefault(_DUE_AFTER_COMMIT, []).append(statement)
 
 
 def _begin_first(
@@ -331,44 +354,59 @@ async def in_one_round_trip(
     due, go to PostgreSQL together: one round trip. Each still starts once
     the one before it has finished.
     """
-    cursor = await _round_trip(connection, statements, commit=False)
+    cursor = await _round_trip(connection, statements, commit=False, ending=False)
     assert cursor is not None  # given statements, the round trip ran them
     return cursor
 
 
 async def _send_due_writes(connection: AsyncConnection, *, commit: bool) -> None:
-    """Sends the writes left for later, if any, with the COMMIT when `commit`:
-    one round trip. Without writes due, the COMMIT is left to SQLAlchemy."""
-    if connection.info.get(_DUE_WRITES):
-        await _round_trip(connection, (), commit=commit)
+    """Sends the writes left for later, if any, with the COMMIT when `commit`
+    and the statements that follow it: one round trip. Without any of them
+    due, the COMMIT is left to SQLAlchemy."""
+    info = connection.info
+    if info.get(_DUE_WRITES) or info.get(_DUE_AFTER_COMMIT):
+        await _round_trip(connection, (), commit=commit, ending=True)
 
 
 async def _round_trip(
-    connection: AsyncConnection, statements: tuple[Statement, ...], *, commit: bool
+    connection: AsyncConnection, statements: tuple[Statement, ...], *, commit: bool, ending: bool
 ) -> psycopg.AsyncCursor[Any] | None:
-    """Sends what is due (BEGIN, the writes left for later), `statements` and,
-    if `commit`, the COMMIT, in one round trip; returns the last statement's
-    cursor (None when `statements` is empty)."""
+    """Sends what is due (BEGIN, the writes left for later), `statements`,
+    the COMMIT if `commit` and, if the transaction is `ending`, what is to
+    follow it (`after_commit`), in one round trip; returns the last
+    statement's cursor (None when `statements` is empty)."""
     pooled = await connection.get_raw_connection()
     driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
     begin = connection.info.pop(_DUE_BEGIN, None)
     sent = [*connection.info.pop(_DUE_WRITES, ()), *statements]
+    following = connection.info.pop(_DUE_AFTER_COMMIT, ()) if ending else ()
     sent_at = time.perf_counter()
     # Each statement's span lasts until its result is in: the round trip's end.
     spans = [tracing.statement_span(query) for query, _ in sent]
     error: BaseException | None = None
     cursor: psycopg.AsyncCursor[Any] | None = None
+    # The last statement before those that follow the commit: once it has
+    # succeeded, the transaction's work stands.
+    last: psycopg.AsyncCursor[Any] | None = None
     try:
-        if begin is None and not commit and len(sent) == 1:
+        if begin is None and not commit and len(sent) == 1 and not following:
             return await driver.execute(*sent[0])
         async with driver.pipeline():
             if begin is not None:
                 await driver.execute(begin, prepare=False)
             for query, parameters in sent:
-                cursor = await driver.execute(query, parameters)
+                cursor = last = await driver.execute(query, parameters)
             if commit:
-                await driver.execute("COMMIT", prepare=False)
+                last = await driver.execute("COMMIT", prepare=False)
+            for query, parameters in following:
+                await driver.execute(query, parameters)
         return cursor if statements else None
+    except psycopg.Error as failure:
+        if following and _succeeded(last):
+            log.warning("a statement after a commit failed: %s", failure)
+            return cursor if statements else None
+        error = failure
+        raise
     except BaseException as failure:
         error = failure
         raise
@@ -376,6 +414,15 @@ async def _round_trip(
         DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
         for span in spans:
             tracing.end_statement_span(span, error)
+
+
+def _succeeded(cursor: psycopg.AsyncCursor[Any] | None) -> bool:
+    """Whether the statement of `cursor`, run in a pipeline, has succeeded (a
+    COMMIT committed: one of a failed transaction answers ROLLBACK)."""
+    if cursor is None or cursor.pgresult is None:
+        return False
+    done = cursor.pgresult.status in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
+    return done and cursor.statusmessage != "ROLLBACK"
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:

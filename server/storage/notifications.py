@@ -4,8 +4,11 @@ A transaction that creates a process or appends an event notifies CHANNEL
 with the change's (organization, process, seq), and nothing else: watchers
 read the change itself from the tables, so a notification that PostgreSQL
 folds into another, or that a listener misses, costs a delay, never an
-event. PostgreSQL delivers notifications at commit, so a watcher woken by
-one always finds its rows.
+event. The notification is sent right after the commit, in the same round
+trip (`notify`), so a watcher woken by one always finds its rows; it is not
+part of the transaction, whose commit it would otherwise serialize with
+every other notifying commit. It can therefore be lost (its server process
+dies between the two): listeners also read what they follow on a timer.
 
 Each server process listens on one dedicated connection of its own
 (`Listener`), which it reopens when it is lost, to this channel and to any
@@ -22,15 +25,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from sqlalchemy import bindparam, func, literal
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.storage.database import after_commit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CHANNEL = "htk_process_events"
-# The statement that notifies, for storage's writes to add to theirs.
-NOTIFY = func.pg_notify(literal(CHANNEL), bindparam("notification"))
+_NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # A quiet connection is checked this often: a peer that vanished without
 # closing it (a network cut) would otherwise never be noticed.
@@ -57,6 +61,11 @@ class Notification:
     def decode(cls, payload: str) -> "Notification":
         org_id, process_id, seq = json.loads(payload)
         return cls(str(org_id), uuid.UUID(process_id), int(seq))
+
+
+def notify(connection: AsyncConnection, notification: Notification) -> None:
+    """Notifies CHANNEL of the change once the connection's transaction has committed."""
+    after_commit(connection, (_NOTIFY, {"channel": CHANNEL, "payload": notification.encode()}))
 
 
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]

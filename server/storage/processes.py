@@ -13,7 +13,6 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     Select,
-    bindparam,
     func,
     insert,
     literal,
@@ -41,7 +40,7 @@ from server.domain.processes import (
 from server.storage.counts import counted_total
 from server.storage.database import Statement, in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
-from server.storage.notifications import CHANNEL, NOTIFY, Notification
+from server.storage.notifications import Notification, notify
 from server.storage.tables import (
     ProcessCount,
     ProcessEvent,
@@ -86,19 +85,7 @@ _STEP_STATE = (
 _INSERT_STEP = insert(StepRow)
 
 
-def _notifying(row: Any) -> Select[Any]:
-    """Inserts the row and notifies its change, in one statement (one round trip)."""
-    table = row.__table__
-    inserted = (
-        insert(table)
-        .values({column.name: bindparam(column.name) for column in table.columns})
-        .returning(table.c.process_id)
-        .cte("inserted")
-    )
-    return select(NOTIFY).select_from(inserted)
-
-
-_INSERT_PROCESS = _notifying(ProcessRow)
+_INSERT_PROCESS = insert(ProcessRow)
 # Up to `limit` events after `after_seq`, cut where their sizes (see
 # MAX_EVENTS_PAGE_BYTES) pass `max_bytes`, but never before the first; one
 # more is read (not returned), and `found` counts them, to tell if more follow.
@@ -166,10 +153,13 @@ _LOAD_MANY = _SELECT_PROCESSES + "WHERE p.process_id = ANY(%(process_ids)s)"
 # lock was granted, missing what the change that held it did to them. A
 # statement that follows the lock sees that change.
 _LOCK = "SELECT FROM processes WHERE process_id = %(process_id)s AND org_id = %(org_id)s FOR UPDATE"
+# A process's update count is the seq of its last event.
+_LAST_SEQS = (
+    "SELECT process_id, update_count FROM processes WHERE process_id = ANY(%(process_ids)s)"
+)
 # A change in one statement: the process's state, the steps and tasks it
-# moved (given as JSON), its event, and the notification of watchers, which
-# PostgreSQL sends at commit. Only state columns are set: rewriting indexed
-# columns would make PostgreSQL update every index of the row.
+# moved (given as JSON), and its event. Only state columns are set:
+# rewriting indexed columns would make PostgreSQL update every index of the row.
 _RECORD = f"""
 WITH process AS (
   UPDATE processes SET {", ".join(f"{column} = %({column})s" for column in _PROCESS_STATE)}
@@ -184,21 +174,16 @@ WITH process AS (
   FROM jsonb_to_recordset(%(tasks)s::jsonb)
     AS u({recordset(TaskRow.__table__, ("task_id", *TASK_STATE))})
   WHERE t.task_id = u.task_id
-), event AS (
-  INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at, actor)
-  VALUES (%(process_id)s, %(seq)s, %(type)s, %(step)s, %(payload)s, %(recorded_at)s, %(actor)s)
 )
-SELECT pg_notify(%(channel)s, %(notification)s)
+INSERT INTO process_events (process_id, seq, type, step, payload, recorded_at, actor)
+VALUES (%(process_id)s, %(seq)s, %(type)s, %(step)s, %(payload)s, %(recorded_at)s, %(actor)s)
 """  # noqa: S608
 
 
 async def add(connection: AsyncConnection, process: Process) -> None:
     """Stores a new process, its steps and the tasks of its human steps, and
-    notifies watchers at commit."""
-    notification = Notification(process.org_id, process.process_id, 0)
-    await connection.execute(
-        _INSERT_PROCESS, _process_values(process) | {"notification": notification.encode()}
-    )
+    notifies watchers once committed."""
+    await connection.execute(_INSERT_PROCESS, _process_values(process))
     await connection.execute(
         _INSERT_STEP,
         [
@@ -207,11 +192,12 @@ async def add(connection: AsyncConnection, process: Process) -> None:
         ],
     )
     await insert_tasks(connection, process.tasks)
+    notify(connection, Notification(process.org_id, process.process_id, 0))
 
 
 def record_change(connection: AsyncConnection, process: Process, change: Change) -> None:
     """Writes what a change did to a process: its state, the steps and tasks
-    the change moved, and its event; notifies watchers at commit. The write
+    the change moved, and its event; notifies watchers once committed. The write
     travels with the transaction's next round trip (`write_later`): nothing
     reads its result, and an Update's COMMIT so carries it."""
     event = change.event
@@ -227,10 +213,9 @@ def record_change(connection: AsyncConnection, process: Process, change: Change)
         "payload": Jsonb(event.payload),
         "recorded_at": event.recorded_at,
         "actor": event.actor,
-        "channel": CHANNEL,
-        "notification": Notification(process.org_id, process.process_id, event.seq).encode(),
     }
     write_later(connection, (_RECORD, parameters))
+    notify(connection, Notification(process.org_id, process.process_id, event.seq))
 
 
 async def events_after(
@@ -259,6 +244,14 @@ async def events_after(
         for _, seq, kind, step, payload, recorded_at, actor, _ in rows
     ]
     return EventBatch(events=events, more=bool(rows) and rows[0][-1] > len(rows))
+
+
+async def last_seqs(
+    connection: AsyncConnection, process_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """The seq of the last event of each of these processes (0: none yet), by id."""
+    cursor = await in_one_round_trip(connection, (_LAST_SEQS, {"process_ids": process_ids}))
+    return dict(await cursor.fetchall())
 
 
 async def events(

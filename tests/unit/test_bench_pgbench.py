@@ -69,6 +69,7 @@ def test_the_get_reference_reads_the_token_the_process_and_its_steps() -> None:
 
 
 def test_the_update_reference_is_the_token_then_one_read_committed_transaction() -> None:
+    """Then the notification, after the COMMIT, as the server sends it."""
     update = pgbench.statements(pgbench.UPDATE_SCRIPT.read_text())
     assert [" ".join(statement.split()[:3]) for statement in update] == [
         "SELECT api_tokens.org_id, api_tokens.scopes,",
@@ -77,12 +78,11 @@ def test_the_update_reference_is_the_token_then_one_read_committed_transaction()
         "SELECT position, key,",
         "UPDATE processes SET",
         "UPDATE steps SET",
-        "WITH inserted AS",
+        "INSERT INTO process_events",
         "COMMIT",
+        "SELECT pg_notify('htk_process_events', json_build_array(:org_id::text,",
     ]
     assert update[2].endswith("FOR UPDATE")
-    assert "INSERT INTO process_events" in update[6]
-    assert "pg_notify" in update[6]
 
 
 def _measured(transport: str, rate: float) -> report.Measurement:
@@ -152,9 +152,13 @@ def test_the_notification_cost_is_updates_with_it_over_without_it_round_by_round
     assert report.Beside.all(results) == []
 
 
-def test_the_update_reference_notifies_unless_told_not_to() -> None:
-    *_, notifying, commit = pgbench.statements(pgbench.UPDATE_SCRIPT.read_text())
+def test_the_update_reference_notifies_after_its_commit_unless_told_not_to() -> None:
+    script = pgbench.UPDATE_SCRIPT.read_text()
+    *_, commit, notifying = pgbench.statements(script)
     assert "pg_notify" in notifying and notifying.endswith("WHERE :notify = 1")
     assert commit == "COMMIT"
+    # In the COMMIT's round trip, as the server sends it.
+    assert "\\startpipeline\nCOMMIT;\nSELECT pg_notify" in script
+    assert script.rstrip().endswith("\\endpipeline")
     assert pgbench.variables("t", 1, 1)["notify"] == "1"
     assert pgbench.variables("t", 1, 1, notify=False)["notify"] == "0"
