@@ -381,6 +381,7 @@ def test_reflection_describes_the_service(stack: Stack, target: str) -> None:
         "htk.processes.v1.TaskService",
         "htk.processes.v1.TrustService",
         "htk.processes.v1.SignInService",
+        "htk.processes.v1.WebhookService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
