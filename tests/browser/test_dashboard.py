@@ -324,8 +324,13 @@ def test_a_task_rejected_from_the_inbox_fails_its_step(
     card = page.locator(".task", has_text="Migrate billing")
     expect(card).to_be_visible()
     screenshot(page, "tasks.png")
-    card.get_by_label("Comment (optional)").fill("Not on a Friday")
+    comment = card.get_by_label("Comment (optional)")
     card.get_by_role("button", name="Reject").click()
+    # Rejecting asks first, with the comment focused for the reason.
+    expect(card.locator(".confirm")).to_contain_text("Reject this task?")
+    expect(comment).to_be_focused()
+    comment.fill("Not on a Friday")
+    card.get_by_role("button", name="Confirm reject").click()
 
     expect(card).to_have_count(0)
     step = team.pipeline.get(f"/processes/{process_id}").json()["timeline"][0]
