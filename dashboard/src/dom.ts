@@ -133,7 +133,13 @@ export function chip(status: string): HTMLElement {
 export function waitingMarker(openTasks: number): HTMLElement | null {
   if (openTasks <= 0) return null;
   const words = openTasks === 1 ? "1 open task" : `${openTasks} open tasks`;
-  return h("span", { class: "chip waiting", title: `Waiting for approval: ${words}` }, `waiting for approval (${openTasks})`);
+  // On a phone the marker reads "approval (1)"; screen readers hear it all.
+  return h(
+    "span",
+    { class: "chip waiting", title: `Waiting for approval: ${words}` },
+    h("span", { class: "long" }, "waiting for "),
+    `approval (${openTasks})`,
+  );
 }
 
 /**

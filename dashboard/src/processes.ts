@@ -206,7 +206,7 @@ function row(process: ProcessSummary, filters: Filters): HTMLElement {
     { "data-process-id": process.processId },
     h("td", {}, h("a", { href: `#/processes/${process.processId}` }, process.name), " ", runLink(process.url)),
     h("td", { class: "wide" }, process.namespace),
-    h("td", { class: "status" }, chip(process.status), " ", waitingMarker(process.openTaskCount)),
+    h("td", {}, h("span", { class: "chips" }, chip(process.status), waitingMarker(process.openTaskCount))),
     h("td", { class: "current-step" }, process.currentStepLabel ?? process.currentStep ?? "—"),
     h("td", { class: "duration-cell" }, liveDuration(started, finished ?? (process.status === "running" ? undefined : started))),
     h("td", { class: "wide started" }, ago(started)),

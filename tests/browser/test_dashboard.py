@@ -141,9 +141,9 @@ LAYOUT_SHIFT = """() => new Promise((resolve) =>
   requestAnimationFrame(() => requestAnimationFrame(() => resolve(window.layoutShift))))"""
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
 
 
 def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: Stack) -> None:
