@@ -65,12 +65,14 @@ export function formatDuration(ms?: number): string {
 }
 
 /** The browser's time zone and its offset at `ms`, e.g. `Europe/Berlin, UTC+01:00`. */
+// Read once: resolving it costs more than the rest of a list's row.
+const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
 export function timeZoneAt(ms: number): string {
-  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   const offset = -new Date(ms).getTimezoneOffset();
   const sign = offset < 0 ? "-" : "+";
   const pad = (n: number) => String(Math.floor(Math.abs(n))).padStart(2, "0");
-  return `${zone}, UTC${sign}${pad(offset / 60)}:${pad(offset % 60)}`;
+  return `${TIME_ZONE}, UTC${sign}${pad(offset / 60)}:${pad(offset % 60)}`;
 }
 
 /** A moment in full: local date and time to the second, with the time zone. */

@@ -118,7 +118,7 @@ def stream_state(page: Page) -> str:
     return str(page.locator(".stream-state").get_attribute("data-state"))
 
 
-def report(**figures: float) -> None:
+def report(**figures: float | list[int]) -> None:
     """Adds figures to the render report (build/dashboard-render.json): printed
     and kept for people to read, never asserted (speed lives in bench/)."""
     RENDER_REPORT.parent.mkdir(parents=True, exist_ok=True)
