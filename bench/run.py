@@ -3,7 +3,8 @@
 `python -m bench --only watch` runs the watch phase alone (no seeding; it
 prints its section and writes nothing); `--only metrics` the comparison of
 metrics on and off alone (seeding if needed; it prints its goal rows), and
-`--only tracing` the tracing phases alone (on the seeded data; likewise).
+`--only tracing` the tracing phases alone (on the seeded data; likewise), and
+`--only lighthouse` the dashboard's Lighthouse audit alone (a stack of its own).
 """
 
 import argparse
@@ -25,7 +26,7 @@ import grpc
 import psutil
 import psycopg
 
-from bench import capture, pgbench, profile, report, retention, seed, wrk
+from bench import capture, dashboard_audit, pgbench, profile, report, retention, seed, wrk
 from bench.pgbench import GET, UPDATE
 from bench.profile import profiled
 from bench.stack import Sampler, postmaster
@@ -622,12 +623,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--only",
-        choices=["calls", "watch", "metrics", "tracing", "retention"],
+        choices=["calls", "watch", "metrics", "tracing", "retention", "lighthouse"],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
         " by layer, beside pgbench)",
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
+    if only == "lighthouse":
+        print("\n".join(dashboard_audit.section(dashboard_audit.run(log))))
+        return 0
     if only == "watch":
         DATA_DIR.mkdir(exist_ok=True)
         with bench_database(config) as database_url:
@@ -695,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         expired = retention.run(
             runner, main_workers, config.retention_processes, Path(scratch), log
         )
+        audited = dashboard_audit.run(log)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -711,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         watch=report.watch_section(watched, config.watch),
         tracing=report.tracing_section(runner.results),
         retention=retention.section(expired),
+        lighthouse=dashboard_audit.section(audited),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

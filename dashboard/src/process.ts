@@ -29,14 +29,14 @@ export function processView(
   const history = historyTable();
   const section = (id: string, title: string, content: HTMLElement) =>
     h("section", { "aria-labelledby": id }, h("h2", { id }, title), content);
-  root.replaceChildren(
-    h("p", {}, h("a", { href: "#/" }, "← All processes")),
-    header,
-    error,
+  root.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← All processes")), header, error);
+  // Shown with the process's first read, not before: empty sections filled
+  // in under a growing header would shift the whole page as it loads.
+  const sections = [
     section("timeline-title", "Timeline", axis),
     section("steps-title", "Steps", steps),
     section("events-title", "Event history", history.element),
-  );
+  ];
 
   const forms = new Map<string, HTMLElement>();
   let process: Process | undefined;
@@ -60,6 +60,7 @@ export function processView(
     keepingFocus(() =>
       steps.replaceChildren(...current.timeline.map((entry) => stepDetail(session, entry, tasks, forms, refreshSoon))),
     );
+    if (!sections[0]!.isConnected) root.append(...sections);
     void steps.offsetHeight; // laid out, for the measure (the browser tests read it)
     performance.measure("process-render", "process-render-start");
   };

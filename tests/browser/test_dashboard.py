@@ -156,7 +156,8 @@ def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: St
         assert "unsafe-inline" not in policy
         assert index.headers["x-content-type-options"] == "nosniff"
         loaded = re.findall(r'(?:src|href)="(/assets/[^"]+)"', index.text)
-        assert {path.rsplit(".", 1)[1] for path in loaded} == {"js", "css"}
+        by_type = {path.rsplit(".", 1)[1]: path for path in loaded}
+        assert set(by_type) == {"js", "css", "svg"}  # the script, its style, the tab's icon
         compressed = 0
         for path in loaded:
             asset = http.get(path)
@@ -167,13 +168,15 @@ def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: St
         assert compressed < MAX_FIRST_LOAD_GZIP_BYTES
         # Envoy gzips them for browsers that take it.
         assert (
-            http.get(loaded[0], headers={"accept-encoding": "gzip"}).headers.get("content-encoding")
+            http.get(by_type["js"], headers={"accept-encoding": "gzip"}).headers.get(
+                "content-encoding"
+            )
             == "gzip"
         )
         # Views live in the fragment: other paths are not the page.
         assert http.get("/processes").status_code == 404
         # The page's files only read, and say so as the API's paths do.
-        for method, path in (("POST", "/"), ("PUT", loaded[0]), ("DELETE", loaded[1])):
+        for method, path in (("POST", "/"), ("PUT", by_type["js"]), ("DELETE", by_type["css"])):
             refused = http.request(method, path)
             assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
             assert (
