@@ -179,6 +179,15 @@ class TaskQuery:
         return fingerprint(filters)
 
     @property
+    def status_filter(self) -> TaskStatus | None:
+        """The status the matches must have beyond the other filters: none
+        when an outcome or a decider already implies `completed` (only a
+        completed task has either; reopening forgets them), so that the
+        query walks the decisions' index, not every completed task."""
+        decided = self.outcome is not None or self.completed_by is not None
+        return None if decided and self.status is TaskStatus.COMPLETED else self.status
+
+    @property
     def counted(self) -> bool:
         """Whether the total must be counted from the matches: the per-status
         counters know nothing of one process, outcome or decider."""

@@ -106,7 +106,7 @@ def task_page_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
 def task_total_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
     """How many tasks match: read from the counters where they suffice, else
     counted: one process has at most 100 tasks, and an outcome or a decider
-    is a history that people page through, not a hot path."""
+    walks its own index (tasks_by_outcome, tasks_by_decider)."""
     if query.counted:
         return select(func.count()).select_from(TaskRow).where(*_filters(query))
     status = query.status.value if query.status is not None else None
@@ -115,8 +115,8 @@ def task_total_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
 
 def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
     filters = [TaskRow.org_id == query.org_id]
-    if query.status is not None:
-        filters.append(TaskRow.status == query.status.value)
+    if query.status_filter is not None:
+        filters.append(TaskRow.status == query.status_filter.value)
     if query.namespace is not None:
         filters.append(TaskRow.namespace == query.namespace)
     if query.process_id is not None:

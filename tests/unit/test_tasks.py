@@ -719,6 +719,10 @@ def test_a_task_query_filters_the_history_by_outcome_and_decider() -> None:
     # The counters know totals per status only: these are counted.
     assert query.counted
     assert not task_query(ORG, status="completed").counted
+    # Only completed tasks have an outcome or a decider: the status filter goes.
+    assert query.status_filter is None
+    assert task_query(ORG, status="open", completed_by="alice").status_filter is TaskStatus.OPEN
+    assert task_query(ORG, status="completed").status_filter is TaskStatus.COMPLETED
 
 
 def test_a_page_token_issued_before_the_history_filters_still_continues(process: Process) -> None:
