@@ -221,6 +221,16 @@ export function decidedView(
     h("label", {}, "Decided by", h("input", { name: "by", value: filters.by, placeholder: "token name, e.g. alice" })),
     h("button", { type: "submit" }, "Apply"),
   );
+  // Only a person's decision has an outcome and a decider: for tasks that
+  // expired or were cancelled, those filters are off, and say so.
+  const ended = form.querySelector<HTMLSelectElement>('select[name="status"]')!;
+  const personal = () => {
+    for (const field of form.querySelectorAll<HTMLInputElement | HTMLSelectElement>('[name="outcome"], [name="by"]')) {
+      field.disabled = ended.value !== "completed";
+    }
+  };
+  form.addEventListener("change", personal);
+  personal();
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const data = new FormData(form);

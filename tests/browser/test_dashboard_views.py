@@ -202,6 +202,10 @@ def test_decided_tasks_are_kept_filtered_and_linked(page: Page, stack: Stack, or
     page.get_by_label("Decided by", exact=True).fill("nobody")
     page.get_by_role("button", name="Apply").click()
     expect(count).to_contain_text("No task matches.")
+    # Expired and cancelled tasks have no outcome or decider to filter by.
+    page.get_by_label("Ended").select_option("expired")
+    expect(page.get_by_label("Decided by", exact=True)).to_be_disabled()
+    expect(page.get_by_label("Outcome")).to_be_disabled()
 
     # The header's count follows new tasks live, on any view.
     another = org.create("Deploy another", [STEPS[2]])
