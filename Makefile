@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 BUF := node_modules/.bin/buf
 TS_CLIENT := clients/typescript
 DASHBOARD := dashboard
+LIGHTHOUSE := bench/lighthouse
 GO_CLIENT := clients/go
 # protoc-gen-go and protoc-gen-go-grpc, at the versions $(GO_CLIENT)/go.mod pins.
 GOBIN := $(CURDIR)/build/bin
@@ -162,5 +163,11 @@ $(PATRONI_VENV)/.installed:
 
 # Benchmarks, not tests: prints a table and writes docs/benchmarks.md.
 # BENCH_PROCESSES=20000 make bench is the quick run; the default seeds 1M.
-bench: setup
+bench: setup $(LIGHTHOUSE)/node_modules/.installed
 	$(BIN)/python -m bench
+
+# Lighthouse, which the bench runs on the dashboard (12.2.3: 13 wants Node 22);
+# apart from the dashboard's tools, so that building it does not fetch it.
+$(LIGHTHOUSE)/node_modules/.installed: $(LIGHTHOUSE)/package.json $(LIGHTHOUSE)/package-lock.json
+	npm ci --prefix $(LIGHTHOUSE) --no-audit --no-fund --loglevel=error
+	touch $@

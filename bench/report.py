@@ -296,6 +296,7 @@ def render(
     retention: list[str],
     webhooks: list[str],
     exchange: list[str],
+    lighthouse: list[str],
 ) -> str:
     """The report; `beside` pairs each ListTasks phase with the ListProcesses
     phase of the same shape, to show them side by side."""
@@ -399,6 +400,7 @@ def render(
         *webhooks,
         *exchange,
         *_dashboard(),
+        *lighthouse,
         *drill,
     ]
     out += ["## All phases", "", *_table(results), ""]
@@ -741,6 +743,29 @@ def _dashboard() -> list[str]:
     if "live_update_layout_shift" in figures:
         out.append(
             f"| Layout shift of a live update | | {figures['live_update_layout_shift']:.4f} | |"
+        )
+    if "vitals_inp_ms" in figures:
+        inp, cls = float(figures["vitals_inp_ms"]), float(figures["vitals_cls"])
+        load = f"{figures['vitals_updates_per_second']} updates/s, CPU 4x slower"
+        out += [
+            f"| INP typing a comment and approving ({load}) | <= 200 ms | {inp:.0f} ms | "
+            f"{_verdict(inp <= 200)} |",
+            f"| CLS meanwhile | <= 0.1 | {cls:.4f} | {_verdict(cls <= 0.1)} |",
+            "| Events not yet shown, sampled each second | not growing | "
+            f"{', '.join(str(n) for n in figures['vitals_backlog_per_second'])} | |",
+        ]
+    if "scale_render_ms" in figures:
+        scale_ms = float(figures["scale_render_ms"])
+        out.append(
+            f"| Open a process of {figures['scale_steps']} steps and {figures['scale_events']:,}"
+            f" events (its steps, and {figures['scale_history_rows']} rows of history) | <= 1000 ms"
+            f" | {scale_ms:.0f} ms | {_verdict(scale_ms <= 1000)} |"
+        )
+    if "busy_list_render_max_ms" in figures:
+        longest = float(figures["busy_list_render_max_ms"])
+        out.append(
+            "| The list while 100 runs change a second: renders, longest | |"
+            f" {figures['busy_list_renders']}, {longest:.0f} ms | |"
         )
     if "first_load_gzip_bytes" in figures:
         first_load = int(figures["first_load_gzip_bytes"])

@@ -6,8 +6,9 @@ metrics on and off alone (seeding if needed; it prints its goal rows), and
 `--only tracing` the tracing phases alone (on the seeded data; likewise),
 `--only sync` Update with a synchronous standby against without (likewise;
 it writes its section of docs/benchmarks.md too), `--only webhooks` the
-webhooks phase (likewise), and `--only exchange` the token exchange's latency
-alone (no seeding).
+webhooks phase (likewise), `--only exchange` the token exchange's latency
+alone (no seeding), and `--only lighthouse` the dashboard's Lighthouse audit
+alone (a stack of its own).
 """
 
 import argparse
@@ -31,6 +32,7 @@ import psycopg
 
 from bench import (
     capture,
+    dashboard_audit,
     exchange,
     pgbench,
     profile,
@@ -674,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             "sync",
             "webhooks",
             "exchange",
+            "lighthouse",
         ],
         help="run this phase alone (`calls`: Get, Update and a List with their CPU per call"
         " by layer, beside pgbench; `notify`: Update's statements at c64 with their"
@@ -681,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     only = parser.parse_args(argv).only
     config = Config.from_env()
+    if only == "lighthouse":
+        print("\n".join(dashboard_audit.section(dashboard_audit.run(log))))
+        return 0
     if only == "watch":
         DATA_DIR.mkdir(exist_ok=True)
         with bench_database(config) as database_url:
@@ -773,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"webhooks: HTK_WORKERS={main_workers}")
         delivered = webhooks.run(runner, main_workers, log)
         exchanged = exchange_phase(config, database_url)
+        audited = dashboard_audit.run(log)
         versions = report.versions(database_url, wrk_path)
     run_seconds = time.monotonic() - began
     document = report.render(
@@ -791,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         retention=retention.section(expired),
         webhooks=webhooks.section(delivered),
         exchange=exchanged,
+        lighthouse=dashboard_audit.section(audited),
     )
     print(document)
     output = CHECKOUT / "docs" / "benchmarks.md"

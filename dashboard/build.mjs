@@ -2,7 +2,8 @@
 // loads under assets/, named by a hash of their content (so browsers may
 // cache them for good). The output depends only on the sources, so
 // `make check-generated` can rebuild it and compare with what is committed.
-import { rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -33,6 +34,11 @@ const result = await esbuild.build({
 const assets = Object.keys(result.metafile.outputs).map((file) => "/" + path.relative(out, path.resolve(here, file)));
 const script = assets.find((file) => file.endsWith(".js"));
 const style = assets.find((file) => file.endsWith(".css"));
+// The tab's icon, named by its content like the rest (browsers ask for one,
+// and a 404 would be an error in every console).
+const icon = readFileSync(path.join(here, "src/favicon.svg"));
+const iconName = `/assets/favicon-${createHash("sha256").update(icon).digest("hex").slice(0, 8).toUpperCase()}.svg`;
+writeFileSync(path.join(out, iconName), icon);
 // No inline script or style: the Content-Security-Policy allows neither.
 writeFileSync(
   path.join(out, "index.html"),
@@ -42,6 +48,7 @@ writeFileSync(
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>htk</title>
+<link rel="icon" href="${iconName}" type="image/svg+xml">
 <link rel="stylesheet" href="${style}">
 <script type="module" src="${script}"></script>
 </head>

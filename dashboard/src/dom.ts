@@ -41,15 +41,63 @@ export function formatTime(ms?: number): string {
   );
 }
 
-/** A duration, to the unit that matters: `850 ms`, `42 s`, `3 m 05 s`, `2 h 10 m`. */
+const UNITS: [string, number][] = [
+  ["d", 86_400_000],
+  ["h", 3_600_000],
+  ["m", 60_000],
+  ["s", 1000],
+];
+
+/**
+ * A duration as people read it at a glance: under a second in milliseconds
+ * (`850 ms`, never `0 s`), else its largest two units (`42 s`, `1 m 39 s`,
+ * `2 h 5 m`, `3 d 4 h`), a zero second unit left out (`2 h`).
+ */
 export function formatDuration(ms?: number): string {
-  if (ms === undefined || ms < 0) return "—";
+  if (ms === undefined || ms < 0 || Number.isNaN(ms)) return "—";
   if (ms < 1000) return `${Math.round(ms)} ms`;
-  const seconds = Math.floor(ms / 1000);
-  if (seconds < 60) return `${seconds} s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes} m ${String(seconds % 60).padStart(2, "0")} s`;
-  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} m`;
+  const largest = UNITS.findIndex(([, size]) => ms >= size);
+  const [unit, size] = UNITS[largest]!;
+  const whole = Math.floor(ms / size);
+  const next = UNITS[largest + 1];
+  const rest = next ? Math.floor((ms - whole * size) / next[1]) : 0;
+  return rest && next ? `${whole} ${unit} ${rest} ${next[0]}` : `${whole} ${unit}`;
+}
+
+/** The browser's time zone and its offset at `ms`, e.g. `Europe/Berlin, UTC+01:00`. */
+// Read once: resolving it costs more than the rest of a list's row.
+const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+export function timeZoneAt(ms: number): string {
+  const offset = -new Date(ms).getTimezoneOffset();
+  const sign = offset < 0 ? "-" : "+";
+  const pad = (n: number) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+  return `${TIME_ZONE}, UTC${sign}${pad(offset / 60)}:${pad(offset % 60)}`;
+}
+
+/** A moment in full: local date and time to the second, with the time zone. */
+export function formatMoment(ms: number): string {
+  return `${formatTime(ms)} (${timeZoneAt(ms)})`;
+}
+
+/**
+ * How long ago `ms` was (`5 m ago`), kept current by `tick()`; the moment
+ * itself, with its time zone, shows on hover and is read to screen readers.
+ */
+export function ago(ms?: number): HTMLElement {
+  if (ms === undefined) return h("span", {}, "—");
+  const moment = formatMoment(ms);
+  const relative = h("span", { "aria-hidden": "true", "data-ago": ms }, agoText(Date.now() - ms));
+  return h(
+    "time",
+    { datetime: new Date(ms).toISOString(), title: moment },
+    relative,
+    h("span", { class: "visually-hidden" }, moment),
+  );
+}
+
+function agoText(elapsed: number): string {
+  return elapsed < 1000 ? "just now" : `${formatDuration(elapsed)} ago`;
 }
 
 /**
@@ -83,6 +131,19 @@ export function chip(status: string): HTMLElement {
   return h("span", { class: `chip status-${status}` }, status);
 }
 
+/** The marker of a run that waits for a person, with how many of its tasks are open. */
+export function waitingMarker(openTasks: number): HTMLElement | null {
+  if (openTasks <= 0) return null;
+  const words = openTasks === 1 ? "1 open task" : `${openTasks} open tasks`;
+  // On a phone the marker reads "approval (1)"; screen readers hear it all.
+  return h(
+    "span",
+    { class: "chip waiting", title: `Waiting for approval: ${words}` },
+    h("span", { class: "long" }, "waiting for "),
+    `approval (${openTasks})`,
+  );
+}
+
 /**
  * A duration that keeps counting while its end is unknown: `tick()` (run by
  * the views every second) refreshes every such element.
@@ -98,6 +159,22 @@ export function tick(root: ParentNode): void {
   for (const element of root.querySelectorAll<HTMLElement>("[data-since]")) {
     element.textContent = formatDuration(now - Number(element.dataset.since));
   }
+  for (const element of root.querySelectorAll<HTMLElement>("[data-ago]")) {
+    element.textContent = agoText(now - Number(element.dataset.ago));
+  }
+}
+
+/**
+ * Text a person wrote or a program reported (an error, a detail, a comment),
+ * its line breaks kept and its long words wrapped, so it reads as written.
+ */
+export function prose(tag: "p" | "dd" | "q" | "span", className: string, text: string): HTMLElement {
+  return h(tag, { class: `${className} prose` }, text);
+}
+
+/** Sets the tab's title: what the view shows first, then `htk`. */
+export function setTitle(what: string): void {
+  document.title = `${what} · htk`;
 }
 
 /**

@@ -1,14 +1,15 @@
 // htk's dashboard: sign in with a token, then the processes, one process, or
-// the tasks inbox, as the address's fragment says (#/, #/processes/<id>,
-// #/tasks): the server serves one page, and the fragment never leaves the tab.
+// the tasks (open or decided), as the address's fragment says (#/,
+// #/processes/<id>, #/tasks, #/tasks/decided): the server serves one page, and the fragment never leaves the tab.
 import "./style.css";
 
-import { h } from "./dom.js";
+import { h, setTitle } from "./dom.js";
 import { onSignOut, refusesToken, signInProblem } from "./errors.js";
+import { followOpenTasks, notifyButton, notifyOf } from "./header.js";
 import { processView } from "./process.js";
 import { processesView } from "./processes.js";
 import type { StreamState } from "./streams.js";
-import { inboxView } from "./tasks.js";
+import { decidedView, inboxView } from "./tasks.js";
 import { endSignIn, finishSignIn, providerName, startSignIn } from "./sso.js";
 import { forgetToken, type Session, signIn, storedToken } from "./token.js";
 import { deliveriesView, webhooksView } from "./webhooks.js";
@@ -28,6 +29,7 @@ let leaving: AbortController | undefined;
 function showSignIn(message = ""): void {
   leaving?.abort();
   session = undefined;
+  setTitle("Sign in");
   const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
   const error = h("p", { class: "error", role: "alert" }, message);
   const form = h(
@@ -81,6 +83,8 @@ function route(): void {
     if (token) await endSignIn(token);
     showSignIn("Signed out.");
   });
+  const openTasks = h("span", { class: "badge", hidden: true });
+  followOpenTasks(session, openTasks, leaving.signal, notifyOf);
   const current = (href: string) => (path === href || (href === "/" && path === "") ? "page" : undefined);
   app.replaceChildren(
     h("a", { class: "skip", href: "#main", onclick: (event: Event) => (event.preventDefault(), main.focus()) }, "Skip to content"),
@@ -91,13 +95,14 @@ function route(): void {
         "nav",
         { "aria-label": "Dashboard" },
         h("a", { href: "#/", "aria-current": current("/") }, "Processes"),
-        h("a", { href: "#/tasks", "aria-current": current("/tasks") }, "Tasks"),
+        h("a", { href: "#/tasks", "aria-current": current("/tasks") ?? current("/tasks/decided") }, "Tasks ", openTasks),
         h("a", { href: "#/webhooks", "aria-current": current("/webhooks") }, "Webhooks"),
       ),
       h(
         "p",
         { class: "who" },
         state,
+        notifyButton(),
         h("span", {}, "Organization ", h("strong", { class: "org" }, session.caller.organization)),
         h("span", {}, "Token ", h("strong", { class: "token-name" }, session.caller.tokenName || "(unnamed)")),
         signOut,
@@ -111,6 +116,7 @@ function route(): void {
     processView(session, main, processId, leaving.signal, setState);
   } else if (opened) {
     setState("refused");
+    setTitle("No such process");
     main.replaceChildren(
       h("h1", {}, "No such process"),
       h("p", { class: "error", role: "alert" }, "The address names no process: its process ID is not valid percent-encoding."),
@@ -120,6 +126,8 @@ function route(): void {
     webhooksView(session, main, setState);
   } else if (/^\/webhooks\/[^/]+$/.test(path ?? "")) {
     deliveriesView(session, main, decoded(path!.split("/")[2]!) ?? "", setState);
+  } else if (path === "/tasks/decided") {
+    decidedView(session, main, new URLSearchParams(query), leaving.signal, setState);
   } else if (path === "/tasks") {
     inboxView(session, main, new URLSearchParams(query), leaving.signal, setState);
   } else {

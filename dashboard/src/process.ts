@@ -2,7 +2,7 @@
 // tasks of its human steps, and its event history, followed live.
 import type { Process, Task } from "@htk/client/web";
 
-import { chip, formatTime, h, keepingFocus, labelChips, liveDuration, millis, problemsIn, runLink, tick } from "./dom.js";
+import { ago, chip, h, keepingFocus, labelChips, liveDuration, millis, problemsIn, prose, runLink, setTitle, tick } from "./dom.js";
 import { call, describe } from "./errors.js";
 import { historyTable, showHistory } from "./history.js";
 import { labelledHref } from "./processes.js";
@@ -11,7 +11,8 @@ import { coalesced, type StreamState } from "./streams.js";
 import { drawTimeline } from "./timeline.js";
 import type { Session } from "./token.js";
 
-const REFRESH_DELAY_MS = 100;
+// At most four reads a second however busy the process: each redraws its steps.
+const REFRESH_DELAY_MS = 250;
 
 export function processView(
   session: Session,
@@ -25,25 +26,28 @@ export function processView(
   const problem = problemsIn(error, "read", "stream");
   const axis = h("div", { class: "timeline", role: "img", "aria-label": "Step timeline" });
   const steps = h("div", { class: "steps" });
-  const history = h("tbody");
+  const history = historyTable();
   const section = (id: string, title: string, content: HTMLElement) =>
     h("section", { "aria-labelledby": id }, h("h2", { id }, title), content);
-  root.replaceChildren(
-    h("p", {}, h("a", { href: "#/" }, "← All processes")),
-    header,
-    error,
+  root.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← All processes")), header, error);
+  // Shown with the process's first read, not before: empty sections filled
+  // in under a growing header would shift the whole page as it loads.
+  const sections = [
     section("timeline-title", "Timeline", axis),
     section("steps-title", "Steps", steps),
-    section("events-title", "Event history", historyTable(history)),
-  );
+    section("events-title", "Event history", history.element),
+  ];
 
   const forms = new Map<string, HTMLElement>();
   let process: Process | undefined;
   // Kept across re-renders, so that a live update never drops a reason being typed.
   let cancelForm: HTMLElement | undefined;
 
+  setTitle("Process");
   const render = (current: Process, tasks: Map<string, Task>) => {
+    performance.mark("process-render-start");
     process = current;
+    setTitle(`${current.name} (${current.status})`);
     if (current.status === "running" && session.mayWriteProcesses) {
       cancelForm ??= cancelControl(session, processId, refreshSoon);
     } else {
@@ -56,6 +60,9 @@ export function processView(
     keepingFocus(() =>
       steps.replaceChildren(...current.timeline.map((entry) => stepDetail(session, entry, tasks, forms, refreshSoon))),
     );
+    if (!sections[0]!.isConnected) root.append(...sections);
+    void steps.offsetHeight; // laid out, for the measure (the browser tests read it)
+    performance.measure("process-render", "process-render-start");
   };
 
   // The bars reach to now while the process runs: redrawn every second.
@@ -135,10 +142,10 @@ function facts(process: Process): HTMLElement {
   const link = runLink(process.url);
   if (link) fact("Link", link);
   fact("Status", chip(process.status));
-  fact("Started", formatTime(start));
+  fact("Started", ago(start));
   fact("Duration", liveDuration(start, end ?? (process.status === "running" ? undefined : start)));
-  if (process.summary) fact("Summary", process.summary);
-  if (process.error) fact("Error", process.error);
-  if (process.reason) fact("Reason", process.reason);
+  if (process.summary) fact("Summary", prose("span", "summary", process.summary));
+  if (process.error) fact("Error", prose("span", "step-error", process.error));
+  if (process.reason) fact("Reason", prose("span", "reason", process.reason));
   return dl;
 }

@@ -2,7 +2,7 @@
 // works), refreshed live from the organization's stream of changes.
 import type { ListProcessesResponse, ProcessSummary } from "@htk/client/web";
 
-import { chip, formatTime, h, labelChips, millis, problemsIn, runLink } from "./dom.js";
+import { ago, chip, h, labelChips, liveDuration, millis, problemsIn, runLink, setTitle, tick, waitingMarker } from "./dom.js";
 import { call, describe } from "./errors.js";
 import { offsetOf, showPage } from "./pages.js";
 import { coalesced, followChanges, type StreamState } from "./streams.js";
@@ -74,6 +74,7 @@ export function processesView(
   setState: (state: StreamState) => void,
 ): void {
   const filters = filtersOf(query);
+  setTitle(filters.status ? `Processes (${filters.status})` : "Processes");
   const form = h(
     "form",
     { class: "filters", role: "search", "aria-label": "Filter processes" },
@@ -133,8 +134,9 @@ export function processesView(
           h("th", { scope: "col", class: "wide" }, "Namespace"),
           h("th", { scope: "col" }, "Status"),
           h("th", { scope: "col" }, "Current step"),
-          h("th", { scope: "col", class: "wide" }, "Labels"),
+          h("th", { scope: "col" }, "Duration"),
           h("th", { scope: "col", class: "wide" }, "Started"),
+          h("th", { scope: "col", class: "wide" }, "Labels"),
         ),
       ),
       rows,
@@ -148,7 +150,9 @@ export function processesView(
     showPage(count, pager, { offset: page.offset, shown: page.processes.length, total: page.total }, {
       size: PAGE_SIZE,
       noun: "processes",
-      none: "No processes match.",
+      none: hrefOf({ ...filters, offset: 0 }) === "#/"
+        ? "No processes yet: a pipeline creates them with a token that has processes:write (POST /api/v1/processes)."
+        : "No processes match.",
       href: (offset) => hrefOf({ ...filters, offset }),
     });
     void rows.offsetHeight; // the rows laid out, for the measure
@@ -180,6 +184,9 @@ export function processesView(
     }
   };
 
+  // Durations and "… ago" keep counting between changes.
+  const ticker = setInterval(() => tick(rows), 1000);
+  signal.addEventListener("abort", () => clearInterval(ticker));
   void refresh();
   followChanges(
     session,
@@ -192,14 +199,17 @@ export function processesView(
 }
 
 function row(process: ProcessSummary, filters: Filters): HTMLElement {
+  const started = millis(process.startedAt);
+  const finished = millis(process.finishedAt);
   return h(
     "tr",
     { "data-process-id": process.processId },
     h("td", {}, h("a", { href: `#/processes/${process.processId}` }, process.name), " ", runLink(process.url)),
     h("td", { class: "wide" }, process.namespace),
-    h("td", {}, chip(process.status)),
-    h("td", {}, process.currentStep ?? "—"),
+    h("td", {}, h("span", { class: "chips" }, chip(process.status), waitingMarker(process.openTaskCount))),
+    h("td", { class: "current-step" }, process.currentStepLabel ?? process.currentStep ?? "—"),
+    h("td", { class: "duration-cell" }, liveDuration(started, finished ?? (process.status === "running" ? undefined : started))),
+    h("td", { class: "wide started" }, ago(started)),
     h("td", { class: "wide" }, labelChips(process.labels, (label) => withLabel(filters, label))),
-    h("td", { class: "wide" }, formatTime(millis(process.startedAt))),
   );
 }

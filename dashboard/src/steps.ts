@@ -2,7 +2,7 @@
 // reported, and the task of a human step with its actions.
 import type { Task, TimelineEntry } from "@htk/client/web";
 
-import { chip, formatDuration, formatTime, h, liveDuration, millis } from "./dom.js";
+import { ago, chip, formatDuration, h, liveDuration, millis, prose } from "./dom.js";
 import { taskActions, taskSummary } from "./tasks.js";
 import type { Session } from "./token.js";
 
@@ -25,7 +25,9 @@ export function stepDetail(
     h(
       "p",
       { class: "meta" },
-      `${entry.step} · started ${formatTime(started)} · `,
+      `${entry.step} · started `,
+      ago(started),
+      " · ",
       entry.status === "running" ? liveDuration(started, undefined) : formatDuration(entry.durationMs ?? (started && completed ? completed - started : undefined)),
     ),
     showsProgress && entry.progressPercent !== undefined
@@ -37,10 +39,10 @@ export function stepDetail(
           entry.progressMessage ?? "",
         )
       : showsProgress && entry.progressMessage
-        ? h("p", { class: "progress" }, entry.progressMessage)
+        ? prose("p", "progress", entry.progressMessage)
         : null,
-    entry.detail ? h("p", { class: "detail" }, entry.detail) : null,
-    entry.error ? h("p", { class: "step-error" }, entry.error) : null,
+    entry.detail ? prose("p", "detail", entry.detail) : null,
+    entry.error ? prose("p", "step-error", entry.error) : null,
     entry.completedBy ? h("p", {}, `Decided by ${entry.completedBy}`) : null,
     entry.data && Object.keys(entry.data).length
       ? h("pre", { class: "data", "aria-label": `${entry.label} data` }, JSON.stringify(entry.data, null, 2))

@@ -20,6 +20,7 @@ from datetime import datetime
 from server.domain.checks import check_text, one_of, parse_choice, qualify_namespace
 from server.domain.declared import (
     COMPLETE_TASK_REQUEST_COMMENT_MAX_LENGTH,
+    LIST_TASKS_REQUEST_COMPLETED_BY_MAX_LENGTH,
     LIST_TASKS_REQUEST_LIMIT_MAXIMUM,
 )
 
@@ -161,6 +162,8 @@ class TaskQuery:
     status: TaskStatus | None = None
     namespace: str | None = None
     process_id: uuid.UUID | None = None
+    outcome: Outcome | None = None
+    completed_by: str | None = None
     limit: int = DEFAULT_PAGE_SIZE
     offset: int = 0
     # Set by a page token: the page starts right after this position.
@@ -168,7 +171,29 @@ class TaskQuery:
 
     def filters_fingerprint(self) -> str:
         process_id = str(self.process_id) if self.process_id is not None else None
-        return fingerprint([self.status, self.namespace, process_id])
+        filters: list[str | None] = [self.status, self.namespace, process_id]
+        # Appended only when given, so that tokens issued before these
+        # filters existed still continue their listings.
+        if self.outcome is not None or self.completed_by is not None:
+            filters += [self.outcome, self.completed_by]
+        return fingerprint(filters)
+
+    @property
+    def status_filter(self) -> TaskStatus | None:
+        """The status the matches must have beyond the other filters: none
+        when an outcome or a decider already implies `completed` (only a
+        completed task has either; reopening forgets them), so that the
+        query walks the decisions' index, not every completed task."""
+        decided = self.outcome is not None or self.completed_by is not None
+        return None if decided and self.status is TaskStatus.COMPLETED else self.status
+
+    @property
+    def counted(self) -> bool:
+        """Whether the total must be counted from the matches: the per-status
+        counters know nothing of one process, outcome or decider."""
+        return any(
+            value is not None for value in (self.process_id, self.outcome, self.completed_by)
+        )
 
 
 @dataclass(frozen=True)
@@ -185,6 +210,8 @@ def task_query(
     status: str = "",
     namespace: str = "",
     process_id: str = "",
+    outcome: str = "",
+    completed_by: str = "",
     limit: int | None = None,
     offset: int | None = None,
     page_token: str = "",
@@ -196,6 +223,8 @@ def task_query(
         status=parse_choice(TaskStatus, "status", status) if status else None,
         namespace=qualify_namespace(org_id, namespace) if namespace else None,
         process_id=_process_filter(process_id) if process_id else None,
+        outcome=parse_choice(Outcome, "outcome", outcome) if outcome else None,
+        completed_by=_decider_filter(completed_by) if completed_by else None,
         limit=limit,
         offset=offset,
     )
@@ -217,6 +246,11 @@ def _process_filter(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise InvalidArgument("process_id", f"must be a UUID, got {text!r}") from None
+
+
+def _decider_filter(name: str) -> str:
+    check_text("completed_by", name, LIST_TASKS_REQUEST_COMPLETED_BY_MAX_LENGTH)
+    return name
 
 
 def task_page(query: TaskQuery, matches: list[Task], total: int) -> TaskPage:

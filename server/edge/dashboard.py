@@ -13,6 +13,7 @@ DASHBOARD_CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
 # What the dashboard's files answer; any other method gets 405.
 DASHBOARD_METHODS = ("GET", "HEAD")

@@ -37,6 +37,7 @@ from server.domain.processes import (
     StepStatus,
     event_type,
 )
+from server.domain.tasks import TaskStatus
 from server.storage.counts import counted_total
 from server.storage.database import Statement, in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
@@ -325,9 +326,27 @@ def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
         created_by=row.created_by,
         labels=row.labels,
         url=row.url,
+        finished_at=row.finished_at,
+        current_step_label=row.current_step_label,
+        open_task_count=row.open_task_count,
     )
 
 
+# A list's rows read these per process through the unique (process_id, key)
+# of steps and tasks_by_process: a page of 50 costs 100 index probes.
+_CURRENT_STEP_LABEL = (
+    select(StepRow.label)
+    .where(StepRow.process_id == ProcessRow.process_id, StepRow.key == ProcessRow.current_step)
+    .scalar_subquery()
+    .label("current_step_label")
+)
+_OPEN_TASK_COUNT = (
+    select(func.count())
+    .select_from(TaskRow)
+    .where(TaskRow.process_id == ProcessRow.process_id, TaskRow.status == TaskStatus.OPEN.value)
+    .scalar_subquery()
+    .label("open_task_count")
+)
 _SUMMARY_COLUMNS = (
     ProcessRow.process_id,
     ProcessRow.namespace,
@@ -340,6 +359,9 @@ _SUMMARY_COLUMNS = (
     ProcessRow.created_by,
     ProcessRow.labels,
     ProcessRow.url,
+    ProcessRow.finished_at,
+    _CURRENT_STEP_LABEL,
+    _OPEN_TASK_COUNT,
 )
 
 

@@ -253,6 +253,23 @@ class TaskRow(Base):
         ),
         # A process has at most 100 tasks: its own filters need nothing more.
         Index("tasks_by_process", "process_id", "created_at", "task_id"),
+        # The history of decisions (0014): only decided tasks have these.
+        Index(
+            "tasks_by_outcome",
+            "org_id",
+            "outcome",
+            "created_at",
+            "task_id",
+            postgresql_where=text("outcome IS NOT NULL"),
+        ),
+        Index(
+            "tasks_by_decider",
+            "org_id",
+            "completed_by",
+            "created_at",
+            "task_id",
+            postgresql_where=text("completed_by IS NOT NULL"),
+        ),
     )
 
 

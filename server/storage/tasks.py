@@ -104,9 +104,10 @@ def task_page_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
 
 
 def task_total_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
-    """How many tasks match: counted for one process (at most 100 tasks),
-    else read from the counters."""
-    if query.process_id is not None:
+    """How many tasks match: read from the counters where they suffice, else
+    counted: one process has at most 100 tasks, and an outcome or a decider
+    walks its own index (tasks_by_outcome, tasks_by_decider)."""
+    if query.counted:
         return select(func.count()).select_from(TaskRow).where(*_filters(query))
     status = query.status.value if query.status is not None else None
     return counted_total(TaskCount, query.org_id, status=status, namespace=query.namespace)
@@ -114,12 +115,16 @@ def task_total_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
 
 def _filters(query: TaskQuery) -> list[ColumnElement[bool]]:
     filters = [TaskRow.org_id == query.org_id]
-    if query.status is not None:
-        filters.append(TaskRow.status == query.status.value)
+    if query.status_filter is not None:
+        filters.append(TaskRow.status == query.status_filter.value)
     if query.namespace is not None:
         filters.append(TaskRow.namespace == query.namespace)
     if query.process_id is not None:
         filters.append(TaskRow.process_id == query.process_id)
+    if query.outcome is not None:
+        filters.append(TaskRow.outcome == query.outcome.value)
+    if query.completed_by is not None:
+        filters.append(TaskRow.completed_by == query.completed_by)
     return filters
 
 

@@ -199,6 +199,9 @@ def _summary(summary: ProcessSummary) -> pb.ProcessSummary:
         created_by=summary.created_by,
         labels=summary.labels,
         url=summary.url,
+        finished_at=_timestamp(summary.finished_at),
+        current_step_label=summary.current_step_label,
+        open_task_count=summary.open_task_count,
     )
 
 

@@ -21,6 +21,8 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             status=request.status,
             namespace=request.namespace,
             process_id=request.process_id,
+            outcome=request.outcome,
+            completed_by=request.completed_by,
             limit=request.limit if request.HasField("limit") else None,
             offset=request.offset if request.HasField("offset") else None,
             page_token=request.page_token,

@@ -118,7 +118,7 @@ def stream_state(page: Page) -> str:
     return str(page.locator(".stream-state").get_attribute("data-state"))
 
 
-def report(**figures: float) -> None:
+def report(**figures: float | list[int]) -> None:
     """Adds figures to the render report (build/dashboard-render.json): printed
     and kept for people to read, never asserted (speed lives in bench/)."""
     RENDER_REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +141,9 @@ LAYOUT_SHIFT = """() => new Promise((resolve) =>
   requestAnimationFrame(() => requestAnimationFrame(() => resolve(window.layoutShift))))"""
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
 
 
 def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: Stack) -> None:
@@ -156,7 +156,8 @@ def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: St
         assert "unsafe-inline" not in policy
         assert index.headers["x-content-type-options"] == "nosniff"
         loaded = re.findall(r'(?:src|href)="(/assets/[^"]+)"', index.text)
-        assert {path.rsplit(".", 1)[1] for path in loaded} == {"js", "css"}
+        by_type = {path.rsplit(".", 1)[1]: path for path in loaded}
+        assert set(by_type) == {"js", "css", "svg"}  # the script, its style, the tab's icon
         compressed = 0
         for path in loaded:
             asset = http.get(path)
@@ -167,13 +168,15 @@ def test_the_page_is_served_with_strict_headers_and_a_small_first_load(stack: St
         assert compressed < MAX_FIRST_LOAD_GZIP_BYTES
         # Envoy gzips them for browsers that take it.
         assert (
-            http.get(loaded[0], headers={"accept-encoding": "gzip"}).headers.get("content-encoding")
+            http.get(by_type["js"], headers={"accept-encoding": "gzip"}).headers.get(
+                "content-encoding"
+            )
             == "gzip"
         )
         # Views live in the fragment: other paths are not the page.
         assert http.get("/processes").status_code == 404
         # The page's files only read, and say so as the API's paths do.
-        for method, path in (("POST", "/"), ("PUT", loaded[0]), ("DELETE", loaded[1])):
+        for method, path in (("POST", "/"), ("PUT", by_type["js"]), ("DELETE", by_type["css"])):
             refused = http.request(method, path)
             assert (refused.status_code, refused.headers["allow"]) == (405, "GET, HEAD")
             assert (
@@ -324,8 +327,13 @@ def test_a_task_rejected_from_the_inbox_fails_its_step(
     card = page.locator(".task", has_text="Migrate billing")
     expect(card).to_be_visible()
     screenshot(page, "tasks.png")
-    card.get_by_label("Comment (optional)").fill("Not on a Friday")
+    comment = card.get_by_label("Comment (optional)")
     card.get_by_role("button", name="Reject").click()
+    # Rejecting asks first, with the comment focused for the reason.
+    expect(card.locator(".confirm")).to_contain_text("Reject this task?")
+    expect(comment).to_be_focused()
+    comment.fill("Not on a Friday")
+    card.get_by_role("button", name="Confirm reject").click()
 
     expect(card).to_have_count(0)
     step = team.pipeline.get(f"/processes/{process_id}").json()["timeline"][0]

@@ -49,6 +49,7 @@ SUMMARY_KEYS = {
     "task_ids",
     "created_by",
     "labels",
+    "open_task_count",
 }
 ACK_KEYS = {"process_id", "update_type", "timestamp", "seq"}
 _RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -121,7 +122,8 @@ def list_processes(rest: httpx.Client, org: Org, **params: Any) -> Json:
     for number in ("total", "limit", "offset"):
         assert type(page[number]) is int, page
     for item in page["processes"]:
-        assert SUMMARY_KEYS <= item.keys() <= SUMMARY_KEYS | {"current_step", "url"}, item
+        optional = {"current_step", "current_step_label", "finished_at", "url"}
+        assert SUMMARY_KEYS <= item.keys() <= SUMMARY_KEYS | optional, item
         assert type(item["step_count"]) is int, item
     return page
 
@@ -567,10 +569,16 @@ def test_long_texts_and_large_data_within_the_limits_are_stored(
 
 def summary_of(process: Json) -> Json:
     """What a list shows of a process, derived from its GET body."""
-    summary = {key: process[key] for key in SUMMARY_KEYS - {"step_count"}}
+    summary = {key: process[key] for key in SUMMARY_KEYS - {"step_count", "open_task_count"}}
     if "current_step" in process:
         summary["current_step"] = process["current_step"]
-    return summary | {"step_count": len(process["step_defs"])}
+        (label,) = [s["label"] for s in process["step_defs"] if s["key"] == process["current_step"]]
+        summary["current_step_label"] = label
+    if "finished_at" in process:
+        summary["finished_at"] = process["finished_at"]
+    # A task is open exactly while its human step runs.
+    waiting = [e for e in process["timeline"] if e["human"] and e["status"] == "running"]
+    return summary | {"step_count": len(process["step_defs"]), "open_task_count": len(waiting)}
 
 
 def newest_first(processes: list[Json]) -> list[str]:

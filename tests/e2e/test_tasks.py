@@ -259,3 +259,38 @@ def test_a_silent_step_times_out_once_on_a_two_worker_stack(
     assert [kind for kind, _ in events].count("step_timed_out") == 2
     assert get_process(rest, org, process_id)["status"] == "running"
     ok(rest.get(f"{PROCESSES}/{process_id}", headers=org.auth()))
+
+
+def test_decided_tasks_list_by_outcome_and_decider_over_rest_and_grpc(
+    grpc_channel: grpc.Channel, rest: httpx.Client, stack: Stack, org: Org, approver: str
+) -> None:
+    decided = {}
+    for outcome in ("approved", "rejected"):
+        _, task_id = _reviewed_process(rest, org)
+        ok(_complete(rest, org, approver, task_id, {"outcome": outcome}))
+        decided[outcome] = task_id
+    waiting, _ = _reviewed_process(rest, org)
+
+    query = {"outcome": "rejected", "completed_by": APPROVER}
+    rejected = ok(rest.get(TASKS, params=query, headers=org.auth(org.reader)))
+    assert ([task["task_id"] for task in rejected["tasks"]], rejected["total"]) == (
+        [decided["rejected"]], 1,
+    )  # fmt: skip
+    stub = tasks_grpc.TaskServiceStub(grpc_channel)
+    by_approver = stub.ListTasks(
+        tasks_pb.ListTasksRequest(completed_by=APPROVER), metadata=org.metadata(org.reader)
+    )
+    assert (by_approver.total, {task.completed_by for task in by_approver.tasks}) == (2, {APPROVER})
+
+    refused = rest.get(TASKS, params={"outcome": "maybe"}, headers=org.auth(org.reader))
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith("outcome: ")
+
+    # A list shows which runs wait for a person, at which step, by its label.
+    (listed,) = [
+        summary
+        for summary in ok(rest.get(PROCESSES, headers=org.auth(org.reader)))["processes"]
+        if summary["process_id"] == waiting
+    ]
+    assert (listed["current_step_label"], listed["open_task_count"]) == ("Review", 1)
+    assert "finished_at" not in listed

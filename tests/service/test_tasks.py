@@ -330,3 +330,84 @@ async def test_tasks_list_by_status_namespace_and_process_with_exact_totals_and_
     )
     assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (refused.details() or "").startswith("status: ")
+
+
+async def test_decided_tasks_list_by_outcome_and_decider_with_exact_totals(
+    server: InProcessServer,
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    person: str,
+) -> None:
+    bob = await server.token(org.org_id, "tasks:complete", name="bob")
+    decisions = [
+        (person, "approved"),
+        (person, "rejected"),
+        (bob, "approved"),
+        (person, "approved"),
+    ]
+    decided: list[str] = []
+    for token, outcome in decisions:
+        _, task_id = await _reviewed(processes, org, namespace="history")
+        await tasks.CompleteTask(
+            tasks_pb.CompleteTaskRequest(task_id=task_id, outcome=outcome),
+            metadata=org.metadata(token),
+        )
+        decided.append(task_id)
+    await _reviewed(processes, org, namespace="history")  # still open
+
+    async def listed(**fields: Any) -> tasks_pb.ListTasksResponse:
+        request = tasks_pb.ListTasksRequest(namespace="history", **fields)
+        return await tasks.ListTasks(request, metadata=org.metadata(org.reader))
+
+    approved = await listed(status="completed", outcome="approved")
+    assert approved.total == 3
+    assert [task.task_id for task in approved.tasks] == [decided[3], decided[2], decided[0]]
+    by_alice = await listed(completed_by=APPROVER)
+    assert (by_alice.total, {task.completed_by for task in by_alice.tasks}) == (3, {APPROVER})
+    assert (await listed(outcome="rejected", completed_by=APPROVER)).total == 1
+    assert (await listed(completed_by="nobody")).total == 0
+    # Only completed tasks have an outcome.
+    assert (await listed(status="open", outcome="approved")).total == 0
+
+    # The totals are exact on every page, and the pages join without gaps.
+    first = await listed(outcome="approved", limit=2)
+    following = await listed(outcome="approved", limit=2, page_token=first.next_page_token)
+    assert (first.total, following.total) == (3, 3)
+    assert [task.task_id for task in [*first.tasks, *following.tasks]] == [
+        task.task_id for task in approved.tasks
+    ]
+
+    refused = await _refusal(
+        tasks.ListTasks(tasks_pb.ListTasksRequest(outcome="approve"), metadata=org.metadata())
+    )
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.details() or "").startswith("outcome: ")
+
+
+async def test_a_listed_process_shows_its_step_label_open_tasks_and_finish(
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    person: str,
+) -> None:
+    process_id, task_id = await _reviewed(processes, org, namespace="glance")
+    listing = pb.ListProcessesRequest(namespace="glance")
+
+    (waiting,) = (await processes.ListProcesses(listing, metadata=org.metadata())).processes
+    assert (waiting.current_step, waiting.current_step_label) == ("review", "Review")
+    assert waiting.open_task_count == 1
+    assert not waiting.HasField("finished_at")
+
+    await tasks.CompleteTask(
+        tasks_pb.CompleteTaskRequest(task_id=task_id, outcome="rejected"),
+        metadata=org.metadata(person),
+    )
+    await processes.UpdateProcess(
+        pb.UpdateProcessRequest(process_id=process_id, type="failed", error="rejected"),
+        metadata=org.metadata(),
+    )
+    (ended,) = (await processes.ListProcesses(listing, metadata=org.metadata())).processes
+    assert ended.open_task_count == 0
+    assert ended.HasField("finished_at")
+    assert ended.finished_at.ToDatetime() >= ended.started_at.ToDatetime()

@@ -713,9 +713,32 @@ def test_a_task_query_reads_every_filter() -> None:
     )
 
 
+def test_a_task_query_filters_the_history_by_outcome_and_decider() -> None:
+    query = task_query(ORG, status="completed", outcome="rejected", completed_by="alice")
+    assert (query.outcome, query.completed_by) == (Outcome.REJECTED, "alice")
+    # The counters know totals per status only: these are counted.
+    assert query.counted
+    assert not task_query(ORG, status="completed").counted
+    # Only completed tasks have an outcome or a decider: the status filter goes.
+    assert query.status_filter is None
+    assert task_query(ORG, status="open", completed_by="alice").status_filter is TaskStatus.OPEN
+    assert task_query(ORG, status="completed").status_filter is TaskStatus.COMPLETED
+
+
+def test_a_page_token_issued_before_the_history_filters_still_continues(process: Process) -> None:
+    # Tokens made without outcome and decider fingerprint as they always did.
+    token = task_page_token(task_query(ORG, status="open"), task(process))
+    assert task_query(ORG, status="open", page_token=token).after is not None
+    with pytest.raises(InvalidArgument):
+        task_query(ORG, status="open", outcome="approved", page_token=token)
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
+        pytest.param({"outcome": "approve"}, "outcome", id="unknown outcome"),
+        pytest.param({"completed_by": "a" * 201}, "completed_by", id="decider too long"),
+        pytest.param({"completed_by": "al\x00ice"}, "completed_by", id="decider with NUL"),
         pytest.param({"status": "done"}, "status", id="unknown status"),
         pytest.param({"status": "OPEN"}, "status", id="status is lowercase"),
         pytest.param({"namespace": "globex.deployments"}, "namespace", id="other org"),

@@ -243,6 +243,11 @@ class ProcessSummary:
     created_by: str | None
     labels: dict[str, str] = field(default_factory=dict)
     url: str | None = None
+    finished_at: datetime | None = None
+    # The label people read for current_step's key.
+    current_step_label: str | None = None
+    # How many of its tasks wait for a person.
+    open_task_count: int = 0
 
 
 @dataclass(frozen=True)

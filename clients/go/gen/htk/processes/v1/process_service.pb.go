@@ -625,7 +625,16 @@ type ProcessSummary struct {
 	// See `Process.url`.
 	Url *string `protobuf:"bytes,51,opt,name=url,proto3,oneof" json:"url,omitempty"`
 	// See `Process.created_by`.
-	CreatedBy     *string `protobuf:"bytes,60,opt,name=created_by,json=createdBy,proto3,oneof" json:"created_by,omitempty"`
+	CreatedBy *string `protobuf:"bytes,60,opt,name=created_by,json=createdBy,proto3,oneof" json:"created_by,omitempty"`
+	// See `Process.finished_at`: with `started_at`, how long the run took,
+	// without a Get per row.
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,61,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// The label of `current_step`, which people read where the key is for
+	// machines. Absent when `current_step` is.
+	CurrentStepLabel *string `protobuf:"bytes,62,opt,name=current_step_label,json=currentStepLabel,proto3,oneof" json:"current_step_label,omitempty"`
+	// How many of the process's tasks are `open`: the runs waiting for a
+	// person stand out in a list.
+	OpenTaskCount int32 `protobuf:"varint,63,opt,name=open_task_count,json=openTaskCount,proto3" json:"open_task_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -735,6 +744,27 @@ func (x *ProcessSummary) GetCreatedBy() string {
 		return *x.CreatedBy
 	}
 	return ""
+}
+
+func (x *ProcessSummary) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *ProcessSummary) GetCurrentStepLabel() string {
+	if x != nil && x.CurrentStepLabel != nil {
+		return *x.CurrentStepLabel
+	}
+	return ""
+}
+
+func (x *ProcessSummary) GetOpenTaskCount() int32 {
+	if x != nil {
+		return x.OpenTaskCount
+	}
+	return 0
 }
 
 // The definition of one step.
@@ -2442,7 +2472,7 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x06_errorB\t\n" +
 	"\a_reasonB\x06\n" +
 	"\x04_urlB\r\n" +
-	"\v_created_by\"\xe0\x04\n" +
+	"\v_created_by\"\xa1\x06\n" +
 	"\x0eProcessSummary\x12#\n" +
 	"\n" +
 	"process_id\x18\x01 \x01(\tB\x04\xe2A\x01\x03R\tprocessId\x12\"\n" +
@@ -2459,13 +2489,18 @@ const file_htk_processes_v1_process_service_proto_rawDesc = "" +
 	"\x06labels\x182 \x03(\v2,.htk.processes.v1.ProcessSummary.LabelsEntryB\x04\xe2A\x01\x03R\x06labels\x12\x1b\n" +
 	"\x03url\x183 \x01(\tB\x04\xe2A\x01\x03H\x01R\x03url\x88\x01\x01\x12(\n" +
 	"\n" +
-	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x02R\tcreatedBy\x88\x01\x01\x1a9\n" +
+	"created_by\x18< \x01(\tB\x04\xe2A\x01\x03H\x02R\tcreatedBy\x88\x01\x01\x12A\n" +
+	"\vfinished_at\x18= \x01(\v2\x1a.google.protobuf.TimestampB\x04\xe2A\x01\x03R\n" +
+	"finishedAt\x127\n" +
+	"\x12current_step_label\x18> \x01(\tB\x04\xe2A\x01\x03H\x03R\x10currentStepLabel\x88\x01\x01\x12,\n" +
+	"\x0fopen_task_count\x18? \x01(\x05B\x04\xe2A\x01\x03R\ropenTaskCount\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
 	"\r_current_stepB\x06\n" +
 	"\x04_urlB\r\n" +
-	"\v_created_by\"\xb9\x01\n" +
+	"\v_created_byB\x15\n" +
+	"\x13_current_step_label\"\xb9\x01\n" +
 	"\aStepDef\x12\x1c\n" +
 	"\x03key\x18\x01 \x01(\tB\n" +
 	"\xe2A\x01\x02\x9a\x82\x19\x02 @R\x03key\x12!\n" +
@@ -2762,49 +2797,50 @@ var file_htk_processes_v1_process_service_proto_depIdxs = []int32{
 	26, // 4: htk.processes.v1.Process.labels:type_name -> htk.processes.v1.Process.LabelsEntry
 	29, // 5: htk.processes.v1.ProcessSummary.started_at:type_name -> google.protobuf.Timestamp
 	27, // 6: htk.processes.v1.ProcessSummary.labels:type_name -> htk.processes.v1.ProcessSummary.LabelsEntry
-	29, // 7: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
-	29, // 8: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
-	30, // 9: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
-	6,  // 10: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
-	7,  // 11: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
-	28, // 12: htk.processes.v1.CreateProcessRequest.labels:type_name -> htk.processes.v1.CreateProcessRequest.LabelsEntry
-	30, // 13: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
-	29, // 14: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
-	29, // 15: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
-	30, // 16: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
-	29, // 17: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	18, // 18: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
-	5,  // 19: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
-	18, // 20: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	19, // 21: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	31, // 22: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
-	6,  // 23: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
-	18, // 24: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
-	19, // 25: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
-	31, // 26: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
-	9,  // 27: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
-	13, // 28: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
-	14, // 29: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
-	15, // 30: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
-	17, // 31: htk.processes.v1.ProcessService.CancelProcess:input_type -> htk.processes.v1.CancelProcessRequest
-	20, // 32: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
-	22, // 33: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
-	24, // 34: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
-	11, // 35: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
-	10, // 36: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
-	5,  // 37: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
-	5,  // 38: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
-	16, // 39: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
-	5,  // 40: htk.processes.v1.ProcessService.CancelProcess:output_type -> htk.processes.v1.Process
-	21, // 41: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
-	23, // 42: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
-	25, // 43: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
-	12, // 44: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
-	36, // [36:45] is the sub-list for method output_type
-	27, // [27:36] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	29, // 7: htk.processes.v1.ProcessSummary.finished_at:type_name -> google.protobuf.Timestamp
+	29, // 8: htk.processes.v1.TimelineEntry.started_at:type_name -> google.protobuf.Timestamp
+	29, // 9: htk.processes.v1.TimelineEntry.completed_at:type_name -> google.protobuf.Timestamp
+	30, // 10: htk.processes.v1.TimelineEntry.data:type_name -> google.protobuf.Struct
+	6,  // 11: htk.processes.v1.ListProcessesResponse.processes:type_name -> htk.processes.v1.ProcessSummary
+	7,  // 12: htk.processes.v1.CreateProcessRequest.step_defs:type_name -> htk.processes.v1.StepDef
+	28, // 13: htk.processes.v1.CreateProcessRequest.labels:type_name -> htk.processes.v1.CreateProcessRequest.LabelsEntry
+	30, // 14: htk.processes.v1.UpdateProcessRequest.data:type_name -> google.protobuf.Struct
+	29, // 15: htk.processes.v1.UpdateProcessResponse.timestamp:type_name -> google.protobuf.Timestamp
+	29, // 16: htk.processes.v1.ProcessEvent.timestamp:type_name -> google.protobuf.Timestamp
+	30, // 17: htk.processes.v1.ProcessEvent.data:type_name -> google.protobuf.Struct
+	29, // 18: htk.processes.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	18, // 19: htk.processes.v1.ListProcessEventsResponse.events:type_name -> htk.processes.v1.ProcessEvent
+	5,  // 20: htk.processes.v1.WatchProcessResponse.process:type_name -> htk.processes.v1.Process
+	18, // 21: htk.processes.v1.WatchProcessResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	19, // 22: htk.processes.v1.WatchProcessResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	31, // 23: htk.processes.v1.WatchProcessResponse.error:type_name -> google.rpc.Status
+	6,  // 24: htk.processes.v1.WatchProcessesResponse.process:type_name -> htk.processes.v1.ProcessSummary
+	18, // 25: htk.processes.v1.WatchProcessesResponse.event:type_name -> htk.processes.v1.ProcessEvent
+	19, // 26: htk.processes.v1.WatchProcessesResponse.heartbeat:type_name -> htk.processes.v1.Heartbeat
+	31, // 27: htk.processes.v1.WatchProcessesResponse.error:type_name -> google.rpc.Status
+	9,  // 28: htk.processes.v1.ProcessService.ListProcesses:input_type -> htk.processes.v1.ListProcessesRequest
+	13, // 29: htk.processes.v1.ProcessService.GetProcess:input_type -> htk.processes.v1.GetProcessRequest
+	14, // 30: htk.processes.v1.ProcessService.CreateProcess:input_type -> htk.processes.v1.CreateProcessRequest
+	15, // 31: htk.processes.v1.ProcessService.UpdateProcess:input_type -> htk.processes.v1.UpdateProcessRequest
+	17, // 32: htk.processes.v1.ProcessService.CancelProcess:input_type -> htk.processes.v1.CancelProcessRequest
+	20, // 33: htk.processes.v1.ProcessService.ListProcessEvents:input_type -> htk.processes.v1.ListProcessEventsRequest
+	22, // 34: htk.processes.v1.ProcessService.WatchProcess:input_type -> htk.processes.v1.WatchProcessRequest
+	24, // 35: htk.processes.v1.ProcessService.WatchProcesses:input_type -> htk.processes.v1.WatchProcessesRequest
+	11, // 36: htk.processes.v1.ProcessService.GetCaller:input_type -> htk.processes.v1.GetCallerRequest
+	10, // 37: htk.processes.v1.ProcessService.ListProcesses:output_type -> htk.processes.v1.ListProcessesResponse
+	5,  // 38: htk.processes.v1.ProcessService.GetProcess:output_type -> htk.processes.v1.Process
+	5,  // 39: htk.processes.v1.ProcessService.CreateProcess:output_type -> htk.processes.v1.Process
+	16, // 40: htk.processes.v1.ProcessService.UpdateProcess:output_type -> htk.processes.v1.UpdateProcessResponse
+	5,  // 41: htk.processes.v1.ProcessService.CancelProcess:output_type -> htk.processes.v1.Process
+	21, // 42: htk.processes.v1.ProcessService.ListProcessEvents:output_type -> htk.processes.v1.ListProcessEventsResponse
+	23, // 43: htk.processes.v1.ProcessService.WatchProcess:output_type -> htk.processes.v1.WatchProcessResponse
+	25, // 44: htk.processes.v1.ProcessService.WatchProcesses:output_type -> htk.processes.v1.WatchProcessesResponse
+	12, // 45: htk.processes.v1.ProcessService.GetCaller:output_type -> htk.processes.v1.Caller
+	37, // [37:46] is the sub-list for method output_type
+	28, // [28:37] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_htk_processes_v1_process_service_proto_init() }

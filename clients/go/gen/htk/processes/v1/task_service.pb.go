@@ -341,7 +341,14 @@ type ListTasksRequest struct {
 	// Continues a listing after the page whose `next_page_token` this is. The
 	// filters must equal that request's; `limit` may change, and `offset` must
 	// be absent or 0. Empty: the first page.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only tasks decided this way, e.g. `rejected`: a team's history of what
+	// was turned down, without reading every decision. Only completed tasks
+	// have an outcome: with another `status`, nothing matches.
+	Outcome string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Only tasks decided by the token of this name (`Task.completed_by`,
+	// exactly): who approved or rejected what.
+	CompletedBy   string `protobuf:"bytes,8,opt,name=completed_by,json=completedBy,proto3" json:"completed_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +421,20 @@ func (x *ListTasksRequest) GetOffset() int32 {
 func (x *ListTasksRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListTasksRequest) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *ListTasksRequest) GetCompletedBy() string {
+	if x != nil {
+		return x.CompletedBy
 	}
 	return ""
 }
@@ -642,7 +663,7 @@ const file_htk_processes_v1_task_service_proto_rawDesc = "" +
 	"\n" +
 	"\b_commentB\x0f\n" +
 	"\r_completed_byB\x18\n" +
-	"\x16_completed_by_token_id\"\xa7\x02\n" +
+	"\x16_completed_by_token_id\"\x95\x03\n" +
 	"\x10ListTasksRequest\x12=\n" +
 	"\x06status\x18\x01 \x01(\tB%\xe2A\x01\x01\x9a\x82\x19\x1d\n" +
 	"\x1bhtk.processes.v1.TaskStatusR\x06status\x12\"\n" +
@@ -653,7 +674,10 @@ const file_htk_processes_v1_task_service_proto_rawDesc = "" +
 	"\x06offset\x18\x05 \x01(\x05B\n" +
 	"\xe2A\x01\x01\x9a\x82\x19\x02\x10\x00H\x01R\x06offset\x88\x01\x01\x12#\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tB\x04\xe2A\x01\x01R\tpageTokenB\b\n" +
+	"page_token\x18\x06 \x01(\tB\x04\xe2A\x01\x01R\tpageToken\x12<\n" +
+	"\aoutcome\x18\a \x01(\tB\"\xe2A\x01\x01\x9a\x82\x19\x1a\n" +
+	"\x18htk.processes.v1.OutcomeR\aoutcome\x12.\n" +
+	"\fcompleted_by\x18\b \x01(\tB\v\xe2A\x01\x01\x9a\x82\x19\x03 \xc8\x01R\vcompletedByB\b\n" +
 	"\x06_limitB\t\n" +
 	"\a_offset\"\xad\x01\n" +
 	"\x11ListTasksResponse\x12,\n" +

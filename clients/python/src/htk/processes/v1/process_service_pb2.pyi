@@ -452,6 +452,9 @@ class ProcessSummary(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    CURRENT_STEP_LABEL_FIELD_NUMBER: _builtins.int
+    OPEN_TASK_COUNT_FIELD_NUMBER: _builtins.int
     process_id: _builtins.str
     """The process's unique identifier, a UUID."""
     namespace: _builtins.str
@@ -468,6 +471,14 @@ class ProcessSummary(_message.Message):
     """See `Process.url`."""
     created_by: _builtins.str
     """See `Process.created_by`."""
+    current_step_label: _builtins.str
+    """The label of `current_step`, which people read where the key is for
+    machines. Absent when `current_step` is.
+    """
+    open_task_count: _builtins.int
+    """How many of the process's tasks are `open`: the runs waiting for a
+    person stand out in a list.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the process was created."""
@@ -480,6 +491,12 @@ class ProcessSummary(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """See `Process.labels`: a list shows them so that a page can be told
         apart and narrowed without a Get per process.
+        """
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """See `Process.finished_at`: with `started_at`, how long the run took,
+        without a Get per row.
         """
 
     def __init__(
@@ -496,21 +513,28 @@ class ProcessSummary(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         url: _builtins.str | None = ...,
         created_by: _builtins.str | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        current_step_label: _builtins.str | None = ...,
+        open_task_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "started_at", b"started_at", "url", b"url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_current_step_label", b"_current_step_label", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "current_step_label", b"current_step_label", "finished_at", b"finished_at", "started_at", b"started_at", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "labels", b"labels", "name", b"name", "namespace", b"namespace", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_count", b"step_count", "task_ids", b"task_ids", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_current_step", b"_current_step", "_current_step_label", b"_current_step_label", "_url", b"_url", "created_by", b"created_by", "current_step", b"current_step", "current_step_label", b"current_step_label", "finished_at", b"finished_at", "labels", b"labels", "name", b"name", "namespace", b"namespace", "open_task_count", b"open_task_count", "process_id", b"process_id", "started_at", b"started_at", "status", b"status", "step_count", b"step_count", "task_ids", b"task_ids", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
     _WhichOneofReturnType__current_step: _TypeAlias = _typing.Literal["current_step"]  # noqa: Y015
     _WhichOneofArgType__current_step: _TypeAlias = _typing.Literal["_current_step", b"_current_step"]  # noqa: Y015
+    _WhichOneofReturnType__current_step_label: _TypeAlias = _typing.Literal["current_step_label"]  # noqa: Y015
+    _WhichOneofArgType__current_step_label: _TypeAlias = _typing.Literal["_current_step_label", b"_current_step_label"]  # noqa: Y015
     _WhichOneofReturnType__url: _TypeAlias = _typing.Literal["url"]  # noqa: Y015
     _WhichOneofArgType__url: _TypeAlias = _typing.Literal["_url", b"_url"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__current_step) -> _WhichOneofReturnType__current_step | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_step_label) -> _WhichOneofReturnType__current_step_label | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__url) -> _WhichOneofReturnType__url | None: ...
 

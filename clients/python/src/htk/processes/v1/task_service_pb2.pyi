@@ -211,6 +211,8 @@ class ListTasksRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """Only tasks with this status, e.g. `open`."""
     namespace: _builtins.str
@@ -228,6 +230,15 @@ class ListTasksRequest(_message.Message):
     filters must equal that request's; `limit` may change, and `offset` must
     be absent or 0. Empty: the first page.
     """
+    outcome: _builtins.str
+    """Only tasks decided this way, e.g. `rejected`: a team's history of what
+    was turned down, without reading every decision. Only completed tasks
+    have an outcome: with another `status`, nothing matches.
+    """
+    completed_by: _builtins.str
+    """Only tasks decided by the token of this name (`Task.completed_by`,
+    exactly): who approved or rejected what.
+    """
     def __init__(
         self,
         *,
@@ -237,10 +248,12 @@ class ListTasksRequest(_message.Message):
         limit: _builtins.int | None = ...,
         offset: _builtins.int | None = ...,
         page_token: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        completed_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "offset", b"offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "limit", b"limit", "namespace", b"namespace", "offset", b"offset", "page_token", b"page_token", "process_id", b"process_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_offset", b"_offset", "completed_by", b"completed_by", "limit", b"limit", "namespace", b"namespace", "offset", b"offset", "outcome", b"outcome", "page_token", b"page_token", "process_id", b"process_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
     _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
