@@ -5,13 +5,16 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from server.settings import CHECKOUT
 from tests.e2e.conftest import doc_block, outside_env
 from tests.support.orgs import Org
-from tests.support.stack import Stack
+from tests.support.stack import Stack, running_stack
 
 
 def _json_documents(output: str) -> list[dict[str, Any]]:
@@ -105,9 +108,17 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
+@pytest.fixture(scope="module")
+def make_run_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack with the settings `make run` adds: webhooks may reach this machine."""
+    env = {"HTK_WEBHOOK_ALLOW_PRIVATE": "1"}
+    with running_stack(tmp_path_factory.mktemp("make-run"), env=env) as running:
+        yield running
+
+
+def test_the_readme_session_with_htk_alone_runs_as_pasted(make_run_stack: Stack) -> None:
     script = doc_block(CHECKOUT / "README.md", "readme-htk-session", "bash")
-    output = _run(["bash", "-euo", "pipefail", "-c", script], CHECKOUT, _client_env(stack))
+    output = _run(["bash", "-euo", "pipefail", "-c", script], CHECKOUT, _client_env(make_run_stack))
     process = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
     assert process["current_step"] == "test"
     assert process["timeline"][0]["data"] == {"image_tag": "v2.1.0-abc123"}
@@ -130,6 +141,15 @@ def test_the_readme_session_with_htk_alone_runs_as_pasted(stack: Stack) -> None:
         r"^(.*  completed  by cli-pipeline  summary=All done!|process .*: completed)\ndeployed$"
     )
     assert re.search(finished, output, re.M)
+    # The webhook's log holds a message for the opened task and one for the finish,
+    # waiting for a receiver on port 8000 (written with their events, not later).
+    events = re.findall(
+        r"^\S+\s+(task\.opened|process\.completed)\s+(\S+)\s+pending\b", output, re.M
+    )
+    assert sorted(events) == [
+        ("process.completed", process["process_id"]),
+        ("task.opened", process["process_id"]),
+    ]
 
 
 def _as_pasted(block: str, checkout: Path) -> list[str]:
