@@ -193,9 +193,12 @@ def test_a_rotated_key_is_fetched(rest: httpx.Client, org: Org, admin: str) -> N
             pytest.fail("the rotated key was never accepted")
 
 
-def refused_within_a_second(rest: httpx.Client, grpc_channel: grpc.Channel, token: str) -> None:
+def refused_within_a_second(
+    rest: httpx.Client, grpc_channel: grpc.Channel, token: str, reason: str
+) -> None:
     """Polls REST and gRPC (Envoy takes turns over the workers) until both
-    refuse the token, a bounded number of times; then every worker must."""
+    refuse the token, a bounded number of times; then every worker must,
+    each giving `reason`."""
     stub = pb_grpc.ProcessServiceStub(grpc_channel)
 
     def grpc_refused() -> bool:
@@ -205,19 +208,22 @@ def refused_within_a_second(rest: httpx.Client, grpc_channel: grpc.Channel, toke
             )
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
-            return True
+            return error.details() == reason
         return False
 
+    def rest_refused() -> bool:
+        response = rest.get("/api/v1/caller", headers=bearer(token))
+        return response.status_code == 401 and response.json()["message"] == reason
+
     for _ in range(200):
-        rest_refused = rest.get("/api/v1/caller", headers=bearer(token)).status_code == 401
-        if rest_refused and grpc_refused():
+        if rest_refused() and grpc_refused():
             break
         time.sleep(0.05)
     else:
         pytest.fail("the token is still accepted")
     # Settled: every worker refuses it (several calls reach each).
     for _ in range(10):
-        assert rest.get("/api/v1/caller", headers=bearer(token)).status_code == 401
+        assert rest_refused()
         assert grpc_refused()
 
 
@@ -232,7 +238,7 @@ def test_an_exchanged_token_is_refused_once_it_expires(
     for _ in range(6):  # each worker caches it
         status = rest.get("/api/v1/caller", headers=bearer(token)).status_code
         assert status == 200 or (status == 401 and time.monotonic() >= may_expire)
-    refused_within_a_second(rest, grpc_channel, token)
+    refused_within_a_second(rest, grpc_channel, token, "invalid token: expired")
 
 
 def test_deleting_a_policy_revokes_its_tokens(
@@ -245,7 +251,7 @@ def test_deleting_a_policy_revokes_its_tokens(
     deleted = rest.delete(f"{POLICIES}/{policy['policy_id']}", headers=bearer(admin))
     assert deleted.status_code == 200, deleted.text
     assert deleted.json() == {"revoked_tokens": 1}
-    refused_within_a_second(rest, grpc_channel, token)
+    refused_within_a_second(rest, grpc_channel, token, "invalid token: unknown or revoked")
     # And no new token comes from it.
     assert exchange(rest, issuer.token(aud=f"htk-{org.org_id}")).status_code == 401
 
