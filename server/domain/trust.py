@@ -210,7 +210,9 @@ def read_jwt(token: str) -> UnverifiedJwt:
 def _json_part(part: str, name: str) -> dict[str, Any]:
     try:
         value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (binascii.Error, ValueError):
+    # RecursionError: arrays nested deeper than the parser goes, which a
+    # caller without any token may send.
+    except (binascii.Error, ValueError, RecursionError):
         raise Unauthenticated(f"subject_token: the JWT's {name} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise Unauthenticated(f"subject_token: the JWT's {name} is not a JSON object")

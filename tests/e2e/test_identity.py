@@ -5,6 +5,7 @@ a process and cannot complete a task; forgeries refused with 401; expiry
 and the policy's deletion refusing the token on every path within a
 second; another organization's policies invisible."""
 
+import base64
 import json
 import subprocess
 import time
@@ -29,6 +30,9 @@ POLICIES = "/api/v1/trust-policies"
 EXCHANGE = "/api/v1/tokens:exchange"
 # The promise: refused everywhere within this of expiring or being revoked.
 REFUSAL_SECONDS = 1.0
+# A JWT part of arrays nested deeper than Python's JSON parser goes, within
+# ExchangeToken's length limit.
+NESTED_JSON = base64.urlsafe_b64encode(b"[" * 5000).decode()
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +154,7 @@ def test_exchange_over_native_grpc_needs_no_token(
             lambda issuer, aud: issuer.token(aud=aud, sub="repo:evil/app:ref:refs/heads/main"),
             "sub:",
         ),
+        (lambda issuer, aud: f"{NESTED_JSON}.{NESTED_JSON}.x", "subject_token:"),
     ],
     ids=[
         "wrong audience",
@@ -158,6 +163,7 @@ def test_exchange_over_native_grpc_needs_no_token(
         "alg none",
         "hs256 with the public key",
         "other subject",
+        "nested deeper than the JSON parser goes",
     ],
 )
 def test_forged_and_expired_ci_tokens_are_refused_with_401(

@@ -155,6 +155,9 @@ def test_only_a_signed_compact_jwt_is_read() -> None:
         read_jwt(f"{_part([1])}.{_part(CLAIMS)}.x")
     with refused("subject_token"):
         read_jwt("!!.??.x")
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode()
+    with refused("subject_token"):
+        read_jwt(f"{nested}.{nested}.x")
     with pytest.raises(InvalidArgument, match=r"^subject_token:"):
         read_jwt("")
     with pytest.raises(InvalidArgument, match=r"^subject_token:"):
