@@ -146,6 +146,9 @@ def issuer_url(text: str) -> str:
     try:
         url = urlsplit(text)
         host = url.hostname or ""
+        # Raises for a port that is no number or out of range: refused here,
+        # not at each exchange (httpx's InvalidURL is no HTTPError: a 500).
+        url.port  # noqa: B018
     except ValueError:
         raise InvalidArgument("issuer", "must be a URL") from None
     if url.query or url.fragment or url.username or url.password or not host:

@@ -196,6 +196,8 @@ def test_the_algorithm_is_the_keys_never_the_tokens() -> None:
         ({"issuer": "http://ci.example.com"}, "issuer"),
         ({"issuer": "https://ci.example.com?x=1"}, "issuer"),
         ({"issuer": "https://user:pw@ci.example.com"}, "issuer"),
+        ({"issuer": "https://ci.example.com:99999"}, "issuer"),
+        ({"issuer": "https://ci.example.com:abc"}, "issuer"),
         ({"audience": ""}, "audience"),
         ({"subject": "*"}, "subject"),
         ({"subject": "repo:*/app"}, "subject"),
