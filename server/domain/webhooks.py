@@ -141,6 +141,12 @@ def url_host(url: str) -> str:
         raise InvalidArgument("url", "must not carry credentials; sign with the secret instead")
     if any(char.isspace() or ord(char) < 0x20 for char in url):
         raise InvalidArgument("url", "must not contain spaces or control characters")
+    # The request line and Host header are sent as they are written: other
+    # characters would be no HTTP, or fail every attempt without a record.
+    if not url.isascii():
+        raise InvalidArgument(
+            "url", "must be ASCII: percent-encode the path, and write the host in IDNA (xn--)"
+        )
     return parts.hostname
 
 

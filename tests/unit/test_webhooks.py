@@ -203,6 +203,8 @@ def test_one_refused_address_refuses_the_host() -> None:
         ({"url": "https://a:b@example.com"}, "url"),
         ({"url": "https://example.com:99999/"}, "url"),
         ({"url": "https://example.com/a b"}, "url"),
+        ({"url": "https://example.com/\u20ac"}, "url"),
+        ({"url": "https://b\u00fccher.example/"}, "url"),
         ({"url": "https://example.com/" + "a" * 2048}, "url"),
         ({"events": []}, "events"),
         ({"events": ["task.opened", "task.closed"]}, "events"),
