@@ -26,7 +26,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 
 from server.domain import declared
-from server.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from server.domain.checks import parse_id
+from server.domain.errors import InvalidArgument, Unauthenticated
 from server.domain.processes import validate_org_id
 from server.domain.tokens import Scope, parse_scopes
 
@@ -357,8 +358,4 @@ def organization(text: str) -> str:
 
 
 def parse_policy_id(text: str) -> uuid.UUID:
-    """Reads a policy id; text that is no UUID names no policy, hence NotFound."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"trust policy {text[:100]!r} not found") from None
+    return parse_id("trust policy", text)

@@ -31,7 +31,7 @@ from server.domain.declared import (
 # The words of a delivery's status, declared by the protos; offered here
 # beside the delivery they describe.
 from server.domain.declared import DeliveryStatus as DeliveryStatus
-from server.domain.errors import InvalidArgument, NotFound
+from server.domain.errors import InvalidArgument
 from server.domain.paging import (
     DEFAULT_PAGE_SIZE,
     check_window,
@@ -211,14 +211,6 @@ class Delivery:
     next_attempt_at: datetime | None
     created_at: datetime
     delivered_at: datetime | None
-
-
-def parse_id(kind: str, text: str) -> uuid.UUID:
-    """Reads a webhook's or delivery's id; text that is no UUID names none, hence NotFound."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"{kind} {text!r} not found") from None
 
 
 @dataclass(frozen=True)
