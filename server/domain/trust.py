@@ -116,6 +116,10 @@ def new_policy(
         raise InvalidArgument(
             "scopes", f"at most {declared.CREATE_TRUST_POLICY_REQUEST_SCOPES_MAX_ITEMS}"
         )
+    # Each item one scope: parse_scopes reads a comma-separated list, which
+    # would pass over an empty item and split one holding a comma.
+    if any(not scope.strip() or "," in scope for scope in scopes):
+        raise InvalidArgument("scopes", "each item must name one scope, e.g. processes:write")
     ttl = DEFAULT_TOKEN_TTL_SECONDS if token_ttl_seconds is None else token_ttl_seconds
     if not MIN_TOKEN_TTL_SECONDS <= ttl <= MAX_TOKEN_TTL_SECONDS:
         raise InvalidArgument(

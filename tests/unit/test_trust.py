@@ -204,6 +204,8 @@ def test_the_algorithm_is_the_keys_never_the_tokens() -> None:
         ({"claims": {"": "x"}}, "claims"),
         ({"claims": {f"c{n}": "x" for n in range(17)}}, "claims"),
         ({"scopes": ["root"]}, "scopes"),
+        ({"scopes": [""]}, "scopes"),
+        ({"scopes": ["processes:write,tasks:complete"]}, "scopes"),
         ({"token_ttl_seconds": 0}, "token_ttl_seconds"),
         ({"token_ttl_seconds": 3601}, "token_ttl_seconds"),
     ],
