@@ -237,7 +237,8 @@ def algorithm_of(key: Mapping[str, Any]) -> str:
             algorithm = "RS256"
         elif key.get("kty") in ("EC", "OKP"):
             algorithm = _ALGORITHMS_OF_CURVES.get(str(key.get("crv")))
-    if algorithm not in _ASYMMETRIC:
+    # A JWKS is the issuer's JSON: `alg` may be any value, a list too.
+    if not isinstance(algorithm, str) or algorithm not in _ASYMMETRIC:
         raise Unauthenticated(
             f"alg: the issuer's key {key.get('kid')!r} is not a public signing key htk accepts"
         )

@@ -178,6 +178,8 @@ def test_the_algorithm_is_the_keys_never_the_tokens() -> None:
         algorithm_of({"kty": "oct", "k": "c2VjcmV0", "kid": "s"})
     with refused("alg"):
         algorithm_of({**rsa.as_dict(private=False), "alg": "HS256"})
+    with refused("alg"):
+        algorithm_of({**rsa.as_dict(private=False), "alg": ["RS256"]})
 
     token = jwt.encode({"alg": "ES256", "kid": "e"}, CLAIMS, ec)
     verify_signature(token, read_jwt(token), ec.as_dict(private=False))
