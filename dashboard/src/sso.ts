@@ -8,6 +8,11 @@
 // sessionStorage, as the token: whether this tab's token came from a
 // sign-in, which signing out ends (a pasted token is the person's to keep).
 const SIGNED_IN_KEY = "htk.signed-in-with-provider";
+// sessionStorage: the `state` of the sign-in this tab started. The server
+// would finish any sign-in it started, so only this ties the code coming
+// back to this tab: without it, a link carrying someone else's code and
+// state would sign this tab in as them (login CSRF).
+const STATE_KEY = "htk.sign-in-state";
 
 /** This page, where the provider sends the browser back to. */
 function here(): string {
@@ -38,7 +43,9 @@ export async function providerName(): Promise<string | undefined> {
 /** Goes to the provider's sign-in page. */
 export async function startSignIn(): Promise<void> {
   const started = await call("/api/v1/sign-in:start", { redirect_uri: here() });
-  location.assign(String(started["authorization_url"]));
+  const url = String(started["authorization_url"]);
+  sessionStorage.setItem(STATE_KEY, new URL(url).searchParams.get("state") ?? "");
+  location.assign(url);
 }
 
 /**
@@ -53,7 +60,12 @@ export async function finishSignIn(): Promise<string | undefined> {
   const refused = query.get("error_description") ?? query.get("error");
   if (!code && !refused) return undefined;
   history.replaceState(null, "", here() + location.hash);
+  const started = sessionStorage.getItem(STATE_KEY);
+  sessionStorage.removeItem(STATE_KEY);
   if (refused) throw new Error(`The identity provider refused the sign-in: ${refused}`);
+  if (!state || state !== started) {
+    throw new Error("This sign-in was not started in this tab; sign in again.");
+  }
   const finished = await call("/api/v1/sign-in:finish", { code, state, redirect_uri: here() });
   sessionStorage.setItem(SIGNED_IN_KEY, "1");
   return String(finished["token"]);

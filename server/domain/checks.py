@@ -1,11 +1,12 @@
 """Checks of request values that every resource shares: a word from a fixed
-set, free text, a namespace."""
+set, free text, a namespace, an id in a path."""
 
 import enum
 import re
+import uuid
 from typing import TypeVar
 
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, NotFound
 
 _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?")
 # Halves of UTF-16 surrogate pairs: no text of valid Unicode holds one alone.
@@ -62,3 +63,13 @@ def qualify_namespace(org_id: str, namespace: str) -> str:
             "starting and ending with a letter or digit",
         )
     return f"{owner}.{name}"
+
+
+def parse_id(kind: str, text: str) -> uuid.UUID:
+    """Reads the id of a `kind` ("process", "webhook"...) from a request's
+    path; text that is no UUID names none, hence NotFound, which shows at
+    most its first 100 characters."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise NotFound(f"{kind} {text[:100]!r} not found") from None

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from server.domain.checks import check_text, one_of, parse_choice, qualify_namespace
+from server.domain.checks import check_text, one_of, parse_choice, parse_id, qualify_namespace
 from server.domain.declared import (
     COMPLETE_TASK_REQUEST_COMMENT_MAX_LENGTH,
     LIST_TASKS_REQUEST_COMPLETED_BY_MAX_LENGTH,
@@ -28,7 +28,7 @@ from server.domain.declared import (
 # here beside the task they describe.
 from server.domain.declared import Outcome as Outcome
 from server.domain.declared import TaskStatus as TaskStatus
-from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.errors import FailedPrecondition, InvalidArgument
 from server.domain.paging import (
     DEFAULT_PAGE_SIZE,
     check_window,
@@ -139,11 +139,7 @@ def validate_completion(completion: Completion) -> Outcome:
 
 
 def parse_task_id(text: str) -> uuid.UUID:
-    """Reads a task id; text that is no UUID names no task, hence NotFound."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"task {text!r} not found") from None
+    return parse_id("task", text)
 
 
 @dataclass(frozen=True)

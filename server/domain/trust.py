@@ -26,7 +26,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 
 from server.domain import declared
-from server.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from server.domain.checks import parse_id
+from server.domain.errors import InvalidArgument, Unauthenticated
 from server.domain.processes import validate_org_id
 from server.domain.tokens import Scope, parse_scopes
 
@@ -115,6 +116,10 @@ def new_policy(
         raise InvalidArgument(
             "scopes", f"at most {declared.CREATE_TRUST_POLICY_REQUEST_SCOPES_MAX_ITEMS}"
         )
+    # Each item one scope: parse_scopes reads a comma-separated list, which
+    # would pass over an empty item and split one holding a comma.
+    if any(not scope.strip() or "," in scope for scope in scopes):
+        raise InvalidArgument("scopes", "each item must name one scope, e.g. processes:write")
     ttl = DEFAULT_TOKEN_TTL_SECONDS if token_ttl_seconds is None else token_ttl_seconds
     if not MIN_TOKEN_TTL_SECONDS <= ttl <= MAX_TOKEN_TTL_SECONDS:
         raise InvalidArgument(
@@ -146,6 +151,9 @@ def issuer_url(text: str) -> str:
     try:
         url = urlsplit(text)
         host = url.hostname or ""
+        # Raises for a port that is no number or out of range: refused here,
+        # not at each exchange (httpx's InvalidURL is no HTTPError: a 500).
+        url.port  # noqa: B018
     except ValueError:
         raise InvalidArgument("issuer", "must be a URL") from None
     if url.query or url.fragment or url.username or url.password or not host:
@@ -210,7 +218,9 @@ def read_jwt(token: str) -> UnverifiedJwt:
 def _json_part(part: str, name: str) -> dict[str, Any]:
     try:
         value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (binascii.Error, ValueError):
+    # RecursionError: arrays nested deeper than the parser goes, which a
+    # caller without any token may send.
+    except (binascii.Error, ValueError, RecursionError):
         raise Unauthenticated(f"subject_token: the JWT's {name} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise Unauthenticated(f"subject_token: the JWT's {name} is not a JSON object")
@@ -227,7 +237,8 @@ def algorithm_of(key: Mapping[str, Any]) -> str:
             algorithm = "RS256"
         elif key.get("kty") in ("EC", "OKP"):
             algorithm = _ALGORITHMS_OF_CURVES.get(str(key.get("crv")))
-    if algorithm not in _ASYMMETRIC:
+    # A JWKS is the issuer's JSON: `alg` may be any value, a list too.
+    if not isinstance(algorithm, str) or algorithm not in _ASYMMETRIC:
         raise Unauthenticated(
             f"alg: the issuer's key {key.get('kid')!r} is not a public signing key htk accepts"
         )
@@ -352,8 +363,4 @@ def organization(text: str) -> str:
 
 
 def parse_policy_id(text: str) -> uuid.UUID:
-    """Reads a policy id; text that is no UUID names no policy, hence NotFound."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"trust policy {text[:100]!r} not found") from None
+    return parse_id("trust policy", text)

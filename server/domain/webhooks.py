@@ -31,7 +31,7 @@ from server.domain.declared import (
 # The words of a delivery's status, declared by the protos; offered here
 # beside the delivery they describe.
 from server.domain.declared import DeliveryStatus as DeliveryStatus
-from server.domain.errors import InvalidArgument, NotFound
+from server.domain.errors import InvalidArgument
 from server.domain.paging import (
     DEFAULT_PAGE_SIZE,
     check_window,
@@ -141,6 +141,12 @@ def url_host(url: str) -> str:
         raise InvalidArgument("url", "must not carry credentials; sign with the secret instead")
     if any(char.isspace() or ord(char) < 0x20 for char in url):
         raise InvalidArgument("url", "must not contain spaces or control characters")
+    # The request line and Host header are sent as they are written: other
+    # characters would be no HTTP, or fail every attempt without a record.
+    if not url.isascii():
+        raise InvalidArgument(
+            "url", "must be ASCII: percent-encode the path, and write the host in IDNA (xn--)"
+        )
     return parts.hostname
 
 
@@ -205,14 +211,6 @@ class Delivery:
     next_attempt_at: datetime | None
     created_at: datetime
     delivered_at: datetime | None
-
-
-def parse_id(kind: str, text: str) -> uuid.UUID:
-    """Reads a webhook's or delivery's id; text that is no UUID names none, hence NotFound."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"{kind} {text!r} not found") from None
 
 
 @dataclass(frozen=True)
@@ -325,8 +323,8 @@ def refused_address(address: str, *, allow_private: bool) -> str | None:
     hands out credentials.
     """
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and (embedded := _embedded_ipv4(ip)) is not None:
+        ip = embedded
     if ip.is_link_local or ip in _METADATA:
         return f"{ip} is link-local (cloud metadata)"
     if ip.is_multicast:
@@ -340,8 +338,33 @@ def refused_address(address: str, *, allow_private: bool) -> str | None:
     return None
 
 
-# Metadata addresses outside link-local ranges: AWS's IPv6 one.
-_METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+# Metadata addresses outside link-local ranges: AWS's IPv6 one, and
+# Alibaba Cloud's (in the shared range 100.64/10, which private allows).
+_METADATA = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packets reach:
+# NAT64's well-known and local-use ones (RFC 6052, RFC 8215), and the
+# deprecated IPv4-compatible one (::/96), which some stacks still route.
+_IPV4_TRANSLATED = tuple(
+    ipaddress.ip_network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to, if any: judged as that one, so
+    that `::ffff:127.0.0.1`, `64:ff9b::a9fe:a9fe` (NAT64) or `2002:7f00:1::`
+    (6to4) are no way around the IPv4 checks."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in network for network in _IPV4_TRANSLATED) and int(ip) > 1:
+        # `::` and `::1` are IPv6's own, judged as such.
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def check_addresses(addresses: Iterable[str], *, allow_private: bool) -> list[str]:

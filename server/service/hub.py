@@ -40,6 +40,7 @@ from server.domain.processes import utc_now
 from server.domain.tokens import Caller
 from server.domain.watch import ChangeFilter, ProcessChange
 from server.service.feed import ProcessFeed
+from server.service.tokens import EXPIRED
 from server.service.writes import Clock
 from server.storage import processes
 from server.storage import tokens as token_rows
@@ -55,7 +56,6 @@ K = TypeVar("K")
 MAX_PENDING_CHANGES = 1000
 
 REVOKED = "invalid token: revoked"
-EXPIRED = "invalid token: expired"
 
 # The processes of an organization whose last change given to its watchers
 # the hub remembers: the latest this many heard of.

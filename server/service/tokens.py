@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain import tokens
-from server.domain.errors import AlreadyExists
+from server.domain.errors import AlreadyExists, Unauthenticated
 from server.domain.token_cache import CallerCache
 from server.domain.tokens import Caller, Scope
 from server.metrics import TOKEN_CACHE_HIT, TOKEN_CACHE_MISS, TOKEN_CACHE_REFUSED
@@ -17,6 +17,9 @@ from server.storage import tokens as token_rows
 from server.storage.database import Database
 from server.storage.notifications import Subscription
 from server.storage.tokens import Issued, TokenChange, TokenInfo
+
+# Why a token that worked is refused now that it has expired.
+EXPIRED = "invalid token: expired"
 
 
 class TokenService:
@@ -38,16 +41,16 @@ class TokenService:
         caller = self._cache.get(tokens.digest(token))
         if caller is None:
             return None
-        # An expiry is a change no one is told of: checked here, by the
-        # clock the database's lookups use too, and refused by that lookup.
-        if caller.expires_at is not None and caller.expires_at <= self._clock():
-            return None
+        # An expiry is a change no one is told of: checked at each call, by
+        # the service's clock, which `authenticate` uses too.
+        self._refuse_if_expired(caller)
         TOKEN_CACHE_HIT.inc()
         return caller
 
     async def authenticate(self, token: str) -> Caller | None:
         """The caller a well-formed token stands for, or None if it is unknown
-        or revoked; `remembered` has answered first for a token the cache holds."""
+        or revoked; raises Unauthenticated saying so if it expired.
+        `remembered` has answered first for a token the cache holds."""
         presented = tokens.digest(token)
         if self._cache is not None:
             if self._cache.is_unknown(presented):
@@ -55,9 +58,8 @@ class TokenService:
                 return None
             TOKEN_CACHE_MISS.inc()
         generation = self._cache.generation if self._cache is not None else 0
-        now = self._clock()
         async with self._database.transaction(isolation="AUTOCOMMIT") as connection:
-            row = await token_rows.find_active(connection, presented, now)
+            row = await token_rows.find_unrevoked(connection, presented)
         # The index finds the row by the token's SHA-256, whose bytes a caller
         # cannot steer towards a real token's; the final say is a constant-time
         # comparison all the same, so no byte-wise early exit decides access.
@@ -72,9 +74,18 @@ class TokenService:
             token_id=row.token_id,
             expires_at=row.expires_at,
         )
+        # Kept even once expired, so that its next calls are told so without a
+        # query; its revocation removes it as any other's does.
         if self._cache is not None:
             self._cache.put(presented, caller, generation)
+        self._refuse_if_expired(caller)
         return caller
+
+    def _refuse_if_expired(self, caller: Caller) -> None:
+        # Said as such, not as "unknown": the pipeline's author then knows to
+        # exchange again, or to raise the policy's TTL.
+        if caller.expires_at is not None and caller.expires_at <= self._clock():
+            raise Unauthenticated(EXPIRED)
 
     async def create(
         self, org_id: str, name: str, scopes: frozenset[Scope]

@@ -64,25 +64,26 @@ _ACTIVE = and_(
 # The tokens whose names tell people apart (see tables.ApiToken).
 _NAMED_ALONE = and_(_NOT_REVOKED, ApiToken.subject.is_(None))
 # Built once: every call runs it (see server/storage/processes.py).
-_FIND_ACTIVE = select(
+_FIND_UNREVOKED = select(
     ApiToken.token_id,
     ApiToken.org_id,
     ApiToken.name,
     ApiToken.scopes,
     ApiToken.digest,
     ApiToken.expires_at,
-).where(ApiToken.digest == bindparam("digest"), _ACTIVE)
+).where(ApiToken.digest == bindparam("digest"), _NOT_REVOKED)
 _ACTIVE_AMONG = select(ApiToken.token_id).where(
     ApiToken.token_id == any_(bindparam("token_ids")), _ACTIVE
 )
 
 
-async def find_active(
-    connection: AsyncConnection, digest: bytes, now: datetime
+async def find_unrevoked(
+    connection: AsyncConnection, digest: bytes
 ) -> Row[uuid.UUID, str, str, list[str], bytes, datetime | None] | None:
-    """The token with this digest active at `now`: its token_id, org_id,
-    name, scopes, digest and expiry."""
-    return (await connection.execute(_FIND_ACTIVE, {"digest": digest, "now": now})).one_or_none()
+    """The unrevoked token with this digest, expired or not (the caller
+    tells an expired token's caller so): its token_id, org_id, name,
+    scopes, digest and expiry."""
+    return (await connection.execute(_FIND_UNREVOKED, {"digest": digest})).one_or_none()
 
 
 async def active_among(

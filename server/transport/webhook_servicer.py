@@ -2,7 +2,8 @@
 
 from htk.processes.v1 import webhook_service_pb2 as pb
 from htk.processes.v1 import webhook_service_pb2_grpc as pb_grpc
-from server.domain.webhooks import delivery_query, new_webhook, parse_id
+from server.domain.checks import parse_id
+from server.domain.webhooks import delivery_query, new_webhook
 from server.service.webhooks import WebhookService
 from server.transport import messages
 from server.transport.interceptors import Context, current_caller

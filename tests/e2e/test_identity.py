@@ -5,6 +5,7 @@ a process and cannot complete a task; forgeries refused with 401; expiry
 and the policy's deletion refusing the token on every path within a
 second; another organization's policies invisible."""
 
+import base64
 import json
 import subprocess
 import time
@@ -29,6 +30,9 @@ POLICIES = "/api/v1/trust-policies"
 EXCHANGE = "/api/v1/tokens:exchange"
 # The promise: refused everywhere within this of expiring or being revoked.
 REFUSAL_SECONDS = 1.0
+# A JWT part of arrays nested deeper than Python's JSON parser goes, within
+# ExchangeToken's length limit.
+NESTED_JSON = base64.urlsafe_b64encode(b"[" * 5000).decode()
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +154,7 @@ def test_exchange_over_native_grpc_needs_no_token(
             lambda issuer, aud: issuer.token(aud=aud, sub="repo:evil/app:ref:refs/heads/main"),
             "sub:",
         ),
+        (lambda issuer, aud: f"{NESTED_JSON}.{NESTED_JSON}.x", "subject_token:"),
     ],
     ids=[
         "wrong audience",
@@ -158,6 +163,7 @@ def test_exchange_over_native_grpc_needs_no_token(
         "alg none",
         "hs256 with the public key",
         "other subject",
+        "nested deeper than the JSON parser goes",
     ],
 )
 def test_forged_and_expired_ci_tokens_are_refused_with_401(
@@ -193,9 +199,12 @@ def test_a_rotated_key_is_fetched(rest: httpx.Client, org: Org, admin: str) -> N
             pytest.fail("the rotated key was never accepted")
 
 
-def refused_within_a_second(rest: httpx.Client, grpc_channel: grpc.Channel, token: str) -> None:
+def refused_within_a_second(
+    rest: httpx.Client, grpc_channel: grpc.Channel, token: str, reason: str
+) -> None:
     """Polls REST and gRPC (Envoy takes turns over the workers) until both
-    refuse the token, a bounded number of times; then every worker must."""
+    refuse the token, a bounded number of times; then every worker must,
+    each giving `reason`."""
     stub = pb_grpc.ProcessServiceStub(grpc_channel)
 
     def grpc_refused() -> bool:
@@ -205,19 +214,22 @@ def refused_within_a_second(rest: httpx.Client, grpc_channel: grpc.Channel, toke
             )
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
-            return True
+            return error.details() == reason
         return False
 
+    def rest_refused() -> bool:
+        response = rest.get("/api/v1/caller", headers=bearer(token))
+        return response.status_code == 401 and response.json()["message"] == reason
+
     for _ in range(200):
-        rest_refused = rest.get("/api/v1/caller", headers=bearer(token)).status_code == 401
-        if rest_refused and grpc_refused():
+        if rest_refused() and grpc_refused():
             break
         time.sleep(0.05)
     else:
         pytest.fail("the token is still accepted")
     # Settled: every worker refuses it (several calls reach each).
     for _ in range(10):
-        assert rest.get("/api/v1/caller", headers=bearer(token)).status_code == 401
+        assert rest_refused()
         assert grpc_refused()
 
 
@@ -232,7 +244,7 @@ def test_an_exchanged_token_is_refused_once_it_expires(
     for _ in range(6):  # each worker caches it
         status = rest.get("/api/v1/caller", headers=bearer(token)).status_code
         assert status == 200 or (status == 401 and time.monotonic() >= may_expire)
-    refused_within_a_second(rest, grpc_channel, token)
+    refused_within_a_second(rest, grpc_channel, token, "invalid token: expired")
 
 
 def test_deleting_a_policy_revokes_its_tokens(
@@ -245,7 +257,7 @@ def test_deleting_a_policy_revokes_its_tokens(
     deleted = rest.delete(f"{POLICIES}/{policy['policy_id']}", headers=bearer(admin))
     assert deleted.status_code == 200, deleted.text
     assert deleted.json() == {"revoked_tokens": 1}
-    refused_within_a_second(rest, grpc_channel, token)
+    refused_within_a_second(rest, grpc_channel, token, "invalid token: unknown or revoked")
     # And no new token comes from it.
     assert exchange(rest, issuer.token(aud=f"htk-{org.org_id}")).status_code == 401
 

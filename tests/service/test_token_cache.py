@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -67,13 +66,13 @@ async def refused_within_a_second(
 def lookups(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The digests the server looks up in the database, as it does."""
     looked_up: list[bytes] = []
-    find_active = token_rows.find_active
+    find_unrevoked = token_rows.find_unrevoked
 
-    async def counted(connection: AsyncConnection, digest: bytes, now: datetime) -> Any:
+    async def counted(connection: AsyncConnection, digest: bytes) -> Any:
         looked_up.append(digest)
-        return await find_active(connection, digest, now)
+        return await find_unrevoked(connection, digest)
 
-    monkeypatch.setattr(token_rows, "find_active", counted)
+    monkeypatch.setattr(token_rows, "find_unrevoked", counted)
     return looked_up
 
 

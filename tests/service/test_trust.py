@@ -30,6 +30,14 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture
+def own_issuer() -> Iterator[Issuer]:
+    """An issuer no other test's policies trust, for a test that reads why
+    an exchange finds no policy (which other policies would change)."""
+    with running_issuer() as running:
+        yield running
+
+
+@pytest.fixture
 def trust(channel: grpc.aio.Channel) -> "trust_grpc.TrustServiceAsyncStub":
     return trust_grpc.TrustServiceStub(channel)  # typed as the async stub for an aio channel
 
@@ -222,33 +230,38 @@ async def test_a_token_expires_and_its_policy_deletion_revokes_it(
     processes: Stub,
     org: Org,
     admin: str,
-    issuer: Issuer,
+    own_issuer: Issuer,
 ) -> None:
     audience = f"htk-{org.org_id}"
-    created = await policy(trust, admin, issuer, audience=audience, token_ttl_seconds=60)
-    first = await exchange(trust, issuer.token(aud=audience))
-    second = await exchange(trust, issuer.token(aud=audience))
+    created = await policy(trust, admin, own_issuer, audience=audience, token_ttl_seconds=60)
+    first = await exchange(trust, own_issuer.token(aud=audience))
+    second = await exchange(trust, own_issuer.token(aud=audience))
     assert first.name == second.name  # each run of the job gets its own token
     for token in (first.token, second.token):
         await processes.GetCaller(
             pb.GetCallerRequest(), metadata=Org(org.org_id, token, "").metadata()
         )
 
-    # Expired by the server's clock: refused though the token is cached.
-    server.clock.now = first.expires_at.ToDatetime().replace(tzinfo=server.clock().tzinfo)
-    expired = await refusal(
-        processes.GetCaller(
-            pb.GetCallerRequest(), metadata=Org(org.org_id, first.token, "").metadata()
+    # One the worker has not seen yet: its refusal comes from the database.
+    unseen = await exchange(trust, own_issuer.token(aud=audience))
+    # Expired by the server's clock: refused though the token is cached, and
+    # said to be expired (not unknown), whether cached or looked up.
+    server.clock.now = unseen.expires_at.ToDatetime().replace(tzinfo=server.clock().tzinfo)
+    for token in (first.token, unseen.token, unseen.token):
+        expired = await refusal(
+            processes.GetCaller(
+                pb.GetCallerRequest(), metadata=Org(org.org_id, token, "").metadata()
+            )
         )
-    )
-    assert expired.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert expired.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert expired.details() == "invalid token: expired"
     server.clock.now = None
 
     deleted = await trust.DeleteTrustPolicy(
         trust_pb.DeleteTrustPolicyRequest(policy_id=created.policy_id),
         metadata=(("authorization", f"Bearer {admin}"),),
     )
-    assert deleted.revoked_tokens == 2
+    assert deleted.revoked_tokens == 3
     # The revocation reaches the worker's cache through its notification.
     for _ in range(100):
         try:
@@ -261,8 +274,9 @@ async def test_a_token_expires_and_its_policy_deletion_revokes_it(
         await asyncio.sleep(0.05)
     else:
         pytest.fail("the deleted policy's token still works")
-    gone = await refusal(exchange(trust, issuer.token(aud=audience)))
-    assert (gone.details() or "").startswith("aud:")
+    gone = await refusal(exchange(trust, own_issuer.token(aud=audience)))
+    # No policy anywhere trusts this test's own issuer now.
+    assert (gone.details() or "").startswith("iss:")
 
 
 async def test_another_organizations_policies_are_invisible(

@@ -155,6 +155,9 @@ def test_only_a_signed_compact_jwt_is_read() -> None:
         read_jwt(f"{_part([1])}.{_part(CLAIMS)}.x")
     with refused("subject_token"):
         read_jwt("!!.??.x")
+    nested = base64.urlsafe_b64encode(b"[" * 5000).decode()
+    with refused("subject_token"):
+        read_jwt(f"{nested}.{nested}.x")
     with pytest.raises(InvalidArgument, match=r"^subject_token:"):
         read_jwt("")
     with pytest.raises(InvalidArgument, match=r"^subject_token:"):
@@ -175,6 +178,8 @@ def test_the_algorithm_is_the_keys_never_the_tokens() -> None:
         algorithm_of({"kty": "oct", "k": "c2VjcmV0", "kid": "s"})
     with refused("alg"):
         algorithm_of({**rsa.as_dict(private=False), "alg": "HS256"})
+    with refused("alg"):
+        algorithm_of({**rsa.as_dict(private=False), "alg": ["RS256"]})
 
     token = jwt.encode({"alg": "ES256", "kid": "e"}, CLAIMS, ec)
     verify_signature(token, read_jwt(token), ec.as_dict(private=False))
@@ -193,12 +198,16 @@ def test_the_algorithm_is_the_keys_never_the_tokens() -> None:
         ({"issuer": "http://ci.example.com"}, "issuer"),
         ({"issuer": "https://ci.example.com?x=1"}, "issuer"),
         ({"issuer": "https://user:pw@ci.example.com"}, "issuer"),
+        ({"issuer": "https://ci.example.com:99999"}, "issuer"),
+        ({"issuer": "https://ci.example.com:abc"}, "issuer"),
         ({"audience": ""}, "audience"),
         ({"subject": "*"}, "subject"),
         ({"subject": "repo:*/app"}, "subject"),
         ({"claims": {"": "x"}}, "claims"),
         ({"claims": {f"c{n}": "x" for n in range(17)}}, "claims"),
         ({"scopes": ["root"]}, "scopes"),
+        ({"scopes": [""]}, "scopes"),
+        ({"scopes": ["processes:write,tasks:complete"]}, "scopes"),
         ({"token_ttl_seconds": 0}, "token_ttl_seconds"),
         ({"token_ttl_seconds": 3601}, "token_ttl_seconds"),
     ],

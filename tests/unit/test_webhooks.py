@@ -146,13 +146,36 @@ def test_jitter_spreads_retries() -> None:
         "0.0.0.0",  # noqa: S104 - an address refused, not bound
         "::",
         "ff02::1",
+        "fe80::1%1",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        # IPv6 addresses that lead to an IPv4 one: NAT64, 6to4, IPv4-compatible.
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "::a9fe:a9fe",
+        "::ffff:0.0.0.0",
     ],
 )
 def test_link_local_multicast_and_unspecified_are_always_refused(address: str) -> None:
     assert refused_address(address, allow_private=True) is not None
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.1.1", "::1", "fd12::1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.1.1",
+        "::1",
+        "fd12::1",
+        "::ffff:127.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+        "::7f00:1",
+        "100.64.0.1",
+    ],
+)
 def test_loopback_and_private_need_the_setting(address: str) -> None:
     assert refused_address(address, allow_private=False) is not None
     assert refused_address(address, allow_private=True) is None
@@ -180,6 +203,8 @@ def test_one_refused_address_refuses_the_host() -> None:
         ({"url": "https://a:b@example.com"}, "url"),
         ({"url": "https://example.com:99999/"}, "url"),
         ({"url": "https://example.com/a b"}, "url"),
+        ({"url": "https://example.com/\u20ac"}, "url"),
+        ({"url": "https://b\u00fccher.example/"}, "url"),
         ({"url": "https://example.com/" + "a" * 2048}, "url"),
         ({"events": []}, "events"),
         ({"events": ["task.opened", "task.closed"]}, "events"),

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from server.domain.checks import check_text, parse_choice, qualify_namespace
+from server.domain.checks import check_text, parse_choice, parse_id, qualify_namespace
 from server.domain.declared import ProcessStatus, SortOrder, StepStatus
 from server.domain.errors import InvalidArgument, NotFound
 from server.domain.paging import (
@@ -266,11 +266,7 @@ def process_page(query: ListQuery, matches: list[ProcessSummary], total: int) ->
 
 
 def parse_process_id(text: str) -> uuid.UUID:
-    """Reads a process id; text that is no UUID names no process, hence NotFound."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound(f"process {text!r} not found") from None
+    return parse_id("process", text)
 
 
 def utc_now() -> datetime:
