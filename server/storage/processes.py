@@ -419,9 +419,9 @@ def _filters(shape: _ListShape) -> list[LiteralString]:
     return conditions
 
 
-def _order(shape: _ListShape, table: LiteralString) -> LiteralString:
+def _order(shape: _ListShape, prefix: LiteralString) -> LiteralString:
     direction = "DESC" if shape.newest_first else "ASC"
-    return f"{table}started_at {direction}, {table}process_id {direction}"
+    return f"{prefix}started_at {direction}, {prefix}process_id {direction}"
 
 
 def _summary(row: Sequence[Any]) -> ProcessSummary:
