@@ -4,22 +4,13 @@ Functions on the connection of a transaction that the service layer opened.
 """
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import (
-    ColumnElement,
-    Row,
-    Select,
-    func,
-    insert,
-    literal,
-    select,
-    true,
-    tuple_,
-)
+from sqlalchemy import Row, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.processes import (
@@ -38,19 +29,10 @@ from server.domain.processes import (
     event_type,
 )
 from server.domain.tasks import TaskStatus
-from server.storage.counts import counted_total
 from server.storage.database import Statement, in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
 from server.storage.notifications import Notification, notify
-from server.storage.tables import (
-    ProcessCount,
-    ProcessEvent,
-    ProcessLabelCount,
-    ProcessNameCount,
-    ProcessRow,
-    StepRow,
-    TaskRow,
-)
+from server.storage.tables import ProcessEvent, ProcessRow, StepRow, TaskRow
 from server.storage.tasks import TASK_JSON, TASK_STATE, insert_tasks, task_of, task_state
 
 # The columns that change as a process runs (all but its definition).
@@ -294,44 +276,29 @@ async def page_and_total(
     """The query's page of matches (and one more if another page follows), and
     how many processes match over all pages: one statement, so one snapshot
     for both, and one round trip."""
-    rows = (await connection.execute(list_statement(query))).all()
-    return [_summary(row) for row in rows if row.process_id is not None], int(rows[0].total)
+    cursor = await in_one_round_trip(connection, list_statement(query))
+    rows = await cursor.fetchall()
+    return [_summary(row[1:]) for row in rows if row[1] is not None], int(rows[0][0])
 
 
-def list_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
-    """The page (`list_page_statement`) beside the total (`list_total_statement`)
-    on each of its rows; an empty page still gives one row, of the total alone."""
-    page = list_page_statement(query).subquery("page")
-    total = list_total_statement(query).scalar_subquery().label("total")
-    one_row = select(literal(1).label("one")).subquery("one_row")
-    order = (page.c.started_at, page.c.process_id)
-    newest_first = query.sort is SortOrder.NEWEST
-    return (
-        select(total, *page.c)
-        .select_from(one_row.outerjoin(page, true()))
-        .order_by(*(column.desc() if newest_first else column.asc() for column in order))
-    )
-
-
-def _summary(row: Any) -> ProcessSummary:  # a row of _SUMMARY_COLUMNS
-    return ProcessSummary(
-        process_id=row.process_id,
-        namespace=row.namespace,
-        name=row.name,
-        status=ProcessStatus(row.status),
-        current_step=row.current_step,
-        started_at=row.started_at,
-        step_count=row.step_count,
-        task_ids=list(row.task_ids),
-        created_by=row.created_by,
-        labels=row.labels,
-        url=row.url,
-        finished_at=row.finished_at,
-        current_step_label=row.current_step_label,
-        open_task_count=row.open_task_count,
-    )
-
-
+# List in SQL for psycopg itself, which prepares it: one statement per filter
+# shape, written once. Built and compiled by SQLAlchemy on every call, it cost
+# more than PostgreSQL takes to run it. A shape is which filters are given,
+# whether a page token bounds the walk, and the sort order.
+_SUMMARY_FIELDS = (
+    "process_id",
+    "namespace",
+    "name",
+    "status",
+    "current_step",
+    "started_at",
+    "step_count",
+    "task_ids",
+    "created_by",
+    "labels",
+    "url",
+    "finished_at",
+)
 # A list's rows read these per process through the unique (process_id, key)
 # of steps and tasks_by_process: a page of 50 costs 100 index probes.
 _CURRENT_STEP_LABEL = (
@@ -348,80 +315,151 @@ _OPEN_TASK_COUNT = (
     .label("open_task_count")
 )
 _SUMMARY_COLUMNS = (
-    ProcessRow.process_id,
-    ProcessRow.namespace,
-    ProcessRow.name,
-    ProcessRow.status,
-    ProcessRow.current_step,
-    ProcessRow.started_at,
-    ProcessRow.step_count,
-    ProcessRow.task_ids,
-    ProcessRow.created_by,
-    ProcessRow.labels,
-    ProcessRow.url,
-    ProcessRow.finished_at,
+    *(ProcessRow.__table__.c[field] for field in _SUMMARY_FIELDS),
     _CURRENT_STEP_LABEL,
     _OPEN_TASK_COUNT,
 )
+# The same two in List's SQL, after _SUMMARY_FIELDS.
+_PER_ROW_SQL: LiteralString = f"""
+(SELECT label FROM steps WHERE steps.process_id = processes.process_id
+  AND steps.key = processes.current_step) AS current_step_label,
+(SELECT count(*) FROM tasks WHERE tasks.process_id = processes.process_id
+  AND tasks.status = '{TaskStatus.OPEN.value}') AS open_task_count"""  # noqa: S608
+_SUMMARY_NAMES = (*_SUMMARY_FIELDS, "current_step_label", "open_task_count")
 
 
-def list_page_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
+@dataclasses.dataclass(frozen=True)
+class _ListShape:
+    status: bool
+    namespace: bool
+    search: bool
+    labels: bool
+    after: bool
+    newest_first: bool
+
+
+def _shape(query: ListQuery) -> _ListShape:
+    return _ListShape(
+        status=query.status is not None,
+        namespace=query.namespace is not None,
+        search=query.search is not None,
+        labels=bool(query.labels),
+        after=query.after is not None,
+        newest_first=query.sort is SortOrder.NEWEST,
+    )
+
+
+def _list_parameters(query: ListQuery) -> dict[str, Any]:
+    """The values of every statement of the query's shape (each uses some)."""
+    after = query.after
+    return {
+        "org_id": query.org_id,
+        "status": query.status.value if query.status is not None else None,
+        "namespace": query.namespace,
+        "pattern": _search_pattern(query.search) if query.search is not None else None,
+        "labels": Jsonb(dict(query.labels)),
+        "after_started_at": after.started_at if after is not None else None,
+        "after_process_id": after.process_id if after is not None else None,
+        # One more than the page, to tell if more follow.
+        "limit": query.limit + 1,
+        "offset": query.offset,
+    }
+
+
+def list_statement(query: ListQuery) -> Statement:
+    """The page (`list_page_statement`) beside the total (`list_total_statement`)
+    on each of its rows; an empty page still gives one row, of the total alone."""
+    return _list_sql(_shape(query)), _list_parameters(query)
+
+
+def list_page_statement(query: ListQuery) -> Statement:
     """A page of the query's matches, plus one row to tell if more follow.
 
     Each filter combination walks one index of `processes` in sort order
     (tests/e2e/test_query_plans.py holds the plans to that); a page token
     turns the offset into a bound on that walk, so depth costs nothing.
     """
-    newest_first = query.sort is SortOrder.NEWEST
-    position = tuple_(ProcessRow.started_at, ProcessRow.process_id)
-    statement = select(*_SUMMARY_COLUMNS).where(*_filters(query))
-    if query.after is not None:
-        bound = tuple_(
-            literal(query.after.started_at, ProcessRow.started_at.type),
-            literal(query.after.process_id, ProcessRow.process_id.type),
-        )
-        statement = statement.where(position < bound if newest_first else position > bound)
-    order = (
-        (ProcessRow.started_at.desc(), ProcessRow.process_id.desc())
-        if newest_first
-        else (ProcessRow.started_at.asc(), ProcessRow.process_id.asc())
-    )
-    return statement.order_by(*order).limit(query.limit + 1).offset(query.offset)
+    return _page_sql(_shape(query)), _list_parameters(query)
 
 
-def list_total_statement(query: ListQuery) -> Select[*tuple[Any, ...]]:
+def list_total_statement(query: ListQuery) -> Statement:
     """How many processes match, read from counters that triggers keep: per
     namespace and status, with a search per name too, with labels per label
     set too. Labels and a search together count the matching processes."""
-    status = query.status.value if query.status is not None else None
-    if query.labels and query.search is not None:
-        return select(func.count()).select_from(ProcessRow).where(*_filters(query))
-    if query.labels:
-        labelled = counted_total(
-            ProcessLabelCount, query.org_id, status=status, namespace=query.namespace
-        )
-        return labelled.where(ProcessLabelCount.labels.contains(dict(query.labels)))
-    if query.search is None:
-        return counted_total(ProcessCount, query.org_id, status=status, namespace=query.namespace)
-    named = counted_total(ProcessNameCount, query.org_id, status=status, namespace=query.namespace)
-    # ILIKE folds the name and the pattern with lower(); the counts keep the
-    # name folded, so only the pattern is folded here.
-    return named.where(
-        ProcessNameCount.folded_name.like(func.lower(_search_pattern(query.search)), escape="\\")
+    return _total_sql(_shape(query)), _list_parameters(query)
+
+
+@functools.cache
+def _list_sql(shape: _ListShape) -> LiteralString:
+    return f"""
+SELECT ({_total_sql(shape)}) AS total, page.*
+FROM (SELECT 1) AS one_row LEFT JOIN ({_page_sql(shape)}) AS page ON true
+ORDER BY {_order(shape, "page.")}
+"""  # noqa: S608
+
+
+@functools.cache
+def _page_sql(shape: _ListShape) -> LiteralString:
+    conditions = _filters(shape)
+    if shape.after:
+        bound = "(%(after_started_at)s::timestamptz, %(after_process_id)s::uuid)"
+        conditions.append(f"(started_at, process_id) {'<' if shape.newest_first else '>'} {bound}")
+    return f"""
+SELECT {", ".join(_SUMMARY_FIELDS)}, {_PER_ROW_SQL}
+FROM processes WHERE {" AND ".join(conditions)}
+ORDER BY {_order(shape, "")} LIMIT %(limit)s::integer OFFSET %(offset)s::integer
+"""  # noqa: S608
+
+
+@functools.cache
+def _total_sql(shape: _ListShape) -> LiteralString:
+    if shape.labels and shape.search:
+        return f"SELECT count(*) FROM processes WHERE {' AND '.join(_filters(shape))}"  # noqa: S608
+    counted = _counted(shape)
+    if shape.labels:
+        counts = "process_label_counts"
+        counted.append("labels @> %(labels)s::jsonb")
+    elif shape.search:
+        # ILIKE folds the name and the pattern with lower(); the counts keep
+        # the name folded, so only the pattern is folded here.
+        counts = "process_name_counts"
+        counted.append("folded_name LIKE lower(%(pattern)s::text) ESCAPE '\\'")
+    else:
+        counts = "process_counts"
+    return f"SELECT coalesce(sum(count), 0) FROM {counts} WHERE {' AND '.join(counted)}"  # noqa: S608
+
+
+def _counted(shape: _ListShape) -> list[LiteralString]:
+    """The conditions that both processes and their counters have columns for."""
+    conditions: list[LiteralString] = ["org_id = %(org_id)s::text"]
+    if shape.status:
+        conditions.append("status = %(status)s::text")
+    if shape.namespace:
+        conditions.append("namespace = %(namespace)s::text")
+    return conditions
+
+
+def _filters(shape: _ListShape) -> list[LiteralString]:
+    conditions = _counted(shape)
+    if shape.search:
+        conditions.append("name ILIKE %(pattern)s::text ESCAPE '\\'")
+    if shape.labels:
+        conditions.append("labels @> %(labels)s::jsonb")
+    return conditions
+
+
+def _order(shape: _ListShape, prefix: LiteralString) -> LiteralString:
+    direction = "DESC" if shape.newest_first else "ASC"
+    return f"{prefix}started_at {direction}, {prefix}process_id {direction}"
+
+
+def _summary(row: Sequence[Any]) -> ProcessSummary:
+    """A process as a list shows it, from its _SUMMARY_NAMES in order."""
+    summary = dict(zip(_SUMMARY_NAMES, row, strict=True))
+    return ProcessSummary(
+        **summary
+        | {"status": ProcessStatus(summary["status"]), "task_ids": list(summary["task_ids"])}
     )
-
-
-def _filters(query: ListQuery) -> list[ColumnElement[bool]]:
-    filters = [ProcessRow.org_id == query.org_id]
-    if query.status is not None:
-        filters.append(ProcessRow.status == query.status.value)
-    if query.namespace is not None:
-        filters.append(ProcessRow.namespace == query.namespace)
-    if query.search is not None:
-        filters.append(ProcessRow.name.ilike(_search_pattern(query.search), escape="\\"))
-    if query.labels:
-        filters.append(ProcessRow.labels.contains(dict(query.labels)))
-    return filters
 
 
 def _search_pattern(search: str) -> str:

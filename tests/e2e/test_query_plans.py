@@ -11,8 +11,9 @@ every match, or to counting rows for `total`, fails here.
 """
 
 import json
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.dialects import postgresql
 
 from server.domain.processes import ListQuery, PagePosition, list_query
 from server.domain.tasks import TaskPosition, TaskQuery, task_query
+from server.storage.database import Statement
 from server.storage.migrate import upgrade_to_latest
 from server.storage.processes import list_page_statement, list_total_statement
 from server.storage.retention import expired_statement
@@ -154,10 +156,11 @@ def plans_db(stack: Stack) -> Iterator[PlansDatabase]:
 
 # The server's dialect: psycopg 3, which sends parameters apart from the SQL.
 DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-PREPARED = postgresql.psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
-def explain(db: PlansDatabase, statement: Select[Any], *, generic: bool = False) -> dict[str, Any]:
+def explain(
+    db: PlansDatabase, statement: Select[Any] | Statement, *, generic: bool = False
+) -> dict[str, Any]:
     """The planner's chosen plan (not run) as JSON: the top node.
 
     By default the statement goes as the server sends it, its parameters
@@ -165,17 +168,13 @@ def explain(db: PlansDatabase, statement: Select[Any], *, generic: bool = False)
     planned as a prepared statement without them, which is what PostgreSQL
     may settle on once psycopg prepares a statement run often (5 times).
     """
+    query, params = as_sql(statement)
     with psycopg.connect(db.url) as connection:
         if not generic:
-            compiled = statement.compile(dialect=DIALECT)
-            row = connection.execute(
-                f"EXPLAIN (FORMAT JSON) {compiled}", adapted(compiled.params)
-            ).fetchone()
+            row = connection.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
         else:
-            compiled = statement.compile(dialect=PREPARED)
-            params = adapted(compiled.params)
-            values = [params[name] for name in compiled.positiontup or ()]
-            connection.execute(f"PREPARE list_statement AS {compiled}")
+            numbered, values = numbered_parameters(query, params)
+            connection.execute(f"PREPARE list_statement AS {numbered}")
             connection.execute("SET plan_cache_mode = force_generic_plan")
             row = connection.execute(
                 sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE list_statement ({})").format(
@@ -187,6 +186,30 @@ def explain(db: PlansDatabase, statement: Select[Any], *, generic: bool = False)
     plan = document[0]["Plan"]
     assert isinstance(plan, dict)
     return plan
+
+
+def as_sql(statement: Select[Any] | Statement) -> tuple[str, Mapping[str, Any]]:
+    """The SQL and parameters psycopg gets: the storage layer's own
+    (hand-written SQL) as it is, a SQLAlchemy statement compiled as the
+    server's dialect compiles it."""
+    if not isinstance(statement, Select):
+        return statement
+    compiled = statement.compile(dialect=DIALECT)
+    return str(compiled), adapted(compiled.params)
+
+
+def numbered_parameters(query: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """`query` with psycopg's named placeholders as PREPARE's numbered ones,
+    and the values in their order."""
+    names: list[str] = []
+
+    def number(placeholder: re.Match[str]) -> str:
+        if placeholder[1] not in names:
+            names.append(placeholder[1])
+        return f"${names.index(placeholder[1]) + 1}"
+
+    numbered = re.sub(r"%\((\w+)\)s", number, query).replace("%%", "%")
+    return numbered, [params[name] for name in names]
 
 
 def adapted(params: dict[str, Any]) -> dict[str, Any]:
