@@ -251,7 +251,7 @@ class TaskRow(Base):
         Index(
             "tasks_by_namespace_status", "org_id", "namespace", "status", "created_at", "task_id"
         ),
-        # A process has at most 100 tasks: its own filters need nothing more.
+        # A process has at most 200 tasks: its own filters need nothing more.
         Index("tasks_by_process", "process_id", "created_at", "task_id"),
         # The history of decisions (0014): only decided tasks have these.
         Index(

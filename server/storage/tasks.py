@@ -105,7 +105,7 @@ def task_page_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
 
 def task_total_statement(query: TaskQuery) -> Select[*tuple[Any, ...]]:
     """How many tasks match: read from the counters where they suffice, else
-    counted: one process has at most 100 tasks, and an outcome or a decider
+    counted: one process has at most 200 tasks, and an outcome or a decider
     walks its own index (tasks_by_outcome, tasks_by_decider)."""
     if query.counted:
         return select(func.count()).select_from(TaskRow).where(*_filters(query))

@@ -754,8 +754,8 @@ def test_list_search_decodes_a_space_in_the_query(rest: httpx.Client, org: Org, 
 
 
 def test_the_largest_valid_process_definition_is_accepted(rest: httpx.Client, org: Org) -> None:
-    # The proto: 1-100 steps, a name of 1-200 characters; labels are 1-200 characters too.
-    steps = [{"key": f"step-{index}", "label": "L" * 200, "human": False} for index in range(100)]
+    # The proto: 1-200 steps, a name of 1-200 characters; labels are 1-200 characters too.
+    steps = [{"key": f"step-{index}", "label": "L" * 200, "human": False} for index in range(200)]
 
     created = create_process(rest, org, name="N" * 200, steps=steps)
 

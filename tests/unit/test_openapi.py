@@ -366,7 +366,7 @@ def test_enumerated_words_and_bounds_are_the_contracts() -> None:
     ]
     create = schemas["CreateProcessRequest"]["properties"]
     assert (create["name"]["minLength"], create["name"]["maxLength"]) == (1, 200)
-    assert (create["step_defs"]["minItems"], create["step_defs"]["maxItems"]) == (1, 100)
+    assert (create["step_defs"]["minItems"], create["step_defs"]["maxItems"]) == (1, 200)
     assert schemas["StepDefInput"]["properties"]["key"]["maxLength"] == 64
 
 

@@ -150,7 +150,7 @@ def test_each_process_gets_its_own_ids() -> None:
         pytest.param({"namespace": ""}, "namespace", id="empty namespace"),
         pytest.param({"namespace": "other.deployments"}, "namespace", id="foreign namespace"),
         pytest.param({"step_defs": []}, "step_defs", id="no steps"),
-        pytest.param({"step_defs": steps(101)}, "step_defs", id="101 steps"),
+        pytest.param({"step_defs": steps(201)}, "step_defs", id="201 steps"),
         pytest.param(
             {"step_defs": [StepDef("a", "A", False), StepDef("a", "B", False)]},
             "step_defs[1].key",
@@ -185,7 +185,7 @@ def test_new_process_rejects_invalid_request(overrides: dict[str, Any], field: s
     [
         pytest.param({"name": "x" * 200}, id="200-char name"),
         pytest.param({"step_defs": steps(1)}, id="1 step"),
-        pytest.param({"step_defs": steps(100)}, id="100 steps"),
+        pytest.param({"step_defs": steps(200)}, id="200 steps"),
         pytest.param({"step_defs": [StepDef("k" * 64, "l" * 200, False)]}, id="longest key+label"),
         pytest.param({"step_defs": [StepDef("9a_b.c-D", "X", False)]}, id="all key chars"),
     ],
