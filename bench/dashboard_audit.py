@@ -82,6 +82,10 @@ def lighthouse(log: Callable[[str], None]) -> dict[str, dict[str, dict[str, Any]
     chromium, node = shutil.which("chromium"), shutil.which("node")
     assert chromium, "no chromium on PATH: `make setup` installs Debian's"
     assert node, "no node on PATH"
+    installed = AUDIT.parent / "node_modules" / ".installed"
+    assert installed.exists(), (
+        f"Lighthouse is not installed: `make {installed.relative_to(CHECKOUT)}`"
+    )
     scores = {}
     with tempfile.TemporaryDirectory() as scratch, running_stack(Path(scratch)) as stack:
         org_id = f"lighthouse-{uuid.uuid4().hex[:8]}"
