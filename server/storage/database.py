@@ -1,17 +1,18 @@
 """Connections to PostgreSQL, and the one way to run work in a transaction."""
 
+import asyncio
 import contextvars
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, LiteralString, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import ExecStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from sqlalchemy import Connection, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -147,11 +148,16 @@ class Database:
         if traced:
             for name, listener in _STATEMENT_SPAN_LISTENERS.items():
                 event.listen(self.engine.sync_engine, name, listener)
+        # SQLAlchemy's connections stay open between calls, each call taking
+        # one (`_checkout`): drawing one from SQLAlchemy's pool and giving it
+        # back cost more CPU than the statements of a Get.
+        self._idle: list[AsyncConnection] = []
+        self._slots = asyncio.Semaphore(pool_size)
+        self._in_use = 0
 
     def pool_connections(self) -> tuple[int, int]:
         """The pool's connections now: in use by a call, and idle."""
-        pool = cast(QueuePool, self.engine.pool)
-        return pool.checkedout(), pool.checkedin()
+        return self._in_use, len(self._idle) + cast(QueuePool, self.engine.pool).checkedin()
 
     @asynccontextmanager
     async def transaction(
@@ -172,31 +178,27 @@ class Database:
         becomes `Unavailable`, which callers may retry.
         """
         try:
-            async with self.engine.connect() as connection:
+            async with self._checkout() as connection:
                 # Held here: once the connection is lost, reading its `info`
                 # would reconnect.
                 info = connection.info
                 autocommit = isolation == "AUTOCOMMIT"
                 if not autocommit:
                     info[_DUE_BEGIN] = f"BEGIN ISOLATION LEVEL {isolation}"
-                # Commits (or rolls back) what the BEGIN opened, if it was sent
-                # and the writes left for the COMMIT did not commit it. In
-                # autocommit there is nothing to end: SQLAlchemy's transaction
-                # would only cost CPU on every read.
-                ending: AbstractAsyncContextManager[object] = (
-                    nullcontext() if autocommit else connection.begin()
-                )
                 try:
-                    async with ending:
-                        if not autocommit:
-                            await _apply_deadline(connection)
-                        yield connection
-                        await _send_due_writes(connection, commit=not autocommit)
-                except (DBAPIError, psycopg.Error) as error:
-                    if isinstance(_cause(error), pg_errors.ReadOnlySqlTransaction):
+                    if not autocommit:
+                        await _apply_deadline(connection)
+                    yield connection
+                    await _end(connection, commit=not autocommit)
+                except BaseException as error:
+                    if isinstance(error, DBAPIError | psycopg.Error) and isinstance(
+                        _cause(error), pg_errors.ReadOnlySqlTransaction
+                    ):
                         # The server was a standby, or is one now: this
                         # connection must not serve another call.
                         await connection.invalidate()
+                    else:
+                        await _roll_back(connection)
                     raise
                 finally:
                     # A rolled back transaction's writes (and what was to
@@ -222,6 +224,52 @@ class Database:
         except PoolTimeoutError as error:
             raise Unavailable("the database is unavailable; retry later") from error
 
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one call, open since an earlier call if one is idle.
+
+        Given back for the next call only as it was taken: no transaction
+        open, on the driver's side or in SQLAlchemy's bookkeeping (statements
+        SQLAlchemy ran in autocommit leave a transaction of its own), and no
+        database error met. Any other is closed, back to SQLAlchemy's pool,
+        which replaces it if it was lost; a lost connection also closes the
+        idle ones, opened before the loss as well (SQLAlchemy's pool replaces
+        every connection older than a lost one).
+        """
+        if self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), POOL_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise Unavailable("the database is unavailable; retry later") from None
+        else:
+            await self._slots.acquire()
+        self._in_use += 1
+        try:
+            connection = self._idle.pop() if self._idle else await self.engine.connect()
+            reusable = False
+            try:
+                yield connection
+                reusable = True
+            except (DBAPIError, psycopg.Error):
+                if _lost(connection):
+                    await self._close_idle()
+                raise
+            except Exception:
+                reusable = True
+                raise
+            finally:
+                if reusable and _at_rest(connection):
+                    self._idle.append(connection)
+                else:
+                    await connection.close()
+        finally:
+            self._in_use -= 1
+            self._slots.release()
+
+    async def _close_idle(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
     async def dedicated_connection(self, application_name: str) -> psycopg.AsyncConnection[Any]:
         """A connection of its own, outside the pool and in autocommit, for work
         that keeps one open (LISTEN); `application_name` shows in pg_stat_activity."""
@@ -234,7 +282,24 @@ class Database:
         )
 
     async def close(self) -> None:
+        await self._close_idle()
         await self.engine.dispose()
+
+
+def _lost(connection: AsyncConnection) -> bool:
+    """Whether `connection` to the database is gone (to SQLAlchemy's
+    knowledge, or psycopg's: statements run on the driver bypass SQLAlchemy)."""
+    driver = connection.info.get(_DRIVER) if not connection.invalidated else None
+    return connection.invalidated or (driver is not None and (driver.broken or driver.closed))
+
+
+def _at_rest(connection: AsyncConnection) -> bool:
+    """Whether a call left `connection` as the next one needs it: open, and
+    outside any transaction."""
+    if connection.closed or connection.invalidated or connection.in_transaction():
+        return False
+    driver = connection.info.get(_DRIVER)
+    return driver is None or driver.info.transaction_status == TransactionStatus.IDLE
 
 
 def _cause(error: DBAPIError | psycopg.Error) -> BaseException | None:
@@ -243,6 +308,9 @@ def _cause(error: DBAPIError | psycopg.Error) -> BaseException | None:
     return error.orig if isinstance(error, DBAPIError) else error
 
 
+# In a connection's `info`: psycopg's connection under it, once looked up
+# (SQLAlchemy clears `info` when it replaces the connection).
+_DRIVER = "htk_driver"
 # In a connection's `info`: the BEGIN that opens its transaction, until a
 # statement has carried it.
 _DUE_BEGIN = "htk_due_begin"
@@ -359,13 +427,43 @@ async def in_one_round_trip(
     return cursor
 
 
-async def _send_due_writes(connection: AsyncConnection, *, commit: bool) -> None:
-    """Sends the writes left for later, if any, with the COMMIT when `commit`
-    and the statements that follow it: one round trip. Without any of them
-    due, the COMMIT is left to SQLAlchemy."""
+async def _end(connection: AsyncConnection, *, commit: bool) -> None:
+    """Ends a transaction that succeeded: the writes left for later, the
+    COMMIT when `commit` and a statement opened the transaction, and the
+    statements to follow it, in one round trip (none when nothing is due).
+
+    SQLAlchemy's own bookkeeping of a transaction, opened by a statement of
+    its, is closed too: the COMMIT has ended what it kept (so the driver's
+    commit sends nothing), and the connection can serve the next call.
+    """
     info = connection.info
-    if info.get(_DUE_WRITES) or info.get(_DUE_AFTER_COMMIT):
+    due = bool(info.get(_DUE_WRITES) or info.get(_DUE_AFTER_COMMIT))
+    if due or (commit and _DUE_BEGIN not in info):
         await _round_trip(connection, (), commit=commit, ending=True)
+    if connection.in_transaction():
+        await connection.commit()
+
+
+async def _roll_back(connection: AsyncConnection) -> None:
+    """Rolls back whatever a failed call left open, on the driver and in
+    SQLAlchemy's bookkeeping. Not when a statement is still under way (a
+    cancelled call): the connection then goes back to SQLAlchemy's pool,
+    whose reset rolls it back or replaces it."""
+    if connection.invalidated or connection.closed:
+        return
+    driver = connection.info.get(_DRIVER)
+    try:
+        if driver is not None and driver.info.transaction_status in _ROLLBACK_NEEDED:
+            await driver.rollback()
+        if connection.in_transaction() and (driver is None or not driver.pgconn.is_busy()):
+            await connection.rollback()
+    except (DBAPIError, psycopg.Error) as failure:
+        # The call's own error is the one to report; the connection, not
+        # at rest, is not given to another call.
+        log.warning("rolling back a failed call's transaction failed: %s", failure)
+
+
+_ROLLBACK_NEEDED = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 async def _round_trip(
@@ -375,8 +473,12 @@ async def _round_trip(
     the COMMIT if `commit` and, if the transaction is `ending`, what is to
     follow it (`after_commit`), in one round trip; returns the last
     statement's cursor (None when `statements` is empty)."""
-    pooled = await connection.get_raw_connection()
-    driver = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
+    driver = connection.info.get(_DRIVER)
+    if driver is None:
+        pooled = await connection.get_raw_connection()
+        driver = connection.info[_DRIVER] = cast(
+            psycopg.AsyncConnection[Any], pooled.driver_connection
+        )
     begin = connection.info.pop(_DUE_BEGIN, None)
     sent = [*connection.info.pop(_DUE_WRITES, ()), *statements]
     following = connection.info.pop(_DUE_AFTER_COMMIT, ()) if ending else ()
