@@ -20,7 +20,7 @@ from server.domain.webhooks import (
     Webhook,
     WebhookEvent,
 )
-from server.storage.database import in_one_round_trip, write_later
+from server.storage.database import after_commit, in_one_round_trip, write_later
 from server.storage.tables import WebhookDeliveryRow, WebhookRow
 
 # The delivery workers listen here: a transaction that queued deliveries
@@ -37,19 +37,23 @@ _DELIVERY_COLUMNS = [
 # The outbox: one delivery per message and enabled webhook of the
 # organization that subscribed to it, written with the change that caused it.
 _QUEUE = """
-WITH queued AS (
-  INSERT INTO webhook_deliveries (delivery_id, webhook_id, event_type, process_id, seq,
-                                  status, attempts, next_attempt_at, created_at)
-  SELECT gen_random_uuid(), w.webhook_id, m.type, %(process_id)s, %(seq)s,
-         'pending', 0, %(now)s, %(now)s
-  FROM webhooks AS w CROSS JOIN unnest(%(types)s::text[]) WITH ORDINALITY AS m(type, position)
-  WHERE w.org_id = %(org_id)s AND w.enabled
-    AND (w.namespace IS NULL OR w.namespace = %(namespace)s)
-    AND w.events && ARRAY[m.type, '*']
-  ORDER BY m.position
-  RETURNING 1
-)
-SELECT pg_notify(%(channel)s, '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
+INSERT INTO webhook_deliveries (delivery_id, webhook_id, event_type, process_id, seq,
+                                status, attempts, next_attempt_at, created_at)
+SELECT gen_random_uuid(), w.webhook_id, m.type, %(process_id)s, %(seq)s,
+       'pending', 0, %(now)s, %(now)s
+FROM webhooks AS w CROSS JOIN unnest(%(types)s::text[]) WITH ORDINALITY AS m(type, position)
+WHERE w.org_id = %(org_id)s AND w.enabled
+  AND (w.namespace IS NULL OR w.namespace = %(namespace)s)
+  AND w.events && ARRAY[m.type, '*']
+ORDER BY m.position
+"""
+# Wakes the workers once the change has committed, if it queued anything:
+# a NOTIFY inside the transaction would hold PostgreSQL's global
+# notification lock through the commit's WAL flush (see `after_commit`).
+# A wake-up lost to a crash right after the commit costs a worker's poll.
+_WAKE = """
+SELECT pg_notify(%(channel)s, '')
+WHERE EXISTS (SELECT FROM webhook_deliveries WHERE process_id = %(process_id)s AND seq = %(seq)s)
 """
 
 # Takes the due deliveries, the oldest of each webhook first, up to
@@ -119,8 +123,8 @@ def queue(
 ) -> None:
     """Queues the messages of a change (or a creation, seq 0) for the
     organization's webhooks that want them; the deliveries commit with the
-    change, and the workers are woken at the commit. Travels with the
-    transaction's next round trip."""
+    change, and the workers are woken once it has committed. Travels with
+    the transaction's next round trip."""
     if messages:
         parameters = {
             "org_id": org_id,
@@ -129,9 +133,10 @@ def queue(
             "seq": seq,
             "types": [message.value for message in messages],
             "now": now,
-            "channel": CHANNEL,
         }
         write_later(connection, (_QUEUE, parameters))
+        wake = {"channel": CHANNEL, "process_id": process_id, "seq": seq}
+        after_commit(connection, (_WAKE, wake))
 
 
 async def add(connection: AsyncConnection, webhook: Webhook, signing_key: bytes) -> None:

@@ -141,3 +141,17 @@ async def test_a_lapsed_lease_hands_the_delivery_over_and_the_late_outcome_is_dr
         2,
         200,
     )
+
+
+async def test_queued_deliveries_wake_the_workers_once_committed(
+    server: InProcessServer,
+) -> None:
+    listening = await server.database.dedicated_connection("test webhook wake-ups")
+    try:
+        await listening.execute(f"LISTEN {rows.CHANNEL}")
+        await _webhook_with_deliveries(server, 1)
+        heard = listening.notifies(timeout=10, stop_after=1)
+        woken = [notification.channel async for notification in heard]
+    finally:
+        await listening.close()
+    assert rows.CHANNEL in woken
