@@ -27,7 +27,7 @@ from joserfc.jwk import import_key
 
 from server.domain import declared
 from server.domain.checks import parse_id
-from server.domain.errors import InvalidArgument, Unauthenticated
+from server.domain.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from server.domain.processes import validate_org_id
 from server.domain.tokens import Scope, parse_scopes
 
@@ -39,6 +39,8 @@ DEFAULT_TOKEN_TTL_SECONDS = 900
 MAX_SUBJECT_TOKEN_LENGTH = declared.EXCHANGE_TOKEN_REQUEST_SUBJECT_TOKEN_MAX_LENGTH
 # Longer claim values than this are not worth comparing, nor showing.
 MAX_CLAIM_VALUE_LENGTH = 255
+# An exchange checks every policy of the token's issuer, one after another.
+MAX_POLICIES_PER_ORGANIZATION = 50
 # The signing algorithms of public keys, by what a JWK without `alg` is.
 # Symmetric ones (HS*) are never taken: the issuer's key is public.
 _ALGORITHMS_OF_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}
@@ -141,6 +143,15 @@ def _printable(field: str, value: str, max_length: int) -> None:
     if not value.strip() or not value.isprintable() or len(value) > max_length:
         raise InvalidArgument(
             field, f"must be 1 to {max_length} printable characters, not all spaces"
+        )
+
+
+def check_room_for_policy(count: int) -> None:
+    """Refuses a new policy to an organization that has `count` already, if that is the most."""
+    if count >= MAX_POLICIES_PER_ORGANIZATION:
+        raise ResourceExhausted(
+            f"the organization has {count} trust policies, the most it may have"
+            f" ({MAX_POLICIES_PER_ORGANIZATION}); delete one it no longer needs"
         )
 
 

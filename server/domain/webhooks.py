@@ -31,7 +31,7 @@ from server.domain.declared import (
 # The words of a delivery's status, declared by the protos; offered here
 # beside the delivery they describe.
 from server.domain.declared import DeliveryStatus as DeliveryStatus
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, ResourceExhausted
 from server.domain.paging import (
     DEFAULT_PAGE_SIZE,
     check_window,
@@ -46,6 +46,9 @@ from server.domain.tasks import TaskStatus
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix Standard Webhooks gives secrets
 # Standard Webhooks asks for 24 to 64 bytes of key.
 SECRET_BYTES = 32
+# Every change of a process reads its organization's webhooks, and each one
+# an organization adds is another delivery of each event to sign and send.
+MAX_WEBHOOKS_PER_ORGANIZATION = 50
 USER_AGENT = "htk-webhooks/1"
 ALL_EVENTS = "*"
 
@@ -121,6 +124,15 @@ def new_webhook(
         namespace=qualify_namespace(org_id, namespace) if namespace is not None else None,
         description=_check_description(description),
     )
+
+
+def check_room_for_webhook(count: int) -> None:
+    """Refuses a new webhook to an organization that has `count` already, if that is the most."""
+    if count >= MAX_WEBHOOKS_PER_ORGANIZATION:
+        raise ResourceExhausted(
+            f"the organization has {count} webhooks, the most it may have"
+            f" ({MAX_WEBHOOKS_PER_ORGANIZATION}); delete one it no longer needs"
+        )
 
 
 def url_host(url: str) -> str:

@@ -11,6 +11,7 @@ from server.domain.trust import NewPolicy, TrustPolicy
 from server.service.issuer_keys import IssuerKeys
 from server.service.tokens import insert
 from server.service.writes import Clock
+from server.storage import organizations
 from server.storage import tokens as token_rows
 from server.storage import trust as policy_rows
 from server.storage.database import Database
@@ -35,6 +36,9 @@ class TrustService:
 
     async def create(self, org_id: str, policy: NewPolicy) -> TrustPolicy:
         async with self._database.transaction() as connection:
+            trust.check_room_for_policy(
+                await organizations.count_locked(connection, org_id, "trust_policies")
+            )
             return await policy_rows.insert_policy(connection, org_id, policy, self._clock())
 
     async def list(self, org_id: str) -> list[TrustPolicy]:

@@ -29,13 +29,14 @@ from server.domain.webhooks import (
     Webhook,
     after_attempt,
     check_addresses,
+    check_room_for_webhook,
     delivery_page,
     new_secret,
     signature,
 )
 from server.service.webhook_http import SendFailed, port_of, post, resolve
 from server.service.writes import Clock
-from server.storage import processes
+from server.storage import organizations, processes
 from server.storage import webhooks as rows
 from server.storage.database import Database
 from server.storage.notifications import Subscription
@@ -91,6 +92,7 @@ class WebhookService:
             created_at=self._clock(),
         )
         async with self._database.transaction() as connection:
+            check_room_for_webhook(await organizations.count_locked(connection, org_id, "webhooks"))
             await rows.add(connection, webhook, key)
         return Webhook(**vars(webhook) | {"secret": new_secret(key)})
 

@@ -16,6 +16,7 @@ import pytest
 
 from htk.processes.v1 import webhook_service_pb2 as pb
 from htk.processes.v1 import webhook_service_pb2_grpc as pb_grpc
+from server.domain.webhooks import MAX_WEBHOOKS_PER_ORGANIZATION
 from tests.e2e.test_rest_contract import PROCESSES, ok, update
 from tests.e2e.test_rest_errors import assert_error, assert_invalid_field
 from tests.support.stack import Stack, running_stack
@@ -471,3 +472,30 @@ def test_webhooks_over_native_grpc(hooks_stack: Stack, tenant: Tenant, inbox: Re
         stub.DeleteWebhook(
             pb.DeleteWebhookRequest(webhook_id=created.webhook_id), metadata=metadata
         )
+
+
+def test_an_organization_may_have_only_so_many_webhooks(
+    api: httpx.Client, hooks_stack: Stack, tenant: Tenant, inbox: Receiver
+) -> None:
+    url, events = inbox.url(new_path()), ["task.expired"]
+    body = {"url": url, "events": events}
+    held = [
+        ok(api.post(WEBHOOKS, headers=tenant.auth, json=body))["webhook_id"]
+        for _ in range(MAX_WEBHOOKS_PER_ORGANIZATION)
+    ]
+    refused = assert_error(api.post(WEBHOOKS, headers=tenant.auth, json=body), 429, 8)
+    assert f"({MAX_WEBHOOKS_PER_ORGANIZATION})" in refused["message"]
+    with (
+        grpc.insecure_channel(hooks_stack.envoy_target) as channel,
+        pytest.raises(grpc.RpcError) as over,
+    ):
+        pb_grpc.WebhookServiceStub(channel).CreateWebhook(
+            pb.CreateWebhookRequest(url=url, events=events),
+            metadata=tenant.org.metadata(tenant.manager),
+        )
+    assert over.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(ok(api.get(WEBHOOKS, headers=tenant.auth))["webhooks"]) == len(held)
+    # Another organization's count is its own; a deleted webhook makes room.
+    ok(api.post(WEBHOOKS, headers=Tenant(hooks_stack).auth, json=body))
+    ok(api.delete(f"{WEBHOOKS}/{held[0]}", headers=tenant.auth))
+    ok(api.post(WEBHOOKS, headers=tenant.auth, json=body))

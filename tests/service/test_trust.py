@@ -14,6 +14,7 @@ from htk.processes.v1 import task_service_pb2 as tasks_pb
 from htk.processes.v1 import task_service_pb2_grpc as tasks_grpc
 from htk.processes.v1 import trust_service_pb2 as trust_pb
 from htk.processes.v1 import trust_service_pb2_grpc as trust_grpc
+from server.domain.trust import MAX_POLICIES_PER_ORGANIZATION
 from tests.service.calls import Stub, create, update
 from tests.service.test_watch import rest_of, watch
 from tests.support.in_process import InProcessServer
@@ -388,3 +389,26 @@ async def test_naming_the_organization_keeps_anothers_copied_policy_out(
                 pb.GetCallerRequest(), metadata=Org(org_id, exchanged.token, "").metadata()
             )
             assert caller.organization == org_id
+
+
+async def test_an_organization_may_have_only_so_many_policies(
+    server: InProcessServer,
+    trust: "trust_grpc.TrustServiceAsyncStub",
+    admin: str,
+    own_issuer: Issuer,
+) -> None:
+    held = [
+        await policy(trust, admin, own_issuer, name=f"job {index}")
+        for index in range(MAX_POLICIES_PER_ORGANIZATION)
+    ]
+    refused = await refusal(policy(trust, admin, own_issuer, name="one too many"))
+    assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"({MAX_POLICIES_PER_ORGANIZATION})" in (refused.details() or "")
+    # Another organization's count is its own; a deleted policy makes room.
+    stranger = await server.new_org()
+    await policy(trust, await server.token(stranger.org_id, "tokens:manage"), own_issuer)
+    await trust.DeleteTrustPolicy(
+        trust_pb.DeleteTrustPolicyRequest(policy_id=held[0].policy_id),
+        metadata=(("authorization", f"Bearer {admin}"),),
+    )
+    await policy(trust, admin, own_issuer, name="one more")

@@ -11,12 +11,14 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from server.domain.errors import InvalidArgument, NotFound, Unauthenticated
+from server.domain.errors import InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
 from server.domain.tokens import Scope
 from server.domain.trust import (
     MAX_CLOCK_SKEW,
+    MAX_POLICIES_PER_ORGANIZATION,
     TrustPolicy,
     algorithm_of,
+    check_room_for_policy,
     check_times,
     exchanged_token_name,
     issuer_url,
@@ -250,3 +252,9 @@ def test_names_and_ids() -> None:
         exchanged_token_name(a_policy(), "repo:\nx")
     with pytest.raises(NotFound):
         parse_policy_id("nope")
+
+
+def test_an_organization_may_add_policies_up_to_the_most_it_may_have() -> None:
+    check_room_for_policy(MAX_POLICIES_PER_ORGANIZATION - 1)
+    with pytest.raises(ResourceExhausted, match=f"has {MAX_POLICIES_PER_ORGANIZATION} trust"):
+        check_room_for_policy(MAX_POLICIES_PER_ORGANIZATION)

@@ -10,16 +10,18 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from server.domain.declared import EventType, UpdateType
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, ResourceExhausted
 from server.domain.processes import Event
 from server.domain.processes.lifecycle import Change
 from server.domain.tasks import Task, TaskStatus
 from server.domain.webhooks import (
+    MAX_WEBHOOKS_PER_ORGANIZATION,
     Delivery,
     DeliveryStatus,
     WebhookEvent,
     after_attempt,
     check_addresses,
+    check_room_for_webhook,
     delivery_page,
     delivery_query,
     messages_of,
@@ -266,3 +268,9 @@ def test_a_page_token_belongs_to_its_webhook() -> None:
     with pytest.raises(InvalidArgument) as refused:
         delivery_query("acme", uuid.uuid4(), limit=None, page_token=token)
     assert refused.value.field == "page_token"
+
+
+def test_an_organization_may_add_webhooks_up_to_the_most_it_may_have() -> None:
+    check_room_for_webhook(MAX_WEBHOOKS_PER_ORGANIZATION - 1)
+    with pytest.raises(ResourceExhausted, match=f"has {MAX_WEBHOOKS_PER_ORGANIZATION} webhooks"):
+        check_room_for_webhook(MAX_WEBHOOKS_PER_ORGANIZATION)

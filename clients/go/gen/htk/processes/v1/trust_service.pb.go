@@ -623,10 +623,9 @@ const file_htk_processes_v1_trust_service_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
 	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name2\xfb\n" +
-	"\n" +
-	"\fTrustService\x12\xb6\x01\n" +
-	"\x11CreateTrustPolicy\x12*.htk.processes.v1.CreateTrustPolicyRequest\x1a\x1d.htk.processes.v1.TrustPolicy\"V\x92\x82\x19\x0f\x12\rtokens:manage\xaa\x82\x19\x1e\b\a\x12\x1athe token lacks the scope.\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/api/v1/trust-policies\x12\xc4\x01\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name2\xf5\v\n" +
+	"\fTrustService\x12\xb0\x02\n" +
+	"\x11CreateTrustPolicy\x12*.htk.processes.v1.CreateTrustPolicyRequest\x1a\x1d.htk.processes.v1.TrustPolicy\"\xcf\x01\x92\x82\x19\x0f\x12\rtokens:manage\xaa\x82\x19\x1e\b\a\x12\x1athe token lacks the scope.\xaa\x82\x19u\b\b\x12qthe organization has as many trust policies as it may have; the message says how many. Delete one to add another.\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/api/v1/trust-policies\x12\xc4\x01\n" +
 	"\x11ListTrustPolicies\x12*.htk.processes.v1.ListTrustPoliciesRequest\x1a+.htk.processes.v1.ListTrustPoliciesResponse\"V\x92\x82\x19\x0f\x12\rtokens:manage\xaa\x82\x19\x1e\b\a\x12\x1athe token lacks the scope.\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/trust-policies\x90\x02\x01\x12\x89\x02\n" +
 	"\x11DeleteTrustPolicy\x12*.htk.processes.v1.DeleteTrustPolicyRequest\x1a+.htk.processes.v1.DeleteTrustPolicyResponse\"\x9a\x01\x92\x82\x19\x0f\x12\rtokens:manage\xaa\x82\x19\x1e\b\a\x12\x1athe token lacks the scope.\xaa\x82\x197\b\x05\x123no policy of the caller's organization has this id.\x82\xd3\xe4\x93\x02$*\"/api/v1/trust-policies/{policy_id}\x12\xbf\x02\n" +
 	"\rExchangeToken\x12&.htk.processes.v1.ExchangeTokenRequest\x1a'.htk.processes.v1.ExchangeTokenResponse\"\xdc\x01\x92\x82\x19\x02\x18\x01\xaa\x82\x19\xaf\x01\b\x10\x12\xaa\x01the CI token failed a check (its signature, issuer, audience, times, subject or claims, or no policy matches it); the message names the check and never repeats the token.\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/api/v1/tokens:exchange\x1a\x9c\x03\xa2\x82\x19\x8b\x01\b\x10\x12\x86\x01the token is missing, malformed, unknown, revoked or expired; for ExchangeToken, the CI token failed a check, which the message names.\xa2\x82\x19F\b\x03\x12Ba field is malformed or out of range; the message names the field.\xa2\x82\x19r\b\b\x12nthe token or client address sent more requests than its rate limit allows. The response carries `Retry-After`.\xa2\x82\x19H\b\x0e\x12Dthe server or its database cannot be reached right now; retry later.B\xbf\x01\n" +

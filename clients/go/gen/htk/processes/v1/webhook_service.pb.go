@@ -895,9 +895,9 @@ const file_htk_processes_v1_webhook_service_proto_rawDesc = "" +
 	"\x1bDELIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17DELIVERY_STATUS_PENDING\x10\x01\x12\x1d\n" +
 	"\x19DELIVERY_STATUS_DELIVERED\x10\x02\x12\x1a\n" +
-	"\x16DELIVERY_STATUS_FAILED\x10\x032\xd2\x11\n" +
-	"\x0eWebhookService\x12\xa3\x02\n" +
-	"\rCreateWebhook\x12&.htk.processes.v1.CreateWebhookRequest\x1a\x19.htk.processes.v1.Webhook\"\xce\x01\x92\x82\x19\x11\x12\x0fwebhooks:manage\xaa\x82\x19\x99\x01\b\x03\x12\x94\x01a `url` that is not http(s), or whose host does not resolve or resolves to a refused address; an unknown or empty `events`; a malformed `namespace`.\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v1/webhooks\x12\x8f\x01\n" +
+	"\x16DELIVERY_STATUS_FAILED\x10\x032\xc5\x12\n" +
+	"\x0eWebhookService\x12\x96\x03\n" +
+	"\rCreateWebhook\x12&.htk.processes.v1.CreateWebhookRequest\x1a\x19.htk.processes.v1.Webhook\"\xc1\x02\x92\x82\x19\x11\x12\x0fwebhooks:manage\xaa\x82\x19\x99\x01\b\x03\x12\x94\x01a `url` that is not http(s), or whose host does not resolve or resolves to a refused address; an unknown or empty `events`; a malformed `namespace`.\xaa\x82\x19o\b\b\x12kthe organization has as many webhooks as it may have; the message says how many. Delete one to add another.\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v1/webhooks\x12\x8f\x01\n" +
 	"\fListWebhooks\x12%.htk.processes.v1.ListWebhooksRequest\x1a&.htk.processes.v1.ListWebhooksResponse\"0\x92\x82\x19\x11\x12\x0fwebhooks:manage\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/webhooks\x90\x02\x01\x12\x89\x02\n" +
 	"\n" +
 	"GetWebhook\x12#.htk.processes.v1.GetWebhookRequest\x1a\x19.htk.processes.v1.Webhook\"\xba\x01\x92\x82\x19\x11\x12\x0fwebhooks:manage\xaa\x82\x19y\b\x05\x12uno such webhook in the caller's organization; another organization's webhook is indistinguishable from a missing one.\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/webhooks/{webhook_id}\x90\x02\x01\x12\xc6\x01\n" +
