@@ -473,15 +473,14 @@ async def _round_trip(
     the COMMIT if `commit` and, if the transaction is `ending`, what is to
     follow it (`after_commit`), in one round trip; returns the last
     statement's cursor (None when `statements` is empty)."""
-    driver = connection.info.get(_DRIVER)
+    info = connection.info
+    driver = info.get(_DRIVER)
     if driver is None:
         pooled = await connection.get_raw_connection()
-        driver = connection.info[_DRIVER] = cast(
-            psycopg.AsyncConnection[Any], pooled.driver_connection
-        )
-    begin = connection.info.pop(_DUE_BEGIN, None)
-    sent = [*connection.info.pop(_DUE_WRITES, ()), *statements]
-    following = connection.info.pop(_DUE_AFTER_COMMIT, ()) if ending else ()
+        driver = info[_DRIVER] = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
+    begin = info.pop(_DUE_BEGIN, None)
+    sent = [*info.pop(_DUE_WRITES, ()), *statements]
+    following = info.pop(_DUE_AFTER_COMMIT, ()) if ending else ()
     sent_at = time.perf_counter()
     # Each statement's span lasts until its result is in: the round trip's end.
     spans = [tracing.statement_span(query) for query, _ in sent]
