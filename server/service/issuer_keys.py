@@ -154,7 +154,7 @@ async def _document(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
                 raise Unavailable(f"the issuer's document at {url[:200]} is too large")
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser goes
         document = None
     if not isinstance(document, dict):
         raise Unavailable(f"the issuer's document at {url[:200]} is not a JSON object")

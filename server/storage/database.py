@@ -449,7 +449,7 @@ async def _roll_back(connection: AsyncConnection) -> None:
     SQLAlchemy's bookkeeping. Not when a statement is still under way (a
     cancelled call): the connection then goes back to SQLAlchemy's pool,
     whose reset rolls it back or replaces it."""
-    if connection.invalidated or connection.closed:
+    if _lost(connection) or connection.closed:
         return
     driver = connection.info.get(_DRIVER)
     try:

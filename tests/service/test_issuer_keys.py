@@ -78,6 +78,13 @@ async def test_an_issuer_whose_documents_cannot_be_trusted_is_unavailable(
             await keys(Clock()).key(issuer.url, issuer.signing_key.kid)
 
 
+async def test_a_jwks_nested_deeper_than_the_parser_goes_is_unavailable() -> None:
+    with running_issuer() as issuer:
+        issuer.raw_jwks = b"[" * 100_000 + b"]" * 100_000
+        with pytest.raises(Unavailable, match="is not a JSON object"):
+            await keys(Clock()).key(issuer.url, issuer.signing_key.kid)
+
+
 async def test_an_issuer_that_cannot_be_reached_is_unavailable() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))

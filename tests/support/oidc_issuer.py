@@ -41,6 +41,8 @@ class Issuer:
     jwks_fetches: int = 0
     # What its discovery document says, where a test makes it lie.
     discovery: dict[str, Any] = field(default_factory=dict)
+    # The bytes it serves as its JWKS instead, where a test makes it hostile.
+    raw_jwks: bytes | None = None
     # The clients people sign in to: id -> secret.
     clients: dict[str, str] = field(default_factory=dict)
     # Codes given out and not yet used: what each will put in its ID token.
@@ -151,7 +153,10 @@ def running_issuer() -> Iterator[Issuer]:
                 )
             elif self.path == "/jwks":
                 issuer.jwks_fetches += 1
-                self._json(issuer.jwks())
+                if issuer.raw_jwks is None:
+                    self._json(issuer.jwks())
+                else:
+                    self._body(issuer.raw_jwks)
             else:
                 self.send_error(404)
 
@@ -167,7 +172,9 @@ def running_issuer() -> Iterator[Issuer]:
             self._json(answer, status)
 
         def _json(self, document: Mapping[str, Any], status: int = 200) -> None:
-            body = json.dumps(document).encode()
+            self._body(json.dumps(document).encode(), status)
+
+        def _body(self, body: bytes, status: int = 200) -> None:
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
