@@ -87,7 +87,7 @@ class ProcessService:
         )
 
         async def write(connection: AsyncConnection) -> Written:
-            await processes.add(connection, process)
+            processes.add(connection, process)
             webhooks.queue(
                 connection,
                 org_id=process.org_id,

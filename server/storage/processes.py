@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Row, func, insert, select, tuple_
+from sqlalchemy import FromClause, Row, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.processes import (
@@ -33,7 +33,7 @@ from server.storage.database import Statement, in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
 from server.storage.notifications import Notification, notify
 from server.storage.tables import ProcessEvent, ProcessRow, StepRow, TaskRow
-from server.storage.tasks import TASK_JSON, TASK_STATE, insert_tasks, task_of, task_state
+from server.storage.tasks import TASK_JSON, TASK_STATE, task_of, task_state, task_values
 
 # The columns that change as a process runs (all but its definition).
 _PROCESS_STATE = (
@@ -63,12 +63,6 @@ _STEP_STATE = (
 )
 
 
-# The statements of Create, built once: building a statement on every call
-# costs more than PostgreSQL takes to run it.
-_INSERT_STEP = insert(StepRow)
-
-
-_INSERT_PROCESS = insert(ProcessRow)
 # Up to `limit` events after `after_seq`, cut where their sizes (see
 # MAX_EVENTS_PAGE_BYTES) pass `max_bytes`, but never before the first; one
 # more is read (not returned), and `found` counts them, to tell if more follow.
@@ -140,6 +134,26 @@ _LOCK = "SELECT FROM processes WHERE process_id = %(process_id)s AND org_id = %(
 _LAST_SEQS = (
     "SELECT process_id, update_count FROM processes WHERE process_id = ANY(%(process_ids)s)"
 )
+
+
+def _new_rows(table: FromClause, name: str, parameter: str) -> str:
+    """SQL inserting into `table` (named `name`) the rows given as a JSON
+    array of objects, one key per column, in the parameter `parameter`."""
+    columns = [column.name for column in table.columns]
+    return (
+        f"INSERT INTO {name} ({', '.join(columns)})"  # noqa: S608 - the schema's names alone
+        f" SELECT * FROM jsonb_to_recordset(%({parameter})s::jsonb)"
+        f" AS new_row({recordset(table, columns)})"
+    )
+
+
+# A new process in one statement: its row, its steps and its tasks, each
+# given as JSON rows (a step's task is stored after the step it names).
+_ADD = f"""
+WITH process AS ({_new_rows(ProcessRow.__table__, "processes", "process")}),
+steps AS ({_new_rows(StepRow.__table__, "steps", "steps")})
+{_new_rows(TaskRow.__table__, "tasks", "tasks")}
+"""
 # A change in one statement: the process's state, the steps and tasks it
 # moved (given as JSON), and its event. Only state columns are set:
 # rewriting indexed columns would make PostgreSQL update every index of the row.
@@ -163,18 +177,20 @@ VALUES (%(process_id)s, %(seq)s, %(type)s, %(step)s, %(payload)s, %(recorded_at)
 """  # noqa: S608
 
 
-async def add(connection: AsyncConnection, process: Process) -> None:
+def add(connection: AsyncConnection, process: Process) -> None:
     """Stores a new process, its steps and the tasks of its human steps, and
-    notifies watchers once committed."""
-    await connection.execute(_INSERT_PROCESS, _process_values(process))
-    await connection.execute(
-        _INSERT_STEP,
-        [
-            _step_values(process.process_id, position, step)
-            for position, step in enumerate(process.steps)
-        ],
-    )
-    await insert_tasks(connection, process.tasks)
+    notifies watchers once committed. One statement, which travels with the
+    transaction's next round trip (`write_later`): a Create's COMMIT."""
+    steps = [
+        _step_values(process.process_id, position, step)
+        for position, step in enumerate(process.steps)
+    ]
+    parameters = {
+        "process": to_json([_process_values(process)]),
+        "steps": to_json(steps),
+        "tasks": to_json([task_values(task) for task in process.tasks]),
+    }
+    write_later(connection, (_ADD, parameters))
     notify(connection, Notification(process.org_id, process.process_id, 0))
 
 

@@ -6,7 +6,6 @@ callers decide what a change means, these only move rows.
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +15,6 @@ from sqlalchemy import (
     Select,
     bindparam,
     func,
-    insert,
     literal,
     select,
     tuple_,
@@ -44,7 +42,6 @@ TASK_STATE = (
 TASK_JSON = Reader(TaskRow.__table__, _TASK_FIELDS)
 
 # Built once, like the statements of server/storage/processes.py.
-_INSERT_TASK = insert(TaskRow)
 _GET_TASK = select(*TaskRow.__table__.columns).where(
     TaskRow.task_id == bindparam("task_id"), TaskRow.org_id == bindparam("org_id")
 )
@@ -60,12 +57,6 @@ _LOCK_DUE_STEPS = (
     .limit(bindparam("limit"))
     .with_for_update(of=ProcessRow, skip_locked=True)
 )
-
-
-async def insert_tasks(connection: AsyncConnection, tasks: Sequence[Task]) -> None:
-    """Stores new tasks; their steps must be stored first."""
-    if tasks:
-        await connection.execute(_INSERT_TASK, [_task_values(task) for task in tasks])
 
 
 async def get_task(connection: AsyncConnection, org_id: str, task_id: uuid.UUID) -> Task | None:
@@ -168,11 +159,12 @@ def task_of(values: dict[str, Any]) -> Task:
 
 def task_state(task: Task) -> dict[str, Any]:
     """The task's key and the columns that change as it moves."""
-    values = _task_values(task)
+    values = task_values(task)
     return {column: values[column] for column in ("task_id", *TASK_STATE)}
 
 
-def _task_values(task: Task) -> dict[str, Any]:
+def task_values(task: Task) -> dict[str, Any]:
+    """The task's row, column by column."""
     values = {name: getattr(task, name) for name in _TASK_FIELDS}
     return values | {
         "status": task.status.value,

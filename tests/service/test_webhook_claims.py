@@ -45,7 +45,7 @@ async def _webhook_with_deliveries(server: InProcessServer, count: int) -> uuid.
                 now=FUTURE,
                 created_by=caller,
             )
-            await processes.add(connection, process)
+            processes.add(connection, process)
             rows.queue(
                 connection,
                 org_id=org.org_id,
