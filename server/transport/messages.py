@@ -25,6 +25,7 @@ from server.domain.processes import (
     Step,
     StepDef,
     Update,
+    summary_of,
 )
 from server.domain.retention import ArchivedProcess
 from server.domain.tasks import Completion, Task, TaskPage, TaskQuery
@@ -340,23 +341,6 @@ def organization_watch(item: ProcessChange | Heartbeat) -> pb.WatchProcessesResp
 
 def organization_watch_error(status: status_pb2.Status) -> pb.WatchProcessesResponse:
     return pb.WatchProcessesResponse(error=status)
-
-
-def summary_of(process: Process) -> ProcessSummary:
-    """A process as ListProcesses shows it."""
-    return ProcessSummary(
-        process_id=process.process_id,
-        namespace=process.namespace,
-        name=process.name,
-        status=process.status,
-        current_step=process.current_step,
-        started_at=process.started_at,
-        step_count=len(process.steps),
-        task_ids=process.task_ids,
-        created_by=process.created_by,
-        labels=process.labels,
-        url=process.url,
-    )
 
 
 def webhook_message(
