@@ -163,7 +163,7 @@ def test_the_list_columns_migration_fills_each_process_current_step_label_and_op
     stack: Stack,
 ) -> None:
     # (process, its current step, its steps as (key, label, task status or None)).
-    processes = [
+    processes: list[tuple[str, str | None, list[tuple[str, str, str | None]]]] = [
         (
             "00000000-0000-4000-8000-00000000000a",
             "review",
