@@ -241,33 +241,40 @@ def acknowledgement(process_id: str, event: Event) -> pb.UpdateProcessResponse:
     )
 
 
-def task(task: Task) -> tasks_pb.Task:
-    return tasks_pb.Task(
+def task(task: Task, make: Callable[..., tasks_pb.Task] = tasks_pb.Task) -> tasks_pb.Task:
+    """The message of a task, made by `make`: ListTasks passes its repeated
+    field's `add`, as a List does (see `_summary`)."""
+    message = make(
         task_id=str(task.task_id),
         process_id=str(task.process_id),
         namespace=task.namespace,
         process_name=task.process_name,
         step=task.step,
         label=task.label,
-        status=task.status.value,
-        created_at=_timestamp(task.created_at),
-        opened_at=_timestamp(task.opened_at),
-        completed_at=_timestamp(task.completed_at),
-        outcome=task.outcome.value if task.outcome is not None else None,
+        status=task.status,
+        outcome=task.outcome,
         comment=task.comment,
         completed_by=task.completed_by,
         completed_by_token_id=_text(task.completed_by_token_id),
     )
+    _set_time(message.created_at, task.created_at)
+    if task.opened_at is not None:
+        _set_time(message.opened_at, task.opened_at)
+    if task.completed_at is not None:
+        _set_time(message.completed_at, task.completed_at)
+    return message
 
 
 def task_page(page: TaskPage, query: TaskQuery) -> tasks_pb.ListTasksResponse:
-    return tasks_pb.ListTasksResponse(
-        tasks=[task(item) for item in page.tasks],
+    response = tasks_pb.ListTasksResponse(
         total=page.total,
         limit=query.limit,
         offset=query.offset,
         next_page_token=page.next_page_token or "",
     )
+    for item in page.tasks:
+        task(item, response.tasks.add)
+    return response
 
 
 def completion(request: tasks_pb.CompleteTaskRequest) -> Completion:
