@@ -114,9 +114,12 @@ class ProcessRow(Base):
     namespace: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)
-    # Copied from the steps so that a list page reads this table alone:
-    # current_step is rewritten with every update, the others never change.
+    # Copied from the steps and tasks so that a list page reads this table
+    # alone: current_step, its label and the open task count are rewritten
+    # with every change, the others never change.
     current_step: Mapped[str | None] = mapped_column(Text)
+    current_step_label: Mapped[str | None] = mapped_column(Text)
+    open_task_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     step_count: Mapped[int] = mapped_column(Integer)
     task_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid))
     started_at: Mapped[datetime]

@@ -159,6 +159,71 @@ def test_the_name_counts_migration_counts_the_processes_it_finds_and_drops_clean
             )
 
 
+def test_the_list_columns_migration_fills_each_process_current_step_label_and_open_tasks(
+    stack: Stack,
+) -> None:
+    # (process, its current step, its steps as (key, label, task status or None)).
+    processes: list[tuple[str, str | None, list[tuple[str, str, str | None]]]] = [
+        (
+            "00000000-0000-4000-8000-00000000000a",
+            "review",
+            [("build", "Build", None), ("review", "Review", "open"), ("sign", "Sign", "open")],
+        ),
+        (
+            "00000000-0000-4000-8000-00000000000b",
+            "build",
+            [("build", "Build", None), ("review", "Review", "completed")],
+        ),
+        ("00000000-0000-4000-8000-00000000000c", None, [("review", "Review", "pending")]),
+    ]
+    with before_migration(stack, "list columns:") as before:
+        url, config = before.url, before.config
+        with psycopg.connect(url) as connection:
+            connection.execute("INSERT INTO organizations (org_id, created_at) VALUES ('a', now())")
+            for process_id, current, steps in processes:
+                connection.execute(
+                    "INSERT INTO processes (process_id, org_id, namespace, name, status,"
+                    " current_step, step_count, task_ids, started_at, update_count)"
+                    " VALUES (%s, 'a', 'a.ns', 'p', 'running', %s, %s, '{}', now(), 0)",
+                    (process_id, current, len(steps)),
+                )
+                for position, (key, label, task_status) in enumerate(steps):
+                    task_id = uuid.uuid4() if task_status else None
+                    connection.execute(
+                        "INSERT INTO steps (process_id, position, key, label, human, task_id,"
+                        " status) VALUES (%s, %s, %s, %s, %s, %s, 'running')",
+                        (process_id, position, key, label, task_id is not None, task_id),
+                    )
+                    if task_id is not None:
+                        connection.execute(
+                            "INSERT INTO tasks (task_id, process_id, org_id, namespace,"
+                            " process_name, step, label, status, created_at)"
+                            " VALUES (%s, %s, 'a', 'a.ns', 'p', %s, %s, %s, now())",
+                            (task_id, process_id, key, label, task_status),
+                        )
+
+        command.upgrade(config, before.revision)
+
+        with psycopg.connect(url) as connection:
+            rows = connection.execute(
+                "SELECT process_id::text, current_step_label, open_task_count FROM processes"
+                " ORDER BY process_id"
+            ).fetchall()
+            assert rows == [
+                (processes[0][0], "Review", 2),
+                (processes[1][0], "Build", 0),
+                (processes[2][0], None, 0),
+            ]
+        command.downgrade(config, before.down_revision)
+        with psycopg.connect(url) as connection:
+            columns = connection.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'processes'"
+                " AND column_name IN ('current_step_label', 'open_task_count')"
+            ).fetchall()
+            assert columns == []
+
+
 def test_the_token_names_migration_keeps_active_duplicates_working_under_unique_names(
     stack: Stack,
 ) -> None:

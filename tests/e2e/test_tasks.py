@@ -11,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from htk.processes.v1 import process_service_pb2, process_service_pb2_grpc
 from htk.processes.v1 import task_service_pb2 as tasks_pb
 from htk.processes.v1 import task_service_pb2_grpc as tasks_grpc
 from tests.e2e.test_rest_contract import PROCESSES, create_process, get_process, ok, update
@@ -294,3 +295,36 @@ def test_decided_tasks_list_by_outcome_and_decider_over_rest_and_grpc(
     ]
     assert (listed["current_step_label"], listed["open_task_count"]) == ("Review", 1)
     assert "finished_at" not in listed
+
+
+def test_a_listed_process_shows_its_step_label_and_open_tasks_over_rest_and_grpc_as_it_moves(
+    rest: httpx.Client,
+    grpc_stub: process_service_pb2_grpc.ProcessServiceStub,
+    org: Org,
+    approver: str,
+) -> None:
+    steps = [*REVIEW_STEPS, {"key": "sign-off", "label": "Sign-off", "human": True}]
+    process = create_process(rest, org, namespace="moving", steps=steps)
+    process_id, (review_task, _) = process["process_id"], process["task_ids"]
+
+    def shown() -> tuple[str | None, int]:
+        (over_rest,) = ok(
+            rest.get(PROCESSES, params={"namespace": "moving"}, headers=org.auth(org.reader))
+        )["processes"]
+        request = process_service_pb2.ListProcessesRequest(namespace="moving")
+        (over_grpc,) = grpc_stub.ListProcesses(request, metadata=org.metadata(org.reader)).processes
+        label = over_grpc.current_step_label if over_grpc.HasField("current_step_label") else None
+        assert (over_rest.get("current_step_label"), over_rest["open_task_count"]) == (
+            label, over_grpc.open_task_count,
+        )  # fmt: skip
+        return label, over_grpc.open_task_count
+
+    assert shown() == (None, 0)
+    update(rest, org, process_id, {"type": "step_started", "step": "review"})
+    assert shown() == ("Review", 1)
+    update(rest, org, process_id, {"type": "step_started", "step": "sign-off"})
+    assert shown() == ("Sign-off", 2)
+    ok(_complete(rest, org, approver, review_task, {"outcome": "approved"}))
+    assert shown() == ("Sign-off", 1)
+    ok(rest.post(f"{PROCESSES}/{process_id}/cancel", headers=org.auth(), json={}))
+    assert shown() == ("Sign-off", 0)

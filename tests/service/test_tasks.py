@@ -411,3 +411,63 @@ async def test_a_listed_process_shows_its_step_label_open_tasks_and_finish(
     assert ended.open_task_count == 0
     assert ended.HasField("finished_at")
     assert ended.finished_at.ToDatetime() >= ended.started_at.ToDatetime()
+
+
+async def test_a_listed_process_keeps_its_step_label_and_open_tasks_right_as_it_moves(
+    server: InProcessServer,
+    processes: "pb_grpc.ProcessServiceAsyncStub",
+    tasks: "tasks_grpc.TaskServiceAsyncStub",
+    org: Org,
+    person: str,
+) -> None:
+    created = await processes.CreateProcess(
+        pb.CreateProcessRequest(
+            namespace="moving",
+            name="Release",
+            step_defs=[
+                pb.StepDef(key="build", label="Build"),
+                pb.StepDef(key="review", label="Review", human=True),
+                pb.StepDef(key="sign-off", label="Sign-off", human=True, timeout_seconds=30),
+            ],
+        ),
+        metadata=org.metadata(),
+    )
+    process_id = created.process_id
+
+    async def shown() -> tuple[str | None, int]:
+        listing = pb.ListProcessesRequest(namespace="moving")
+        (listed,) = (await processes.ListProcesses(listing, metadata=org.metadata())).processes
+        label = listed.current_step_label if listed.HasField("current_step_label") else None
+        return label, listed.open_task_count
+
+    async def update(type_: str, step: str) -> None:
+        request = pb.UpdateProcessRequest(process_id=process_id, type=type_, step=step)
+        await processes.UpdateProcess(request, metadata=org.metadata())
+
+    assert await shown() == (None, 0)
+    await update("step_started", "build")
+    assert await shown() == ("Build", 0)
+    await update("step_completed", "build")
+    await update("step_started", "review")
+    assert await shown() == ("Review", 1)
+    await update("step_started", "sign-off")
+    assert await shown() == ("Sign-off", 2)
+
+    await tasks.CompleteTask(
+        tasks_pb.CompleteTaskRequest(task_id=created.task_ids[0], outcome="approved"),
+        metadata=org.metadata(person),
+    )
+    assert await shown() == ("Sign-off", 1)
+
+    # A clock of its own: the server's enforcer, on the real time, never
+    # finds the step due, so this one alone times it out.
+    late = utc_now() + timedelta(seconds=31)
+    assert await DeadlineService(server.database, lambda: late).enforce() >= 1
+    assert await shown() == ("Sign-off", 0)
+
+    await update("step_started", "sign-off")
+    assert await shown() == ("Sign-off", 1)
+    await processes.CancelProcess(
+        pb.CancelProcessRequest(process_id=process_id), metadata=org.metadata()
+    )
+    assert await shown() == ("Sign-off", 0)

@@ -26,9 +26,11 @@ from server.domain.processes import (
     StepStatus,
     Update,
     apply_update,
+    cancel,
     complete_task,
     new_process,
     stored_bytes,
+    summary_of,
     time_out,
 )
 from server.domain.tasks import (
@@ -532,6 +534,47 @@ def test_a_timed_out_step_may_run_again(process: Process) -> None:
 
     step = process.step("build")
     assert (step.status, step.error, step.deadline_at) == (StepStatus.RUNNING, None, at(1300))
+
+
+# --- what a list shows: the current step's label and how many tasks are open -----------------
+
+
+def shown(process: Process) -> tuple[str | None, int]:
+    summary = summary_of(process)
+    return summary.current_step_label, summary.open_task_count
+
+
+def test_a_new_process_shows_no_step_and_no_open_task(process: Process) -> None:
+    assert shown(process) == (None, 0)
+
+
+def test_a_started_human_step_shows_its_label_and_its_open_task(opened: Process) -> None:
+    assert shown(opened) == ("Review", 1)
+
+
+def test_a_decided_task_is_no_longer_open_and_the_next_step_shows(opened: Process) -> None:
+    decide(opened)
+    assert shown(opened) == ("Review", 0)
+
+    update(opened, "step_started", at(200), step="deploy")
+    assert shown(opened) == ("Deploy", 0)
+
+
+def test_an_expired_task_is_no_longer_open(opened: Process) -> None:
+    time_out(opened, "review", at(3610))
+    assert shown(opened) == ("Review", 0)
+
+
+def test_a_cancel_closes_the_open_task_and_shows_where_it_stopped(opened: Process) -> None:
+    cancel(opened, "not needed", at(50), by=PIPELINE)
+    assert shown(opened) == ("Review", 0)
+
+
+def test_every_open_task_counts() -> None:
+    two_reviews = create((*STEP_DEFS, StepDef("sign-off", "Sign-off", human=True)))
+    update(two_reviews, "step_started", at(10), step="review")
+    update(two_reviews, "step_started", at(20), step="sign-off")
+    assert shown(two_reviews) == ("Sign-off", 2)
 
 
 # --- races: whichever change is applied second sees the first one's state ---------------------

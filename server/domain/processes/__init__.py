@@ -45,6 +45,7 @@ from server.domain.processes.model import (
     page_token,
     parse_process_id,
     process_page,
+    summary_of,
     utc_now,
 )
 from server.domain.processes.step_tasks import complete_task
@@ -99,6 +100,7 @@ __all__ = [
     "parse_process_id",
     "process_page",
     "stored_bytes",
+    "summary_of",
     "time_out",
     "utc_now",
     "validate_org_id",

@@ -31,7 +31,7 @@ from server.domain.processes.limits import (
     STEP_KEY,
     JsonObject,
 )
-from server.domain.tasks import Task
+from server.domain.tasks import Task, TaskStatus
 from server.domain.tokens import Caller
 
 
@@ -205,6 +205,17 @@ class Process:
         return None
 
     @property
+    def current_step_label(self) -> str | None:
+        """The label people read for `current_step`'s key."""
+        key = self.current_step
+        return self.step(key).label if key is not None else None
+
+    @property
+    def open_task_count(self) -> int:
+        """How many of its tasks wait for a person."""
+        return sum(1 for task in self.tasks if task.status is TaskStatus.OPEN)
+
+    @property
     def tasks(self) -> list[Task]:
         """The tasks of the human steps, in step order."""
         return [step.task for step in self.steps if step.task is not None]
@@ -248,6 +259,26 @@ class ProcessSummary:
     current_step_label: str | None = None
     # How many of its tasks wait for a person.
     open_task_count: int = 0
+
+
+def summary_of(process: Process) -> ProcessSummary:
+    """A process as a list shows it."""
+    return ProcessSummary(
+        process_id=process.process_id,
+        namespace=process.namespace,
+        name=process.name,
+        status=process.status,
+        current_step=process.current_step,
+        started_at=process.started_at,
+        step_count=len(process.steps),
+        task_ids=process.task_ids,
+        created_by=process.created_by,
+        labels=process.labels,
+        url=process.url,
+        finished_at=process.finished_at,
+        current_step_label=process.current_step_label,
+        open_task_count=process.open_task_count,
+    )
 
 
 @dataclass(frozen=True)
