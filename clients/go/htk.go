@@ -33,6 +33,13 @@ type Client struct {
 	Processes processesv1.ProcessServiceClient
 	// Tasks lists, reads and completes the tasks of human steps.
 	Tasks processesv1.TaskServiceClient
+	// Webhooks subscribes URLs to the organization's events and shows and
+	// replays what was sent to them (scope webhooks:manage).
+	Webhooks processesv1.WebhookServiceClient
+	// Trust manages the trust policies that let CI jobs trade their OIDC
+	// token for a short-lived htk token (scope tokens:manage), and makes
+	// that trade (ExchangeToken, which ignores the token Dial was given).
+	Trust processesv1.TrustServiceClient
 
 	conn *grpc.ClientConn
 }
@@ -57,6 +64,8 @@ func Dial(rawURL, token string) (*Client, error) {
 	return &Client{
 		Processes: processesv1.NewProcessServiceClient(conn),
 		Tasks:     processesv1.NewTaskServiceClient(conn),
+		Webhooks:  processesv1.NewWebhookServiceClient(conn),
+		Trust:     processesv1.NewTrustServiceClient(conn),
 		conn:      conn,
 	}, nil
 }

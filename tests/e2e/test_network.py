@@ -13,7 +13,7 @@ import pytest
 
 from htk.processes.v1 import process_service_pb2 as pb
 from htk.processes.v1 import process_service_pb2_grpc as pb_grpc
-from tests.e2e.test_clients import CLIENTS, run_tests, tool
+from tests.e2e.test_clients import CLIENTS, CLIENTS_STACK_ENV, client_env, run_tests, tool
 from tests.support.stack import HTK, Stack, running_stack
 from tests.support.tls import make_certificate
 
@@ -53,7 +53,9 @@ def test_bind_address_0_0_0_0_serves_other_addresses(tmp_path: Path) -> None:
 def tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("tls")
     certificate = make_certificate(folder / "certificate")
-    with running_stack(folder / "stack", env=certificate.env) as stack:
+    # The clients' tests run against it too (below).
+    env = {**certificate.env, **CLIENTS_STACK_ENV}
+    with running_stack(folder / "stack", env=env) as stack:
         yield stack
 
 
@@ -109,14 +111,9 @@ def test_the_python_stubs_call_over_tls(tls_stack: Stack) -> None:
 
 
 def _client_env(stack: Stack) -> dict[str, str]:
-    org = stack.new_org("tls-client")
     assert stack.tls_ca is not None
     return {
-        **os.environ,
-        "HTK_URL": stack.http_url,
-        "HTK_TOKEN": stack.token(org.org_id, scopes="processes:write,tasks:complete"),
-        "HTK_APPROVER_TOKEN": stack.token(org.org_id, scopes="tasks:complete"),
-        "HTK_READ_ONLY_TOKEN": org.reader,
+        **client_env(stack),
         # Each runtime's own way to trust one more CA: Go's (crypto/x509 on
         # Linux) and Node's.
         "SSL_CERT_FILE": str(stack.tls_ca),

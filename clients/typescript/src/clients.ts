@@ -4,6 +4,7 @@ import { type Client, createClient, type Interceptor, type Transport } from "@co
 
 import { ProcessService } from "./gen/htk/processes/v1/process_service_pb.js";
 import { TaskService } from "./gen/htk/processes/v1/task_service_pb.js";
+import { TrustService } from "./gen/htk/processes/v1/trust_service_pb.js";
 import { WebhookService } from "./gen/htk/processes/v1/webhook_service_pb.js";
 import { type WatchOptions, watchProcess, watchProcesses } from "./watch.js";
 
@@ -11,6 +12,7 @@ import { type WatchOptions, watchProcess, watchProcesses } from "./watch.js";
 export { Code, ConnectError } from "@connectrpc/connect";
 export * from "./gen/htk/processes/v1/process_service_pb.js";
 export * from "./gen/htk/processes/v1/task_service_pb.js";
+export * from "./gen/htk/processes/v1/trust_service_pb.js";
 export * from "./gen/htk/processes/v1/webhook_service_pb.js";
 export * from "./watch.js";
 
@@ -19,6 +21,7 @@ const services = {
   processes: ProcessService,
   tasks: TaskService,
   webhooks: WebhookService,
+  trust: TrustService,
 } as const;
 
 /** The generated clients of htk's services, sharing one transport. */
