@@ -14,8 +14,12 @@ with engine.connect() as connection:
     context.configure(
         connection=connection, target_metadata=config.attributes.get("target_metadata")
     )
+    # Serializes processes that migrate at once (htk run beside htk token
+    # ...). Held by the session, not by a transaction: a migration may commit
+    # part of its work on its own (a backfill in batches), and the lock must
+    # outlast that commit. Closing the connection releases it.
+    connection.execute(text("SELECT pg_advisory_lock(hashtext('htk-migrations'))"))
+    connection.commit()
     with context.begin_transaction():
-        # Serializes processes that migrate at once (htk run beside htk token ...).
-        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('htk-migrations'))"))
         context.run_migrations()
 engine.dispose()
