@@ -6,9 +6,11 @@
 2. Before any filter, the connection manager drops internal `x-htk-*`
    headers a client sent, and header names gRPC metadata does not take.
    Then the first Lua filter (`rest_filter.lua`, rendered with its
-   constants by `envoy.py` and `lua.py`): one spelling of `Authorization`,
+   constants by `envoy.py` and `lua.py`), which the commonest call skips (a
+   GET of a REST path with nothing for it to do, matched by its route in
+   `envoy.yaml`): one spelling of `Authorization`,
    a call without a token marked for the shared anonymous budget, the
-   request recorded for the access log,
+   query's parameter names recorded for the access log,
    a malformed `x-request-id` refused, a method the path does not take
    answered 405 (the paths come from the protos' google.api.http rules and
    from `dashboard.py`'s routes), and then the query string (if the path

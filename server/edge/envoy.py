@@ -24,7 +24,9 @@ from server.edge.constants import (
 )
 from server.edge.dashboard import DASHBOARD_METHODS, dashboard_routes
 from server.edge.lua import route_table, with_constants
+from server.edge.paths import RE2, template_pattern
 from server.settings import CHECKOUT, LogFormat, Settings
+from server.transport.http_rules import http_binding
 from server.transport.methods import api_services, method_table
 
 EDGE = Path(__file__).parent
@@ -158,16 +160,17 @@ def sse_event_ids_lua() -> str:
     return SSE_EVENT_IDS_LUA.read_text()
 
 
-# What the access log records of each request, as the client made it (the
-# first Lua filter records its method and path, its query's parameter names
-# alone: their values may hold search terms). The token's name comes from
-# the server (CALLER_NAME_HEADER), and is
+# What the access log records of each request, as the client made it: the
+# method and path the transcoder kept of a REST call (Envoy drops such
+# headers from clients), without the query, whose parameter names alone the
+# first Lua filter records (their values may hold search terms). The token's
+# name comes from the server (CALLER_NAME_HEADER), and is
 # never the token; the trace id is empty unless tracing is on. JSON lines
 # carry these keys; text lines the same values, in the order people read.
 ACCESS_LOG_FIELDS = {
     "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
-    "method": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:request:method)%",
-    "path": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:request:path)%",
+    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+    "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "query": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:request:query)%",
     "status": "%RESPONSE_CODE%",
     "grpc_status": "%GRPC_STATUS_NUMBER%",
@@ -222,11 +225,24 @@ def access_log(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+# The extension behind %REQ_WITHOUT_QUERY(...)%.
+_LOG_FORMATTERS = [
+    {
+        "name": "envoy.formatter.req_without_query",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+        },
+    }
+]
+
+
 def _access_log_format(log_format: LogFormat, fields: dict[str, str]) -> dict[str, Any]:
     if log_format == "json":
-        return {"json_format": {"level": "INFO", "logger": ACCESS_LOGGER, **fields}}
+        json_format = {"level": "INFO", "logger": ACCESS_LOGGER, **fields}
+        return {"json_format": json_format, "formatters": _LOG_FORMATTERS}
     line = ACCESS_LOG_TEXT.format(logger=ACCESS_LOGGER, **fields)
-    return {"text_format_source": {"inline_string": line}}
+    return {"text_format_source": {"inline_string": line}, "formatters": _LOG_FORMATTERS}
 
 
 # Envoy's own lines in HTK_LOG_FORMAT: the fields of server/logs.py's, with
@@ -253,8 +269,9 @@ def upstream_connection_window(settings: Settings) -> int:
 
 def _api_routing() -> dict[str, str]:
     """What Envoy's routes need to know of the API, as the protos declare it:
-    the services to transcode, the methods that only read (retried), and
-    those that stream (no route timeout)."""
+    the services to transcode, the methods that only read (retried), those
+    that stream (no route timeout), and the REST paths that take GET (the
+    route that skips the first Lua filter)."""
     methods = method_table(api_services())
     reads = sorted(re.escape(path) for path, method in methods.items() if method.read_only)
     streams = sorted(
@@ -262,11 +279,17 @@ def _api_routing() -> dict[str, str]:
         for path, method in methods.items()
         if method.descriptor.server_streaming or method.descriptor.client_streaming
     )
+    gets = sorted(
+        template_pattern(binding.template, RE2)
+        for method in methods.values()
+        if (binding := http_binding(method.descriptor)) is not None and binding.method == "GET"
+    )
     return {
         "api_services": json.dumps(sorted(service.full_name for service in api_services())),
         "read_methods_regex": json.dumps("|".join(reads)),
         # "$^" matches no path, where an empty pattern would match them all.
         "stream_methods_regex": json.dumps("|".join(streams) or "$^"),
+        "rest_get_paths_regex": json.dumps("|".join(gets) or "$^"),
     }
 
 

@@ -5,15 +5,13 @@ puts a preamble of `local` definitions before each (`with_constants`), so
 that a Lua file holds code alone and Python says each value once.
 """
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from google.protobuf import descriptor
 
-from server.transport.http_rules import TEMPLATE_PART, http_binding
-
-_LUA_MAGIC = re.compile(r"([\^$()%.\[\]*+\-?])")
+from server.edge.paths import LUA, lua_literal, template_pattern
+from server.transport.http_rules import http_binding
 
 
 def with_constants(source: Path, constants: Mapping[str, str]) -> str:
@@ -38,8 +36,7 @@ def route_table(
     405 and these methods in `Allow` (server/edge/rest_filter.lua).
     """
     allowed: dict[str, list[str]] = {
-        "^" + _LUA_MAGIC.sub(r"%\1", path) + "$": list(methods)
-        for path, methods in fixed_paths.items()
+        "^" + lua_literal(path) + "$": list(methods) for path, methods in fixed_paths.items()
     }
     for service in services:
         for method in service.methods:
@@ -55,22 +52,7 @@ def route_table(
 
 def path_pattern(template: str) -> str:
     """A Lua pattern matching the paths of a google.api.http path template."""
-    return "^" + _template_pattern(template) + "$"
-
-
-def _template_pattern(template: str) -> str:
-    pattern, position = "", 0
-    for match in TEMPLATE_PART.finditer(template):
-        pattern += _LUA_MAGIC.sub(r"%\1", template[position : match.start()])
-        wildcard = match["pattern"] if match["name"] else match[0]
-        if wildcard in (None, "*"):
-            pattern += "[^/]+"
-        elif wildcard == "**":
-            pattern += ".+"
-        else:
-            pattern += _template_pattern(wildcard)
-        position = match.end()
-    return pattern + _LUA_MAGIC.sub(r"%\1", template[position:])
+    return "^" + template_pattern(template, LUA) + "$"
 
 
 def _lua_value(value: str) -> str:

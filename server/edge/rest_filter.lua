@@ -50,10 +50,11 @@ function envoy_on_request(request)
   if anonymous then
     headers:add(ANONYMOUS_HEADER, "1")
   end
-  -- The request as the client made it, for the access
-  -- log (the transcoder rewrites REST requests): the
-  -- query's parameter names without their values,
-  -- which may hold search terms.
+  -- For the access log, which reads the method and
+  -- path itself: whether the call is gRPC (a request
+  -- this filter skipped is REST), and the query's
+  -- parameter names without their values, which may
+  -- hold search terms.
   local path = headers:get(":path")
   local question = string.find(path, "?", 1, true)
   local route_path = question and string.sub(path, 1, question - 1) or path
@@ -67,7 +68,7 @@ function envoy_on_request(request)
     query = table.concat(names, "&")
   end
   request:streamInfo():dynamicMetadata():set(METADATA_NAMESPACE, "request",
-    {method = method, path = route_path, query = query, grpc = grpc ~= nil})
+    {query = query, grpc = grpc ~= nil})
   -- A request id from the client is logged and
   -- returned as it is: one that could break a log
   -- line or fill it is refused, and Envoy makes one

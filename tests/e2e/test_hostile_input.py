@@ -9,6 +9,7 @@ Envoy and to the server directly) where the class applies.
 import base64
 import re
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +41,7 @@ from tests.e2e.test_rest_errors import (
     INVALID_ARGUMENT,
     assert_error,
     assert_invalid_field,
+    assert_rejected_by_transcoder,
     snapshot,
 )
 from tests.support.orgs import Org
@@ -422,6 +424,40 @@ def test_a_body_on_a_get_is_refused(
     )
 
     assert_invalid_field(response, "body")
+
+
+def _unannounced_body_get(stack: Stack, org: Org, path: str, body: str) -> httpx.Response:
+    """A GET over HTTP/2 whose body no content-length announces (curl: httpx
+    here speaks HTTP/1.1 alone), as Envoy's route for plain GETs takes it."""
+    result = subprocess.run(
+        [
+            "curl", "-sS", "--http2-prior-knowledge", "-X", "GET",
+            "-H", f"Authorization: {org.auth()['Authorization']}",
+            "-H", "Content-Length:", "-H", "Content-Type: application/json",
+            "--data-binary", body, "-w", "\n%{http_code} %{content_type}",
+            f"{stack.http_url}{path}",
+        ],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    content, _, written = result.stdout.rpartition("\n")
+    status, _, content_type = written.partition(" ")
+    return httpx.Response(
+        int(status), headers={"content-type": content_type}, content=content.encode()
+    )
+
+
+def test_a_body_on_a_get_is_refused_when_no_length_announces_it(
+    stack: Stack, rest: httpx.Client, tenant: Org, process_id: str
+) -> None:
+    other = create_process(rest, tenant)["process_id"]
+
+    listed = _unannounced_body_get(stack, tenant, PROCESSES, '{"status": "failed"}')
+    got = _unannounced_body_get(
+        stack, tenant, f"{PROCESSES}/{process_id}", f'{{"process_id": "{other}"}}'
+    )
+
+    assert_invalid_field(listed, "body")
+    assert_rejected_by_transcoder(got, "process_id")
 
 
 # --- 6. blank required text -------------------------------------------------------------

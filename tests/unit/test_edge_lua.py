@@ -81,3 +81,15 @@ def test_every_internal_header_has_the_prefix_envoy_drops_from_clients() -> None
     headers = [value for name, value in vars(constants).items() if name.endswith("_HEADER")]
     assert len(headers) == 4
     assert all(header.startswith(constants.INTERNAL_HEADER_PREFIX) for header in headers)
+
+
+def test_only_plain_gets_with_a_canonical_token_skip_the_rest_filter(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HTK_DATA_DIR": str(tmp_path)})
+    config = render_envoy_config(settings, stack_id=0).read_text()
+    skip = "envoy.filters.http.lua:\n"
+    assert config.count(skip) == 1
+    route = config[config.rindex("- match:", 0, config.index(skip)) : config.index(skip)]
+    assert "string_match: { exact: GET }" in route
+    assert 'regex: "Bearer [^ \\\\t\\\\n\\\\v\\\\f\\\\r]+"' in route
+    for header in ("content-length", "transfer-encoding"):
+        assert f"{{ name: {header}, present_match: false }}" in route

@@ -13,7 +13,8 @@ from server.domain.errors import InvalidArgument
 from server.domain.processes import MAX_DATA_DEPTH
 from server.edge.constants import INTERNAL_HEADER_PREFIX, JSON_BODY_HEADER, QUERY_HEADER
 from server.edge.lua import path_pattern, route_table
-from server.edge.rest_input import rest_request
+from server.edge.paths import RE2, template_pattern
+from server.edge.rest_input import TRANSCODED_HEADER, rest_request
 from server.transport.http_rules import HttpBinding
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ProcessService"]
@@ -243,6 +244,23 @@ def test_a_body_on_a_get_is_refused() -> None:
     assert refused("ListProcesses", body=b'{"status": "running"}') == "body"
 
 
+def test_a_body_the_transcoder_bound_on_a_get_is_refused() -> None:
+    """A GET Envoy's Lua filter skipped brings no internal header: a field
+    beyond the path's can only have come from a body."""
+    transcoded = [(TRANSCODED_HEADER, "/api/v1/processes/p1")]
+    method = SERVICE.methods_by_name["GetProcess"]
+    plain = pb.GetProcessRequest(process_id="p1")
+    assert rest_request(method, plain, transcoded, ENVOY) is plain
+    listing = SERVICE.methods_by_name["ListProcesses"]
+    with pytest.raises(InvalidArgument) as refusal:
+        rest_request(listing, pb.ListProcessesRequest(limit=5), transcoded, ENVOY)
+    assert refusal.value.field == "body"
+    # A native gRPC call sets what it likes; one from elsewhere cannot pose as REST.
+    for metadata, peer in (([], ENVOY), (transcoded, "ipv4:127.0.0.1:5000")):
+        request = pb.ListProcessesRequest(limit=5)
+        assert rest_request(listing, request, metadata, peer) is request
+
+
 @pytest.mark.parametrize(
     "metadata",
     [[(QUERY_HEADER, "")], [(JSON_BODY_HEADER, "e30=")], [(INTERNAL_HEADER_PREFIX + "other", "1")]],
@@ -274,6 +292,10 @@ def test_bindings_name_their_path_fields_and_body() -> None:
     nested_template = HttpBinding("GET", "/v1/{name=shelves/*/books/**}:get.x", "")
     assert nested_template.path_fields == frozenset({"name"})
     assert path_pattern(nested_template.template) == "^/v1/shelves/[^/]+/books/.+:get%.x$"
+    # As Envoy's routes match `:path`, query string included: no wildcard takes a `?`.
+    assert template_pattern(nested_template.template, RE2) == (
+        r"/v1/shelves/[^/?]+/books/[^?]+:get\.x"
+    )
 
 
 def test_the_lua_route_table_lists_each_path_with_its_methods() -> None:
