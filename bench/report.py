@@ -248,8 +248,12 @@ class Beside:
 
     @classmethod
     def all(cls, results: list[Measurement]) -> list["Beside"]:
+        # Only the phases with a reference of their own: others measured by
+        # pgbench too (notifications, a synchronous standby) have sections of theirs.
         phases = dict.fromkeys(
-            (m.name, m.workers, m.concurrency) for m in results if m.transport == pgbench.TRANSPORT
+            (m.name, m.workers, m.concurrency)
+            for m in results
+            if m.transport == pgbench.TRANSPORT and m.name in pgbench.REFERENCES
         )
         found = []
         for name, workers, concurrency in phases:

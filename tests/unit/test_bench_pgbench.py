@@ -162,3 +162,13 @@ def test_the_update_reference_notifies_after_its_commit_unless_told_not_to() -> 
     assert script.rstrip().endswith("\\endpipeline")
     assert pgbench.variables("t", 1, 1)["notify"] == "1"
     assert pgbench.variables("t", 1, 1, notify=False)["notify"] == "0"
+
+
+def test_phases_without_a_reference_of_their_own_stay_out_of_the_pgbench_table() -> None:
+    # As the synchronous standby's phase: pgbench, gRPC and REST rounds alike.
+    results = [
+        dataclasses.replace(m, name=f"{pgbench.UPDATE}, synchronous standby")
+        for m in _rounds((1000, 400, 380))
+    ]
+    assert report.Beside.all(results) == []
+    assert not [line for line in report.beside_pgbench(results) if line.startswith("| Update")]
