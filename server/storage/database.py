@@ -5,14 +5,14 @@ import contextvars
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal, LiteralString, cast
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import PipelineStatus, TransactionStatus
 from sqlalchemy import Connection, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -23,6 +23,7 @@ from sqlalchemy.pool import QueuePool
 from server import tracing
 from server.domain.errors import DeadlineExceeded, Unavailable
 from server.metrics import DB_QUERY_DURATION
+from server.storage.wire import Row, Statement, Wire
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,10 @@ class Database:
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
                 "options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS}s"
                 f" -c lock_timeout={LOCK_TIMEOUT_SECONDS}s",
+                # The hot statements are prepared by `Wire`. psycopg's own
+                # preparing would, at any ROLLBACK, deallocate every
+                # statement prepared on the connection, Wire's too.
+                "prepare_threshold": None,
             },
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_first)
@@ -299,7 +304,10 @@ def _at_rest(connection: AsyncConnection) -> bool:
     if connection.closed or connection.invalidated or connection.in_transaction():
         return False
     driver = connection.info.get(_DRIVER)
-    return driver is None or driver.info.transaction_status == TransactionStatus.IDLE
+    return driver is None or (
+        driver.info.transaction_status == TransactionStatus.IDLE
+        and driver.pgconn.pipeline_status == PipelineStatus.OFF
+    )
 
 
 def _cause(error: DBAPIError | psycopg.Error) -> BaseException | None:
@@ -311,6 +319,8 @@ def _cause(error: DBAPIError | psycopg.Error) -> BaseException | None:
 # In a connection's `info`: psycopg's connection under it, once looked up
 # (SQLAlchemy clears `info` when it replaces the connection).
 _DRIVER = "htk_driver"
+# In a connection's `info`: its `Wire`, once made.
+_WIRE = "htk_wire"
 # In a connection's `info`: the BEGIN that opens its transaction, until a
 # statement has carried it.
 _DUE_BEGIN = "htk_due_begin"
@@ -320,8 +330,6 @@ _DUE_WRITES = "htk_due_writes"
 # In a connection's `info`: the statements to send once its transaction has
 # committed (`after_commit`), in order.
 _DUE_AFTER_COMMIT = "htk_due_after_commit"
-
-Statement = tuple[LiteralString, Mapping[str, Any]]
 
 
 def write_later(connection: AsyncConnection, statement: Statement) -> None:
@@ -410,21 +418,19 @@ _STATEMENT_SPAN_LISTENERS: dict[str, Callable[..., None]] = {
 }
 
 
-async def in_one_round_trip(
-    connection: AsyncConnection, *statements: Statement
-) -> psycopg.AsyncCursor[Any]:
+async def in_one_round_trip(connection: AsyncConnection, *statements: Statement) -> list[Row]:
     """Runs `statements` on the psycopg connection under `connection`, in its
-    transaction, and returns the last one's cursor.
+    transaction, and returns the last one's rows.
 
     For the hot statements, which SQLAlchemy's layers would only slow down
-    (psycopg prepares them itself). The statements, and the BEGIN of the
-    transaction and the writes left for later (`write_later`) when they are
-    due, go to PostgreSQL together: one round trip. Each still starts once
-    the one before it has finished.
+    (they go by `Wire`). The statements, and the BEGIN of the transaction
+    and the writes left for later (`write_later`) when they are due, go to
+    PostgreSQL together: one round trip. Each still starts once the one
+    before it has finished.
     """
-    cursor = await _round_trip(connection, statements, commit=False, ending=False)
-    assert cursor is not None  # given statements, the round trip ran them
-    return cursor
+    rows = await _round_trip(connection, statements, commit=False, ending=False)
+    assert rows is not None  # given statements, the round trip ran them
+    return rows
 
 
 async def _end(connection: AsyncConnection, *, commit: bool) -> None:
@@ -468,16 +474,17 @@ _ROLLBACK_NEEDED = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 async def _round_trip(
     connection: AsyncConnection, statements: tuple[Statement, ...], *, commit: bool, ending: bool
-) -> psycopg.AsyncCursor[Any] | None:
+) -> list[Row] | None:
     """Sends what is due (BEGIN, the writes left for later), `statements`,
     the COMMIT if `commit` and, if the transaction is `ending`, what is to
     follow it (`after_commit`), in one round trip; returns the last
-    statement's cursor (None when `statements` is empty)."""
+    statement's rows (None when `statements` is empty)."""
     info = connection.info
-    driver = info.get(_DRIVER)
-    if driver is None:
+    wire = info.get(_WIRE)
+    if wire is None:
         pooled = await connection.get_raw_connection()
         driver = info[_DRIVER] = cast(psycopg.AsyncConnection[Any], pooled.driver_connection)
+        wire = info[_WIRE] = Wire(driver)
     begin = info.pop(_DUE_BEGIN, None)
     sent = [*info.pop(_DUE_WRITES, ()), *statements]
     following = info.pop(_DUE_AFTER_COMMIT, ()) if ending else ()
@@ -485,29 +492,21 @@ async def _round_trip(
     # Each statement's span lasts until its result is in: the round trip's end.
     spans = [tracing.statement_span(query) for query, _ in sent]
     error: BaseException | None = None
-    cursor: psycopg.AsyncCursor[Any] | None = None
-    # The last statement before those that follow the commit: once it has
-    # succeeded, the transaction's work stands.
-    last: psycopg.AsyncCursor[Any] | None = None
     try:
-        if begin is None and not commit and len(sent) == 1 and not following:
-            return await driver.execute(*sent[0])
-        async with driver.pipeline():
-            if begin is not None:
-                await driver.execute(begin, prepare=False)
-            for query, parameters in sent:
-                cursor = last = await driver.execute(query, parameters)
-            if commit:
-                last = await driver.execute("COMMIT", prepare=False)
-            for query, parameters in following:
-                await driver.execute(query, parameters)
-        return cursor if statements else None
-    except psycopg.Error as failure:
-        if following and _succeeded(last):
-            log.warning("a statement after a commit failed: %s", failure)
-            return cursor if statements else None
-        error = failure
-        raise
+        outcomes = await wire.run(
+            [*((begin,) if begin else ()), *sent, *(("COMMIT",) if commit else ()), *following]
+        )
+        # Once the transaction's statements have succeeded, its work stands:
+        # a failure of what follows the commit is logged, never raised.
+        standing = len(outcomes) - len(following)
+        error = next((outcome.error for outcome in outcomes[:standing] if outcome.error), None)
+        if error is not None:
+            raise error
+        if failed := next(
+            (outcome.error for outcome in outcomes[standing:] if outcome.error), None
+        ):
+            log.warning("a statement after a commit failed: %s", failed)
+        return outcomes[(begin is not None) + len(sent) - 1].rows if statements else None
     except BaseException as failure:
         error = failure
         raise
@@ -515,15 +514,6 @@ async def _round_trip(
         DB_QUERY_DURATION.observe(time.perf_counter() - sent_at)
         for span in spans:
             tracing.end_statement_span(span, error)
-
-
-def _succeeded(cursor: psycopg.AsyncCursor[Any] | None) -> bool:
-    """Whether the statement of `cursor`, run in a pipeline, has succeeded (a
-    COMMIT committed: one of a failed transaction answers ROLLBACK)."""
-    if cursor is None or cursor.pgresult is None:
-        return False
-    done = cursor.pgresult.status in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
-    return done and cursor.statusmessage != "ROLLBACK"
 
 
 async def _apply_deadline(connection: AsyncConnection) -> None:

@@ -8,8 +8,9 @@ one back the same way; a uuid is its text form either way.
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import FromClause
@@ -47,9 +48,15 @@ def _json_value(value: Any) -> str:
 
 class Reader:
     """Turns a JSON array of `columns` of `table` back into their Python values:
-    text into datetimes and UUIDs where the table has those types."""
+    text into datetimes and UUIDs where the table has those types, and into
+    the members of `enums` (by column) where the domain has them."""
 
-    def __init__(self, table: FromClause, columns: Sequence[str]) -> None:
+    def __init__(
+        self,
+        table: FromClause,
+        columns: Sequence[str],
+        enums: Mapping[str, type[Enum]] | None = None,
+    ) -> None:
         self.columns = tuple(columns)
         self._times = [
             index
@@ -59,6 +66,11 @@ class Reader:
         self._uuids = [
             index for index, column in enumerate(columns) if isinstance(table.c[column].type, Uuid)
         ]
+        # By dict lookup: calling the enum costs as much again.
+        self._members = [
+            (columns.index(column), {member.value: member for member in enum})
+            for column, enum in (enums or {}).items()
+        ]
 
     def values(self, array: list[Any]) -> dict[str, Any]:
         for index in self._times:
@@ -67,4 +79,7 @@ class Reader:
         for index in self._uuids:
             if array[index] is not None:
                 array[index] = uuid.UUID(array[index])
+        for index, members in self._members:
+            if array[index] is not None:
+                array[index] = members[array[index]]
         return dict(zip(self.columns, array, strict=True))

@@ -21,6 +21,5 @@ async def count_locked(connection: AsyncConnection, org_id: str, held: Held) -> 
     until the transaction ends: two creations at once count one after the
     other, so neither passes a limit the other reached. An organization
     without a row yet (its first token is not stored) has none."""
-    cursor = await in_one_round_trip(connection, (_COUNT_LOCKED[held], {"org_id": org_id}))
-    row = await cursor.fetchone()
-    return int(row[0]) if row is not None else 0
+    rows = await in_one_round_trip(connection, (_COUNT_LOCKED[held], {"org_id": org_id}))
+    return int(rows[0][0]) if rows else 0

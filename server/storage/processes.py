@@ -28,11 +28,13 @@ from server.domain.processes import (
     StepStatus,
     event_type,
 )
-from server.storage.database import Statement, in_one_round_trip, write_later
+from server.domain.tasks import Task
+from server.storage.database import in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
 from server.storage.notifications import Notification, notify
 from server.storage.tables import ProcessEvent, ProcessRow, StepRow, TaskRow
-from server.storage.tasks import TASK_JSON, TASK_STATE, task_of, task_state, task_values
+from server.storage.tasks import TASK_JSON, TASK_STATE, task_state, task_values
+from server.storage.wire import Statement
 
 # The columns that change as a process runs (all but its definition).
 _PROCESS_STATE = (
@@ -91,7 +93,7 @@ ORDER BY seq
 # StepRow's columns carry the names of Step's fields; a step's task has a row
 # of its own, which the step names by task_id.
 _STEP_FIELDS = [field.name for field in dataclasses.fields(Step) if field.name != "task"]
-_STEP_JSON = Reader(StepRow.__table__, _STEP_FIELDS)
+_STEP_JSON = Reader(StepRow.__table__, _STEP_FIELDS, {"status": StepStatus})
 _PROCESS_COLUMNS = (
     "process_id",
     "org_id",
@@ -230,8 +232,7 @@ async def events_after(
         "max_bytes": MAX_EVENTS_PAGE_BYTES,
         "overhead": EVENT_OVERHEAD_BYTES,
     }
-    cursor = await in_one_round_trip(connection, (_EVENTS_AFTER, parameters))
-    rows = await cursor.fetchall()
+    rows = await in_one_round_trip(connection, (_EVENTS_AFTER, parameters))
     events = [
         Event(
             seq=seq,
@@ -250,8 +251,8 @@ async def last_seqs(
     connection: AsyncConnection, process_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, int]:
     """The seq of the last event of each of these processes (0: none yet), by id."""
-    cursor = await in_one_round_trip(connection, (_LAST_SEQS, {"process_ids": process_ids}))
-    return dict(await cursor.fetchall())
+    rows = await in_one_round_trip(connection, (_LAST_SEQS, {"process_ids": process_ids}))
+    return dict(rows)
 
 
 async def events(
@@ -293,8 +294,7 @@ async def page_and_total(
     """The query's page of matches (and one more if another page follows), and
     how many processes match over all pages: one statement, so one snapshot
     for both, and one round trip."""
-    cursor = await in_one_round_trip(connection, list_statement(query))
-    rows = await cursor.fetchall()
+    rows = await in_one_round_trip(connection, list_statement(query))
     return [_summary(row[1:]) for row in rows if row[1] is not None], int(rows[0][0])
 
 
@@ -459,36 +459,32 @@ async def load(
     `for_update` takes its row lock first (both statements in one round trip)."""
     keys = {"org_id": org_id, "process_id": process_id}
     lock: tuple[Statement, ...] = ((_LOCK, keys),) if for_update else ()
-    cursor = await in_one_round_trip(connection, *lock, (_LOAD, keys))
-    row = await cursor.fetchone()
-    return _process_of(row) if row is not None else None
+    rows = await in_one_round_trip(connection, *lock, (_LOAD, keys))
+    return _process_of(rows[0]) if rows else None
 
 
 async def load_many(
     connection: AsyncConnection, process_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Process]:
     """The processes with these ids, whatever their organization, by id."""
-    cursor = await in_one_round_trip(connection, (_LOAD_MANY, {"process_ids": list(process_ids)}))
-    loaded = [_process_of(row) for row in await cursor.fetchall()]
+    rows = await in_one_round_trip(connection, (_LOAD_MANY, {"process_ids": list(process_ids)}))
+    loaded = [_process_of(row) for row in rows]
     return {process.process_id: process for process in loaded}
 
 
 def _process_of(row: Sequence[Any]) -> Process:
     """A process from a row of _SELECT_PROCESSES."""
     process = dict(zip(_PROCESS_COLUMNS, row[:-1], strict=True))
-    return Process(
-        **process | {"status": ProcessStatus(process["status"])},
-        steps=[_step_of(step_and_task) for step_and_task in row[-1]],
-    )
+    process["status"] = _STATUSES[process["status"]]
+    return Process(**process, steps=[_step_of(step_and_task) for step_and_task in row[-1]])
 
 
 def _step_of(step_and_task: list[Any]) -> Step:
     """A step from the JSON arrays of its columns and of its task's."""
     columns, task = step_and_task
-    step = _STEP_JSON.values(columns)
     return Step(
-        **step | {"status": StepStatus(step["status"])},
-        task=task_of(TASK_JSON.values(task)) if task is not None else None,
+        **_STEP_JSON.values(columns),
+        task=Task(**TASK_JSON.values(task)) if task is not None else None,
     )
 
 

@@ -39,7 +39,7 @@ TASK_STATE = (
     "completed_by_token_id",
 )
 # A task's columns as storage reads them in JSON (server/storage/processes.py).
-TASK_JSON = Reader(TaskRow.__table__, _TASK_FIELDS)
+TASK_JSON = Reader(TaskRow.__table__, _TASK_FIELDS, {"status": TaskStatus, "outcome": Outcome})
 # A task's columns in its fields' order: a row builds a Task by position.
 _TASK_COLUMNS = [TaskRow.__table__.c[name] for name in _TASK_FIELDS]
 _STATUSES = {status.value: status for status in TaskStatus}
@@ -166,18 +166,6 @@ def _task(row: Sequence[Any]) -> Task:
         comment,
         completed_by,
         token_id,
-    )
-
-
-def task_of(values: dict[str, Any]) -> Task:
-    """The task whose columns hold `values`."""
-    outcome = values["outcome"]
-    return Task(
-        **values
-        | {
-            "status": TaskStatus(values["status"]),
-            "outcome": Outcome(outcome) if outcome is not None else None,
-        }
     )
 
 

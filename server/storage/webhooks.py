@@ -264,8 +264,8 @@ async def claim(
         "per_webhook": per_webhook,
         "limit": limit,
     }
-    cursor = await in_one_round_trip(connection, (_CLAIM, parameters))
-    return [Claimed(*row) for row in await cursor.fetchall()]
+    rows = await in_one_round_trip(connection, (_CLAIM, parameters))
+    return [Claimed(*row) for row in rows]
 
 
 def finish(

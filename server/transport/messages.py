@@ -143,25 +143,16 @@ def caller(authenticated: Caller) -> pb.Caller:
 
 
 def process(process: Process) -> pb.Process:
-    return pb.Process(
+    """The message of a process. Its steps' messages are built in place, in
+    their repeated fields, and so are its times: one built apart would be
+    copied in. A Get is mostly this."""
+    message = pb.Process(
         process_id=str(process.process_id),
         namespace=process.namespace,
         name=process.name,
         status=process.status.value,
         current_step=process.current_step,
-        step_defs=[
-            pb.StepDef(
-                key=step.key,
-                label=step.label,
-                human=step.human,
-                timeout_seconds=step.timeout_seconds,
-            )
-            for step in process.steps
-        ],
-        timeline=[_timeline_entry(step) for step in process.steps],
         task_ids=[str(task_id) for task_id in process.task_ids],
-        started_at=_timestamp(process.started_at),
-        finished_at=_timestamp(process.finished_at),
         summary=process.summary,
         error=process.error,
         seq=process.update_count,
@@ -170,27 +161,48 @@ def process(process: Process) -> pb.Process:
         labels=process.labels,
         url=process.url,
     )
+    add_step_def = message.step_defs.add
+    add_entry = message.timeline.add
+    for step in process.steps:
+        add_step_def(
+            key=step.key, label=step.label, human=step.human, timeout_seconds=step.timeout_seconds
+        )
+        _timeline_entry(step, add_entry)
+    if process.started_at is not None:
+        _set_time(message.started_at, process.started_at)
+    if process.finished_at is not None:
+        _set_time(message.finished_at, process.finished_at)
+    return message
 
 
-def _timeline_entry(step: Step) -> pb.TimelineEntry:
-    duration = step.duration_ms
-    return pb.TimelineEntry(
+def _timeline_entry(
+    step: Step, make: Callable[..., pb.TimelineEntry] = pb.TimelineEntry
+) -> pb.TimelineEntry:
+    """The timeline's entry of `step`, made by `make` (a repeated field's
+    `add`, to build it in place)."""
+    entry = make(
         step=step.key,
         label=step.label,
         status=step.status.value,
         human=step.human,
-        task_id=str(step.task_id) if step.task_id is not None else None,
-        started_at=_timestamp(step.started_at),
-        completed_at=_timestamp(step.completed_at),
-        duration_ms=float(duration) if duration is not None else None,
+        task_id=str(step.task.task_id) if step.task is not None else None,
         detail=step.detail,
-        data=_struct(step.data),
         progress_message=step.progress_message,
         progress_percent=step.progress_percent,
         error=step.error,
         completed_by=step.completed_by,
         completed_by_token_id=_text(step.completed_by_token_id),
     )
+    if step.started_at is not None:
+        _set_time(entry.started_at, step.started_at)
+    if step.completed_at is not None:
+        _set_time(entry.completed_at, step.completed_at)
+    if (duration := step.duration_ms) is not None:
+        entry.duration_ms = duration
+    if step.data is not None:
+        entry.data.SetInParent()  # an empty object is still an object
+        entry.data.update(step.data)
+    return entry
 
 
 def _summary(

@@ -27,11 +27,11 @@ from sqlalchemy.dialects import postgresql
 
 from server.domain.processes import ListQuery, PagePosition, list_query
 from server.domain.tasks import TaskPosition, TaskQuery, task_query
-from server.storage.database import Statement
 from server.storage.migrate import upgrade_to_latest
 from server.storage.processes import list_page_statement, list_total_statement
 from server.storage.retention import expired_statement
 from server.storage.tasks import task_page_statement, task_total_statement
+from server.storage.wire import Statement
 from tests.support.stack import Stack
 
 ORG = "plans"

@@ -30,31 +30,30 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 async def backend_pid(database: Database) -> int:
     async with database.transaction(isolation="AUTOCOMMIT") as connection:
-        cursor = await in_one_round_trip(connection, ("SELECT pg_backend_pid()", {}))
-        row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        [(pid,)] = await in_one_round_trip(connection, ("SELECT pg_backend_pid()", {}))
+        return int(pid)
 
 
 async def in_transaction(database: Database) -> bool:
-    """Whether the next call's connection starts inside a transaction."""
-    async with database.transaction(isolation="AUTOCOMMIT") as connection:
-        cursor = await in_one_round_trip(
-            connection, ("SELECT now() <> statement_timestamp() AS inside", {})
-        )
-        row = await cursor.fetchone()
-        assert row is not None
-        return bool(row[0])
+    """Whether the next call's connection starts inside a transaction: two
+    calls in turn (on the same idle connection) see the same transaction id
+    only if the first left its transaction open."""
+    ids = []
+    for _ in range(2):
+        async with database.transaction(isolation="AUTOCOMMIT") as connection:
+            [(transaction_id,)] = await in_one_round_trip(
+                connection, ("SELECT pg_current_xact_id()::text", {})
+            )
+            ids.append(transaction_id)
+    return ids[0] == ids[1]
 
 
 async def marks(database: Database, mark: str) -> int:
     async with database.transaction(isolation="AUTOCOMMIT") as connection:
-        cursor = await in_one_round_trip(
+        [(count,)] = await in_one_round_trip(
             connection, ("SELECT count(*) FROM reuse_marks WHERE mark = %(mark)s", {"mark": mark})
         )
-        row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        return int(count)
 
 
 async def test_a_connection_serves_call_after_call(database: Database) -> None:
