@@ -132,3 +132,20 @@ async def test_a_lost_connection_fails_one_call_and_the_next_has_a_new_one(
     with pytest.raises(Unavailable):
         await backend_pid(database)
     assert await backend_pid(database) != lost
+
+
+async def test_statements_prepared_before_a_rolled_back_call_are_prepared_again(
+    database: Database,
+) -> None:
+    """Were psycopg to prepare SQLAlchemy's statements once they repeat, it
+    would deallocate everything prepared on the connection at a rollback,
+    the hot statements too, and the next call would find them missing."""
+    for _ in range(8):  # past psycopg's threshold (5) for preparing its own
+        async with database.transaction(isolation="AUTOCOMMIT") as connection:
+            await connection.execute(text("SELECT count(*) FROM reuse_marks"))
+        assert await marks(database, "prepared") == 0
+    with pytest.raises(NotFound):
+        async with database.transaction() as connection:
+            await in_one_round_trip(connection, ("INSERT INTO reuse_marks VALUES ('rolled')", {}))
+            raise NotFound("the call's own error")
+    assert await marks(database, "rolled") == 0
