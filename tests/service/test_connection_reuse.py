@@ -38,7 +38,7 @@ async def in_transaction(database: Database) -> bool:
     """Whether the next call's connection starts inside a transaction: two
     calls in turn (on the same idle connection) see the same transaction id
     only if the first left its transaction open."""
-    ids = []
+    ids: list[str] = []
     for _ in range(2):
         async with database.transaction(isolation="AUTOCOMMIT") as connection:
             [(transaction_id,)] = await in_one_round_trip(
