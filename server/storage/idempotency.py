@@ -4,16 +4,25 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.idempotency import IdempotencyKey, RememberedRequest
-from server.storage.database import write_later
+from server.storage.database import in_one_round_trip, write_later
 from server.storage.tables import IdempotencyKeyRow
 
 
 def _row(key: IdempotencyKey) -> tuple[ColumnElement[bool], ...]:
     return (IdempotencyKeyRow.org_id == key.org_id, IdempotencyKeyRow.key == key.key)
+
+
+# Raw SQL, sent with the BEGIN of its write's transaction: a keyed write's
+# first statement (`in_one_round_trip`).
+_CLAIM = """
+INSERT INTO idempotency_keys (org_id, key, request_fingerprint, response, created_at)
+VALUES (%(org_id)s, %(key)s, %(request_fingerprint)s, NULL, %(created_at)s)
+ON CONFLICT DO NOTHING
+RETURNING key
+"""
 
 
 async def insert_claim(connection: AsyncConnection, key: IdempotencyKey, now: datetime) -> bool:
@@ -22,19 +31,19 @@ async def insert_claim(connection: AsyncConnection, key: IdempotencyKey, now: da
     A concurrent transaction inserting the same key waits here until this
     one commits or rolls back.
     """
-    claimed = await connection.execute(
-        insert(IdempotencyKeyRow)
-        .values(
-            org_id=key.org_id,
-            key=key.key,
-            request_fingerprint=key.request_fingerprint,
-            response=None,
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(IdempotencyKeyRow.key)
+    claimed = await in_one_round_trip(
+        connection,
+        (
+            _CLAIM,
+            {
+                "org_id": key.org_id,
+                "key": key.key,
+                "request_fingerprint": key.request_fingerprint,
+                "created_at": now,
+            },
+        ),
     )
-    return claimed.first() is not None
+    return bool(claimed)
 
 
 async def lock_remembered(
