@@ -55,12 +55,10 @@ def translated(query: str) -> tuple[bytes, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one statement of a round trip came to: its command tag (`COMMIT`,
-    or `ROLLBACK` for the COMMIT of a failed transaction), its rows, and its
-    error (None for a success; a statement after a failed one in the same
-    round trip is skipped and has the error of that one)."""
+    """What one statement of a round trip came to: its rows, and its error
+    (None for a success; a statement after a failed one in the same round
+    trip is skipped and has the error of that one)."""
 
-    command: bytes
     rows: list[Row]
     error: psycopg.Error | None
 
@@ -173,7 +171,7 @@ class Wire:
                 transformer.set_pgresult(result)
                 rows = transformer.load_rows(0, result.ntuples, tuple)
             error = failure if status in _FAILED else None
-            outcomes.append(Outcome(result.command_status or b"", rows, error))
+            outcomes.append(Outcome(rows, error))
         return outcomes
 
 
