@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import FromClause, Row, select, tuple_
+from sqlalchemy import FromClause
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.processes import (
@@ -32,7 +32,7 @@ from server.domain.tasks import Task
 from server.storage.database import in_one_round_trip, write_later
 from server.storage.json_rows import Reader, json_array, recordset, to_json
 from server.storage.notifications import Notification, notify
-from server.storage.tables import ProcessEvent, ProcessRow, StepRow, TaskRow
+from server.storage.tables import ProcessRow, StepRow, TaskRow
 from server.storage.tasks import TASK_JSON, TASK_STATE, task_state, task_values
 from server.storage.wire import Statement
 
@@ -69,6 +69,13 @@ _STEP_STATE = (
 # Up to `limit` events after `after_seq`, cut where their sizes (see
 # MAX_EVENTS_PAGE_BYTES) pass `max_bytes`, but never before the first; one
 # more is read (not returned), and `found` counts them, to tell if more follow.
+# process_events' columns in the table's order, as `event_of` reads them.
+_EVENT_COLUMNS = ("process_id", "seq", "type", "step", "payload", "recorded_at", "actor")
+# The events of a batch of (process_id, seq) keys: a primary-key probe each.
+_EVENTS = f"""
+SELECT {", ".join(_EVENT_COLUMNS)} FROM process_events
+WHERE (process_id, seq) IN (SELECT * FROM unnest(%(process_ids)s::uuid[], %(seqs)s::integer[]))
+"""  # noqa: S608
 _EVENTS_AFTER = """
 SELECT process_id, seq, type, step, payload, recorded_at, actor, found FROM (
   SELECT *, count(*) OVER () AS found,
@@ -233,17 +240,7 @@ async def events_after(
         "overhead": EVENT_OVERHEAD_BYTES,
     }
     rows = await in_one_round_trip(connection, (_EVENTS_AFTER, parameters))
-    events = [
-        Event(
-            seq=seq,
-            type=event_type(kind),
-            step=step,
-            payload=payload,
-            recorded_at=recorded_at,
-            actor=actor,
-        )
-        for _, seq, kind, step, payload, recorded_at, actor, _ in rows
-    ]
+    events = [event_of(row) for row in rows]
     return EventBatch(events=events, more=bool(rows) and rows[0][-1] > len(rows))
 
 
@@ -261,20 +258,23 @@ async def events(
     """The events with these (process_id, seq) keys, by key."""
     if not keys:
         return {}
-    key = tuple_(ProcessEvent.process_id, ProcessEvent.seq)
-    statement = select(*ProcessEvent.__table__.columns).where(key.in_(keys))
-    return {(row.process_id, row.seq): event_of(row) for row in await connection.execute(statement)}
+    process_ids, seqs = zip(*keys, strict=True)
+    parameters = {"process_ids": list(process_ids), "seqs": list(seqs)}
+    rows = await in_one_round_trip(connection, (_EVENTS, parameters))
+    return {(row[0], row[1]): event_of(row) for row in rows}
 
 
-def event_of(row: Row[Any]) -> Event:
-    """The event a row of process_events holds."""
+def event_of(row: Sequence[Any]) -> Event:
+    """The event in a row of process_events' columns, in the table's order
+    (_EVENT_COLUMNS; any columns after them are ignored)."""
+    _, seq, kind, step, payload, recorded_at, actor = row[:7]
     return Event(
-        seq=row.seq,
-        type=event_type(row.type),
-        step=row.step,
-        payload=row.payload,
-        recorded_at=row.recorded_at,
-        actor=row.actor,
+        seq=seq,
+        type=event_type(kind),
+        step=step,
+        payload=payload,
+        recorded_at=recorded_at,
+        actor=actor,
     )
 
 
@@ -282,10 +282,9 @@ async def summaries(
     connection: AsyncConnection, org_id: str, process_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, ProcessSummary]:
     """The organization's processes among `process_ids`, as a list shows them, by id."""
-    statement = select(*_SUMMARY_COLUMNS).where(
-        ProcessRow.org_id == org_id, ProcessRow.process_id.in_(list(process_ids))
-    )
-    return {row.process_id: _summary(row) for row in await connection.execute(statement)}
+    parameters = {"org_id": org_id, "process_ids": list(process_ids)}
+    rows = await in_one_round_trip(connection, (_SUMMARIES, parameters))
+    return {row[0]: _summary(row) for row in rows}
 
 
 async def page_and_total(
@@ -306,7 +305,10 @@ async def page_and_total(
 # row builds a summary by position.
 _SUMMARY_FIELDS = tuple(field.name for field in dataclasses.fields(ProcessSummary))
 _STATUSES = {status.value: status for status in ProcessStatus}
-_SUMMARY_COLUMNS = tuple(ProcessRow.__table__.c[field] for field in _SUMMARY_FIELDS)
+_SUMMARIES = (
+    f"SELECT {', '.join(_SUMMARY_FIELDS)} FROM processes"  # noqa: S608
+    " WHERE org_id = %(org_id)s::text AND process_id = ANY(%(process_ids)s::uuid[])"
+)
 
 
 @dataclasses.dataclass(frozen=True)
