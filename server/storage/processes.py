@@ -93,7 +93,7 @@ WHERE position <= %(limit)s AND (position = 1 OR bytes <= %(max_bytes)s)
 ORDER BY seq
 """
 
-# Get and Update in SQL for psycopg itself, which prepares them: a Get is one
+# Get and Update in SQL for Wire, which prepares them: a Get is one
 # statement, an Update one to load and one to write. Through SQLAlchemy and a
 # statement per table they cost several times what PostgreSQL spends on them.
 
@@ -297,7 +297,7 @@ async def page_and_total(
     return [_summary(row[1:]) for row in rows if row[1] is not None], int(rows[0][0])
 
 
-# List in SQL for psycopg itself, which prepares it: one statement per filter
+# List in SQL for Wire, which prepares it: one statement per filter
 # shape, written once. Built and compiled by SQLAlchemy on every call, it cost
 # more than PostgreSQL takes to run it. A shape is which filters are given,
 # whether a page token bounds the walk, and the sort order.

@@ -166,7 +166,7 @@ def explain(
     By default the statement goes as the server sends it, its parameters
     bound apart, so the planner sees their values. With `generic`, it is
     planned as a prepared statement without them, which is what PostgreSQL
-    may settle on once psycopg prepares a statement run often (5 times).
+    may settle on for a statement Wire has prepared, after five runs of it.
     """
     query, params = as_sql(statement)
     with psycopg.connect(db.url) as connection:
