@@ -164,9 +164,11 @@ def sse_event_ids_lua() -> str:
 # method and path the transcoder kept of a REST call (Envoy drops such
 # headers from clients), without the query, whose parameter names alone the
 # first Lua filter records (their values may hold search terms). The token's
-# name comes from the server (CALLER_NAME_HEADER), and is
-# never the token; the trace id is empty unless tracing is on. JSON lines
-# carry these keys; text lines the same values, in the order people read.
+# name comes from the server (CALLER_NAME_HEADER), and is never the token: in
+# a call's trailers, or in the headers of a status sent alone or of a stream,
+# which the metadata filter moves aside. The trace id is empty unless tracing
+# is on. JSON lines carry these keys; text lines the same values, in the
+# order people read.
 ACCESS_LOG_FIELDS = {
     "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
     "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
@@ -177,7 +179,17 @@ ACCESS_LOG_FIELDS = {
     "duration_ms": "%DURATION%",
     "bytes_in": "%BYTES_RECEIVED%",
     "bytes_out": "%BYTES_SENT%",
-    "token_name": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:token_name)%",
+    "token_name": "%COALESCE("
+    + json.dumps(
+        {
+            "operators": [
+                {"command": "DYNAMIC_METADATA", "param": f"{METADATA_NAMESPACE}:token_name"},
+                {"command": "TRAILER", "param": CALLER_NAME_HEADER},
+            ]
+        },
+        separators=(",", ":"),
+    )
+    + ")%",
     "request_id": "%REQ(X-REQUEST-ID)%",
     "trace_id": "%TRACE_ID%",
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",

@@ -72,9 +72,16 @@ def to_rpc_status(error: Exception) -> status_pb2.Status:
 
 async def abort(context: "grpc.aio.ServicerContext[Any, Any]", error: Exception) -> NoReturn:
     """Ends the call being served with the status for `error`."""
-    status = to_status(error)
-    # What context.abort_with_status does; the type stubs lack it.
-    context.set_trailing_metadata(status.trailing_metadata)
+    await abort_with(context, to_status(error))
+
+
+async def abort_with(
+    context: "grpc.aio.ServicerContext[Any, Any]", status: grpc.Status
+) -> NoReturn:
+    """Ends the call being served with `status`, details included."""
+    # What context.abort_with_status does (the type stubs lack it), keeping
+    # the trailers the guards set (the caller's token name).
+    context.set_trailing_metadata((*context.trailing_metadata(), *status.trailing_metadata))
     await context.abort(status.code, status.details)
 
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import quote
 
 import grpc
@@ -32,7 +32,7 @@ from server.metrics import MethodMetrics
 from server.service.call_deadline import caller_deadline
 from server.service.tokens import TokenService
 from server.transport.decoding import WrappedHandlers
-from server.transport.errors import to_status
+from server.transport.errors import abort
 from server.transport.methods import Method
 
 log = logging.getLogger(__name__)
@@ -177,22 +177,17 @@ class _MethodGuard:
                         else:
                             caller = await self._authentication.caller(context)
                             token = _caller.set(caller)
+                            _name_in_trailers(context, caller)
                             try:
                                 caller.require_any(self._scopes)
                                 response = await body(request, context)
-                            except BaseException:
-                                # The error's status goes as trailers, the
-                                # response's headers too when nothing was sent
-                                # before it: they name the token.
-                                context.set_trailing_metadata(caller_metadata())
-                                raise
                             finally:
                                 _caller.reset(token)
                 except grpc.aio.AbortError:
                     raise  # already a status
                 except Exception as error:
                     # The one error mapping (errors.py): any error is the caller's status.
-                    await abort_with(context, to_status(error))
+                    await abort(context, error)
             code = "OK"
             return response
         except grpc.aio.AbortError:
@@ -223,9 +218,7 @@ def _guarded(
         unary_unary: Any = handler.unary_unary
 
         async def respond(request: Any, context: Context) -> Any:
-            response = await unary_unary(read(request, context), context)
-            await _send_headers(context)
-            return response
+            return await unary_unary(read(request, context), context)
 
         return grpc.unary_unary_rpc_method_handler(partial(run, respond), **serializers)
     if handler.unary_stream is not None:
@@ -238,12 +231,7 @@ def _guarded(
     if handler.stream_unary is not None:
         stream_unary: Any = handler.stream_unary
 
-        async def receive(requests: Any, context: Context) -> Any:
-            response = await stream_unary(requests, context)
-            await _send_headers(context)
-            return response
-
-        return grpc.stream_unary_rpc_method_handler(partial(run, receive), **serializers)
+        return grpc.stream_unary_rpc_method_handler(partial(run, stream_unary), **serializers)
     if handler.stream_stream is None:
         raise TypeError("a method handler without a behavior")
     stream_stream: Any = handler.stream_stream
@@ -254,18 +242,17 @@ def _guarded(
     return grpc.stream_stream_rpc_method_handler(partial(run, converse), **serializers)
 
 
-async def _send_headers(context: Context) -> None:
-    """Sends a unary call's headers with its caller's token name, for Envoy's
-    access log, just before its response: no earlier, so that Envoy may still
-    retry a call whose worker died, and an error before it still goes as
-    trailers alone.
+def _name_in_trailers(context: Context, caller: Caller) -> None:
+    """Names the caller's token in the call's trailers, for Envoy's access
+    log: it reads the name from them, or from the headers they become when
+    the status goes alone (an error before any response).
 
-    Only Envoy reads the name. Sending headers ahead of the response costs a
-    batch of grpc's own (about a tenth of a worker's CPU per call), so a call
-    from elsewhere (HTK_GRPC_PORT) sends none: grpc sends its empty headers
-    with the response."""
-    if trusted_peer(context.peer()) and (metadata := caller_metadata()):
-        await context.send_initial_metadata(metadata)
+    Trailers go with the status in grpc's last batch. Headers would have to
+    go ahead of the response in a batch of their own, which cost about a
+    tenth of a worker's CPU per call. A call from elsewhere (HTK_GRPC_PORT)
+    gets no name: it is for Envoy's log alone."""
+    if trusted_peer(context.peer()):
+        context.set_trailing_metadata(_name_metadata(caller.token_name))
 
 
 def _status_name(context: Context) -> str:
@@ -292,14 +279,6 @@ async def _streaming(path: str, writing: Awaitable[None]) -> None:
         # A client that goes away (a closed tab, a resume) is no fault.
         log.debug("%s cancelled: its client left or its deadline passed", path)
         raise
-
-
-async def abort_with(context: Context, status: grpc.Status) -> NoReturn:
-    """Ends the call with `status`, details included."""
-    # What context.abort_with_status does (the type stubs lack it), keeping
-    # what the guards set (the caller's token name).
-    context.set_trailing_metadata((*context.trailing_metadata(), *status.trailing_metadata))
-    await context.abort(status.code, status.details)
 
 
 class Draining:

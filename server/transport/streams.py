@@ -28,8 +28,8 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from server.domain.errors import ResourceExhausted
-from server.transport.errors import to_rpc_status
-from server.transport.interceptors import Context, abort_with, caller_metadata
+from server.transport.errors import abort_with, to_rpc_status
+from server.transport.interceptors import Context, caller_metadata
 
 log = logging.getLogger(__name__)
 

@@ -118,7 +118,7 @@ def test_one_line_per_request_without_the_query_values_or_the_token(
     token, name = caller
     auth = {"Authorization": f"Bearer {token}"}
     secret = f"secret-term-{uuid.uuid4().hex}"
-    rest_id, missing_id, grpc_id = (f"test-{uuid.uuid4().hex}" for _ in range(3))
+    rest_id, missing_id, grpc_id, grpc_listed_id = (f"test-{uuid.uuid4().hex}" for _ in range(4))
     listed = httpx.get(
         f"{json_stack.http_url}/api/v1/processes",
         params={"status": "running", "search": secret},
@@ -132,15 +132,20 @@ def test_one_line_per_request_without_the_query_values_or_the_token(
         timeout=30,
     )
     assert missing.status_code == 404
-    with grpc.insecure_channel(json_stack.envoy_target) as channel, pytest.raises(grpc.RpcError):
-        pb_grpc.ProcessServiceStub(channel).GetProcess(
-            pb.GetProcessRequest(process_id=MISSING),
-            metadata=(("authorization", f"Bearer {token}"), ("x-request-id", grpc_id)),
+    with grpc.insecure_channel(json_stack.envoy_target) as channel:
+        with pytest.raises(grpc.RpcError):
+            pb_grpc.ProcessServiceStub(channel).GetProcess(
+                pb.GetProcessRequest(process_id=MISSING),
+                metadata=(("authorization", f"Bearer {token}"), ("x-request-id", grpc_id)),
+            )
+        pb_grpc.ProcessServiceStub(channel).ListProcesses(
+            pb.ListProcessesRequest(),
+            metadata=(("authorization", f"Bearer {token}"), ("x-request-id", grpc_listed_id)),
         )
 
-    logged = _access_entries(json_stack, rest_id, missing_id, grpc_id)
-    assert [len(entries) for entries in logged.values()] == [1, 1, 1], logged
-    [rest], [not_found], [grpc_call] = logged.values()
+    logged = _access_entries(json_stack, rest_id, missing_id, grpc_id, grpc_listed_id)
+    assert [len(entries) for entries in logged.values()] == [1, 1, 1, 1], logged
+    [rest], [not_found], [grpc_call], [grpc_listed] = logged.values()
     assert rest["method"] == "GET"
     assert rest["path"] == "/api/v1/processes"
     assert rest["query"] == "status&search"
@@ -155,7 +160,12 @@ def test_one_line_per_request_without_the_query_values_or_the_token(
     assert not_found["path"] == f"/api/v1/processes/{MISSING}"
     assert grpc_call["path"] == "/htk.processes.v1.ProcessService/GetProcess"
     assert (grpc_call["status"], str(grpc_call["grpc_status"])) == (200, "5")
+    # The name comes from the trailers of a call answered (REST or gRPC),
+    # from the headers of a status sent alone.
     assert grpc_call["token_name"] == rest["token_name"]
+    assert not_found["token_name"] == rest["token_name"]
+    assert (grpc_listed["status"], str(grpc_listed["grpc_status"])) == (200, "0")
+    assert grpc_listed["token_name"] == rest["token_name"]
     assert secret not in json_stack.log
     assert token not in json_stack.log
 

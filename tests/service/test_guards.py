@@ -162,10 +162,10 @@ async def test_a_call_from_outside_envoy_gets_no_internal_header(
     probe: grpc.aio.Channel, org: Org
 ) -> None:
     """The token's name is for Envoy's access log: a direct gRPC caller's
-    response headers go without it."""
+    response headers and trailers go without it."""
     call = probe.unary_unary("/test.Probe/Unary", _identity, _identity)(
         b"", metadata=org.metadata()
     )
     assert await call == org.org_id.encode()
-    headers = await call.initial_metadata()
-    assert not [name for name, _ in headers if name.startswith(INTERNAL_HEADER_PREFIX)]
+    metadata = (*await call.initial_metadata(), *await call.trailing_metadata())
+    assert not [name for name, _ in metadata if name.startswith(INTERNAL_HEADER_PREFIX)]
