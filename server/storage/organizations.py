@@ -1,6 +1,6 @@
 """What an organization holds, counted under its row's lock."""
 
-from typing import Literal
+from typing import Literal, get_args
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -12,7 +12,7 @@ Held = Literal["webhooks", "trust_policies"]
 _COUNT_LOCKED = {
     table: f"SELECT (SELECT count(*) FROM {table} WHERE org_id = %(org_id)s)"  # noqa: S608
     " FROM organizations WHERE org_id = %(org_id)s FOR UPDATE"
-    for table in ("webhooks", "trust_policies")
+    for table in get_args(Held)
 }
 
 

@@ -17,7 +17,7 @@ from tests.browser import test_dashboard as dashboard
 from tests.browser.test_dashboard import sign_in
 from tests.support.stack import Stack, running_stack
 from tests.support.tokens import create_token
-from tests.support.webhooks import Receiver, receiver
+from tests.support.webhooks import LOCAL_RECEIVERS, Receiver, receiver
 
 browser = dashboard.browser
 page = dashboard.page
@@ -25,7 +25,7 @@ page = dashboard.page
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env = {"HTK_WORKERS": "1", "HTK_WEBHOOK_ALLOW_PRIVATE": "1"}
+    env = {"HTK_WORKERS": "1", **LOCAL_RECEIVERS}
     with running_stack(Path(tmp_path_factory.mktemp("dashboard-hooks")), env=env) as running:
         yield running
 

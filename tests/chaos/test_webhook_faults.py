@@ -23,7 +23,7 @@ from tests.chaos.helpers import (
 )
 from tests.support.stack import Stack, running_stack
 from tests.support.tokens import create_token
-from tests.support.webhooks import Arrival, receiver
+from tests.support.webhooks import LOCAL_RECEIVERS, Arrival, receiver
 
 EVENTS = 2000
 CLIENTS = 4
@@ -32,7 +32,7 @@ DOWN_SECONDS = 2.0
 # Short retries, many of them: 30% failures never run out of 20 attempts
 # (0.3**20), and a taken-over lease (2 * timeout + 5 s) ends soon.
 ENV = {
-    "HTK_WEBHOOK_ALLOW_PRIVATE": "1",
+    **LOCAL_RECEIVERS,
     "HTK_WEBHOOK_RETRY_SCHEDULE": ",".join(["0.2"] * 20),
     "HTK_WEBHOOK_TIMEOUT_SECONDS": "2",
 }

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.stack import HTK, Stack, running_stack
-from tests.support.webhooks import Receiver, receiver
+from tests.support.webhooks import LOCAL_RECEIVERS, Receiver, receiver
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @pytest.fixture(scope="module")
 def hooks_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(
-        Path(tmp_path_factory.mktemp("cli-hooks")), env={"HTK_WEBHOOK_ALLOW_PRIVATE": "1"}
-    ) as running:
+    with running_stack(Path(tmp_path_factory.mktemp("cli-hooks")), env=LOCAL_RECEIVERS) as running:
         yield running
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from server.settings import CHECKOUT
 from tests.support.stack import Stack, running_stack
+from tests.support.webhooks import LOCAL_RECEIVERS
 
 CLIENTS = CHECKOUT / "clients"
 
@@ -21,7 +22,7 @@ CLIENTS = CHECKOUT / "clients"
 # The clients' webhooks point at 127.0.0.1, since there is no DNS here to give
 # them a public host; they subscribe to a namespace no process uses, so nothing
 # is sent to them.
-CLIENTS_STACK_ENV = {"HTK_WEBHOOK_ALLOW_PRIVATE": "1"}
+CLIENTS_STACK_ENV = LOCAL_RECEIVERS
 
 
 def client_env(stack: Stack) -> dict[str, str]:

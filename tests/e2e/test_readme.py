@@ -15,6 +15,7 @@ from server.settings import CHECKOUT
 from tests.e2e.conftest import doc_block, outside_env
 from tests.support.orgs import Org
 from tests.support.stack import Stack, running_stack
+from tests.support.webhooks import LOCAL_RECEIVERS
 
 
 def _json_documents(output: str) -> list[dict[str, Any]]:
@@ -111,8 +112,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
 @pytest.fixture(scope="module")
 def make_run_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack with the settings `make run` adds: webhooks may reach this machine."""
-    env = {"HTK_WEBHOOK_ALLOW_PRIVATE": "1"}
-    with running_stack(tmp_path_factory.mktemp("make-run"), env=env) as running:
+    with running_stack(tmp_path_factory.mktemp("make-run"), env=LOCAL_RECEIVERS) as running:
         yield running
 
 

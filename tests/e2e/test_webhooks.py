@@ -21,7 +21,7 @@ from tests.e2e.test_rest_contract import PROCESSES, ok, update
 from tests.e2e.test_rest_errors import assert_error, assert_invalid_field
 from tests.support.stack import Stack, running_stack
 from tests.support.tokens import create_token
-from tests.support.webhooks import Receiver, receiver
+from tests.support.webhooks import LOCAL_RECEIVERS, Receiver, receiver
 
 Json = dict[str, Any]
 WEBHOOKS = "/api/v1/webhooks"
@@ -37,7 +37,7 @@ HUMAN_STEPS: list[Json] = [
 def hooks_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack whose webhooks may call 127.0.0.1, retrying within a second."""
     env = {
-        "HTK_WEBHOOK_ALLOW_PRIVATE": "1",
+        **LOCAL_RECEIVERS,
         "HTK_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2,0.2",
         "HTK_WEBHOOK_TIMEOUT_SECONDS": "5",
     }

@@ -15,6 +15,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 Json = dict[str, Any]
 
+# A stack's settings that let its webhooks call receivers on this machine.
+LOCAL_RECEIVERS = {"HTK_WEBHOOK_ALLOW_PRIVATE": "1"}
+
 
 @dataclass(frozen=True)
 class Arrival:
